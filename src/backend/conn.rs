@@ -1,0 +1,240 @@
+//! One long-lived, pipelined connection to a node, shared by many clients.
+//!
+//! A task owns the socket. Requests arrive on a bounded queue, are written in batches, and their
+//! reply slots wait in order; the reader completes them as replies arrive. When the socket fails,
+//! requests already written get [`BackendError::Lost`] (their fate is unknown), queued ones wait
+//! for the reconnect, and while the node cannot be reached new requests fail at once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::{BackendError, ConnSettings, NodeAddr, Reply, dial};
+use crate::protocol::{Protocol, ReplyKind, frame_reply};
+
+/// `ASKING` in RESP, sent before a command redirected by `ASK`.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// Most bytes gathered into one write.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+type ReplySlot = oneshot::Sender<Result<Reply, BackendError>>;
+
+struct Job {
+    payload: Bytes,
+    asking: bool,
+    reply: ReplySlot,
+}
+
+struct Waiting {
+    reply: ReplySlot,
+    /// Replies to drop before this one (the `+OK` of `ASKING`).
+    skip: u8,
+}
+
+/// Handle to a connection task; cheap to clone. The task ends when every handle is dropped.
+#[derive(Clone)]
+pub struct Connection {
+    jobs: mpsc::Sender<Job>,
+    addr: NodeAddr,
+}
+
+impl Connection {
+    /// Starts the task that connects to `addr` and serves requests.
+    pub fn spawn(addr: NodeAddr, protocol: Protocol, settings: Arc<ConnSettings>) -> Connection {
+        let (jobs, rx) = mpsc::channel(settings.max_inflight);
+        tokio::spawn(run(addr.clone(), protocol, settings, rx));
+        Connection { jobs, addr }
+    }
+
+    /// Queues `payload` (one command, preceded by `ASKING` when `asking`) and returns the slot
+    /// its reply will arrive in.
+    pub fn send(
+        &self,
+        payload: Bytes,
+        asking: bool,
+    ) -> Result<oneshot::Receiver<Result<Reply, BackendError>>, BackendError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .try_send(Job {
+                payload,
+                asking,
+                reply,
+            })
+            .map_err(|_| BackendError::Overloaded {
+                addr: self.addr.clone(),
+            })?;
+        Ok(rx)
+    }
+}
+
+async fn run(
+    addr: NodeAddr,
+    protocol: Protocol,
+    settings: Arc<ConnSettings>,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    let mut backoff = settings.backoff_min;
+    let mut was_down = false;
+    loop {
+        match dial(&addr, protocol, &settings).await {
+            Ok(stream) => {
+                info!(node = %addr, ?protocol, "backend connected");
+                backoff = settings.backoff_min;
+                was_down = false;
+                match serve(stream, &addr, protocol, settings.max_inflight, &mut jobs).await {
+                    Ended::Dropped => return,
+                    Ended::Failed(reason) => {
+                        warn!(node = %addr, %reason, "backend connection lost")
+                    }
+                }
+            }
+            Err(error) => {
+                if !was_down {
+                    warn!(node = %addr, %error, "backend unreachable");
+                    was_down = true;
+                } else {
+                    debug!(node = %addr, %error, "backend still unreachable");
+                }
+                // Until the next attempt, fail requests at once rather than let them wait.
+                let retry_at = tokio::time::Instant::now() + backoff;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(retry_at) => break,
+                        job = jobs.recv() => match job {
+                            Some(job) => { let _ = job.reply.send(Err(error.clone())); }
+                            None => return,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(settings.backoff_max);
+            }
+        }
+    }
+}
+
+enum Ended {
+    /// Every handle was dropped: the node left the topology.
+    Dropped,
+    /// The socket failed.
+    Failed(String),
+}
+
+async fn serve(
+    stream: TcpStream,
+    addr: &NodeAddr,
+    protocol: Protocol,
+    max_inflight: usize,
+    jobs: &mut mpsc::Receiver<Job>,
+) -> Ended {
+    let (mut rd, mut wr) = stream.into_split();
+    // Both halves run in this one task, so the lock is never contended; it is never held
+    // across an await.
+    let waiting: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
+    let room = Notify::new();
+
+    let writer = async {
+        let mut batch = BytesMut::with_capacity(16 * 1024);
+        loop {
+            while lock(&waiting).len() >= max_inflight {
+                room.notified().await;
+            }
+            let Some(job) = jobs.recv().await else {
+                return Ended::Dropped;
+            };
+            push_job(&mut batch, &waiting, job);
+            while batch.len() < MAX_BATCH_BYTES && lock(&waiting).len() < max_inflight {
+                match jobs.try_recv() {
+                    Ok(job) => push_job(&mut batch, &waiting, job),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = wr.write_all(&batch).await {
+                return Ended::Failed(e.to_string());
+            }
+            batch.clear();
+            if batch.capacity() > 4 * MAX_BATCH_BYTES {
+                batch = BytesMut::with_capacity(16 * 1024);
+            }
+        }
+    };
+
+    let reader = async {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            match rd.read_buf(&mut buf).await {
+                Ok(0) => return Ended::Failed("closed by the node".into()),
+                Ok(_) => {}
+                Err(e) => return Ended::Failed(e.to_string()),
+            }
+            loop {
+                let frame = match frame_reply(&buf, protocol) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(_) => {
+                        return Ended::Failed(
+                            BackendError::Protocol { addr: addr.clone() }.to_string(),
+                        );
+                    }
+                };
+                let bytes = buf.split_to(frame.len).freeze();
+                if frame.kind == ReplyKind::Push {
+                    continue;
+                }
+                let mut queue = lock(&waiting);
+                let Some(front) = queue.front_mut() else {
+                    return Ended::Failed("reply with no request waiting".into());
+                };
+                if front.skip > 0 {
+                    front.skip -= 1;
+                    continue;
+                }
+                if let Some(w) = queue.pop_front() {
+                    let _ = w.reply.send(Ok(Reply {
+                        bytes,
+                        kind: frame.kind,
+                    }));
+                }
+                drop(queue);
+                room.notify_one();
+            }
+            if buf.capacity() == 0 {
+                buf.reserve(16 * 1024);
+            }
+        }
+    };
+
+    let ended = tokio::select! {
+        ended = writer => ended,
+        ended = reader => ended,
+    };
+    for w in lock(&waiting).drain(..) {
+        let _ = w.reply.send(Err(BackendError::Lost { addr: addr.clone() }));
+    }
+    ended
+}
+
+fn push_job(batch: &mut BytesMut, waiting: &Mutex<VecDeque<Waiting>>, job: Job) {
+    if job.reply.is_closed() {
+        // The client gave up (timeout or disconnect) before the request was written.
+        return;
+    }
+    if job.asking {
+        batch.put_slice(ASKING);
+    }
+    batch.put_slice(&job.payload);
+    lock(waiting).push_back(Waiting {
+        reply: job.reply,
+        skip: u8::from(job.asking),
+    });
+}
+
+fn lock(waiting: &Mutex<VecDeque<Waiting>>) -> MutexGuard<'_, VecDeque<Waiting>> {
+    waiting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

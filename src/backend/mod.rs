@@ -1,0 +1,174 @@
+//! Backend side: dialing Redis nodes, multiplexed pipelined connections, and per-node pools.
+//!
+//! Every client's request for a node goes over one of a few long-lived connections to it; a
+//! client connection never costs a backend connection.
+
+mod conn;
+mod dial;
+mod pool;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::config::ClusterConfig;
+use crate::protocol::ReplyKind;
+
+pub use conn::Connection;
+pub use dial::{dial, request_once};
+pub use pool::{Backends, NodePool};
+
+/// A node's `host:port`, as the cluster announces it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeAddr(Arc<str>);
+
+impl NodeAddr {
+    /// Wraps a `host:port` string.
+    pub fn new(addr: &str) -> Self {
+        NodeAddr(Arc::from(addr))
+    }
+
+    /// The `host:port` text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The host part.
+    pub fn host(&self) -> &str {
+        self.0.rsplit_once(':').map_or(&self.0, |(host, _)| host)
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One complete reply from a backend, as the bytes it sent.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The raw reply.
+    pub bytes: Bytes,
+    /// Whether it is an error.
+    pub kind: ReplyKind,
+}
+
+impl Reply {
+    /// The error text (`MOVED 1 h:p`, `ERR ...`) if the reply is an error.
+    pub fn error_text(&self) -> Option<&[u8]> {
+        match self.kind {
+            ReplyKind::Error(start, end) => self.bytes.get(start..end),
+            _ => None,
+        }
+    }
+}
+
+/// A request to a backend failed without a reply.
+#[derive(Debug, Clone, Error)]
+pub enum BackendError {
+    /// The node could not be reached; the request was not sent.
+    #[error("backend {addr} unreachable: {reason}")]
+    Unreachable {
+        /// The node.
+        addr: NodeAddr,
+        /// Why, as the operating system or the timeout said.
+        reason: String,
+    },
+    /// The node rejected the configured credentials; the request was not sent.
+    #[error("backend {addr} rejected authentication: {reason}")]
+    Auth {
+        /// The node.
+        addr: NodeAddr,
+        /// The node's error reply.
+        reason: String,
+    },
+    /// The connection failed after the request was sent: it may or may not have run.
+    #[error(
+        "connection to backend {addr} lost before it replied; the command may or may not have run"
+    )]
+    Lost {
+        /// The node.
+        addr: NodeAddr,
+    },
+    /// No reply within the request timeout: the command may or may not have run.
+    #[error(
+        "backend {addr} did not reply within {timeout_ms} ms; the command may or may not have run"
+    )]
+    Timeout {
+        /// The node.
+        addr: NodeAddr,
+        /// The timeout that passed.
+        timeout_ms: u64,
+    },
+    /// Too many requests already queued for the node; the request was not sent.
+    #[error("backend {addr} is overloaded: too many requests in flight")]
+    Overloaded {
+        /// The node.
+        addr: NodeAddr,
+    },
+    /// The node sent bytes that are not RESP; the connection was closed.
+    #[error("backend {addr} sent a malformed reply")]
+    Protocol {
+        /// The node.
+        addr: NodeAddr,
+    },
+}
+
+impl BackendError {
+    /// Whether the request surely did not reach the node, so sending it again cannot run it twice.
+    pub fn surely_not_sent(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Unreachable { .. }
+                | BackendError::Auth { .. }
+                | BackendError::Overloaded { .. }
+        )
+    }
+}
+
+/// How to reach and talk to the nodes of one cluster.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    /// ACL user, if any.
+    pub username: Option<String>,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for one reply.
+    pub request_timeout: Duration,
+    /// Connections per node and protocol.
+    pub connections_per_node: usize,
+    /// Requests queued or in flight per connection.
+    pub max_inflight: usize,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+}
+
+impl From<&ClusterConfig> for ConnSettings {
+    fn from(c: &ClusterConfig) -> Self {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        ConnSettings {
+            username: non_empty(&c.username),
+            password: non_empty(&c.password),
+            connect_timeout: c.connect_timeout(),
+            request_timeout: c.request_timeout(),
+            connections_per_node: c.connections_per_node.max(1),
+            max_inflight: c.max_inflight_per_connection.max(1),
+            backoff_min: Duration::from_millis(c.reconnect_backoff_min_ms),
+            backoff_max: Duration::from_millis(c.reconnect_backoff_max_ms),
+        }
+    }
+}

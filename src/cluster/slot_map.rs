@@ -1,0 +1,126 @@
+//! An immutable snapshot of which master serves each slot, with the masters' pools resolved.
+
+use std::sync::Arc;
+
+use super::topology::SlotRange;
+use super::{SLOT_COUNT, Slot};
+use crate::backend::{Backends, NodeAddr, NodePool};
+
+/// Marks a slot no master serves.
+const UNSERVED: u16 = u16::MAX;
+
+/// Slot -> master, replaced whole on every topology change and read without locks.
+#[derive(Clone)]
+pub struct SlotMap {
+    owners: Vec<u16>,
+    masters: Vec<Arc<NodePool>>,
+    replicas: Vec<Vec<NodeAddr>>,
+}
+
+impl SlotMap {
+    /// A map with no slot served.
+    pub fn empty() -> Self {
+        SlotMap {
+            owners: vec![UNSERVED; usize::from(SLOT_COUNT)],
+            masters: Vec::new(),
+            replicas: Vec::new(),
+        }
+    }
+
+    /// Builds a map from `CLUSTER SLOTS` ranges, taking pools from `backends`.
+    pub fn from_ranges(ranges: &[SlotRange], backends: &Backends) -> Self {
+        let mut map = SlotMap::empty();
+        for range in ranges {
+            let index = match map.masters.iter().position(|p| p.addr() == &range.master) {
+                Some(i) => i,
+                None => {
+                    map.masters.push(backends.pool(&range.master));
+                    map.replicas.push(Vec::new());
+                    map.masters.len() - 1
+                }
+            };
+            if let Some(replicas) = map.replicas.get_mut(index) {
+                for r in &range.replicas {
+                    if !replicas.contains(r) {
+                        replicas.push(r.clone());
+                    }
+                }
+            }
+            let end = range.end.min(SLOT_COUNT - 1);
+            for slot in range.start..=end {
+                if let Some(owner) = map.owners.get_mut(usize::from(slot)) {
+                    *owner = index as u16;
+                }
+            }
+        }
+        map
+    }
+
+    /// Whether no slot is served (the topology is not known yet).
+    pub fn is_empty(&self) -> bool {
+        self.masters.is_empty()
+    }
+
+    /// The pool of the master serving `slot`.
+    pub fn master(&self, slot: Slot) -> Option<&Arc<NodePool>> {
+        let owner = *self.owners.get(usize::from(slot.get()))?;
+        self.masters.get(usize::from(owner))
+    }
+
+    /// A master chosen by `n` (round robin), for commands without keys.
+    pub fn any_master(&self, n: usize) -> Option<&Arc<NodePool>> {
+        match self.masters.len() {
+            0 => None,
+            len => self.masters.get(n % len),
+        }
+    }
+
+    /// The masters' pools.
+    pub fn masters(&self) -> &[Arc<NodePool>] {
+        &self.masters
+    }
+
+    /// Every node address, masters first.
+    pub fn nodes(&self) -> Vec<NodeAddr> {
+        let mut nodes: Vec<NodeAddr> = self.masters.iter().map(|p| p.addr().clone()).collect();
+        nodes.extend(self.replicas.iter().flatten().cloned());
+        nodes
+    }
+
+    /// Number of slots served by some master.
+    pub fn slots_served(&self) -> usize {
+        self.owners.iter().filter(|&&o| o != UNSERVED).count()
+    }
+
+    /// Whether two maps route every slot to the same node and know the same replicas.
+    pub fn same_routes(&self, other: &SlotMap) -> bool {
+        let addr =
+            |map: &SlotMap, o: u16| map.masters.get(usize::from(o)).map(|p| p.addr().clone());
+        self.replicas
+            .iter()
+            .flatten()
+            .eq(other.replicas.iter().flatten())
+            && self
+                .owners
+                .iter()
+                .zip(&other.owners)
+                .all(|(&a, &b)| addr(self, a) == addr(other, b))
+    }
+
+    /// A copy with `slot` served by `pool`: what a `MOVED` says until the next refresh.
+    pub fn with_slot_moved(&self, slot: Slot, pool: &Arc<NodePool>) -> SlotMap {
+        let mut map = self.clone();
+        let index = match map.masters.iter().position(|p| p.addr() == pool.addr()) {
+            Some(i) => i,
+            None => {
+                map.masters.push(Arc::clone(pool));
+                map.replicas.push(Vec::new());
+                map.masters.len() - 1
+            }
+        };
+        if let Some(owner) = map.owners.get_mut(usize::from(slot.get())) {
+            *owner = index as u16;
+        }
+        map
+    }
+}

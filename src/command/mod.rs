@@ -1,0 +1,176 @@
+//! The command table: what every command is called, its arity, flags and where its keys are.
+//!
+//! Built from the backend's own `COMMAND` reply, so every command the backend knows (module
+//! commands included) is routed by the backend's own key specs. The proxy's own commands are
+//! looked up before this table (see `session::local`).
+
+mod keys;
+mod parse;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+pub use keys::{KeySpec, SearchBegin, SearchKeys};
+pub use parse::{CommandTableError, parse_command_reply};
+
+/// Longest command name looked up without allocating.
+const MAX_NAME_LEN: usize = 64;
+
+/// What the proxy knows of one command (or subcommand).
+#[derive(Debug, Clone, Default)]
+pub struct CommandSpec {
+    /// Full lowercase name, `get` or `object|encoding`.
+    pub name: String,
+    /// Redis arity: positive for an exact argument count, negative for a minimum.
+    pub arity: i64,
+    /// Flags such as `write`, `readonly`, `blocking`, `movablekeys`.
+    pub flags: Vec<String>,
+    /// Legacy key positions: first key, last key (negative counts from the end), step.
+    pub first_key: i64,
+    /// See `first_key`.
+    pub last_key: i64,
+    /// See `first_key`.
+    pub step: i64,
+    /// Key specifications (Redis 7); used instead of the legacy positions when present.
+    pub key_specs: Vec<KeySpec>,
+    /// Subcommands of a container command such as `OBJECT`, by lowercase subcommand name.
+    pub subcommands: HashMap<String, CommandSpec>,
+}
+
+impl CommandSpec {
+    /// Whether the command has the given flag.
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+
+    /// Whether `argc` arguments (command name included) satisfy the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = argc as i64;
+        if self.arity >= 0 {
+            argc == self.arity
+        } else {
+            argc >= -self.arity
+        }
+    }
+
+    /// Collects the keys of `args` into `out`, by key specs when present.
+    pub fn keys(&self, args: &[Bytes], out: &mut Vec<Bytes>) {
+        keys::extract(self, args, out);
+    }
+}
+
+/// What a lookup of a request's command name found.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// A known command or subcommand.
+    Found(&'a CommandSpec),
+    /// No such command.
+    Unknown,
+    /// A container command called with a subcommand it does not have.
+    UnknownSubcommand,
+}
+
+/// All commands of the backend, by lowercase name.
+#[derive(Debug, Clone, Default)]
+pub struct CommandTable {
+    commands: HashMap<String, CommandSpec>,
+}
+
+impl CommandTable {
+    /// A table of the given commands.
+    pub fn new(specs: impl IntoIterator<Item = CommandSpec>) -> Self {
+        CommandTable {
+            commands: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        }
+    }
+
+    /// Number of top-level commands.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Finds the spec for a request, descending into the subcommand of a container command.
+    pub fn lookup(&self, args: &[Bytes]) -> Lookup<'_> {
+        let Some(spec) = args.first().and_then(|name| self.get(name)) else {
+            return Lookup::Unknown;
+        };
+        if spec.subcommands.is_empty() {
+            return Lookup::Found(spec);
+        }
+        match args.get(1) {
+            // The arity check of the container reports the missing subcommand.
+            None => Lookup::Found(spec),
+            Some(sub) => match with_lowercase(sub, |s| spec.subcommands.get(s)) {
+                Some(Some(found)) => Lookup::Found(found),
+                _ => Lookup::UnknownSubcommand,
+            },
+        }
+    }
+
+    /// The top-level command called `name` in any case.
+    pub fn get(&self, name: &[u8]) -> Option<&CommandSpec> {
+        with_lowercase(name, |n| self.commands.get(n)).flatten()
+    }
+}
+
+/// Calls `f` with the ASCII-lowercased `name` as `&str` without allocating; `None` when the
+/// name is too long or not UTF-8 (no command has such a name).
+pub fn with_lowercase<T>(name: &[u8], f: impl FnOnce(&str) -> T) -> Option<T> {
+    let mut buf = [0u8; MAX_NAME_LEN];
+    let lower = buf.get_mut(..name.len())?;
+    for (dst, src) in lower.iter_mut().zip(name) {
+        *dst = src.to_ascii_lowercase();
+    }
+    std::str::from_utf8(lower).ok().map(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, arity: i64) -> CommandSpec {
+        CommandSpec {
+            name: name.into(),
+            arity,
+            ..CommandSpec::default()
+        }
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive_and_descends_into_subcommands() {
+        let mut object = spec("object", -2);
+        object
+            .subcommands
+            .insert("encoding".into(), spec("object|encoding", 3));
+        let table = CommandTable::new([spec("get", 2), object]);
+        let args = |a: &[&str]| {
+            a.iter()
+                .map(|s| Bytes::from(s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert!(matches!(table.lookup(&args(&["GeT", "k"])), Lookup::Found(s) if s.name == "get"));
+        assert!(
+            matches!(table.lookup(&args(&["OBJECT", "Encoding", "k"])), Lookup::Found(s) if s.name == "object|encoding")
+        );
+        assert!(matches!(
+            table.lookup(&args(&["object", "nope"])),
+            Lookup::UnknownSubcommand
+        ));
+        assert!(matches!(table.lookup(&args(&["object"])), Lookup::Found(s) if s.name == "object"));
+        assert!(matches!(table.lookup(&args(&["nope"])), Lookup::Unknown));
+    }
+
+    #[test]
+    fn arity_follows_redis_rules() {
+        assert!(spec("get", 2).arity_ok(2));
+        assert!(!spec("get", 2).arity_ok(3));
+        assert!(spec("mget", -2).arity_ok(5));
+        assert!(!spec("mget", -2).arity_ok(1));
+    }
+}

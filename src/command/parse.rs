@@ -1,0 +1,148 @@
+//! Reading the backend's `COMMAND` reply (RESP2) into command specs.
+
+use redis_protocol::resp2::types::OwnedFrame;
+use thiserror::Error;
+
+use super::{CommandSpec, CommandTable, KeySpec, SearchBegin, SearchKeys};
+
+/// The `COMMAND` reply did not have the documented shape.
+#[derive(Debug, Error)]
+#[error("unexpected COMMAND reply: {0}")]
+pub struct CommandTableError(String);
+
+/// Builds the command table from a RESP2 `COMMAND` reply.
+pub fn parse_command_reply(reply: &OwnedFrame) -> Result<CommandTable, CommandTableError> {
+    let OwnedFrame::Array(entries) = reply else {
+        return Err(CommandTableError("not an array".into()));
+    };
+    let specs = entries
+        .iter()
+        .map(parse_entry)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CommandTable::new(specs))
+}
+
+fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
+    let OwnedFrame::Array(fields) = entry else {
+        return Err(CommandTableError("entry is not an array".into()));
+    };
+    let name = fields
+        .first()
+        .and_then(text)
+        .ok_or_else(|| CommandTableError("entry without a name".into()))?
+        .to_ascii_lowercase();
+    let int = |i: usize| match fields.get(i) {
+        Some(OwnedFrame::Integer(n)) => Ok(*n),
+        _ => Err(CommandTableError(format!(
+            "{name}: field {i} is not an integer"
+        ))),
+    };
+    let flags = match fields.get(2) {
+        Some(OwnedFrame::Array(items)) => items
+            .iter()
+            .filter_map(text)
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let key_specs = match fields.get(8) {
+        Some(OwnedFrame::Array(items)) => items.iter().map(parse_key_spec).collect(),
+        _ => Vec::new(),
+    };
+    let subcommands = match fields.get(9) {
+        Some(OwnedFrame::Array(items)) => items
+            .iter()
+            .map(|item| {
+                let sub = parse_entry(item)?;
+                let short = sub.name.rsplit('|').next().unwrap_or(&sub.name).to_string();
+                Ok((short, sub))
+            })
+            .collect::<Result<_, CommandTableError>>()?,
+        _ => Default::default(),
+    };
+    Ok(CommandSpec {
+        arity: int(1)?,
+        first_key: int(3)?,
+        last_key: int(4)?,
+        step: int(5)?,
+        name,
+        flags,
+        key_specs,
+        subcommands,
+    })
+}
+
+/// A key spec; parts the proxy does not understand become `Unknown`, so those keys are not
+/// used for routing and the backend judges the command.
+fn parse_key_spec(frame: &OwnedFrame) -> KeySpec {
+    let begin = field(frame, "begin_search").map_or(SearchBegin::Unknown, |search| {
+        let spec = field(search, "spec");
+        match field(search, "type").and_then(text) {
+            Some("index") => spec
+                .and_then(|s| int_field(s, "index"))
+                .map_or(SearchBegin::Unknown, SearchBegin::Index),
+            Some("keyword") => match spec.map(|s| {
+                (
+                    field(s, "keyword").and_then(text),
+                    int_field(s, "startfrom"),
+                )
+            }) {
+                Some((Some(keyword), Some(start_from))) => SearchBegin::Keyword {
+                    keyword: keyword.to_ascii_lowercase(),
+                    start_from,
+                },
+                _ => SearchBegin::Unknown,
+            },
+            _ => SearchBegin::Unknown,
+        }
+    });
+    let find = field(frame, "find_keys").map_or(SearchKeys::Unknown, |find| {
+        let spec = field(find, "spec");
+        let get = |k: &str| spec.and_then(|s| int_field(s, k));
+        match field(find, "type").and_then(text) {
+            Some("range") => match (get("lastkey"), get("keystep"), get("limit")) {
+                (Some(last_key), Some(key_step), Some(limit)) => SearchKeys::Range {
+                    last_key,
+                    key_step,
+                    limit,
+                },
+                _ => SearchKeys::Unknown,
+            },
+            Some("keynum") => match (get("keynumidx"), get("firstkey"), get("keystep")) {
+                (Some(key_num_index), Some(first_key), Some(key_step)) => SearchKeys::KeyNum {
+                    key_num_index,
+                    first_key,
+                    key_step,
+                },
+                _ => SearchKeys::Unknown,
+            },
+            _ => SearchKeys::Unknown,
+        }
+    });
+    KeySpec { begin, find }
+}
+
+fn text(frame: &OwnedFrame) -> Option<&str> {
+    match frame {
+        OwnedFrame::SimpleString(b) | OwnedFrame::BulkString(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    }
+}
+
+/// Looks `key` up in a RESP2 flat map (an array of alternating keys and values).
+fn field<'a>(frame: &'a OwnedFrame, key: &str) -> Option<&'a OwnedFrame> {
+    let OwnedFrame::Array(items) = frame else {
+        return None;
+    };
+    items
+        .chunks(2)
+        .find(|pair| pair.first().and_then(text) == Some(key))
+        .and_then(|pair| pair.get(1))
+}
+
+fn int_field(frame: &OwnedFrame, key: &str) -> Option<i64> {
+    match field(frame, key)? {
+        OwnedFrame::Integer(n) => Some(*n),
+        _ => None,
+    }
+}

@@ -1,0 +1,387 @@
+//! Configuration: one typed tree, layered file -> `RESPGATE_` environment -> flags, then
+//! validated with every problem reported by its key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Name of the cluster that `--cluster` defines and that keys route to by default.
+pub const DEFAULT_CLUSTER: &str = "default";
+/// Environment variable prefix; nested keys are separated by `__`.
+pub const ENV_PREFIX: &str = "RESPGATE";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The client-facing side.
+    pub server: ServerConfig,
+    /// The backends, by name. Today exactly one cluster; named so that several fit later.
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+/// The client-facing listener and per-client limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Worker threads; 0 means one per CPU core.
+    pub threads: usize,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// TCP keepalive interval for client connections in seconds; 0 disables it.
+    pub tcp_keepalive_s: u64,
+    /// Maximum concurrent client connections; further ones get an error and are closed.
+    pub max_clients: usize,
+    /// Longest bulk string a client may send, in bytes (Redis's `proto-max-bulk-len`).
+    pub proto_max_bulk_len: u64,
+    /// Most arguments in one request.
+    pub max_multibulk_len: u64,
+    /// Most requests of one client in flight at once; reading pauses beyond it.
+    pub max_pipeline: usize,
+    /// Close clients idle for this many seconds; 0 never does (Redis's `timeout`).
+    pub client_idle_timeout_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:6380".into(),
+            threads: 0,
+            backlog: 1024,
+            tcp_keepalive_s: 300,
+            max_clients: 10_000,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            max_multibulk_len: 1024 * 1024,
+            max_pipeline: 1024,
+            client_idle_timeout_s: 0,
+        }
+    }
+}
+
+/// One Redis Cluster behind the proxy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port` of nodes to learn the topology from; any one reachable node is enough.
+    pub seeds: Vec<String>,
+    /// ACL user for backend connections; empty means the default user.
+    pub username: String,
+    /// Password for backend connections (`requirepass`); empty means none.
+    pub password: String,
+    /// Long-lived connections per node and protocol, shared by all clients.
+    pub connections_per_node: usize,
+    /// Most requests queued or in flight on one backend connection.
+    pub max_inflight_per_connection: usize,
+    /// Time allowed to connect to a node, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for a backend to answer one request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Interval between periodic topology refreshes, in milliseconds.
+    pub refresh_interval_ms: u64,
+    /// Least time between two refreshes, in milliseconds; `MOVED` storms coalesce into one.
+    pub min_refresh_interval_ms: u64,
+    /// Most `MOVED`/`ASK` redirects followed for one request.
+    pub max_redirects: u32,
+    /// First delay before reconnecting to a node that failed, in milliseconds; doubles per failure.
+    pub reconnect_backoff_min_ms: u64,
+    /// Longest delay between reconnect attempts, in milliseconds.
+    pub reconnect_backoff_max_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            seeds: Vec::new(),
+            username: String::new(),
+            password: String::new(),
+            connections_per_node: 2,
+            max_inflight_per_connection: 8192,
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 5000,
+            refresh_interval_ms: 10_000,
+            min_refresh_interval_ms: 200,
+            max_redirects: 5,
+            reconnect_backoff_min_ms: 50,
+            reconnect_backoff_max_ms: 2000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Values given on the command line; they win over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--cluster`: seeds of the `default` cluster.
+    pub seeds: Option<Vec<String>>,
+    /// `--threads`.
+    pub threads: Option<usize>,
+}
+
+/// One problem with the configuration, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, such as `clusters.default.seeds`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// The configuration could not be loaded or is invalid.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// A source could not be read or did not match the schema.
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    /// The values are invalid; every problem is listed.
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl Config {
+    /// Loads the layers (file if given, then environment, then overrides) and validates them.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &vars, overrides)
+    }
+
+    /// [`Config::load`] with the environment given explicitly (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true)
+            .source(Some(env.iter().cloned().collect()));
+        // Lists are comma separated; the cluster names are only known from the variables.
+        for (name, _) in env {
+            let lower = name.to_ascii_lowercase();
+            if let Some(rest) = lower.strip_prefix("respgate_clusters__")
+                && let Some(cluster) = rest.strip_suffix("__seeds")
+            {
+                environment = environment.with_list_parse_key(&format!("clusters.{cluster}.seeds"));
+            }
+        }
+        builder = builder.add_source(environment);
+        if let Some(listen) = &overrides.listen {
+            builder = builder.set_override("server.listen", listen.clone())?;
+        }
+        if let Some(threads) = overrides.threads {
+            builder = builder.set_override("server.threads", threads as u64)?;
+        }
+        if let Some(seeds) = &overrides.seeds {
+            builder =
+                builder.set_override(format!("clusters.{DEFAULT_CLUSTER}.seeds"), seeds.clone())?;
+        }
+        let config: Config = builder.build()?.try_deserialize()?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Every problem with the values, each with its key; empty when the config is usable.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+        let s = &self.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            problem(
+                "server.listen".into(),
+                format!("{:?} is not an IP:port address", s.listen),
+            );
+        }
+        for (key, value) in [
+            ("server.backlog", u64::from(s.backlog)),
+            ("server.max_clients", s.max_clients as u64),
+            ("server.proto_max_bulk_len", s.proto_max_bulk_len),
+            ("server.max_multibulk_len", s.max_multibulk_len),
+            ("server.max_pipeline", s.max_pipeline as u64),
+        ] {
+            if value == 0 {
+                problem(key.into(), "must be greater than 0".into());
+            }
+        }
+        if self.clusters.is_empty() {
+            problem(
+                "clusters".into(),
+                "no cluster configured: give --cluster HOST:PORT,... or a [clusters.default] section with seeds".into(),
+            );
+        }
+        if self.clusters.len() > 1 {
+            problem(
+                "clusters".into(),
+                format!(
+                    "{} clusters configured; routing keys among several clusters is not supported yet, configure one",
+                    self.clusters.len()
+                ),
+            );
+        }
+        for (name, c) in &self.clusters {
+            let key = |field: &str| format!("clusters.{name}.{field}");
+            if c.seeds.is_empty() {
+                problem(key("seeds"), "at least one seed HOST:PORT is needed".into());
+            }
+            for seed in &c.seeds {
+                if !is_host_port(seed) {
+                    problem(key("seeds"), format!("{seed:?} is not HOST:PORT"));
+                }
+            }
+            if !c.username.is_empty() && c.password.is_empty() {
+                problem(key("password"), "a username needs a password".into());
+            }
+            for (field, value) in [
+                ("connections_per_node", c.connections_per_node as u64),
+                (
+                    "max_inflight_per_connection",
+                    c.max_inflight_per_connection as u64,
+                ),
+                ("connect_timeout_ms", c.connect_timeout_ms),
+                ("request_timeout_ms", c.request_timeout_ms),
+                ("refresh_interval_ms", c.refresh_interval_ms),
+                ("reconnect_backoff_min_ms", c.reconnect_backoff_min_ms),
+            ] {
+                if value == 0 {
+                    problem(key(field), "must be greater than 0".into());
+                }
+            }
+            if c.connections_per_node > 64 {
+                problem(key("connections_per_node"), "at most 64".into());
+            }
+            if c.reconnect_backoff_max_ms < c.reconnect_backoff_min_ms {
+                problem(
+                    key("reconnect_backoff_max_ms"),
+                    "must not be less than reconnect_backoff_min_ms".into(),
+                );
+            }
+        }
+        problems
+    }
+}
+
+/// `host:port` with a non-empty host and a port number.
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn flags_alone_make_a_default_cluster() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7777".into()),
+            seeds: Some(vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()]),
+            threads: None,
+        };
+        let config = Config::load_from(None, &[], &overrides).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:7777");
+        assert_eq!(config.clusters[DEFAULT_CLUSTER].seeds.len(), 2);
+        assert_eq!(config.clusters[DEFAULT_CLUSTER].connections_per_node, 2);
+    }
+
+    #[test]
+    fn layers_apply_file_then_environment_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"127.0.0.1:1\"\nmax_pipeline = 7\n[clusters.default]\nseeds = [\"a:1\"]\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("RESPGATE_SERVER__MAX_PIPELINE", "9"),
+            ("RESPGATE_SERVER__LISTEN", "127.0.0.1:2"),
+            ("RESPGATE_CLUSTERS__DEFAULT__SEEDS", "b:1,c:2"),
+        ]);
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:3".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load_from(Some(&path), &vars, &overrides).unwrap();
+        assert_eq!(config.server.max_pipeline, 9);
+        assert_eq!(config.server.listen, "127.0.0.1:3");
+        assert_eq!(config.clusters[DEFAULT_CLUSTER].seeds, ["b:1", "c:2"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let mut config = Config::default();
+        config.server.listen = "nowhere".into();
+        config.clusters.insert(
+            "default".into(),
+            ClusterConfig {
+                seeds: vec!["nohost".into()],
+                request_timeout_ms: 0,
+                ..ClusterConfig::default()
+            },
+        );
+        let keys: Vec<String> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.listen",
+                "clusters.default.seeds",
+                "clusters.default.request_timeout_ms"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[server]\nlisten_on = \"x\"\n").unwrap();
+        let err = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! respgate: a RESP proxy that puts a Redis Cluster behind one plain-Redis endpoint.
+//!
+//! # Layout
+//! A request flows one way through these modules:
+//!
+//! - [`server`]: accepts clients (socket options, client limit) and starts a session each.
+//! - [`session`]: one client's loop; parses requests with [`protocol`], answers the proxy's own
+//!   commands, and keeps replies in request order.
+//! - [`command`]: the command table from the backend's `COMMAND`, with key positions.
+//! - [`cluster`]: hash slots, the slot map and its refresh, and routing with `MOVED`/`ASK`
+//!   followed.
+//! - [`backend`]: shared, pipelined connections to each node.
+//!
+//! [`config`] holds the typed configuration, [`metrics`] the metric names.
+
+pub mod backend;
+pub mod cluster;
+pub mod command;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod proxy;
+pub mod server;
+pub mod session;
+
+pub use config::Config;
+pub use server::{bind, run};

@@ -1,0 +1,113 @@
+//! The `respgate` binary: command line, configuration, logging, runtime, then `respgate::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use respgate::config::{Config, ConfigError, Overrides};
+use tracing::error;
+
+/// A Redis Cluster proxy: plain Redis clients in front, a Redis Cluster behind.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file; environment variables RESPGATE_... and flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate FILE, print every problem, and exit (0 when valid).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    check_config: Option<PathBuf>,
+    /// Address to listen on (server.listen).
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<String>,
+    /// Seed nodes of the `default` cluster, comma separated.
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    cluster: Option<Vec<String>>,
+    /// Worker threads (server.threads); 0 = one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen.clone(),
+        seeds: cli.cluster.clone(),
+        threads: cli.threads,
+    };
+    if let Some(path) = &cli.check_config {
+        return match Config::load(Some(path), &overrides) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(ConfigError::Invalid(problems)) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.threads > 0 {
+        runtime.worker_threads(config.server.threads);
+    }
+    let runtime = runtime.enable_all().build()?;
+    runtime.block_on(async {
+        let addr: SocketAddr = config.server.listen.parse()?;
+        let listener = respgate::bind(addr, config.server.backlog)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        respgate::run(listener, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

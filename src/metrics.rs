@@ -1,0 +1,16 @@
+//! Metric names, in one place. Labels stay low-cardinality: never a key or a client address.
+
+/// Client connections accepted (counter).
+pub const CLIENT_CONNECTIONS: &str = "respgate_client_connections_total";
+/// Client connections open now (gauge).
+pub const CLIENTS_CONNECTED: &str = "respgate_clients_connected";
+/// Commands received from clients (counter).
+pub const COMMANDS: &str = "respgate_commands_total";
+/// Redirects followed, labelled `kind` = `moved` | `ask` (counter).
+pub const REDIRECTS: &str = "respgate_redirects_total";
+/// Requests answered with an error because a backend failed (counter).
+pub const BACKEND_ERRORS: &str = "respgate_backend_errors_total";
+/// Topology refreshes that succeeded (counter).
+pub const TOPOLOGY_REFRESHES: &str = "respgate_topology_refreshes_total";
+/// Client connections closed for a protocol error (counter).
+pub const PROTOCOL_ERRORS: &str = "respgate_protocol_errors_total";

@@ -1,0 +1,87 @@
+//! The proxy's shared state: its clusters, counters and identity, handed to every session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::cluster::Cluster;
+use crate::config::{Config, DEFAULT_CLUSTER};
+
+/// Counters shown by `INFO`.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Client connections open now.
+    pub connected_clients: AtomicU64,
+    /// Client connections accepted since start.
+    pub total_connections: AtomicU64,
+    /// Commands received since start.
+    pub total_commands: AtomicU64,
+    /// Clients refused because `max_clients` was reached.
+    pub rejected_connections: AtomicU64,
+}
+
+/// State shared by all sessions.
+pub struct Proxy {
+    /// The configuration in force.
+    pub config: Config,
+    /// The clusters, in configuration order.
+    pub clusters: Vec<Arc<Cluster>>,
+    /// Counters.
+    pub stats: ProxyStats,
+    /// When the proxy started.
+    pub started: Instant,
+    /// The id the proxy gives itself when it answers `CLUSTER NODES`/`SLOTS` as a one-node cluster.
+    pub node_id: String,
+    /// The address clients connect to.
+    pub listen_addr: SocketAddr,
+    next_client_id: AtomicU64,
+}
+
+impl Proxy {
+    /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster.
+    pub fn new(config: Config, listen_addr: SocketAddr) -> Arc<Proxy> {
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|(name, c)| Cluster::new(name, c.clone()))
+            .collect();
+        Arc::new(Proxy {
+            config,
+            clusters,
+            stats: ProxyStats::default(),
+            started: Instant::now(),
+            node_id: node_id(listen_addr),
+            listen_addr,
+            next_client_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The cluster keys route to: `default` if configured, else the first.
+    pub fn default_cluster(&self) -> Option<&Arc<Cluster>> {
+        self.clusters
+            .iter()
+            .find(|c| c.name() == DEFAULT_CLUSTER)
+            .or_else(|| self.clusters.first())
+    }
+
+    /// A fresh client id, as `CLIENT ID` reports.
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A 40-hex-digit node id, stable for one listen address and process.
+fn node_id(listen: SocketAddr) -> String {
+    let seed = format!("{listen}-{}", std::process::id());
+    let mut id = String::with_capacity(40);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    while id.len() < 40 {
+        for b in seed.bytes().chain(id.len().to_le_bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        id.push_str(&format!("{h:016x}"));
+    }
+    id.truncate(40);
+    id
+}

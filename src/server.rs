@@ -1,0 +1,106 @@
+//! The listener: socket options, the accept loop, the client limit, and shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::Config;
+use crate::metrics as m;
+use crate::proxy::Proxy;
+use crate::session;
+
+/// Binds the client listener with address reuse and the configured backlog.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Serves clients on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    let proxy = Proxy::new(config, local);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let refreshers: Vec<_> = proxy
+        .clusters
+        .iter()
+        .map(|c| c.spawn_refresher(stop_rx.clone()))
+        .collect();
+    info!(listen = %local, clusters = proxy.clusters.len(), "listening");
+    let keepalive = proxy.config.server.tcp_keepalive_s;
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => accept(stream, peer, &proxy, keepalive),
+                Err(error) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    for r in refreshers {
+        let _ = r.await;
+    }
+    Ok(())
+}
+
+fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, keepalive_s: u64) {
+    let stats = &proxy.stats;
+    stats.total_connections.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(m::CLIENT_CONNECTIONS).increment(1);
+    let _ = stream.set_nodelay(true);
+    if keepalive_s > 0 {
+        let _ = SockRef::from(&stream)
+            .set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(keepalive_s)));
+    }
+    let connected = stats.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let proxy = Arc::clone(proxy);
+    if connected as usize > proxy.config.server.max_clients {
+        stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+        stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+        });
+        return;
+    }
+    metrics::gauge!(m::CLIENTS_CONNECTED).increment(1.0);
+    let span = info_span!("client", %peer);
+    tokio::spawn(
+        async move {
+            debug!("client connected");
+            session::serve(stream, peer, Arc::clone(&proxy)).await;
+            proxy
+                .stats
+                .connected_clients
+                .fetch_sub(1, Ordering::Relaxed);
+            metrics::gauge!(m::CLIENTS_CONNECTED).decrement(1.0);
+            debug!("client disconnected");
+        }
+        .instrument(span),
+    );
+}

@@ -1,0 +1,184 @@
+//! Deciding what to do with one request: answer it here, refuse it, or route it to a slot.
+
+use bytes::Bytes;
+
+use super::{ClientState, local};
+use crate::cluster::{Cluster, Slot, Target};
+use crate::command::{CommandSpec, Lookup, with_lowercase};
+use crate::protocol::Request;
+use crate::protocol::reply::{self, CROSSSLOT};
+use crate::proxy::Proxy;
+
+/// What the session does with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Reply with these bytes.
+    Reply(Bytes),
+    /// Reply with these bytes, then close the connection.
+    Close(Bytes),
+    /// Send the request to a node and relay its reply.
+    Forward {
+        /// The command in RESP, usually the client's own bytes.
+        payload: Bytes,
+        /// Where it goes.
+        target: Target,
+    },
+}
+
+/// Commands that change the state of the connection they run on, or hold it, and so cannot run
+/// on a connection shared by many clients. They are refused until the proxy gives them a
+/// connection of their own.
+const NEEDS_OWN_CONNECTION: &[&str] = &[
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "monitor",
+    "sync",
+    "psync",
+    "wait",
+    "waitaof",
+];
+
+/// Decides what to do with `request`.
+pub fn dispatch(
+    state: &mut ClientState,
+    proxy: &Proxy,
+    cluster: &Cluster,
+    request: Request,
+) -> Action {
+    if let Some(action) = local::handle(state, proxy, cluster, &request) {
+        return action;
+    }
+    let Some(table) = cluster.commands() else {
+        cluster.request_refresh();
+        return Action::Reply(reply::error(&format!(
+            "CLUSTERDOWN respgate: no node of cluster '{}' reachable yet",
+            cluster.name()
+        )));
+    };
+    let spec = match table.lookup(&request.args) {
+        Lookup::Found(spec) => spec,
+        Lookup::Unknown => return Action::Reply(reply::error(&unknown_command(&request.args))),
+        Lookup::UnknownSubcommand => {
+            return Action::Reply(reply::error(&unknown_subcommand(&request.args)));
+        }
+    };
+    if !spec.arity_ok(request.args.len()) {
+        return Action::Reply(reply::error(&wrong_arity(spec)));
+    }
+    if let Some(refusal) = refuse(spec) {
+        return Action::Reply(reply::error(&refusal));
+    }
+    match route(state, spec, &request.args) {
+        Ok(target) => Action::Forward {
+            payload: request.raw,
+            target,
+        },
+        Err(error) => Action::Reply(reply::error(error)),
+    }
+}
+
+fn refuse(spec: &CommandSpec) -> Option<String> {
+    let base = spec.name.split('|').next().unwrap_or(&spec.name);
+    if NEEDS_OWN_CONNECTION.contains(&base) || spec.has_flag("blocking") {
+        return Some(format!(
+            "ERR respgate: '{}' is not supported by this proxy yet",
+            spec.name
+        ));
+    }
+    None
+}
+
+/// The slot of the request's keys; `CROSSSLOT` when they differ.
+fn route(
+    state: &mut ClientState,
+    spec: &CommandSpec,
+    args: &[Bytes],
+) -> Result<Target, &'static str> {
+    state.keys.clear();
+    spec.keys(args, &mut state.keys);
+    let mut slots = state.keys.iter().map(|k| Slot::for_key(k));
+    let target = match slots.next() {
+        None => Target::AnyMaster,
+        Some(first) => {
+            if slots.any(|s| s != first) {
+                return Err(CROSSSLOT);
+            }
+            Target::Slot(first)
+        }
+    };
+    state.keys.clear();
+    Ok(target)
+}
+
+/// Redis's reply to a command it does not know, byte for byte.
+pub fn unknown_command(args: &[Bytes]) -> String {
+    let name = args.first().map(|n| truncated(n, 128)).unwrap_or_default();
+    let mut listed = String::new();
+    for arg in args.iter().skip(1) {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        listed.push_str(&format!("'{}' ", truncated(arg, room)));
+    }
+    format!("ERR unknown command '{name}', with args beginning with: {listed}")
+}
+
+/// Redis's reply to an unknown subcommand of a container command.
+pub fn unknown_subcommand(args: &[Bytes]) -> String {
+    let sub = args.get(1).map(|s| truncated(s, 128)).unwrap_or_default();
+    let container = args
+        .first()
+        .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
+        .unwrap_or_default();
+    format!("ERR unknown subcommand '{sub}'. Try {container} HELP.")
+}
+
+/// Redis's reply to a wrong argument count.
+pub fn wrong_arity(spec: &CommandSpec) -> String {
+    format!("ERR wrong number of arguments for '{}' command", spec.name)
+}
+
+/// Like `wrong_arity`, for a command known only by name.
+pub fn wrong_arity_named(name: &[u8]) -> String {
+    let name = with_lowercase(name, str::to_string).unwrap_or_default();
+    format!("ERR wrong number of arguments for '{name}' command")
+}
+
+fn truncated(bytes: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(bytes.get(..max.min(bytes.len())).unwrap_or_default()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<Bytes> {
+        a.iter().map(|s| Bytes::from(s.to_string())).collect()
+    }
+
+    #[test]
+    fn unknown_command_text_matches_redis() {
+        assert_eq!(
+            unknown_command(&args(&["foo", "a", "b"])),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            unknown_command(&args(&["foo"])),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+        assert_eq!(
+            unknown_subcommand(&args(&["object", "xx"])),
+            "ERR unknown subcommand 'xx'. Try OBJECT HELP."
+        );
+    }
+}

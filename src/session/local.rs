@@ -1,0 +1,454 @@
+//! Commands the proxy answers itself: connection state (`HELLO`, `CLIENT`, `SELECT`, ...), and
+//! views of the proxy as one Redis node owning every slot (`INFO`, `CLUSTER SLOTS`, ...), so
+//! that plain and cluster-aware clients both find a server they understand.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::ClientState;
+use super::dispatch::{Action, wrong_arity_named};
+use crate::cluster::{Cluster, SLOT_COUNT, Slot, Target};
+use crate::command::with_lowercase;
+use crate::protocol::reply::{self, ReplyBuf};
+use crate::protocol::request::parse_int;
+use crate::protocol::{Protocol, Request};
+use crate::proxy::Proxy;
+
+/// Answers `request` if it is one of the proxy's own commands.
+pub fn handle(
+    state: &mut ClientState,
+    proxy: &Proxy,
+    cluster: &Cluster,
+    request: &Request,
+) -> Option<Action> {
+    let args = &request.args;
+    let name = with_lowercase(request.name(), |n| match n {
+        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "client" | "info" | "cluster"
+        | "readonly" | "readwrite" | "asking" | "reset" => Some(n.to_string()),
+        _ => None,
+    })??;
+    let mut out = ReplyBuf::new(state.protocol);
+    let argc = args.len();
+    let arity = |ok: bool| {
+        if ok {
+            None
+        } else {
+            Some(Action::Reply(reply::error(&wrong_arity_named(
+                request.name(),
+            ))))
+        }
+    };
+    match name.as_str() {
+        "ping" => {
+            if let Some(bad) = arity(argc <= 2) {
+                return Some(bad);
+            }
+            match args.get(1) {
+                Some(message) => out.bulk(message),
+                None => out.simple("PONG"),
+            };
+        }
+        "echo" => {
+            if let Some(bad) = arity(argc == 2) {
+                return Some(bad);
+            }
+            out.bulk(args.get(1).map(|a| a.as_ref()).unwrap_or_default());
+        }
+        "quit" => return Some(Action::Close(Bytes::from_static(reply::OK))),
+        "select" => {
+            if let Some(bad) = arity(argc == 2) {
+                return Some(bad);
+            }
+            match args.get(1).and_then(|a| parse_int(a)) {
+                None => out.error("ERR value is not an integer or out of range"),
+                Some(0) => out.simple("OK"),
+                Some(_) => out.error("ERR SELECT is not allowed in cluster mode"),
+            };
+        }
+        "auth" => {
+            if let Some(bad) = arity((2..=3).contains(&argc)) {
+                return Some(bad);
+            }
+            if argc == 2 {
+                out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+            } else {
+                // No client authentication is configured: every user is accepted, as Redis does
+                // for a `nopass` default user.
+                out.simple("OK");
+            }
+        }
+        "hello" => return Some(hello(state, proxy, cluster, args)),
+        "client" => return Some(client(state, args)),
+        "info" => {
+            let text = info(state, proxy, cluster, args);
+            out.verbatim(text.as_bytes());
+        }
+        "cluster" => return cluster_command(state, proxy, cluster, args),
+        "readonly" | "readwrite" | "asking" => {
+            if let Some(bad) = arity(argc == 1) {
+                return Some(bad);
+            }
+            out.simple("OK");
+        }
+        "reset" => {
+            state.protocol = Protocol::Resp2;
+            state.name = None;
+            return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
+        }
+        _ => return None,
+    }
+    Some(Action::Reply(out.finish()))
+}
+
+fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> Action {
+    let mut protocol = state.protocol;
+    let mut setname = None;
+    if let Some(version) = args.get(1) {
+        protocol = match parse_int(version) {
+            None => {
+                return Action::Reply(reply::error(
+                    "ERR Protocol version is not an integer or out of range",
+                ));
+            }
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Action::Reply(reply::error("NOPROTO unsupported protocol version")),
+        };
+        let mut i = 2;
+        while let Some(option) = args.get(i) {
+            let more = args.len() - i - 1;
+            if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+                // No client authentication is configured; credentials are accepted.
+                i += 3;
+            } else if option.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+                let name = args.get(i + 1).cloned().unwrap_or_default();
+                if !valid_client_name(&name) {
+                    return Action::Reply(reply::error(BAD_NAME));
+                }
+                setname = Some(name);
+                i += 2;
+            } else {
+                return Action::Reply(reply::error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(option)
+                )));
+            }
+        }
+    }
+    state.protocol = protocol;
+    if let Some(name) = setname {
+        state.name = (!name.is_empty()).then_some(name);
+    }
+    let version = cluster
+        .redis_version()
+        .map_or_else(|| env!("CARGO_PKG_VERSION").to_string(), |v| v.to_string());
+    let mut out = ReplyBuf::new(protocol);
+    out.map(7);
+    out.bulk(b"server").bulk(b"redis");
+    out.bulk(b"version").bulk(version.as_bytes());
+    out.bulk(b"proto")
+        .integer(if protocol == Protocol::Resp3 { 3 } else { 2 });
+    out.bulk(b"id").integer(state.id as i64);
+    out.bulk(b"mode").bulk(b"cluster");
+    out.bulk(b"role").bulk(b"master");
+    out.bulk(b"modules").array(0);
+    let _ = proxy;
+    Action::Reply(out.finish())
+}
+
+const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// Redis accepts client names of printable ASCII without spaces.
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+fn client(state: &mut ClientState, args: &[Bytes]) -> Action {
+    let Some(sub) = args.get(1) else {
+        return Action::Reply(reply::error(&wrong_arity_named(b"client")));
+    };
+    let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    let argc = args.len();
+    let mut out = ReplyBuf::new(state.protocol);
+    let wrong = || {
+        Action::Reply(reply::error(&format!(
+            "ERR wrong number of arguments for 'client|{sub}' command"
+        )))
+    };
+    match sub.as_str() {
+        "setname" => {
+            if argc != 3 {
+                return wrong();
+            }
+            let name = args.get(2).cloned().unwrap_or_default();
+            if !valid_client_name(&name) {
+                return Action::Reply(reply::error(BAD_NAME));
+            }
+            state.name = (!name.is_empty()).then_some(name);
+            out.simple("OK");
+        }
+        "getname" => {
+            if argc != 2 {
+                return wrong();
+            }
+            match &state.name {
+                Some(name) => out.bulk(name),
+                None => out.null(),
+            };
+        }
+        "id" => {
+            if argc != 2 {
+                return wrong();
+            }
+            out.integer(state.id as i64);
+        }
+        "setinfo" => {
+            if argc != 4 {
+                return wrong();
+            }
+            let attr = args
+                .get(2)
+                .map(|a| a.to_ascii_lowercase())
+                .unwrap_or_default();
+            let value = args.get(3).cloned().unwrap_or_default();
+            if !valid_client_name(&value) && !value.is_empty() {
+                return Action::Reply(reply::error(&format!(
+                    "ERR {} cannot contain spaces, newlines or special characters.",
+                    String::from_utf8_lossy(&attr)
+                )));
+            }
+            match attr.as_slice() {
+                b"lib-name" => state.lib_name = Some(value),
+                b"lib-ver" => state.lib_ver = Some(value),
+                _ => {
+                    return Action::Reply(reply::error(&format!(
+                        "ERR Unrecognized option '{}'",
+                        String::from_utf8_lossy(
+                            args.get(2).map(|a| a.as_ref()).unwrap_or_default()
+                        )
+                    )));
+                }
+            }
+            out.simple("OK");
+        }
+        "info" | "list" => {
+            let line = client_line(state);
+            out.verbatim(line.as_bytes());
+        }
+        "no-evict" | "no-touch" => {
+            out.simple("OK");
+        }
+        _ => {
+            return Action::Reply(reply::error(&format!(
+                "ERR respgate: CLIENT {} is not supported by this proxy",
+                sub.to_ascii_uppercase()
+            )));
+        }
+    };
+    Action::Reply(out.finish())
+}
+
+/// One line in the format of `CLIENT INFO`, describing this client's connection to the proxy.
+fn client_line(state: &ClientState) -> String {
+    let text = |b: &Option<Bytes>| {
+        b.as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "id={} addr={} name={} age={} db=0 resp={} lib-name={} lib-ver={}\n",
+        state.id,
+        state.peer,
+        text(&state.name),
+        state.connected_at.elapsed().as_secs(),
+        if state.protocol == Protocol::Resp3 {
+            3
+        } else {
+            2
+        },
+        text(&state.lib_name),
+        text(&state.lib_ver),
+    )
+}
+
+fn info(state: &ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> String {
+    let wanted: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let show = |section: &str| {
+        wanted.is_empty()
+            || wanted
+                .iter()
+                .any(|w| w == section || w == "all" || w == "everything" || w == "default")
+    };
+    let stats = &proxy.stats;
+    let map = cluster.slot_map();
+    let uptime = proxy.started.elapsed().as_secs();
+    let version = cluster
+        .redis_version()
+        .map_or_else(|| "7.0.0".to_string(), |v| v.to_string());
+    let mut text = String::new();
+    if show("server") {
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{version}\r\nredis_mode:cluster\r\nrespgate_version:{}\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            usize::BITS,
+            std::process::id(),
+            proxy.listen_addr.port(),
+            uptime / 86_400,
+        );
+    }
+    if show("clients") {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            stats.connected_clients.load(Ordering::Relaxed),
+            proxy.config.server.max_clients,
+        );
+    }
+    if show("stats") {
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
+            stats.total_connections.load(Ordering::Relaxed),
+            stats.total_commands.load(Ordering::Relaxed),
+            stats.rejected_connections.load(Ordering::Relaxed),
+        );
+    }
+    if show("cluster") {
+        text.push_str("# Cluster\r\ncluster_enabled:1\r\n\r\n");
+    }
+    if show("proxy") {
+        let _ = write!(
+            text,
+            "# Proxy\r\nproxy:respgate\r\nclusters:{}\r\n",
+            proxy.clusters.len()
+        );
+        for c in &proxy.clusters {
+            let map = c.slot_map();
+            let s = &c.stats;
+            let name = c.name();
+            let _ = write!(
+                text,
+                "cluster_{name}:state={},masters={},nodes={},slots_served={},refreshes={},moved={},ask={},backend_errors={}\r\n",
+                if map.slots_served() == usize::from(SLOT_COUNT) {
+                    "ok"
+                } else {
+                    "fail"
+                },
+                map.masters().len(),
+                map.nodes().len(),
+                map.slots_served(),
+                s.refreshes.load(Ordering::Relaxed),
+                s.moved.load(Ordering::Relaxed),
+                s.ask.load(Ordering::Relaxed),
+                s.backend_errors.load(Ordering::Relaxed),
+            );
+        }
+        text.push_str("\r\n");
+    }
+    let _ = (state, map);
+    if text.ends_with("\r\n\r\n") {
+        text.truncate(text.len() - 2);
+    }
+    text
+}
+
+/// `CLUSTER` as seen by a cluster-aware client: the proxy is one master owning every slot.
+fn cluster_command(
+    state: &ClientState,
+    proxy: &Proxy,
+    cluster: &Cluster,
+    args: &[Bytes],
+) -> Option<Action> {
+    let Some(sub) = args.get(1) else {
+        return Some(Action::Reply(reply::error(&wrong_arity_named(b"cluster"))));
+    };
+    let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
+    let mut out = ReplyBuf::new(state.protocol);
+    let ip = proxy.listen_addr.ip().to_string();
+    let port = i64::from(proxy.listen_addr.port());
+    match sub.as_str() {
+        "keyslot" => match args.get(2) {
+            Some(key) if args.len() == 3 => out.integer(i64::from(Slot::for_key(key).get())),
+            _ => {
+                return Some(Action::Reply(reply::error(
+                    "ERR wrong number of arguments for 'cluster|keyslot' command",
+                )));
+            }
+        },
+        "myid" => out.bulk(proxy.node_id.as_bytes()),
+        "info" => {
+            let served = cluster.slot_map().slots_served();
+            let state_text = if served == usize::from(SLOT_COUNT) {
+                "ok"
+            } else {
+                "fail"
+            };
+            let text = format!(
+                "cluster_state:{state_text}\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:{served}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:{}\r\ncluster_known_nodes:1\r\ncluster_size:1\r\ncluster_current_epoch:1\r\ncluster_my_epoch:1\r\n",
+                usize::from(SLOT_COUNT) - served
+            );
+            out.verbatim(text.as_bytes())
+        }
+        "nodes" => {
+            let line = format!(
+                "{} {ip}:{port}@0 myself,master - 0 0 1 connected 0-16383\n",
+                proxy.node_id
+            );
+            out.verbatim(line.as_bytes())
+        }
+        "slots" => {
+            out.array(1)
+                .array(3)
+                .integer(0)
+                .integer(i64::from(SLOT_COUNT) - 1);
+            out.array(3)
+                .bulk(ip.as_bytes())
+                .integer(port)
+                .bulk(proxy.node_id.as_bytes())
+        }
+        "shards" => {
+            out.array(1).map(2);
+            out.bulk(b"slots")
+                .array(2)
+                .integer(0)
+                .integer(i64::from(SLOT_COUNT) - 1);
+            out.bulk(b"nodes").array(1).map(7);
+            out.bulk(b"id").bulk(proxy.node_id.as_bytes());
+            out.bulk(b"port").integer(port);
+            out.bulk(b"ip").bulk(ip.as_bytes());
+            out.bulk(b"endpoint").bulk(ip.as_bytes());
+            out.bulk(b"role").bulk(b"master");
+            out.bulk(b"replication-offset").integer(0);
+            out.bulk(b"health").bulk(b"online")
+        }
+        "countkeysinslot" | "getkeysinslot" => {
+            let slot = args
+                .get(2)
+                .and_then(|s| parse_int(s))
+                .and_then(|n| u16::try_from(n).ok())
+                .and_then(Slot::new);
+            return Some(match slot {
+                Some(slot) => Action::Forward {
+                    payload: Request::from_args(args.to_vec()).raw,
+                    target: Target::Slot(slot),
+                },
+                None => Action::Reply(reply::error("ERR Invalid or out of range slot")),
+            });
+        }
+        _ => {
+            return Some(Action::Reply(reply::error(&format!(
+                "ERR respgate: CLUSTER {} is not supported through the proxy",
+                sub.to_ascii_uppercase()
+            ))));
+        }
+    };
+    Some(Action::Reply(out.finish()))
+}

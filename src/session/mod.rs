@@ -1,0 +1,161 @@
+//! One client connection: read requests, answer or route each, write replies in request order.
+//!
+//! Requests are parsed as they arrive and each becomes a future in an ordered queue: a reply the
+//! proxy makes itself is ready at once, a routed one completes when its node answers. Replies
+//! are written in request order, batched into one write when several are ready.
+
+mod dispatch;
+mod local;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{Either, FutureExt, ready};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::metrics as m;
+use crate::protocol::{Protocol, RequestParser, reply};
+use crate::proxy::Proxy;
+
+pub use dispatch::Action;
+
+/// Initial read buffer; it grows for large requests and shrinks back when idle.
+const READ_BUF: usize = 4 * 1024;
+/// Read buffer capacity kept while idle.
+const IDLE_READ_BUF_MAX: usize = 64 * 1024;
+
+/// What the proxy remembers of one client.
+#[derive(Debug)]
+pub struct ClientState {
+    /// `CLIENT ID`.
+    pub id: u64,
+    /// Protocol chosen with `HELLO`.
+    pub protocol: Protocol,
+    /// `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-NAME`.
+    pub lib_name: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-VER`.
+    pub lib_ver: Option<Bytes>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Which shared backend connection this client uses on each node.
+    pub affinity: usize,
+    /// When the connection was accepted.
+    pub connected_at: Instant,
+    /// Scratch list of the current request's keys, reused across requests.
+    keys: Vec<Bytes>,
+}
+
+impl ClientState {
+    fn new(id: u64, peer: SocketAddr) -> Self {
+        ClientState {
+            id,
+            protocol: Protocol::Resp2,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            peer,
+            affinity: id as usize,
+            connected_at: Instant::now(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// Serves one client until it quits, disconnects or breaks the protocol.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
+    let Some(cluster) = proxy.default_cluster().cloned() else {
+        return;
+    };
+    let server = &proxy.config.server;
+    let parser = RequestParser::new(server.proto_max_bulk_len, server.max_multibulk_len);
+    let max_pipeline = server.max_pipeline;
+    let idle_timeout = (server.client_idle_timeout_s > 0)
+        .then(|| Duration::from_secs(server.client_idle_timeout_s));
+    let mut state = ClientState::new(proxy.next_client_id(), peer);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut inbuf = BytesMut::with_capacity(READ_BUF);
+    let mut outbuf = BytesMut::new();
+    let mut pending = FuturesOrdered::new();
+    let mut closing = false;
+    let mut last_activity = tokio::time::Instant::now();
+
+    loop {
+        // Parse what is buffered, up to the pipeline limit.
+        while !closing && pending.len() < max_pipeline {
+            let request = match parser.parse(&mut inbuf) {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(error) => {
+                    debug!(client = state.id, %error, "protocol error; closing");
+                    metrics::counter!(m::PROTOCOL_ERRORS).increment(1);
+                    pending.push_back(Either::Left(ready(reply::error(&format!("ERR {error}")))));
+                    closing = true;
+                    break;
+                }
+            };
+            proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+            match dispatch::dispatch(&mut state, &proxy, &cluster, request) {
+                Action::Reply(bytes) => pending.push_back(Either::Left(ready(bytes))),
+                Action::Close(bytes) => {
+                    pending.push_back(Either::Left(ready(bytes)));
+                    closing = true;
+                }
+                Action::Forward { payload, target } => pending.push_back(Either::Right(
+                    cluster.execute(payload, target, state.protocol, state.affinity),
+                )),
+            }
+        }
+        if closing && pending.is_empty() {
+            break;
+        }
+        let idle_deadline = idle_timeout.map(|t| last_activity + t);
+        tokio::select! {
+            biased;
+            Some(first) = pending.next(), if !pending.is_empty() => {
+                outbuf.extend_from_slice(&first);
+                while let Some(Some(more)) = pending.next().now_or_never() {
+                    outbuf.extend_from_slice(&more);
+                }
+                if wr.write_all(&outbuf).await.is_err() {
+                    break;
+                }
+                outbuf.clear();
+                if outbuf.capacity() > IDLE_READ_BUF_MAX {
+                    outbuf = BytesMut::new();
+                }
+            }
+            read = rd.read_buf(&mut inbuf), if !closing && pending.len() < max_pipeline => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        // The client is gone; its commands already sent still run on the nodes.
+                        break;
+                    }
+                    Ok(_) => last_activity = tokio::time::Instant::now(),
+                }
+                if inbuf.is_empty() && inbuf.capacity() > IDLE_READ_BUF_MAX {
+                    inbuf = BytesMut::with_capacity(READ_BUF);
+                }
+            }
+            _ = sleep_until_opt(idle_deadline), if pending.is_empty() && !closing => {
+                debug!(client = state.id, "idle timeout; closing");
+                break;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
