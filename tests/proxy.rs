@@ -1,0 +1,439 @@
+//! End to end through the proxy, against real Redis Clusters, with plain (non-cluster) clients.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::RedisCluster;
+use common::proxy::{Proxy, config_for};
+use redis::Commands;
+use respgate::cluster::Slot;
+
+/// One key per hash slot, `key:<n>` with the smallest `n` landing in each slot.
+fn key_per_slot() -> Vec<String> {
+    let mut keys: Vec<Option<String>> = vec![None; 16384];
+    let mut missing = keys.len();
+    let mut n = 0u64;
+    while missing > 0 {
+        let key = format!("key:{n}");
+        let slot = usize::from(Slot::for_key(key.as_bytes()).get());
+        if keys[slot].is_none() {
+            keys[slot] = Some(key);
+            missing -= 1;
+        }
+        n += 1;
+    }
+    keys.into_iter()
+        .map(|k| k.expect("every slot has a key"))
+        .collect()
+}
+
+/// Keys of the form `{tag}:i` all in the slot of `tag`.
+fn keys_in_slot_of(tag: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{{{tag}}}:{i}")).collect()
+}
+
+#[test]
+fn keys_in_every_slot_set_then_get_through_a_plain_client() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    let keys = key_per_slot();
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.set(key, format!("value-of-{key}")).ignore();
+        }
+        pipe.query::<()>(&mut client).expect("pipelined SETs");
+    }
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.get(key);
+        }
+        let values: Vec<String> = pipe.query(&mut client).expect("pipelined GETs");
+        for (key, value) in chunk.iter().zip(values) {
+            assert_eq!(value, format!("value-of-{key}"));
+        }
+    }
+    // The keys really are spread over the masters, as the cluster sees them.
+    let total: u64 = cluster
+        .master_ports()
+        .iter()
+        .map(|&port| {
+            let n: u64 = cluster.cli(port, &["DBSIZE"]).parse().expect("DBSIZE");
+            assert!(n > 5000, "master {port} holds only {n} keys");
+            n
+        })
+        .sum();
+    assert_eq!(total, 16384);
+    assert_eq!(
+        proxy.stat("moved"),
+        0,
+        "a fresh proxy knows the map: no redirects"
+    );
+}
+
+#[test]
+fn ten_thousand_command_pipeline_replies_in_order() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut raw = proxy.raw();
+    let mut batch = bytes::BytesMut::new();
+    let mut expected = Vec::new();
+    for i in 0..2500 {
+        let key = format!("pipe:{i}");
+        let value = format!("v{i}");
+        respgate::protocol::request::encode_command(&mut batch, &["SET", &key, &value]);
+        expected.push(b"+OK\r\n".to_vec());
+        respgate::protocol::request::encode_command(&mut batch, &["GET", &key]);
+        expected.push(format!("${}\r\n{value}\r\n", value.len()).into_bytes());
+        respgate::protocol::request::encode_command(&mut batch, &["ECHO", &value]);
+        expected.push(format!("${}\r\n{value}\r\n", value.len()).into_bytes());
+        respgate::protocol::request::encode_command(
+            &mut batch,
+            &["INCR", &format!("ctr:{}", i % 7)],
+        );
+        expected.push(format!(":{}\r\n", i / 7 + 1).into_bytes());
+    }
+    assert_eq!(expected.len(), 10_000);
+    raw.send(&batch);
+    for (i, want) in expected.iter().enumerate() {
+        let got = raw.reply();
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(want),
+            "reply {i} out of order or wrong"
+        );
+    }
+}
+
+#[test]
+fn moved_during_migration_is_hidden_from_client() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = Proxy::start(&cluster.seeds());
+    let keys = keys_in_slot_of("migrating", 200);
+    let slot = Slot::for_key(b"migrating").get();
+    let mut client = proxy.client();
+    for key in &keys {
+        let _: () = client.set(key, format!("v-{key}")).expect("SET");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, reads, keys) = (Arc::clone(&stop), Arc::clone(&reads), keys.clone());
+        let mut client = proxy.client();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for key in &keys {
+                    let value: Result<String, _> = client.get(key);
+                    match value {
+                        Ok(v) => assert_eq!(v, format!("v-{key}"), "wrong value for {key}"),
+                        Err(e) => panic!("client saw an error during migration: {e}"),
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let from = cluster.slot_owner(slot);
+    let to = *cluster
+        .master_ports()
+        .iter()
+        .find(|&&p| p != from)
+        .expect("another master");
+    std::thread::sleep(Duration::from_millis(200));
+    cluster.begin_migration(slot, from, to);
+    std::thread::sleep(Duration::from_millis(200));
+    cluster.migrate_keys(slot, from, to);
+    std::thread::sleep(Duration::from_millis(200));
+    cluster.finish_migration(slot, from, to);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("reader saw only right values");
+    assert_eq!(cluster.slot_owner(slot), to);
+    assert!(
+        reads.load(Ordering::Relaxed) > 1000,
+        "the reader kept reading"
+    );
+    // After the move, reads and writes go to the new owner.
+    let _: () = client.set(&keys[0], "after").expect("SET after migration");
+    let direct: String = cluster.cli(to, &["GET", &keys[0]]);
+    assert_eq!(direct, "after");
+    assert!(
+        proxy.stat("moved") + proxy.stat("ask") > 0,
+        "the proxy followed redirects"
+    );
+}
+
+#[test]
+fn ask_during_migration_is_followed() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let keys = keys_in_slot_of("asking", 10);
+    let slot = Slot::for_key(b"asking").get();
+    let mut client = proxy.client();
+    for key in &keys {
+        let _: () = client.set(key, format!("v-{key}")).expect("SET");
+    }
+    let from = cluster.slot_owner(slot);
+    let to = *cluster
+        .master_ports()
+        .iter()
+        .find(|&&p| p != from)
+        .expect("another master");
+    cluster.begin_migration(slot, from, to);
+    // Move only the first five keys: the source answers ASK for those.
+    let mut migrate = vec!["MIGRATE", "127.0.0.1"];
+    let to_port = to.to_string();
+    migrate.extend([to_port.as_str(), "", "0", "5000", "KEYS"]);
+    migrate.extend(keys[..5].iter().map(String::as_str));
+    assert_eq!(cluster.cli(from, &migrate), "OK");
+    for key in &keys {
+        let value: String = client.get(key).expect("GET during migration");
+        assert_eq!(value, format!("v-{key}"));
+    }
+    // A new key in the migrating slot is created on the importing node via ASK.
+    let _: () = client
+        .set("{asking}:new", "fresh")
+        .expect("SET of a new key during migration");
+    assert_eq!(cluster.cli(to, &["ASKING"]), "OK");
+    let asks = proxy.stat("ask");
+    assert!(asks >= 5, "expected ASK redirects, saw {asks}");
+    assert_eq!(proxy.stat("moved"), 0, "ASK must not change the slot map");
+    let fresh: String = client.get("{asking}:new").expect("GET new key");
+    assert_eq!(fresh, "fresh");
+    cluster.migrate_keys(slot, from, to);
+    cluster.finish_migration(slot, from, to);
+    for key in &keys {
+        let value: String = client.get(key).expect("GET after migration");
+        assert_eq!(value, format!("v-{key}"));
+    }
+}
+
+#[test]
+fn malformed_input_gets_protocol_error_and_only_that_client_is_closed() {
+    let cluster = RedisCluster::start(3, 0);
+    let mut config = config_for(&cluster.seeds());
+    config.server.proto_max_bulk_len = 1024;
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let mut bystander = proxy.raw();
+    assert_eq!(bystander.command(&["SET", "k", "v"]), b"+OK\r\n");
+
+    let cases: [(&[u8], &[u8]); 5] = [
+        (
+            b"*1\r\n$x\r\n",
+            b"-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*1\r\n$2000\r\n",
+            b"-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*2\r\n+GET\r\n",
+            b"-ERR Protocol error: expected '$', got '+'\r\n",
+        ),
+        (
+            b"*abc\r\n",
+            b"-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"GET \"unclosed\r\n",
+            b"-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
+    ];
+    for (input, want) in cases {
+        let mut raw = proxy.raw();
+        // A good command first: its reply still arrives, in order, before the error.
+        raw.send(b"PING\r\n");
+        raw.send(input);
+        assert_eq!(raw.reply(), b"+PONG\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&raw.reply()),
+            String::from_utf8_lossy(want),
+            "input {:?}",
+            String::from_utf8_lossy(input)
+        );
+        assert!(raw.is_closed(), "connection closed after a protocol error");
+    }
+    // Binary garbage does not take the proxy down.
+    let mut raw = proxy.raw();
+    raw.send(&[0xff, 0x00, b'*', b'\r', 0x7f, b'\n']);
+    raw.send(b"*9999999999999\r\n");
+    let _ = raw.is_closed();
+    assert_eq!(bystander.command(&["GET", "k"]), b"$1\r\nv\r\n");
+}
+
+#[test]
+fn errors_match_redis_byte_for_byte() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let node = cluster.slot_owner(Slot::for_key(b"foo").get());
+    let mut direct = common::proxy::Raw::connect(node);
+    let mut through = proxy.raw();
+    for args in [
+        &["NOSUCHCOMMAND", "a", "b"][..],
+        &["GET"],
+        &["GET", "foo", "bar"],
+        &["OBJECT", "nosuch", "foo"],
+        &["SELECT", "1"],
+        &["SELECT", "0"],
+        &["SELECT", "x"],
+        &["MGET", "foo", "bar"],
+        &["PING"],
+        &["PING", "hi"],
+        &["ECHO", "hi"],
+        &["AUTH", "pw"],
+        &["CLIENT", "SETNAME", "has space"],
+        &["HELLO", "4"],
+        &["CLUSTER", "KEYSLOT", "{user1000}.following"],
+        &["SET", "foo", "not-a-number"],
+        &["INCR", "foo"],
+        &["LPUSH", "foo", "x"],
+        &["GETRANGE", "foo", "0", "x"],
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&through.command(args)),
+            String::from_utf8_lossy(&direct.command(args)),
+            "reply to {args:?}"
+        );
+    }
+}
+
+#[test]
+fn hello_3_switches_protocol_and_replies_pass_through_unchanged() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let node = cluster.slot_owner(Slot::for_key(b"h").get());
+    let mut direct = common::proxy::Raw::connect(node);
+    let mut through = proxy.raw();
+    let hello = through.command(&["HELLO", "3", "SETNAME", "app"]);
+    assert!(
+        hello.starts_with(b"%7\r\n"),
+        "HELLO 3 answers a RESP3 map: {:?}",
+        String::from_utf8_lossy(&hello)
+    );
+    assert!(String::from_utf8_lossy(&hello).contains("proto\r\n:3"));
+    direct.command(&["HELLO", "3"]);
+    assert_eq!(through.command(&["HSET", "h", "f", "v"]), b":1\r\n");
+    for args in [
+        &["HGETALL", "h"][..],
+        &["GET", "{h}missing"],
+        &["SMEMBERS", "h"],
+        &["ZSCORE", "{h}z", "m"],
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&through.command(args)),
+            String::from_utf8_lossy(&direct.command(args)),
+            "RESP3 reply to {args:?}"
+        );
+    }
+    assert_eq!(
+        through.command(&["HGETALL", "h"]),
+        b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    );
+    assert_eq!(through.command(&["CLIENT", "GETNAME"]), b"$3\r\napp\r\n");
+    // Back to RESP2 on the same connection.
+    assert!(through.command(&["HELLO", "2"]).starts_with(b"*14\r\n"));
+    assert_eq!(
+        through.command(&["HGETALL", "h"]),
+        b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    );
+    assert_eq!(through.command(&["GET", "missing"]), b"$-1\r\n");
+}
+
+#[test]
+fn proxy_answers_connection_commands_itself() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut raw = proxy.raw();
+    assert_eq!(raw.command(&["CLIENT", "SETNAME", "worker-1"]), b"+OK\r\n");
+    assert_eq!(raw.command(&["CLIENT", "GETNAME"]), b"$8\r\nworker-1\r\n");
+    assert!(raw.command(&["CLIENT", "ID"]).starts_with(b":"));
+    assert_eq!(
+        raw.command(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]),
+        b"+OK\r\n"
+    );
+    let info = String::from_utf8_lossy(&raw.command(&["INFO"])).into_owned();
+    for field in [
+        "redis_version:",
+        "redis_mode:cluster",
+        "# Proxy",
+        "connected_clients:",
+        "slots_served=16384",
+    ] {
+        assert!(info.contains(field), "INFO lacks {field}: {info}");
+    }
+    let command = raw.command(&["COMMAND", "COUNT"]);
+    assert!(command.starts_with(b":"), "COMMAND passes through");
+    // Inline commands, as typed in telnet.
+    raw.send(b"SET inline:k \"a b\"\r\nGET inline:k\r\n");
+    assert_eq!(raw.reply(), b"+OK\r\n");
+    assert_eq!(raw.reply(), b"$3\r\na b\r\n");
+    // A cluster-aware client sees one node owning every slot: the proxy.
+    let slots = String::from_utf8_lossy(&raw.command(&["CLUSTER", "SLOTS"])).into_owned();
+    assert!(
+        slots.contains(":0\r\n:16383\r\n") && slots.contains(&format!(":{}\r\n", proxy.port)),
+        "{slots}"
+    );
+    assert_eq!(raw.command(&["QUIT"]), b"+OK\r\n");
+    assert!(raw.is_closed());
+}
+
+#[test]
+fn killed_backend_gives_an_error_reply_not_a_hang() {
+    let mut cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    let keys = key_per_slot();
+    let victim = cluster.master_ports()[0];
+    let mut by_owner: HashMap<u16, Vec<String>> = HashMap::new();
+    for key in keys.iter().step_by(97) {
+        let owner = cluster.slot_owner(Slot::for_key(key.as_bytes()).get());
+        by_owner.entry(owner).or_default().push(key.clone());
+        let _: () = client.set(key, "v").expect("SET before the kill");
+    }
+    cluster.kill(victim);
+    let started = Instant::now();
+    for key in by_owner[&victim].iter().take(5) {
+        let result: redis::RedisResult<String> = client.get(key);
+        let error = result.expect_err("a key on the killed node yields an error");
+        let text = error.to_string();
+        assert!(
+            text.contains("respgate") || text.contains("CLUSTERDOWN"),
+            "clear error: {text}"
+        );
+    }
+    // Bounded by the request timeout (2 s) per request, with generous slack: this is a
+    // no-hang check, not a performance claim.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "errors came back promptly"
+    );
+    for (owner, keys) in &by_owner {
+        if *owner != victim {
+            for key in keys.iter().take(20) {
+                let value: String = client.get(key).expect("keys on live nodes still work");
+                assert_eq!(value, "v");
+            }
+        }
+    }
+}
+
+#[test]
+fn unreachable_cluster_answers_clusterdown_until_it_appears() {
+    let port = common::free_port();
+    let proxy = Proxy::start_with(config_for(&[format!("127.0.0.1:{port}")]));
+    let mut raw = proxy.raw();
+    let reply = String::from_utf8_lossy(&raw.command(&["GET", "k"])).into_owned();
+    assert!(reply.starts_with("-CLUSTERDOWN"), "{reply}");
+    assert_eq!(
+        raw.command(&["PING"]),
+        b"+PONG\r\n",
+        "the proxy itself still answers"
+    );
+}
