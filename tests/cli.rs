@@ -1,5 +1,7 @@
 //! The binary's command line: `--check-config`, and the example config documenting the defaults.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::Command;
 
 use respgate::config::{ClusterConfig, Config, DEFAULT_CLUSTER, Overrides, ServerConfig};

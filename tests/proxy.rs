@@ -1,5 +1,7 @@
 //! End to end through the proxy, against real Redis Clusters, with plain (non-cluster) clients.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::HashMap;
