@@ -79,10 +79,10 @@ pub fn handle(
                 out.simple("OK");
             }
         }
-        "hello" => return Some(hello(state, proxy, cluster, args)),
+        "hello" => return Some(hello(state, cluster, args)),
         "client" => return Some(client(state, args)),
         "info" => {
-            let text = info(state, proxy, cluster, args);
+            let text = info(proxy, cluster, args);
             out.verbatim(text.as_bytes());
         }
         "cluster" => return cluster_command(state, proxy, cluster, args),
@@ -102,7 +102,7 @@ pub fn handle(
     Some(Action::Reply(out.finish()))
 }
 
-fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> Action {
+fn hello(state: &mut ClientState, cluster: &Cluster, args: &[Bytes]) -> Action {
     let mut protocol = state.protocol;
     let mut setname = None;
     if let Some(version) = args.get(1) {
@@ -141,9 +141,7 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
     if let Some(name) = setname {
         state.name = (!name.is_empty()).then_some(name);
     }
-    let version = cluster
-        .redis_version()
-        .map_or_else(|| env!("CARGO_PKG_VERSION").to_string(), |v| v.to_string());
+    let version = redis_version(cluster);
     let mut out = ReplyBuf::new(protocol);
     out.map(7);
     out.bulk(b"server").bulk(b"redis");
@@ -154,7 +152,6 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
     out.bulk(b"mode").bulk(b"cluster");
     out.bulk(b"role").bulk(b"master");
     out.bulk(b"modules").array(0);
-    let _ = proxy;
     Action::Reply(out.finish())
 }
 
@@ -273,7 +270,7 @@ fn client_line(state: &ClientState) -> String {
     )
 }
 
-fn info(state: &ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> String {
+fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> String {
     let wanted: Vec<String> = args
         .iter()
         .skip(1)
@@ -286,11 +283,8 @@ fn info(state: &ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -
                 .any(|w| w == section || w == "all" || w == "everything" || w == "default")
     };
     let stats = &proxy.stats;
-    let map = cluster.slot_map();
     let uptime = proxy.started.elapsed().as_secs();
-    let version = cluster
-        .redis_version()
-        .map_or_else(|| "7.0.0".to_string(), |v| v.to_string());
+    let version = redis_version(cluster);
     let mut text = String::new();
     if show("server") {
         let _ = write!(
@@ -353,7 +347,6 @@ fn info(state: &ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -
         }
         text.push_str("\r\n");
     }
-    let _ = (state, map);
     if text.ends_with("\r\n\r\n") {
         text.truncate(text.len() - 2);
     }
@@ -451,4 +444,12 @@ fn cluster_command(
         }
     };
     Some(Action::Reply(out.finish()))
+}
+
+/// The version the backends report, which clients read to pick features; before any node has
+/// answered, the oldest version whose commands the proxy handles.
+fn redis_version(cluster: &Cluster) -> String {
+    cluster
+        .redis_version()
+        .map_or_else(|| "7.0.0".to_string(), |v| v.to_string())
 }

@@ -5,7 +5,8 @@
 //! harness starts is killed when the [`RedisCluster`] is dropped, also when the test panics, and
 //! every startup failure panics with the tail of the node logs so CI output explains it.
 //! Synchronous std code only, so it works from plain `#[test]`s and inside a runtime alike.
-#![allow(dead_code)]
+// Not every test uses every helper; a harness panics by design, as a failed setup fails the test.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod proxy;
 
@@ -27,16 +28,20 @@ use tempfile::TempDir;
 pub const SLOT_COUNT: u32 = 16384;
 /// Distance from a node's client port to its cluster bus port (the Redis default).
 const BUS_PORT_OFFSET: u16 = 10000;
-/// Lowest client port [`free_port_pair`] hands out; bus ports then start at 30000.
+/// Lowest client port [`free_port_pair`] hands out.
 const PORT_MIN: u16 = 20000;
-/// Number of client ports [`free_port_pair`] picks from (20000..55000).
-const PORT_COUNT: u16 = 35000;
+/// Number of client ports [`free_port_pair`] picks from: 20000..22768 for clients and
+/// 30000..32768 for buses stay below Linux's ephemeral range (32768..61000), so a burst of
+/// outgoing connections elsewhere on the machine cannot be holding them.
+const PORT_COUNT: u16 = 2768;
 /// Every node's configuration, before the test's extra arguments (which may override it).
-/// Paths are relative to the node's own directory, its working directory.
-/// A replica syncs as soon as it asks instead of waiting 5 s for other replicas to share the sync.
+/// Paths are relative to the node's own directory, its working directory. Replicas sync at once
+/// (no 5 s wait for other replicas to share a sync), and masters ping them every second: Redis
+/// 7 leaves a replica out of `CLUSTER SLOTS` until its replication offset leaves 0, which an
+/// empty master only moves with those pings (every 10 s by default).
 const NODE_CONFIG: &str = "--bind 127.0.0.1 --protected-mode no --daemonize no --appendonly no \
     --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-    --repl-diskless-sync-delay 0 --dir . --logfile redis.log";
+    --repl-diskless-sync-delay 0 --repl-ping-replica-period 1 --dir . --logfile redis.log";
 /// How long one `redis-server` may take to answer after it is spawned.
 const NODE_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fresh ports to try when another process takes the picked port before the node binds it.
@@ -89,7 +94,7 @@ pub fn free_port() -> u16 {
 
 /// Returns a port `p` such that `p` and its cluster bus port `p + 10000` are free on 127.0.0.1.
 ///
-/// Candidates are drawn from 20000..55000 by a hash of pid, time and a counter, so parallel test
+/// Candidates are drawn from 20000..22768 by a hash of pid, time and a counter, so parallel test
 /// processes rarely pick the same one; both ports are verified by binding them, and this process
 /// never hands a port out twice. Another process may still take it before Redis binds it; node
 /// startup retries on a fresh pair for that.
