@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The one command that starts the demo: a local Redis Cluster of 3 masters and 3 replicas on
+# 127.0.0.1:7000-7005 (DEMO_BASE_PORT=7100 moves it to 7100-7105), data and logs in target/demo/,
+# and respgate in front of it on 127.0.0.1:6380 (DEMO_PROXY_PORT moves it), in the foreground.
+# Ctrl-C stops respgate, then the redis-server processes this script started.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+base_port="${DEMO_BASE_PORT:-7000}"
+proxy_port="${DEMO_PROXY_PORT:-6380}"
+data_dir="$PWD/target/demo"
+ports=()
+for offset in 0 1 2 3 4 5; do
+  ports+=("$((base_port + offset))")
+done
+pids=()
+proxy_pid=
+
+# Stops respgate, then the redis-server processes this script started, by the pids it recorded.
+stop_all() {
+  if [[ -n "$proxy_pid" ]]; then
+    kill -TERM "$proxy_pid" 2>/dev/null || true
+    wait "$proxy_pid" 2>/dev/null || true
+  fi
+  if [[ ${#pids[@]} -gt 0 ]]; then
+    echo "Stopping redis-server processes ${pids[*]}" >&2
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+bash scripts/ensure-redis.sh
+cargo build --release
+
+for port in "${ports[@]}" "$proxy_port"; do
+  if in_use "$port"; then
+    echo "demo: port $port on 127.0.0.1 is already in use; stop what uses it, or set" \
+      "DEMO_BASE_PORT / DEMO_PROXY_PORT" >&2
+    exit 1
+  fi
+done
+for port in "${ports[@]}"; do
+  if in_use "$((port + 10000))"; then
+    echo "demo: cluster bus port $((port + 10000)) on 127.0.0.1 is already in use;" \
+      "set DEMO_BASE_PORT to move the cluster" >&2
+    exit 1
+  fi
+done
+
+for port in "${ports[@]}"; do
+  # A fresh node each time: an old nodes.conf would make redis-cli --cluster create refuse it.
+  rm -rf "${data_dir:?}/$port"
+  mkdir -p "$data_dir/$port"
+  redis-server --port "$port" --bind 127.0.0.1 --protected-mode no --daemonize no \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+    --appendonly no --save "" --dir "$data_dir/$port" --logfile "$data_dir/$port/redis.log" \
+    </dev/null >/dev/null 2>>"$data_dir/$port/stderr.log" &
+  pids+=("$!")
+done
+
+for i in "${!ports[@]}"; do
+  port="${ports[$i]}"
+  for _ in $(seq 100); do
+    if [[ "$(redis-cli -p "$port" ping 2>/dev/null)" == PONG ]]; then
+      continue 2
+    fi
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
+  echo "demo: redis-server on port $port did not start; its logs:" >&2
+  tail -n 20 "$data_dir/$port/redis.log" "$data_dir/$port/stderr.log" >&2 || true
+  exit 1
+done
+
+addrs=()
+for port in "${ports[@]}"; do
+  addrs+=("127.0.0.1:$port")
+done
+echo "Creating the cluster (3 masters, 3 replicas) on ${addrs[*]}"
+if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+  >"$data_dir/create.log" 2>&1; then
+  echo "demo: redis-cli --cluster create failed:" >&2
+  cat "$data_dir/create.log" >&2
+  exit 1
+fi
+
+for port in "${ports[@]}"; do
+  for _ in $(seq 300); do
+    info="$(redis-cli -p "$port" cluster info 2>/dev/null || true)"
+    if [[ "$info" == *cluster_state:ok* ]]; then
+      continue 2
+    fi
+    sleep 0.1
+  done
+  echo "demo: node $port does not report cluster_state:ok after 30 s; see $data_dir/$port/redis.log" >&2
+  exit 1
+done
+
+seeds="127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+echo "Proxy on 127.0.0.1:$proxy_port — connect with: redis-cli -p $proxy_port"
+echo "(Ctrl-C stops the proxy and the cluster; node logs are in $data_dir)"
+# In the background and waited for, so that INT or TERM reach the traps above at once instead of
+# after respgate exits; the script still ends when respgate does, with its exit status.
+target/release/respgate --listen "127.0.0.1:$proxy_port" --cluster "$seeds" &
+proxy_pid=$!
+wait "$proxy_pid"
