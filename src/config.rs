@@ -88,6 +88,12 @@ pub struct ClusterConfig {
     pub min_refresh_interval_ms: u64,
     /// Most `MOVED`/`ASK` redirects followed for one request.
     pub max_redirects: u32,
+    /// Most times one request is retried after a node could not take it (`TRYAGAIN`,
+    /// `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, unreachable node); 0 never retries.
+    pub max_retries: u32,
+    /// Longest time one request may spend being retried, in milliseconds; then the client gets
+    /// the last error.
+    pub retry_timeout_ms: u64,
     /// First delay before reconnecting to a node that failed, in milliseconds; doubles per failure.
     pub reconnect_backoff_min_ms: u64,
     /// Longest delay between reconnect attempts, in milliseconds.
@@ -107,6 +113,8 @@ impl Default for ClusterConfig {
             refresh_interval_ms: 10_000,
             min_refresh_interval_ms: 200,
             max_redirects: 5,
+            max_retries: 16,
+            retry_timeout_ms: 5000,
             reconnect_backoff_min_ms: 50,
             reconnect_backoff_max_ms: 2000,
         }
@@ -117,6 +125,11 @@ impl ClusterConfig {
     /// `connect_timeout_ms` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `retry_timeout_ms` as a duration.
+    pub fn retry_timeout(&self) -> Duration {
+        Duration::from_millis(self.retry_timeout_ms)
     }
 
     /// `request_timeout_ms` as a duration.

@@ -14,3 +14,5 @@ pub const BACKEND_ERRORS: &str = "respgate_backend_errors_total";
 pub const TOPOLOGY_REFRESHES: &str = "respgate_topology_refreshes_total";
 /// Client connections closed for a protocol error (counter).
 pub const PROTOCOL_ERRORS: &str = "respgate_protocol_errors_total";
+/// Requests sent again after a node could not take them (counter).
+pub const RETRIES: &str = "respgate_retries_total";

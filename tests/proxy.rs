@@ -389,7 +389,12 @@ fn proxy_answers_connection_commands_itself() {
 #[test]
 fn killed_backend_gives_an_error_reply_not_a_hang() {
     let mut cluster = RedisCluster::start(3, 0);
-    let proxy = Proxy::start(&cluster.seeds());
+    let mut config = config_for(&cluster.seeds());
+    if let Some(c) = config.clusters.get_mut("default") {
+        c.retry_timeout_ms = 1000;
+    }
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
     let mut client = proxy.client();
     let keys = key_per_slot();
     let victim = cluster.master_ports()[0];

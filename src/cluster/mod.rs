@@ -6,15 +6,16 @@ pub mod slot;
 mod slot_map;
 mod topology;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::backend::{BackendError, Backends, ConnSettings, NodeAddr, NodePool};
+use crate::backend::{BackendError, Backends, ConnSettings, NodeAddr, NodePool, Reply};
 use crate::command::CommandTable;
 use crate::config::ClusterConfig;
 use crate::metrics as m;
@@ -23,7 +24,7 @@ use crate::protocol::{Protocol, reply};
 pub use redirect::Redirect;
 pub use slot::{SLOT_COUNT, Slot};
 pub use slot_map::SlotMap;
-pub use topology::{TopologyError, parse_cluster_slots};
+pub use topology::{NodeInfo, TopologyError, View, parse_cluster_nodes};
 
 /// Where a command goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct ClusterStats {
     pub ask: AtomicU64,
     /// Requests answered with an error because a backend failed.
     pub backend_errors: AtomicU64,
+    /// Requests sent again after a node could not take them.
+    pub retries: AtomicU64,
 }
 
 /// A Redis Cluster behind the proxy.
@@ -56,6 +59,10 @@ pub struct Cluster {
     commands: ArcSwapOption<CommandTable>,
     redis_version: ArcSwapOption<String>,
     refresh: Notify,
+    /// Every node of the latest view: with the configured seeds, who to ask next time.
+    known_nodes: Mutex<Vec<NodeAddr>>,
+    /// Why the last refresh failed, for the error clients get while no map is known.
+    last_error: ArcSwapOption<String>,
     round_robin: AtomicUsize,
     /// Counters for `INFO`.
     pub stats: ClusterStats,
@@ -72,6 +79,8 @@ impl Cluster {
             commands: ArcSwapOption::empty(),
             redis_version: ArcSwapOption::empty(),
             refresh: Notify::new(),
+            known_nodes: Mutex::new(Vec::new()),
+            last_error: ArcSwapOption::empty(),
             round_robin: AtomicUsize::new(0),
             stats: ClusterStats::default(),
         })
@@ -103,68 +112,123 @@ impl Cluster {
     }
 
     /// Sends `payload` (one command in RESP) to `target` and returns the reply bytes to give
-    /// the client: the backend's reply, or an error reply. Redirects are followed here.
+    /// the client: the backend's reply, or an error reply.
+    ///
+    /// Redirects are followed here. A request a node could not take (`TRYAGAIN`, `CLUSTERDOWN`,
+    /// `LOADING`, `MASTERDOWN`, node unreachable) is retried after a topology refresh, with
+    /// backoff, within `max_retries` and `retry_timeout_ms`. A request that may have run
+    /// (connection lost after sending, timeout) is retried only when `resend` allows it.
     pub async fn execute(
         &self,
         payload: Bytes,
         target: Target,
+        resend: Resend,
         protocol: Protocol,
         affinity: usize,
     ) -> Bytes {
+        let started = Instant::now();
+        let mut redirects = 0;
+        let mut retries = 0;
+        // Set by a redirect: the node to send to next, and whether `ASKING` goes first.
+        let mut redirected: Option<(Arc<NodePool>, bool)> = None;
+        loop {
+            let (pool, asking) = match redirected.take() {
+                Some(next) => next,
+                None => match self.resolve(target) {
+                    Some(pool) => (pool, false),
+                    None => {
+                        let error = reply::error(&self.no_route_error(target));
+                        match self.retry_delay(started, &mut retries) {
+                            Some(delay) => {
+                                tokio::time::sleep(delay).await;
+                                continue;
+                            }
+                            None => return error,
+                        }
+                    }
+                },
+            };
+            let outcome = match pool.send(protocol, affinity, payload.clone(), asking).await {
+                Ok(reply) => classify_reply(reply),
+                Err(error) => self.classify_failure(error, resend),
+            };
+            match outcome {
+                Outcome::Done(bytes) => return bytes,
+                Outcome::Redirect(redirect) => {
+                    redirects += 1;
+                    if redirects > self.config.max_redirects {
+                        return reply::error(&format!(
+                            "ERR respgate: gave up after {} redirects; the cluster is changing, try again",
+                            self.config.max_redirects
+                        ));
+                    }
+                    let to = self
+                        .backends
+                        .pool(&redirect.addr().resolve_against(pool.addr()));
+                    debug!(cluster = %self.name, ?redirect, "following redirect");
+                    match redirect {
+                        Redirect::Moved { slot, .. } => {
+                            self.stats.moved.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!(m::REDIRECTS, "kind" => "moved").increment(1);
+                            self.note_moved(slot, &to);
+                            redirected = Some((to, false));
+                        }
+                        Redirect::Ask { .. } => {
+                            self.stats.ask.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!(m::REDIRECTS, "kind" => "ask").increment(1);
+                            redirected = Some((to, true));
+                        }
+                    }
+                }
+                Outcome::RetryLater(error) => {
+                    self.request_refresh();
+                    match self.retry_delay(started, &mut retries) {
+                        Some(delay) => {
+                            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!(m::RETRIES).increment(1);
+                            tokio::time::sleep(delay).await;
+                        }
+                        None => return self.fail(error),
+                    }
+                }
+                Outcome::Fail(error) => return self.fail(error),
+            }
+        }
+    }
+
+    /// The pool of the node `target` routes to on the current map.
+    fn resolve(&self, target: Target) -> Option<Arc<NodePool>> {
         let map = self.map.load();
-        let pool = match target {
+        match target {
             Target::Slot(slot) => map.master(slot).cloned(),
             Target::AnyMaster => {
                 let n = self.round_robin.fetch_add(1, Ordering::Relaxed);
                 map.any_master(n).cloned()
             }
-        };
-        drop(map);
-        let Some(mut pool) = pool else {
-            self.request_refresh();
-            return reply::error(&self.no_route_error(target));
-        };
-        let mut asking = false;
-        let mut redirects = 0;
-        loop {
-            let result = pool.send(protocol, affinity, payload.clone(), asking).await;
-            let reply = match result {
-                Ok(reply) => reply,
-                Err(error) => return self.backend_failed(&error),
-            };
-            let Some(redirect) = reply.error_text().and_then(Redirect::parse) else {
-                return reply.bytes;
-            };
-            redirects += 1;
-            if redirects > self.config.max_redirects {
-                return reply::error(&format!(
-                    "ERR respgate: gave up after {} redirects; the cluster is changing, try again",
-                    self.config.max_redirects
-                ));
-            }
-            let to = redirect.addr().resolve_against(pool.addr());
-            debug!(cluster = %self.name, ?redirect, "following redirect");
-            match redirect {
-                Redirect::Moved { slot, .. } => {
-                    self.stats.moved.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::REDIRECTS, "kind" => "moved").increment(1);
-                    pool = self.backends.pool(&to);
-                    self.note_moved(slot, &pool);
-                    asking = false;
-                }
-                Redirect::Ask { .. } => {
-                    self.stats.ask.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::REDIRECTS, "kind" => "ask").increment(1);
-                    pool = self.backends.pool(&to);
-                    asking = true;
-                }
-            }
         }
     }
 
-    fn backend_failed(&self, error: &BackendError) -> Bytes {
-        self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::BACKEND_ERRORS).increment(1);
+    /// How long to wait before the next retry, or `None` when the budget is spent. Waits grow
+    /// from 10 ms to 500 ms: short enough to catch a quick failover, long enough not to hammer
+    /// a node that is restarting.
+    fn retry_delay(&self, started: Instant, retries: &mut u32) -> Option<Duration> {
+        if *retries >= self.config.max_retries {
+            return None;
+        }
+        let delay = Duration::from_millis((10u64 << (*retries).min(6)).min(500));
+        if started.elapsed() + delay > self.config.retry_timeout() {
+            return None;
+        }
+        *retries += 1;
+        Some(delay)
+    }
+
+    fn classify_failure(&self, error: BackendError, resend: Resend) -> Outcome {
+        let may_retry = match &error {
+            BackendError::Auth { .. } => false,
+            error if error.surely_not_sent() => true,
+            _ => resend == Resend::Always,
+        };
         if matches!(
             error,
             BackendError::Unreachable { .. }
@@ -174,7 +238,22 @@ impl Cluster {
             // The node may have failed over or moved: look again.
             self.request_refresh();
         }
-        reply::error(&format!("ERR respgate: {error}"))
+        if may_retry {
+            Outcome::RetryLater(Failure::Backend(error))
+        } else {
+            Outcome::Fail(Failure::Backend(error))
+        }
+    }
+
+    fn fail(&self, failure: Failure) -> Bytes {
+        match failure {
+            Failure::Reply(bytes) => bytes,
+            Failure::Backend(error) => {
+                self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::BACKEND_ERRORS).increment(1);
+                reply::error(&format!("ERR respgate: {error}"))
+            }
+        }
     }
 
     fn no_route_error(&self, target: Target) -> String {
@@ -182,18 +261,99 @@ impl Cluster {
             Target::Slot(slot) if !self.map.load().is_empty() => {
                 format!("CLUSTERDOWN Hash slot {} not served", slot.get())
             }
-            _ => format!(
-                "CLUSTERDOWN respgate: no node of cluster '{}' reachable yet (seeds: {})",
-                self.name,
-                self.config.seeds.join(",")
-            ),
+            _ => self.unreachable_error(),
         }
+    }
+
+    /// The error for requests while no node has told the proxy the topology.
+    pub fn unreachable_error(&self) -> String {
+        let reason = self
+            .last_error
+            .load()
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        format!(
+            "CLUSTERDOWN respgate: no node of cluster '{}' reachable yet (seeds: {}){reason}",
+            self.name,
+            self.config.seeds.join(",")
+        )
+    }
+
+    /// Nodes to ask for the topology: the configured seeds, then every node last seen.
+    fn seeds(&self) -> Vec<NodeAddr> {
+        let mut seeds: Vec<NodeAddr> = self.config.seeds.iter().map(|s| NodeAddr::new(s)).collect();
+        let known = self.known_nodes.lock().unwrap_or_else(|p| p.into_inner());
+        for node in known.iter() {
+            if !seeds.contains(node) {
+                seeds.push(node.clone());
+            }
+        }
+        seeds
+    }
+
+    /// Makes every live node of `view` a seed for later refreshes; nodes that left are dropped.
+    fn remember_nodes(&self, view: &View) {
+        let nodes = view
+            .nodes
+            .iter()
+            .filter(|n| !n.failed)
+            .map(|n| n.addr.clone())
+            .collect();
+        *self.known_nodes.lock().unwrap_or_else(|p| p.into_inner()) = nodes;
     }
 
     /// Points `slot` at `pool` in the current map until the next refresh confirms it.
     fn note_moved(&self, slot: Slot, pool: &Arc<NodePool>) {
         self.map.rcu(|map| map.with_slot_moved(slot, pool));
         self.request_refresh();
+    }
+}
+
+/// Whether a command may be sent again when an earlier sending may have run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Only when the earlier sending surely did not reach the node (writes).
+    IfNotSent,
+    /// Always: running it twice changes nothing (read-only commands).
+    Always,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    /// A reply for the client.
+    Done(Bytes),
+    /// Send again elsewhere at once.
+    Redirect(Redirect),
+    /// The node could not take the request; it did not run. Retry after a pause.
+    RetryLater(Failure),
+    /// Give the client this error.
+    Fail(Failure),
+}
+
+/// An attempt's failure, kept to answer the client if no retry succeeds.
+enum Failure {
+    /// The node's own error reply.
+    Reply(Bytes),
+    /// No reply.
+    Backend(BackendError),
+}
+
+/// Error replies that mean the node did not run the command and a later attempt may succeed.
+const RETRYABLE_ERRORS: [&[u8]; 4] = [b"TRYAGAIN", b"CLUSTERDOWN", b"LOADING", b"MASTERDOWN"];
+
+fn classify_reply(reply: Reply) -> Outcome {
+    let Some(text) = reply.error_text() else {
+        return Outcome::Done(reply.bytes);
+    };
+    if let Some(redirect) = Redirect::parse(text) {
+        return Outcome::Redirect(redirect);
+    }
+    let code = text.split(|&b| b == b' ').next().unwrap_or_default();
+    if RETRYABLE_ERRORS.contains(&code) {
+        Outcome::RetryLater(Failure::Reply(reply.bytes))
+    } else {
+        Outcome::Done(reply.bytes)
     }
 }
 

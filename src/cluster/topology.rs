@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Cluster, SlotMap};
 use crate::backend::{BackendError, NodeAddr, request_once};
@@ -55,50 +56,116 @@ pub enum TopologyError {
     },
 }
 
-/// Parses a RESP2 `CLUSTER SLOTS` reply. An empty host means the node that was asked.
-pub fn parse_cluster_slots(reply: &OwnedFrame, asked: &NodeAddr) -> Option<Vec<SlotRange>> {
-    let OwnedFrame::Array(ranges) = reply else {
-        return None;
-    };
-    let node = |frame: &OwnedFrame| -> Option<NodeAddr> {
-        let OwnedFrame::Array(fields) = frame else {
-            return None;
-        };
-        let host = match fields.first()? {
-            OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
-                String::from_utf8(b.clone()).ok()?
+/// One node as `CLUSTER NODES` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node id, stable across restarts and address changes.
+    pub id: String,
+    /// Where to reach it.
+    pub addr: NodeAddr,
+    /// Whether it is a master.
+    pub master: bool,
+    /// The id of its master, for a replica.
+    pub replica_of: Option<String>,
+    /// Whether the cluster considers it failed (or it has no address yet).
+    pub failed: bool,
+    /// Its config epoch.
+    pub epoch: u64,
+    /// Slot ranges it serves, inclusive.
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// One node's view of the whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// Every node it knows.
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl View {
+    /// The highest config epoch in the view: the view that has seen the latest failover or
+    /// slot move has the highest.
+    pub fn max_epoch(&self) -> u64 {
+        self.nodes.iter().map(|n| n.epoch).max().unwrap_or(0)
+    }
+
+    /// Slots some master serves.
+    pub fn slots_covered(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| n.master)
+            .flat_map(|n| &n.slots)
+            .map(|&(a, b)| usize::from(b.saturating_sub(a)) + 1)
+            .sum()
+    }
+
+    /// The slot ranges with their master and healthy replicas.
+    pub fn ranges(&self) -> Vec<SlotRange> {
+        let mut ranges = Vec::new();
+        for master in self.nodes.iter().filter(|n| n.master) {
+            let replicas: Vec<NodeAddr> = self
+                .nodes
+                .iter()
+                .filter(|n| !n.failed && n.replica_of.as_deref() == Some(master.id.as_str()))
+                .map(|n| n.addr.clone())
+                .collect();
+            for &(start, end) in &master.slots {
+                ranges.push(SlotRange {
+                    start,
+                    end,
+                    master: master.addr.clone(),
+                    replicas: replicas.clone(),
+                });
             }
-            _ => return None,
-        };
-        let OwnedFrame::Integer(port) = fields.get(1)? else {
-            return None;
-        };
-        let host = if host.is_empty() || host == "?" {
-            asked.host().to_string()
-        } else {
-            host
-        };
-        Some(NodeAddr::new(&format!("{host}:{port}")))
-    };
-    ranges
-        .iter()
-        .map(|range| {
-            let OwnedFrame::Array(fields) = range else {
-                return None;
+        }
+        ranges
+    }
+}
+
+/// Parses `CLUSTER NODES` text. An empty host means the node that was asked.
+pub fn parse_cluster_nodes(text: &str, asked: &NodeAddr) -> Option<View> {
+    let mut nodes = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split_ascii_whitespace();
+        let id = fields.next()?.to_string();
+        // ip:port@cport[,hostname]
+        let endpoint = fields.next()?;
+        let host_port = endpoint.split(['@', ',']).next()?;
+        let (host, port) = host_port.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let flags: Vec<&str> = fields.next()?.split(',').collect();
+        let master_id = fields.next()?;
+        let (_ping, _pong) = (fields.next()?, fields.next()?);
+        let epoch: u64 = fields.next()?.parse().ok()?;
+        let _link = fields.next()?;
+        let mut slots = Vec::new();
+        for slot in fields {
+            // Migration markers such as [93->-id] are not ownership.
+            if slot.starts_with('[') {
+                continue;
+            }
+            let (a, b) = match slot.split_once('-') {
+                Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+                None => {
+                    let n = slot.parse().ok()?;
+                    (n, n)
+                }
             };
-            let (OwnedFrame::Integer(start), OwnedFrame::Integer(end)) =
-                (fields.first()?, fields.get(1)?)
-            else {
-                return None;
-            };
-            Some(SlotRange {
-                start: u16::try_from(*start).ok()?,
-                end: u16::try_from(*end).ok()?,
-                master: node(fields.get(2)?)?,
-                replicas: fields.iter().skip(3).filter_map(node).collect(),
-            })
-        })
-        .collect()
+            slots.push((a, b));
+        }
+        let host = if host.is_empty() { asked.host() } else { host };
+        let has = |f: &str| flags.contains(&f);
+        nodes.push(NodeInfo {
+            id,
+            addr: NodeAddr::new(&format!("{host}:{port}")),
+            master: has("master"),
+            replica_of: (master_id != "-").then(|| master_id.to_string()),
+            failed: has("fail") || has("noaddr") || has("handshake") || port == 0,
+            epoch,
+            slots,
+        });
+    }
+    Some(View { nodes })
 }
 
 async fn query(
@@ -124,78 +191,125 @@ async fn query(
     }
 }
 
-/// Asks `addr` for the slot map, and for the command table and version when not known yet.
-async fn learn_from(cluster: &Cluster, addr: &NodeAddr) -> Result<SlotMap, TopologyError> {
-    let slots = query(cluster, addr, "CLUSTER SLOTS").await?;
-    let ranges = parse_cluster_slots(&slots, addr).ok_or_else(|| TopologyError::Malformed {
-        addr: addr.clone(),
-        command: "CLUSTER SLOTS",
-    })?;
-    if cluster.commands.load().is_none() {
-        let reply = query(cluster, addr, "COMMAND").await?;
-        let table = parse_command_reply(&reply).map_err(|_| TopologyError::Malformed {
+/// Asks `addr` for its view of the cluster.
+async fn view_of(cluster: &Cluster, addr: NodeAddr) -> (NodeAddr, Result<View, TopologyError>) {
+    let result = async {
+        let malformed = || TopologyError::Malformed {
             addr: addr.clone(),
-            command: "COMMAND",
-        })?;
-        info!(cluster = %cluster.name, commands = table.len(), "command table loaded");
-        cluster.commands.store(Some(Arc::new(table)));
-        if let OwnedFrame::BulkString(info) = query(cluster, addr, "INFO server").await? {
-            let text = String::from_utf8_lossy(&info);
-            if let Some(version) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
-                cluster
-                    .redis_version
-                    .store(Some(Arc::new(version.trim().to_string())));
+            command: "CLUSTER NODES",
+        };
+        match query(cluster, &addr, "CLUSTER NODES").await? {
+            OwnedFrame::BulkString(text) => {
+                parse_cluster_nodes(&String::from_utf8_lossy(&text), &addr).ok_or_else(malformed)
             }
+            _ => Err(malformed()),
         }
     }
-    Ok(SlotMap::from_ranges(&ranges, &cluster.backends))
+    .await;
+    (addr, result)
 }
 
-/// One refresh: asks known nodes, then seeds, until one answers; installs the map if it changed.
+/// Loads the command table and version from `addr` if not known yet.
+async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), TopologyError> {
+    if cluster.commands.load().is_some() {
+        return Ok(());
+    }
+    let reply = query(cluster, addr, "COMMAND").await?;
+    let table = parse_command_reply(&reply).map_err(|_| TopologyError::Malformed {
+        addr: addr.clone(),
+        command: "COMMAND",
+    })?;
+    info!(cluster = %cluster.name, commands = table.len(), "command table loaded");
+    if let OwnedFrame::BulkString(info) = query(cluster, addr, "INFO server").await? {
+        let text = String::from_utf8_lossy(&info);
+        if let Some(version) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
+            cluster
+                .redis_version
+                .store(Some(Arc::new(version.trim().to_string())));
+        }
+    }
+    cluster.commands.store(Some(Arc::new(table)));
+    Ok(())
+}
+
+/// How long to wait for more views once one has arrived: a stopped node must not hold up a
+/// refresh, but the views of live nodes arrive within a few milliseconds of each other.
+const MORE_VIEWS_GRACE: Duration = Duration::from_millis(100);
+
+/// One refresh: asks every known node and the seeds at once, takes the view with the highest
+/// config epoch (then the most slots covered), and installs it if routes changed.
 async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
     let current = cluster.map.load_full();
     let mut candidates = current.nodes();
-    for seed in &cluster.config.seeds {
-        let seed = NodeAddr::new(seed);
+    for seed in cluster.seeds() {
         if !candidates.contains(&seed) {
             candidates.push(seed);
         }
     }
+    let mut pending: FuturesUnordered<_> = candidates
+        .into_iter()
+        .map(|addr| view_of(cluster, addr))
+        .collect();
+    let mut best: Option<(NodeAddr, View)> = None;
     let mut last_error = None;
-    for addr in candidates {
-        match learn_from(cluster, &addr).await {
-            Ok(map) if map.is_empty() => {
-                debug!(cluster = %cluster.name, node = %addr, "node knows no slots yet");
-            }
-            Ok(map) => {
-                cluster.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::TOPOLOGY_REFRESHES).increment(1);
-                if !map.same_routes(&current) {
-                    info!(
-                        cluster = %cluster.name,
-                        masters = map.masters().len(),
-                        slots = map.slots_served(),
-                        from = %addr,
-                        "topology changed"
-                    );
-                    cluster.backends.retain(&map.nodes());
-                    for pool in map.masters() {
-                        pool.warm_up();
-                    }
-                    cluster.map.store(Arc::new(map));
+    let mut grace_until = None;
+    loop {
+        let next = match grace_until {
+            Some(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => pending.next().await,
+        };
+        let Some((addr, result)) = next else {
+            break;
+        };
+        match result {
+            Ok(view) if view.slots_covered() > 0 => {
+                let better = best.as_ref().is_none_or(|(_, b)| {
+                    (view.max_epoch(), view.slots_covered()) > (b.max_epoch(), b.slots_covered())
+                });
+                if better {
+                    best = Some((addr, view));
                 }
-                return Ok(());
+                grace_until.get_or_insert_with(|| tokio::time::Instant::now() + MORE_VIEWS_GRACE);
             }
+            Ok(_) => debug!(cluster = %cluster.name, node = %addr, "node knows no slots yet"),
             Err(error) => {
                 debug!(cluster = %cluster.name, node = %addr, %error, "topology query failed");
                 last_error = Some(error);
             }
         }
     }
-    Err(last_error.unwrap_or(TopologyError::Malformed {
-        addr: NodeAddr::new("-"),
-        command: "CLUSTER SLOTS",
-    }))
+    drop(pending);
+    let Some((from, view)) = best else {
+        return Err(last_error.unwrap_or(TopologyError::Malformed {
+            addr: NodeAddr::new("-"),
+            command: "CLUSTER NODES",
+        }));
+    };
+    learn_commands(cluster, &from).await?;
+    cluster.remember_nodes(&view);
+    let map = SlotMap::from_ranges(&view.ranges(), &cluster.backends);
+    cluster.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(m::TOPOLOGY_REFRESHES).increment(1);
+    if !map.same_routes(&current) {
+        info!(
+            cluster = %cluster.name,
+            masters = map.masters().len(),
+            nodes = map.nodes().len(),
+            slots = map.slots_served(),
+            epoch = view.max_epoch(),
+            from = %from,
+            "topology changed"
+        );
+        cluster.backends.retain(&map.nodes());
+        for pool in map.masters() {
+            pool.warm_up();
+        }
+        cluster.map.store(Arc::new(map));
+    }
+    Ok(())
 }
 
 impl Cluster {
@@ -212,25 +326,54 @@ impl Cluster {
                 Duration::from_millis(cluster.config.reconnect_backoff_max_ms.clamp(100, 1000));
             let mut failing = false;
             loop {
-                match refresh(&cluster).await {
+                let auth_failed = match refresh(&cluster).await {
                     Ok(()) => {
+                        cluster.last_error.store(None);
                         if failing {
                             info!(cluster = %cluster.name, "topology reachable again");
                         }
                         failing = false;
+                        false
                     }
                     Err(error) => {
-                        if !failing {
+                        let auth_failed =
+                            matches!(error, TopologyError::Backend(BackendError::Auth { .. }));
+                        if auth_failed {
+                            if !failing {
+                                error!(
+                                    cluster = %cluster.name,
+                                    %error,
+                                    "backend authentication failed: check clusters.{}.username and password",
+                                    cluster.name
+                                );
+                            }
+                        } else if !failing {
                             warn!(cluster = %cluster.name, %error, "topology refresh failed; retrying");
                         }
+                        cluster.last_error.store(Some(Arc::new(error.to_string())));
                         failing = true;
+                        auth_failed
                     }
-                }
+                };
+                // Wrong credentials will not fix themselves: ask again only on the timer, not on
+                // every client request, so a bad password cannot become a storm of logins.
+                let wait = if auth_failed {
+                    interval.max(Duration::from_secs(5))
+                } else if failing {
+                    retry
+                } else {
+                    interval
+                };
+                let on_request = async {
+                    if auth_failed {
+                        std::future::pending::<()>().await;
+                    }
+                    cluster.refresh.notified().await;
+                };
                 // Coalesce requests that arrive during the minimum gap into one refresh.
-                let wait = if failing { retry } else { interval };
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = cluster.refresh.notified() => {}
+                    _ = on_request => {}
                     _ = shutdown.changed() => return,
                 }
                 tokio::time::sleep(min_gap).await;
@@ -246,30 +389,35 @@ impl Cluster {
 mod tests {
     use super::*;
 
-    fn bulk(s: &str) -> OwnedFrame {
-        OwnedFrame::BulkString(s.as_bytes().to_vec())
+    const NODES: &str = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host-4 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383 [10924->-67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1]
+6ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30005@31005 slave,fail 67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 0 1426238316232 5 connected
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca :30001@31001 myself,master - 0 0 7 connected 0-5460
+";
+
+    #[test]
+    fn parses_nodes_with_replicas_failures_and_migration_markers() {
+        let view = parse_cluster_nodes(NODES, &NodeAddr::new("10.0.0.1:30001")).unwrap();
+        assert_eq!(view.nodes.len(), 5);
+        assert_eq!(view.max_epoch(), 7);
+        assert_eq!(view.slots_covered(), 16384);
+        let ranges = view.ranges();
+        let first = ranges.iter().find(|r| r.start == 0).unwrap();
+        assert_eq!(
+            first.master,
+            NodeAddr::new("10.0.0.1:30001"),
+            "empty host is the node asked"
+        );
+        assert_eq!(first.replicas, vec![NodeAddr::new("127.0.0.1:30004")]);
+        let second = ranges.iter().find(|r| r.start == 5461).unwrap();
+        assert!(second.replicas.is_empty(), "a failed replica is not used");
+        assert!(ranges.iter().any(|r| r.start == 10923 && r.end == 16383));
     }
 
     #[test]
-    fn parses_ranges_with_replicas_and_empty_hosts() {
-        let node = |host: &str, port: i64| {
-            OwnedFrame::Array(vec![bulk(host), OwnedFrame::Integer(port), bulk("id")])
-        };
-        let reply = OwnedFrame::Array(vec![OwnedFrame::Array(vec![
-            OwnedFrame::Integer(0),
-            OwnedFrame::Integer(5460),
-            node("", 7000),
-            node("10.0.0.2", 7003),
-        ])]);
-        let ranges = parse_cluster_slots(&reply, &NodeAddr::new("127.0.0.1:7000")).unwrap();
-        assert_eq!(
-            ranges,
-            vec![SlotRange {
-                start: 0,
-                end: 5460,
-                master: NodeAddr::new("127.0.0.1:7000"),
-                replicas: vec![NodeAddr::new("10.0.0.2:7003")],
-            }]
-        );
+    fn rejects_garbage() {
+        assert!(parse_cluster_nodes("not a node line", &NodeAddr::new("h:1")).is_none());
     }
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{ClientState, local};
-use crate::cluster::{Cluster, Slot, Target};
+use crate::cluster::{Cluster, Resend, Slot, Target};
 use crate::command::{CommandSpec, Lookup, with_lowercase};
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
@@ -22,6 +22,8 @@ pub enum Action {
         payload: Bytes,
         /// Where it goes.
         target: Target,
+        /// Whether it may be sent again when an earlier sending may have run.
+        resend: Resend,
     },
 }
 
@@ -59,10 +61,7 @@ pub fn dispatch(
     }
     let Some(table) = cluster.commands() else {
         cluster.request_refresh();
-        return Action::Reply(reply::error(&format!(
-            "CLUSTERDOWN respgate: no node of cluster '{}' reachable yet",
-            cluster.name()
-        )));
+        return Action::Reply(reply::error(&cluster.unreachable_error()));
     };
     let spec = match table.lookup(&request.args) {
         Lookup::Found(spec) => spec,
@@ -81,6 +80,11 @@ pub fn dispatch(
         Ok(target) => Action::Forward {
             payload: request.raw,
             target,
+            resend: if spec.has_flag("readonly") {
+                Resend::Always
+            } else {
+                Resend::IfNotSent
+            },
         },
         Err(error) => Action::Reply(reply::error(error)),
     }

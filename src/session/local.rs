@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
-use crate::cluster::{Cluster, SLOT_COUNT, Slot, Target};
+use crate::cluster::{Cluster, Resend, SLOT_COUNT, Slot, Target};
 use crate::command::with_lowercase;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
@@ -330,7 +330,7 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> String {
             let name = c.name();
             let _ = write!(
                 text,
-                "cluster_{name}:state={},masters={},nodes={},slots_served={},refreshes={},moved={},ask={},backend_errors={}\r\n",
+                "cluster_{name}:state={},masters={},nodes={},slots_served={},refreshes={},moved={},ask={},retries={},backend_errors={}\r\n",
                 if map.slots_served() == usize::from(SLOT_COUNT) {
                     "ok"
                 } else {
@@ -342,6 +342,7 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> String {
                 s.refreshes.load(Ordering::Relaxed),
                 s.moved.load(Ordering::Relaxed),
                 s.ask.load(Ordering::Relaxed),
+                s.retries.load(Ordering::Relaxed),
                 s.backend_errors.load(Ordering::Relaxed),
             );
         }
@@ -432,6 +433,7 @@ fn cluster_command(
                 Some(slot) => Action::Forward {
                     payload: Request::from_args(args.to_vec()).raw,
                     target: Target::Slot(slot),
+                    resend: Resend::Always,
                 },
                 None => Action::Reply(reply::error("ERR Invalid or out of range slot")),
             });

@@ -108,9 +108,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     pending.push_back(Either::Left(ready(bytes)));
                     closing = true;
                 }
-                Action::Forward { payload, target } => pending.push_back(Either::Right(
-                    cluster.execute(payload, target, state.protocol, state.affinity),
-                )),
+                Action::Forward {
+                    payload,
+                    target,
+                    resend,
+                } => pending.push_back(Either::Right(cluster.execute(
+                    payload,
+                    target,
+                    resend,
+                    state.protocol,
+                    state.affinity,
+                ))),
             }
         }
         if closing && pending.is_empty() {
