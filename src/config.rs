@@ -64,6 +64,21 @@ impl Default for ServerConfig {
     }
 }
 
+/// Where read-only commands go.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFrom {
+    /// Every command goes to the master (Redis Cluster's own default).
+    #[default]
+    Master,
+    /// Reads go to a replica of the slot's master; to the master when no replica is healthy,
+    /// and when the replica fails to answer.
+    PreferReplica,
+    /// Reads go to a replica of the slot's master; to the master only when no replica is
+    /// healthy.
+    Replica,
+}
+
 /// One Redis Cluster behind the proxy.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +89,8 @@ pub struct ClusterConfig {
     pub username: String,
     /// Password for backend connections (`requirepass`); empty means none.
     pub password: String,
+    /// Where read-only commands go: `master`, `prefer-replica` or `replica`.
+    pub read_from: ReadFrom,
     /// Long-lived connections per node and protocol, shared by all clients.
     pub connections_per_node: usize,
     /// Most requests queued or in flight on one backend connection.
@@ -106,6 +123,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             username: String::new(),
             password: String::new(),
+            read_from: ReadFrom::Master,
             connections_per_node: 2,
             max_inflight_per_connection: 8192,
             connect_timeout_ms: 1000,

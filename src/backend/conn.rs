@@ -6,6 +6,7 @@
 //! for the reconnect, and while the node cannot be reached new requests fail at once.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -41,14 +42,21 @@ struct Waiting {
 pub struct Connection {
     jobs: mpsc::Sender<Job>,
     addr: NodeAddr,
+    up: Arc<AtomicBool>,
 }
 
 impl Connection {
     /// Starts the task that connects to `addr` and serves requests.
     pub fn spawn(addr: NodeAddr, protocol: Protocol, settings: Arc<ConnSettings>) -> Connection {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
-        tokio::spawn(run(addr.clone(), protocol, settings, rx));
-        Connection { jobs, addr }
+        let up = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(addr.clone(), protocol, settings, rx, Arc::clone(&up)));
+        Connection { jobs, addr, up }
+    }
+
+    /// Whether the connection is established right now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
     }
 
     /// Queues `payload` (one command, preceded by `ASKING` when `asking`) and returns the slot
@@ -77,6 +85,7 @@ async fn run(
     protocol: Protocol,
     settings: Arc<ConnSettings>,
     mut jobs: mpsc::Receiver<Job>,
+    up: Arc<AtomicBool>,
 ) {
     let mut backoff = settings.backoff_min;
     let mut was_down = false;
@@ -86,7 +95,10 @@ async fn run(
                 info!(node = %addr, ?protocol, "backend connected");
                 backoff = settings.backoff_min;
                 was_down = false;
-                match serve(stream, &addr, protocol, settings.max_inflight, &mut jobs).await {
+                up.store(true, Ordering::Relaxed);
+                let ended = serve(stream, &addr, protocol, settings.max_inflight, &mut jobs).await;
+                up.store(false, Ordering::Relaxed);
+                match ended {
                     Ended::Dropped => return,
                     Ended::Failed(reason) => {
                         warn!(node = %addr, %reason, "backend connection lost")

@@ -67,11 +67,16 @@ pub async fn dial(
         }
         (Protocol::Resp2, None) => {}
     }
+    if settings.readonly {
+        handshake.push(vec![Bytes::from("READONLY")]);
+    }
     for command in handshake {
         let step = async {
             let reply = exchange(&mut stream, &command, protocol).await?;
             match reply.error_text() {
                 None => Ok(()),
+                // READONLY on a node without cluster support is not a reason to fail.
+                Some(_) if command.first().is_some_and(|c| c == "READONLY") => Ok(()),
                 Some(text) => Err(BackendError::Auth {
                     addr: addr.clone(),
                     reason: String::from_utf8_lossy(text).into_owned(),

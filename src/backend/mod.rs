@@ -143,6 +143,8 @@ pub struct ConnSettings {
     pub username: Option<String>,
     /// Password, if any.
     pub password: Option<String>,
+    /// Send `READONLY` on every connection, so replicas serve reads (harmless on masters).
+    pub readonly: bool,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Time allowed for one reply.
@@ -163,6 +165,7 @@ impl From<&ClusterConfig> for ConnSettings {
         ConnSettings {
             username: non_empty(&c.username),
             password: non_empty(&c.password),
+            readonly: c.read_from != crate::config::ReadFrom::Master,
             connect_timeout: c.connect_timeout(),
             request_timeout: c.request_timeout(),
             connections_per_node: c.connections_per_node.max(1),

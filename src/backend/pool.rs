@@ -57,6 +57,13 @@ impl NodePool {
         }
     }
 
+    /// Whether some RESP2 connection to the node is established.
+    pub fn is_healthy(&self) -> bool {
+        self.by_protocol[Protocol::Resp2.index()]
+            .get()
+            .is_some_and(|conns| conns.iter().any(Connection::is_up))
+    }
+
     /// Opens the RESP2 connections now, so the first requests do not wait for a dial.
     pub fn warm_up(&self) {
         let _ = self.connections(Protocol::Resp2);

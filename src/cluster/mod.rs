@@ -17,7 +17,7 @@ use tracing::debug;
 
 use crate::backend::{BackendError, Backends, ConnSettings, NodeAddr, NodePool, Reply};
 use crate::command::CommandTable;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ReadFrom};
 use crate::metrics as m;
 use crate::protocol::{Protocol, reply};
 
@@ -117,12 +117,12 @@ impl Cluster {
     /// Redirects are followed here. A request a node could not take (`TRYAGAIN`, `CLUSTERDOWN`,
     /// `LOADING`, `MASTERDOWN`, node unreachable) is retried after a topology refresh, with
     /// backoff, within `max_retries` and `retry_timeout_ms`. A request that may have run
-    /// (connection lost after sending, timeout) is retried only when `resend` allows it.
+    /// (connection lost after sending, timeout) is retried only when `access` allows it.
     pub async fn execute(
         &self,
         payload: Bytes,
         target: Target,
-        resend: Resend,
+        access: Access,
         protocol: Protocol,
         affinity: usize,
     ) -> Bytes {
@@ -131,8 +131,16 @@ impl Cluster {
         let mut retries = 0;
         // Set by a redirect: the node to send to next, and whether `ASKING` goes first.
         let mut redirected: Option<(Arc<NodePool>, bool)> = None;
+        let mut to_replica = access == Access::Read && self.config.read_from != ReadFrom::Master;
         loop {
-            let (pool, asking) = match redirected.take() {
+            let replica = match (to_replica, target, &redirected) {
+                (true, Target::Slot(slot), None) => {
+                    self.map.load().replica(slot, affinity).cloned()
+                }
+                _ => None,
+            };
+            let on_replica = replica.is_some();
+            let (pool, asking) = match redirected.take().or(replica.map(|r| (r, false))) {
                 Some(next) => next,
                 None => match self.resolve(target) {
                     Some(pool) => (pool, false),
@@ -150,7 +158,13 @@ impl Cluster {
             };
             let outcome = match pool.send(protocol, affinity, payload.clone(), asking).await {
                 Ok(reply) => classify_reply(reply),
-                Err(error) => self.classify_failure(error, resend),
+                Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
+                    // The replica failed this read: the master answers it instead.
+                    debug!(cluster = %self.name, %error, "replica failed a read; asking the master");
+                    to_replica = false;
+                    continue;
+                }
+                Err(error) => self.classify_failure(error, access),
             };
             match outcome {
                 Outcome::Done(bytes) => return bytes,
@@ -223,11 +237,11 @@ impl Cluster {
         Some(delay)
     }
 
-    fn classify_failure(&self, error: BackendError, resend: Resend) -> Outcome {
+    fn classify_failure(&self, error: BackendError, access: Access) -> Outcome {
         let may_retry = match &error {
             BackendError::Auth { .. } => false,
             error if error.surely_not_sent() => true,
-            _ => resend == Resend::Always,
+            _ => access == Access::Read,
         };
         if matches!(
             error,
@@ -310,13 +324,15 @@ impl Cluster {
     }
 }
 
-/// Whether a command may be sent again when an earlier sending may have run.
+/// What a command does to the data, which decides where it may run and whether it may run twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resend {
-    /// Only when the earlier sending surely did not reach the node (writes).
-    IfNotSent,
-    /// Always: running it twice changes nothing (read-only commands).
-    Always,
+pub enum Access {
+    /// Read-only: may go to a replica (per `read_from`), and may be sent again when an earlier
+    /// sending may have run, since running it twice changes nothing.
+    Read,
+    /// Anything else: runs on the master, and is sent again only when the earlier sending
+    /// surely did not reach the node.
+    Write,
 }
 
 /// What one attempt came to.

@@ -14,7 +14,7 @@ const UNSERVED: u16 = u16::MAX;
 pub struct SlotMap {
     owners: Vec<u16>,
     masters: Vec<Arc<NodePool>>,
-    replicas: Vec<Vec<NodeAddr>>,
+    replicas: Vec<Vec<Arc<NodePool>>>,
 }
 
 impl SlotMap {
@@ -41,8 +41,8 @@ impl SlotMap {
             };
             if let Some(replicas) = map.replicas.get_mut(index) {
                 for r in &range.replicas {
-                    if !replicas.contains(r) {
-                        replicas.push(r.clone());
+                    if !replicas.iter().any(|p| p.addr() == r) {
+                        replicas.push(backends.pool(r));
                     }
                 }
             }
@@ -67,6 +67,22 @@ impl SlotMap {
         self.masters.get(usize::from(owner))
     }
 
+    /// A healthy replica of the master serving `slot`, chosen by `n` among the healthy ones.
+    pub fn replica(&self, slot: Slot, n: usize) -> Option<&Arc<NodePool>> {
+        let owner = *self.owners.get(usize::from(slot.get()))?;
+        let replicas = self.replicas.get(usize::from(owner))?;
+        let healthy = replicas.iter().filter(|p| p.is_healthy()).count();
+        if healthy == 0 {
+            return None;
+        }
+        replicas.iter().filter(|p| p.is_healthy()).nth(n % healthy)
+    }
+
+    /// Every replica's pool.
+    pub fn replicas(&self) -> impl Iterator<Item = &Arc<NodePool>> {
+        self.replicas.iter().flatten()
+    }
+
     /// A master chosen by `n` (round robin), for commands without keys.
     pub fn any_master(&self, n: usize) -> Option<&Arc<NodePool>> {
         match self.masters.len() {
@@ -83,7 +99,7 @@ impl SlotMap {
     /// Every node address, masters first.
     pub fn nodes(&self) -> Vec<NodeAddr> {
         let mut nodes: Vec<NodeAddr> = self.masters.iter().map(|p| p.addr().clone()).collect();
-        nodes.extend(self.replicas.iter().flatten().cloned());
+        nodes.extend(self.replicas.iter().flatten().map(|p| p.addr().clone()));
         nodes
     }
 
@@ -96,10 +112,14 @@ impl SlotMap {
     pub fn same_routes(&self, other: &SlotMap) -> bool {
         let addr =
             |map: &SlotMap, o: u16| map.masters.get(usize::from(o)).map(|p| p.addr().clone());
-        self.replicas
-            .iter()
-            .flatten()
-            .eq(other.replicas.iter().flatten())
+        let replica_addrs = |map: &SlotMap| -> Vec<NodeAddr> {
+            map.replicas
+                .iter()
+                .flatten()
+                .map(|p| p.addr().clone())
+                .collect()
+        };
+        replica_addrs(self) == replica_addrs(other)
             && self
                 .owners
                 .iter()

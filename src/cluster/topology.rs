@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 use super::{Cluster, SlotMap};
 use crate::backend::{BackendError, NodeAddr, request_once};
 use crate::command::parse_command_reply;
+use crate::config::ReadFrom;
 use crate::metrics as m;
 
 /// One range of `CLUSTER SLOTS`.
@@ -306,6 +307,11 @@ async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
         cluster.backends.retain(&map.nodes());
         for pool in map.masters() {
             pool.warm_up();
+        }
+        if cluster.config.read_from != ReadFrom::Master {
+            for pool in map.replicas() {
+                pool.warm_up();
+            }
         }
         cluster.map.store(Arc::new(map));
     }

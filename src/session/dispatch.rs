@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{ClientState, local};
-use crate::cluster::{Cluster, Resend, Slot, Target};
+use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{CommandSpec, Lookup, with_lowercase};
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
@@ -22,8 +22,8 @@ pub enum Action {
         payload: Bytes,
         /// Where it goes.
         target: Target,
-        /// Whether it may be sent again when an earlier sending may have run.
-        resend: Resend,
+        /// Whether it only reads.
+        access: Access,
     },
 }
 
@@ -80,10 +80,10 @@ pub fn dispatch(
         Ok(target) => Action::Forward {
             payload: request.raw,
             target,
-            resend: if spec.has_flag("readonly") {
-                Resend::Always
+            access: if spec.has_flag("readonly") {
+                Access::Read
             } else {
-                Resend::IfNotSent
+                Access::Write
             },
         },
         Err(error) => Action::Reply(reply::error(error)),

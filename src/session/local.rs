@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
-use crate::cluster::{Cluster, Resend, SLOT_COUNT, Slot, Target};
+use crate::cluster::{Access, Cluster, SLOT_COUNT, Slot, Target};
 use crate::command::with_lowercase;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
@@ -433,7 +433,7 @@ fn cluster_command(
                 Some(slot) => Action::Forward {
                     payload: Request::from_args(args.to_vec()).raw,
                     target: Target::Slot(slot),
-                    resend: Resend::Always,
+                    access: Access::Read,
                 },
                 None => Action::Reply(reply::error("ERR Invalid or out of range slot")),
             });

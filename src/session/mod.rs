@@ -111,11 +111,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 Action::Forward {
                     payload,
                     target,
-                    resend,
+                    access,
                 } => pending.push_back(Either::Right(cluster.execute(
                     payload,
                     target,
-                    resend,
+                    access,
                     state.protocol,
                     state.affinity,
                 ))),

@@ -1,0 +1,186 @@
+//! Behaviour around nodes that fail, stall, need a password, or serve reads as replicas.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::RedisCluster;
+use common::proxy::{Proxy, config_for};
+use redis::Commands;
+use respgate::cluster::Slot;
+use respgate::config::ReadFrom;
+
+/// `cmdstat_<name>` calls on a node, from `INFO commandstats`.
+fn calls(cluster: &RedisCluster, port: u16, name: &str) -> u64 {
+    let stats = cluster.cli(port, &["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn proxy_reading_from(cluster: &RedisCluster, read_from: ReadFrom) -> Proxy {
+    let mut config = config_for(&cluster.seeds());
+    config.clusters.get_mut("default").unwrap().read_from = read_from;
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    proxy
+}
+
+#[test]
+fn reads_go_to_replicas_when_configured_and_writes_to_masters() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = proxy_reading_from(&cluster, ReadFrom::Replica);
+    let mut client = proxy.client();
+    let keys: Vec<String> = (0..300).map(|i| format!("replicated:{i}")).collect();
+    for key in &keys {
+        let _: () = client.set(key, "v").unwrap();
+    }
+    for port in cluster.master_ports() {
+        cluster.cli(port, &["WAIT", "1", "5000"]);
+    }
+    // The proxy learns the replicas' health from its own connections; give them a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let gets_before =
+        |ports: Vec<u16>| -> u64 { ports.iter().map(|&p| calls(&cluster, p, "get")).sum() };
+    let (replica_before, master_before) = (
+        gets_before(cluster.replica_ports()),
+        gets_before(cluster.master_ports()),
+    );
+    for key in &keys {
+        let value: String = client.get(key).unwrap();
+        assert_eq!(value, "v");
+    }
+    let replica_gets = gets_before(cluster.replica_ports()) - replica_before;
+    let master_gets = gets_before(cluster.master_ports()) - master_before;
+    let master_sets: u64 = cluster
+        .master_ports()
+        .iter()
+        .map(|&p| calls(&cluster, p, "set"))
+        .sum();
+    assert_eq!(replica_gets, 300, "every GET served by a replica");
+    assert_eq!(master_gets, 0);
+    assert_eq!(master_sets, 300, "writes still go to masters");
+}
+
+#[test]
+fn replica_reads_fall_back_to_the_master_when_no_replica_is_healthy() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let proxy = proxy_reading_from(&cluster, ReadFrom::PreferReplica);
+    let mut client = proxy.client();
+    let _: () = client.set("fallback", "still-here").unwrap();
+    for port in cluster.replica_ports() {
+        cluster.kill(port);
+    }
+    for _ in 0..50 {
+        let value: String = client.get("fallback").expect("read served by the master");
+        assert_eq!(value, "still-here");
+    }
+}
+
+#[test]
+fn backend_password_is_used_and_a_wrong_one_is_a_clear_error() {
+    let cluster = RedisCluster::start_with(3, 0, &["--requirepass", "s3cret"]);
+    let mut config = config_for(&cluster.seeds());
+    config.clusters.get_mut("default").unwrap().password = "s3cret".into();
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let mut client = proxy.client();
+    let _: () = client.set("authed", "yes").unwrap();
+    let value: String = client.get("authed").unwrap();
+    assert_eq!(value, "yes");
+
+    let mut wrong = config_for(&cluster.seeds());
+    wrong.clusters.get_mut("default").unwrap().password = "wrong".into();
+    let proxy = Proxy::start_with(wrong);
+    let mut raw = proxy.raw();
+    // Give the first refresh time to fail, then the reply names the cause.
+    let mut reply = String::new();
+    for _ in 0..50 {
+        reply = String::from_utf8_lossy(&raw.command(&["GET", "authed"])).into_owned();
+        if reply.contains("WRONGPASS") || reply.contains("authentication") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(reply.starts_with("-CLUSTERDOWN"), "{reply}");
+    assert!(
+        reply.contains("rejected authentication"),
+        "the error names the cause: {reply}"
+    );
+}
+
+#[test]
+fn a_stalled_node_does_not_stall_clients_whose_keys_live_elsewhere() {
+    let cluster = RedisCluster::start(3, 0);
+    let mut config = config_for(&cluster.seeds());
+    config
+        .clusters
+        .get_mut("default")
+        .unwrap()
+        .request_timeout_ms = 3000;
+    config.clusters.get_mut("default").unwrap().retry_timeout_ms = 500;
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let stalled_key = "stalled";
+    let stalled = cluster.slot_owner(Slot::for_key(stalled_key.as_bytes()).get());
+    let elsewhere: Vec<String> = (0..5000)
+        .map(|i| format!("elsewhere:{i}"))
+        .filter(|k| cluster.slot_owner(Slot::for_key(k.as_bytes()).get()) != stalled)
+        .take(1000)
+        .collect();
+    let mut writer = proxy.client();
+    for key in &elsewhere {
+        let _: () = writer.set(key, "ok").unwrap();
+    }
+    let pid = cluster.pid(stalled).to_string();
+    let _resume = Resume(pid.clone());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut victim = proxy.client();
+    let waiter = std::thread::spawn(move || {
+        let result: redis::RedisResult<Option<String>> = victim.get(stalled_key);
+        done_tx.send(result.is_err()).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut other = proxy.client();
+    for key in &elsewhere {
+        let value: String = other.get(key).expect("keys on live nodes keep working");
+        assert_eq!(value, "ok");
+    }
+    assert!(
+        done_rx.try_recv().is_err(),
+        "1,000 GETs on other nodes finished while the stalled node's request was still waiting"
+    );
+    let timed_out = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the stalled request ends");
+    assert!(
+        timed_out,
+        "the stalled node's request ends in an error reply, not a hang"
+    );
+    waiter.join().unwrap();
+}
+
+/// Sends SIGCONT on drop, so a failing test leaves no stopped process behind.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
