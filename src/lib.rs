@@ -9,6 +9,7 @@
 //! - [`command`]: the command table from the backend's `COMMAND`, with key positions.
 //! - [`cluster`]: hash slots, the slot map and its refresh, and routing with `MOVED`/`ASK`
 //!   followed.
+//! - [`multikey`]: splits `MGET`/`MSET`/`DEL`/... across slots and merges the replies.
 //! - [`backend`]: shared, pipelined connections to each node.
 //!
 //! [`config`] holds the typed configuration, [`metrics`] the metric names.
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod metrics;
+pub mod multikey;
 pub mod protocol;
 pub mod proxy;
 pub mod server;

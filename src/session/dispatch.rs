@@ -5,6 +5,7 @@ use bytes::Bytes;
 use super::{ClientState, local};
 use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{CommandSpec, Lookup, with_lowercase};
+use crate::multikey::{self, Split};
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::proxy::Proxy;
@@ -25,6 +26,8 @@ pub enum Action {
         /// Whether it only reads.
         access: Access,
     },
+    /// Send one part per slot and merge the replies.
+    Split(Split),
 }
 
 /// Commands that change the state of the connection they run on, or hold it, and so cannot run
@@ -86,7 +89,10 @@ pub fn dispatch(
                 Access::Write
             },
         },
-        Err(error) => Action::Reply(reply::error(error)),
+        Err(error) => match multikey::plan(&spec.name, &request.args) {
+            Some(split) => Action::Split(split),
+            None => Action::Reply(reply::error(error)),
+        },
     }
 }
 

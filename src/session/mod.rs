@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::metrics as m;
+use crate::multikey;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::Proxy;
 
@@ -104,6 +105,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
             match dispatch::dispatch(&mut state, &proxy, &cluster, request) {
                 Action::Reply(bytes) => pending.push_back(Either::Left(ready(bytes))),
+                Action::Split(split) => pending.push_back(Either::Right(Either::Right(
+                    multikey::run(&cluster, split, state.protocol, state.affinity),
+                ))),
                 Action::Close(bytes) => {
                     pending.push_back(Either::Left(ready(bytes)));
                     closing = true;
@@ -112,13 +116,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     payload,
                     target,
                     access,
-                } => pending.push_back(Either::Right(cluster.execute(
+                } => pending.push_back(Either::Right(Either::Left(cluster.execute(
                     payload,
                     target,
                     access,
                     state.protocol,
                     state.affinity,
-                ))),
+                )))),
             }
         }
         if closing && pending.is_empty() {

@@ -1,0 +1,292 @@
+//! Multi-key commands whose keys span slots: split by slot, sent in parallel, merged in the
+//! client's order.
+//!
+//! `MGET`, `MSET`, `DEL`, `UNLINK`, `EXISTS` and `TOUCH` are split; each part follows redirects
+//! and retries on its own. A split `MSET` or `DEL` is not atomic across slots: each part is.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::join_all;
+
+use crate::cluster::{Access, Cluster, Slot, Target};
+use crate::protocol::request::encode_command;
+use crate::protocol::{Protocol, ReplyKind, frame_reply, reply};
+
+/// How the parts' replies combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// `MGET`: each part's array elements go back to their keys' positions.
+    Values,
+    /// `MSET`: `+OK` when every part answered `+OK`.
+    AllOk,
+    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: the parts' integers summed.
+    Sum,
+}
+
+/// One sub-command for one slot.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The slot all its keys hash to.
+    pub slot: Slot,
+    /// The sub-command in RESP.
+    pub payload: Bytes,
+    /// Positions (0-based, among the client's keys) of this part's keys, in the part's order.
+    pub positions: Vec<usize>,
+}
+
+/// A split command.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// The command name as the client wrote it, for error messages.
+    pub name: String,
+    /// How the replies combine.
+    pub merge: Merge,
+    /// The parts, one per slot.
+    pub parts: Vec<Part>,
+    /// Number of keys in the client's command.
+    pub keys: usize,
+    /// Whether the command only reads.
+    pub access: Access,
+}
+
+/// Plans the split of `args` if the command is splittable and its keys span several slots.
+/// `None` means: not splittable (the caller answers `CROSSSLOT`) or a single slot (forward).
+pub fn plan(name: &str, args: &[Bytes]) -> Option<Split> {
+    let (merge, step, access) = match name {
+        "mget" => (Merge::Values, 1, Access::Read),
+        "exists" => (Merge::Sum, 1, Access::Read),
+        "del" | "unlink" | "touch" => (Merge::Sum, 1, Access::Write),
+        "mset" => (Merge::AllOk, 2, Access::Write),
+        _ => return None,
+    };
+    let body = args.get(1..)?;
+    if body.is_empty() || body.len() % step != 0 {
+        return None;
+    }
+    let command = args.first()?;
+    // Parts in order of first appearance, so the merge walks them predictably.
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (position, chunk) in body.chunks(step).enumerate() {
+        let slot = Slot::for_key(chunk.first()?);
+        match slots.iter().position(|&s| s == slot) {
+            Some(i) => members.get_mut(i)?.push(position),
+            None => {
+                slots.push(slot);
+                members.push(vec![position]);
+            }
+        }
+    }
+    if slots.len() < 2 {
+        return None;
+    }
+    let parts = slots
+        .into_iter()
+        .zip(members)
+        .map(|(slot, positions)| {
+            let mut sub: Vec<&[u8]> = Vec::with_capacity(1 + positions.len() * step);
+            sub.push(command);
+            for &p in &positions {
+                for arg in body.get(p * step..p * step + step).unwrap_or_default() {
+                    sub.push(arg);
+                }
+            }
+            let mut payload = BytesMut::new();
+            encode_command(&mut payload, &sub);
+            Part {
+                slot,
+                payload: payload.freeze(),
+                positions,
+            }
+        })
+        .collect();
+    Some(Split {
+        name: name.to_string(),
+        merge,
+        parts,
+        keys: body.len() / step,
+        access,
+    })
+}
+
+/// Runs every part at once on `cluster` and merges the replies.
+pub async fn run(cluster: &Cluster, split: Split, protocol: Protocol, affinity: usize) -> Bytes {
+    let replies = join_all(split.parts.iter().map(|part| {
+        cluster.execute(
+            part.payload.clone(),
+            Target::Slot(part.slot),
+            split.access,
+            protocol,
+            affinity,
+        )
+    }))
+    .await;
+    merge(&split, &replies, protocol)
+}
+
+/// Combines the parts' replies (in `split.parts` order) into the client's reply.
+pub fn merge(split: &Split, replies: &[Bytes], protocol: Protocol) -> Bytes {
+    // Any error stands for the whole command.
+    for (part, reply) in split.parts.iter().zip(replies) {
+        if let Ok(Some(frame)) = frame_reply(reply, protocol)
+            && let ReplyKind::Error(start, end) = frame.kind
+        {
+            let text = String::from_utf8_lossy(reply.get(start..end).unwrap_or_default());
+            if split.merge == Merge::AllOk {
+                return reply::error(&format!(
+                    "ERR respgate: {} partly failed: the part for slot {} answered: {text}; the other parts were applied",
+                    split.name.to_ascii_uppercase(),
+                    part.slot.get()
+                ));
+            }
+            return reply.clone();
+        }
+    }
+    match split.merge {
+        Merge::AllOk => Bytes::from_static(reply::OK),
+        Merge::Sum => {
+            let mut total: i64 = 0;
+            for reply in replies {
+                match reply
+                    .strip_prefix(b":")
+                    .and_then(|r| r.strip_suffix(b"\r\n"))
+                {
+                    Some(digits) => {
+                        total += crate::protocol::request::parse_int(digits).unwrap_or(0);
+                    }
+                    None => return unexpected(split),
+                }
+            }
+            let mut out = reply::ReplyBuf::new(protocol);
+            out.integer(total);
+            out.finish()
+        }
+        Merge::Values => {
+            let mut slots: Vec<Option<&[u8]>> = vec![None; split.keys];
+            for (part, reply) in split.parts.iter().zip(replies) {
+                let Some(elements) = array_elements(reply, protocol) else {
+                    return unexpected(split);
+                };
+                if elements.len() != part.positions.len() {
+                    return unexpected(split);
+                }
+                for (&position, element) in part.positions.iter().zip(elements) {
+                    if let Some(slot) = slots.get_mut(position) {
+                        *slot = Some(element);
+                    }
+                }
+            }
+            let mut out =
+                BytesMut::with_capacity(replies.iter().map(Bytes::len).sum::<usize>() + 16);
+            out.put_u8(b'*');
+            crate::protocol::request::put_decimal(&mut out, split.keys as u64);
+            out.put_slice(b"\r\n");
+            for element in slots {
+                match element {
+                    Some(bytes) => out.put_slice(bytes),
+                    None => return unexpected(split),
+                }
+            }
+            out.freeze()
+        }
+    }
+}
+
+fn unexpected(split: &Split) -> Bytes {
+    reply::error(&format!(
+        "ERR respgate: unexpected reply to a part of {}",
+        split.name.to_ascii_uppercase()
+    ))
+}
+
+/// The raw bytes of each element of an array reply.
+fn array_elements(reply: &[u8], protocol: Protocol) -> Option<Vec<&[u8]>> {
+    let rest = reply.strip_prefix(b"*")?;
+    let header_end = rest.iter().position(|&b| b == b'\r')?;
+    let count = usize::try_from(crate::protocol::request::parse_int(
+        rest.get(..header_end)?,
+    )?)
+    .ok()?;
+    let mut at = 1 + header_end + 2;
+    let mut elements = Vec::with_capacity(count);
+    for _ in 0..count {
+        let frame = frame_reply(reply.get(at..)?, protocol).ok()??;
+        elements.push(reply.get(at..at + frame.len)?);
+        at += frame.len;
+    }
+    Some(elements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<Bytes> {
+        a.iter().map(|s| Bytes::from(s.to_string())).collect()
+    }
+
+    #[test]
+    fn single_slot_and_unsplittable_commands_are_not_split() {
+        assert!(plan("mget", &args(&["MGET", "{a}1", "{a}2"])).is_none());
+        assert!(plan("msetnx", &args(&["MSETNX", "a", "1", "b", "2"])).is_none());
+        assert!(
+            plan("mset", &args(&["MSET", "a", "1", "b"])).is_none(),
+            "odd MSET is the backend's error"
+        );
+    }
+
+    #[test]
+    fn mget_splits_by_slot_and_merges_in_client_order() {
+        let split = plan("mget", &args(&["MGET", "a", "b", "{a}x", "c"])).unwrap();
+        assert_eq!(split.keys, 4);
+        let first = &split.parts[0];
+        assert_eq!(first.positions, vec![0, 2], "a and {{a}}x share a slot");
+        assert_eq!(
+            &first.payload[..],
+            b"*3\r\n$4\r\nMGET\r\n$1\r\na\r\n$4\r\n{a}x\r\n"
+        );
+        let replies: Vec<Bytes> = split
+            .parts
+            .iter()
+            .map(|p| {
+                let mut out = BytesMut::new();
+                out.put_slice(format!("*{}\r\n", p.positions.len()).as_bytes());
+                for &pos in &p.positions {
+                    if pos == 3 {
+                        out.put_slice(b"$-1\r\n");
+                    } else {
+                        out.put_slice(format!("$2\r\nv{pos}\r\n").as_bytes());
+                    }
+                }
+                out.freeze()
+            })
+            .collect();
+        let merged = merge(&split, &replies, Protocol::Resp2);
+        assert_eq!(
+            &merged[..],
+            b"*4\r\n$2\r\nv0\r\n$2\r\nv1\r\n$2\r\nv2\r\n$-1\r\n"
+        );
+    }
+
+    #[test]
+    fn counts_are_summed_and_errors_stand_for_the_whole() {
+        let split = plan("del", &args(&["DEL", "a", "b"])).unwrap();
+        let merged = merge(
+            &split,
+            &[Bytes::from(":1\r\n"), Bytes::from(":0\r\n")],
+            Protocol::Resp2,
+        );
+        assert_eq!(&merged[..], b":1\r\n");
+        let mset = plan("mset", &args(&["MSET", "a", "1", "b", "2"])).unwrap();
+        let merged = merge(
+            &mset,
+            &[Bytes::from("+OK\r\n"), Bytes::from("-OOM no memory\r\n")],
+            Protocol::Resp2,
+        );
+        let text = String::from_utf8_lossy(&merged);
+        assert!(
+            text.starts_with("-ERR respgate: MSET partly failed"),
+            "{text}"
+        );
+        assert!(text.contains("OOM no memory"));
+    }
+}

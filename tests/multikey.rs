@@ -1,0 +1,120 @@
+//! Multi-key commands across slots: split, run in parallel, merged in the client's order.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::RedisCluster;
+use common::proxy::Proxy;
+use redis::Commands;
+use respgate::cluster::Slot;
+
+/// `count` keys, each in a different slot.
+fn keys_in_distinct_slots(count: usize) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    (0..)
+        .map(|i| format!("mk:{i}"))
+        .filter(|k| seen.insert(Slot::for_key(k.as_bytes())))
+        .take(count)
+        .collect()
+}
+
+#[test]
+fn mget_of_a_thousand_keys_in_a_thousand_slots_returns_the_values_in_order() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    let keys = keys_in_distinct_slots(1000);
+    let pairs: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| (k.clone(), format!("value-{k}")))
+        .collect();
+    let _: () = client.mset(&pairs).expect("MSET across 1,000 slots");
+    let mut asked = keys.clone();
+    asked.insert(500, "mk:missing".into());
+    let values: Vec<Option<String>> = client.mget(&asked).expect("MGET across 1,000 slots");
+    assert_eq!(values.len(), 1001);
+    for (key, value) in asked.iter().zip(&values) {
+        if key == "mk:missing" {
+            assert_eq!(value, &None);
+        } else {
+            assert_eq!(value.as_deref(), Some(format!("value-{key}").as_str()));
+        }
+    }
+    // Each value really is where the cluster puts it.
+    let node = cluster.slot_owner(Slot::for_key(keys[7].as_bytes()).get());
+    assert_eq!(
+        cluster.cli(node, &["GET", &keys[7]]),
+        format!("value-{}", keys[7])
+    );
+}
+
+#[test]
+fn counting_commands_sum_across_slots() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    let keys = keys_in_distinct_slots(50);
+    for key in &keys[..40] {
+        let _: () = client.set(key, "x").unwrap();
+    }
+    let mut with_repeat = keys.clone();
+    with_repeat.push(keys[0].clone());
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&with_repeat)
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(
+        exists, 41,
+        "EXISTS counts a repeated key twice, as Redis does"
+    );
+    let touched: i64 = redis::cmd("TOUCH").arg(&keys).query(&mut client).unwrap();
+    assert_eq!(touched, 40);
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&keys[..20])
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(deleted, 20);
+    let unlinked: i64 = redis::cmd("UNLINK").arg(&keys).query(&mut client).unwrap();
+    assert_eq!(unlinked, 20);
+    let left: i64 = redis::cmd("EXISTS").arg(&keys).query(&mut client).unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn atomic_multi_key_commands_still_answer_crossslot() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut raw = proxy.raw();
+    let keys = keys_in_distinct_slots(2);
+    assert_eq!(
+        raw.command(&["MSETNX", &keys[0], "1", &keys[1], "2"]),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    assert_eq!(
+        raw.command(&["RENAME", &keys[0], &keys[1]]),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    // Same slot through hash tags: forwarded whole.
+    assert_eq!(
+        raw.command(&["MSETNX", "{t}a", "1", "{t}b", "2"]),
+        b":1\r\n"
+    );
+}
+
+#[test]
+fn split_mget_passes_resp3_elements_through() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut raw = proxy.raw();
+    let keys = keys_in_distinct_slots(3);
+    raw.command(&["HELLO", "3"]);
+    assert_eq!(raw.command(&["SET", &keys[0], "a"]), b"+OK\r\n");
+    assert_eq!(raw.command(&["SET", &keys[2], "c"]), b"+OK\r\n");
+    assert_eq!(
+        raw.command(&["MGET", &keys[0], &keys[1], &keys[2]]),
+        b"*3\r\n$1\r\na\r\n_\r\n$1\r\nc\r\n"
+    );
+}
