@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub max_pipeline: usize,
     /// Close clients idle for this many seconds; 0 never does (Redis's `timeout`).
     pub client_idle_timeout_s: u64,
+    /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
+    /// `MIGRATE`, ...); keyless ones go to one master.
+    pub allow_admin_commands: bool,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
             max_multibulk_len: 1024 * 1024,
             max_pipeline: 1024,
             client_idle_timeout_s: 0,
+            allow_admin_commands: false,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`cluster`]: hash slots, the slot map and its refresh, and routing with `MOVED`/`ASK`
 //!   followed.
 //! - [`multikey`]: splits `MGET`/`MSET`/`DEL`/... across slots and merges the replies.
+//! - [`fanout`]: whole-keyspace commands (`DBSIZE`, `SCAN`, `FLUSHALL`, ...) over every master.
 //! - [`backend`]: shared, pipelined connections to each node.
 //!
 //! [`config`] holds the typed configuration, [`metrics`] the metric names.
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod fanout;
 pub mod metrics;
 pub mod multikey;
 pub mod protocol;

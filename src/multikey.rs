@@ -163,7 +163,7 @@ pub fn merge(split: &Split, replies: &[Bytes], protocol: Protocol) -> Bytes {
         Merge::Values => {
             let mut slots: Vec<Option<&[u8]>> = vec![None; split.keys];
             for (part, reply) in split.parts.iter().zip(replies) {
-                let Some(elements) = array_elements(reply, protocol) else {
+                let Some(elements) = crate::fanout::array_elements(reply, protocol) else {
                     return unexpected(split);
                 };
                 if elements.len() != part.positions.len() {
@@ -196,24 +196,6 @@ fn unexpected(split: &Split) -> Bytes {
         "ERR respgate: unexpected reply to a part of {}",
         split.name.to_ascii_uppercase()
     ))
-}
-
-/// The raw bytes of each element of an array reply.
-fn array_elements(reply: &[u8], protocol: Protocol) -> Option<Vec<&[u8]>> {
-    let rest = reply.strip_prefix(b"*")?;
-    let header_end = rest.iter().position(|&b| b == b'\r')?;
-    let count = usize::try_from(crate::protocol::request::parse_int(
-        rest.get(..header_end)?,
-    )?)
-    .ok()?;
-    let mut at = 1 + header_end + 2;
-    let mut elements = Vec::with_capacity(count);
-    for _ in 0..count {
-        let frame = frame_reply(reply.get(at..)?, protocol).ok()??;
-        elements.push(reply.get(at..at + frame.len)?);
-        at += frame.len;
-    }
-    Some(elements)
 }
 
 #[cfg(test)]

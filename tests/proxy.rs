@@ -285,7 +285,7 @@ fn errors_match_redis_byte_for_byte() {
         &["SELECT", "1"],
         &["SELECT", "0"],
         &["SELECT", "x"],
-        &["MGET", "foo", "bar"],
+        &["MSETNX", "foo", "1", "bar", "2"],
         &["PING"],
         &["PING", "hi"],
         &["ECHO", "hi"],

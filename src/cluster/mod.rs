@@ -27,12 +27,24 @@ pub use slot_map::SlotMap;
 pub use topology::{NodeInfo, TopologyError, View, parse_cluster_nodes};
 
 /// Where a command goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Target {
     /// The master owning this slot.
     Slot(Slot),
     /// Any master: the command has no keys.
     AnyMaster,
+    /// This node: one part of a command sent to every master.
+    Node(Arc<NodePool>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Slot(slot) => write!(f, "Slot({})", slot.get()),
+            Target::AnyMaster => f.write_str("AnyMaster"),
+            Target::Node(pool) => write!(f, "Node({})", pool.addr()),
+        }
+    }
 }
 
 /// Counters shown by `INFO`.
@@ -133,19 +145,19 @@ impl Cluster {
         let mut redirected: Option<(Arc<NodePool>, bool)> = None;
         let mut to_replica = access == Access::Read && self.config.read_from != ReadFrom::Master;
         loop {
-            let replica = match (to_replica, target, &redirected) {
+            let replica = match (to_replica, &target, &redirected) {
                 (true, Target::Slot(slot), None) => {
-                    self.map.load().replica(slot, affinity).cloned()
+                    self.map.load().replica(*slot, affinity).cloned()
                 }
                 _ => None,
             };
             let on_replica = replica.is_some();
             let (pool, asking) = match redirected.take().or(replica.map(|r| (r, false))) {
                 Some(next) => next,
-                None => match self.resolve(target) {
+                None => match self.resolve(&target) {
                     Some(pool) => (pool, false),
                     None => {
-                        let error = reply::error(&self.no_route_error(target));
+                        let error = reply::error(&self.no_route_error(&target));
                         match self.retry_delay(started, &mut retries) {
                             Some(delay) => {
                                 tokio::time::sleep(delay).await;
@@ -211,10 +223,11 @@ impl Cluster {
     }
 
     /// The pool of the node `target` routes to on the current map.
-    fn resolve(&self, target: Target) -> Option<Arc<NodePool>> {
+    fn resolve(&self, target: &Target) -> Option<Arc<NodePool>> {
         let map = self.map.load();
         match target {
-            Target::Slot(slot) => map.master(slot).cloned(),
+            Target::Slot(slot) => map.master(*slot).cloned(),
+            Target::Node(pool) => Some(Arc::clone(pool)),
             Target::AnyMaster => {
                 let n = self.round_robin.fetch_add(1, Ordering::Relaxed);
                 map.any_master(n).cloned()
@@ -270,7 +283,7 @@ impl Cluster {
         }
     }
 
-    fn no_route_error(&self, target: Target) -> String {
+    fn no_route_error(&self, target: &Target) -> String {
         match target {
             Target::Slot(slot) if !self.map.load().is_empty() => {
                 format!("CLUSTERDOWN Hash slot {} not served", slot.get())

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use super::{ClientState, local};
 use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{CommandSpec, Lookup, with_lowercase};
+use crate::fanout::{self, FanOut};
 use crate::multikey::{self, Split};
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
@@ -28,6 +29,10 @@ pub enum Action {
     },
     /// Send one part per slot and merge the replies.
     Split(Split),
+    /// Send to every master and combine the replies.
+    FanOut(FanOut),
+    /// `SCAN` across masters.
+    Scan(Vec<Bytes>),
 }
 
 /// Commands that change the state of the connection they run on, or hold it, and so cannot run
@@ -45,9 +50,6 @@ const NEEDS_OWN_CONNECTION: &[&str] = &[
     "unsubscribe",
     "punsubscribe",
     "sunsubscribe",
-    "monitor",
-    "sync",
-    "psync",
     "wait",
     "waitaof",
 ];
@@ -76,8 +78,14 @@ pub fn dispatch(
     if !spec.arity_ok(request.args.len()) {
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
-    if let Some(refusal) = refuse(spec) {
+    if let Some(refusal) = refuse(spec, proxy.config.server.allow_admin_commands) {
         return Action::Reply(reply::error(&refusal));
+    }
+    if spec.name == "scan" {
+        return Action::Scan(request.args);
+    }
+    if let Some(fanout) = fanout::plan(&spec.name, &request.raw) {
+        return Action::FanOut(fanout);
     }
     match route(state, spec, &request.args) {
         Ok(target) => Action::Forward {
@@ -96,12 +104,54 @@ pub fn dispatch(
     }
 }
 
-fn refuse(spec: &CommandSpec) -> Option<String> {
+/// Commands that cannot work through a proxy at all: they take over the connection or act on
+/// one server process as a whole.
+const NEVER_THROUGH_PROXY: &[&str] = &[
+    "monitor",
+    "sync",
+    "psync",
+    "replicaof",
+    "slaveof",
+    "shutdown",
+];
+
+/// Administrative commands, refused unless `server.allow_admin_commands` is set.
+const ADMIN: &[&str] = &[
+    "debug",
+    "save",
+    "bgsave",
+    "bgrewriteaof",
+    "config|set",
+    "config|rewrite",
+    "config|resetstat",
+    "acl|setuser",
+    "acl|deluser",
+    "acl|load",
+    "acl|save",
+    "migrate",
+    "failover",
+    "module|load",
+    "module|loadex",
+    "module|unload",
+    "swapdb",
+];
+
+fn refuse(spec: &CommandSpec, allow_admin: bool) -> Option<String> {
     let base = spec.name.split('|').next().unwrap_or(&spec.name);
+    let shown = spec.name.replace('|', " ").to_ascii_uppercase();
+    if NEVER_THROUGH_PROXY.contains(&base) {
+        return Some(format!(
+            "ERR respgate: {shown} cannot work through a proxy; connect to a node directly"
+        ));
+    }
+    if !allow_admin && (ADMIN.contains(&spec.name.as_str()) || ADMIN.contains(&base)) {
+        return Some(format!(
+            "ERR respgate: {shown} is an administrative command and is refused through the proxy (server.allow_admin_commands enables it)"
+        ));
+    }
     if NEEDS_OWN_CONNECTION.contains(&base) || spec.has_flag("blocking") {
         return Some(format!(
-            "ERR respgate: '{}' is not supported by this proxy yet",
-            spec.name
+            "ERR respgate: {shown} is not supported by this proxy yet"
         ));
     }
     None

@@ -11,6 +11,7 @@ use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
 use crate::cluster::{Access, Cluster, SLOT_COUNT, Slot, Target};
 use crate::command::with_lowercase;
+use crate::fanout;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
 use crate::protocol::{Protocol, Request};
@@ -82,7 +83,10 @@ pub fn handle(
         "hello" => return Some(hello(state, cluster, args)),
         "client" => return Some(client(state, args)),
         "info" => {
-            let text = info(proxy, cluster, args);
+            let (text, keyspace) = info(proxy, cluster, args);
+            if keyspace {
+                return Some(Action::FanOut(fanout::keyspace(text)));
+            }
             out.verbatim(text.as_bytes());
         }
         "cluster" => return cluster_command(state, proxy, cluster, args),
@@ -270,7 +274,9 @@ fn client_line(state: &ClientState) -> String {
     )
 }
 
-fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> String {
+/// The proxy's own `INFO` text, and whether the keyspace section (summed over the masters) is
+/// wanted too.
+fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
     let wanted: Vec<String> = args
         .iter()
         .skip(1)
@@ -351,7 +357,7 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> String {
     if text.ends_with("\r\n\r\n") {
         text.truncate(text.len() - 2);
     }
-    text
+    (text, show("keyspace"))
 }
 
 /// `CLUSTER` as seen by a cluster-aware client: the proxy is one master owning every slot.

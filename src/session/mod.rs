@@ -20,9 +20,11 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::metrics as m;
-use crate::multikey;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::Proxy;
+use crate::{fanout, multikey};
+use std::future::Future;
+use std::pin::Pin;
 
 pub use dispatch::Action;
 
@@ -30,6 +32,9 @@ pub use dispatch::Action;
 const READ_BUF: usize = 4 * 1024;
 /// Read buffer capacity kept while idle.
 const IDLE_READ_BUF_MAX: usize = 64 * 1024;
+
+/// A reply still being worked out on a path less common than a plain forward.
+type Slow<'a> = Pin<Box<dyn Future<Output = Bytes> + Send + 'a>>;
 
 /// What the proxy remembers of one client.
 #[derive(Debug)]
@@ -103,26 +108,39 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 }
             };
             proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
-            match dispatch::dispatch(&mut state, &proxy, &cluster, request) {
+            let (protocol, affinity) = (state.protocol, state.affinity);
+            let cluster = &cluster;
+            match dispatch::dispatch(&mut state, &proxy, cluster, request) {
                 Action::Reply(bytes) => pending.push_back(Either::Left(ready(bytes))),
-                Action::Split(split) => pending.push_back(Either::Right(Either::Right(
-                    multikey::run(&cluster, split, state.protocol, state.affinity),
-                ))),
                 Action::Close(bytes) => {
                     pending.push_back(Either::Left(ready(bytes)));
                     closing = true;
                 }
+                // The common case stays unboxed: one future type, no allocation of its own.
                 Action::Forward {
                     payload,
                     target,
                     access,
-                } => pending.push_back(Either::Right(Either::Left(cluster.execute(
-                    payload,
-                    target,
-                    access,
-                    state.protocol,
-                    state.affinity,
-                )))),
+                } => pending.push_back(Either::Right(Either::Left(
+                    cluster.execute(payload, target, access, protocol, affinity),
+                ))),
+                Action::Split(split) => {
+                    let future: Slow<'_> =
+                        Box::pin(multikey::run(cluster, split, protocol, affinity));
+                    pending.push_back(Either::Right(Either::Right(future)));
+                }
+                Action::FanOut(fanout) => {
+                    let future: Slow<'_> =
+                        Box::pin(fanout::run(cluster, fanout, protocol, affinity));
+                    pending.push_back(Either::Right(Either::Right(future)));
+                }
+                Action::Scan(args) => {
+                    let future: Slow<'_> =
+                        Box::pin(
+                            async move { fanout::scan(cluster, &args, protocol, affinity).await },
+                        );
+                    pending.push_back(Either::Right(Either::Right(future)));
+                }
             }
         }
         if closing && pending.is_empty() {

@@ -1,0 +1,358 @@
+//! Commands about the whole keyspace, sent to every master and combined: `DBSIZE`, `KEYS`,
+//! `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`, `SCRIPT LOAD/FLUSH/EXISTS`, `FUNCTION LOAD/DELETE/FLUSH`,
+//! `INFO keyspace`, and `SCAN` (one master at a time, the cursor saying which).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::join_all;
+
+use crate::cluster::{Access, Cluster, Target};
+use crate::protocol::reply::{self, ReplyBuf};
+use crate::protocol::request::{encode_command, parse_int, put_decimal};
+use crate::protocol::{Protocol, ReplyKind, frame_reply};
+
+/// How the masters' replies combine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Combine {
+    /// Integers summed (`DBSIZE`).
+    Sum,
+    /// Arrays concatenated (`KEYS`).
+    Concat,
+    /// `+OK` when every master said so (`FLUSHALL`, `SCRIPT FLUSH`).
+    AllOk,
+    /// Every master's reply, which should agree; the first is returned (`SCRIPT LOAD` -> sha).
+    First,
+    /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`: 1 only where every master
+    /// has the script).
+    And,
+    /// The first non-null reply (`RANDOMKEY`).
+    AnyNonNull,
+    /// `INFO keyspace` summed into `# Keyspace`, appended to the proxy's own `INFO` text.
+    Keyspace(String),
+}
+
+/// A command for every master.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    /// Name for error messages.
+    pub name: String,
+    /// The command sent to each master.
+    pub payload: Bytes,
+    /// How replies combine.
+    pub combine: Combine,
+    /// Whether it only reads.
+    pub access: Access,
+}
+
+/// The fan-out for `spec_name` (`dbsize`, `script|load`, ...), if it is one.
+pub fn plan(spec_name: &str, raw: &Bytes) -> Option<FanOut> {
+    let (combine, access) = match spec_name {
+        "dbsize" => (Combine::Sum, Access::Read),
+        "keys" => (Combine::Concat, Access::Read),
+        "randomkey" => (Combine::AnyNonNull, Access::Read),
+        "flushall" | "flushdb" | "script|flush" | "function|flush" => {
+            (Combine::AllOk, Access::Write)
+        }
+        "script|load" | "function|load" | "function|delete" => (Combine::First, Access::Write),
+        "script|exists" => (Combine::And, Access::Read),
+        _ => return None,
+    };
+    Some(FanOut {
+        name: spec_name.replace('|', " ").to_ascii_uppercase(),
+        payload: raw.clone(),
+        combine,
+        access,
+    })
+}
+
+/// `INFO keyspace` from every master, to be appended to `local` (the proxy's own `INFO` text).
+pub fn keyspace(local: String) -> FanOut {
+    let mut payload = BytesMut::new();
+    encode_command(&mut payload, &["INFO", "keyspace"]);
+    FanOut {
+        name: "INFO".into(),
+        payload: payload.freeze(),
+        combine: Combine::Keyspace(local),
+        access: Access::Read,
+    }
+}
+
+/// Sends the command to every master at once and combines the replies.
+pub async fn run(cluster: &Cluster, fanout: FanOut, protocol: Protocol, affinity: usize) -> Bytes {
+    let masters = cluster.slot_map().masters().to_vec();
+    if masters.is_empty() {
+        return reply::error(&cluster.unreachable_error());
+    }
+    // INFO is read on RESP2 connections whatever the client speaks, so its text is a bulk.
+    let node_protocol = if matches!(fanout.combine, Combine::Keyspace(_)) {
+        Protocol::Resp2
+    } else {
+        protocol
+    };
+    let replies = join_all(masters.into_iter().map(|pool| {
+        cluster.execute(
+            fanout.payload.clone(),
+            Target::Node(pool),
+            fanout.access,
+            node_protocol,
+            affinity,
+        )
+    }))
+    .await;
+    combine(&fanout, &replies, protocol)
+}
+
+/// Combines the masters' replies.
+pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes {
+    let parsed: Vec<Parsed<'_>> = replies.iter().map(|r| parse(r, protocol)).collect();
+    if let Some(i) = parsed.iter().position(|p| matches!(p, Parsed::Error)) {
+        return replies
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| unexpected(fanout));
+    }
+    let mut out = ReplyBuf::new(protocol);
+    match &fanout.combine {
+        Combine::Sum => {
+            let mut total = 0;
+            for p in &parsed {
+                let Parsed::Integer(n) = p else {
+                    return unexpected(fanout);
+                };
+                total += n;
+            }
+            out.integer(total);
+            out.finish()
+        }
+        Combine::Concat => {
+            let mut all: Vec<&[u8]> = Vec::new();
+            for p in &parsed {
+                let Parsed::Array(items) = p else {
+                    return unexpected(fanout);
+                };
+                all.extend(items);
+            }
+            array(&all)
+        }
+        Combine::AllOk => Bytes::from_static(reply::OK),
+        Combine::First => replies
+            .first()
+            .cloned()
+            .unwrap_or_else(|| unexpected(fanout)),
+        Combine::And => {
+            let mut combined: Option<Vec<bool>> = None;
+            for p in &parsed {
+                let Parsed::Array(items) = p else {
+                    return unexpected(fanout);
+                };
+                let flags: Vec<bool> = items.iter().map(|i| *i == b":1\r\n").collect();
+                combined = Some(match combined {
+                    None => flags,
+                    Some(prev) => prev.iter().zip(&flags).map(|(a, b)| *a && *b).collect(),
+                });
+            }
+            let flags = combined.unwrap_or_default();
+            out.array(flags.len());
+            for flag in flags {
+                out.integer(i64::from(flag));
+            }
+            out.finish()
+        }
+        Combine::AnyNonNull => replies
+            .iter()
+            .zip(&parsed)
+            .find(|(_, p)| !matches!(p, Parsed::Null))
+            .map(|(r, _)| r.clone())
+            .unwrap_or_else(|| {
+                out.null();
+                out.finish()
+            }),
+        Combine::Keyspace(local) => {
+            let mut text = local.clone();
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            text.push_str("# Keyspace\r\n");
+            let (mut keys, mut expires) = (0i64, 0i64);
+            for reply in replies {
+                let body = String::from_utf8_lossy(reply);
+                for line in body.lines().filter_map(|l| l.strip_prefix("db0:")) {
+                    for field in line.split(',') {
+                        match field.split_once('=') {
+                            Some(("keys", n)) => keys += n.trim().parse::<i64>().unwrap_or(0),
+                            Some(("expires", n)) => expires += n.trim().parse::<i64>().unwrap_or(0),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if keys > 0 {
+                text.push_str(&format!("db0:keys={keys},expires={expires},avg_ttl=0\r\n"));
+            }
+            out.verbatim(text.as_bytes());
+            out.finish()
+        }
+    }
+}
+
+fn unexpected(fanout: &FanOut) -> Bytes {
+    reply::error(&format!(
+        "ERR respgate: unexpected reply from a master to {}",
+        fanout.name
+    ))
+}
+
+/// A reply, as far as combining needs it.
+enum Parsed<'a> {
+    Error,
+    Null,
+    Integer(i64),
+    /// Raw bytes of each element.
+    Array(Vec<&'a [u8]>),
+    Other,
+}
+
+fn parse(reply: &[u8], protocol: Protocol) -> Parsed<'_> {
+    match frame_reply(reply, protocol) {
+        Ok(Some(frame)) if matches!(frame.kind, ReplyKind::Error(..)) => return Parsed::Error,
+        Ok(Some(_)) => {}
+        _ => return Parsed::Other,
+    }
+    match reply.first() {
+        Some(b':') => reply
+            .get(1..reply.len().saturating_sub(2))
+            .and_then(parse_int)
+            .map_or(Parsed::Other, Parsed::Integer),
+        Some(b'_') => Parsed::Null,
+        Some(b'$') if reply.starts_with(b"$-1\r\n") => Parsed::Null,
+        Some(b'*') | Some(b'~') => {
+            array_elements(reply, protocol).map_or(Parsed::Other, Parsed::Array)
+        }
+        _ => Parsed::Other,
+    }
+}
+
+/// The raw bytes of each element of an array (or set) reply.
+pub fn array_elements(reply: &[u8], protocol: Protocol) -> Option<Vec<&[u8]>> {
+    let rest = reply.get(1..)?;
+    let header_end = rest.iter().position(|&b| b == b'\r')?;
+    let count = usize::try_from(parse_int(rest.get(..header_end)?)?).ok()?;
+    let mut at = 1 + header_end + 2;
+    let mut elements = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let frame = frame_reply(reply.get(at..)?, protocol).ok()??;
+        elements.push(reply.get(at..at + frame.len)?);
+        at += frame.len;
+    }
+    Some(elements)
+}
+
+/// An array of already-encoded elements.
+pub fn array(elements: &[&[u8]]) -> Bytes {
+    let mut out = BytesMut::with_capacity(16 + elements.iter().map(|e| e.len()).sum::<usize>());
+    out.put_u8(b'*');
+    put_decimal(&mut out, elements.len() as u64);
+    out.put_slice(b"\r\n");
+    for e in elements {
+        out.put_slice(e);
+    }
+    out.freeze()
+}
+
+/// Bits of a proxy `SCAN` cursor that say which master it is on.
+const NODE_BITS: u32 = 10;
+
+/// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` across masters, one at a time: the cursor keeps
+/// the master's index (in address order) in its low bits and that master's own cursor above.
+/// A full iteration returns every key once as long as no slot moves meanwhile.
+pub async fn scan(cluster: &Cluster, args: &[Bytes], protocol: Protocol, affinity: usize) -> Bytes {
+    let Some(cursor) = args
+        .get(1)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return reply::error("ERR invalid cursor");
+    };
+    let mut masters = cluster.slot_map().masters().to_vec();
+    if masters.is_empty() {
+        return reply::error(&cluster.unreachable_error());
+    }
+    masters.sort_by(|a, b| a.addr().cmp(b.addr()));
+    let mut index = (cursor & ((1 << NODE_BITS) - 1)) as usize;
+    let mut node_cursor = cursor >> NODE_BITS;
+    if index >= masters.len() {
+        return reply::error("ERR invalid cursor");
+    }
+    let mut request: Vec<Bytes> = args.to_vec();
+    let mut keys: Vec<Bytes> = Vec::new();
+    loop {
+        let Some(pool) = masters.get(index).cloned() else {
+            return reply::error("ERR invalid cursor");
+        };
+        if let Some(slot) = request.get_mut(1) {
+            *slot = Bytes::from(node_cursor.to_string());
+        }
+        let mut payload = BytesMut::new();
+        encode_command(&mut payload, &request);
+        let reply = cluster
+            .execute(
+                payload.freeze(),
+                Target::Node(pool),
+                Access::Read,
+                protocol,
+                affinity,
+            )
+            .await;
+        let Some((next, found)) = scan_reply(&reply, protocol) else {
+            return reply;
+        };
+        keys.extend(found);
+        if next != 0 {
+            if next >> (64 - NODE_BITS) != 0 {
+                return reply::error("ERR respgate: a node's SCAN cursor is too large to carry");
+            }
+            return scan_result((next << NODE_BITS) | index as u64, &keys);
+        }
+        index += 1;
+        node_cursor = 0;
+        if index == masters.len() {
+            return scan_result(0, &keys);
+        }
+        // Return what was found rather than walk every empty node in one call.
+        if !keys.is_empty() {
+            return scan_result(index as u64, &keys);
+        }
+    }
+}
+
+fn scan_reply(reply: &Bytes, protocol: Protocol) -> Option<(u64, Vec<Bytes>)> {
+    let parts = array_elements(reply, protocol)?;
+    let [cursor, keys] = parts.as_slice() else {
+        return None;
+    };
+    let cursor_text = cursor.strip_prefix(b"$")?;
+    let start = cursor_text.iter().position(|&b| b == b'\n')? + 1;
+    let end = cursor_text.len().checked_sub(2)?;
+    let next: u64 = std::str::from_utf8(cursor_text.get(start..end)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    let keys = array_elements(keys, protocol)?
+        .into_iter()
+        .map(Bytes::copy_from_slice)
+        .collect();
+    Some((next, keys))
+}
+
+fn scan_result(cursor: u64, keys: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_slice(b"*2\r\n");
+    let text = cursor.to_string();
+    out.put_u8(b'$');
+    put_decimal(&mut out, text.len() as u64);
+    out.put_slice(b"\r\n");
+    out.put_slice(text.as_bytes());
+    out.put_slice(b"\r\n");
+    let elements: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+    out.put_slice(&array(&elements));
+    out.freeze()
+}

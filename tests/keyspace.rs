@@ -1,0 +1,174 @@
+//! Whole-keyspace commands over every master, and commands refused through the proxy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::RedisCluster;
+use common::proxy::Proxy;
+use redis::Commands;
+
+fn fill(client: &mut redis::Connection, prefix: &str, count: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..count).map(|i| format!("{prefix}:{i}")).collect();
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.set(key, 1).ignore();
+        }
+        pipe.query::<()>(client).unwrap();
+    }
+    keys
+}
+
+#[test]
+fn scan_of_twenty_thousand_keys_returns_each_exactly_once() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    let keys = fill(&mut client, "scan", 20_000);
+    let _: () = client.hset("scan:hash", "f", "v").unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    let mut calls = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut client)
+            .unwrap();
+        seen.extend(batch);
+        calls += 1;
+        assert!(calls < 10_000, "SCAN terminates");
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no key returned twice");
+    assert_eq!(seen.len(), 20_001);
+    for key in &keys {
+        assert!(unique.contains(key), "{key} missing from the scan");
+    }
+    // MATCH and TYPE are honoured on every node.
+    let mut hashes = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("scan:*")
+            .arg("TYPE")
+            .arg("hash")
+            .arg("COUNT")
+            .arg(5000)
+            .query(&mut client)
+            .unwrap();
+        hashes.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    assert_eq!(hashes, vec!["scan:hash".to_string()]);
+}
+
+#[test]
+fn keyspace_commands_cover_every_master() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    fill(&mut client, "ks", 3000);
+    let size: i64 = redis::cmd("DBSIZE").query(&mut client).unwrap();
+    assert_eq!(size, 3000);
+    let mut keys: Vec<String> = client.keys("ks:1??").unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 100);
+    let random: Option<String> = redis::cmd("RANDOMKEY").query(&mut client).unwrap();
+    assert!(random.is_some_and(|k| k.starts_with("ks:")));
+    let info: redis::InfoDict = redis::cmd("INFO").query(&mut client).unwrap();
+    let db0: String = info.get("db0").expect("INFO has a keyspace line");
+    assert!(db0.starts_with("keys=3000,"), "{db0}");
+    let _: () = redis::cmd("FLUSHALL").query(&mut client).unwrap();
+    let size: i64 = redis::cmd("DBSIZE").query(&mut client).unwrap();
+    assert_eq!(size, 0);
+    let random: Option<String> = redis::cmd("RANDOMKEY").query(&mut client).unwrap();
+    assert_eq!(random, None);
+}
+
+#[test]
+fn scripts_are_loaded_on_every_master() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('INCR', KEYS[1])")
+        .query(&mut client)
+        .unwrap();
+    for i in 0..30 {
+        let n: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(format!("script:{i}"))
+            .query(&mut client)
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    for port in cluster.master_ports() {
+        assert_eq!(cluster.cli(port, &["SCRIPT", "EXISTS", &sha]), "1");
+    }
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg("0000")
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(exists, vec![1, 0]);
+    cluster.cli(cluster.master_ports()[0], &["SCRIPT", "FLUSH"]);
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(exists, vec![0], "true only where every master has it");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut client)
+        .unwrap();
+    // Keyless scripts run on some master.
+    let n: i64 = redis::cmd("EVAL")
+        .arg("return 7")
+        .arg(0)
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(n, 7);
+}
+
+#[test]
+fn commands_that_cannot_work_through_a_proxy_get_one_clear_error() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut raw = proxy.raw();
+    for (args, names) in [
+        (&["CONFIG", "SET", "maxmemory", "1"][..], "CONFIG SET"),
+        (&["BGSAVE"], "BGSAVE"),
+        (&["MONITOR"], "MONITOR"),
+        (&["SHUTDOWN"], "SHUTDOWN"),
+        (&["REPLICAOF", "NO", "ONE"], "REPLICAOF"),
+        (&["CLUSTER", "FAILOVER"], "CLUSTER FAILOVER"),
+        (&["DEBUG", "SLEEP", "0"], "DEBUG"),
+    ] {
+        let reply = String::from_utf8_lossy(&raw.command(args)).into_owned();
+        assert!(
+            reply.starts_with("-ERR respgate: ") && reply.contains(names),
+            "{args:?}: {reply}"
+        );
+    }
+    // Reads of the configuration are fine.
+    let reply = String::from_utf8_lossy(&raw.command(&["CONFIG", "GET", "maxmemory"])).into_owned();
+    assert!(reply.starts_with("*2\r\n"), "{reply}");
+}
