@@ -223,7 +223,12 @@ impl Config {
             .separator("__")
             .list_separator(",")
             .try_parsing(true)
-            .source(Some(env.iter().cloned().collect()));
+            .source(Some(
+                env.iter()
+                    .filter(|(name, _)| is_config_variable(name))
+                    .cloned()
+                    .collect(),
+            ));
         // Lists are comma separated; the cluster names are only known from the variables.
         for (name, _) in env {
             let lower = name.to_ascii_lowercase();
@@ -332,6 +337,15 @@ impl Config {
     }
 }
 
+/// Whether an environment variable is meant as configuration: `RESPGATE_<SECTION>__<KEY>`.
+/// Others with the prefix are not ours: Kubernetes injects `RESPGATE_SERVICE_HOST`,
+/// `RESPGATE_PORT_6379_TCP` and the like into pods for a Service named `respgate`.
+fn is_config_variable(name: &str) -> bool {
+    name.strip_prefix(ENV_PREFIX)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|rest| rest.contains("__"))
+}
+
 /// `host:port` with a non-empty host and a port number.
 fn is_host_port(s: &str) -> bool {
     match s.rsplit_once(':') {
@@ -386,6 +400,18 @@ mod tests {
         assert_eq!(config.server.max_pipeline, 9);
         assert_eq!(config.server.listen, "127.0.0.1:3");
         assert_eq!(config.clusters[DEFAULT_CLUSTER].seeds, ["b:1", "c:2"]);
+    }
+
+    #[test]
+    fn variables_that_are_not_config_keys_are_ignored() {
+        let vars = env(&[
+            ("RESPGATE_SERVICE_HOST", "10.0.0.1"),
+            ("RESPGATE_PORT", "tcp://10.0.0.1:6379"),
+            ("RESPGATE_PORT_6379_TCP_ADDR", "10.0.0.1"),
+            ("RESPGATE_CLUSTERS__DEFAULT__SEEDS", "a:1"),
+        ]);
+        let config = Config::load_from(None, &vars, &Overrides::default()).unwrap();
+        assert_eq!(config.clusters[DEFAULT_CLUSTER].seeds, ["a:1"]);
     }
 
     #[test]

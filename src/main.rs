@@ -1,6 +1,7 @@
 //! The `respgate` binary: command line, configuration, logging, runtime, then `respgate::run`.
 
 use std::net::SocketAddr;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,6 +56,9 @@ fn main() -> ExitCode {
         };
     }
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in files, pipes or container logs.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
