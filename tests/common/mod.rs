@@ -8,6 +8,7 @@
 // Not every test uses every helper; a harness panics by design, as a failed setup fails the test.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod checker;
 pub mod proxy;
 
 use std::collections::BTreeSet;
