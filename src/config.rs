@@ -136,7 +136,7 @@ impl Default for ClusterConfig {
             min_refresh_interval_ms: 200,
             max_redirects: 5,
             max_retries: 16,
-            retry_timeout_ms: 5000,
+            retry_timeout_ms: 8000,
             reconnect_backoff_min_ms: 50,
             reconnect_backoff_max_ms: 2000,
         }

@@ -1,7 +1,7 @@
 //! The `respgate` binary: command line, configuration, logging, runtime, then `respgate::run`.
 
-use std::net::SocketAddr;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

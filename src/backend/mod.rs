@@ -5,6 +5,7 @@
 
 mod conn;
 mod dial;
+mod exclusive;
 mod pool;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use crate::protocol::ReplyKind;
 
 pub use conn::Connection;
 pub use dial::{dial, request_once};
+pub use exclusive::Exclusive;
 pub use pool::{Backends, NodePool};
 
 /// A node's `host:port`, as the cluster announces it.

@@ -169,6 +169,14 @@ impl Cluster {
                 },
             };
             let outcome = match pool.send(protocol, affinity, payload.clone(), asking).await {
+                Ok(reply) if self.replaced_while_writing(&target, access, &pool, &reply) => {
+                    // The node acknowledged a write after the cluster made another node master
+                    // of the slot (it was paused, then resumed): the write will be undone when
+                    // it rejoins as a replica, so an OK would be a lie.
+                    Outcome::Fail(Failure::Backend(BackendError::Lost {
+                        addr: pool.addr().clone(),
+                    }))
+                }
                 Ok(reply) => classify_reply(reply),
                 Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
                     // The replica failed this read: the master answers it instead.
@@ -223,6 +231,43 @@ impl Cluster {
     }
 
     /// The pool of the node `target` routes to on the current map.
+    /// Whether `pool` answered a write for a slot that, by now, another master serves.
+    fn replaced_while_writing(
+        &self,
+        target: &Target,
+        access: Access,
+        pool: &NodePool,
+        reply: &Reply,
+    ) -> bool {
+        let Target::Slot(slot) = target else {
+            return false;
+        };
+        if access != Access::Write || reply.error_text().is_some() {
+            return false;
+        }
+        let map = self.map.load();
+        map.master(*slot)
+            .is_some_and(|now| now.addr() != pool.addr())
+            && !map.is_master(pool.addr())
+    }
+
+    /// The node `target` routes to now, for a client's own connection.
+    pub fn node_for(&self, target: &Target) -> Option<NodeAddr> {
+        self.resolve(target).map(|pool| pool.addr().clone())
+    }
+
+    /// The connection settings of this cluster's nodes.
+    pub fn conn_settings(&self) -> &ConnSettings {
+        self.backends.settings()
+    }
+
+    /// Points `slot` at `addr` until the next refresh, after a `MOVED` seen on a client's own
+    /// connection.
+    pub fn moved(&self, slot: Slot, addr: &NodeAddr) {
+        let pool = self.backends.pool(addr);
+        self.note_moved(slot, &pool);
+    }
+
     fn resolve(&self, target: &Target) -> Option<Arc<NodePool>> {
         let map = self.map.load();
         match target {
@@ -369,7 +414,7 @@ enum Failure {
 }
 
 /// Error replies that mean the node did not run the command and a later attempt may succeed.
-const RETRYABLE_ERRORS: [&[u8]; 4] = [b"TRYAGAIN", b"CLUSTERDOWN", b"LOADING", b"MASTERDOWN"];
+pub const RETRYABLE_ERRORS: [&[u8]; 4] = [b"TRYAGAIN", b"CLUSTERDOWN", b"LOADING", b"MASTERDOWN"];
 
 fn classify_reply(reply: Reply) -> Outcome {
     let Some(text) = reply.error_text() else {
@@ -387,7 +432,8 @@ fn classify_reply(reply: Reply) -> Outcome {
 }
 
 /// A redirect's `host:port`, which may leave the host empty (meaning: the node that replied).
-trait ResolveAgainst {
+pub trait ResolveAgainst {
+    /// The address, with the replying node's host filled in when the redirect left it empty.
     fn resolve_against(&self, replier: &NodeAddr) -> NodeAddr;
 }
 

@@ -91,6 +91,11 @@ impl SlotMap {
         }
     }
 
+    /// Whether `addr` is a master in this map.
+    pub fn is_master(&self, addr: &NodeAddr) -> bool {
+        self.masters.iter().any(|p| p.addr() == addr)
+    }
+
     /// The masters' pools.
     pub fn masters(&self) -> &[Arc<NodePool>] {
         &self.masters

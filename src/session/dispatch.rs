@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 
-use super::{ClientState, local};
+use super::own::OwnOp;
+use super::{ClientState, local, txn};
 use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{CommandSpec, Lookup, with_lowercase};
 use crate::fanout::{self, FanOut};
@@ -33,17 +34,14 @@ pub enum Action {
     FanOut(FanOut),
     /// `SCAN` across masters.
     Scan(Vec<Bytes>),
+    /// Work on the client's own connection, alone and in order.
+    Own(OwnOp),
 }
 
 /// Commands that change the state of the connection they run on, or hold it, and so cannot run
 /// on a connection shared by many clients. They are refused until the proxy gives them a
 /// connection of their own.
 const NEEDS_OWN_CONNECTION: &[&str] = &[
-    "multi",
-    "exec",
-    "discard",
-    "watch",
-    "unwatch",
     "subscribe",
     "psubscribe",
     "ssubscribe",
@@ -61,6 +59,9 @@ pub fn dispatch(
     cluster: &Cluster,
     request: Request,
 ) -> Action {
+    if let Some(action) = txn::handle(state, cluster, &request) {
+        return action;
+    }
     if let Some(action) = local::handle(state, proxy, cluster, &request) {
         return action;
     }
@@ -80,6 +81,15 @@ pub fn dispatch(
     }
     if let Some(refusal) = refuse(spec, proxy.config.server.allow_admin_commands) {
         return Action::Reply(reply::error(&refusal));
+    }
+    if is_blocking(spec, &request.args) {
+        return match route(state, spec, &request.args) {
+            Ok(target) => Action::Own(OwnOp::Blocking {
+                payload: request.raw,
+                target,
+            }),
+            Err(error) => Action::Reply(reply::error(error)),
+        };
     }
     if spec.name == "scan" {
         return Action::Scan(request.args);
@@ -149,12 +159,24 @@ fn refuse(spec: &CommandSpec, allow_admin: bool) -> Option<String> {
             "ERR respgate: {shown} is an administrative command and is refused through the proxy (server.allow_admin_commands enables it)"
         ));
     }
-    if NEEDS_OWN_CONNECTION.contains(&base) || spec.has_flag("blocking") {
+    if NEEDS_OWN_CONNECTION.contains(&base) {
         return Some(format!(
             "ERR respgate: {shown} is not supported by this proxy yet"
         ));
     }
     None
+}
+
+/// Whether the command may block: flagged `blocking`, except `XREAD`/`XREADGROUP` without
+/// `BLOCK`, which answer at once and can share a connection.
+fn is_blocking(spec: &CommandSpec, args: &[Bytes]) -> bool {
+    if !spec.has_flag("blocking") {
+        return false;
+    }
+    match spec.name.as_str() {
+        "xread" | "xreadgroup" => args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK")),
+        _ => true,
+    }
 }
 
 /// The slot of the request's keys; `CROSSSLOT` when they differ.

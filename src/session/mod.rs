@@ -6,6 +6,8 @@
 
 mod dispatch;
 mod local;
+mod own;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +59,12 @@ pub struct ClientState {
     pub connected_at: Instant,
     /// Scratch list of the current request's keys, reused across requests.
     keys: Vec<Bytes>,
+    /// The transaction being queued after `MULTI`.
+    txn: Option<txn::Txn>,
+    /// The slot of the keys under `WATCH`, if any.
+    watched_slot: Option<crate::cluster::Slot>,
+    /// The client's own backend connection, for blocking commands and transactions.
+    own: own::OwnConnection,
 }
 
 impl ClientState {
@@ -71,6 +79,9 @@ impl ClientState {
             affinity: id as usize,
             connected_at: Instant::now(),
             keys: Vec::new(),
+            txn: None,
+            watched_slot: None,
+            own: own::OwnConnection::default(),
         }
     }
 }
@@ -92,10 +103,25 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let mut pending = FuturesOrdered::new();
     let mut closing = false;
     let mut last_activity = tokio::time::Instant::now();
+    // Work on the client's own connection runs alone: it waits until every earlier reply is
+    // out (`held`), and nothing after it starts until it is done (`own_running`).
+    let mut held: Option<own::OwnOp> = None;
+    let mut own_running = false;
 
     loop {
+        if pending.is_empty() {
+            own_running = false;
+            if let Some(op) = held.take() {
+                let own = Arc::clone(&state.own);
+                let protocol = state.protocol;
+                let cluster = &cluster;
+                let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
+                pending.push_back(Either::Right(Either::Right(future)));
+                own_running = true;
+            }
+        }
         // Parse what is buffered, up to the pipeline limit.
-        while !closing && pending.len() < max_pipeline {
+        while !closing && !own_running && held.is_none() && pending.len() < max_pipeline {
             let request = match parser.parse(&mut inbuf) {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
@@ -141,6 +167,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                         );
                     pending.push_back(Either::Right(Either::Right(future)));
                 }
+                Action::Own(op) => {
+                    if pending.is_empty() {
+                        let own = Arc::clone(&state.own);
+                        let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
+                        pending.push_back(Either::Right(Either::Right(future)));
+                        own_running = true;
+                    } else {
+                        held = Some(op);
+                    }
+                }
             }
         }
         if closing && pending.is_empty() {
@@ -162,7 +198,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     outbuf = BytesMut::new();
                 }
             }
-            read = rd.read_buf(&mut inbuf), if !closing && pending.len() < max_pipeline => {
+            // While own-connection work holds the pipeline, keep reading a little so a client
+            // that goes away is noticed (and its blocked backend connection closed).
+            read = rd.read_buf(&mut inbuf), if !closing
+                && pending.len() < max_pipeline
+                && (!(own_running || held.is_some()) || inbuf.len() < IDLE_READ_BUF_MAX) => {
                 match read {
                     Ok(0) | Err(_) => {
                         // The client is gone; its commands already sent still run on the nodes.

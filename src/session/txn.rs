@@ -1,0 +1,152 @@
+//! Transactions: `WATCH`, `MULTI`, queued commands, `EXEC`/`DISCARD`, `UNWATCH`.
+//!
+//! Commands between `MULTI` and `EXEC` are checked and queued here (the client gets `+QUEUED`
+//! as from Redis); `EXEC` sends `MULTI`, the queue and `EXEC` in one write on the client's own
+//! connection, to the master of the transaction's one slot. A key in another slot is refused
+//! with `CROSSSLOT` and, like any queuing error in Redis, makes `EXEC` fail with `EXECABORT`.
+
+use bytes::{Bytes, BytesMut};
+
+use super::ClientState;
+use super::dispatch::{Action, unknown_command, unknown_subcommand, wrong_arity};
+use super::own::OwnOp;
+use crate::cluster::{Cluster, Slot};
+use crate::command::{Lookup, with_lowercase};
+use crate::protocol::Request;
+use crate::protocol::reply::{self, CROSSSLOT};
+use crate::protocol::request::encode_command;
+
+/// A transaction being queued.
+#[derive(Debug, Default)]
+pub struct Txn {
+    /// `MULTI` and the queued commands, in RESP.
+    queued: BytesMut,
+    /// Number of queued commands.
+    count: usize,
+    /// The one slot every key must be in, once known.
+    slot: Option<Slot>,
+    /// A queuing error happened: `EXEC` aborts.
+    dirty: bool,
+}
+
+/// Handles the transaction commands, and every command while `MULTI` is open. `None` means the
+/// request is none of those and follows the normal path.
+pub fn handle(state: &mut ClientState, cluster: &Cluster, request: &Request) -> Option<Action> {
+    let name = with_lowercase(request.name(), str::to_string)?;
+    if state.txn.is_some() {
+        return Some(in_multi(state, cluster, &name, request));
+    }
+    let action = match name.as_str() {
+        "multi" if request.args.len() == 1 => {
+            let mut txn = Txn {
+                slot: state.watched_slot,
+                ..Txn::default()
+            };
+            encode_command(&mut txn.queued, &["MULTI"]);
+            state.txn = Some(txn);
+            Action::Reply(Bytes::from_static(reply::OK))
+        }
+        "exec" if request.args.len() == 1 => Action::Reply(reply::error("ERR EXEC without MULTI")),
+        "discard" if request.args.len() == 1 => {
+            Action::Reply(reply::error("ERR DISCARD without MULTI"))
+        }
+        "unwatch" if request.args.len() == 1 => {
+            state.watched_slot = None;
+            Action::Own(OwnOp::Release {
+                reply: Bytes::from_static(reply::OK),
+            })
+        }
+        "watch" if request.args.len() >= 2 => {
+            let slot = match one_slot(request.args.get(1..).unwrap_or_default()) {
+                Some(slot) if state.watched_slot.is_none_or(|w| w == slot) => slot,
+                _ => return Some(Action::Reply(reply::error(CROSSSLOT))),
+            };
+            state.watched_slot = Some(slot);
+            Action::Own(OwnOp::Watch {
+                payload: request.raw.clone(),
+                slot,
+            })
+        }
+        _ => return None,
+    };
+    Some(action)
+}
+
+fn in_multi(state: &mut ClientState, cluster: &Cluster, name: &str, request: &Request) -> Action {
+    match name {
+        "exec" | "discard" => {
+            let txn = state.txn.take().unwrap_or_default();
+            state.watched_slot = None;
+            if name == "discard" {
+                return Action::Own(OwnOp::Release {
+                    reply: Bytes::from_static(reply::OK),
+                });
+            }
+            if txn.dirty {
+                return Action::Own(OwnOp::Release {
+                    reply: reply::error(
+                        "EXECABORT Transaction discarded because of previous errors.",
+                    ),
+                });
+            }
+            let mut payload = txn.queued;
+            encode_command(&mut payload, &["EXEC"]);
+            return Action::Own(OwnOp::Exec {
+                payload: payload.freeze(),
+                replies: txn.count + 2,
+                slot: txn.slot,
+            });
+        }
+        "multi" => return Action::Reply(reply::error("ERR MULTI calls can not be nested")),
+        "watch" => return Action::Reply(reply::error("ERR WATCH inside MULTI is not allowed")),
+        _ => {}
+    }
+    let refusal = match cluster.commands() {
+        None => Some(cluster.unreachable_error()),
+        Some(table) => match table.lookup(&request.args) {
+            Lookup::Unknown => Some(unknown_command(&request.args)),
+            Lookup::UnknownSubcommand => Some(unknown_subcommand(&request.args)),
+            Lookup::Found(spec) if !spec.arity_ok(request.args.len()) => Some(wrong_arity(spec)),
+            Lookup::Found(spec) if spec.has_flag("no_multi") => {
+                Some("ERR Command not allowed inside a transaction".to_string())
+            }
+            Lookup::Found(spec) => {
+                let mut keys = Vec::new();
+                spec.keys(&request.args, &mut keys);
+                let txn_slot = state.txn.as_ref().and_then(|t| t.slot);
+                match (one_slot(&keys), keys.is_empty(), txn_slot) {
+                    (_, true, _) => None,
+                    (Some(slot), false, None) => {
+                        if let Some(txn) = state.txn.as_mut() {
+                            txn.slot = Some(slot);
+                        }
+                        None
+                    }
+                    (Some(slot), false, Some(txn_slot)) if slot == txn_slot => None,
+                    _ => Some(CROSSSLOT.to_string()),
+                }
+            }
+        },
+    };
+    let Some(txn) = state.txn.as_mut() else {
+        return Action::Reply(reply::error("ERR respgate: no transaction"));
+    };
+    match refusal {
+        Some(error) => {
+            txn.dirty = true;
+            Action::Reply(reply::error(&error))
+        }
+        None => {
+            txn.queued.extend_from_slice(&request.raw);
+            txn.count += 1;
+            Action::Reply(Bytes::from_static(b"+QUEUED\r\n"))
+        }
+    }
+}
+
+/// The slot all `keys` hash to, or `None` when they span slots (or there are none).
+fn one_slot(keys: &[Bytes]) -> Option<Slot> {
+    let mut slots = keys.iter().map(|k| Slot::for_key(k));
+    let first = slots.next()?;
+    slots.all(|s| s == first).then_some(first)
+}
