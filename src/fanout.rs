@@ -26,6 +26,10 @@ pub enum Combine {
     And,
     /// The first non-null reply (`RANDOMKEY`).
     AnyNonNull,
+    /// Arrays merged without repeats (`PUBSUB CHANNELS`).
+    Union,
+    /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
+    SumPairs,
     /// `INFO keyspace` summed into `# Keyspace`, appended to the proxy's own `INFO` text.
     Keyspace(String),
 }
@@ -54,6 +58,9 @@ pub fn plan(spec_name: &str, raw: &Bytes) -> Option<FanOut> {
         }
         "script|load" | "function|load" | "function|delete" => (Combine::First, Access::Write),
         "script|exists" => (Combine::And, Access::Read),
+        "pubsub|channels" | "pubsub|shardchannels" => (Combine::Union, Access::Read),
+        "pubsub|numsub" | "pubsub|shardnumsub" => (Combine::SumPairs, Access::Read),
+        "pubsub|numpat" => (Combine::Sum, Access::Read),
         _ => return None,
     };
     Some(FanOut {
@@ -132,6 +139,53 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes 
                 all.extend(items);
             }
             array(&all)
+        }
+        Combine::Union => {
+            let mut all: Vec<&[u8]> = Vec::new();
+            for p in &parsed {
+                let Parsed::Array(items) = p else {
+                    return unexpected(fanout);
+                };
+                for item in items {
+                    if !all.contains(item) {
+                        all.push(item);
+                    }
+                }
+            }
+            array(&all)
+        }
+        Combine::SumPairs => {
+            let mut pairs: Vec<(&[u8], i64)> = Vec::new();
+            for p in &parsed {
+                let Parsed::Array(items) = p else {
+                    return unexpected(fanout);
+                };
+                for (i, pair) in items.chunks(2).enumerate() {
+                    let [channel, count] = pair else {
+                        return unexpected(fanout);
+                    };
+                    let n = count
+                        .strip_prefix(b":")
+                        .and_then(|c| c.strip_suffix(b"\r\n"))
+                        .and_then(parse_int)
+                        .unwrap_or(0);
+                    match pairs.get_mut(i) {
+                        Some(entry) => entry.1 += n,
+                        None => pairs.push((channel, n)),
+                    }
+                }
+            }
+            let mut body = BytesMut::new();
+            body.put_u8(b'*');
+            put_decimal(&mut body, pairs.len() as u64 * 2);
+            body.put_slice(b"\r\n");
+            for (channel, n) in pairs {
+                body.put_slice(channel);
+                body.put_u8(b':');
+                body.put_slice(n.to_string().as_bytes());
+                body.put_slice(b"\r\n");
+            }
+            body.freeze()
         }
         Combine::AllOk => Bytes::from_static(reply::OK),
         Combine::First => replies

@@ -3,14 +3,18 @@
 use bytes::Bytes;
 
 use super::own::OwnOp;
+use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe};
 use super::{ClientState, local, txn};
 use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{CommandSpec, Lookup, with_lowercase};
 use crate::fanout::{self, FanOut};
 use crate::multikey::{self, Split};
+use crate::protocol::Protocol;
 use crate::protocol::Request;
+use crate::protocol::reply::ReplyBuf;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::proxy::Proxy;
+use bytes::BytesMut;
 
 /// What the session does with a request.
 #[derive(Debug)]
@@ -36,21 +40,14 @@ pub enum Action {
     Scan(Vec<Bytes>),
     /// Work on the client's own connection, alone and in order.
     Own(OwnOp),
+    /// Send to the client's subscription connection (opening it first if needed).
+    Subscribe(Bytes),
 }
 
 /// Commands that change the state of the connection they run on, or hold it, and so cannot run
 /// on a connection shared by many clients. They are refused until the proxy gives them a
 /// connection of their own.
-const NEEDS_OWN_CONNECTION: &[&str] = &[
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-    "unsubscribe",
-    "punsubscribe",
-    "sunsubscribe",
-    "wait",
-    "waitaof",
-];
+const NEEDS_OWN_CONNECTION: &[&str] = &["wait", "waitaof"];
 
 /// Decides what to do with `request`.
 pub fn dispatch(
@@ -59,6 +56,9 @@ pub fn dispatch(
     cluster: &Cluster,
     request: Request,
 ) -> Action {
+    if let Some(action) = pubsub_command(state, &request) {
+        return action;
+    }
     if let Some(action) = txn::handle(state, cluster, &request) {
         return action;
     }
@@ -165,6 +165,53 @@ fn refuse(spec: &CommandSpec, allow_admin: bool) -> Option<String> {
         ));
     }
     None
+}
+
+/// Subscriptions, and what a subscribed RESP2 client may not do.
+fn pubsub_command(state: &mut ClientState, request: &Request) -> Option<Action> {
+    let name = with_lowercase(request.name(), str::to_string)?;
+    if state.subscribed
+        && state.protocol == Protocol::Resp2
+        && !ALLOWED_WHILE_SUBSCRIBED.contains(&name.as_str())
+    {
+        return Some(Action::Reply(reply::error(&format!(
+            "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+        ))));
+    }
+    let argc = request.args.len();
+    match name.as_str() {
+        "subscribe" | "psubscribe" if argc >= 2 => {
+            state.subscribed = true;
+            Some(Action::Subscribe(request.raw.clone()))
+        }
+        "unsubscribe" | "punsubscribe" if state.subscribed => {
+            Some(Action::Subscribe(request.raw.clone()))
+        }
+        "unsubscribe" | "punsubscribe" => {
+            let mut out = BytesMut::new();
+            let channels = request.args.get(1..).unwrap_or_default();
+            if channels.is_empty() {
+                out.extend_from_slice(&nothing_to_unsubscribe(&name, state.protocol));
+            }
+            for channel in channels {
+                let mut reply = ReplyBuf::new(state.protocol);
+                match state.protocol {
+                    Protocol::Resp2 => reply.array(3),
+                    Protocol::Resp3 => reply.push(3),
+                };
+                reply.bulk(name.as_bytes()).bulk(channel).integer(0);
+                out.extend_from_slice(&reply.finish());
+            }
+            Some(Action::Reply(out.freeze()))
+        }
+        "ping" if state.subscribed && state.protocol == Protocol::Resp2 => {
+            Some(Action::Subscribe(request.raw.clone()))
+        }
+        "ssubscribe" | "sunsubscribe" => Some(Action::Reply(reply::error(
+            "ERR respgate: sharded Pub/Sub (SSUBSCRIBE) is not supported by this proxy yet; SPUBLISH is",
+        ))),
+        _ => None,
+    }
 }
 
 /// Whether the command may block: flagged `blocking`, except `XREAD`/`XREADGROUP` without

@@ -99,6 +99,10 @@ pub fn handle(
         "reset" => {
             state.protocol = Protocol::Resp2;
             state.name = None;
+            state.txn = None;
+            state.watched_slot = None;
+            state.subscribed = false;
+            state.reset = true;
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
         }
         _ => return None,

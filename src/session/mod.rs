@@ -7,6 +7,7 @@
 mod dispatch;
 mod local;
 mod own;
+mod pubsub;
 mod txn;
 
 use std::net::SocketAddr;
@@ -65,6 +66,10 @@ pub struct ClientState {
     watched_slot: Option<crate::cluster::Slot>,
     /// The client's own backend connection, for blocking commands and transactions.
     own: own::OwnConnection,
+    /// Whether the client has (or has asked for) subscriptions.
+    subscribed: bool,
+    /// `RESET` was asked: drop subscriptions and the own connection.
+    reset: bool,
 }
 
 impl ClientState {
@@ -82,6 +87,8 @@ impl ClientState {
             txn: None,
             watched_slot: None,
             own: own::OwnConnection::default(),
+            subscribed: false,
+            reset: false,
         }
     }
 }
@@ -103,21 +110,37 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let mut pending = FuturesOrdered::new();
     let mut closing = false;
     let mut last_activity = tokio::time::Instant::now();
-    // Work on the client's own connection runs alone: it waits until every earlier reply is
+    // Work on the client's own connections runs alone: it waits until every earlier reply is
     // out (`held`), and nothing after it starts until it is done (`own_running`).
-    let mut held: Option<own::OwnOp> = None;
+    let mut held: Option<Held> = None;
     let mut own_running = false;
+    let mut subscriber: Option<pubsub::Subscriber> = None;
 
     loop {
         if pending.is_empty() {
             own_running = false;
-            if let Some(op) = held.take() {
-                let own = Arc::clone(&state.own);
-                let protocol = state.protocol;
-                let cluster = &cluster;
-                let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
-                pending.push_back(Either::Right(Either::Right(future)));
-                own_running = true;
+            match held.take() {
+                Some(Held::Own(op)) => {
+                    let own = Arc::clone(&state.own);
+                    let protocol = state.protocol;
+                    let cluster = &cluster;
+                    let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
+                    pending.push_back(Either::Right(Either::Right(future)));
+                    own_running = true;
+                }
+                Some(Held::Subscribe(raw)) => {
+                    if let Err(error) =
+                        subscribe(&mut subscriber, &cluster, state.protocol, &raw).await
+                    {
+                        state.subscribed = subscriber
+                            .as_ref()
+                            .is_some_and(pubsub::Subscriber::is_subscribed);
+                        pending.push_back(Either::Left(ready(reply::error(&format!(
+                            "ERR respgate: {error}"
+                        )))));
+                    }
+                }
+                None => {}
             }
         }
         // Parse what is buffered, up to the pipeline limit.
@@ -167,20 +190,22 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                         );
                     pending.push_back(Either::Right(Either::Right(future)));
                 }
-                Action::Own(op) => {
-                    if pending.is_empty() {
-                        let own = Arc::clone(&state.own);
-                        let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
-                        pending.push_back(Either::Right(Either::Right(future)));
-                        own_running = true;
-                    } else {
-                        held = Some(op);
-                    }
+                Action::Own(op) => held = Some(Held::Own(op)),
+                Action::Subscribe(raw) => held = Some(Held::Subscribe(raw)),
+            }
+            if state.reset {
+                state.reset = false;
+                subscriber = None;
+                if let Ok(mut own) = state.own.try_lock() {
+                    *own = None;
                 }
             }
         }
         if closing && pending.is_empty() {
             break;
+        }
+        if held.is_some() && pending.is_empty() {
+            continue;
         }
         let idle_deadline = idle_timeout.map(|t| last_activity + t);
         tokio::select! {
@@ -214,13 +239,60 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     inbuf = BytesMut::with_capacity(READ_BUF);
                 }
             }
-            _ = sleep_until_opt(idle_deadline), if pending.is_empty() && !closing => {
+            frame = next_push(&mut subscriber, &cluster) => {
+                if wr.write_all(&frame).await.is_err() {
+                    break;
+                }
+                state.subscribed = subscriber.as_ref().is_some_and(pubsub::Subscriber::is_subscribed);
+                if !state.subscribed {
+                    subscriber = None;
+                }
+            }
+            _ = sleep_until_opt(idle_deadline), if pending.is_empty() && !closing && subscriber.is_none() => {
                 debug!(client = state.id, "idle timeout; closing");
                 break;
             }
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Work that must wait until every earlier reply is out.
+enum Held {
+    /// On the client's own connection.
+    Own(own::OwnOp),
+    /// A (un)subscribe or subscribed `PING` for the subscription connection.
+    Subscribe(Bytes),
+}
+
+/// Sends `raw` on the subscription connection, opening it first.
+async fn subscribe(
+    subscriber: &mut Option<pubsub::Subscriber>,
+    cluster: &crate::cluster::Cluster,
+    protocol: Protocol,
+    raw: &[u8],
+) -> Result<(), crate::backend::BackendError> {
+    if subscriber.is_none() {
+        *subscriber = Some(pubsub::Subscriber::open(cluster, protocol).await?);
+    }
+    if let Some(sub) = subscriber.as_mut()
+        && sub.send(raw).await.is_err()
+    {
+        // The next read notices the broken connection and subscribes again elsewhere.
+        debug!("subscription connection failed on send");
+    }
+    Ok(())
+}
+
+/// The next frame from the subscription connection; never completes without one.
+async fn next_push(
+    subscriber: &mut Option<pubsub::Subscriber>,
+    cluster: &crate::cluster::Cluster,
+) -> Bytes {
+    match subscriber {
+        Some(sub) => sub.next(cluster).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {

@@ -1,0 +1,212 @@
+//! Pub/Sub: a client's subscriptions live on a connection of its own to one master (Redis
+//! Cluster delivers every `PUBLISH` to every node), whose pushes the session relays. When that
+//! node fails, the session connects to another master and subscribes again.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use crate::backend::{BackendError, NodeAddr, dial};
+use crate::cluster::{Cluster, Target};
+use crate::fanout::array_elements;
+use crate::protocol::request::{encode_command, parse_int};
+use crate::protocol::{Protocol, frame_reply};
+
+/// Commands allowed while a RESP2 client is subscribed, as in Redis.
+pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "ping",
+    "quit",
+    "reset",
+];
+
+/// A client's subscription connection.
+pub struct Subscriber {
+    addr: NodeAddr,
+    protocol: Protocol,
+    stream: TcpStream,
+    buf: BytesMut,
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+    /// Subscription confirmations to drop after a resubscribe: the client saw them already.
+    swallow: usize,
+}
+
+impl Subscriber {
+    /// Connects to a master of `cluster`.
+    pub async fn open(cluster: &Cluster, protocol: Protocol) -> Result<Subscriber, BackendError> {
+        let addr =
+            cluster
+                .node_for(&Target::AnyMaster)
+                .ok_or_else(|| BackendError::Unreachable {
+                    addr: NodeAddr::new("-"),
+                    reason: cluster.unreachable_error(),
+                })?;
+        let stream = dial(&addr, protocol, cluster.conn_settings()).await?;
+        Ok(Subscriber {
+            addr,
+            protocol,
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            swallow: 0,
+        })
+    }
+
+    /// Whether any subscription is active.
+    pub fn is_subscribed(&self) -> bool {
+        !self.channels.is_empty() || !self.patterns.is_empty()
+    }
+
+    /// Sends a client's (un)subscribe or `PING` as it is.
+    pub async fn send(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(raw).await
+    }
+
+    /// The next frame for the client: a confirmation, a message, or a `PING` reply. Tracks the
+    /// subscriptions from the confirmations. On a lost connection it resubscribes elsewhere and
+    /// carries on.
+    pub async fn next(&mut self, cluster: &Cluster) -> Bytes {
+        loop {
+            match self.read_frame().await {
+                Ok(frame) => {
+                    self.track(&frame);
+                    if self.swallow > 0 && is_confirmation(&frame, self.protocol) {
+                        self.swallow -= 1;
+                        continue;
+                    }
+                    return frame;
+                }
+                Err(error) => {
+                    warn!(node = %self.addr, %error, "subscription connection lost; subscribing again elsewhere");
+                    self.reconnect(cluster).await;
+                }
+            }
+        }
+    }
+
+    async fn read_frame(&mut self) -> Result<Bytes, BackendError> {
+        loop {
+            match frame_reply(&self.buf, self.protocol) {
+                Ok(Some(frame)) => return Ok(self.buf.split_to(frame.len).freeze()),
+                Ok(None) => {}
+                Err(_) => {
+                    return Err(BackendError::Protocol {
+                        addr: self.addr.clone(),
+                    });
+                }
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => {
+                    return Err(BackendError::Lost {
+                        addr: self.addr.clone(),
+                    });
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn reconnect(&mut self, cluster: &Cluster) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            cluster.request_refresh();
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+            let Ok(mut fresh) = Subscriber::open(cluster, self.protocol).await else {
+                continue;
+            };
+            let mut payload = BytesMut::new();
+            let mut swallow = 0;
+            for (command, names) in [
+                ("SUBSCRIBE", &self.channels),
+                ("PSUBSCRIBE", &self.patterns),
+            ] {
+                if !names.is_empty() {
+                    let mut args: Vec<&[u8]> = vec![command.as_bytes()];
+                    args.extend(names.iter().map(|n| n.as_ref()));
+                    encode_command(&mut payload, &args);
+                    swallow += names.len();
+                }
+            }
+            if fresh.send(&payload).await.is_err() {
+                continue;
+            }
+            debug!(node = %fresh.addr, "subscribed again");
+            fresh.channels = std::mem::take(&mut self.channels);
+            fresh.patterns = std::mem::take(&mut self.patterns);
+            fresh.swallow = swallow;
+            *self = fresh;
+            return;
+        }
+    }
+
+    fn track(&mut self, frame: &[u8]) {
+        let Some(parts) = array_elements(frame, self.protocol) else {
+            return;
+        };
+        let [kind, name, count] = parts.as_slice() else {
+            return;
+        };
+        let (Some(kind), Some(name)) = (bulk(kind), bulk(name)) else {
+            return;
+        };
+        let _ = count;
+        let name = Bytes::copy_from_slice(name);
+        match kind.to_ascii_lowercase().as_slice() {
+            b"subscribe" => {
+                self.channels.insert(name);
+            }
+            b"unsubscribe" => {
+                self.channels.remove(&name);
+            }
+            b"psubscribe" => {
+                self.patterns.insert(name);
+            }
+            b"punsubscribe" => {
+                self.patterns.remove(&name);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_confirmation(frame: &[u8], protocol: Protocol) -> bool {
+    array_elements(frame, protocol)
+        .and_then(|parts| {
+            parts.first().and_then(|k| bulk(k)).map(|k| {
+                k.eq_ignore_ascii_case(b"subscribe") || k.eq_ignore_ascii_case(b"psubscribe")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// The payload of a bulk string element.
+fn bulk(element: &[u8]) -> Option<&[u8]> {
+    let rest = element.strip_prefix(b"$")?;
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let len = usize::try_from(parse_int(rest.get(..cr)?)?).ok()?;
+    rest.get(cr + 2..cr + 2 + len)
+}
+
+/// Redis's reply to `UNSUBSCRIBE`/`PUNSUBSCRIBE` from a client with no subscription.
+pub fn nothing_to_unsubscribe(kind: &str, protocol: Protocol) -> Bytes {
+    let (head, null) = match protocol {
+        Protocol::Resp2 => ("*3", "$-1"),
+        Protocol::Resp3 => (">3", "_"),
+    };
+    Bytes::from(format!(
+        "{head}\r\n${}\r\n{kind}\r\n{null}\r\n:0\r\n",
+        kind.len()
+    ))
+}
