@@ -159,6 +159,9 @@ async fn serve(
                 return Ended::Dropped;
             };
             push_job(&mut batch, &waiting, job);
+            // Let the sessions that are ready run first: their requests join this write
+            // instead of each costing a send of its own.
+            tokio::task::yield_now().await;
             while batch.len() < MAX_BATCH_BYTES && lock(&waiting).len() < max_inflight {
                 match jobs.try_recv() {
                     Ok(job) => push_job(&mut batch, &waiting, job),

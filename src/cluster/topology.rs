@@ -47,6 +47,9 @@ pub enum TopologyError {
         /// The error reply.
         reply: String,
     },
+    /// Nodes answered, but none serves any slot: the cluster is not created yet.
+    #[error("the nodes serve no slot yet; is the cluster created (redis-cli --cluster create)?")]
+    NoSlots,
     /// The reply did not have the documented shape.
     #[error("{addr} sent an unexpected {command} reply")]
     Malformed {
@@ -284,10 +287,7 @@ async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
     }
     drop(pending);
     let Some((from, view)) = best else {
-        return Err(last_error.unwrap_or(TopologyError::Malformed {
-            addr: NodeAddr::new("-"),
-            command: "CLUSTER NODES",
-        }));
+        return Err(last_error.unwrap_or(TopologyError::NoSlots));
     };
     learn_commands(cluster, &from).await?;
     cluster.remember_nodes(&view);
