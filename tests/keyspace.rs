@@ -172,3 +172,37 @@ fn commands_that_cannot_work_through_a_proxy_get_one_clear_error() {
     let reply = String::from_utf8_lossy(&raw.command(&["CONFIG", "GET", "maxmemory"])).into_owned();
     assert!(reply.starts_with("*2\r\n"), "{reply}");
 }
+
+#[test]
+fn noscript_from_a_node_that_lost_its_scripts_is_healed() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('GET', KEYS[1])")
+        .query(&mut client)
+        .unwrap();
+    // What a failover does to the script cache: the new masters have none.
+    for port in cluster.master_ports() {
+        cluster.cli(port, &["SCRIPT", "FLUSH"]);
+    }
+    for i in 0..30 {
+        let key = format!("healed:{i}");
+        let _: () = client.set(&key, i).unwrap();
+        let value: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(&key)
+            .query(&mut client)
+            .unwrap();
+        assert_eq!(value, i);
+    }
+    // A script the proxy never saw still gets Redis's NOSCRIPT.
+    let unknown: redis::RedisResult<i64> = redis::cmd("EVALSHA")
+        .arg("ffffffffffffffffffffffffffffffffffffffff")
+        .arg(0)
+        .query(&mut client);
+    let error = format!("{:?}", unknown.unwrap_err());
+    assert!(error.to_ascii_lowercase().contains("noscript"), "{error}");
+}

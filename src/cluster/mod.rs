@@ -2,6 +2,7 @@
 //! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
 
 mod redirect;
+mod scripts;
 pub mod slot;
 mod slot_map;
 mod topology;
@@ -22,6 +23,7 @@ use crate::metrics as m;
 use crate::protocol::{Protocol, reply};
 
 pub use redirect::Redirect;
+pub use scripts::ScriptCache;
 pub use slot::{SLOT_COUNT, Slot};
 pub use slot_map::SlotMap;
 pub use topology::{NodeInfo, TopologyError, View, parse_cluster_nodes};
@@ -76,6 +78,8 @@ pub struct Cluster {
     /// Why the last refresh failed, for the error clients get while no map is known.
     last_error: ArcSwapOption<String>,
     round_robin: AtomicUsize,
+    /// Scripts seen in `EVAL` and `SCRIPT LOAD`, to heal `NOSCRIPT` after a failover.
+    pub scripts: ScriptCache,
     /// Counters for `INFO`.
     pub stats: ClusterStats,
 }
@@ -94,6 +98,7 @@ impl Cluster {
             known_nodes: Mutex::new(Vec::new()),
             last_error: ArcSwapOption::empty(),
             round_robin: AtomicUsize::new(0),
+            scripts: ScriptCache::default(),
             stats: ClusterStats::default(),
         })
     }
@@ -141,6 +146,7 @@ impl Cluster {
         let started = Instant::now();
         let mut redirects = 0;
         let mut retries = 0;
+        let mut script_loaded = false;
         // Set by a redirect: the node to send to next, and whether `ASKING` goes first.
         let mut redirected: Option<(Arc<NodePool>, bool)> = None;
         let mut to_replica = access == Access::Read && self.config.read_from != ReadFrom::Master;
@@ -187,6 +193,19 @@ impl Cluster {
                 Err(error) => self.classify_failure(error, access),
             };
             match outcome {
+                Outcome::Done(bytes) if !script_loaded && bytes.starts_with(b"-NOSCRIPT") => {
+                    // The node lacks a script the proxy has seen (a promoted replica does not
+                    // inherit the script cache): load it there and send the command again.
+                    script_loaded = true;
+                    let Some(load) = self.scripts.load_command_for(&payload) else {
+                        return bytes;
+                    };
+                    let loaded = pool.send(protocol, affinity, load, false).await;
+                    if !matches!(&loaded, Ok(reply) if reply.error_text().is_none()) {
+                        return bytes;
+                    }
+                    redirected = Some((pool, asking));
+                }
                 Outcome::Done(bytes) => return bytes,
                 Outcome::Redirect(redirect) => {
                     redirects += 1;

@@ -91,6 +91,19 @@ pub fn dispatch(
             Err(error) => Action::Reply(reply::error(error)),
         };
     }
+    match spec.name.as_str() {
+        "eval" | "eval_ro" | "script|load" => {
+            let body = if spec.name == "script|load" {
+                request.args.get(2)
+            } else {
+                request.args.get(1)
+            };
+            if let Some(body) = body {
+                cluster.scripts.remember(body);
+            }
+        }
+        _ => {}
+    }
     if spec.name == "scan" {
         return Action::Scan(request.args);
     }
