@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, ready};
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
@@ -31,8 +31,8 @@ use std::pin::Pin;
 
 pub use dispatch::Action;
 
-/// Initial read buffer; it grows for large requests and shrinks back when idle.
-const READ_BUF: usize = 4 * 1024;
+/// Read buffer taken when bytes arrive; it grows for large requests.
+const READ_BUF: usize = 2 * 1024;
 /// Read buffer capacity kept while idle.
 const IDLE_READ_BUF_MAX: usize = 64 * 1024;
 
@@ -104,8 +104,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let idle_timeout = (server.client_idle_timeout_s > 0)
         .then(|| Duration::from_secs(server.client_idle_timeout_s));
     let mut state = ClientState::new(proxy.next_client_id(), peer);
-    let (mut rd, mut wr) = stream.into_split();
-    let mut inbuf = BytesMut::with_capacity(READ_BUF);
+    let (rd, mut wr) = stream.into_split();
+    // No read buffer while idle: it is taken when bytes arrive and given back once they are
+    // parsed, so an idle client costs little memory.
+    let mut inbuf = BytesMut::new();
     let mut outbuf = BytesMut::new();
     let mut pending = FuturesOrdered::new();
     let mut closing = false;
@@ -114,7 +116,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     // out (`held`), and nothing after it starts until it is done (`own_running`).
     let mut held: Option<Held> = None;
     let mut own_running = false;
-    let mut subscriber: Option<pubsub::Subscriber> = None;
+    let mut subscriber: Option<Box<pubsub::Subscriber>> = None;
+    // Only sessions with an idle timeout carry a timer, allocated once.
+    let mut idle_timer = idle_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
 
     loop {
         if pending.is_empty() {
@@ -132,9 +136,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     if let Err(error) =
                         subscribe(&mut subscriber, &cluster, state.protocol, &raw).await
                     {
-                        state.subscribed = subscriber
-                            .as_ref()
-                            .is_some_and(pubsub::Subscriber::is_subscribed);
+                        state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed());
                         pending.push_back(Either::Left(ready(reply::error(&format!(
                             "ERR respgate: {error}"
                         )))));
@@ -201,13 +203,18 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 }
             }
         }
+        if inbuf.is_empty() && inbuf.capacity() > 0 {
+            inbuf = BytesMut::new();
+        }
         if closing && pending.is_empty() {
             break;
         }
         if held.is_some() && pending.is_empty() {
             continue;
         }
-        let idle_deadline = idle_timeout.map(|t| last_activity + t);
+        if let (Some(timer), Some(timeout)) = (idle_timer.as_mut(), idle_timeout) {
+            timer.as_mut().reset(last_activity + timeout);
+        }
         tokio::select! {
             biased;
             Some(first) = pending.next(), if !pending.is_empty() => {
@@ -225,30 +232,33 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             }
             // While own-connection work holds the pipeline, keep reading a little so a client
             // that goes away is noticed (and its blocked backend connection closed).
-            read = rd.read_buf(&mut inbuf), if !closing
+            readable = rd.readable(), if !closing
                 && pending.len() < max_pipeline
                 && (!(own_running || held.is_some()) || inbuf.len() < IDLE_READ_BUF_MAX) => {
-                match read {
-                    Ok(0) | Err(_) => {
-                        // The client is gone; its commands already sent still run on the nodes.
-                        break;
-                    }
-                    Ok(_) => last_activity = tokio::time::Instant::now(),
+                if readable.is_err() {
+                    break;
                 }
-                if inbuf.is_empty() && inbuf.capacity() > IDLE_READ_BUF_MAX {
-                    inbuf = BytesMut::with_capacity(READ_BUF);
+                if inbuf.capacity() - inbuf.len() < READ_BUF / 4 {
+                    inbuf.reserve(READ_BUF);
+                }
+                match rd.try_read_buf(&mut inbuf) {
+                    // The client is gone; its commands already sent still run on the nodes.
+                    Ok(0) => break,
+                    Ok(_) => last_activity = tokio::time::Instant::now(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => break,
                 }
             }
             frame = next_push(&mut subscriber, &cluster) => {
                 if wr.write_all(&frame).await.is_err() {
                     break;
                 }
-                state.subscribed = subscriber.as_ref().is_some_and(pubsub::Subscriber::is_subscribed);
+                state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed());
                 if !state.subscribed {
                     subscriber = None;
                 }
             }
-            _ = sleep_until_opt(idle_deadline), if pending.is_empty() && !closing && subscriber.is_none() => {
+            _ = idle(&mut idle_timer), if pending.is_empty() && !closing && subscriber.is_none() => {
                 debug!(client = state.id, "idle timeout; closing");
                 break;
             }
@@ -267,13 +277,13 @@ enum Held {
 
 /// Sends `raw` on the subscription connection, opening it first.
 async fn subscribe(
-    subscriber: &mut Option<pubsub::Subscriber>,
+    subscriber: &mut Option<Box<pubsub::Subscriber>>,
     cluster: &crate::cluster::Cluster,
     protocol: Protocol,
     raw: &[u8],
 ) -> Result<(), crate::backend::BackendError> {
     if subscriber.is_none() {
-        *subscriber = Some(pubsub::Subscriber::open(cluster, protocol).await?);
+        *subscriber = Some(Box::new(pubsub::Subscriber::open(cluster, protocol).await?));
     }
     if let Some(sub) = subscriber.as_mut()
         && sub.send(raw).await.is_err()
@@ -286,7 +296,7 @@ async fn subscribe(
 
 /// The next frame from the subscription connection; never completes without one.
 async fn next_push(
-    subscriber: &mut Option<pubsub::Subscriber>,
+    subscriber: &mut Option<Box<pubsub::Subscriber>>,
     cluster: &crate::cluster::Cluster,
 ) -> Bytes {
     match subscriber {
@@ -295,9 +305,10 @@ async fn next_push(
     }
 }
 
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+/// Completes when the idle timer fires; never without one.
+async fn idle(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
         None => std::future::pending().await,
     }
 }

@@ -89,7 +89,7 @@ impl Subscriber {
                 }
                 Err(error) => {
                     warn!(node = %self.addr, %error, "subscription connection lost; subscribing again elsewhere");
-                    self.reconnect(cluster).await;
+                    Box::pin(self.reconnect(cluster)).await;
                 }
             }
         }
