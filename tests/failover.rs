@@ -184,3 +184,72 @@ impl Drop for Resume {
             .status();
     }
 }
+
+#[test]
+fn starts_with_some_seeds_down_and_learns_every_node() {
+    let cluster = RedisCluster::start(3, 1);
+    let dead = common::free_port();
+    // The first seed is down; one live seed is enough.
+    let seeds = vec![format!("127.0.0.1:{dead}"), cluster.seeds()[0].clone()];
+    let proxy = Proxy::start(&seeds);
+    let mut client = proxy.client();
+    let _: () = client.set("seeded", "yes").unwrap();
+    let value: String = client.get("seeded").unwrap();
+    assert_eq!(value, "yes");
+    let info = proxy.raw().info("proxy");
+    assert!(
+        info.contains("masters=3,nodes=6"),
+        "every node learned from one seed: {info}"
+    );
+}
+
+#[test]
+fn a_proxy_started_before_the_cluster_answers_clusterdown_then_serves() {
+    // The proxy pod may start before the Redis pods: it listens, answers CLUSTERDOWN with a
+    // clear message, and keeps trying. Stopped nodes stand in for pods not up yet.
+    let cluster = RedisCluster::start(3, 0);
+    let pids: Vec<String> = cluster
+        .ports()
+        .iter()
+        .map(|&p| cluster.pid(p).to_string())
+        .collect();
+    let _resume: Vec<Resume> = pids.iter().map(|p| Resume(p.clone())).collect();
+    for pid in &pids {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-STOP", pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let mut config = config_for(&cluster.seeds());
+    config
+        .clusters
+        .get_mut("default")
+        .unwrap()
+        .request_timeout_ms = 500;
+    let proxy = Proxy::start_with(config);
+    let mut raw = proxy.raw();
+    let reply = String::from_utf8_lossy(&raw.command(&["GET", "k"])).into_owned();
+    assert!(
+        reply.starts_with("-CLUSTERDOWN respgate: no node of cluster 'default' reachable yet"),
+        "{reply}"
+    );
+    assert_eq!(
+        raw.command(&["PING"]),
+        b"+PONG\r\n",
+        "the proxy itself answers meanwhile"
+    );
+    for pid in &pids {
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-CONT", pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    proxy.wait_until_serving();
+    assert_eq!(raw.command(&["SET", "k", "v"]), b"+OK\r\n");
+}
