@@ -46,6 +46,11 @@ pub struct ServerConfig {
     pub max_pipeline: usize,
     /// Close clients idle for this many seconds; 0 never does (Redis's `timeout`).
     pub client_idle_timeout_s: u64,
+    /// Password clients must give (`AUTH`, or `HELLO ... AUTH`) before other commands; empty
+    /// means none, as Redis's `requirepass`.
+    pub password: String,
+    /// The user name clients authenticate as with the two-argument `AUTH user password`.
+    pub username: String,
     /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
     /// `MIGRATE`, ...); keyless ones go to one master.
     pub allow_admin_commands: bool,
@@ -64,6 +69,8 @@ impl Default for ServerConfig {
             max_pipeline: 1024,
             client_idle_timeout_s: 0,
             allow_admin_commands: false,
+            password: String::new(),
+            username: "default".into(),
         }
     }
 }

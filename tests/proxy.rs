@@ -444,3 +444,57 @@ fn unreachable_cluster_answers_clusterdown_until_it_appears() {
         "the proxy itself still answers"
     );
 }
+
+#[test]
+fn clients_must_authenticate_when_the_proxy_has_a_password() {
+    let cluster = RedisCluster::start(3, 0);
+    let mut config = config_for(&cluster.seeds());
+    config.server.password = "letmein".into();
+    let proxy = Proxy::start_with(config);
+    let mut raw = proxy.raw();
+    assert_eq!(
+        raw.command(&["GET", "k"]),
+        b"-NOAUTH Authentication required.\r\n"
+    );
+    assert_eq!(
+        raw.command(&["AUTH", "wrong"]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert_eq!(
+        raw.command(&["AUTH", "someone", "letmein"]),
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+    );
+    assert!(
+        raw.command(&["HELLO", "3"])
+            .starts_with(b"-NOAUTH HELLO must be called")
+    );
+    assert_eq!(raw.command(&["AUTH", "letmein"]), b"+OK\r\n");
+    // Wait for the topology before the first routed command.
+    let mut reply = raw.command(&["SET", "k", "v"]);
+    for _ in 0..100 {
+        if reply == b"+OK\r\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        reply = raw.command(&["SET", "k", "v"]);
+    }
+    assert_eq!(reply, b"+OK\r\n");
+    let mut hello = proxy.raw();
+    assert!(
+        hello
+            .command(&["HELLO", "3", "AUTH", "default", "letmein"])
+            .starts_with(b"%7\r\n")
+    );
+    assert_eq!(hello.command(&["GET", "k"]), b"$1\r\nv\r\n");
+    // A plain client library with a password in its URL.
+    let client =
+        redis::Client::open(format!("redis://:letmein@127.0.0.1:{}/", proxy.port)).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let value: String = conn.get("k").unwrap();
+    assert_eq!(value, "v");
+    assert_eq!(hello.command(&["RESET"]), b"+RESET\r\n");
+    assert_eq!(
+        hello.command(&["GET", "k"]),
+        b"-NOAUTH Authentication required.\r\n"
+    );
+}

@@ -56,6 +56,14 @@ pub fn dispatch(
     cluster: &Cluster,
     request: Request,
 ) -> Action {
+    if !state.authenticated {
+        let allowed = with_lowercase(request.name(), |n| {
+            matches!(n, "auth" | "hello" | "quit" | "reset")
+        });
+        if allowed != Some(true) {
+            return Action::Reply(reply::error("NOAUTH Authentication required."));
+        }
+    }
     if let Some(action) = pubsub_command(state, &request) {
         return action;
     }

@@ -72,15 +72,22 @@ pub fn handle(
             if let Some(bad) = arity((2..=3).contains(&argc)) {
                 return Some(bad);
             }
-            if argc == 2 {
+            let server = &proxy.config.server;
+            let (user, password) = match args.as_slice() {
+                [_, password] => (None, password),
+                [_, user, password] => (Some(user), password),
+                _ => return None,
+            };
+            if server.password.is_empty() && user.is_none() {
                 out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-            } else {
-                // No client authentication is configured: every user is accepted, as Redis does
-                // for a `nopass` default user.
+            } else if credentials_ok(server, user.map(|u| u.as_ref()), password) {
+                state.authenticated = true;
                 out.simple("OK");
+            } else {
+                out.error(WRONGPASS);
             }
         }
-        "hello" => return Some(hello(state, cluster, args)),
+        "hello" => return Some(hello(state, proxy, cluster, args)),
         "client" => return Some(client(state, args)),
         "info" => {
             let (text, keyspace) = info(proxy, cluster, args);
@@ -103,6 +110,7 @@ pub fn handle(
             state.watched_slot = None;
             state.subscribed = false;
             state.reset = true;
+            state.authenticated = proxy.config.server.password.is_empty();
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
         }
         _ => return None,
@@ -110,9 +118,10 @@ pub fn handle(
     Some(Action::Reply(out.finish()))
 }
 
-fn hello(state: &mut ClientState, cluster: &Cluster, args: &[Bytes]) -> Action {
+fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> Action {
     let mut protocol = state.protocol;
     let mut setname = None;
+    let was_authenticated = state.authenticated;
     if let Some(version) = args.get(1) {
         protocol = match parse_int(version) {
             None => {
@@ -128,7 +137,12 @@ fn hello(state: &mut ClientState, cluster: &Cluster, args: &[Bytes]) -> Action {
         while let Some(option) = args.get(i) {
             let more = args.len() - i - 1;
             if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-                // No client authentication is configured; credentials are accepted.
+                let user = args.get(i + 1).map(|u| u.as_ref());
+                let password = args.get(i + 2).cloned().unwrap_or_default();
+                if !credentials_ok(&proxy.config.server, user, &password) {
+                    return Action::Reply(reply::error(WRONGPASS));
+                }
+                state.authenticated = true;
                 i += 3;
             } else if option.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
                 let name = args.get(i + 1).cloned().unwrap_or_default();
@@ -144,6 +158,10 @@ fn hello(state: &mut ClientState, cluster: &Cluster, args: &[Bytes]) -> Action {
                 )));
             }
         }
+    }
+    if !state.authenticated {
+        state.authenticated = was_authenticated;
+        return Action::Reply(reply::error(NOAUTH_HELLO));
     }
     state.protocol = protocol;
     if let Some(name) = setname {
@@ -161,6 +179,33 @@ fn hello(state: &mut ClientState, cluster: &Cluster, args: &[Bytes]) -> Action {
     out.bulk(b"role").bulk(b"master");
     out.bulk(b"modules").array(0);
     Action::Reply(out.finish())
+}
+
+/// Redis's reply to wrong credentials.
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+/// Redis's reply to `HELLO` without `AUTH` from a client that must authenticate.
+const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
+
+/// Whether `user`/`password` match the configured client credentials. With no password
+/// configured, the default user accepts any password, as Redis's `nopass` default user does.
+fn credentials_ok(
+    server: &crate::config::ServerConfig,
+    user: Option<&[u8]>,
+    password: &[u8],
+) -> bool {
+    let user_ok = user.is_none_or(|u| u == server.username.as_bytes());
+    if server.password.is_empty() {
+        return user_ok;
+    }
+    // Compare every byte whatever the first difference, so the time taken says nothing.
+    let expected = server.password.as_bytes();
+    let same = expected.len() == password.len()
+        && expected
+            .iter()
+            .zip(password)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    user_ok && same
 }
 
 const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";

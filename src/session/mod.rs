@@ -70,10 +70,12 @@ pub struct ClientState {
     subscribed: bool,
     /// `RESET` was asked: drop subscriptions and the own connection.
     reset: bool,
+    /// Whether the client may run commands: gave the password, or none is configured.
+    pub authenticated: bool,
 }
 
 impl ClientState {
-    fn new(id: u64, peer: SocketAddr) -> Self {
+    fn new(id: u64, peer: SocketAddr, authenticated: bool) -> Self {
         ClientState {
             id,
             protocol: Protocol::Resp2,
@@ -89,6 +91,7 @@ impl ClientState {
             own: own::OwnConnection::default(),
             subscribed: false,
             reset: false,
+            authenticated,
         }
     }
 }
@@ -103,7 +106,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let max_pipeline = server.max_pipeline;
     let idle_timeout = (server.client_idle_timeout_s > 0)
         .then(|| Duration::from_secs(server.client_idle_timeout_s));
-    let mut state = ClientState::new(proxy.next_client_id(), peer);
+    let mut state = ClientState::new(proxy.next_client_id(), peer, server.password.is_empty());
     let (rd, mut wr) = stream.into_split();
     // No read buffer while idle: it is taken when bytes arrive and given back once they are
     // parsed, so an idle client costs little memory.
