@@ -16,6 +16,7 @@
 //! [`config`] holds the typed configuration, [`metrics`] the metric names.
 
 pub mod backend;
+pub mod clients;
 pub mod cluster;
 pub mod command;
 pub mod config;

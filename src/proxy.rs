@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
 use crate::config::{Config, DEFAULT_CLUSTER};
 
@@ -35,6 +36,8 @@ pub struct Proxy {
     pub node_id: String,
     /// The address clients connect to.
     pub listen_addr: SocketAddr,
+    /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
+    pub clients: Arc<ClientRegistry>,
     next_client_id: AtomicU64,
 }
 
@@ -53,6 +56,7 @@ impl Proxy {
             started: Instant::now(),
             node_id: node_id(listen_addr),
             listen_addr,
+            clients: Arc::new(ClientRegistry::default()),
             next_client_id: AtomicU64::new(1),
         })
     }

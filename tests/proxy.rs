@@ -498,3 +498,49 @@ fn clients_must_authenticate_when_the_proxy_has_a_password() {
         b"-NOAUTH Authentication required.\r\n"
     );
 }
+
+#[test]
+fn client_list_and_kill_cover_the_proxys_own_clients() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut admin = proxy.raw();
+    let mut victim = proxy.raw();
+    assert_eq!(victim.command(&["CLIENT", "SETNAME", "victim"]), b"+OK\r\n");
+    let victim_id = String::from_utf8_lossy(&victim.command(&["CLIENT", "ID"]))
+        .trim()
+        .trim_start_matches(':')
+        .to_string();
+    let list = String::from_utf8_lossy(&admin.command(&["CLIENT", "LIST"])).into_owned();
+    assert!(
+        list.contains(&format!("id={victim_id} ")) && list.contains("name=victim"),
+        "{list}"
+    );
+    let info = String::from_utf8_lossy(&victim.command(&["CLIENT", "INFO"])).into_owned();
+    assert!(
+        info.contains("name=victim") && info.matches(" addr=").count() == 1,
+        "{info}"
+    );
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "ID", &victim_id]),
+        b":1\r\n"
+    );
+    assert!(
+        victim.is_closed(),
+        "the killed client's connection is closed"
+    );
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "ID", "999999"]),
+        b":0\r\n"
+    );
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "127.0.0.1:1"]),
+        b"-ERR No such client\r\n"
+    );
+    // CLIENT REPLY OFF: commands run without replies until ON.
+    admin
+        .send(b"CLIENT REPLY OFF\r\nSET quiet 1\r\nINCR quiet\r\nCLIENT REPLY ON\r\nGET quiet\r\n");
+    assert_eq!(admin.reply(), b"+OK\r\n");
+    assert_eq!(admin.reply(), b"$1\r\n2\r\n");
+    admin.send(b"CLIENT REPLY SKIP\r\nINCR quiet\r\nGET quiet\r\n");
+    assert_eq!(admin.reply(), b"$1\r\n3\r\n");
+}

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
+use crate::clients::KillFilter;
 use crate::cluster::{Access, Cluster, SLOT_COUNT, Slot, Target};
 use crate::command::with_lowercase;
 use crate::fanout;
@@ -87,8 +88,16 @@ pub fn handle(
                 out.error(WRONGPASS);
             }
         }
-        "hello" => return Some(hello(state, proxy, cluster, args)),
-        "client" => return Some(client(state, args)),
+        "hello" => {
+            let action = hello(state, proxy, cluster, args);
+            state.publish();
+            return Some(action);
+        }
+        "client" => {
+            let action = client(state, proxy, args);
+            state.publish();
+            return Some(action);
+        }
         "info" => {
             let (text, keyspace) = info(proxy, cluster, args);
             if keyspace {
@@ -111,6 +120,8 @@ pub fn handle(
             state.subscribed = false;
             state.reset = true;
             state.authenticated = proxy.config.server.password.is_empty();
+            state.reply_mode = super::ReplyMode::On;
+            state.publish();
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
         }
         _ => return None,
@@ -215,7 +226,7 @@ fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-fn client(state: &mut ClientState, args: &[Bytes]) -> Action {
+fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
     let Some(sub) = args.get(1) else {
         return Action::Reply(reply::error(&wrong_arity_named(b"client")));
     };
@@ -283,9 +294,32 @@ fn client(state: &mut ClientState, args: &[Bytes]) -> Action {
             }
             out.simple("OK");
         }
-        "info" | "list" => {
-            let line = client_line(state);
-            out.verbatim(line.as_bytes());
+        "info" => {
+            out.verbatim(state.handle().line().as_bytes());
+        }
+        "list" => {
+            let lines: String = proxy.clients.list().iter().map(|c| c.line()).collect();
+            out.verbatim(lines.as_bytes());
+        }
+        "kill" => return client_kill(state, proxy, args),
+        "reply" => {
+            let mode = args.get(2).map(|m| m.to_ascii_lowercase());
+            match (argc, mode.as_deref()) {
+                (3, Some(b"on")) => {
+                    state.reply_mode = super::ReplyMode::On;
+                    out.simple("OK");
+                }
+                (3, Some(b"off")) => {
+                    state.reply_mode = super::ReplyMode::Off;
+                    return Action::Reply(Bytes::new());
+                }
+                (3, Some(b"skip")) => {
+                    state.reply_mode = super::ReplyMode::Skip;
+                    return Action::Reply(Bytes::new());
+                }
+                (3, _) => return Action::Reply(reply::error("ERR syntax error")),
+                _ => return wrong(),
+            }
         }
         "no-evict" | "no-touch" => {
             out.simple("OK");
@@ -300,27 +334,55 @@ fn client(state: &mut ClientState, args: &[Bytes]) -> Action {
     Action::Reply(out.finish())
 }
 
-/// One line in the format of `CLIENT INFO`, describing this client's connection to the proxy.
-fn client_line(state: &ClientState) -> String {
-    let text = |b: &Option<Bytes>| {
-        b.as_ref()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default()
-    };
-    format!(
-        "id={} addr={} name={} age={} db=0 resp={} lib-name={} lib-ver={}\n",
-        state.id,
-        state.peer,
-        text(&state.name),
-        state.connected_at.elapsed().as_secs(),
-        if state.protocol == Protocol::Resp3 {
-            3
+/// `CLIENT KILL addr` (the old form: `+OK` or an error) or `CLIENT KILL <filter> <value> ...`
+/// (the number killed), over the proxy's own clients.
+fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+    let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
+    if args.len() == 3 {
+        let filter = KillFilter {
+            addr: text(2),
+            ..KillFilter::default()
+        };
+        return Action::Reply(if proxy.clients.kill(&filter) > 0 {
+            Bytes::from_static(reply::OK)
         } else {
-            2
-        },
-        text(&state.lib_name),
-        text(&state.lib_ver),
-    )
+            reply::error("ERR No such client")
+        });
+    }
+    let mut filter = KillFilter {
+        skip: Some(state.id),
+        ..KillFilter::default()
+    };
+    let mut i = 2;
+    while i < args.len() {
+        let (Some(key), Some(value)) = (text(i), text(i + 1)) else {
+            return Action::Reply(reply::error("ERR syntax error"));
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "id" => match value.parse() {
+                Ok(id) => filter.id = Some(id),
+                Err(_) => {
+                    return Action::Reply(reply::error("ERR client-id should be greater than 0"));
+                }
+            },
+            "addr" => filter.addr = Some(value),
+            "laddr" => filter.laddr = Some(value),
+            "maxage" => match value.parse() {
+                Ok(s) => filter.max_age_s = Some(s),
+                Err(_) => return Action::Reply(reply::error("ERR syntax error")),
+            },
+            "skipme" => match value.to_ascii_lowercase().as_str() {
+                "yes" => filter.skip = Some(state.id),
+                "no" => filter.skip = None,
+                _ => return Action::Reply(reply::error("ERR syntax error")),
+            },
+            _ => return Action::Reply(reply::error("ERR syntax error")),
+        }
+        i += 2;
+    }
+    let mut out = ReplyBuf::new(state.protocol);
+    out.integer(proxy.clients.kill(&filter) as i64);
+    Action::Reply(out.finish())
 }
 
 /// The proxy's own `INFO` text, and whether the keyspace section (summed over the masters) is

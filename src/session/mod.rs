@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::clients::Registered;
 use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::Proxy;
@@ -72,10 +73,68 @@ pub struct ClientState {
     reset: bool,
     /// Whether the client may run commands: gave the password, or none is configured.
     pub authenticated: bool,
+    /// `CLIENT REPLY`: whether replies are sent.
+    pub reply_mode: ReplyMode,
+    /// This client's entry in the proxy's client list.
+    registered: Registered,
+}
+
+/// `CLIENT REPLY ON | OFF | SKIP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Replies are sent (the default).
+    On,
+    /// No reply is sent.
+    Off,
+    /// The next command's reply is not sent.
+    Skip,
+    /// This command's reply is not sent; then back to `On`.
+    SkipThis,
 }
 
 impl ClientState {
-    fn new(id: u64, peer: SocketAddr, authenticated: bool) -> Self {
+    /// Copies what `CLIENT LIST` shows into the client's entry.
+    pub fn publish(&self) {
+        let mut details = self
+            .registered
+            .handle
+            .details
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        details.name = self.name.clone();
+        details.lib_name = self.lib_name.clone();
+        details.lib_ver = self.lib_ver.clone();
+        details.resp = if self.protocol == Protocol::Resp3 {
+            3
+        } else {
+            2
+        };
+    }
+
+    /// This client's entry in the proxy's client list.
+    pub fn handle(&self) -> &crate::clients::ClientHandle {
+        &self.registered.handle
+    }
+
+    /// Whether the reply to the request being dispatched is to be dropped.
+    fn silenced(&mut self) -> bool {
+        match self.reply_mode {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::SkipThis;
+                false
+            }
+            ReplyMode::SkipThis => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        }
+    }
+}
+
+impl ClientState {
+    fn new(id: u64, peer: SocketAddr, authenticated: bool, registered: Registered) -> Self {
         ClientState {
             id,
             protocol: Protocol::Resp2,
@@ -92,6 +151,8 @@ impl ClientState {
             subscribed: false,
             reset: false,
             authenticated,
+            reply_mode: ReplyMode::On,
+            registered,
         }
     }
 }
@@ -106,7 +167,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let max_pipeline = server.max_pipeline;
     let idle_timeout = (server.client_idle_timeout_s > 0)
         .then(|| Duration::from_secs(server.client_idle_timeout_s));
-    let mut state = ClientState::new(proxy.next_client_id(), peer, server.password.is_empty());
+    let id = proxy.next_client_id();
+    let local = stream.local_addr().unwrap_or(proxy.listen_addr);
+    let registered = proxy.clients.register(id, peer, local);
+    let mut state = ClientState::new(id, peer, server.password.is_empty(), registered);
     let (rd, mut wr) = stream.into_split();
     // No read buffer while idle: it is taken when bytes arrive and given back once they are
     // parsed, so an idle client costs little memory.
@@ -164,7 +228,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
             let (protocol, affinity) = (state.protocol, state.affinity);
             let cluster = &cluster;
-            match dispatch::dispatch(&mut state, &proxy, cluster, request) {
+            let action = dispatch::dispatch(&mut state, &proxy, cluster, request);
+            if state.silenced() {
+                // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
+                let action = Box::pin(silently(cluster, action, protocol, affinity));
+                let future: Slow<'_> = action;
+                pending.push_back(Either::Right(Either::Right(future)));
+                continue;
+            }
+            match action {
                 Action::Reply(bytes) => pending.push_back(Either::Left(ready(bytes))),
                 Action::Close(bytes) => {
                     pending.push_back(Either::Left(ready(bytes)));
@@ -247,10 +319,18 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 match rd.try_read_buf(&mut inbuf) {
                     // The client is gone; its commands already sent still run on the nodes.
                     Ok(0) => break,
-                    Ok(_) => last_activity = tokio::time::Instant::now(),
+                    Ok(_) => {
+                        last_activity = tokio::time::Instant::now();
+                        let since = state.handle().connected_at.elapsed().as_millis() as u64;
+                        state.handle().last_active_ms.store(since, Ordering::Relaxed);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => break,
                 }
+            }
+            _ = state.registered.handle.kill.notified() => {
+                debug!(client = state.id, "killed by CLIENT KILL");
+                break;
             }
             frame = next_push(&mut subscriber, &cluster) => {
                 if wr.write_all(&frame).await.is_err() {
@@ -268,6 +348,39 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Runs `action` for a client that asked for no replies, and drops its reply.
+async fn silently(
+    cluster: &crate::cluster::Cluster,
+    action: Action,
+    protocol: Protocol,
+    affinity: usize,
+) -> Bytes {
+    match action {
+        Action::Forward {
+            payload,
+            target,
+            access,
+        } => {
+            cluster
+                .execute(payload, target, access, protocol, affinity)
+                .await;
+        }
+        Action::Split(split) => {
+            multikey::run(cluster, split, protocol, affinity).await;
+        }
+        Action::FanOut(fanout) => {
+            fanout::run(cluster, fanout, protocol, affinity).await;
+        }
+        Action::Scan(args) => {
+            fanout::scan(cluster, &args, protocol, affinity).await;
+        }
+        // Own-connection work and subscriptions keep their replies: silencing them would
+        // desynchronise the client from its subscription stream.
+        Action::Reply(_) | Action::Close(_) | Action::Own(_) | Action::Subscribe(_) => {}
+    }
+    Bytes::new()
 }
 
 /// Work that must wait until every earlier reply is out.

@@ -1,0 +1,177 @@
+//! The proxy's own clients, for `CLIENT LIST`, `CLIENT INFO` and `CLIENT KILL`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// What `CLIENT LIST` shows of a client that changes while it is connected.
+#[derive(Debug, Clone, Default)]
+pub struct ClientDetails {
+    /// `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-NAME`.
+    pub lib_name: Option<Bytes>,
+    /// `CLIENT SETINFO LIB-VER`.
+    pub lib_ver: Option<Bytes>,
+    /// 2 or 3.
+    pub resp: u8,
+}
+
+/// One connected client.
+#[derive(Debug)]
+pub struct ClientHandle {
+    /// `CLIENT ID`.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The proxy's address it connected to.
+    pub local: SocketAddr,
+    /// When it connected.
+    pub connected_at: Instant,
+    /// Milliseconds after `connected_at` of its last command.
+    pub last_active_ms: AtomicU64,
+    /// Name, library, protocol, last command.
+    pub details: Mutex<ClientDetails>,
+    /// Notified to make the session close the connection.
+    pub kill: Notify,
+}
+
+impl ClientHandle {
+    /// A line in the format of Redis's `CLIENT LIST`, for the fields that mean something here.
+    pub fn line(&self) -> String {
+        let d = self
+            .details
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let text = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let age = self.connected_at.elapsed();
+        let idle = age.as_millis() as u64
+            - self
+                .last_active_ms
+                .load(Ordering::Relaxed)
+                .min(age.as_millis() as u64);
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+            self.id,
+            self.peer,
+            self.local,
+            text(&d.name),
+            age.as_secs(),
+            idle / 1000,
+            d.resp.max(2),
+            text(&d.lib_name),
+            text(&d.lib_ver),
+        )
+    }
+}
+
+/// Who may be killed by a `CLIENT KILL`.
+#[derive(Debug, Default)]
+pub struct KillFilter {
+    /// `ID n`.
+    pub id: Option<u64>,
+    /// `ADDR ip:port`.
+    pub addr: Option<String>,
+    /// `LADDR ip:port`.
+    pub laddr: Option<String>,
+    /// `MAXAGE s`: connected longer than this.
+    pub max_age_s: Option<u64>,
+    /// `SKIPME yes` (the default): not the caller.
+    pub skip: Option<u64>,
+}
+
+/// Every connected client, by id.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+}
+
+impl ClientRegistry {
+    /// Adds a client; it is removed when the returned guard drops.
+    pub fn register(self: &Arc<Self>, id: u64, peer: SocketAddr, local: SocketAddr) -> Registered {
+        let handle = Arc::new(ClientHandle {
+            id,
+            peer,
+            local,
+            connected_at: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            details: Mutex::new(ClientDetails {
+                resp: 2,
+                ..ClientDetails::default()
+            }),
+            kill: Notify::new(),
+        });
+        self.lock().insert(id, Arc::clone(&handle));
+        Registered {
+            registry: Arc::clone(self),
+            handle,
+        }
+    }
+
+    /// Every client, by id.
+    pub fn list(&self) -> Vec<Arc<ClientHandle>> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// Closes every client matching `filter`; returns how many.
+    pub fn kill(&self, filter: &KillFilter) -> usize {
+        let matching: Vec<Arc<ClientHandle>> = self
+            .lock()
+            .values()
+            .filter(|c| filter.id.is_none_or(|id| c.id == id))
+            .filter(|c| {
+                filter
+                    .addr
+                    .as_ref()
+                    .is_none_or(|a| c.peer.to_string() == *a)
+            })
+            .filter(|c| {
+                filter
+                    .laddr
+                    .as_ref()
+                    .is_none_or(|a| c.local.to_string() == *a)
+            })
+            .filter(|c| {
+                filter
+                    .max_age_s
+                    .is_none_or(|s| c.connected_at.elapsed().as_secs() >= s)
+            })
+            .filter(|c| filter.skip != Some(c.id))
+            .cloned()
+            .collect();
+        for client in &matching {
+            client.kill.notify_one();
+        }
+        matching.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ClientHandle>>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A client's place in the registry, given up on drop.
+#[derive(Debug)]
+pub struct Registered {
+    registry: Arc<ClientRegistry>,
+    /// The client's entry.
+    pub handle: Arc<ClientHandle>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.handle.id);
+    }
+}
