@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub max_pipeline: usize,
     /// Close clients idle for this many seconds; 0 never does (Redis's `timeout`).
     pub client_idle_timeout_s: u64,
+    /// On shutdown, time allowed for clients to receive the replies they are owed before they
+    /// are closed, in milliseconds.
+    pub shutdown_timeout_ms: u64,
     /// Password clients must give (`AUTH`, or `HELLO ... AUTH`) before other commands; empty
     /// means none, as Redis's `requirepass`.
     pub password: String,
@@ -69,6 +72,7 @@ impl Default for ServerConfig {
             max_pipeline: 1024,
             client_idle_timeout_s: 0,
             allow_admin_commands: false,
+            shutdown_timeout_ms: 10_000,
             password: String::new(),
             username: "default".into(),
         }

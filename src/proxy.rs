@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use tokio::sync::watch;
+
 use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
 use crate::config::{Config, DEFAULT_CLUSTER};
@@ -38,12 +40,18 @@ pub struct Proxy {
     pub listen_addr: SocketAddr,
     /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
     pub clients: Arc<ClientRegistry>,
+    /// Turns true when the proxy shuts down: sessions finish what they owe and close.
+    pub shutdown: watch::Receiver<bool>,
     next_client_id: AtomicU64,
 }
 
 impl Proxy {
     /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster.
-    pub fn new(config: Config, listen_addr: SocketAddr) -> Arc<Proxy> {
+    pub fn new(
+        config: Config,
+        listen_addr: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Proxy> {
         let clusters = config
             .clusters
             .iter()
@@ -57,6 +65,7 @@ impl Proxy {
             node_id: node_id(listen_addr),
             listen_addr,
             clients: Arc::new(ClientRegistry::default()),
+            shutdown,
             next_client_id: AtomicU64::new(1),
         })
     }

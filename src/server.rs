@@ -10,7 +10,7 @@ use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::config::Config;
 use crate::metrics as m;
@@ -34,8 +34,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    let proxy = Proxy::new(config, local);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let proxy = Proxy::new(config, local, stop_rx.clone());
     let refreshers: Vec<_> = proxy
         .clusters
         .iter()
@@ -58,11 +58,30 @@ pub async fn run(
             },
         }
     }
-    info!("shutting down");
+    // Drain: no new clients; each session stops reading, sends the replies it owes, and
+    // closes; whatever is still open at the deadline is dropped.
+    drop(listener);
+    let open = proxy.stats.connected_clients.load(Ordering::Relaxed);
+    info!(clients = open, "shutting down; draining clients");
     let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(proxy.config.server.shutdown_timeout_ms);
+    while proxy.stats.connected_clients.load(Ordering::Relaxed) > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = proxy.stats.connected_clients.load(Ordering::Relaxed);
+    if left > 0 {
+        warn!(
+            clients = left,
+            "drain deadline passed; closing the remaining clients"
+        );
+    }
     for r in refreshers {
         let _ = r.await;
     }
+    info!("stopped");
     Ok(())
 }
 
@@ -89,7 +108,9 @@ fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, keepalive_s: 
         return;
     }
     metrics::gauge!(m::CLIENTS_CONNECTED).increment(1.0);
-    let span = info_span!("client", %peer);
+    // A debug-level span: free when debug logging is off, yet every session line carries the
+    // peer when it is on.
+    let span = debug_span!("client", %peer);
     tokio::spawn(
         async move {
             debug!("client connected");

@@ -546,3 +546,24 @@ fn client_list_and_kill_cover_the_proxys_own_clients() {
     admin.send(b"CLIENT REPLY SKIP\r\nINCR quiet\r\nGET quiet\r\n");
     assert_eq!(admin.reply(), b"$1\r\n3\r\n");
 }
+
+#[test]
+fn shutdown_drains_clients_with_the_replies_they_are_owed() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut idle = proxy.raw();
+    assert_eq!(idle.command(&["PING"]), b"+PONG\r\n");
+    let mut waiting = proxy.raw();
+    // A request in flight when the shutdown begins still gets its reply.
+    waiting.send(b"*3\r\n$5\r\nBLPOP\r\n$7\r\ndrained\r\n$1\r\n1\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let stopper = std::thread::spawn(move || drop(proxy));
+    assert_eq!(
+        waiting.reply(),
+        b"*-1\r\n",
+        "the blocked request was answered"
+    );
+    assert!(waiting.is_closed(), "then the connection closed");
+    assert!(idle.is_closed(), "idle clients are closed");
+    stopper.join().unwrap();
+}

@@ -179,6 +179,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let mut pending = FuturesOrdered::new();
     let mut closing = false;
     let mut last_activity = tokio::time::Instant::now();
+    let mut shutdown = proxy.shutdown.clone();
     // Work on the client's own connections runs alone: it waits until every earlier reply is
     // out (`held`), and nothing after it starts until it is done (`own_running`).
     let mut held: Option<Held> = None;
@@ -327,6 +328,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => break,
                 }
+            }
+            _ = shutdown.changed(), if !closing => {
+                // The proxy is draining: finish what is owed, then close.
+                closing = true;
             }
             _ = state.registered.handle.kill.notified() => {
                 debug!(client = state.id, "killed by CLIENT KILL");
