@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub max_pipeline: usize,
     /// Close clients idle for this many seconds; 0 never does (Redis's `timeout`).
     pub client_idle_timeout_s: u64,
+    /// Address of the admin HTTP endpoints (`/metrics`, `/ready`, `/live`); empty disables them.
+    pub admin_listen: String,
     /// On shutdown, time allowed for clients to receive the replies they are owed before they
     /// are closed, in milliseconds.
     pub shutdown_timeout_ms: u64,
@@ -73,6 +75,7 @@ impl Default for ServerConfig {
             client_idle_timeout_s: 0,
             allow_admin_commands: false,
             shutdown_timeout_ms: 10_000,
+            admin_listen: String::new(),
             password: String::new(),
             username: "default".into(),
         }
@@ -274,6 +277,12 @@ impl Config {
         let mut problems = Vec::new();
         let mut problem = |key: String, message: String| problems.push(Problem { key, message });
         let s = &self.server;
+        if !s.admin_listen.is_empty() && s.admin_listen.parse::<SocketAddr>().is_err() {
+            problem(
+                "server.admin_listen".into(),
+                format!("{:?} is not an IP:port address", s.admin_listen),
+            );
+        }
         if s.listen.parse::<SocketAddr>().is_err() {
             problem(
                 "server.listen".into(),

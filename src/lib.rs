@@ -13,8 +13,10 @@
 //! - [`fanout`]: whole-keyspace commands (`DBSIZE`, `SCAN`, `FLUSHALL`, ...) over every master.
 //! - [`backend`]: shared, pipelined connections to each node.
 //!
-//! [`config`] holds the typed configuration, [`metrics`] the metric names.
+//! [`config`] holds the typed configuration, [`metrics`] the metric names, [`admin`] the
+//! `/metrics`, `/ready` and `/live` endpoints.
 
+pub mod admin;
 pub mod backend;
 pub mod clients;
 pub mod cluster;

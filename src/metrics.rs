@@ -16,3 +16,7 @@ pub const TOPOLOGY_REFRESHES: &str = "respgate_topology_refreshes_total";
 pub const PROTOCOL_ERRORS: &str = "respgate_protocol_errors_total";
 /// Requests sent again after a node could not take them (counter).
 pub const RETRIES: &str = "respgate_retries_total";
+/// Slots served by some master, per cluster (gauge).
+pub const SLOTS_SERVED: &str = "respgate_slots_served";
+/// Masters in the slot map, per cluster (gauge).
+pub const MASTERS: &str = "respgate_masters";

@@ -13,7 +13,6 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::config::Config;
-use crate::metrics as m;
 use crate::proxy::Proxy;
 use crate::session;
 
@@ -41,6 +40,24 @@ pub async fn run(
         .iter()
         .map(|c| c.spawn_refresher(stop_rx.clone()))
         .collect();
+    if !proxy.config.server.admin_listen.is_empty() {
+        let addr = proxy.config.server.admin_listen.clone();
+        match TcpListener::bind(&addr).await {
+            Ok(admin) => {
+                tokio::spawn(crate::admin::serve(
+                    admin,
+                    Arc::clone(&proxy),
+                    stop_rx.clone(),
+                ));
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {addr} (server.admin_listen): {e}"),
+                ));
+            }
+        }
+    }
     info!(listen = %local, clusters = proxy.clusters.len(), "listening");
     let keepalive = proxy.config.server.tcp_keepalive_s;
 
@@ -88,7 +105,6 @@ pub async fn run(
 fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, keepalive_s: u64) {
     let stats = &proxy.stats;
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!(m::CLIENT_CONNECTIONS).increment(1);
     let _ = stream.set_nodelay(true);
     if keepalive_s > 0 {
         let _ = SockRef::from(&stream)
@@ -107,7 +123,6 @@ fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, keepalive_s: 
         });
         return;
     }
-    metrics::gauge!(m::CLIENTS_CONNECTED).increment(1.0);
     // A debug-level span: free when debug logging is off, yet every session line carries the
     // peer when it is on.
     let span = debug_span!("client", %peer);
@@ -119,7 +134,6 @@ fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, keepalive_s: 
                 .stats
                 .connected_clients
                 .fetch_sub(1, Ordering::Relaxed);
-            metrics::gauge!(m::CLIENTS_CONNECTED).decrement(1.0);
             debug!("client disconnected");
         }
         .instrument(span),

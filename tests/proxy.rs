@@ -567,3 +567,39 @@ fn shutdown_drains_clients_with_the_replies_they_are_owed() {
     assert!(idle.is_closed(), "idle clients are closed");
     stopper.join().unwrap();
 }
+
+#[test]
+fn admin_endpoints_report_readiness_and_metrics() {
+    let cluster = RedisCluster::start(3, 0);
+    let admin_port = common::free_port();
+    let mut config = config_for(&cluster.seeds());
+    config.server.admin_listen = format!("127.0.0.1:{admin_port}");
+    let proxy = Proxy::start_with(config);
+    let get = |path: &str| -> String {
+        use std::io::{Read, Write};
+        // The proxy binds the admin port as it starts; until then, no answer.
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", admin_port)) else {
+            return String::new();
+        };
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    // Ready only once every slot is served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !get("/ready").starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(get("/live").starts_with("HTTP/1.1 200"));
+    let mut raw = proxy.raw();
+    assert_eq!(raw.command(&["SET", "m", "1"]), b"+OK\r\n");
+    let metrics = get("/metrics");
+    assert!(metrics.contains("respgate_commands_total"), "{metrics}");
+    assert!(
+        metrics.contains("respgate_slots_served{cluster=\"default\"} 16384"),
+        "{metrics}"
+    );
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
