@@ -161,3 +161,21 @@ fn a_client_that_leaves_while_blocked_closes_its_backend_connection() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn wait_counts_the_replicas_that_have_the_clients_last_write() {
+    let cluster = RedisCluster::start(3, 1);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut raw = proxy.raw();
+    assert_eq!(raw.command(&["SET", "durable", "1"]), b"+OK\r\n");
+    assert_eq!(raw.command(&["WAIT", "1", "2000"]), b":1\r\n");
+    // More replicas than exist, no timeout: the cap (half the 2 s request timeout) answers
+    // with the count reached instead of holding a shared connection forever.
+    let started = Instant::now();
+    assert_eq!(raw.command(&["WAIT", "2", "0"]), b":1\r\n");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        raw.command(&["WAIT", "x", "0"]),
+        b"-ERR value is not an integer or out of range\r\n"
+    );
+}

@@ -270,6 +270,11 @@ impl Cluster {
             && !map.is_master(pool.addr())
     }
 
+    /// `request_timeout_ms` of this cluster.
+    pub fn request_timeout_ms(&self) -> u64 {
+        self.config.request_timeout_ms
+    }
+
     /// The node `target` routes to now, for a client's own connection.
     pub fn node_for(&self, target: &Target) -> Option<NodeAddr> {
         self.resolve(target).map(|pool| pool.addr().clone())

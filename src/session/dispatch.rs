@@ -13,6 +13,7 @@ use crate::protocol::Protocol;
 use crate::protocol::Request;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::reply::{self, CROSSSLOT};
+use crate::protocol::request::{encode_command, parse_int};
 use crate::proxy::Proxy;
 use bytes::BytesMut;
 
@@ -47,7 +48,7 @@ pub enum Action {
 /// Commands that change the state of the connection they run on, or hold it, and so cannot run
 /// on a connection shared by many clients. They are refused until the proxy gives them a
 /// connection of their own.
-const NEEDS_OWN_CONNECTION: &[&str] = &["wait", "waitaof"];
+const NEEDS_OWN_CONNECTION: &[&str] = &["waitaof"];
 
 /// Decides what to do with `request`.
 pub fn dispatch(
@@ -118,16 +119,25 @@ pub fn dispatch(
     if let Some(fanout) = fanout::plan(&spec.name, &request.raw) {
         return Action::FanOut(fanout);
     }
+    if spec.name == "wait" {
+        return wait(state, proxy, &request.args);
+    }
     match route(state, spec, &request.args) {
-        Ok(target) => Action::Forward {
-            payload: request.raw,
-            target,
-            access: if spec.has_flag("readonly") {
+        Ok(target) => {
+            let access = if spec.has_flag("readonly") {
                 Access::Read
             } else {
                 Access::Write
-            },
-        },
+            };
+            if let (Target::Slot(slot), Access::Write) = (&target, access) {
+                state.last_write_slot = Some(*slot);
+            }
+            Action::Forward {
+                payload: request.raw,
+                target,
+                access,
+            }
+        }
         Err(error) => match multikey::plan(&spec.name, &request.args) {
             Some(split) => Action::Split(split),
             None => Action::Reply(reply::error(error)),
@@ -232,6 +242,45 @@ fn pubsub_command(state: &mut ClientState, request: &Request) -> Option<Action> 
             "ERR respgate: sharded Pub/Sub (SSUBSCRIBE) is not supported by this proxy yet; SPUBLISH is",
         ))),
         _ => None,
+    }
+}
+
+/// `WAIT numreplicas timeout`, sent on the shared connection that carried the client's last
+/// write, so Redis waits for that write (and any later one on that connection) to reach the
+/// replicas. WAIT holds that connection while it waits, so its timeout is capped at half the
+/// request timeout: when replicas lag, the client gets the count reached so far, as from any
+/// WAIT that times out, and other clients are held no longer than that.
+fn wait(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+    let (Some(replicas), Some(timeout)) = (
+        args.get(1).and_then(|a| parse_int(a)),
+        args.get(2).and_then(|a| parse_int(a)),
+    ) else {
+        return Action::Reply(reply::error("ERR value is not an integer or out of range"));
+    };
+    if timeout < 0 {
+        return Action::Reply(reply::error("ERR timeout is negative"));
+    }
+    let cap = proxy
+        .default_cluster()
+        .map_or(1000, |c| c.request_timeout_ms() / 2)
+        .max(1) as i64;
+    let timeout = if timeout == 0 { cap } else { timeout.min(cap) };
+    let mut payload = BytesMut::new();
+    encode_command(
+        &mut payload,
+        &[
+            "WAIT".to_string(),
+            replicas.to_string(),
+            timeout.to_string(),
+        ],
+    );
+    Action::Forward {
+        payload: payload.freeze(),
+        target: state
+            .last_write_slot
+            .map_or(Target::AnyMaster, Target::Slot),
+        // On the master, where the write went, whatever `read_from` says.
+        access: Access::Write,
     }
 }
 

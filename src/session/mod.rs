@@ -63,6 +63,8 @@ pub struct ClientState {
     keys: Vec<Bytes>,
     /// The transaction being queued after `MULTI`.
     txn: Option<txn::Txn>,
+    /// The slot of the client's last write, where `WAIT` goes.
+    last_write_slot: Option<crate::cluster::Slot>,
     /// The slot of the keys under `WATCH`, if any.
     watched_slot: Option<crate::cluster::Slot>,
     /// The client's own backend connection, for blocking commands and transactions.
@@ -147,6 +149,7 @@ impl ClientState {
             keys: Vec::new(),
             txn: None,
             watched_slot: None,
+            last_write_slot: None,
             own: own::OwnConnection::default(),
             subscribed: false,
             reset: false,
