@@ -130,3 +130,76 @@ fn subscriptions_survive_the_failover_of_their_node() {
         b"*3\r\n$7\r\nmessage\r\n$6\r\nalerts\r\n$14\r\nafter-failover\r\n"
     );
 }
+
+#[test]
+fn sharded_subscriptions_follow_their_slots_to_several_masters() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    // Channels on different masters.
+    let owner = |c: &str| cluster.slot_owner(respgate::cluster::Slot::for_key(c.as_bytes()).get());
+    let first = "orders";
+    let second = (0..100)
+        .map(|i| format!("shipments{i}"))
+        .find(|c| owner(c) != owner(first))
+        .unwrap();
+    let mut subscriber = proxy.raw();
+    assert_eq!(
+        subscriber.command(&["SSUBSCRIBE", first]),
+        b"*3\r\n$10\r\nssubscribe\r\n$6\r\norders\r\n:1\r\n"
+    );
+    let reply = subscriber.command(&["SSUBSCRIBE", &second]);
+    assert!(
+        reply.ends_with(b":2\r\n"),
+        "counts cover every node: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(
+        subscriber.command(&["SSUBSCRIBE", "{a}1", "{b}2"]),
+        b"-CROSSSLOT Keys in request don't hash to the same slot\r\n"
+    );
+    let mut publisher = proxy.raw();
+    assert_eq!(publisher.command(&["SPUBLISH", first, "o1"]), b":1\r\n");
+    assert_eq!(
+        subscriber.reply(),
+        b"*3\r\n$8\r\nsmessage\r\n$6\r\norders\r\n$2\r\no1\r\n"
+    );
+    assert_eq!(publisher.command(&["SPUBLISH", &second, "s1"]), b":1\r\n");
+    let message = String::from_utf8_lossy(&subscriber.reply()).into_owned();
+    assert!(
+        message.starts_with("*3\r\n$8\r\nsmessage\r\n") && message.ends_with("$2\r\ns1\r\n"),
+        "{message}"
+    );
+    assert!(
+        subscriber
+            .command(&["SUNSUBSCRIBE", first])
+            .ends_with(b":1\r\n"),
+        "one sharded channel left"
+    );
+    assert!(subscriber.command(&["SUNSUBSCRIBE"]).ends_with(b":0\r\n"));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(subscriber.command(&["SET", "after", "1"]), b"+OK\r\n");
+}
+
+#[test]
+fn sharded_subscriptions_move_to_the_promoted_replica() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut subscriber = proxy.raw();
+    subscriber.command(&["SSUBSCRIBE", "ticks"]);
+    let owner = cluster.slot_owner(respgate::cluster::Slot::for_key(b"ticks").get());
+    cluster.kill(owner);
+    cluster.wait_for_ok();
+    let mut publisher = proxy.raw();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while publisher.command(&["SPUBLISH", "ticks", "t1"]) != b":1\r\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy subscribed again on the new master"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        subscriber.reply(),
+        b"*3\r\n$8\r\nsmessage\r\n$5\r\nticks\r\n$2\r\nt1\r\n"
+    );
+}

@@ -43,6 +43,15 @@ pub enum Action {
     Own(OwnOp),
     /// Send to the client's subscription connection (opening it first if needed).
     Subscribe(Bytes),
+    /// `SSUBSCRIBE` of channels in `slot`: to the connection for that slot's master.
+    ShardSubscribe {
+        /// The command.
+        raw: Bytes,
+        /// The channels' slot.
+        slot: Slot,
+    },
+    /// `SUNSUBSCRIBE` of these channels (all when empty).
+    ShardUnsubscribe(Vec<Bytes>),
 }
 
 /// Commands that change the state of the connection they run on, or hold it, and so cannot run
@@ -238,9 +247,21 @@ fn pubsub_command(state: &mut ClientState, request: &Request) -> Option<Action> 
         "ping" if state.subscribed && state.protocol == Protocol::Resp2 => {
             Some(Action::Subscribe(request.raw.clone()))
         }
-        "ssubscribe" | "sunsubscribe" => Some(Action::Reply(reply::error(
-            "ERR respgate: sharded Pub/Sub (SSUBSCRIBE) is not supported by this proxy yet; SPUBLISH is",
-        ))),
+        "ssubscribe" if argc >= 2 => {
+            let channels = request.args.get(1..).unwrap_or_default();
+            let slot = Slot::for_key(channels.first()?);
+            if channels.iter().any(|c| Slot::for_key(c) != slot) {
+                return Some(Action::Reply(reply::error(CROSSSLOT)));
+            }
+            state.subscribed = true;
+            Some(Action::ShardSubscribe {
+                raw: request.raw.clone(),
+                slot,
+            })
+        }
+        "sunsubscribe" => Some(Action::ShardUnsubscribe(
+            request.args.get(1..).unwrap_or_default().to_vec(),
+        )),
         _ => None,
     }
 }

@@ -188,6 +188,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let mut held: Option<Held> = None;
     let mut own_running = false;
     let mut subscriber: Option<Box<pubsub::Subscriber>> = None;
+    // Sharded subscriptions: one connection per master whose slots hold the channels.
+    let mut sharded: Vec<Box<pubsub::Subscriber>> = Vec::new();
     // Only sessions with an idle timeout carry a timer, allocated once.
     let mut idle_timer = idle_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
 
@@ -211,6 +213,29 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                         pending.push_back(Either::Left(ready(reply::error(&format!(
                             "ERR respgate: {error}"
                         )))));
+                    }
+                }
+                Some(Held::ShardSubscribe { raw, slot }) => {
+                    let sent = Box::pin(shard_subscribe(
+                        &mut sharded,
+                        &cluster,
+                        state.protocol,
+                        &raw,
+                        slot,
+                    ))
+                    .await;
+                    if let Err(error) = sent {
+                        state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed())
+                            || sharded.iter().any(|s| s.is_subscribed());
+                        pending.push_back(Either::Left(ready(reply::error(&format!(
+                            "ERR respgate: {error}"
+                        )))));
+                    }
+                }
+                Some(Held::ShardUnsubscribe(channels)) => {
+                    let local = shard_unsubscribe(&mut sharded, state.protocol, &channels).await;
+                    if !local.is_empty() {
+                        pending.push_back(Either::Left(ready(local.freeze())));
                     }
                 }
                 None => {}
@@ -273,6 +298,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 }
                 Action::Own(op) => held = Some(Held::Own(op)),
                 Action::Subscribe(raw) => held = Some(Held::Subscribe(raw)),
+                Action::ShardSubscribe { raw, slot } => {
+                    held = Some(Held::ShardSubscribe { raw, slot })
+                }
+                Action::ShardUnsubscribe(channels) => held = Some(Held::ShardUnsubscribe(channels)),
             }
             if state.reset {
                 state.reset = false;
@@ -340,14 +369,23 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 debug!(client = state.id, "killed by CLIENT KILL");
                 break;
             }
+            frame = next_sharded(&mut sharded, &cluster), if !sharded.is_empty() => {
+                let total = sharded.iter().map(|s| s.sharded().len()).sum();
+                let frame = pubsub::with_sharded_count(frame, total, state.protocol);
+                if wr.write_all(&frame).await.is_err() {
+                    break;
+                }
+                sharded.retain(|s| s.is_subscribed());
+                state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed()) || !sharded.is_empty();
+            }
             frame = next_push(&mut subscriber, &cluster) => {
                 if wr.write_all(&frame).await.is_err() {
                     break;
                 }
-                state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed());
-                if !state.subscribed {
+                if !subscriber.as_ref().is_some_and(|s| s.is_subscribed()) {
                     subscriber = None;
                 }
+                state.subscribed = subscriber.is_some() || !sharded.is_empty();
             }
             _ = idle(&mut idle_timer), if pending.is_empty() && !closing && subscriber.is_none() => {
                 debug!(client = state.id, "idle timeout; closing");
@@ -386,7 +424,12 @@ async fn silently(
         }
         // Own-connection work and subscriptions keep their replies: silencing them would
         // desynchronise the client from its subscription stream.
-        Action::Reply(_) | Action::Close(_) | Action::Own(_) | Action::Subscribe(_) => {}
+        Action::Reply(_)
+        | Action::Close(_)
+        | Action::Own(_)
+        | Action::Subscribe(_)
+        | Action::ShardSubscribe { .. }
+        | Action::ShardUnsubscribe(_) => {}
     }
     Bytes::new()
 }
@@ -397,6 +440,108 @@ enum Held {
     Own(own::OwnOp),
     /// A (un)subscribe or subscribed `PING` for the subscription connection.
     Subscribe(Bytes),
+    /// An `SSUBSCRIBE` for the connection to the master of `slot`.
+    ShardSubscribe {
+        /// The command.
+        raw: Bytes,
+        /// The channels' slot.
+        slot: crate::cluster::Slot,
+    },
+    /// An `SUNSUBSCRIBE` of these channels (all when empty).
+    ShardUnsubscribe(Vec<Bytes>),
+}
+
+/// Sends `SSUBSCRIBE` on the connection to the master of `slot`, opening it if needed.
+async fn shard_subscribe(
+    sharded: &mut Vec<Box<pubsub::Subscriber>>,
+    cluster: &crate::cluster::Cluster,
+    protocol: Protocol,
+    raw: &[u8],
+    slot: crate::cluster::Slot,
+) -> Result<(), crate::backend::BackendError> {
+    let target = crate::cluster::Target::Slot(slot);
+    let owner = cluster.node_for(&target);
+    let existing = sharded
+        .iter_mut()
+        .find(|s| Some(s.addr()) == owner.as_ref());
+    let sub = match existing {
+        Some(sub) => sub,
+        None => {
+            sharded.push(Box::new(
+                pubsub::Subscriber::open(cluster, protocol, target).await?,
+            ));
+            match sharded.last_mut() {
+                Some(sub) => sub,
+                None => return Ok(()),
+            }
+        }
+    };
+    if sub.send(raw).await.is_err() {
+        debug!("sharded subscription connection failed on send");
+    }
+    Ok(())
+}
+
+/// Sends `SUNSUBSCRIBE` for `channels` (all when empty) to the connections holding them, and
+/// returns the confirmations the proxy makes itself for channels no connection holds.
+async fn shard_unsubscribe(
+    sharded: &mut [Box<pubsub::Subscriber>],
+    protocol: Protocol,
+    channels: &[Bytes],
+) -> BytesMut {
+    let mut local = BytesMut::new();
+    let total: usize = sharded.iter().map(|s| s.sharded().len()).sum();
+    if channels.is_empty() {
+        let mut any = false;
+        for sub in sharded.iter_mut().filter(|s| !s.sharded().is_empty()) {
+            any = true;
+            let mut payload = BytesMut::new();
+            crate::protocol::request::encode_command(&mut payload, &["SUNSUBSCRIBE"]);
+            let _ = sub.send(&payload).await;
+        }
+        if !any {
+            local.extend_from_slice(&pubsub::confirmation("sunsubscribe", None, 0, protocol));
+        }
+        return local;
+    }
+    for sub in sharded.iter_mut() {
+        let mine: Vec<&Bytes> = channels
+            .iter()
+            .filter(|c| sub.sharded().contains(*c))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut args: Vec<&[u8]> = vec![b"SUNSUBSCRIBE"];
+        args.extend(mine.iter().map(|c| c.as_ref()));
+        let mut payload = BytesMut::new();
+        crate::protocol::request::encode_command(&mut payload, &args);
+        let _ = sub.send(&payload).await;
+    }
+    for channel in channels
+        .iter()
+        .filter(|c| !sharded.iter().any(|s| s.sharded().contains(*c)))
+    {
+        local.extend_from_slice(&pubsub::confirmation(
+            "sunsubscribe",
+            Some(channel),
+            total,
+            protocol,
+        ));
+    }
+    local
+}
+
+/// The next frame from any sharded subscription connection.
+async fn next_sharded(
+    sharded: &mut [Box<pubsub::Subscriber>],
+    cluster: &crate::cluster::Cluster,
+) -> Bytes {
+    if sharded.is_empty() {
+        return std::future::pending().await;
+    }
+    let nexts = sharded.iter_mut().map(|s| Box::pin(s.next(cluster)));
+    futures_util::future::select_all(nexts).await.0
 }
 
 /// Sends `raw` on the subscription connection, opening it first.
@@ -407,7 +552,9 @@ async fn subscribe(
     raw: &[u8],
 ) -> Result<(), crate::backend::BackendError> {
     if subscriber.is_none() {
-        *subscriber = Some(Box::new(pubsub::Subscriber::open(cluster, protocol).await?));
+        *subscriber = Some(Box::new(
+            pubsub::Subscriber::open(cluster, protocol, crate::cluster::Target::AnyMaster).await?,
+        ));
     }
     if let Some(sub) = subscriber.as_mut()
         && sub.send(raw).await.is_err()

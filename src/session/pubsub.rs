@@ -35,37 +35,57 @@ pub struct Subscriber {
     protocol: Protocol,
     stream: TcpStream,
     buf: BytesMut,
+    /// Any master for `SUBSCRIBE`/`PSUBSCRIBE`; a slot's master for sharded channels.
+    target: Target,
     channels: BTreeSet<Bytes>,
     patterns: BTreeSet<Bytes>,
+    /// Sharded channels (`SSUBSCRIBE`), all served by this connection's node.
+    sharded: BTreeSet<Bytes>,
     /// Subscription confirmations to drop after a resubscribe: the client saw them already.
     swallow: usize,
 }
 
 impl Subscriber {
-    /// Connects to a master of `cluster`.
-    pub async fn open(cluster: &Cluster, protocol: Protocol) -> Result<Subscriber, BackendError> {
-        let addr =
-            cluster
-                .node_for(&Target::AnyMaster)
-                .ok_or_else(|| BackendError::Unreachable {
-                    addr: NodeAddr::new("-"),
-                    reason: cluster.unreachable_error(),
-                })?;
+    /// Connects to the master `target` names: any master for `SUBSCRIBE`, the slot's master for
+    /// `SSUBSCRIBE`.
+    pub async fn open(
+        cluster: &Cluster,
+        protocol: Protocol,
+        target: Target,
+    ) -> Result<Subscriber, BackendError> {
+        let addr = cluster
+            .node_for(&target)
+            .ok_or_else(|| BackendError::Unreachable {
+                addr: NodeAddr::new("-"),
+                reason: cluster.unreachable_error(),
+            })?;
         let stream = dial(&addr, protocol, cluster.conn_settings()).await?;
         Ok(Subscriber {
             addr,
             protocol,
             stream,
             buf: BytesMut::with_capacity(4096),
+            target,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
+            sharded: BTreeSet::new(),
             swallow: 0,
         })
     }
 
     /// Whether any subscription is active.
     pub fn is_subscribed(&self) -> bool {
-        !self.channels.is_empty() || !self.patterns.is_empty()
+        !self.channels.is_empty() || !self.patterns.is_empty() || !self.sharded.is_empty()
+    }
+
+    /// The node it is connected to.
+    pub fn addr(&self) -> &NodeAddr {
+        &self.addr
+    }
+
+    /// Its sharded channels.
+    pub fn sharded(&self) -> &BTreeSet<Bytes> {
+        &self.sharded
     }
 
     /// Sends a client's (un)subscribe or `PING` as it is.
@@ -123,11 +143,21 @@ impl Subscriber {
             cluster.request_refresh();
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(1));
-            let Ok(mut fresh) = Subscriber::open(cluster, self.protocol).await else {
+            // Sharded channels follow their slot to its master now (after a failover, the
+            // promoted replica); the others go to any master.
+            let target = match self.sharded.first() {
+                Some(channel) => Target::Slot(crate::cluster::Slot::for_key(channel)),
+                None => self.target.clone(),
+            };
+            let Ok(mut fresh) = Subscriber::open(cluster, self.protocol, target).await else {
                 continue;
             };
             let mut payload = BytesMut::new();
             let mut swallow = 0;
+            for channel in &self.sharded {
+                encode_command(&mut payload, &[&b"SSUBSCRIBE"[..], channel]);
+                swallow += 1;
+            }
             for (command, names) in [
                 ("SUBSCRIBE", &self.channels),
                 ("PSUBSCRIBE", &self.patterns),
@@ -145,6 +175,7 @@ impl Subscriber {
             debug!(node = %fresh.addr, "subscribed again");
             fresh.channels = std::mem::take(&mut self.channels);
             fresh.patterns = std::mem::take(&mut self.patterns);
+            fresh.sharded = std::mem::take(&mut self.sharded);
             fresh.swallow = swallow;
             *self = fresh;
             return;
@@ -176,6 +207,12 @@ impl Subscriber {
             b"punsubscribe" => {
                 self.patterns.remove(&name);
             }
+            b"ssubscribe" => {
+                self.sharded.insert(name);
+            }
+            b"sunsubscribe" => {
+                self.sharded.remove(&name);
+            }
             _ => {}
         }
     }
@@ -185,7 +222,9 @@ fn is_confirmation(frame: &[u8], protocol: Protocol) -> bool {
     array_elements(frame, protocol)
         .and_then(|parts| {
             parts.first().and_then(|k| bulk(k)).map(|k| {
-                k.eq_ignore_ascii_case(b"subscribe") || k.eq_ignore_ascii_case(b"psubscribe")
+                k.eq_ignore_ascii_case(b"subscribe")
+                    || k.eq_ignore_ascii_case(b"psubscribe")
+                    || k.eq_ignore_ascii_case(b"ssubscribe")
             })
         })
         .unwrap_or(false)
@@ -209,4 +248,44 @@ pub fn nothing_to_unsubscribe(kind: &str, protocol: Protocol) -> Bytes {
         "{head}\r\n${}\r\n{kind}\r\n{null}\r\n:0\r\n",
         kind.len()
     ))
+}
+
+/// A sharded (un)subscribe confirmation with its count replaced by `total`: the client's
+/// sharded channels over every node, which is what one Redis connection would report. Other
+/// frames are returned as they are.
+pub fn with_sharded_count(frame: Bytes, total: usize, protocol: Protocol) -> Bytes {
+    let Some(parts) = array_elements(&frame, protocol) else {
+        return frame;
+    };
+    let [kind, name, _count] = parts.as_slice() else {
+        return frame;
+    };
+    let is_sharded = bulk(kind).is_some_and(|k| {
+        k.eq_ignore_ascii_case(b"ssubscribe") || k.eq_ignore_ascii_case(b"sunsubscribe")
+    });
+    if !is_sharded {
+        return frame;
+    }
+    let head: &[u8] = match frame.first() {
+        Some(b'>') => b">3\r\n",
+        _ => b"*3\r\n",
+    };
+    let mut out = BytesMut::with_capacity(frame.len() + 8);
+    out.extend_from_slice(head);
+    out.extend_from_slice(kind);
+    out.extend_from_slice(name);
+    out.extend_from_slice(format!(":{total}\r\n").as_bytes());
+    out.freeze()
+}
+
+/// A confirmation the proxy makes itself, for a sharded channel no connection holds.
+pub fn confirmation(kind: &str, channel: Option<&[u8]>, count: usize, protocol: Protocol) -> Bytes {
+    let mut reply = crate::protocol::reply::ReplyBuf::new(protocol);
+    reply.push(3).bulk(kind.as_bytes());
+    match channel {
+        Some(channel) => reply.bulk(channel),
+        None => reply.null(),
+    };
+    reply.integer(count as i64);
+    reply.finish()
 }
