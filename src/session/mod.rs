@@ -189,7 +189,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let mut own_running = false;
     let mut subscriber: Option<Box<pubsub::Subscriber>> = None;
     // Sharded subscriptions: one connection per master whose slots hold the channels.
-    let mut sharded: Vec<Box<pubsub::Subscriber>> = Vec::new();
+    let mut sharded: Vec<pubsub::Subscriber> = Vec::new();
     // Only sessions with an idle timeout carry a timer, allocated once.
     let mut idle_timer = idle_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
 
@@ -453,7 +453,7 @@ enum Held {
 
 /// Sends `SSUBSCRIBE` on the connection to the master of `slot`, opening it if needed.
 async fn shard_subscribe(
-    sharded: &mut Vec<Box<pubsub::Subscriber>>,
+    sharded: &mut Vec<pubsub::Subscriber>,
     cluster: &crate::cluster::Cluster,
     protocol: Protocol,
     raw: &[u8],
@@ -485,7 +485,7 @@ async fn shard_subscribe(
 /// Sends `SUNSUBSCRIBE` for `channels` (all when empty) to the connections holding them, and
 /// returns the confirmations the proxy makes itself for channels no connection holds.
 async fn shard_unsubscribe(
-    sharded: &mut [Box<pubsub::Subscriber>],
+    sharded: &mut [pubsub::Subscriber],
     protocol: Protocol,
     channels: &[Bytes],
 ) -> BytesMut {
@@ -534,7 +534,7 @@ async fn shard_unsubscribe(
 
 /// The next frame from any sharded subscription connection.
 async fn next_sharded(
-    sharded: &mut [Box<pubsub::Subscriber>],
+    sharded: &mut [pubsub::Subscriber],
     cluster: &crate::cluster::Cluster,
 ) -> Bytes {
     if sharded.is_empty() {
