@@ -467,9 +467,7 @@ async fn shard_subscribe(
     let sub = match existing {
         Some(sub) => sub,
         None => {
-            sharded.push(Box::new(
-                pubsub::Subscriber::open(cluster, protocol, target).await?,
-            ));
+            sharded.push(pubsub::Subscriber::open(cluster, protocol, target).await?);
             match sharded.last_mut() {
                 Some(sub) => sub,
                 None => return Ok(()),
