@@ -207,7 +207,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 }
                 Some(Held::Subscribe(raw)) => {
                     if let Err(error) =
-                        subscribe(&mut subscriber, &cluster, state.protocol, &raw).await
+                        pubsub::subscribe(&mut subscriber, &cluster, state.protocol, &raw).await
                     {
                         state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed());
                         pending.push_back(Either::Left(ready(reply::error(&format!(
@@ -216,7 +216,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     }
                 }
                 Some(Held::ShardSubscribe { raw, slot }) => {
-                    let sent = Box::pin(shard_subscribe(
+                    let sent = Box::pin(pubsub::shard_subscribe(
                         &mut sharded,
                         &cluster,
                         state.protocol,
@@ -233,7 +233,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     }
                 }
                 Some(Held::ShardUnsubscribe(channels)) => {
-                    let local = shard_unsubscribe(&mut sharded, state.protocol, &channels).await;
+                    let local =
+                        pubsub::shard_unsubscribe(&mut sharded, state.protocol, &channels).await;
                     if !local.is_empty() {
                         pending.push_back(Either::Left(ready(local.freeze())));
                     }
@@ -369,7 +370,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 debug!(client = state.id, "killed by CLIENT KILL");
                 break;
             }
-            frame = next_sharded(&mut sharded, &cluster), if !sharded.is_empty() => {
+            frame = pubsub::next_sharded(&mut sharded, &cluster), if !sharded.is_empty() => {
                 let total = sharded.iter().map(|s| s.sharded().len()).sum();
                 let frame = pubsub::with_sharded_count(frame, total, state.protocol);
                 if wr.write_all(&frame).await.is_err() {
@@ -378,7 +379,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 sharded.retain(|s| s.is_subscribed());
                 state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed()) || !sharded.is_empty();
             }
-            frame = next_push(&mut subscriber, &cluster) => {
+            frame = pubsub::next_push(&mut subscriber, &cluster) => {
                 if wr.write_all(&frame).await.is_err() {
                     break;
                 }
@@ -449,129 +450,6 @@ enum Held {
     },
     /// An `SUNSUBSCRIBE` of these channels (all when empty).
     ShardUnsubscribe(Vec<Bytes>),
-}
-
-/// Sends `SSUBSCRIBE` on the connection to the master of `slot`, opening it if needed.
-async fn shard_subscribe(
-    sharded: &mut Vec<pubsub::Subscriber>,
-    cluster: &crate::cluster::Cluster,
-    protocol: Protocol,
-    raw: &[u8],
-    slot: crate::cluster::Slot,
-) -> Result<(), crate::backend::BackendError> {
-    let target = crate::cluster::Target::Slot(slot);
-    let owner = cluster.node_for(&target);
-    let existing = sharded
-        .iter_mut()
-        .find(|s| Some(s.addr()) == owner.as_ref());
-    let sub = match existing {
-        Some(sub) => sub,
-        None => {
-            sharded.push(pubsub::Subscriber::open(cluster, protocol, target).await?);
-            match sharded.last_mut() {
-                Some(sub) => sub,
-                None => return Ok(()),
-            }
-        }
-    };
-    if sub.send(raw).await.is_err() {
-        debug!("sharded subscription connection failed on send");
-    }
-    Ok(())
-}
-
-/// Sends `SUNSUBSCRIBE` for `channels` (all when empty) to the connections holding them, and
-/// returns the confirmations the proxy makes itself for channels no connection holds.
-async fn shard_unsubscribe(
-    sharded: &mut [pubsub::Subscriber],
-    protocol: Protocol,
-    channels: &[Bytes],
-) -> BytesMut {
-    let mut local = BytesMut::new();
-    let total: usize = sharded.iter().map(|s| s.sharded().len()).sum();
-    if channels.is_empty() {
-        let mut any = false;
-        for sub in sharded.iter_mut().filter(|s| !s.sharded().is_empty()) {
-            any = true;
-            let mut payload = BytesMut::new();
-            crate::protocol::request::encode_command(&mut payload, &["SUNSUBSCRIBE"]);
-            let _ = sub.send(&payload).await;
-        }
-        if !any {
-            local.extend_from_slice(&pubsub::confirmation("sunsubscribe", None, 0, protocol));
-        }
-        return local;
-    }
-    for sub in sharded.iter_mut() {
-        let mine: Vec<&Bytes> = channels
-            .iter()
-            .filter(|c| sub.sharded().contains(*c))
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let mut args: Vec<&[u8]> = vec![b"SUNSUBSCRIBE"];
-        args.extend(mine.iter().map(|c| c.as_ref()));
-        let mut payload = BytesMut::new();
-        crate::protocol::request::encode_command(&mut payload, &args);
-        let _ = sub.send(&payload).await;
-    }
-    for channel in channels
-        .iter()
-        .filter(|c| !sharded.iter().any(|s| s.sharded().contains(*c)))
-    {
-        local.extend_from_slice(&pubsub::confirmation(
-            "sunsubscribe",
-            Some(channel),
-            total,
-            protocol,
-        ));
-    }
-    local
-}
-
-/// The next frame from any sharded subscription connection.
-async fn next_sharded(
-    sharded: &mut [pubsub::Subscriber],
-    cluster: &crate::cluster::Cluster,
-) -> Bytes {
-    if sharded.is_empty() {
-        return std::future::pending().await;
-    }
-    let nexts = sharded.iter_mut().map(|s| Box::pin(s.next(cluster)));
-    futures_util::future::select_all(nexts).await.0
-}
-
-/// Sends `raw` on the subscription connection, opening it first.
-async fn subscribe(
-    subscriber: &mut Option<Box<pubsub::Subscriber>>,
-    cluster: &crate::cluster::Cluster,
-    protocol: Protocol,
-    raw: &[u8],
-) -> Result<(), crate::backend::BackendError> {
-    if subscriber.is_none() {
-        *subscriber = Some(Box::new(
-            pubsub::Subscriber::open(cluster, protocol, crate::cluster::Target::AnyMaster).await?,
-        ));
-    }
-    if let Some(sub) = subscriber.as_mut()
-        && sub.send(raw).await.is_err()
-    {
-        // The next read notices the broken connection and subscribes again elsewhere.
-        debug!("subscription connection failed on send");
-    }
-    Ok(())
-}
-
-/// The next frame from the subscription connection; never completes without one.
-async fn next_push(
-    subscriber: &mut Option<Box<pubsub::Subscriber>>,
-    cluster: &crate::cluster::Cluster,
-) -> Bytes {
-    match subscriber {
-        Some(sub) => sub.next(cluster).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Completes when the idle timer fires; never without one.

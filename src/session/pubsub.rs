@@ -289,3 +289,123 @@ pub fn confirmation(kind: &str, channel: Option<&[u8]>, count: usize, protocol: 
     reply.integer(count as i64);
     reply.finish()
 }
+
+/// Sends `raw` on the subscription connection, opening it first.
+pub(super) async fn subscribe(
+    subscriber: &mut Option<Box<Subscriber>>,
+    cluster: &Cluster,
+    protocol: Protocol,
+    raw: &[u8],
+) -> Result<(), BackendError> {
+    if subscriber.is_none() {
+        *subscriber = Some(Box::new(
+            Subscriber::open(cluster, protocol, Target::AnyMaster).await?,
+        ));
+    }
+    if let Some(sub) = subscriber.as_mut()
+        && sub.send(raw).await.is_err()
+    {
+        // The next read notices the broken connection and subscribes again elsewhere.
+        debug!("subscription connection failed on send");
+    }
+    Ok(())
+}
+
+/// The next frame from the subscription connection; never completes without one.
+pub(super) async fn next_push(
+    subscriber: &mut Option<Box<Subscriber>>,
+    cluster: &Cluster,
+) -> Bytes {
+    match subscriber {
+        Some(sub) => sub.next(cluster).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends `SSUBSCRIBE` on the connection to the master of `slot`, opening it if needed.
+pub(super) async fn shard_subscribe(
+    sharded: &mut Vec<Subscriber>,
+    cluster: &Cluster,
+    protocol: Protocol,
+    raw: &[u8],
+    slot: crate::cluster::Slot,
+) -> Result<(), BackendError> {
+    let target = Target::Slot(slot);
+    let owner = cluster.node_for(&target);
+    let existing = sharded
+        .iter_mut()
+        .find(|s| Some(s.addr()) == owner.as_ref());
+    let sub = match existing {
+        Some(sub) => sub,
+        None => {
+            sharded.push(Subscriber::open(cluster, protocol, target).await?);
+            match sharded.last_mut() {
+                Some(sub) => sub,
+                None => return Ok(()),
+            }
+        }
+    };
+    if sub.send(raw).await.is_err() {
+        debug!("sharded subscription connection failed on send");
+    }
+    Ok(())
+}
+
+/// Sends `SUNSUBSCRIBE` for `channels` (all when empty) to the connections holding them, and
+/// returns the confirmations the proxy makes itself for channels no connection holds.
+pub(super) async fn shard_unsubscribe(
+    sharded: &mut [Subscriber],
+    protocol: Protocol,
+    channels: &[Bytes],
+) -> BytesMut {
+    let mut local = BytesMut::new();
+    let total: usize = sharded.iter().map(|s| s.sharded().len()).sum();
+    if channels.is_empty() {
+        let mut any = false;
+        for sub in sharded.iter_mut().filter(|s| !s.sharded().is_empty()) {
+            any = true;
+            let mut payload = BytesMut::new();
+            crate::protocol::request::encode_command(&mut payload, &["SUNSUBSCRIBE"]);
+            let _ = sub.send(&payload).await;
+        }
+        if !any {
+            local.extend_from_slice(&confirmation("sunsubscribe", None, 0, protocol));
+        }
+        return local;
+    }
+    for sub in sharded.iter_mut() {
+        let mine: Vec<&Bytes> = channels
+            .iter()
+            .filter(|c| sub.sharded().contains(*c))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut args: Vec<&[u8]> = vec![b"SUNSUBSCRIBE"];
+        args.extend(mine.iter().map(|c| c.as_ref()));
+        let mut payload = BytesMut::new();
+        crate::protocol::request::encode_command(&mut payload, &args);
+        let _ = sub.send(&payload).await;
+    }
+    for channel in channels
+        .iter()
+        .filter(|c| !sharded.iter().any(|s| s.sharded().contains(*c)))
+    {
+        local.extend_from_slice(&confirmation(
+            "sunsubscribe",
+            Some(channel),
+            total,
+            protocol,
+        ));
+    }
+    local
+}
+
+/// The next frame from any sharded subscription connection.
+pub(super) async fn next_sharded(sharded: &mut [Subscriber], cluster: &Cluster) -> Bytes {
+    if sharded.is_empty() {
+        return std::future::pending().await;
+    }
+    let nexts = sharded.iter_mut().map(|s| Box::pin(s.next(cluster)));
+    futures_util::future::select_all(nexts).await.0
+}
