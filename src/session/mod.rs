@@ -68,7 +68,7 @@ pub struct ClientState {
     /// The slot of the keys under `WATCH`, if any.
     watched_slot: Option<crate::cluster::Slot>,
     /// The client's own backend connection, for blocking commands and transactions.
-    own: own::OwnConnection,
+    own: Option<own::OwnConnection>,
     /// Whether the client has (or has asked for) subscriptions.
     subscribed: bool,
     /// `RESET` was asked: drop subscriptions and the own connection.
@@ -150,7 +150,7 @@ impl ClientState {
             txn: None,
             watched_slot: None,
             last_write_slot: None,
-            own: own::OwnConnection::default(),
+            own: None,
             subscribed: false,
             reset: false,
             authenticated,
@@ -198,7 +198,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             own_running = false;
             match held.take() {
                 Some(Held::Own(op)) => {
-                    let own = Arc::clone(&state.own);
+                    // Made on first use: most clients never need a connection of their own.
+                    let own = Arc::clone(state.own.get_or_insert_with(Default::default));
                     let protocol = state.protocol;
                     let cluster = &cluster;
                     let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
@@ -307,7 +308,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             if state.reset {
                 state.reset = false;
                 subscriber = None;
-                if let Ok(mut own) = state.own.try_lock() {
+                if let Some(Ok(mut own)) = state.own.as_ref().map(|o| o.try_lock()) {
                     *own = None;
                 }
             }
@@ -327,16 +328,26 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         tokio::select! {
             biased;
             Some(first) = pending.next(), if !pending.is_empty() => {
-                outbuf.extend_from_slice(&first);
-                while let Some(Some(more)) = pending.next().now_or_never() {
-                    outbuf.extend_from_slice(&more);
-                }
-                if wr.write_all(&outbuf).await.is_err() {
+                // One reply ready: write the backend's bytes as they are, no copy. Several:
+                // gather them into one write.
+                let written = match pending.next().now_or_never() {
+                    Some(Some(second)) => {
+                        outbuf.extend_from_slice(&first);
+                        outbuf.extend_from_slice(&second);
+                        while let Some(Some(more)) = pending.next().now_or_never() {
+                            outbuf.extend_from_slice(&more);
+                        }
+                        let written = wr.write_all(&outbuf).await;
+                        outbuf.clear();
+                        if outbuf.capacity() > IDLE_READ_BUF_MAX {
+                            outbuf = BytesMut::new();
+                        }
+                        written
+                    }
+                    _ => wr.write_all(&first).await,
+                };
+                if written.is_err() {
                     break;
-                }
-                outbuf.clear();
-                if outbuf.capacity() > IDLE_READ_BUF_MAX {
-                    outbuf = BytesMut::new();
                 }
             }
             // While own-connection work holds the pipeline, keep reading a little so a client
