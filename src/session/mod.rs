@@ -3,6 +3,10 @@
 //! Requests are parsed as they arrive and each becomes a future in an ordered queue: a reply the
 //! proxy makes itself is ready at once, a routed one completes when its node answers. Replies
 //! are written in request order, batched into one write when several are ready.
+//!
+//! Work that needs a connection of the client's own (transactions, blocking commands, Pub/Sub)
+//! waits until every earlier reply is out and holds later requests until it is done, so the
+//! client's order holds across connections.
 
 mod dispatch;
 mod local;
@@ -10,7 +14,9 @@ mod own;
 mod pubsub;
 mod txn;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,14 +33,13 @@ use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::Proxy;
 use crate::{fanout, multikey};
-use std::future::Future;
-use std::pin::Pin;
 
 pub use dispatch::Action;
 
 /// Read buffer taken when bytes arrive; it grows for large requests.
 const READ_BUF: usize = 2 * 1024;
-/// Read buffer capacity kept while idle.
+/// Most bytes buffered ahead while own-connection work holds the pipeline; also the output
+/// buffer capacity kept between writes.
 const IDLE_READ_BUF_MAX: usize = 64 * 1024;
 
 /// A reply still being worked out on a path less common than a plain forward.
