@@ -4,7 +4,7 @@
 # standalone redis-servers as an outside reference proxy, all in the same run, alternating the
 # targets over several rounds and reporting medians.
 #
-# Usage: bash benches/load.sh            (every case, about 7 minutes on 2 cores)
+# Usage: bash benches/load.sh            (every case, about 8 minutes on 2 cores)
 #        CASES="set get" bash benches/load.sh
 #
 # Cases (CASES, any of these words, in any order; they always run in the order listed):
@@ -31,20 +31,23 @@
 #   PIPELINES="1 16"      pipeline depths (-P) for set and get
 #   MSET_REQUESTS=100000  MSET requests per run (each sets 10 keys)
 #   BIG_VALUE_SIZE=102400 BIG_KEYS=1000 BIG_REQUESTS=50000   the big case
-#   IDLE_CLIENTS=10000 IDLE_SETTLE_S=5 IDLE_CYCLES=2         the idle case
+#   IDLE_CLIENTS=10000 IDLE_SETTLE_S=10 IDLE_CYCLES=2        the idle case
+#   IDLE_PING=1           each idle connection is served one PING first; 0 sends nothing
 #   BENCH_TIMEOUT=300     seconds before one redis-benchmark run is abandoned
 #   PROXY_BIN=path        benchmark this respgate binary instead of building target/release/respgate
 #   KEEP_DATA_ON_FAILURE=1  keep the temporary directory (node logs, proxy logs) after a failure
 #   RESPGATE_*            passed on to respgate, which reads them as configuration overrides (so
 #                         no other variable here may start with RESPGATE_). The script sets
-#                         RESPGATE_SERVER__MAX_CLIENTS=20000 unless given, so that 10,000 clients
-#                         fit as they do in the redis-servers (started with --maxclients 20000).
+#                         RESPGATE_SERVER__MAX_CLIENTS=20000 and RESPGATE_SERVER__BACKLOG=1024
+#                         unless given, as it gives the redis-servers --maxclients 20000 and
+#                         --tcp-backlog 1024, so that 10,000 clients fit and queue alike everywhere.
 #
 # It starts a Redis Cluster of 3 masters + 3 replicas, and for twemproxy 3 standalone masters
 # each with one replica (so that writes cost the same replication work behind both proxies), all
 # on free loopback ports with their data in a temporary directory. It starts respgate in front of
 # the cluster and nutcracker (hash fnv1a_64, ketama, server_connections 1) in front of the
-# standalone masters, checks that both route correctly, and runs the cases. For each proxy run it
+# standalone masters (every server and both proxies with a listen backlog of 1024 and room for
+# 20,000 clients), checks that both route correctly, and runs the cases. For each proxy run it
 # records the proxy's CPU time (utime+stime from /proc) per million requests and its resident
 # memory after the run and at peak (sampled every 0.2 s). Results: tables on stdout, one CSV row
 # per case in target/bench/load-<date>.csv, every single run in target/bench/load-<date>-runs.csv,
@@ -67,8 +70,9 @@ BIG_VALUE_SIZE=${BIG_VALUE_SIZE:-102400}
 BIG_KEYS=${BIG_KEYS:-1000}
 BIG_REQUESTS=${BIG_REQUESTS:-50000}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
-IDLE_SETTLE_S=${IDLE_SETTLE_S:-5}
+IDLE_SETTLE_S=${IDLE_SETTLE_S:-10}
 IDLE_CYCLES=${IDLE_CYCLES:-2}
+IDLE_PING=${IDLE_PING:-1}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -77,6 +81,9 @@ OUT_DIR=$TARGET_DIR/bench
 STAMP=$(date +%Y%m%d-%H%M%S)
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# The work tree's revision at the start ("-dirty": tracked files had uncommitted changes).
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)
+if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then REV=$REV-dirty; fi
 NODES=6       # cluster: 3 masters, 3 replicas
 TWEM_NODES=6  # twemproxy's servers: 3 standalone masters, each with a replica
 
@@ -91,6 +98,7 @@ for n in REQUESTS PIPELINED_REQUESTS MANY_REQUESTS CLIENTS KEYSPACE VALUE_SIZE R
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
 done
 for p in $PIPELINES; do [[ $p =~ ^[1-9][0-9]*$ ]] || die "PIPELINES holds '$p'"; done
+[[ $IDLE_PING == 0 || $IDLE_PING == 1 ]] || die "IDLE_PING must be 0 or 1, got '$IDLE_PING'"
 for t in $TARGETS; do
     [[ $t == direct || $t == proxy || $t == twemproxy ]] \
         || die "TARGETS may hold 'direct', 'proxy' and 'twemproxy', got '$t'"
@@ -185,6 +193,9 @@ ulimit -n "$(ulimit -Hn)"
 ((most_clients + 200 <= $(ulimit -n))) \
     || die "open-file limit $(ulimit -n) is too low for $most_clients clients"
 MAXCLIENTS=$((most_clients * 2 > 20000 ? most_clients * 2 : 20000))
+# Listen backlog of every server and proxy: respgate's default, given to redis-server (default
+# 511) and nutcracker (default 512) too, so that 10,000 clients connecting at once queue alike.
+BACKLOG=1024
 
 BIN=${PROXY_BIN:-}
 if want proxy && [[ -z $BIN ]]; then
@@ -236,7 +247,7 @@ start_redis() {
     mkdir -p "$DATA_DIR/$p"
     redis-server --port "$p" --bind 127.0.0.1 --protected-mode no --daemonize no \
         --dir "$DATA_DIR/$p" --logfile "$DATA_DIR/$p/redis.log" --maxclients "$MAXCLIENTS" \
-        --save '' --appendonly no "$@" &
+        --tcp-backlog "$BACKLOG" --save '' --appendonly no "$@" &
     PIDS+=($!)
 }
 # wait_redis PORT PID: until it answers PING; dies if it exited.
@@ -309,7 +320,7 @@ if want twemproxy; then
         echo "  server_connections: 1"
         echo "  preconnect: true"
         echo "  auto_eject_hosts: false"
-        echo "  backlog: 1024"
+        echo "  backlog: $BACKLOG"
         echo "  servers:"
         for ((i = 0; i < half; i++)); do echo "   - 127.0.0.1:${TWEM_NODE_PORTS[i]}:1 s$i"; done
     } >"$TWEM_CONF"
@@ -342,6 +353,7 @@ fi
 if want proxy; then
     log "starting respgate on 127.0.0.1:$PROXY_PORT"
     RESPGATE_SERVER__MAX_CLIENTS=${RESPGATE_SERVER__MAX_CLIENTS:-$MAXCLIENTS} \
+        RESPGATE_SERVER__BACKLOG=${RESPGATE_SERVER__BACKLOG:-$BACKLOG} \
         RUST_LOG=warn NO_COLOR=1 "$BIN" --listen "127.0.0.1:$PROXY_PORT" \
         --cluster "$(IFS=,; echo "${seeds[*]}")" >"$DATA_DIR/respgate.log" 2>&1 &
     PROXY_PID=$!
@@ -545,8 +557,6 @@ mkdir -p "$OUT_DIR"
 CSV=$OUT_DIR/load-$STAMP.csv
 RUNS_CSV=$OUT_DIR/load-$STAMP-runs.csv
 IDLE_CSV=$OUT_DIR/load-$STAMP-idle.csv
-REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then REV=$REV-dirty; fi
 echo "case,target,round,requests,rps,p50_ms,p99_ms,proxy_cpu_s_per_1m,proxy_rss_kib,proxy_peak_rss_kib,get_miss_pct" >"$RUNS_CSV"
 
 # Each case: "name;title;requests;clients;keyspace;value_bytes;redis-benchmark arguments".
@@ -577,14 +587,17 @@ FAILED=0
 # IDLE_SETTLE_S seconds after the holder closed them all. A second cycle tells memory the
 # allocator kept for reuse (its RSS with the clients open is no higher than the first's) from
 # memory lost (it climbs again).
-echo "date,git_rev,target,cycle,clients,rss_before_kib,rss_open_kib,rss_after_kib,kib_per_connection,returned_pct,connect_s" >"$IDLE_CSV"
 idle_case() {
     local target=$1 cycle=$2 pid port before open after out=$DATA_DIR/idle.out rc=0 line secs per returned
     pid=$(target_pid "$target")
     if [[ $target == proxy ]]; then port=$PROXY_PORT; else port=$TWEM_PORT; fi
     before=$(rss_kib "$pid")
     log "idle: $IDLE_CLIENTS connections to $target, cycle $cycle/$IDLE_CYCLES"
-    python3 "$ROOT/benches/idle_clients.py" --port "$port" --clients "$IDLE_CLIENTS" \
+    # Remove the last cycle's output first: the holder truncates it only once it runs.
+    rm -f "$out" "$DATA_DIR/idle.err"
+    local ping=()
+    [[ $IDLE_PING == 1 ]] || ping=(--no-ping)
+    python3 "$ROOT/benches/idle_clients.py" --port "$port" --clients "$IDLE_CLIENTS" "${ping[@]}" \
         --hold-s "$BENCH_TIMEOUT" >"$out" 2>"$DATA_DIR/idle.err" </dev/null &
     IDLE_PID=$!
     holder_ready() { grep -q '^ready' "$out" || ! alive "$IDLE_PID"; }
@@ -603,9 +616,13 @@ idle_case() {
         cat "$DATA_DIR/idle.err" >&2
         FAILED=$((FAILED + 1))
     fi
-    sleep "$IDLE_SETTLE_S"
+    # RSS each second while the proxy settles, for the log: memory may come back in steps.
+    local series=() i
+    for ((i = 0; i < IDLE_SETTLE_S; i++)); do series+=("$(mib "$(rss_kib "$pid")")"); sleep 1; done
     check_alive "$target"
     after=$(rss_kib "$pid")
+    log "idle: $target RSS (MiB) each second after the close: ${series[*]} $(mib "$after")"
+    log "idle: $IDLE_SETTLE_S s after closing, $target holds $(ss -Htn "sport = :$port" | wc -l) client sockets"
     secs=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<"$line")
     per=$(awk -v o="$open" -v b="$before" -v n="$IDLE_CLIENTS" 'BEGIN { printf "%.2f", (o - b) / n }')
     returned=$(awk -v o="$open" -v b="$before" -v a="$after" \
@@ -615,6 +632,7 @@ idle_case() {
 # First, while the proxies have served no load yet, so that what the load cases leave behind
 # (buffers the allocator keeps) does not blur the per-connection figure.
 if want_case idle; then
+    echo "date,git_rev,target,cycle,clients,rss_before_kib,rss_open_kib,rss_after_kib,kib_per_connection,returned_pct,connect_s" >"$IDLE_CSV"
     for t in proxy twemproxy; do
         want "$t" || continue
         for cycle in $(seq "$IDLE_CYCLES"); do idle_case "$t" "$cycle"; done
@@ -721,10 +739,11 @@ table case direct_rps proxy_rps proxy_over_direct twem_rps twem_over_direct \
 echo
 echo "Proxy cost (CPU seconds per million requests; RSS after the case's runs and peak during them)"
 table case proxy_cpu_s_per_1m_req twem_cpu_s_per_1m_req proxy_rss_mib proxy_peak_rss_mib twem_rss_mib twem_peak_rss_mib
-misses=$(awk -F',' 'NR > 1 && $11 != "NA" && $11 + 0 > 1 { printf "%s%s %s %s%%", sep, $1, $2, $11; sep = ", " }' "$RUNS_CSV")
+misses=$(awk -F',' 'NR > 1 && $11 != "NA" && $11 + 0 > 5 {
+                      printf "%s%s %s round %s: %s%%", sep, $1, $2, $3, $11; sep = ", " }' "$RUNS_CSV")
 if [[ -n $misses ]]; then
     echo
-    echo "note: GET runs that missed more than 1% of keys: $misses"
+    echo "note: GET runs that found no value for more than 5% of keys: $misses"
 fi
 # redis-benchmark --cluster runs one thread per master, and a thread whose clients are done only
 # notices the end on its next 250 ms timer tick, so a direct run's time is rounded up by as much
@@ -735,16 +754,19 @@ if [[ -n $SHORT ]]; then
     echo "      redis-benchmark --cluster ends a run on a 250 ms timer tick, so direct rps may be"
     echo "      understated by up to 0.25 s / run time: raise the requests for runs of 5 s or more."
 fi
-if want_case idle; then
+if want_case idle && { want proxy || want twemproxy; }; then
     echo
-    echo "Idle connections ($IDLE_CLIENTS, each served one PING, then idle; RSS in MiB)"
+    if [[ $IDLE_PING == 1 ]]; then served="each served one PING, then idle"; else served="nothing sent"; fi
+    echo "Idle connections ($IDLE_CLIENTS, $served; RSS in MiB)"
     awk -F',' -v s="$IDLE_SETTLE_S" '
         NR == 1 { print "target,cycle,rss_before,rss_open,rss_" s "s_after_close,kib_per_connection,returned_pct,connect_s"; next }
         { printf "%s,%s,%.1f,%.1f,%.1f,%s,%s,%s\n", ($3 == "proxy" ? "respgate" : $3), $4, $6 / 1024,
                  $7 / 1024, $8 / 1024, $9, $10, $11 }' "$IDLE_CSV" | { column -s, -t 2>/dev/null || tr ',' '\t'; }
 fi
-echo
-echo "RSS in MiB: with no client yet, at peak (VmHWM), and ${IDLE_SETTLE_S} s after the last load case"
+if want proxy || want twemproxy; then
+    echo
+    echo "RSS in MiB: with no client yet, at peak (VmHWM), and ${IDLE_SETTLE_S} s after the last load case"
+fi
 if want proxy; then
     echo "  respgate   $(mib "$RSS_START_PROXY")  $(mib "$(hwm_kib "$PROXY_PID")")  $(mib "$RSS_END_PROXY")"
 fi
