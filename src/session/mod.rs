@@ -26,6 +26,7 @@ use futures_util::future::{Either, FutureExt, ready};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::debug;
 
 use crate::clients::Registered;
@@ -165,29 +166,93 @@ impl ClientState {
     }
 }
 
+/// What the active phase of a session ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Nothing owed: wait cheaply for the client's next bytes.
+    Idle,
+    /// Close the connection.
+    Close,
+}
+
+/// What a session keeps while its client is idle.
+struct Conn<'a> {
+    state: ClientState,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    inbuf: BytesMut,
+    last_activity: tokio::time::Instant,
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle_timeout: Option<Duration>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    parser: RequestParser,
+    max_pipeline: usize,
+    proxy: &'a Proxy,
+    cluster: &'a crate::cluster::Cluster,
+}
+
 /// Serves one client until it quits, disconnects or breaks the protocol.
+///
+/// While the client is idle the session waits in a small future; when bytes arrive it runs
+/// [`active`] (boxed, freed again when nothing is owed), so ten thousand idle clients cost
+/// little memory.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let Some(cluster) = proxy.default_cluster().cloned() else {
         return;
     };
     let server = &proxy.config.server;
-    let parser = RequestParser::new(server.proto_max_bulk_len, server.max_multibulk_len);
-    let max_pipeline = server.max_pipeline;
     let idle_timeout = (server.client_idle_timeout_s > 0)
         .then(|| Duration::from_secs(server.client_idle_timeout_s));
     let id = proxy.next_client_id();
     let local = stream.local_addr().unwrap_or(proxy.listen_addr);
     let registered = proxy.clients.register(id, peer, local);
-    let mut state = ClientState::new(id, peer, server.password.is_empty(), registered);
-    let (rd, mut wr) = stream.into_split();
-    // No read buffer while idle: it is taken when bytes arrive and given back once they are
-    // parsed, so an idle client costs little memory.
-    let mut inbuf = BytesMut::new();
+    let (rd, wr) = stream.into_split();
+    let mut c = Conn {
+        state: ClientState::new(id, peer, server.password.is_empty(), registered),
+        rd,
+        wr,
+        // No read buffer while idle: it is taken when bytes arrive and given back once they
+        // are parsed.
+        inbuf: BytesMut::new(),
+        last_activity: tokio::time::Instant::now(),
+        // Only sessions with an idle timeout carry a timer, allocated once.
+        idle_timer: idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+        idle_timeout,
+        shutdown: proxy.shutdown.clone(),
+        parser: RequestParser::new(server.proto_max_bulk_len, server.max_multibulk_len),
+        max_pipeline: server.max_pipeline,
+        proxy: &proxy,
+        cluster: &cluster,
+    };
+    loop {
+        if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
+            timer.as_mut().reset(c.last_activity + timeout);
+        }
+        let woke = tokio::select! {
+            readable = c.rd.readable() => readable.is_ok(),
+            _ = c.state.registered.handle.kill.notified() => {
+                debug!(client = c.state.id, "killed by CLIENT KILL");
+                false
+            }
+            _ = c.shutdown.changed() => false,
+            _ = idle(&mut c.idle_timer) => {
+                debug!(client = c.state.id, "idle timeout; closing");
+                false
+            }
+        };
+        if !woke || Box::pin(active(&mut c)).await == Flow::Close {
+            break;
+        }
+    }
+    let _ = c.wr.shutdown().await;
+}
+
+/// The client has sent bytes: read, answer and route requests, and write replies, until
+/// nothing is owed ([`Flow::Idle`]) or the connection must close.
+async fn active(c: &mut Conn<'_>) -> Flow {
     let mut outbuf = BytesMut::new();
     let mut pending = FuturesOrdered::new();
     let mut closing = false;
-    let mut last_activity = tokio::time::Instant::now();
-    let mut shutdown = proxy.shutdown.clone();
     // Work on the client's own connections runs alone: it waits until every earlier reply is
     // out (`held`), and nothing after it starts until it is done (`own_running`).
     let mut held: Option<Held> = None;
@@ -195,8 +260,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let mut subscriber: Option<Box<pubsub::Subscriber>> = None;
     // Sharded subscriptions: one connection per master whose slots hold the channels.
     let mut sharded: Vec<pubsub::Subscriber> = Vec::new();
-    // Only sessions with an idle timeout carry a timer, allocated once.
-    let mut idle_timer = idle_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+    // The idle wait saw the socket readable: take what is there first.
+    if c.inbuf.capacity() - c.inbuf.len() < READ_BUF / 4 {
+        c.inbuf.reserve(READ_BUF);
+    }
+    match c.rd.try_read_buf(&mut c.inbuf) {
+        Ok(0) => return Flow::Close,
+        Ok(_) => note_activity(c),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(_) => return Flow::Close,
+    }
 
     loop {
         if pending.is_empty() {
@@ -204,18 +277,18 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             match held.take() {
                 Some(Held::Own(op)) => {
                     // Made on first use: most clients never need a connection of their own.
-                    let own = Arc::clone(state.own.get_or_insert_with(Default::default));
-                    let protocol = state.protocol;
-                    let cluster = &cluster;
+                    let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
+                    let protocol = c.state.protocol;
+                    let cluster = c.cluster;
                     let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
                     pending.push_back(Either::Right(Either::Right(future)));
                     own_running = true;
                 }
                 Some(Held::Subscribe(raw)) => {
                     if let Err(error) =
-                        pubsub::subscribe(&mut subscriber, &cluster, state.protocol, &raw).await
+                        pubsub::subscribe(&mut subscriber, c.cluster, c.state.protocol, &raw).await
                     {
-                        state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed());
+                        c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed());
                         pending.push_back(Either::Left(ready(reply::error(&format!(
                             "ERR respgate: {error}"
                         )))));
@@ -224,14 +297,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 Some(Held::ShardSubscribe { raw, slot }) => {
                     let sent = Box::pin(pubsub::shard_subscribe(
                         &mut sharded,
-                        &cluster,
-                        state.protocol,
+                        c.cluster,
+                        c.state.protocol,
                         &raw,
                         slot,
                     ))
                     .await;
                     if let Err(error) = sent {
-                        state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed())
+                        c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed())
                             || sharded.iter().any(|s| s.is_subscribed());
                         pending.push_back(Either::Left(ready(reply::error(&format!(
                             "ERR respgate: {error}"
@@ -240,7 +313,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 }
                 Some(Held::ShardUnsubscribe(channels)) => {
                     let local =
-                        pubsub::shard_unsubscribe(&mut sharded, state.protocol, &channels).await;
+                        pubsub::shard_unsubscribe(&mut sharded, c.state.protocol, &channels).await;
                     if !local.is_empty() {
                         pending.push_back(Either::Left(ready(local.freeze())));
                     }
@@ -249,23 +322,23 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             }
         }
         // Parse what is buffered, up to the pipeline limit.
-        while !closing && !own_running && held.is_none() && pending.len() < max_pipeline {
-            let request = match parser.parse(&mut inbuf) {
+        while !closing && !own_running && held.is_none() && pending.len() < c.max_pipeline {
+            let request = match c.parser.parse(&mut c.inbuf) {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(error) => {
-                    debug!(client = state.id, %error, "protocol error; closing");
+                    debug!(client = c.state.id, %error, "protocol error; closing");
                     metrics::counter!(m::PROTOCOL_ERRORS).increment(1);
                     pending.push_back(Either::Left(ready(reply::error(&format!("ERR {error}")))));
                     closing = true;
                     break;
                 }
             };
-            proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
-            let (protocol, affinity) = (state.protocol, state.affinity);
-            let cluster = &cluster;
-            let action = dispatch::dispatch(&mut state, &proxy, cluster, request);
-            if state.silenced() {
+            c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+            let (protocol, affinity) = (c.state.protocol, c.state.affinity);
+            let cluster = c.cluster;
+            let action = dispatch::dispatch(&mut c.state, c.proxy, cluster, request);
+            if c.state.silenced() {
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
                 let action = Box::pin(silently(cluster, action, protocol, affinity));
                 let future: Slow<'_> = action;
@@ -310,25 +383,35 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 }
                 Action::ShardUnsubscribe(channels) => held = Some(Held::ShardUnsubscribe(channels)),
             }
-            if state.reset {
-                state.reset = false;
+            if c.state.reset {
+                c.state.reset = false;
                 subscriber = None;
-                if let Some(Ok(mut own)) = state.own.as_ref().map(|o| o.try_lock()) {
+                if let Some(Ok(mut own)) = c.state.own.as_ref().map(|o| o.try_lock()) {
                     *own = None;
                 }
             }
         }
-        if inbuf.is_empty() && inbuf.capacity() > 0 {
-            inbuf = BytesMut::new();
+        if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
+            c.inbuf = BytesMut::new();
         }
         if closing && pending.is_empty() {
-            break;
+            return Flow::Close;
+        }
+        // Nothing owed and nothing to wait for: hand back to the cheap idle wait, dropping this
+        // phase's c.state (its future, the reply queue) so an idle client costs little memory.
+        if pending.is_empty()
+            && held.is_none()
+            && subscriber.is_none()
+            && sharded.is_empty()
+            && !closing
+        {
+            return Flow::Idle;
         }
         if held.is_some() && pending.is_empty() {
             continue;
         }
-        if let (Some(timer), Some(timeout)) = (idle_timer.as_mut(), idle_timeout) {
-            timer.as_mut().reset(last_activity + timeout);
+        if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
+            timer.as_mut().reset(c.last_activity + timeout);
         }
         tokio::select! {
             biased;
@@ -342,75 +425,80 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                         while let Some(Some(more)) = pending.next().now_or_never() {
                             outbuf.extend_from_slice(&more);
                         }
-                        let written = wr.write_all(&outbuf).await;
+                        let written = c.wr.write_all(&outbuf).await;
                         outbuf.clear();
                         if outbuf.capacity() > IDLE_READ_BUF_MAX {
                             outbuf = BytesMut::new();
                         }
                         written
                     }
-                    _ => wr.write_all(&first).await,
+                    _ => c.wr.write_all(&first).await,
                 };
                 if written.is_err() {
-                    break;
+                    return Flow::Close;
                 }
             }
             // While own-connection work holds the pipeline, keep reading a little so a client
             // that goes away is noticed (and its blocked backend connection closed).
-            readable = rd.readable(), if !closing
-                && pending.len() < max_pipeline
-                && (!(own_running || held.is_some()) || inbuf.len() < IDLE_READ_BUF_MAX) => {
+            readable = c.rd.readable(), if !closing
+                && pending.len() < c.max_pipeline
+                && (!(own_running || held.is_some()) || c.inbuf.len() < IDLE_READ_BUF_MAX) => {
                 if readable.is_err() {
-                    break;
+                    return Flow::Close;
                 }
-                if inbuf.capacity() - inbuf.len() < READ_BUF / 4 {
-                    inbuf.reserve(READ_BUF);
+                if c.inbuf.capacity() - c.inbuf.len() < READ_BUF / 4 {
+                    c.inbuf.reserve(READ_BUF);
                 }
-                match rd.try_read_buf(&mut inbuf) {
+                match c.rd.try_read_buf(&mut c.inbuf) {
                     // The client is gone; its commands already sent still run on the nodes.
-                    Ok(0) => break,
-                    Ok(_) => {
-                        last_activity = tokio::time::Instant::now();
-                        let since = state.handle().connected_at.elapsed().as_millis() as u64;
-                        state.handle().last_active_ms.store(since, Ordering::Relaxed);
-                    }
+                    Ok(0) => return Flow::Close,
+                    Ok(_) => note_activity(c),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break,
+                    Err(_) => return Flow::Close,
                 }
             }
-            _ = shutdown.changed(), if !closing => {
+            _ = c.shutdown.changed(), if !closing => {
                 // The proxy is draining: finish what is owed, then close.
                 closing = true;
             }
-            _ = state.registered.handle.kill.notified() => {
-                debug!(client = state.id, "killed by CLIENT KILL");
-                break;
+            _ = c.state.registered.handle.kill.notified() => {
+                debug!(client = c.state.id, "killed by CLIENT KILL");
+                return Flow::Close;
             }
-            frame = pubsub::next_sharded(&mut sharded, &cluster), if !sharded.is_empty() => {
+            frame = pubsub::next_sharded(&mut sharded, c.cluster), if !sharded.is_empty() => {
                 let total = sharded.iter().map(|s| s.sharded().len()).sum();
-                let frame = pubsub::with_sharded_count(frame, total, state.protocol);
-                if wr.write_all(&frame).await.is_err() {
-                    break;
+                let frame = pubsub::with_sharded_count(frame, total, c.state.protocol);
+                if c.wr.write_all(&frame).await.is_err() {
+                    return Flow::Close;
                 }
                 sharded.retain(|s| s.is_subscribed());
-                state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed()) || !sharded.is_empty();
+                c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed()) || !sharded.is_empty();
             }
-            frame = pubsub::next_push(&mut subscriber, &cluster) => {
-                if wr.write_all(&frame).await.is_err() {
-                    break;
+            frame = pubsub::next_push(&mut subscriber, c.cluster) => {
+                if c.wr.write_all(&frame).await.is_err() {
+                    return Flow::Close;
                 }
                 if !subscriber.as_ref().is_some_and(|s| s.is_subscribed()) {
                     subscriber = None;
                 }
-                state.subscribed = subscriber.is_some() || !sharded.is_empty();
+                c.state.subscribed = subscriber.is_some() || !sharded.is_empty();
             }
-            _ = idle(&mut idle_timer), if pending.is_empty() && !closing && subscriber.is_none() => {
-                debug!(client = state.id, "idle timeout; closing");
-                break;
+            _ = idle(&mut c.idle_timer), if pending.is_empty() && !closing && subscriber.is_none() => {
+                debug!(client = c.state.id, "idle timeout; closing");
+                return Flow::Close;
             }
         }
     }
-    let _ = wr.shutdown().await;
+}
+
+/// Records that the client sent something, for the idle timeout and `CLIENT LIST`.
+fn note_activity(c: &mut Conn<'_>) {
+    c.last_activity = tokio::time::Instant::now();
+    let since = c.state.handle().connected_at.elapsed().as_millis() as u64;
+    c.state
+        .handle()
+        .last_active_ms
+        .store(since, Ordering::Relaxed);
 }
 
 /// Runs `action` for a client that asked for no replies, and drops its reply.
