@@ -261,14 +261,8 @@ async fn active(c: &mut Conn<'_>) -> Flow {
     // Sharded subscriptions: one connection per master whose slots hold the channels.
     let mut sharded: Vec<pubsub::Subscriber> = Vec::new();
     // The idle wait saw the socket readable: take what is there first.
-    if c.inbuf.capacity() - c.inbuf.len() < READ_BUF / 4 {
-        c.inbuf.reserve(READ_BUF);
-    }
-    match c.rd.try_read_buf(&mut c.inbuf) {
-        Ok(0) => return Flow::Close,
-        Ok(_) => note_activity(c),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        Err(_) => return Flow::Close,
+    if client_gone(c) {
+        return Flow::Close;
     }
 
     loop {
@@ -443,18 +437,8 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             readable = c.rd.readable(), if !closing
                 && pending.len() < c.max_pipeline
                 && (!(own_running || held.is_some()) || c.inbuf.len() < IDLE_READ_BUF_MAX) => {
-                if readable.is_err() {
+                if readable.is_err() || client_gone(c) {
                     return Flow::Close;
-                }
-                if c.inbuf.capacity() - c.inbuf.len() < READ_BUF / 4 {
-                    c.inbuf.reserve(READ_BUF);
-                }
-                match c.rd.try_read_buf(&mut c.inbuf) {
-                    // The client is gone; its commands already sent still run on the nodes.
-                    Ok(0) => return Flow::Close,
-                    Ok(_) => note_activity(c),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return Flow::Close,
                 }
             }
             _ = c.shutdown.changed(), if !closing => {
@@ -488,6 +472,22 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 return Flow::Close;
             }
         }
+    }
+}
+
+/// Reads what the client has sent into the input buffer, without waiting; true when the
+/// client is gone (its commands already sent still run on the nodes).
+fn client_gone(c: &mut Conn<'_>) -> bool {
+    if c.inbuf.capacity() - c.inbuf.len() < READ_BUF / 4 {
+        c.inbuf.reserve(READ_BUF);
+    }
+    match c.rd.try_read_buf(&mut c.inbuf) {
+        Ok(0) => true,
+        Ok(_) => {
+            note_activity(c);
+            false
+        }
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
     }
 }
 
