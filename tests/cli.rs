@@ -10,6 +10,18 @@ fn respgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_respgate"))
 }
 
+/// Runs `respgate --check-config` on a file holding `toml`.
+fn check_config(toml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("respgate.toml");
+    std::fs::write(&path, toml).expect("write");
+    respgate()
+        .arg("--check-config")
+        .arg(&path)
+        .output()
+        .expect("run respgate")
+}
+
 #[test]
 fn example_config_is_valid_and_states_every_default() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/respgate.toml");
@@ -37,18 +49,9 @@ fn example_config_is_valid_and_states_every_default() {
 
 #[test]
 fn check_config_lists_every_problem_with_its_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let output = check_config(
         "[server]\nlisten = \"not-an-address\"\nmax_pipeline = 0\n[clusters.default]\nseeds = [\"nohost\"]\nrequest_timeout_ms = 0\n",
-    )
-    .expect("write");
-    let output = respgate()
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .expect("run respgate");
+    );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for key in [
@@ -66,14 +69,7 @@ fn check_config_lists_every_problem_with_its_key() {
 
 #[test]
 fn check_config_rejects_unknown_keys() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("typo.toml");
-    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").expect("write");
-    let output = respgate()
-        .arg("--check-config")
-        .arg(&path)
-        .output()
-        .expect("run respgate");
+    let output = check_config("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
 }

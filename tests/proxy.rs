@@ -33,6 +33,28 @@ fn key_per_slot() -> Vec<String> {
         .collect()
 }
 
+/// Writes `count` keys (`{tag}:i` = `v-{tag}:i`) through `client`, all in the slot of `tag`;
+/// returns them, the slot, its owner and another master to move it to.
+fn keys_in_a_slot_to_move(
+    cluster: &RedisCluster,
+    client: &mut redis::Connection,
+    tag: &str,
+    count: usize,
+) -> (Vec<String>, u16, u16, u16) {
+    let keys = keys_in_slot_of(tag, count);
+    for key in &keys {
+        let _: () = client.set(key, format!("v-{key}")).expect("SET");
+    }
+    let slot = Slot::for_key(tag.as_bytes()).get();
+    let from = cluster.slot_owner(slot);
+    let to = *cluster
+        .master_ports()
+        .iter()
+        .find(|&&p| p != from)
+        .expect("another master");
+    (keys, slot, from, to)
+}
+
 /// Keys of the form `{tag}:i` all in the slot of `tag`.
 fn keys_in_slot_of(tag: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{{{tag}}}:{i}")).collect()
@@ -117,12 +139,8 @@ fn ten_thousand_command_pipeline_replies_in_order() {
 fn moved_during_migration_is_hidden_from_client() {
     let cluster = RedisCluster::start(3, 1);
     let proxy = Proxy::start(&cluster.seeds());
-    let keys = keys_in_slot_of("migrating", 200);
-    let slot = Slot::for_key(b"migrating").get();
     let mut client = proxy.client();
-    for key in &keys {
-        let _: () = client.set(key, format!("v-{key}")).expect("SET");
-    }
+    let (keys, slot, from, to) = keys_in_a_slot_to_move(&cluster, &mut client, "migrating", 200);
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let reader = {
@@ -141,12 +159,6 @@ fn moved_during_migration_is_hidden_from_client() {
             }
         })
     };
-    let from = cluster.slot_owner(slot);
-    let to = *cluster
-        .master_ports()
-        .iter()
-        .find(|&&p| p != from)
-        .expect("another master");
     std::thread::sleep(Duration::from_millis(200));
     cluster.begin_migration(slot, from, to);
     std::thread::sleep(Duration::from_millis(200));
@@ -175,18 +187,8 @@ fn moved_during_migration_is_hidden_from_client() {
 fn ask_during_migration_is_followed() {
     let cluster = RedisCluster::start(3, 0);
     let proxy = Proxy::start(&cluster.seeds());
-    let keys = keys_in_slot_of("asking", 10);
-    let slot = Slot::for_key(b"asking").get();
     let mut client = proxy.client();
-    for key in &keys {
-        let _: () = client.set(key, format!("v-{key}")).expect("SET");
-    }
-    let from = cluster.slot_owner(slot);
-    let to = *cluster
-        .master_ports()
-        .iter()
-        .find(|&&p| p != from)
-        .expect("another master");
+    let (keys, slot, from, to) = keys_in_a_slot_to_move(&cluster, &mut client, "asking", 10);
     cluster.begin_migration(slot, from, to);
     // Move only the first five keys: the source answers ASK for those.
     let mut migrate = vec!["MIGRATE", "127.0.0.1"];
