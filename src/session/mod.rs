@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, ready};
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::debug;
@@ -481,13 +481,18 @@ fn client_gone(c: &mut Conn<'_>) -> bool {
     if c.inbuf.capacity() - c.inbuf.len() < READ_BUF / 4 {
         c.inbuf.reserve(READ_BUF);
     }
-    match c.rd.try_read_buf(&mut c.inbuf) {
-        Ok(0) => true,
-        Ok(_) => {
+    // Polled once rather than `try_read`: tokio clears the socket's readiness after a short
+    // read, so the next wait needs no extra `recv` that would only answer EAGAIN, and a socket
+    // already known to be drained costs no syscall at all. That is one syscall of about four
+    // per request at pipeline 1.
+    match c.rd.read_buf(&mut c.inbuf).now_or_never() {
+        Some(Ok(0)) => true,
+        Some(Ok(_)) => {
             note_activity(c);
             false
         }
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        Some(Err(e)) => e.kind() != std::io::ErrorKind::WouldBlock,
+        None => false,
     }
 }
 
