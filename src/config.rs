@@ -30,7 +30,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: String,
-    /// Worker threads; 0 means one per CPU core.
+    /// Worker threads serving clients, each with its own event loop and backend connections;
+    /// 0 means one per CPU core.
     pub threads: usize,
     /// Listen backlog.
     pub backlog: u32,
@@ -109,7 +110,8 @@ pub struct ClusterConfig {
     pub password: String,
     /// Where read-only commands go: `master`, `prefer-replica` or `replica`.
     pub read_from: ReadFrom,
-    /// Long-lived connections per node and protocol, shared by all clients.
+    /// Long-lived connections per node and protocol for each worker thread, shared by that
+    /// worker's clients.
     pub connections_per_node: usize,
     /// Most requests queued or in flight on one backend connection.
     pub max_inflight_per_connection: usize,
@@ -142,7 +144,7 @@ impl Default for ClusterConfig {
             username: String::new(),
             password: String::new(),
             read_from: ReadFrom::Master,
-            connections_per_node: 2,
+            connections_per_node: 1,
             max_inflight_per_connection: 8192,
             connect_timeout_ms: 1000,
             request_timeout_ms: 5000,
@@ -395,7 +397,7 @@ mod tests {
         let config = Config::load_from(None, &[], &overrides).unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:7777");
         assert_eq!(config.clusters[DEFAULT_CLUSTER].seeds.len(), 2);
-        assert_eq!(config.clusters[DEFAULT_CLUSTER].connections_per_node, 2);
+        assert_eq!(config.clusters[DEFAULT_CLUSTER].connections_per_node, 1);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! # Layout
 //! A request flows one way through these modules:
 //!
-//! - [`server`]: accepts clients (socket options, client limit) and starts a session each.
+//! - [`server`]: accepts clients (socket options, client limit) and starts a session each on
+//!   one of the [`workers`], single-threaded runtimes that each own their backend connections.
 //! - [`session`]: one client's loop; parses requests with [`protocol`], answers the proxy's own
 //!   commands, and keeps replies in request order.
 //! - [`command`]: the command table from the backend's `COMMAND`, with key positions.
@@ -29,6 +30,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{bind, run};

@@ -80,11 +80,11 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.server.threads > 0 {
-        runtime.worker_threads(config.server.threads);
-    }
-    let runtime = runtime.enable_all().build()?;
+    // This runtime accepts clients, refreshes the topology and serves the admin endpoint;
+    // sessions run on `server.threads` worker threads of their own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let addr: SocketAddr = config.server.listen.parse()?;
         let listener = respgate::bind(addr, config.server.backlog)

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
 use crate::config::{Config, DEFAULT_CLUSTER};
+use crate::workers::WorkerSet;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -46,16 +47,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster.
+    /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster,
+    /// with backend connections for each of `workers`.
     pub fn new(
         config: Config,
         listen_addr: SocketAddr,
         shutdown: watch::Receiver<bool>,
+        workers: WorkerSet,
     ) -> Arc<Proxy> {
         let clusters = config
             .clusters
             .iter()
-            .map(|(name, c)| Cluster::new(name, c.clone()))
+            .map(|(name, c)| Cluster::new(name, c.clone(), workers.clone()))
             .collect();
         Arc::new(Proxy {
             config,

@@ -15,6 +15,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::session;
+use crate::workers::Workers;
 
 /// Binds the client listener with address reuse and the configured backlog.
 pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
@@ -34,7 +35,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let proxy = Proxy::new(config, local, stop_rx.clone());
+    let workers = Workers::start(worker_threads(config.server.threads))?;
+    let proxy = Proxy::new(config, local, stop_rx.clone(), workers.set().clone());
     let refreshers: Vec<_> = proxy
         .clusters
         .iter()
@@ -58,7 +60,12 @@ pub async fn run(
             }
         }
     }
-    info!(listen = %local, clusters = proxy.clusters.len(), "listening");
+    info!(
+        listen = %local,
+        clusters = proxy.clusters.len(),
+        threads = workers.set().len(),
+        "listening"
+    );
     let keepalive = proxy.config.server.tcp_keepalive_s;
 
     tokio::pin!(shutdown);
@@ -66,7 +73,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accept(stream, peer, &proxy, keepalive),
+                Ok((stream, peer)) => accept(stream, peer, &proxy, &workers, keepalive),
                 Err(error) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     warn!(%error, "accept failed");
@@ -98,11 +105,27 @@ pub async fn run(
     for r in refreshers {
         let _ = r.await;
     }
+    // Ends the worker threads, and with them the backend connections.
+    drop(workers);
     info!("stopped");
     Ok(())
 }
 
-fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, keepalive_s: u64) {
+/// The number of worker threads for `server.threads`: 0 means one per core.
+fn worker_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: &Arc<Proxy>,
+    workers: &Workers,
+    keepalive_s: u64,
+) {
     let stats = &proxy.stats;
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
@@ -126,10 +149,22 @@ fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, keepalive_s: 
     // A debug-level span: free when debug logging is off, yet every session line carries the
     // peer when it is on.
     let span = debug_span!("client", %peer);
-    tokio::spawn(
+    // The socket moves to the worker's runtime: it is registered with that thread's poller.
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            debug!(%error, "client gone before its session started");
+            stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    workers.spawn(
         async move {
             debug!("client connected");
-            session::serve(stream, peer, Arc::clone(&proxy)).await;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => session::serve(stream, peer, Arc::clone(&proxy)).await,
+                Err(error) => debug!(%error, "cannot register the client socket"),
+            }
             proxy
                 .stats
                 .connected_clients

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -46,11 +47,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Starts the task that connects to `addr` and serves requests.
-    pub fn spawn(addr: NodeAddr, protocol: Protocol, settings: Arc<ConnSettings>) -> Connection {
+    /// Starts the task that connects to `addr` and serves requests, on `runtime` (a worker's)
+    /// or else on the caller's.
+    pub fn spawn(
+        addr: NodeAddr,
+        protocol: Protocol,
+        settings: Arc<ConnSettings>,
+        runtime: Option<&Handle>,
+    ) -> Connection {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
         let up = Arc::new(AtomicBool::new(false));
-        tokio::spawn(run(addr.clone(), protocol, settings, rx, Arc::clone(&up)));
+        let task = run(addr.clone(), protocol, settings, rx, Arc::clone(&up));
+        match runtime {
+            Some(runtime) => drop(runtime.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
         Connection { jobs, addr, up }
     }
 

@@ -151,7 +151,7 @@ pub struct ConnSettings {
     pub connect_timeout: Duration,
     /// Time allowed for one reply.
     pub request_timeout: Duration,
-    /// Connections per node and protocol.
+    /// Connections per node and protocol, for each worker thread.
     pub connections_per_node: usize,
     /// Requests queued or in flight per connection.
     pub max_inflight: usize,

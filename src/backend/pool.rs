@@ -7,21 +7,35 @@ use tokio::time::timeout;
 
 use super::{BackendError, ConnSettings, Connection, NodeAddr, Reply};
 use crate::protocol::Protocol;
+use crate::workers::WorkerSet;
 use bytes::Bytes;
 
-/// The connections to one node: a few per protocol, opened when first needed.
+/// Connections of one worker to one node: a few per protocol, opened when first needed.
+type SlotConns = [OnceLock<Vec<Connection>>; 2];
+
+/// The connections to one node. Each worker thread has its own (see [`crate::workers`]), so a
+/// request and its reply stay on the thread of the client that sent it.
 pub struct NodePool {
     addr: NodeAddr,
     settings: Arc<ConnSettings>,
-    by_protocol: [OnceLock<Vec<Connection>>; 2],
+    workers: WorkerSet,
+    /// One per worker, indexed by [`WorkerSet::current_slot`].
+    per_worker: Box<[SlotConns]>,
+    /// For every other thread (the topology refresher, tests).
+    elsewhere: SlotConns,
 }
 
 impl NodePool {
-    fn new(addr: NodeAddr, settings: Arc<ConnSettings>) -> Self {
+    fn new(addr: NodeAddr, settings: Arc<ConnSettings>, workers: WorkerSet) -> Self {
+        let per_worker = (0..workers.len())
+            .map(|_| [OnceLock::new(), OnceLock::new()])
+            .collect();
         NodePool {
             addr,
             settings,
-            by_protocol: [OnceLock::new(), OnceLock::new()],
+            workers,
+            per_worker,
+            elsewhere: [OnceLock::new(), OnceLock::new()],
         }
     }
 
@@ -59,26 +73,39 @@ impl NodePool {
 
     /// Whether some RESP2 connection to the node is established.
     pub fn is_healthy(&self) -> bool {
-        self.by_protocol[Protocol::Resp2.index()]
-            .get()
-            .is_some_and(|conns| conns.iter().any(Connection::is_up))
+        self.per_worker.iter().chain([&self.elsewhere]).any(|slot| {
+            slot[Protocol::Resp2.index()]
+                .get()
+                .is_some_and(|conns| conns.iter().any(Connection::is_up))
+        })
     }
 
-    /// Opens the RESP2 connections now, so the first requests do not wait for a dial.
+    /// Opens every worker's RESP2 connections now, so the first requests do not wait for a dial.
     pub fn warm_up(&self) {
-        let _ = self.connections(Protocol::Resp2);
+        for slot in 0..self.workers.len() {
+            let _ = self.connections(slot, Protocol::Resp2);
+        }
     }
 
     fn connection(&self, protocol: Protocol, affinity: usize) -> &Connection {
-        let conns = self.connections(protocol);
+        let conns = self.connections(self.workers.current_slot(), protocol);
         // `connections` never returns an empty list; index 0 exists.
         &conns[affinity % conns.len()]
     }
 
-    fn connections(&self, protocol: Protocol) -> &Vec<Connection> {
-        self.by_protocol[protocol.index()].get_or_init(|| {
+    fn connections(&self, slot: usize, protocol: Protocol) -> &Vec<Connection> {
+        let conns = self.per_worker.get(slot).unwrap_or(&self.elsewhere);
+        conns[protocol.index()].get_or_init(|| {
+            let runtime = self.workers.handle(slot);
             (0..self.settings.connections_per_node.max(1))
-                .map(|_| Connection::spawn(self.addr.clone(), protocol, Arc::clone(&self.settings)))
+                .map(|_| {
+                    Connection::spawn(
+                        self.addr.clone(),
+                        protocol,
+                        Arc::clone(&self.settings),
+                        runtime,
+                    )
+                })
                 .collect()
         })
     }
@@ -87,14 +114,16 @@ impl NodePool {
 /// All pools of one cluster, by node address.
 pub struct Backends {
     settings: Arc<ConnSettings>,
+    workers: WorkerSet,
     pools: Mutex<HashMap<NodeAddr, Arc<NodePool>>>,
 }
 
 impl Backends {
-    /// An empty registry whose pools use `settings`.
-    pub fn new(settings: ConnSettings) -> Self {
+    /// An empty registry whose pools use `settings`, with connections for each of `workers`.
+    pub fn new(settings: ConnSettings, workers: WorkerSet) -> Self {
         Backends {
             settings: Arc::new(settings),
+            workers,
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -110,11 +139,13 @@ impl Backends {
             .pools
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(
-            pools.entry(addr.clone()).or_insert_with(|| {
-                Arc::new(NodePool::new(addr.clone(), Arc::clone(&self.settings)))
-            }),
-        )
+        Arc::clone(pools.entry(addr.clone()).or_insert_with(|| {
+            Arc::new(NodePool::new(
+                addr.clone(),
+                Arc::clone(&self.settings),
+                self.workers.clone(),
+            ))
+        }))
     }
 
     /// Drops the pools of nodes not in `keep`; their connections close once no request holds them.

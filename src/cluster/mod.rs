@@ -21,6 +21,7 @@ use crate::command::CommandTable;
 use crate::config::{ClusterConfig, ReadFrom};
 use crate::metrics as m;
 use crate::protocol::{Protocol, reply};
+use crate::workers::WorkerSet;
 
 pub use redirect::Redirect;
 pub use scripts::ScriptCache;
@@ -86,10 +87,10 @@ pub struct Cluster {
 
 impl Cluster {
     /// A cluster with an empty slot map; [`Cluster::spawn_refresher`] learns the topology.
-    pub fn new(name: &str, config: ClusterConfig) -> Arc<Cluster> {
+    pub fn new(name: &str, config: ClusterConfig, workers: WorkerSet) -> Arc<Cluster> {
         Arc::new(Cluster {
             name: name.to_string(),
-            backends: Backends::new(ConnSettings::from(&config)),
+            backends: Backends::new(ConnSettings::from(&config), workers),
             config,
             map: ArcSwap::from_pointee(SlotMap::empty()),
             commands: ArcSwapOption::empty(),
