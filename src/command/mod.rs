@@ -15,7 +15,7 @@ pub use keys::{KeySpec, SearchBegin, SearchKeys};
 pub use parse::{CommandTableError, parse_command_reply};
 
 /// Longest command name looked up without allocating.
-const MAX_NAME_LEN: usize = 64;
+pub const MAX_NAME_LEN: usize = 64;
 
 /// What the proxy knows of one command (or subcommand).
 #[derive(Debug, Clone, Default)]
@@ -123,11 +123,17 @@ impl CommandTable {
 /// name is too long or not UTF-8 (no command has such a name).
 pub fn with_lowercase<T>(name: &[u8], f: impl FnOnce(&str) -> T) -> Option<T> {
     let mut buf = [0u8; MAX_NAME_LEN];
+    lowercase(name, &mut buf).map(f)
+}
+
+/// The ASCII-lowercased `name`, written into `buf`; `None` when the name is too long or not
+/// UTF-8 (no command has such a name).
+pub fn lowercase<'a>(name: &[u8], buf: &'a mut [u8; MAX_NAME_LEN]) -> Option<&'a str> {
     let lower = buf.get_mut(..name.len())?;
     for (dst, src) in lower.iter_mut().zip(name) {
         *dst = src.to_ascii_lowercase();
     }
-    std::str::from_utf8(lower).ok().map(f)
+    std::str::from_utf8(lower).ok()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe};
 use super::{ClientState, local, txn};
 use crate::cluster::{Access, Cluster, Slot, Target};
-use crate::command::{CommandSpec, Lookup, with_lowercase};
+use crate::command::{CommandSpec, Lookup, MAX_NAME_LEN, lowercase, with_lowercase};
 use crate::fanout::{self, FanOut};
 use crate::multikey::{self, Split};
 use crate::protocol::Protocol;
@@ -66,22 +66,22 @@ pub fn dispatch(
     cluster: &Cluster,
     request: Request,
 ) -> Action {
-    if !state.authenticated {
-        let allowed = with_lowercase(request.name(), |n| {
-            matches!(n, "auth" | "hello" | "quit" | "reset")
-        });
-        if allowed != Some(true) {
-            return Action::Reply(reply::error("NOAUTH Authentication required."));
+    // Lowercased once, on the stack: the checks below all match on it.
+    let mut name_buf = [0u8; MAX_NAME_LEN];
+    let name = lowercase(request.name(), &mut name_buf);
+    if !state.authenticated && !matches!(name, Some("auth" | "hello" | "quit" | "reset")) {
+        return Action::Reply(reply::error("NOAUTH Authentication required."));
+    }
+    if let Some(name) = name {
+        if let Some(action) = pubsub_command(state, name, &request) {
+            return action;
         }
-    }
-    if let Some(action) = pubsub_command(state, &request) {
-        return action;
-    }
-    if let Some(action) = txn::handle(state, cluster, &request) {
-        return action;
-    }
-    if let Some(action) = local::handle(state, proxy, cluster, &request) {
-        return action;
+        if let Some(action) = txn::handle(state, cluster, name, &request) {
+            return action;
+        }
+        if let Some(action) = local::handle(state, proxy, cluster, name, &request) {
+            return action;
+        }
     }
     let Some(table) = cluster.commands() else {
         cluster.request_refresh();
@@ -188,38 +188,40 @@ const ADMIN: &[&str] = &[
 
 fn refuse(spec: &CommandSpec, allow_admin: bool) -> Option<String> {
     let base = spec.name.split('|').next().unwrap_or(&spec.name);
-    let shown = spec.name.replace('|', " ").to_ascii_uppercase();
+    let shown = || spec.name.replace('|', " ").to_ascii_uppercase();
     if NEVER_THROUGH_PROXY.contains(&base) {
         return Some(format!(
-            "ERR respgate: {shown} cannot work through a proxy; connect to a node directly"
+            "ERR respgate: {} cannot work through a proxy; connect to a node directly",
+            shown()
         ));
     }
     if !allow_admin && (ADMIN.contains(&spec.name.as_str()) || ADMIN.contains(&base)) {
         return Some(format!(
-            "ERR respgate: {shown} is an administrative command and is refused through the proxy (server.allow_admin_commands enables it)"
+            "ERR respgate: {} is an administrative command and is refused through the proxy (server.allow_admin_commands enables it)",
+            shown()
         ));
     }
     if NEEDS_OWN_CONNECTION.contains(&base) {
         return Some(format!(
-            "ERR respgate: {shown} is not supported by this proxy yet"
+            "ERR respgate: {} is not supported by this proxy yet",
+            shown()
         ));
     }
     None
 }
 
 /// Subscriptions, and what a subscribed RESP2 client may not do.
-fn pubsub_command(state: &mut ClientState, request: &Request) -> Option<Action> {
-    let name = with_lowercase(request.name(), str::to_string)?;
+fn pubsub_command(state: &mut ClientState, name: &str, request: &Request) -> Option<Action> {
     if state.subscribed
         && state.protocol == Protocol::Resp2
-        && !ALLOWED_WHILE_SUBSCRIBED.contains(&name.as_str())
+        && !ALLOWED_WHILE_SUBSCRIBED.contains(&name)
     {
         return Some(Action::Reply(reply::error(&format!(
             "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
         ))));
     }
     let argc = request.args.len();
-    match name.as_str() {
+    match name {
         "subscribe" | "psubscribe" if argc >= 2 => {
             state.subscribed = true;
             Some(Action::Subscribe(request.raw.clone()))
@@ -231,7 +233,7 @@ fn pubsub_command(state: &mut ClientState, request: &Request) -> Option<Action> 
             let mut out = BytesMut::new();
             let channels = request.args.get(1..).unwrap_or_default();
             if channels.is_empty() {
-                out.extend_from_slice(&nothing_to_unsubscribe(&name, state.protocol));
+                out.extend_from_slice(&nothing_to_unsubscribe(name, state.protocol));
             }
             for channel in channels {
                 let mut reply = ReplyBuf::new(state.protocol);

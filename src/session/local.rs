@@ -11,7 +11,6 @@ use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
 use crate::clients::KillFilter;
 use crate::cluster::{Access, Cluster, SLOT_COUNT, Slot, Target};
-use crate::command::with_lowercase;
 use crate::fanout;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
@@ -23,14 +22,28 @@ pub fn handle(
     state: &mut ClientState,
     proxy: &Proxy,
     cluster: &Cluster,
+    name: &str,
     request: &Request,
 ) -> Option<Action> {
     let args = &request.args;
-    let name = with_lowercase(request.name(), |n| match n {
-        "ping" | "echo" | "quit" | "select" | "hello" | "auth" | "client" | "info" | "cluster"
-        | "readonly" | "readwrite" | "asking" | "reset" => Some(n.to_string()),
-        _ => None,
-    })??;
+    if !matches!(
+        name,
+        "ping"
+            | "echo"
+            | "quit"
+            | "select"
+            | "hello"
+            | "auth"
+            | "client"
+            | "info"
+            | "cluster"
+            | "readonly"
+            | "readwrite"
+            | "asking"
+            | "reset"
+    ) {
+        return None;
+    }
     let mut out = ReplyBuf::new(state.protocol);
     let argc = args.len();
     let arity = |ok: bool| {
@@ -42,7 +55,7 @@ pub fn handle(
             ))))
         }
     };
-    match name.as_str() {
+    match name {
         "ping" => {
             if let Some(bad) = arity(argc <= 2) {
                 return Some(bad);

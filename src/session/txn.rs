@@ -11,7 +11,7 @@ use super::ClientState;
 use super::dispatch::{Action, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::OwnOp;
 use crate::cluster::{Cluster, Slot};
-use crate::command::{Lookup, with_lowercase};
+use crate::command::Lookup;
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::encode_command;
@@ -31,12 +31,16 @@ pub struct Txn {
 
 /// Handles the transaction commands, and every command while `MULTI` is open. `None` means the
 /// request is none of those and follows the normal path.
-pub fn handle(state: &mut ClientState, cluster: &Cluster, request: &Request) -> Option<Action> {
-    let name = with_lowercase(request.name(), str::to_string)?;
+pub fn handle(
+    state: &mut ClientState,
+    cluster: &Cluster,
+    name: &str,
+    request: &Request,
+) -> Option<Action> {
     if state.txn.is_some() {
-        return Some(in_multi(state, cluster, &name, request));
+        return Some(in_multi(state, cluster, name, request));
     }
-    let action = match name.as_str() {
+    let action = match name {
         "multi" if request.args.len() == 1 => {
             let mut txn = Txn {
                 slot: state.watched_slot,
