@@ -41,6 +41,11 @@
 #                         RESPGATE_SERVER__MAX_CLIENTS=20000 and RESPGATE_SERVER__BACKLOG=1024
 #                         unless given, as it gives the redis-servers --maxclients 20000 and
 #                         --tcp-backlog 1024, so that 10,000 clients fit and queue alike everywhere.
+#                         It also sets RESPGATE_SERVER__THREADS=1 unless given: on a 2-core machine
+#                         whose cores the client and six redis-servers keep busy, one worker
+#                         thread costs the least CPU per request (benches/RESULTS.md), and
+#                         twemproxy is single-threaded too. RESPGATE_SERVER__THREADS=0 runs one
+#                         worker per core, respgate's default.
 #
 # It starts a Redis Cluster of 3 masters + 3 replicas, and for twemproxy 3 standalone masters
 # each with one replica (so that writes cost the same replication work behind both proxies), all
@@ -354,6 +359,7 @@ if want proxy; then
     log "starting respgate on 127.0.0.1:$PROXY_PORT"
     RESPGATE_SERVER__MAX_CLIENTS=${RESPGATE_SERVER__MAX_CLIENTS:-$MAXCLIENTS} \
         RESPGATE_SERVER__BACKLOG=${RESPGATE_SERVER__BACKLOG:-$BACKLOG} \
+        RESPGATE_SERVER__THREADS=${RESPGATE_SERVER__THREADS:-1} \
         RUST_LOG=warn NO_COLOR=1 "$BIN" --listen "127.0.0.1:$PROXY_PORT" \
         --cluster "$(IFS=,; echo "${seeds[*]}")" >"$DATA_DIR/respgate.log" 2>&1 &
     PROXY_PID=$!
@@ -730,7 +736,7 @@ table() {
 echo
 echo "respgate load benchmark  $STARTED  rev $REV  $(nproc) cores  load average $LOAD_AT_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
 echo "rounds=$ROUNDS (medians); clients=$CLIENTS keyspace=$KEYSPACE value=${VALUE_SIZE}B; requests per run: $REQUESTS set/get P1, $PIPELINED_REQUESTS pipelined, $MSET_REQUESTS MSET, $MANY_REQUESTS cN, $BIG_REQUESTS big"
-if want proxy; then echo "respgate binary: $BIN"; fi
+if want proxy; then echo "respgate binary: $BIN  (server.threads=${RESPGATE_SERVER__THREADS:-1})"; fi
 echo "proxy = respgate in front of the cluster; twem = twemproxy $(nutcracker --version 2>&1 | sed -n 's/.*nutcracker-//p' | head -n 1) in front of 3 standalone masters"
 echo
 echo "Throughput and latency"
