@@ -2,7 +2,8 @@
 //! runtime that serves its share of the clients and owns its own connections to the nodes.
 //!
 //! A request is read, routed, written to its node, and its reply returned to the client all on
-//! one thread: no task is stolen across cores and no wake-up crosses threads. Against tokio's
+//! one thread: no task is stolen across cores, and a backend reply wakes its session on the
+//! thread it is already on. Against tokio's
 //! multi-threaded scheduler this cut the proxy's CPU per request by about a fifth (see
 //! `benches/RESULTS.md`). The accept loop, the topology refresher and the admin endpoint stay on
 //! the runtime that calls [`crate::run`].
@@ -33,16 +34,9 @@ impl WorkerSet {
         self.handles.len()
     }
 
-    /// Whether there are no worker threads (the set given to code running without workers).
+    /// Whether there are no worker threads.
     pub fn is_empty(&self) -> bool {
         self.handles.is_empty()
-    }
-
-    /// A set with no workers: everything runs on the caller's runtime.
-    pub fn none() -> WorkerSet {
-        WorkerSet {
-            handles: Arc::from(Vec::new()),
-        }
     }
 
     /// The slot of the calling thread: its worker index, or [`WorkerSet::len`] off the workers
