@@ -48,10 +48,15 @@ impl WorkerSet {
             .unwrap_or(self.len())
     }
 
-    /// The runtime of worker `slot`; `None` for the last slot, whose tasks run on the caller's
-    /// runtime.
-    pub fn handle(&self, slot: usize) -> Option<&Handle> {
-        self.handles.get(slot)
+    /// Runs `task` on worker `slot`'s runtime, or on the caller's for a slot past the workers.
+    pub fn spawn_on<F>(&self, slot: usize, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.handles.get(slot) {
+            Some(handle) => drop(handle.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
     }
 }
 
@@ -103,11 +108,7 @@ impl Workers {
         F: Future<Output = ()> + Send + 'static,
     {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.set.len().max(1);
-        match self.set.handle(index) {
-            Some(handle) => drop(handle.spawn(task)),
-            // `start` made at least one worker, so this is not reached.
-            None => drop(tokio::spawn(task)),
-        }
+        self.set.spawn_on(index, task);
     }
 }
 

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::{BackendError, ConnSettings, NodeAddr, Reply, dial};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};
+use crate::workers::WorkerSet;
 
 /// `ASKING` in RESP, sent before a command redirected by `ASK`.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -47,21 +47,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Starts the task that connects to `addr` and serves requests, on `runtime` (a worker's)
-    /// or else on the caller's.
+    /// Starts the task that connects to `addr` and serves requests, on the runtime of worker
+    /// `slot` (see [`WorkerSet::spawn_on`]).
     pub fn spawn(
         addr: NodeAddr,
         protocol: Protocol,
         settings: Arc<ConnSettings>,
-        runtime: Option<&Handle>,
+        workers: &WorkerSet,
+        slot: usize,
     ) -> Connection {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
         let up = Arc::new(AtomicBool::new(false));
-        let task = run(addr.clone(), protocol, settings, rx, Arc::clone(&up));
-        match runtime {
-            Some(runtime) => drop(runtime.spawn(task)),
-            None => drop(tokio::spawn(task)),
-        }
+        workers.spawn_on(
+            slot,
+            run(addr.clone(), protocol, settings, rx, Arc::clone(&up)),
+        );
         Connection { jobs, addr, up }
     }
 

@@ -96,14 +96,14 @@ impl NodePool {
     fn connections(&self, slot: usize, protocol: Protocol) -> &Vec<Connection> {
         let conns = self.per_worker.get(slot).unwrap_or(&self.elsewhere);
         conns[protocol.index()].get_or_init(|| {
-            let runtime = self.workers.handle(slot);
             (0..self.settings.connections_per_node.max(1))
                 .map(|_| {
                     Connection::spawn(
                         self.addr.clone(),
                         protocol,
                         Arc::clone(&self.settings),
-                        runtime,
+                        &self.workers,
+                        slot,
                     )
                 })
                 .collect()

@@ -97,7 +97,16 @@ impl CommandTable {
 
     /// Finds the spec for a request, descending into the subcommand of a container command.
     pub fn lookup(&self, args: &[Bytes]) -> Lookup<'_> {
-        let Some(spec) = args.first().and_then(|name| self.get(name)) else {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        match args.first().and_then(|name| lowercase(name, &mut buf)) {
+            Some(name) => self.lookup_lowercased(name, args),
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// [`CommandTable::lookup`] for a caller that has already lowercased the command name.
+    pub fn lookup_lowercased(&self, name: &str, args: &[Bytes]) -> Lookup<'_> {
+        let Some(spec) = self.commands.get(name) else {
             return Lookup::Unknown;
         };
         if spec.subcommands.is_empty() {

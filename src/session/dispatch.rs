@@ -87,7 +87,10 @@ pub fn dispatch(
         cluster.request_refresh();
         return Action::Reply(reply::error(&cluster.unreachable_error()));
     };
-    let spec = match table.lookup(&request.args) {
+    let lookup = name.map_or(Lookup::Unknown, |name| {
+        table.lookup_lowercased(name, &request.args)
+    });
+    let spec = match lookup {
         Lookup::Found(spec) => spec,
         Lookup::Unknown => return Action::Reply(reply::error(&unknown_command(&request.args))),
         Lookup::UnknownSubcommand => {
