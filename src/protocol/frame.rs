@@ -32,6 +32,44 @@ pub struct ReplyFrame {
     pub kind: ReplyKind,
 }
 
+/// A node sent bytes that are not a RESP reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed reply: {0}")]
+pub struct FrameError(pub String);
+
+impl From<RedisProtocolError> for FrameError {
+    fn from(e: RedisProtocolError) -> Self {
+        FrameError(e.to_string())
+    }
+}
+
+/// Finds where each reply of one stream ends, resuming where the previous call stopped.
+///
+/// One per connection: call [`ReplyFramer::next_frame`] after each read with the whole buffer;
+/// once it returns a frame, remove `frame.len` bytes from the front of the buffer before the
+/// next call. The bytes it has already examined must not change in between.
+#[derive(Debug, Clone)]
+pub struct ReplyFramer {
+    protocol: Protocol,
+}
+
+impl ReplyFramer {
+    /// A framer for a stream of replies in `protocol`.
+    pub fn new(protocol: Protocol) -> Self {
+        ReplyFramer { protocol }
+    }
+
+    /// The protocol it frames.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The first complete reply at the front of `buf`, or `Ok(None)` until more bytes arrive.
+    pub fn next_frame(&mut self, buf: &[u8]) -> Result<Option<ReplyFrame>, FrameError> {
+        Ok(frame_reply(buf, self.protocol)?)
+    }
+}
+
 /// Finds the first complete reply in `buf`, or `Ok(None)` if more bytes are needed.
 pub fn frame_reply(
     buf: &[u8],

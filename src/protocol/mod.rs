@@ -8,7 +8,7 @@ pub mod frame;
 pub mod reply;
 pub mod request;
 
-pub use frame::{ReplyFrame, ReplyKind, frame_reply};
+pub use frame::{FrameError, ReplyFrame, ReplyFramer, ReplyKind, frame_reply};
 pub use request::{ProtocolError, Request, RequestParser};
 
 /// The RESP version a client or a backend connection speaks.
