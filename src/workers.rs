@@ -39,6 +39,14 @@ impl WorkerSet {
         self.handles.is_empty()
     }
 
+    /// No worker threads: every task runs on the caller's runtime (unit tests).
+    #[cfg(test)]
+    pub(crate) fn inline() -> WorkerSet {
+        WorkerSet {
+            handles: Arc::from(Vec::new()),
+        }
+    }
+
     /// The slot of the calling thread: its worker index, or [`WorkerSet::len`] off the workers
     /// (the accept loop, the topology refresher, tests).
     pub fn current_slot(&self) -> usize {

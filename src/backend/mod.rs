@@ -1,12 +1,15 @@
-//! Backend side: dialing Redis nodes, multiplexed pipelined connections, and per-node pools.
+//! Backend side: connections to Redis nodes (one [`NodeConn`] type reads every reply), the
+//! shared pipelined connections built on it, and per-node pools.
 //!
 //! Every client's request for a node goes over one of a few long-lived connections to it; a
 //! client connection never costs a backend connection.
 
-mod conn;
-mod dial;
-mod exclusive;
+mod node_conn;
 mod pool;
+#[cfg(test)]
+pub(crate) mod scripted;
+mod shared;
+pub mod transport;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,10 +21,10 @@ use thiserror::Error;
 use crate::config::ClusterConfig;
 use crate::protocol::ReplyKind;
 
-pub use conn::Connection;
-pub use dial::{dial, request_once};
-pub use exclusive::Exclusive;
+pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
 pub use pool::{Backends, NodePool};
+pub use shared::SharedConn;
+pub use transport::{Connector, TcpConnector, Transport};
 
 /// A node's `host:port`, as the cluster announces it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,6 +144,8 @@ impl BackendError {
 /// How to reach and talk to the nodes of one cluster.
 #[derive(Debug, Clone)]
 pub struct ConnSettings {
+    /// Opens the byte streams: TCP, or scripted nodes in tests.
+    pub connector: Arc<dyn Connector>,
     /// ACL user, if any.
     pub username: Option<String>,
     /// Password, if any.
@@ -165,6 +170,7 @@ impl From<&ClusterConfig> for ConnSettings {
     fn from(c: &ClusterConfig) -> Self {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         ConnSettings {
+            connector: Arc::new(TcpConnector),
             username: non_empty(&c.username),
             password: non_empty(&c.password),
             readonly: c.read_from != crate::config::ReadFrom::Master,

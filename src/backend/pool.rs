@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::time::timeout;
 
-use super::{BackendError, ConnSettings, Connection, NodeAddr, Reply};
+use super::{BackendError, ConnSettings, NodeAddr, Reply, SharedConn};
 use crate::protocol::Protocol;
 use crate::workers::WorkerSet;
 use bytes::Bytes;
 
-/// Connections of one worker to one node: a few per protocol, opened when first needed.
-type SlotConns = [OnceLock<Vec<Connection>>; 2];
+/// SharedConns of one worker to one node: a few per protocol, opened when first needed.
+type SlotConns = [OnceLock<Vec<SharedConn>>; 2];
 
 /// The connections to one node. Each worker thread has its own (see [`crate::workers`]), so a
 /// request and its reply stay on the thread of the client that sent it.
@@ -76,7 +76,7 @@ impl NodePool {
         self.per_worker.iter().chain([&self.elsewhere]).any(|slot| {
             slot[Protocol::Resp2.index()]
                 .get()
-                .is_some_and(|conns| conns.iter().any(Connection::is_up))
+                .is_some_and(|conns| conns.iter().any(SharedConn::is_up))
         })
     }
 
@@ -87,18 +87,18 @@ impl NodePool {
         }
     }
 
-    fn connection(&self, protocol: Protocol, affinity: usize) -> &Connection {
+    fn connection(&self, protocol: Protocol, affinity: usize) -> &SharedConn {
         let conns = self.connections(self.workers.current_slot(), protocol);
         // `connections` never returns an empty list; index 0 exists.
         &conns[affinity % conns.len()]
     }
 
-    fn connections(&self, slot: usize, protocol: Protocol) -> &Vec<Connection> {
+    fn connections(&self, slot: usize, protocol: Protocol) -> &Vec<SharedConn> {
         let conns = self.per_worker.get(slot).unwrap_or(&self.elsewhere);
         conns[protocol.index()].get_or_init(|| {
             (0..self.settings.connections_per_node.max(1))
                 .map(|_| {
-                    Connection::spawn(
+                    SharedConn::spawn(
                         self.addr.clone(),
                         protocol,
                         Arc::clone(&self.settings),

@@ -2,28 +2,32 @@
 //! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
 
 mod redirect;
+mod retry;
 mod scripts;
 pub mod slot;
 mod slot_map;
+#[cfg(test)]
+mod tests;
 mod topology;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::backend::{BackendError, Backends, ConnSettings, NodeAddr, NodePool, Reply};
+use crate::backend::{
+    BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply, TcpConnector,
+};
 use crate::command::CommandTable;
 use crate::config::{ClusterConfig, ReadFrom};
-use crate::metrics as m;
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
 
 pub use redirect::Redirect;
+pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
 pub use scripts::ScriptCache;
 pub use slot::{SLOT_COUNT, Slot};
 pub use slot_map::SlotMap;
@@ -79,6 +83,8 @@ pub struct Cluster {
     /// Why the last refresh failed, for the error clients get while no map is known.
     last_error: ArcSwapOption<String>,
     round_robin: AtomicUsize,
+    /// The retry limits every request of this cluster stays within.
+    retry_budget: RetryBudget,
     /// Scripts seen in `EVAL` and `SCRIPT LOAD`, to heal `NOSCRIPT` after a failover.
     pub scripts: ScriptCache,
     /// Counters for `INFO`.
@@ -88,9 +94,25 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster with an empty slot map; [`Cluster::spawn_refresher`] learns the topology.
     pub fn new(name: &str, config: ClusterConfig, workers: WorkerSet) -> Arc<Cluster> {
+        Cluster::with_connector(name, config, workers, Arc::new(TcpConnector))
+    }
+
+    /// A cluster whose nodes are reached through `connector`: TCP in production, scripted
+    /// in-process nodes in tests.
+    pub fn with_connector(
+        name: &str,
+        config: ClusterConfig,
+        workers: WorkerSet,
+        connector: Arc<dyn Connector>,
+    ) -> Arc<Cluster> {
+        let settings = ConnSettings {
+            connector,
+            ..ConnSettings::from(&config)
+        };
         Arc::new(Cluster {
             name: name.to_string(),
-            backends: Backends::new(ConnSettings::from(&config), workers),
+            backends: Backends::new(settings, workers),
+            retry_budget: RetryBudget::from(&config),
             config,
             map: ArcSwap::from_pointee(SlotMap::empty()),
             commands: ArcSwapOption::empty(),
@@ -132,10 +154,9 @@ impl Cluster {
     /// Sends `payload` (one command in RESP) to `target` and returns the reply bytes to give
     /// the client: the backend's reply, or an error reply.
     ///
-    /// Redirects are followed here. A request a node could not take (`TRYAGAIN`, `CLUSTERDOWN`,
-    /// `LOADING`, `MASTERDOWN`, node unreachable) is retried after a topology refresh, with
-    /// backoff, within `max_retries` and `retry_timeout_ms`. A request that may have run
-    /// (connection lost after sending, timeout) is retried only when `access` allows it.
+    /// What follows each attempt (a redirect, a retry after a pause, the reply) is decided by
+    /// [`Cluster::judge`], the one retry engine. Here are only the shared connection's own
+    /// concerns: reads on replicas, and `NOSCRIPT` healed by loading the script.
     pub async fn execute(
         &self,
         payload: Bytes,
@@ -144,9 +165,7 @@ impl Cluster {
         protocol: Protocol,
         affinity: usize,
     ) -> Bytes {
-        let started = Instant::now();
-        let mut redirects = 0;
-        let mut retries = 0;
+        let mut attempts = self.attempts();
         let mut script_loaded = false;
         // Set by a redirect: the node to send to next, and whether `ASKING` goes first.
         let mut redirected: Option<(Arc<NodePool>, bool)> = None;
@@ -163,16 +182,13 @@ impl Cluster {
                 Some(next) => next,
                 None => match self.resolve(&target) {
                     Some(pool) => (pool, false),
-                    None => {
-                        let error = reply::error(&self.no_route_error(&target));
-                        match self.retry_delay(started, &mut retries) {
-                            Some(delay) => {
-                                tokio::time::sleep(delay).await;
-                                continue;
-                            }
-                            None => return error,
+                    None => match attempts.next_delay() {
+                        Some(delay) => {
+                            tokio::time::sleep(delay).await;
+                            continue;
                         }
-                    }
+                        None => return reply::error(&self.no_route_error(&target)),
+                    },
                 },
             };
             let outcome = match pool.send(protocol, affinity, payload.clone(), asking).await {
@@ -180,72 +196,44 @@ impl Cluster {
                     // The node acknowledged a write after the cluster made another node master
                     // of the slot (it was paused, then resumed): the write will be undone when
                     // it rejoins as a replica, so an OK would be a lie.
-                    Outcome::Fail(Failure::Backend(BackendError::Lost {
+                    Err(BackendError::Lost {
                         addr: pool.addr().clone(),
-                    }))
+                    })
                 }
-                Ok(reply) => classify_reply(reply),
+                Ok(reply)
+                    if !script_loaded
+                        && reply
+                            .error_text()
+                            .is_some_and(|text| text.starts_with(b"NOSCRIPT")) =>
+                {
+                    // The node lacks a script the proxy has seen (a promoted replica does not
+                    // inherit the script cache): load it there and send the command again.
+                    script_loaded = true;
+                    let Some(load) = self.scripts.load_command_for(&payload) else {
+                        return reply.bytes;
+                    };
+                    let loaded = pool.send(protocol, affinity, load, false).await;
+                    if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
+                        return reply.bytes;
+                    }
+                    redirected = Some((pool, asking));
+                    continue;
+                }
                 Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
                     // The replica failed this read: the master answers it instead.
                     debug!(cluster = %self.name, %error, "replica failed a read; asking the master");
                     to_replica = false;
                     continue;
                 }
-                Err(error) => self.classify_failure(error, access),
+                outcome => outcome,
             };
-            match outcome {
-                Outcome::Done(bytes) if !script_loaded && bytes.starts_with(b"-NOSCRIPT") => {
-                    // The node lacks a script the proxy has seen (a promoted replica does not
-                    // inherit the script cache): load it there and send the command again.
-                    script_loaded = true;
-                    let Some(load) = self.scripts.load_command_for(&payload) else {
-                        return bytes;
-                    };
-                    let loaded = pool.send(protocol, affinity, load, false).await;
-                    if !matches!(&loaded, Ok(reply) if reply.error_text().is_none()) {
-                        return bytes;
-                    }
-                    redirected = Some((pool, asking));
+            match self.judge(&mut attempts, outcome, access, pool.addr()) {
+                Next::Reply(reply) => return reply.bytes,
+                Next::Fail(error) => return error,
+                Next::Redirect { to, asking } => {
+                    redirected = Some((self.backends.pool(&to), asking));
                 }
-                Outcome::Done(bytes) => return bytes,
-                Outcome::Redirect(redirect) => {
-                    redirects += 1;
-                    if redirects > self.config.max_redirects {
-                        return reply::error(&format!(
-                            "ERR respgate: gave up after {} redirects; the cluster is changing, try again",
-                            self.config.max_redirects
-                        ));
-                    }
-                    let to = self
-                        .backends
-                        .pool(&redirect.addr().resolve_against(pool.addr()));
-                    debug!(cluster = %self.name, ?redirect, "following redirect");
-                    match redirect {
-                        Redirect::Moved { slot, .. } => {
-                            self.stats.moved.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!(m::REDIRECTS, "kind" => "moved").increment(1);
-                            self.note_moved(slot, &to);
-                            redirected = Some((to, false));
-                        }
-                        Redirect::Ask { .. } => {
-                            self.stats.ask.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!(m::REDIRECTS, "kind" => "ask").increment(1);
-                            redirected = Some((to, true));
-                        }
-                    }
-                }
-                Outcome::RetryLater(error) => {
-                    self.request_refresh();
-                    match self.retry_delay(started, &mut retries) {
-                        Some(delay) => {
-                            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!(m::RETRIES).increment(1);
-                            tokio::time::sleep(delay).await;
-                        }
-                        None => return self.fail(error),
-                    }
-                }
-                Outcome::Fail(error) => return self.fail(error),
+                Next::Retry(delay) => tokio::time::sleep(delay).await,
             }
         }
     }
@@ -305,54 +293,6 @@ impl Cluster {
         }
     }
 
-    /// How long to wait before the next retry, or `None` when the budget is spent. Waits grow
-    /// from 10 ms to 500 ms: short enough to catch a quick failover, long enough not to hammer
-    /// a node that is restarting.
-    fn retry_delay(&self, started: Instant, retries: &mut u32) -> Option<Duration> {
-        if *retries >= self.config.max_retries {
-            return None;
-        }
-        let delay = Duration::from_millis((10u64 << (*retries).min(6)).min(500));
-        if started.elapsed() + delay > self.config.retry_timeout() {
-            return None;
-        }
-        *retries += 1;
-        Some(delay)
-    }
-
-    fn classify_failure(&self, error: BackendError, access: Access) -> Outcome {
-        let may_retry = match &error {
-            BackendError::Auth { .. } => false,
-            error if error.surely_not_sent() => true,
-            _ => access == Access::Read,
-        };
-        if matches!(
-            error,
-            BackendError::Unreachable { .. }
-                | BackendError::Lost { .. }
-                | BackendError::Timeout { .. }
-        ) {
-            // The node may have failed over or moved: look again.
-            self.request_refresh();
-        }
-        if may_retry {
-            Outcome::RetryLater(Failure::Backend(error))
-        } else {
-            Outcome::Fail(Failure::Backend(error))
-        }
-    }
-
-    fn fail(&self, failure: Failure) -> Bytes {
-        match failure {
-            Failure::Reply(bytes) => bytes,
-            Failure::Backend(error) => {
-                self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::BACKEND_ERRORS).increment(1);
-                reply::error(&format!("ERR respgate: {error}"))
-            }
-        }
-    }
-
     fn no_route_error(&self, target: &Target) -> String {
         match target {
             Target::Slot(slot) if !self.map.load().is_empty() => {
@@ -375,6 +315,19 @@ impl Cluster {
             self.name,
             self.config.seeds.join(",")
         )
+    }
+
+    /// Makes `addr` the master of every slot, as if a refresh had said so (unit tests).
+    #[cfg(test)]
+    pub(crate) fn serve_all_slots_from(&self, addr: &NodeAddr) {
+        let ranges = [topology::SlotRange {
+            start: 0,
+            end: SLOT_COUNT - 1,
+            master: addr.clone(),
+            replicas: Vec::new(),
+        }];
+        self.map
+            .store(Arc::new(SlotMap::from_ranges(&ranges, &self.backends)));
     }
 
     /// Nodes to ask for the topology: the configured seeds, then every node last seen.
@@ -416,44 +369,6 @@ pub enum Access {
     /// Anything else: runs on the master, and is sent again only when the earlier sending
     /// surely did not reach the node.
     Write,
-}
-
-/// What one attempt came to.
-enum Outcome {
-    /// A reply for the client.
-    Done(Bytes),
-    /// Send again elsewhere at once.
-    Redirect(Redirect),
-    /// The node could not take the request; it did not run. Retry after a pause.
-    RetryLater(Failure),
-    /// Give the client this error.
-    Fail(Failure),
-}
-
-/// An attempt's failure, kept to answer the client if no retry succeeds.
-enum Failure {
-    /// The node's own error reply.
-    Reply(Bytes),
-    /// No reply.
-    Backend(BackendError),
-}
-
-/// Error replies that mean the node did not run the command and a later attempt may succeed.
-pub const RETRYABLE_ERRORS: [&[u8]; 4] = [b"TRYAGAIN", b"CLUSTERDOWN", b"LOADING", b"MASTERDOWN"];
-
-fn classify_reply(reply: Reply) -> Outcome {
-    let Some(text) = reply.error_text() else {
-        return Outcome::Done(reply.bytes);
-    };
-    if let Some(redirect) = Redirect::parse(text) {
-        return Outcome::Redirect(redirect);
-    }
-    let code = text.split(|&b| b == b' ').next().unwrap_or_default();
-    if RETRYABLE_ERRORS.contains(&code) {
-        Outcome::RetryLater(Failure::Reply(reply.bytes))
-    } else {
-        Outcome::Done(reply.bytes)
-    }
 }
 
 /// A redirect's `host:port`, which may leave the host empty (meaning: the node that replied).

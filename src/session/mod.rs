@@ -450,6 +450,10 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 return Flow::Close;
             }
             frame = pubsub::next_sharded(&mut sharded, c.cluster), if !sharded.is_empty() => {
+                let Ok(frame) = frame else {
+                    debug!(client = c.state.id, "sharded subscriptions lost; closing");
+                    return Flow::Close;
+                };
                 let total = sharded.iter().map(|s| s.sharded().len()).sum();
                 let frame = pubsub::with_sharded_count(frame, total, c.state.protocol);
                 if c.wr.write_all(&frame).await.is_err() {
@@ -459,6 +463,10 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed()) || !sharded.is_empty();
             }
             frame = pubsub::next_push(&mut subscriber, c.cluster) => {
+                let Ok(frame) = frame else {
+                    debug!(client = c.state.id, "subscriptions lost; closing");
+                    return Flow::Close;
+                };
                 if c.wr.write_all(&frame).await.is_err() {
                     return Flow::Close;
                 }

@@ -3,22 +3,19 @@
 //! request, so the connection is never shared and the client's order holds.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Mutex;
 
-use crate::backend::{Exclusive, NodeAddr};
-use crate::cluster::{Cluster, Redirect, ResolveAgainst, Slot, Target};
+use crate::backend::{BackendError, NodeAddr, NodeConn, Reply};
+use crate::cluster::{Access, Cluster, Next, Slot, Target};
 use crate::protocol::{Protocol, reply};
 
 /// `ASKING` in RESP.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
-/// Most redirects or retries followed on an own connection.
-const MAX_ATTEMPTS: usize = 8;
 
 /// The client's own connection, if it has one open.
-pub type OwnConnection = Arc<Mutex<Option<Exclusive>>>;
+pub type OwnConnection = Arc<Mutex<Option<NodeConn>>>;
 
 /// One operation on the client's own connection.
 #[derive(Debug)]
@@ -81,105 +78,164 @@ pub async fn run(cluster: &Cluster, own: OwnConnection, op: OwnOp, protocol: Pro
             let Some(node) = node else {
                 return reply::error(&cluster.unreachable_error());
             };
-            let conn = match ensure(cluster, &mut own, &node, protocol).await {
-                Ok(conn) => conn,
-                Err(error) => return error,
+            let called = match ensure(cluster, &mut own, &node, protocol).await {
+                Ok(conn) => conn.call(&payload, replies).await,
+                Err(error) => Err(error),
             };
-            match conn.call(&payload, replies).await {
+            match called {
                 Ok(mut all) => all
                     .pop()
                     .map(|r| r.bytes)
                     .unwrap_or_else(|| reply::error("ERR respgate: no reply to EXEC")),
                 Err(error) => {
                     *own = None;
-                    reply::error(&format!("ERR respgate: {error}"))
+                    cluster.backend_error(&error)
                 }
             }
         }
     }
 }
 
-/// Sends one command over the own connection to the node of `target`, following `MOVED`/`ASK`
-/// and waiting out `TRYAGAIN`-like errors a few times.
+/// Sends one command over the own connection to the node of `target`, following what the
+/// cluster's retry engine says after each attempt (redirects, waits for a failover), within
+/// the cluster's retry budget. A blocking command is a write: once sent, it is never resent.
 async fn call_routed(
     cluster: &Cluster,
-    own: &mut Option<Exclusive>,
+    own: &mut Option<NodeConn>,
     payload: Bytes,
     target: Target,
     protocol: Protocol,
 ) -> Bytes {
-    let mut node = match cluster.node_for(&target) {
-        Some(node) => node,
-        None => return reply::error(&cluster.unreachable_error()),
-    };
-    let mut asking = false;
-    let mut last = Bytes::new();
-    for attempt in 0..MAX_ATTEMPTS {
-        let conn = match ensure(cluster, own, &node, protocol).await {
-            Ok(conn) => conn,
-            Err(error) => return error,
-        };
-        let result = if asking {
-            let mut both = BytesMut::with_capacity(ASKING.len() + payload.len());
-            both.put_slice(ASKING);
-            both.put_slice(&payload);
-            conn.call(&both, 2).await
-        } else {
-            conn.call(&payload, 1).await
-        };
-        let reply = match result {
-            Ok(mut replies) => match replies.pop() {
-                Some(reply) => reply,
-                None => return reply::error("ERR respgate: no reply"),
+    let mut attempts = cluster.attempts();
+    let mut next: Option<(NodeAddr, bool)> = None;
+    loop {
+        let (node, asking) = match next.take() {
+            Some(redirected) => redirected,
+            None => match cluster.node_for(&target) {
+                Some(node) => (node, false),
+                None => match attempts.next_delay() {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    None => return reply::error(&cluster.unreachable_error()),
+                },
             },
-            Err(error) => {
-                *own = None;
-                return reply::error(&format!("ERR respgate: {error}"));
-            }
         };
-        let Some(text) = reply.error_text() else {
-            return reply.bytes;
-        };
-        if let Some(redirect) = Redirect::parse(text) {
-            let to = redirect.addr().resolve_against(&node);
-            asking = matches!(redirect, Redirect::Ask { .. });
-            if let Redirect::Moved { slot, .. } = redirect {
-                cluster.moved(slot, &to);
-            }
-            node = to;
-            continue;
+        let outcome = attempt(cluster, own, &node, &payload, asking, protocol).await;
+        if outcome.is_err() {
+            // Whatever state the connection had is unknown now.
+            *own = None;
         }
-        let code = text.split(|&b| b == b' ').next().unwrap_or_default();
-        if !crate::cluster::RETRYABLE_ERRORS.contains(&code) {
-            return reply.bytes;
-        }
-        last = reply.bytes;
-        cluster.request_refresh();
-        tokio::time::sleep(Duration::from_millis(20 << attempt.min(4))).await;
-        if let Some(now) = cluster.node_for(&target) {
-            node = now;
+        match cluster.judge(&mut attempts, outcome, Access::Write, &node) {
+            Next::Reply(reply) => return reply.bytes,
+            Next::Fail(error) => return error,
+            Next::Redirect { to, asking } => next = Some((to, asking)),
+            Next::Retry(delay) => tokio::time::sleep(delay).await,
         }
     }
-    last
+}
+
+/// One attempt of `payload` on the own connection to `node`, `ASKING` first when `asking`.
+async fn attempt(
+    cluster: &Cluster,
+    own: &mut Option<NodeConn>,
+    node: &NodeAddr,
+    payload: &[u8],
+    asking: bool,
+    protocol: Protocol,
+) -> Result<Reply, BackendError> {
+    let conn = ensure(cluster, own, node, protocol).await?;
+    let mut replies = if asking {
+        let mut both = BytesMut::with_capacity(ASKING.len() + payload.len());
+        both.put_slice(ASKING);
+        both.put_slice(payload);
+        conn.call(&both, 2).await?
+    } else {
+        conn.call(payload, 1).await?
+    };
+    replies
+        .pop()
+        .ok_or_else(|| BackendError::Lost { addr: node.clone() })
 }
 
 /// The own connection, reopened when it is to another node or speaks another protocol.
 async fn ensure<'a>(
     cluster: &Cluster,
-    own: &'a mut Option<Exclusive>,
+    own: &'a mut Option<NodeConn>,
     node: &NodeAddr,
     protocol: Protocol,
-) -> Result<&'a mut Exclusive, Bytes> {
+) -> Result<&'a mut NodeConn, BackendError> {
     let reusable = own
         .as_ref()
         .is_some_and(|c| c.addr() == node && c.protocol() == protocol);
     if !reusable {
         *own = None;
-        let conn = Exclusive::open(node, protocol, cluster.conn_settings())
-            .await
-            .map_err(|error| reply::error(&format!("ERR respgate: {error}")))?;
-        *own = Some(conn);
+        *own = Some(NodeConn::open(node, protocol, cluster.conn_settings()).await?);
     }
     own.as_mut()
-        .ok_or_else(|| reply::error("ERR respgate: no connection"))
+        .ok_or_else(|| BackendError::Lost { addr: node.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::backend::scripted::{Act, ScriptedNodes};
+    use crate::config::ClusterConfig;
+    use crate::protocol::Request;
+    use crate::workers::WorkerSet;
+
+    const A: &str = "10.0.0.1:6379";
+    const B: &str = "10.0.0.2:6379";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocking_command_follows_moved_and_tryagain_like_any_other() {
+        let nodes = ScriptedNodes::new();
+        nodes.node(A, |_, _| {
+            Act::Reply(format!("-MOVED 5 {B}\r\n").into_bytes())
+        });
+        nodes.node(B, |_, seen| match seen {
+            0 => Act::Reply(b"-TRYAGAIN slot migrating\r\n".to_vec()),
+            _ => Act::Reply(b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n".to_vec()),
+        });
+        let cluster = Cluster::with_connector(
+            "test",
+            ClusterConfig::default(),
+            WorkerSet::inline(),
+            nodes.clone(),
+        );
+        cluster.serve_all_slots_from(&NodeAddr::new(A));
+        let payload = Request::from_args(vec!["BLPOP".into(), "q".into(), "0".into()]).raw;
+        let op = OwnOp::Blocking {
+            payload,
+            target: Target::Slot(Slot::new(5).unwrap()),
+        };
+        let got = run(&cluster, OwnConnection::default(), op, Protocol::Resp2).await;
+        assert_eq!(&got[..], b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
+        assert_eq!(nodes.received(A), ["BLPOP q 0"]);
+        assert_eq!(nodes.received(B), ["BLPOP q 0", "BLPOP q 0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocking_command_whose_connection_drops_is_not_resent() {
+        let nodes = ScriptedNodes::new();
+        nodes.node(A, |_, _| Act::Close);
+        let cluster = Cluster::with_connector(
+            "test",
+            ClusterConfig::default(),
+            WorkerSet::inline(),
+            nodes.clone(),
+        );
+        cluster.serve_all_slots_from(&NodeAddr::new(A));
+        let payload = Request::from_args(vec!["BLPOP".into(), "q".into(), "0".into()]).raw;
+        let op = OwnOp::Blocking {
+            payload,
+            target: Target::Slot(Slot::new(5).unwrap()),
+        };
+        let got = run(&cluster, OwnConnection::default(), op, Protocol::Resp2).await;
+        assert!(String::from_utf8_lossy(&got).contains("may or may not have run"));
+        assert_eq!(nodes.received(A), ["BLPOP q 0"]);
+    }
 }

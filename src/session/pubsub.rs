@@ -3,18 +3,15 @@
 //! node fails, the session connects to another master and subscribes again.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use crate::backend::{BackendError, NodeAddr, dial};
+use crate::backend::{BackendError, NodeAddr, NodeConn};
 use crate::cluster::{Cluster, Target};
 use crate::fanout::array_elements;
+use crate::protocol::Protocol;
 use crate::protocol::request::{encode_command, parse_int};
-use crate::protocol::{Protocol, frame_reply};
 
 /// Commands allowed while a RESP2 client is subscribed, as in Redis.
 pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
@@ -31,10 +28,8 @@ pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
 
 /// A client's subscription connection.
 pub struct Subscriber {
-    addr: NodeAddr,
+    conn: NodeConn,
     protocol: Protocol,
-    stream: TcpStream,
-    buf: BytesMut,
     /// Any master for `SUBSCRIBE`/`PSUBSCRIBE`; a slot's master for sharded channels.
     target: Target,
     channels: BTreeSet<Bytes>,
@@ -59,12 +54,10 @@ impl Subscriber {
                 addr: NodeAddr::new("-"),
                 reason: cluster.unreachable_error(),
             })?;
-        let stream = dial(&addr, protocol, cluster.conn_settings()).await?;
+        let conn = NodeConn::open(&addr, protocol, cluster.conn_settings()).await?;
         Ok(Subscriber {
-            addr,
+            conn,
             protocol,
-            stream,
-            buf: BytesMut::with_capacity(4096),
             target,
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
@@ -80,7 +73,7 @@ impl Subscriber {
 
     /// The node it is connected to.
     pub fn addr(&self) -> &NodeAddr {
-        &self.addr
+        self.conn.addr()
     }
 
     /// Its sharded channels.
@@ -89,60 +82,50 @@ impl Subscriber {
     }
 
     /// Sends a client's (un)subscribe or `PING` as it is.
-    pub async fn send(&mut self, raw: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(raw).await
+    pub async fn send(&mut self, raw: &[u8]) -> Result<(), BackendError> {
+        self.conn.write_all(raw).await
     }
 
     /// The next frame for the client: a confirmation, a message, or a `PING` reply. Tracks the
-    /// subscriptions from the confirmations. On a lost connection it resubscribes elsewhere and
-    /// carries on.
-    pub async fn next(&mut self, cluster: &Cluster) -> Bytes {
+    /// subscriptions from the confirmations. On a lost connection it subscribes again on
+    /// another node, within the cluster's retry budget; an error means it could not, and the
+    /// client must be told by closing its connection, as Redis would.
+    pub async fn next(&mut self, cluster: &Cluster) -> Result<Bytes, BackendError> {
         loop {
-            match self.read_frame().await {
-                Ok(frame) => {
+            match self.conn.read_reply().await {
+                Ok(reply) => {
+                    let frame = reply.bytes;
                     self.track(&frame);
                     if self.swallow > 0 && is_confirmation(&frame, self.protocol) {
                         self.swallow -= 1;
                         continue;
                     }
-                    return frame;
+                    return Ok(frame);
                 }
                 Err(error) => {
-                    warn!(node = %self.addr, %error, "subscription connection lost; subscribing again elsewhere");
-                    Box::pin(self.reconnect(cluster)).await;
+                    warn!(node = %self.addr(), %error, "subscription connection lost; subscribing again elsewhere");
+                    Box::pin(self.reconnect(cluster)).await?;
                 }
             }
         }
     }
 
-    async fn read_frame(&mut self) -> Result<Bytes, BackendError> {
-        loop {
-            match frame_reply(&self.buf, self.protocol) {
-                Ok(Some(frame)) => return Ok(self.buf.split_to(frame.len).freeze()),
-                Ok(None) => {}
-                Err(_) => {
-                    return Err(BackendError::Protocol {
-                        addr: self.addr.clone(),
-                    });
-                }
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => {
-                    return Err(BackendError::Lost {
-                        addr: self.addr.clone(),
-                    });
-                }
-                Ok(_) => {}
-            }
-        }
-    }
-
-    async fn reconnect(&mut self, cluster: &Cluster) {
-        let mut delay = Duration::from_millis(50);
+    /// Opens a subscription connection where the subscriptions belong now and renews them
+    /// there, retrying as the cluster's retry engine allows.
+    async fn reconnect(&mut self, cluster: &Cluster) -> Result<(), BackendError> {
+        let mut attempts = cluster.attempts();
         loop {
             cluster.request_refresh();
+            let Some(delay) = attempts.next_delay() else {
+                return Err(BackendError::Unreachable {
+                    addr: self.addr().clone(),
+                    reason: format!(
+                        "no node took the subscriptions again after {} attempts",
+                        attempts.retries()
+                    ),
+                });
+            };
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
             // Sharded channels follow their slot to its master now (after a failover, the
             // promoted replica); the others go to any master.
             let target = match self.sharded.first() {
@@ -172,13 +155,13 @@ impl Subscriber {
             if fresh.send(&payload).await.is_err() {
                 continue;
             }
-            debug!(node = %fresh.addr, "subscribed again");
+            debug!(node = %fresh.addr(), "subscribed again");
             fresh.channels = std::mem::take(&mut self.channels);
             fresh.patterns = std::mem::take(&mut self.patterns);
             fresh.sharded = std::mem::take(&mut self.sharded);
             fresh.swallow = swallow;
             *self = fresh;
-            return;
+            return Ok(());
         }
     }
 
@@ -315,7 +298,7 @@ pub(super) async fn subscribe(
 pub(super) async fn next_push(
     subscriber: &mut Option<Box<Subscriber>>,
     cluster: &Cluster,
-) -> Bytes {
+) -> Result<Bytes, BackendError> {
     match subscriber {
         Some(sub) => sub.next(cluster).await,
         None => std::future::pending().await,
@@ -402,7 +385,10 @@ pub(super) async fn shard_unsubscribe(
 }
 
 /// The next frame from any sharded subscription connection.
-pub(super) async fn next_sharded(sharded: &mut [Subscriber], cluster: &Cluster) -> Bytes {
+pub(super) async fn next_sharded(
+    sharded: &mut [Subscriber],
+    cluster: &Cluster,
+) -> Result<Bytes, BackendError> {
     if sharded.is_empty() {
         return std::future::pending().await;
     }

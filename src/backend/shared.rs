@@ -10,13 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::{BackendError, ConnSettings, NodeAddr, Reply, dial};
-use crate::protocol::{Protocol, ReplyKind, frame_reply};
+use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
+use crate::protocol::{Protocol, ReplyKind};
 use crate::workers::WorkerSet;
 
 /// `ASKING` in RESP, sent before a command redirected by `ASK`.
@@ -40,13 +38,13 @@ struct Waiting {
 
 /// Handle to a connection task; cheap to clone. The task ends when every handle is dropped.
 #[derive(Clone)]
-pub struct Connection {
+pub struct SharedConn {
     jobs: mpsc::Sender<Job>,
     addr: NodeAddr,
     up: Arc<AtomicBool>,
 }
 
-impl Connection {
+impl SharedConn {
     /// Starts the task that connects to `addr` and serves requests, on the runtime of worker
     /// `slot` (see [`WorkerSet::spawn_on`]).
     pub fn spawn(
@@ -55,14 +53,14 @@ impl Connection {
         settings: Arc<ConnSettings>,
         workers: &WorkerSet,
         slot: usize,
-    ) -> Connection {
+    ) -> SharedConn {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
         let up = Arc::new(AtomicBool::new(false));
         workers.spawn_on(
             slot,
             run(addr.clone(), protocol, settings, rx, Arc::clone(&up)),
         );
-        Connection { jobs, addr, up }
+        SharedConn { jobs, addr, up }
     }
 
     /// Whether the connection is established right now.
@@ -101,13 +99,13 @@ async fn run(
     let mut backoff = settings.backoff_min;
     let mut was_down = false;
     loop {
-        match dial(&addr, protocol, &settings).await {
-            Ok(stream) => {
+        match NodeConn::open(&addr, protocol, &settings).await {
+            Ok(conn) => {
                 info!(node = %addr, ?protocol, "backend connected");
                 backoff = settings.backoff_min;
                 was_down = false;
                 up.store(true, Ordering::Relaxed);
-                let ended = serve(stream, &addr, protocol, settings.max_inflight, &mut jobs).await;
+                let ended = serve(conn, &addr, settings.max_inflight, &mut jobs).await;
                 up.store(false, Ordering::Relaxed);
                 match ended {
                     Ended::Dropped => return,
@@ -148,13 +146,12 @@ enum Ended {
 }
 
 async fn serve(
-    stream: TcpStream,
+    conn: NodeConn,
     addr: &NodeAddr,
-    protocol: Protocol,
     max_inflight: usize,
     jobs: &mut mpsc::Receiver<Job>,
 ) -> Ended {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = conn.split();
     // Both halves run in this one task, so the lock is never contended; it is never held
     // across an await.
     let waiting: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
@@ -190,47 +187,27 @@ async fn serve(
     };
 
     let reader = async {
-        let mut buf = BytesMut::with_capacity(16 * 1024);
         loop {
-            match rd.read_buf(&mut buf).await {
-                Ok(0) => return Ended::Failed("closed by the node".into()),
-                Ok(_) => {}
-                Err(e) => return Ended::Failed(e.to_string()),
+            let reply = match rd.read_reply().await {
+                Ok(reply) => reply,
+                Err(error) => return Ended::Failed(error.to_string()),
+            };
+            if reply.kind == ReplyKind::Push {
+                continue;
             }
-            loop {
-                let frame = match frame_reply(&buf, protocol) {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(_) => {
-                        return Ended::Failed(
-                            BackendError::Protocol { addr: addr.clone() }.to_string(),
-                        );
-                    }
-                };
-                let bytes = buf.split_to(frame.len).freeze();
-                if frame.kind == ReplyKind::Push {
-                    continue;
-                }
-                let mut queue = lock(&waiting);
-                let Some(front) = queue.front_mut() else {
-                    return Ended::Failed("reply with no request waiting".into());
-                };
-                if front.skip > 0 {
-                    front.skip -= 1;
-                    continue;
-                }
-                if let Some(w) = queue.pop_front() {
-                    let _ = w.reply.send(Ok(Reply {
-                        bytes,
-                        kind: frame.kind,
-                    }));
-                }
-                drop(queue);
-                room.notify_one();
+            let mut queue = lock(&waiting);
+            let Some(front) = queue.front_mut() else {
+                return Ended::Failed("reply with no request waiting".into());
+            };
+            if front.skip > 0 {
+                front.skip -= 1;
+                continue;
             }
-            if buf.capacity() == 0 {
-                buf.reserve(16 * 1024);
+            if let Some(w) = queue.pop_front() {
+                let _ = w.reply.send(Ok(reply));
             }
+            drop(queue);
+            room.notify_one();
         }
     };
 

@@ -1,0 +1,294 @@
+//! The retry and redirect engine against scripted nodes, with paused time: what a client sees
+//! when nodes redirect, stall, drop connections or refuse them, and that no write is sent twice.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::backend::scripted::{Act, ScriptedNodes};
+use crate::config::ClusterConfig;
+use crate::workers::WorkerSet;
+
+const A: &str = "10.0.0.1:6379";
+const B: &str = "10.0.0.2:6379";
+
+/// A cluster reached through `nodes` whose slot map says `A` serves every slot.
+fn cluster_on(nodes: &Arc<ScriptedNodes>, config: ClusterConfig) -> Arc<Cluster> {
+    let cluster = Cluster::with_connector("test", config, WorkerSet::inline(), nodes.clone());
+    cluster.serve_all_slots_from(&NodeAddr::new(A));
+    cluster
+}
+
+fn config() -> ClusterConfig {
+    ClusterConfig {
+        seeds: vec![A.to_string()],
+        ..ClusterConfig::default()
+    }
+}
+
+fn command(args: &[&str]) -> Bytes {
+    crate::protocol::Request::from_args(args.iter().map(|a| Bytes::from(a.to_string())).collect())
+        .raw
+}
+
+async fn run(cluster: &Cluster, args: &[&str], slot: u16, access: Access) -> String {
+    let target = Target::Slot(Slot::new(slot).unwrap());
+    let reply = cluster
+        .execute(command(args), target, access, Protocol::Resp2, 0)
+        .await;
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+fn reply(bytes: &str) -> Act {
+    Act::Reply(bytes.as_bytes().to_vec())
+}
+
+#[tokio::test(start_paused = true)]
+async fn moved_is_followed_and_remembered_for_the_slot() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, _| reply(&format!("-MOVED 1234 {B}\r\n")));
+    nodes.node(B, |_, _| reply("$1\r\nv\r\n"));
+    let cluster = cluster_on(&nodes, config());
+    assert_eq!(
+        run(&cluster, &["GET", "k"], 1234, Access::Read).await,
+        "$1\r\nv\r\n"
+    );
+    assert_eq!(
+        cluster
+            .slot_map()
+            .master(Slot::new(1234).unwrap())
+            .unwrap()
+            .addr()
+            .as_str(),
+        B,
+        "the map points the slot at the new owner until the next refresh"
+    );
+    assert_eq!(
+        run(&cluster, &["GET", "k"], 1234, Access::Read).await,
+        "$1\r\nv\r\n"
+    );
+    assert_eq!(
+        nodes.received(A),
+        ["GET k"],
+        "the second GET went straight to B"
+    );
+    assert_eq!(nodes.received(B), ["GET k", "GET k"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ask_sends_asking_first_and_leaves_the_map_alone() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, _| reply(&format!("-ASK 7 {B}\r\n")));
+    nodes.node(B, |args, _| match args[0].as_str() {
+        "ASKING" => reply("+OK\r\n"),
+        _ => reply("$2\r\nhi\r\n"),
+    });
+    let cluster = cluster_on(&nodes, config());
+    assert_eq!(
+        run(&cluster, &["GET", "k"], 7, Access::Read).await,
+        "$2\r\nhi\r\n"
+    );
+    assert_eq!(nodes.received(B), ["ASKING", "GET k"]);
+    assert_eq!(
+        cluster
+            .slot_map()
+            .master(Slot::new(7).unwrap())
+            .unwrap()
+            .addr()
+            .as_str(),
+        A
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tryagain_is_waited_out_and_the_client_never_sees_it() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, seen| {
+        if seen < 3 {
+            reply("-TRYAGAIN Multiple keys request during rehashing of slot\r\n")
+        } else {
+            reply("+OK\r\n")
+        }
+    });
+    let cluster = cluster_on(&nodes, config());
+    assert_eq!(
+        run(&cluster, &["SET", "k", "v"], 1, Access::Write).await,
+        "+OK\r\n"
+    );
+    assert_eq!(nodes.received(A).len(), 4);
+    assert_eq!(cluster.stats.retries.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retryable_error_past_the_budget_reaches_the_client_as_the_node_said_it() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, _| reply("-CLUSTERDOWN The cluster is down\r\n"));
+    let cluster = cluster_on(
+        &nodes,
+        ClusterConfig {
+            max_retries: 3,
+            ..config()
+        },
+    );
+    assert_eq!(
+        run(&cluster, &["GET", "k"], 1, Access::Read).await,
+        "-CLUSTERDOWN The cluster is down\r\n"
+    );
+    assert_eq!(
+        nodes.received(A).len(),
+        4,
+        "the first attempt and three retries"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn redirects_stop_at_max_redirects() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, _| reply(&format!("-MOVED 1 {B}\r\n")));
+    nodes.node(B, |_, _| reply(&format!("-MOVED 1 {A}\r\n")));
+    let cluster = cluster_on(
+        &nodes,
+        ClusterConfig {
+            max_redirects: 3,
+            ..config()
+        },
+    );
+    assert_eq!(
+        run(&cluster, &["GET", "k"], 1, Access::Read).await,
+        "-ERR respgate: gave up after 3 redirects; the cluster is changing, try again\r\n"
+    );
+    assert_eq!(nodes.received(A).len() + nodes.received(B).len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_whose_connection_is_lost_is_never_sent_again() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, _| Act::Close);
+    let cluster = cluster_on(&nodes, config());
+    let got = run(&cluster, &["INCR", "n"], 1, Access::Write).await;
+    assert_eq!(
+        got,
+        format!(
+            "-ERR respgate: connection to backend {A} lost before it replied; the command may or may not have run\r\n"
+        )
+    );
+    assert_eq!(nodes.received(A), ["INCR n"], "sent once, never again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_whose_connection_is_lost_is_sent_again() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, seen| {
+        if seen == 0 {
+            Act::Close
+        } else {
+            reply("$1\r\n1\r\n")
+        }
+    });
+    let cluster = cluster_on(&nodes, config());
+    assert_eq!(
+        run(&cluster, &["GET", "n"], 1, Access::Read).await,
+        "$1\r\n1\r\n"
+    );
+    assert_eq!(nodes.received(A), ["GET n", "GET n"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_times_out_and_the_write_is_not_resent() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, _| Act::Hang);
+    let cluster = cluster_on(
+        &nodes,
+        ClusterConfig {
+            request_timeout_ms: 700,
+            ..config()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let got = run(&cluster, &["SET", "k", "v"], 1, Access::Write).await;
+    assert_eq!(
+        got,
+        format!(
+            "-ERR respgate: backend {A} did not reply within 700 ms; the command may or may not have run\r\n"
+        )
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(700));
+    assert_eq!(nodes.received(A), ["SET k v"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_node_is_retried_within_the_budget_then_reported() {
+    let nodes = ScriptedNodes::new();
+    let cluster = cluster_on(
+        &nodes,
+        ClusterConfig {
+            max_retries: 4,
+            reconnect_backoff_min_ms: 1,
+            reconnect_backoff_max_ms: 1,
+            ..config()
+        },
+    );
+    let got = run(&cluster, &["SET", "k", "v"], 1, Access::Write).await;
+    assert!(
+        got.starts_with(&format!("-ERR respgate: backend {A} unreachable")),
+        "{got}"
+    );
+    assert_eq!(cluster.stats.retries.load(Ordering::Relaxed), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_comes_back_serves_the_retried_write_once() {
+    let nodes = ScriptedNodes::new();
+    let cluster = cluster_on(
+        &nodes,
+        ClusterConfig {
+            reconnect_backoff_min_ms: 5,
+            reconnect_backoff_max_ms: 5,
+            ..config()
+        },
+    );
+    let nodes_later = nodes.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        nodes_later.node(A, |_, _| reply(":1\r\n"));
+    });
+    assert_eq!(
+        run(&cluster, &["INCR", "n"], 1, Access::Write).await,
+        ":1\r\n"
+    );
+    assert_eq!(nodes.received(A), ["INCR n"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_lost_mid_pipeline_fails_only_what_was_in_flight() {
+    let nodes = ScriptedNodes::new();
+    // The first connection answers one command, then drops with the others unanswered; the
+    // next connection answers everything.
+    nodes.node(A, |args, seen| match (seen, args[0].as_str()) {
+        (0, _) => reply("+OK\r\n"),
+        (1..=3, _) => Act::Close,
+        (_, "GET") => reply("$1\r\nv\r\n"),
+        _ => reply("+OK\r\n"),
+    });
+    let cluster = cluster_on(&nodes, config());
+    let (a, b, c) = tokio::join!(
+        run(&cluster, &["SET", "a", "1"], 1, Access::Write),
+        run(&cluster, &["SET", "b", "2"], 1, Access::Write),
+        run(&cluster, &["GET", "c"], 1, Access::Read),
+    );
+    assert_eq!(a, "+OK\r\n");
+    assert!(b.contains("may or may not have run"), "{b}");
+    assert_eq!(
+        c, "$1\r\nv\r\n",
+        "the read is sent again on a new connection"
+    );
+    let sets = nodes
+        .received(A)
+        .iter()
+        .filter(|c| c.starts_with("SET b"))
+        .count();
+    assert_eq!(sets, 1, "the write in flight is never resent");
+}
