@@ -35,6 +35,9 @@ pub struct ClientHandle {
     pub connected_at: Instant,
     /// Milliseconds after `connected_at` of its last command.
     pub last_active_ms: AtomicU64,
+    /// Bytes of replies the node has answered and the client has not taken yet: what its
+    /// output limits bound (`omem` in `CLIENT LIST`).
+    pub owed_bytes: AtomicU64,
     /// Name, library, protocol, last command.
     pub details: Mutex<ClientDetails>,
     /// Notified to make the session close the connection.
@@ -61,13 +64,14 @@ impl ClientHandle {
                 .load(Ordering::Relaxed)
                 .min(age.as_millis() as u64);
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 omem={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local,
             text(&d.name),
             age.as_secs(),
             idle / 1000,
+            self.owed_bytes.load(Ordering::Relaxed),
             d.resp.max(2),
             text(&d.lib_name),
             text(&d.lib_ver),
@@ -105,6 +109,7 @@ impl ClientRegistry {
             local,
             connected_at: Instant::now(),
             last_active_ms: AtomicU64::new(0),
+            owed_bytes: AtomicU64::new(0),
             details: Mutex::new(ClientDetails {
                 resp: 2,
                 ..ClientDetails::default()
@@ -123,6 +128,14 @@ impl ClientRegistry {
         let mut all: Vec<_> = self.lock().values().cloned().collect();
         all.sort_by_key(|c| c.id);
         all
+    }
+
+    /// Bytes of replies owed to all clients together.
+    pub fn owed_bytes(&self) -> u64 {
+        self.lock()
+            .values()
+            .map(|c| c.owed_bytes.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Closes every client matching `filter`; returns how many.

@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub password: String,
     /// The user name clients authenticate as with the two-argument `AUTH user password`.
     pub username: String,
+    /// Output limits of ordinary clients (Redis's `client-output-buffer-limit normal`).
+    pub client_output_limit_normal: OutputLimit,
+    /// Output limits of subscribed clients (Redis's `client-output-buffer-limit pubsub`).
+    pub client_output_limit_pubsub: OutputLimit,
     /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
     /// `MIGRATE`, ...); keyless ones go to one master.
     pub allow_admin_commands: bool,
@@ -79,8 +83,34 @@ impl Default for ServerConfig {
             admin_listen: String::new(),
             password: String::new(),
             username: "default".into(),
+            client_output_limit_normal: OutputLimit {
+                hard_limit_bytes: 64 * 1024 * 1024,
+                soft_limit_bytes: 16 * 1024 * 1024,
+                soft_limit_s: 10,
+            },
+            client_output_limit_pubsub: OutputLimit {
+                hard_limit_bytes: 32 * 1024 * 1024,
+                soft_limit_bytes: 8 * 1024 * 1024,
+                soft_limit_s: 60,
+            },
         }
     }
+}
+
+/// How many bytes of replies one client may be owed, as Redis's `client-output-buffer-limit`:
+/// the replies nodes have answered that the client has not read yet, whether in the proxy or
+/// in its socket's send buffer. Over the hard limit, or over the soft limit for longer than
+/// `soft_limit_s`, the client is closed; over the soft limit, its next requests wait unread.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputLimit {
+    /// Close the client at once when owed more than this many bytes; 0 means no hard limit.
+    pub hard_limit_bytes: u64,
+    /// Close the client when owed more than this many bytes for `soft_limit_s` seconds in a
+    /// row; 0 means no soft limit.
+    pub soft_limit_bytes: u64,
+    /// How long a client may stay over the soft limit, in seconds.
+    pub soft_limit_s: u64,
 }
 
 /// Where read-only commands go.
@@ -290,6 +320,23 @@ impl Config {
                 "server.listen".into(),
                 format!("{:?} is not an IP:port address", s.listen),
             );
+        }
+        for (key, limit) in [
+            (
+                "server.client_output_limit_normal",
+                s.client_output_limit_normal,
+            ),
+            (
+                "server.client_output_limit_pubsub",
+                s.client_output_limit_pubsub,
+            ),
+        ] {
+            if limit.hard_limit_bytes > 0 && limit.soft_limit_bytes > limit.hard_limit_bytes {
+                problem(
+                    format!("{key}.soft_limit_bytes"),
+                    "must not be greater than hard_limit_bytes".into(),
+                );
+            }
         }
         for (key, value) in [
             ("server.backlog", u64::from(s.backlog)),

@@ -20,3 +20,5 @@ pub const RETRIES: &str = "respgate_retries_total";
 pub const SLOTS_SERVED: &str = "respgate_slots_served";
 /// Masters in the slot map, per cluster (gauge).
 pub const MASTERS: &str = "respgate_masters";
+/// Counter: clients closed for overcoming their output limit.
+pub const CLIENTS_CLOSED_BY_LIMIT: &str = "respgate_clients_closed_by_output_limit_total";

@@ -92,12 +92,7 @@ impl Connector for ScriptedNodes {
     }
 }
 
-async fn serve(
-    mut stream: DuplexStream,
-    addr: String,
-    script: Script,
-    received: Received,
-) {
+async fn serve(mut stream: DuplexStream, addr: String, script: Script, received: Received) {
     let parser = RequestParser::new(1 << 30, 1 << 20);
     let mut buf = BytesMut::new();
     loop {

@@ -10,6 +10,7 @@
 
 mod dispatch;
 mod local;
+mod outbound;
 mod own;
 mod pubsub;
 mod txn;
@@ -27,13 +28,14 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::clients::Registered;
 use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::Proxy;
 use crate::{fanout, multikey};
+use outbound::{Outbound, Standing, counted};
 
 pub use dispatch::Action;
 
@@ -250,9 +252,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
 /// The client has sent bytes: read, answer and route requests, and write replies, until
 /// nothing is owed ([`Flow::Idle`]) or the connection must close.
 async fn active(c: &mut Conn<'_>) -> Flow {
-    let mut outbuf = BytesMut::new();
+    // Counted here while the node's answer waits for the client: see `outbound`.
+    let handle = Arc::clone(&c.state.registered.handle);
+    let owed = &handle.owed_bytes;
+    let mut out = Outbound::default();
     let mut pending = FuturesOrdered::new();
     let mut closing = false;
+    let mut paused = false;
     // Work on the client's own connections runs alone: it waits until every earlier reply is
     // out (`held`), and nothing after it starts until it is done (`own_running`).
     let mut held: Option<Held> = None;
@@ -275,7 +281,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let protocol = c.state.protocol;
                     let cluster = c.cluster;
                     let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
-                    pending.push_back(Either::Right(Either::Right(future)));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
                 Some(Held::Subscribe(raw)) => {
@@ -283,9 +289,8 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                         pubsub::subscribe(&mut subscriber, c.cluster, c.state.protocol, &raw).await
                     {
                         c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed());
-                        pending.push_back(Either::Left(ready(reply::error(&format!(
-                            "ERR respgate: {error}"
-                        )))));
+                        let error = reply::error(&format!("ERR respgate: {error}"));
+                        pending.push_back(counted(Either::Left(ready(error)), owed));
                     }
                 }
                 Some(Held::ShardSubscribe { raw, slot }) => {
@@ -300,30 +305,36 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     if let Err(error) = sent {
                         c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed())
                             || sharded.iter().any(|s| s.is_subscribed());
-                        pending.push_back(Either::Left(ready(reply::error(&format!(
-                            "ERR respgate: {error}"
-                        )))));
+                        let error = reply::error(&format!("ERR respgate: {error}"));
+                        pending.push_back(counted(Either::Left(ready(error)), owed));
                     }
                 }
                 Some(Held::ShardUnsubscribe(channels)) => {
                     let local =
                         pubsub::shard_unsubscribe(&mut sharded, c.state.protocol, &channels).await;
                     if !local.is_empty() {
-                        pending.push_back(Either::Left(ready(local.freeze())));
+                        pending.push_back(counted(Either::Left(ready(local.freeze())), owed));
                     }
                 }
                 None => {}
             }
         }
-        // Parse what is buffered, up to the pipeline limit.
-        while !closing && !own_running && held.is_none() && pending.len() < c.max_pipeline {
+        // Parse what is buffered, up to the pipeline limit, unless the client is behind on
+        // reading its replies.
+        while !closing
+            && !paused
+            && !own_running
+            && held.is_none()
+            && pending.len() < c.max_pipeline
+        {
             let request = match c.parser.parse(&mut c.inbuf) {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(error) => {
                     debug!(client = c.state.id, %error, "protocol error; closing");
                     metrics::counter!(m::PROTOCOL_ERRORS).increment(1);
-                    pending.push_back(Either::Left(ready(reply::error(&format!("ERR {error}")))));
+                    let error = reply::error(&format!("ERR {error}"));
+                    pending.push_back(counted(Either::Left(ready(error)), owed));
                     closing = true;
                     break;
                 }
@@ -336,13 +347,15 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
                 let action = Box::pin(silently(cluster, action, protocol, affinity));
                 let future: Slow<'_> = action;
-                pending.push_back(Either::Right(Either::Right(future)));
+                pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 continue;
             }
             match action {
-                Action::Reply(bytes) => pending.push_back(Either::Left(ready(bytes))),
+                Action::Reply(bytes) => {
+                    pending.push_back(counted(Either::Left(ready(bytes)), owed))
+                }
                 Action::Close(bytes) => {
-                    pending.push_back(Either::Left(ready(bytes)));
+                    pending.push_back(counted(Either::Left(ready(bytes)), owed));
                     closing = true;
                 }
                 // The common case stays unboxed: one future type, no allocation of its own.
@@ -350,25 +363,28 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     payload,
                     target,
                     access,
-                } => pending.push_back(Either::Right(Either::Left(
-                    cluster.execute(payload, target, access, protocol, affinity),
-                ))),
+                } => pending.push_back(counted(
+                    Either::Right(Either::Left(
+                        cluster.execute(payload, target, access, protocol, affinity),
+                    )),
+                    owed,
+                )),
                 Action::Split(split) => {
                     let future: Slow<'_> =
                         Box::pin(multikey::run(cluster, split, protocol, affinity));
-                    pending.push_back(Either::Right(Either::Right(future)));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::FanOut(fanout) => {
                     let future: Slow<'_> =
                         Box::pin(fanout::run(cluster, fanout, protocol, affinity));
-                    pending.push_back(Either::Right(Either::Right(future)));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Scan(args) => {
                     let future: Slow<'_> =
                         Box::pin(
                             async move { fanout::scan(cluster, &args, protocol, affinity).await },
                         );
-                    pending.push_back(Either::Right(Either::Right(future)));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Own(op) => held = Some(Held::Own(op)),
                 Action::Subscribe(raw) => held = Some(Held::Subscribe(raw)),
@@ -388,12 +404,45 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
             c.inbuf = BytesMut::new();
         }
-        if closing && pending.is_empty() {
+        // Everything ready goes to the client now, in order, without waiting for the socket.
+        while let Some(Some(reply)) = pending.next().now_or_never() {
+            out.push(reply);
+        }
+        if !out.is_empty() && out.flush(&c.wr, owed).is_err() {
+            return Flow::Close;
+        }
+        let limit = if c.state.subscribed {
+            &c.proxy.config.server.client_output_limit_pubsub
+        } else {
+            &c.proxy.config.server.client_output_limit_normal
+        };
+        match out.standing(
+            owed.load(Ordering::Relaxed),
+            limit,
+            tokio::time::Instant::now(),
+        ) {
+            Standing::Fine => paused = false,
+            Standing::Paused => paused = true,
+            Standing::Close { owed, limit } => {
+                warn!(
+                    client = c.state.id,
+                    peer = %c.state.peer,
+                    owed_bytes = owed,
+                    limit_bytes = limit,
+                    class = if c.state.subscribed { "pubsub" } else { "normal" },
+                    "client closed for overcoming its output limit"
+                );
+                metrics::counter!(m::CLIENTS_CLOSED_BY_LIMIT).increment(1);
+                return Flow::Close;
+            }
+        }
+        if closing && pending.is_empty() && out.is_empty() {
             return Flow::Close;
         }
         // Nothing owed and nothing to wait for: hand back to the cheap idle wait, dropping this
-        // phase's c.state (its future, the reply queue) so an idle client costs little memory.
+        // phase's state (its future, the reply queue) so an idle client costs little memory.
         if pending.is_empty()
+            && out.is_empty()
             && held.is_none()
             && subscriber.is_none()
             && sharded.is_empty()
@@ -407,28 +456,12 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
             timer.as_mut().reset(c.last_activity + timeout);
         }
+        let soft_deadline = out.soft_deadline(limit);
         tokio::select! {
             biased;
-            Some(first) = pending.next(), if !pending.is_empty() => {
-                // One reply ready: write the backend's bytes as they are, no copy. Several:
-                // gather them into one write.
-                let written = match pending.next().now_or_never() {
-                    Some(Some(second)) => {
-                        outbuf.extend_from_slice(&first);
-                        outbuf.extend_from_slice(&second);
-                        while let Some(Some(more)) = pending.next().now_or_never() {
-                            outbuf.extend_from_slice(&more);
-                        }
-                        let written = c.wr.write_all(&outbuf).await;
-                        outbuf.clear();
-                        if outbuf.capacity() > IDLE_READ_BUF_MAX {
-                            outbuf = BytesMut::new();
-                        }
-                        written
-                    }
-                    _ => c.wr.write_all(&first).await,
-                };
-                if written.is_err() {
+            Some(reply) = pending.next(), if !pending.is_empty() => out.push(reply),
+            writable = c.wr.writable(), if !out.is_empty() => {
+                if writable.is_err() {
                     return Flow::Close;
                 }
             }
@@ -436,7 +469,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             // that goes away is noticed (and its blocked backend connection closed).
             readable = c.rd.readable(), if !closing
                 && pending.len() < c.max_pipeline
-                && (!(own_running || held.is_some()) || c.inbuf.len() < IDLE_READ_BUF_MAX) => {
+                && (!(own_running || held.is_some() || paused) || c.inbuf.len() < IDLE_READ_BUF_MAX) => {
                 if readable.is_err() || client_gone(c) {
                     return Flow::Close;
                 }
@@ -449,16 +482,14 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 debug!(client = c.state.id, "killed by CLIENT KILL");
                 return Flow::Close;
             }
+            _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
             frame = pubsub::next_sharded(&mut sharded, c.cluster), if !sharded.is_empty() => {
                 let Ok(frame) = frame else {
                     debug!(client = c.state.id, "sharded subscriptions lost; closing");
                     return Flow::Close;
                 };
                 let total = sharded.iter().map(|s| s.sharded().len()).sum();
-                let frame = pubsub::with_sharded_count(frame, total, c.state.protocol);
-                if c.wr.write_all(&frame).await.is_err() {
-                    return Flow::Close;
-                }
+                out.push_uncounted(pubsub::with_sharded_count(frame, total, c.state.protocol), owed);
                 sharded.retain(|s| s.is_subscribed());
                 c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed()) || !sharded.is_empty();
             }
@@ -467,19 +498,25 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     debug!(client = c.state.id, "subscriptions lost; closing");
                     return Flow::Close;
                 };
-                if c.wr.write_all(&frame).await.is_err() {
-                    return Flow::Close;
-                }
+                out.push_uncounted(frame, owed);
                 if !subscriber.as_ref().is_some_and(|s| s.is_subscribed()) {
                     subscriber = None;
                 }
                 c.state.subscribed = subscriber.is_some() || !sharded.is_empty();
             }
-            _ = idle(&mut c.idle_timer), if pending.is_empty() && !closing && subscriber.is_none() => {
+            _ = idle(&mut c.idle_timer), if pending.is_empty() && out.is_empty() && !closing && subscriber.is_none() => {
                 debug!(client = c.state.id, "idle timeout; closing");
                 return Flow::Close;
             }
         }
+    }
+}
+
+/// Completes at `deadline`; never without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
