@@ -113,18 +113,27 @@ impl SlotMap {
         self.owners.iter().filter(|&&o| o != UNSERVED).count()
     }
 
-    /// Whether two maps route every slot to the same node and know the same replicas.
+    /// Whether two maps route every slot to the same node and give each master the same
+    /// replicas, whatever order the answering node listed them in.
     pub fn same_routes(&self, other: &SlotMap) -> bool {
         let addr =
             |map: &SlotMap, o: u16| map.masters.get(usize::from(o)).map(|p| p.addr().clone());
-        let replica_addrs = |map: &SlotMap| -> Vec<NodeAddr> {
-            map.replicas
+        let shards = |map: &SlotMap| -> Vec<(NodeAddr, Vec<NodeAddr>)> {
+            let mut shards: Vec<_> = map
+                .masters
                 .iter()
-                .flatten()
-                .map(|p| p.addr().clone())
-                .collect()
+                .zip(&map.replicas)
+                .map(|(master, replicas)| {
+                    let mut replicas: Vec<NodeAddr> =
+                        replicas.iter().map(|p| p.addr().clone()).collect();
+                    replicas.sort();
+                    (master.addr().clone(), replicas)
+                })
+                .collect();
+            shards.sort();
+            shards
         };
-        replica_addrs(self) == replica_addrs(other)
+        shards(self) == shards(other)
             && self
                 .owners
                 .iter()

@@ -514,6 +514,15 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 10.0.0.1:30001@31001 master - 0 1426238
             "replica c1 moved"
         );
 
+        // a2 follows b0 now: listed flat, master by master, the replicas are the same
+        // (a1 a2 b1 b2 c1 c2); shard by shard they are not.
+        let mut replica_moved = SIX;
+        replica_moved[4] = "a2 127.0.0.1:7004@17004 slave b0 0 1 2 connected";
+        assert!(
+            changed(&before, &view(&replica_moved)),
+            "a replica moved from one master to another"
+        );
+
         let mut replica_failed = SIX;
         replica_failed[3] = "a1 127.0.0.1:7003@17003 slave,fail a0 0 1 1 connected";
         assert!(
