@@ -182,6 +182,12 @@ impl ReplyFramer {
         result
     }
 
+    /// Open-aggregate slots allocated, for tests that check declared counts allocate nothing.
+    #[cfg(test)]
+    pub(super) fn stack_capacity(&self) -> usize {
+        self.stack.capacity()
+    }
+
     fn reset(&mut self) {
         self.pos = 0;
         self.scan = 0;

@@ -9,6 +9,9 @@ pub mod frame;
 pub mod reply;
 pub mod request;
 
+#[cfg(test)]
+mod proptests;
+
 pub use frame::{FrameError, ReplyFrame, ReplyFramer, ReplyKind, frame_reply};
 pub use request::{ProtocolError, Request, RequestParser};
 

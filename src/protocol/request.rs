@@ -187,6 +187,12 @@ impl RequestParser {
         }
     }
 
+    /// Argument spans allocated, for tests that check declared counts allocate nothing.
+    #[cfg(test)]
+    pub(super) fn spans_capacity(&self) -> usize {
+        self.spans.capacity()
+    }
+
     fn reset(&mut self) {
         self.state = State::Start;
         self.spans.clear();
