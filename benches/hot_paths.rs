@@ -33,7 +33,7 @@ fn table() -> CommandTable {
 }
 
 fn decode(c: &mut Criterion) {
-    let parser = RequestParser::new(512 * 1024 * 1024, 1024 * 1024);
+    let mut parser = RequestParser::new(512 * 1024 * 1024, 1024 * 1024);
     let mut pipeline = BytesMut::new();
     for i in 0..16 {
         encode_command(&mut pipeline, &["SET", &format!("key:{i}"), "abc"]);

@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub proto_max_bulk_len: u64,
     /// Most arguments in one request.
     pub max_multibulk_len: u64,
+    /// Longest request a client may send, in bytes, all its arguments and framing included
+    /// (Redis's `client-query-buffer-limit`); a longer one is a protocol error and the client is
+    /// closed.
+    pub max_request_bytes: u64,
     /// Most requests of one client in flight at once; reading pauses beyond it.
     pub max_pipeline: usize,
     /// Close clients idle for this many seconds; 0 never does (Redis's `timeout`).
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             max_clients: 10_000,
             proto_max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: 1024 * 1024,
+            max_request_bytes: crate::protocol::request::DEFAULT_MAX_REQUEST_BYTES,
             max_pipeline: 1024,
             client_idle_timeout_s: 0,
             allow_admin_commands: false,
@@ -343,6 +348,7 @@ impl Config {
             ("server.max_clients", s.max_clients as u64),
             ("server.proto_max_bulk_len", s.proto_max_bulk_len),
             ("server.max_multibulk_len", s.max_multibulk_len),
+            ("server.max_request_bytes", s.max_request_bytes),
             ("server.max_pipeline", s.max_pipeline as u64),
         ] {
             if value == 0 {
@@ -503,6 +509,18 @@ mod tests {
                 "clusters.default.seeds",
                 "clusters.default.request_timeout_ms"
             ]
+        );
+    }
+
+    #[test]
+    fn max_request_bytes_defaults_to_a_gibibyte_and_must_be_positive() {
+        assert_eq!(ServerConfig::default().max_request_bytes, 1 << 30);
+        let mut config = Config::default();
+        config.server.max_request_bytes = 0;
+        let keys: Vec<String> = config.validate().into_iter().map(|p| p.key).collect();
+        assert!(
+            keys.contains(&"server.max_request_bytes".to_string()),
+            "{keys:?}"
         );
     }
 

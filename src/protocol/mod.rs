@@ -1,12 +1,16 @@
 //! The RESP wire format: client requests in, replies out, and framing of backend replies.
 //!
 //! Requests are parsed by hand (see [`request`]) so that limits are enforced before a byte is
-//! buffered and protocol errors read exactly as Redis's do. Backend replies are framed with the
-//! `redis-protocol` crate and forwarded as the raw bytes the backend sent.
+//! buffered and protocol errors read exactly as Redis's do. Backend replies are framed by hand too
+//! (see [`frame`]), without recursion and resuming between reads, and forwarded as the raw bytes
+//! the backend sent.
 
 pub mod frame;
 pub mod reply;
 pub mod request;
+
+#[cfg(test)]
+mod proptests;
 
 pub use frame::{FrameError, ReplyFrame, ReplyFramer, ReplyKind, frame_reply};
 pub use request::{ProtocolError, Request, RequestParser};

@@ -221,7 +221,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         idle_timer: idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
         idle_timeout,
         shutdown: proxy.shutdown.clone(),
-        parser: RequestParser::new(server.proto_max_bulk_len, server.max_multibulk_len),
+        parser: RequestParser::new(server.proto_max_bulk_len, server.max_multibulk_len)
+            .with_max_request_bytes(server.max_request_bytes),
         max_pipeline: server.max_pipeline,
         proxy: &proxy,
         cluster: &cluster,
