@@ -93,7 +93,7 @@ impl Connector for ScriptedNodes {
 }
 
 async fn serve(mut stream: DuplexStream, addr: String, script: Script, received: Received) {
-    let parser = RequestParser::new(1 << 30, 1 << 20);
+    let mut parser = RequestParser::new(1 << 30, 1 << 20);
     let mut buf = BytesMut::new();
     loop {
         while let Ok(Some(request)) = parser.parse(&mut buf) {
