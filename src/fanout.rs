@@ -1,11 +1,15 @@
 //! Commands about the whole keyspace, sent to every master and combined: `DBSIZE`, `KEYS`,
 //! `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`, `SCRIPT LOAD/FLUSH/EXISTS`, `FUNCTION LOAD/DELETE/FLUSH`,
 //! `INFO keyspace`, and `SCAN` (one master at a time, the cursor saying which).
+//!
+//! Which commands go to every master, and how their replies combine, is the command's
+//! [`Policy`](crate::command::Policy), decided when the command table loads.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
 
 use crate::cluster::{Access, Cluster, Target};
+use crate::command::Gather;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, parse_int, put_decimal};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};
@@ -47,28 +51,27 @@ pub struct FanOut {
     pub access: Access,
 }
 
-/// The fan-out for `spec_name` (`dbsize`, `script|load`, ...), if it is one.
-pub fn plan(spec_name: &str, raw: &Bytes) -> Option<FanOut> {
-    let (combine, access) = match spec_name {
-        "dbsize" => (Combine::Sum, Access::Read),
-        "keys" => (Combine::Concat, Access::Read),
-        "randomkey" => (Combine::AnyNonNull, Access::Read),
-        "flushall" | "flushdb" | "script|flush" | "function|flush" => {
-            (Combine::AllOk, Access::Write)
-        }
-        "script|load" | "function|load" | "function|delete" => (Combine::First, Access::Write),
-        "script|exists" => (Combine::And, Access::Read),
-        "pubsub|channels" | "pubsub|shardchannels" => (Combine::Union, Access::Read),
-        "pubsub|numsub" | "pubsub|shardnumsub" => (Combine::SumPairs, Access::Read),
-        "pubsub|numpat" => (Combine::Sum, Access::Read),
-        _ => return None,
+/// The fan-out of `raw`, a command whose policy is [`Policy::EveryMaster`] with `gather` and
+/// `access`; `spec_name` (`script|load`) names it in errors.
+///
+/// [`Policy::EveryMaster`]: crate::command::Policy::EveryMaster
+pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> FanOut {
+    let combine = match gather {
+        Gather::Sum => Combine::Sum,
+        Gather::Concat => Combine::Concat,
+        Gather::AllOk => Combine::AllOk,
+        Gather::First => Combine::First,
+        Gather::And => Combine::And,
+        Gather::AnyNonNull => Combine::AnyNonNull,
+        Gather::Union => Combine::Union,
+        Gather::SumPairs => Combine::SumPairs,
     };
-    Some(FanOut {
+    FanOut {
         name: spec_name.replace('|', " ").to_ascii_uppercase(),
         payload: raw.clone(),
         combine,
         access,
-    })
+    }
 }
 
 /// `INFO keyspace` from every master, to be appended to `local` (the proxy's own `INFO` text).

@@ -7,7 +7,8 @@
 //!   one of the [`workers`], single-threaded runtimes that each own their backend connections.
 //! - [`session`]: one client's loop; parses requests with [`protocol`], answers the proxy's own
 //!   commands, and keeps replies in request order.
-//! - [`command`]: the command table from the backend's `COMMAND`, with key positions.
+//! - [`command`]: the command table from the backend's `COMMAND`, with key positions and each
+//!   command's [`command::Policy`] (what the proxy does with it), decided when the table loads.
 //! - [`cluster`]: hash slots, the slot map and its refresh, and routing with `MOVED`/`ASK`
 //!   followed.
 //! - [`multikey`]: splits `MGET`/`MSET`/`DEL`/... across slots and merges the replies.

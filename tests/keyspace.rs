@@ -206,3 +206,24 @@ fn noscript_from_a_node_that_lost_its_scripts_is_healed() {
     let error = format!("{:?}", unknown.unwrap_err());
     assert!(error.to_ascii_lowercase().contains("noscript"), "{error}");
 }
+
+#[test]
+fn script_flush_through_the_proxy_also_empties_its_script_cache() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut client = proxy.client();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 7")
+        .query(&mut client)
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut client)
+        .unwrap();
+    // The client flushed the scripts: the proxy must not load them back behind its back.
+    let flushed: redis::RedisResult<i64> =
+        redis::cmd("EVALSHA").arg(&sha).arg(0).query(&mut client);
+    let error = format!("{:?}", flushed.unwrap_err());
+    assert!(error.to_ascii_lowercase().contains("noscript"), "{error}");
+}

@@ -1,11 +1,15 @@
-//! The command table: what every command is called, its arity, flags and where its keys are.
+//! The command table: what every command is called, its arity, flags, where its keys are, and
+//! what the proxy does with it.
 //!
 //! Built from the backend's own `COMMAND` reply, so every command the backend knows (module
-//! commands included) is routed by the backend's own key specs. The proxy's own commands are
-//! looked up before this table (see `session::local`).
+//! commands included) is routed by the backend's own key specs. Building the table gives every
+//! command and subcommand its [`Policy`] (forward, split, every master, own connection, refuse,
+//! ...), so the session decides with one lookup and one `match`. The proxy's own commands
+//! ([`PROXY_COMMANDS`]) are looked up before this table, so they work before it is known.
 
 mod keys;
 mod parse;
+pub mod policy;
 
 use std::collections::HashMap;
 
@@ -13,6 +17,10 @@ use bytes::Bytes;
 
 pub use keys::{KeySpec, SearchBegin, SearchKeys};
 pub use parse::{CommandTableError, parse_command_reply};
+pub use policy::{
+    Gather, LocalKind, OwnKind, PROXY_COMMANDS, Policy, Refusal, ScriptKind, SplitKind,
+    SubscriptionKind, Transaction, proxy_command,
+};
 
 /// Longest command name looked up without allocating.
 pub const MAX_NAME_LEN: usize = 64;
@@ -36,6 +44,9 @@ pub struct CommandSpec {
     pub key_specs: Vec<KeySpec>,
     /// Subcommands of a container command such as `OBJECT`, by lowercase subcommand name.
     pub subcommands: HashMap<String, CommandSpec>,
+    /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
+    /// flags (replacing any value given), so it is computed once, when the table loads.
+    pub policy: Policy,
 }
 
 impl CommandSpec {
@@ -78,10 +89,16 @@ pub struct CommandTable {
 }
 
 impl CommandTable {
-    /// A table of the given commands.
+    /// A table of the given commands, each (and each subcommand) given its [`Policy`].
     pub fn new(specs: impl IntoIterator<Item = CommandSpec>) -> Self {
         CommandTable {
-            commands: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            commands: specs
+                .into_iter()
+                .map(|mut s| {
+                    assign_policies(&mut s);
+                    (s.name.clone(), s)
+                })
+                .collect(),
         }
     }
 
@@ -125,6 +142,14 @@ impl CommandTable {
     /// The top-level command called `name` in any case.
     pub fn get(&self, name: &[u8]) -> Option<&CommandSpec> {
         with_lowercase(name, |n| self.commands.get(n)).flatten()
+    }
+}
+
+/// Sets the policy of `spec` and of its subcommands, from their names and flags.
+fn assign_policies(spec: &mut CommandSpec) {
+    spec.policy = Policy::of(&spec.name, &spec.flags);
+    for sub in spec.subcommands.values_mut() {
+        assign_policies(sub);
     }
 }
 

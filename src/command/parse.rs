@@ -69,6 +69,8 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
         flags,
         key_specs,
         subcommands,
+        // Set by `CommandTable::new`, once the whole entry is known.
+        policy: Default::default(),
     })
 }
 

@@ -1,4 +1,10 @@
 //! Deciding what to do with one request: answer it here, refuse it, or route it to a slot.
+//!
+//! What a command is (forwarded by key, split, sent to every master, own connection,
+//! subscription, answered here, refused) is its [`Policy`], decided when the command table
+//! loaded; here a request costs a lookup in the proxy's own table, one in the backend's, and
+//! one `match` on the policy. Only the client's state (not authenticated, subscribed, inside
+//! `MULTI`) and what depends on the arguments are checked per request.
 
 use bytes::Bytes;
 
@@ -6,7 +12,10 @@ use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe};
 use super::{ClientState, local, txn};
 use crate::cluster::{Access, Cluster, Slot, Target};
-use crate::command::{CommandSpec, Lookup, MAX_NAME_LEN, lowercase, with_lowercase};
+use crate::command::{
+    CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
+    SubscriptionKind, lowercase, proxy_command, with_lowercase,
+};
 use crate::fanout::{self, FanOut};
 use crate::multikey::{self, Split};
 use crate::protocol::Protocol;
@@ -54,32 +63,32 @@ pub enum Action {
     ShardUnsubscribe(Vec<Bytes>),
 }
 
-/// Commands that change the state of the connection they run on, or hold it, and so cannot run
-/// on a connection shared by many clients. They are refused until the proxy gives them a
-/// connection of their own.
-const NEEDS_OWN_CONNECTION: &[&str] = &["waitaof"];
-
-/// Decides what to do with `request`.
+/// Decides what to do with `request`: the proxy's own commands by their static table, any
+/// other by the backend's, then one `match` on the command's [`Policy`].
 pub fn dispatch(
     state: &mut ClientState,
     proxy: &Proxy,
     cluster: &Cluster,
     request: Request,
 ) -> Action {
-    // Lowercased once, on the stack: the checks below all match on it.
+    // Lowercased once, on the stack, for both tables.
     let mut name_buf = [0u8; MAX_NAME_LEN];
     let name = lowercase(request.name(), &mut name_buf);
-    if !state.authenticated && !matches!(name, Some("auth" | "hello" | "quit" | "reset")) {
+    let own = name.and_then(proxy_command);
+    if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
     }
     if let Some(name) = name {
-        if let Some(action) = pubsub_command(state, name, &request) {
-            return action;
+        // Rare (a subscribed RESP2 client), so the list stays with the rest of Pub/Sub.
+        if state.subscribed
+            && state.protocol == Protocol::Resp2
+            && !ALLOWED_WHILE_SUBSCRIBED.contains(&name)
+        {
+            return Action::Reply(reply::error(&format!(
+                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            )));
         }
-        if let Some(action) = txn::handle(state, cluster, name, &request) {
-            return action;
-        }
-        if let Some(action) = local::handle(state, proxy, cluster, name, &request) {
+        if let Some(action) = before_table(state, proxy, cluster, own, &request) {
             return action;
         }
     }
@@ -100,139 +109,164 @@ pub fn dispatch(
     if !spec.arity_ok(request.args.len()) {
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
-    if let Some(refusal) = refuse(spec, proxy.config.server.allow_admin_commands) {
-        return Action::Reply(reply::error(&refusal));
-    }
-    if is_blocking(spec, &request.args) {
-        return match route(state, spec, &request.args) {
-            Ok(target) => Action::Own(OwnOp::Blocking {
-                payload: request.raw,
-                target,
-            }),
-            Err(error) => Action::Reply(reply::error(error)),
-        };
-    }
-    match spec.name.as_str() {
-        "eval" | "eval_ro" | "script|load" => {
-            let body = if spec.name == "script|load" {
-                request.args.get(2)
-            } else {
-                request.args.get(1)
-            };
-            if let Some(body) = body {
-                cluster.scripts.remember(body);
-            }
+    by_policy(state, proxy, cluster, spec, spec.policy, request)
+}
+
+/// What is decided before the backend's table is needed: subscriptions (taken even inside
+/// `MULTI`), every request while `MULTI` is open, and the proxy's own commands. `None` sends
+/// the request on to the backend's table, which also answers a proxy command with an argument
+/// count Redis refuses (with Redis's error).
+fn before_table(
+    state: &mut ClientState,
+    proxy: &Proxy,
+    cluster: &Cluster,
+    own: Option<Policy>,
+    request: &Request,
+) -> Option<Action> {
+    let subscribed_resp2 = state.subscribed && state.protocol == Protocol::Resp2;
+    let taken = match own {
+        Some(Policy::Subscription(kind)) => subscription(state, kind, request),
+        // A subscribed RESP2 connection answers PING itself, in its own format.
+        Some(Policy::Local(LocalKind::Ping)) if subscribed_resp2 => {
+            Some(Action::Subscribe(request.raw.clone()))
         }
-        _ => {}
+        _ => None,
+    };
+    if taken.is_some() {
+        return taken;
     }
-    if spec.name == "scan" {
-        return Action::Scan(request.args);
+    if state.txn.is_some() {
+        return Some(txn::in_multi(state, cluster, own, request));
     }
-    if let Some(fanout) = fanout::plan(&spec.name, &request.raw) {
-        return Action::FanOut(fanout);
+    match own? {
+        Policy::Own(OwnKind::Transaction(kind)) => txn::handle(state, kind, request),
+        Policy::Local(kind) => local::handle(state, proxy, cluster, kind, request),
+        _ => None,
     }
-    if spec.name == "wait" {
-        return wait(state, proxy, &request.args);
-    }
-    match route(state, spec, &request.args) {
-        Ok(target) => {
-            let access = if spec.has_flag("readonly") {
-                Access::Read
-            } else {
-                Access::Write
-            };
-            if let (Target::Slot(slot), Access::Write) = (&target, access) {
-                state.last_write_slot = Some(*slot);
-            }
-            Action::Forward {
-                payload: request.raw,
-                target,
-                access,
-            }
-        }
-        Err(error) => match multikey::plan(&spec.name, &request.args) {
-            Some(split) => Action::Split(split),
-            None => Action::Reply(reply::error(error)),
+}
+
+/// Acts on `policy`, the policy of `spec`, for a request whose arity is already checked.
+fn by_policy(
+    state: &mut ClientState,
+    proxy: &Proxy,
+    cluster: &Cluster,
+    spec: &CommandSpec,
+    policy: Policy,
+    request: Request,
+) -> Action {
+    match policy {
+        Policy::Forward { access } => forward(state, spec, request, access),
+        Policy::Split { kind, access } => match route(state, spec, &request.args) {
+            Ok(target) => forward_to(state, request.raw, target, access),
+            Err(error) => match multikey::plan(kind.name(), &request.args) {
+                Some(split) => Action::Split(split),
+                None => Action::Reply(reply::error(error)),
+            },
         },
+        Policy::EveryMaster { gather, access } => {
+            Action::FanOut(fanout::plan(gather, access, &spec.name, &request.raw))
+        }
+        Policy::Scan => Action::Scan(request.args),
+        Policy::Wait => wait(state, proxy, &request.args),
+        Policy::Own(OwnKind::Blocking) => blocking(state, spec, request),
+        Policy::Own(OwnKind::BlockingWithBlockArg { access }) => {
+            if request
+                .args
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+            {
+                blocking(state, spec, request)
+            } else {
+                forward(state, spec, request, access)
+            }
+        }
+        Policy::Script(kind) => {
+            match kind {
+                ScriptKind::Eval { .. } => {
+                    if let Some(body) = request.args.get(1) {
+                        cluster.scripts.remember(body);
+                    }
+                }
+                ScriptKind::Load => {
+                    if let Some(body) = request.args.get(2) {
+                        cluster.scripts.remember(body);
+                    }
+                }
+                ScriptKind::Flush => cluster.scripts.flush(),
+            }
+            by_policy(state, proxy, cluster, spec, kind.then(), request)
+        }
+        Policy::Admin { access } => {
+            if proxy.config.server.allow_admin_commands {
+                forward(state, spec, request, access)
+            } else {
+                Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
+            }
+        }
+        Policy::Refused(refusal) => Action::Reply(reply::error(&refusal.message(&spec.name))),
+        // The proxy's own commands come here only when `before_table` left them to the
+        // backend's table, whose arity check then refuses them; should a backend accept the
+        // arguments all the same, it judges the command.
+        Policy::Local(_) | Policy::Subscription(_) | Policy::Own(OwnKind::Transaction(_)) => {
+            forward(state, spec, request, Access::Write)
+        }
     }
 }
 
-/// Commands that cannot work through a proxy at all: they take over the connection or act on
-/// one server process as a whole.
-const NEVER_THROUGH_PROXY: &[&str] = &[
-    "monitor",
-    "sync",
-    "psync",
-    "replicaof",
-    "slaveof",
-    "shutdown",
-];
-
-/// Administrative commands, refused unless `server.allow_admin_commands` is set.
-const ADMIN: &[&str] = &[
-    "debug",
-    "save",
-    "bgsave",
-    "bgrewriteaof",
-    "config|set",
-    "config|rewrite",
-    "config|resetstat",
-    "acl|setuser",
-    "acl|deluser",
-    "acl|load",
-    "acl|save",
-    "migrate",
-    "failover",
-    "module|load",
-    "module|loadex",
-    "module|unload",
-    "swapdb",
-];
-
-fn refuse(spec: &CommandSpec, allow_admin: bool) -> Option<String> {
-    let base = spec.name.split('|').next().unwrap_or(&spec.name);
-    let shown = || spec.name.replace('|', " ").to_ascii_uppercase();
-    if NEVER_THROUGH_PROXY.contains(&base) {
-        return Some(format!(
-            "ERR respgate: {} cannot work through a proxy; connect to a node directly",
-            shown()
-        ));
+/// Forwards `request` whole to the slot of its keys; `CROSSSLOT` when they differ.
+fn forward(
+    state: &mut ClientState,
+    spec: &CommandSpec,
+    request: Request,
+    access: Access,
+) -> Action {
+    match route(state, spec, &request.args) {
+        Ok(target) => forward_to(state, request.raw, target, access),
+        Err(error) => Action::Reply(reply::error(error)),
     }
-    if !allow_admin && (ADMIN.contains(&spec.name.as_str()) || ADMIN.contains(&base)) {
-        return Some(format!(
-            "ERR respgate: {} is an administrative command and is refused through the proxy (server.allow_admin_commands enables it)",
-            shown()
-        ));
-    }
-    if NEEDS_OWN_CONNECTION.contains(&base) {
-        return Some(format!(
-            "ERR respgate: {} is not supported by this proxy yet",
-            shown()
-        ));
-    }
-    None
 }
 
-/// Subscriptions, and what a subscribed RESP2 client may not do.
-fn pubsub_command(state: &mut ClientState, name: &str, request: &Request) -> Option<Action> {
-    if state.subscribed
-        && state.protocol == Protocol::Resp2
-        && !ALLOWED_WHILE_SUBSCRIBED.contains(&name)
-    {
-        return Some(Action::Reply(reply::error(&format!(
-            "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
-        ))));
+/// Forwards `payload` to `target`, remembering the slot of a write for `WAIT`.
+fn forward_to(state: &mut ClientState, payload: Bytes, target: Target, access: Access) -> Action {
+    if let (Target::Slot(slot), Access::Write) = (&target, access) {
+        state.last_write_slot = Some(*slot);
     }
+    Action::Forward {
+        payload,
+        target,
+        access,
+    }
+}
+
+/// A command that may block, on the client's own connection to the slot of its keys.
+fn blocking(state: &mut ClientState, spec: &CommandSpec, request: Request) -> Action {
+    match route(state, spec, &request.args) {
+        Ok(target) => Action::Own(OwnOp::Blocking {
+            payload: request.raw,
+            target,
+        }),
+        Err(error) => Action::Reply(reply::error(error)),
+    }
+}
+
+/// (Un)subscriptions. `None` for a (p|s)subscribe without channels, left to the backend's
+/// table for Redis's arity error.
+fn subscription(
+    state: &mut ClientState,
+    kind: SubscriptionKind,
+    request: &Request,
+) -> Option<Action> {
     let argc = request.args.len();
-    match name {
-        "subscribe" | "psubscribe" if argc >= 2 => {
+    match kind {
+        SubscriptionKind::Subscribe | SubscriptionKind::Psubscribe if argc >= 2 => {
             state.subscribed = true;
             Some(Action::Subscribe(request.raw.clone()))
         }
-        "unsubscribe" | "punsubscribe" if state.subscribed => {
+        SubscriptionKind::Unsubscribe | SubscriptionKind::Punsubscribe if state.subscribed => {
             Some(Action::Subscribe(request.raw.clone()))
         }
-        "unsubscribe" | "punsubscribe" => {
+        SubscriptionKind::Unsubscribe | SubscriptionKind::Punsubscribe => {
+            let name = kind.name();
             let mut out = BytesMut::new();
             let channels = request.args.get(1..).unwrap_or_default();
             if channels.is_empty() {
@@ -249,10 +283,7 @@ fn pubsub_command(state: &mut ClientState, name: &str, request: &Request) -> Opt
             }
             Some(Action::Reply(out.freeze()))
         }
-        "ping" if state.subscribed && state.protocol == Protocol::Resp2 => {
-            Some(Action::Subscribe(request.raw.clone()))
-        }
-        "ssubscribe" if argc >= 2 => {
+        SubscriptionKind::Ssubscribe if argc >= 2 => {
             let channels = request.args.get(1..).unwrap_or_default();
             let slot = Slot::for_key(channels.first()?);
             if channels.iter().any(|c| Slot::for_key(c) != slot) {
@@ -264,10 +295,12 @@ fn pubsub_command(state: &mut ClientState, name: &str, request: &Request) -> Opt
                 slot,
             })
         }
-        "sunsubscribe" => Some(Action::ShardUnsubscribe(
+        SubscriptionKind::Sunsubscribe => Some(Action::ShardUnsubscribe(
             request.args.get(1..).unwrap_or_default().to_vec(),
         )),
-        _ => None,
+        SubscriptionKind::Subscribe
+        | SubscriptionKind::Psubscribe
+        | SubscriptionKind::Ssubscribe => None,
     }
 }
 
@@ -307,18 +340,6 @@ fn wait(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
             .map_or(Target::AnyMaster, Target::Slot),
         // On the master, where the write went, whatever `read_from` says.
         access: Access::Write,
-    }
-}
-
-/// Whether the command may block: flagged `blocking`, except `XREAD`/`XREADGROUP` without
-/// `BLOCK`, which answer at once and can share a connection.
-fn is_blocking(spec: &CommandSpec, args: &[Bytes]) -> bool {
-    if !spec.has_flag("blocking") {
-        return false;
-    }
-    match spec.name.as_str() {
-        "xread" | "xreadgroup" => args.iter().any(|a| a.eq_ignore_ascii_case(b"BLOCK")),
-        _ => true,
     }
 }
 

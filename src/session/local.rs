@@ -1,6 +1,10 @@
 //! Commands the proxy answers itself: connection state (`HELLO`, `CLIENT`, `SELECT`, ...), and
 //! views of the proxy as one Redis node owning every slot (`INFO`, `CLUSTER SLOTS`, ...), so
 //! that plain and cluster-aware clients both find a server they understand.
+//!
+//! Which commands these are is their [`Policy`](crate::command::Policy), `Local(..)`, from the
+//! static table of the proxy's own commands ([`PROXY_COMMANDS`](crate::command::PROXY_COMMANDS)),
+//! so they work before the backend's command table is known.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -11,39 +15,23 @@ use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
 use crate::clients::KillFilter;
 use crate::cluster::{Access, Cluster, SLOT_COUNT, Slot, Target};
+use crate::command::LocalKind;
 use crate::fanout;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
 use crate::protocol::{Protocol, Request};
 use crate::proxy::Proxy;
 
-/// Answers `request` if it is one of the proxy's own commands.
+/// Answers `request`, one of the proxy's own commands (its policy is `Local(kind)`). `None`
+/// means a request to follow the normal path instead.
 pub fn handle(
     state: &mut ClientState,
     proxy: &Proxy,
     cluster: &Cluster,
-    name: &str,
+    kind: LocalKind,
     request: &Request,
 ) -> Option<Action> {
     let args = &request.args;
-    if !matches!(
-        name,
-        "ping"
-            | "echo"
-            | "quit"
-            | "select"
-            | "hello"
-            | "auth"
-            | "client"
-            | "info"
-            | "cluster"
-            | "readonly"
-            | "readwrite"
-            | "asking"
-            | "reset"
-    ) {
-        return None;
-    }
     let mut out = ReplyBuf::new(state.protocol);
     let argc = args.len();
     let arity = |ok: bool| {
@@ -55,8 +43,8 @@ pub fn handle(
             ))))
         }
     };
-    match name {
-        "ping" => {
+    match kind {
+        LocalKind::Ping => {
             if let Some(bad) = arity(argc <= 2) {
                 return Some(bad);
             }
@@ -65,14 +53,14 @@ pub fn handle(
                 None => out.simple("PONG"),
             };
         }
-        "echo" => {
+        LocalKind::Echo => {
             if let Some(bad) = arity(argc == 2) {
                 return Some(bad);
             }
             out.bulk(args.get(1).map(|a| a.as_ref()).unwrap_or_default());
         }
-        "quit" => return Some(Action::Close(Bytes::from_static(reply::OK))),
-        "select" => {
+        LocalKind::Quit => return Some(Action::Close(Bytes::from_static(reply::OK))),
+        LocalKind::Select => {
             if let Some(bad) = arity(argc == 2) {
                 return Some(bad);
             }
@@ -82,7 +70,7 @@ pub fn handle(
                 Some(_) => out.error("ERR SELECT is not allowed in cluster mode"),
             };
         }
-        "auth" => {
+        LocalKind::Auth => {
             if let Some(bad) = arity((2..=3).contains(&argc)) {
                 return Some(bad);
             }
@@ -101,31 +89,31 @@ pub fn handle(
                 out.error(WRONGPASS);
             }
         }
-        "hello" => {
+        LocalKind::Hello => {
             let action = hello(state, proxy, cluster, args);
             state.publish();
             return Some(action);
         }
-        "client" => {
+        LocalKind::Client => {
             let action = client(state, proxy, args);
             state.publish();
             return Some(action);
         }
-        "info" => {
+        LocalKind::Info => {
             let (text, keyspace) = info(proxy, cluster, args);
             if keyspace {
                 return Some(Action::FanOut(fanout::keyspace(text)));
             }
             out.verbatim(text.as_bytes());
         }
-        "cluster" => return cluster_command(state, proxy, cluster, args),
-        "readonly" | "readwrite" | "asking" => {
+        LocalKind::Cluster => return cluster_command(state, proxy, cluster, args),
+        LocalKind::ReadOnly | LocalKind::ReadWrite | LocalKind::Asking => {
             if let Some(bad) = arity(argc == 1) {
                 return Some(bad);
             }
             out.simple("OK");
         }
-        "reset" => {
+        LocalKind::Reset => {
             state.protocol = Protocol::Resp2;
             state.name = None;
             state.txn = None;
@@ -137,7 +125,6 @@ pub fn handle(
             state.publish();
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
         }
-        _ => return None,
     }
     Some(Action::Reply(out.finish()))
 }

@@ -4,6 +4,9 @@
 //! as from Redis); `EXEC` sends `MULTI`, the queue and `EXEC` in one write on the client's own
 //! connection, to the master of the transaction's one slot. A key in another slot is refused
 //! with `CROSSSLOT` and, like any queuing error in Redis, makes `EXEC` fail with `EXECABORT`.
+//!
+//! The session comes here for the commands whose [`Policy`] is
+//! `Own(OwnKind::Transaction(..))`, and for every request while `MULTI` is open.
 
 use bytes::{Bytes, BytesMut};
 
@@ -11,7 +14,7 @@ use super::ClientState;
 use super::dispatch::{Action, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::OwnOp;
 use crate::cluster::{Cluster, Slot};
-use crate::command::Lookup;
+use crate::command::{Lookup, OwnKind, Policy, Transaction};
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::encode_command;
@@ -29,19 +32,12 @@ pub struct Txn {
     dirty: bool,
 }
 
-/// Handles the transaction commands, and every command while `MULTI` is open. `None` means the
-/// request is none of those and follows the normal path.
-pub fn handle(
-    state: &mut ClientState,
-    cluster: &Cluster,
-    name: &str,
-    request: &Request,
-) -> Option<Action> {
-    if state.txn.is_some() {
-        return Some(in_multi(state, cluster, name, request));
-    }
-    let action = match name {
-        "multi" if request.args.len() == 1 => {
+/// Handles a transaction command outside `MULTI`. `None` means a request Redis would refuse for
+/// its argument count, which follows the normal path to get Redis's error.
+pub fn handle(state: &mut ClientState, kind: Transaction, request: &Request) -> Option<Action> {
+    let argc = request.args.len();
+    let action = match kind {
+        Transaction::Multi if argc == 1 => {
             let mut txn = Txn {
                 slot: state.watched_slot,
                 ..Txn::default()
@@ -50,17 +46,17 @@ pub fn handle(
             state.txn = Some(txn);
             Action::Reply(Bytes::from_static(reply::OK))
         }
-        "exec" if request.args.len() == 1 => Action::Reply(reply::error("ERR EXEC without MULTI")),
-        "discard" if request.args.len() == 1 => {
+        Transaction::Exec if argc == 1 => Action::Reply(reply::error("ERR EXEC without MULTI")),
+        Transaction::Discard if argc == 1 => {
             Action::Reply(reply::error("ERR DISCARD without MULTI"))
         }
-        "unwatch" if request.args.len() == 1 => {
+        Transaction::Unwatch if argc == 1 => {
             state.watched_slot = None;
             Action::Own(OwnOp::Release {
                 reply: Bytes::from_static(reply::OK),
             })
         }
-        "watch" if request.args.len() >= 2 => {
+        Transaction::Watch if argc >= 2 => {
             let slot = match one_slot(request.args.get(1..).unwrap_or_default()) {
                 Some(slot) if state.watched_slot.is_none_or(|w| w == slot) => slot,
                 _ => return Some(Action::Reply(reply::error(CROSSSLOT))),
@@ -76,12 +72,23 @@ pub fn handle(
     Some(action)
 }
 
-fn in_multi(state: &mut ClientState, cluster: &Cluster, name: &str, request: &Request) -> Action {
-    match name {
-        "exec" | "discard" => {
+/// Handles any request while `MULTI` is open: `EXEC`/`DISCARD` end it, anything else is
+/// checked and queued. `own` is the request's policy if it is one of the proxy's own commands.
+pub fn in_multi(
+    state: &mut ClientState,
+    cluster: &Cluster,
+    own: Option<Policy>,
+    request: &Request,
+) -> Action {
+    let kind = match own {
+        Some(Policy::Own(OwnKind::Transaction(kind))) => Some(kind),
+        _ => None,
+    };
+    match kind {
+        Some(end @ (Transaction::Exec | Transaction::Discard)) => {
             let txn = state.txn.take().unwrap_or_default();
             state.watched_slot = None;
-            if name == "discard" {
+            if end == Transaction::Discard {
                 return Action::Own(OwnOp::Release {
                     reply: Bytes::from_static(reply::OK),
                 });
@@ -101,9 +108,13 @@ fn in_multi(state: &mut ClientState, cluster: &Cluster, name: &str, request: &Re
                 slot: txn.slot,
             });
         }
-        "multi" => return Action::Reply(reply::error("ERR MULTI calls can not be nested")),
-        "watch" => return Action::Reply(reply::error("ERR WATCH inside MULTI is not allowed")),
-        _ => {}
+        Some(Transaction::Multi) => {
+            return Action::Reply(reply::error("ERR MULTI calls can not be nested"));
+        }
+        Some(Transaction::Watch) => {
+            return Action::Reply(reply::error("ERR WATCH inside MULTI is not allowed"));
+        }
+        Some(Transaction::Unwatch) | None => {}
     }
     let refusal = match cluster.commands() {
         None => Some(cluster.unreachable_error()),
