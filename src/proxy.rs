@@ -23,6 +23,8 @@ pub struct ProxyStats {
     pub total_commands: AtomicU64,
     /// Clients refused because `max_clients` was reached.
     pub rejected_connections: AtomicU64,
+    /// Clients closed for overcoming their output limit.
+    pub closed_by_output_limit: AtomicU64,
 }
 
 /// State shared by all sessions.

@@ -38,6 +38,10 @@ pub enum Policy {
     Scan,
     /// `WAIT`: on the shared connection that carried the client's last write.
     Wait,
+    /// `PUBLISH`: to the master of the channel's slot, where the proxy's subscribers of that
+    /// channel are, so one publisher's messages to a channel take one path and the count
+    /// includes the proxy's clients.
+    Publish,
     /// On the client's own connection.
     Own(OwnKind),
     /// On the client's subscription connections.
@@ -400,6 +404,7 @@ impl Policy {
             "pubsub|channels" | "pubsub|shardchannels" => every(Gather::Union, Access::Read),
             "pubsub|numsub" | "pubsub|shardnumsub" => every(Gather::SumPairs, Access::Read),
             "wait" => Policy::Wait,
+            "publish" => Policy::Publish,
             "mget" => split(SplitKind::Mget),
             "mset" => split(SplitKind::Mset),
             "del" => split(SplitKind::Del),

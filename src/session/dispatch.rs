@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::own::OwnOp;
-use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe};
+use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
 use super::{ClientState, local, txn};
 use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{
@@ -50,17 +50,14 @@ pub enum Action {
     Scan(Vec<Bytes>),
     /// Work on the client's own connection, alone and in order.
     Own(OwnOp),
-    /// Send to the client's subscription connection (opening it first if needed).
-    Subscribe(Bytes),
-    /// `SSUBSCRIBE` of channels in `slot`: to the connection for that slot's master.
-    ShardSubscribe {
-        /// The command.
-        raw: Bytes,
-        /// The channels' slot.
-        slot: Slot,
+    /// (Un)subscribe `names` (all of that kind when empty, for the unsubscribes) on the
+    /// client's subscription connections.
+    Pubsub {
+        /// Which (un)subscribe.
+        kind: SubscriptionKind,
+        /// The channels or patterns.
+        names: Vec<Bytes>,
     },
-    /// `SUNSUBSCRIBE` of these channels (all when empty).
-    ShardUnsubscribe(Vec<Bytes>),
 }
 
 /// Decides what to do with `request`: the proxy's own commands by their static table, any
@@ -127,8 +124,10 @@ fn before_table(
     let taken = match own {
         Some(Policy::Subscription(kind)) => subscription(state, kind, request),
         // A subscribed RESP2 connection answers PING itself, in its own format.
-        Some(Policy::Local(LocalKind::Ping)) if subscribed_resp2 => {
-            Some(Action::Subscribe(request.raw.clone()))
+        Some(Policy::Local(LocalKind::Ping)) if subscribed_resp2 && request.args.len() <= 2 => {
+            Some(Action::Reply(subscribed_pong(
+                request.args.get(1).map(|m| m.as_ref()),
+            )))
         }
         _ => None,
     };
@@ -168,6 +167,13 @@ fn by_policy(
         }
         Policy::Scan => Action::Scan(request.args),
         Policy::Wait => wait(state, proxy, &request.args),
+        Policy::Publish => {
+            // Arity is checked: the channel is there.
+            let target = request.args.get(1).map_or(Target::AnyMaster, |channel| {
+                Target::Slot(Slot::for_key(channel))
+            });
+            forward_to(state, request.raw, target, Access::Write)
+        }
         Policy::Own(OwnKind::Blocking) => blocking(state, spec, request),
         Policy::Own(OwnKind::BlockingWithBlockArg { access }) => {
             if request
@@ -257,15 +263,28 @@ fn subscription(
     request: &Request,
 ) -> Option<Action> {
     let argc = request.args.len();
+    let names = || request.args.get(1..).unwrap_or_default().to_vec();
     match kind {
         SubscriptionKind::Subscribe | SubscriptionKind::Psubscribe if argc >= 2 => {
             state.subscribed = true;
-            Some(Action::Subscribe(request.raw.clone()))
+            Some(Action::Pubsub {
+                kind,
+                names: names(),
+            })
         }
-        SubscriptionKind::Unsubscribe | SubscriptionKind::Punsubscribe if state.subscribed => {
-            Some(Action::Subscribe(request.raw.clone()))
+        SubscriptionKind::Unsubscribe
+        | SubscriptionKind::Punsubscribe
+        | SubscriptionKind::Sunsubscribe
+            if state.subscribed =>
+        {
+            Some(Action::Pubsub {
+                kind,
+                names: names(),
+            })
         }
-        SubscriptionKind::Unsubscribe | SubscriptionKind::Punsubscribe => {
+        SubscriptionKind::Unsubscribe
+        | SubscriptionKind::Punsubscribe
+        | SubscriptionKind::Sunsubscribe => {
             let name = kind.name();
             let mut out = BytesMut::new();
             let channels = request.args.get(1..).unwrap_or_default();
@@ -274,11 +293,7 @@ fn subscription(
             }
             for channel in channels {
                 let mut reply = ReplyBuf::new(state.protocol);
-                match state.protocol {
-                    Protocol::Resp2 => reply.array(3),
-                    Protocol::Resp3 => reply.push(3),
-                };
-                reply.bulk(name.as_bytes()).bulk(channel).integer(0);
+                reply.push(3).bulk(name.as_bytes()).bulk(channel).integer(0);
                 out.extend_from_slice(&reply.finish());
             }
             Some(Action::Reply(out.freeze()))
@@ -290,14 +305,11 @@ fn subscription(
                 return Some(Action::Reply(reply::error(CROSSSLOT)));
             }
             state.subscribed = true;
-            Some(Action::ShardSubscribe {
-                raw: request.raw.clone(),
-                slot,
+            Some(Action::Pubsub {
+                kind,
+                names: names(),
             })
         }
-        SubscriptionKind::Sunsubscribe => Some(Action::ShardUnsubscribe(
-            request.args.get(1..).unwrap_or_default().to_vec(),
-        )),
         SubscriptionKind::Subscribe
         | SubscriptionKind::Psubscribe
         | SubscriptionKind::Ssubscribe => None,

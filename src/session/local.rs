@@ -418,9 +418,12 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
     if show("clients") {
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_output_bytes:{}\r\nclients_closed_by_output_limit:{}\r\nclient_output_buffer_limit:{}\r\n\r\n",
             stats.connected_clients.load(Ordering::Relaxed),
             proxy.config.server.max_clients,
+            proxy.clients.owed_bytes(),
+            stats.closed_by_output_limit.load(Ordering::Relaxed),
+            output_limits(&proxy.config.server),
         );
     }
     if show("stats") {
@@ -571,4 +574,19 @@ fn redis_version(cluster: &Cluster) -> String {
     cluster
         .redis_version()
         .map_or_else(|| "7.0.0".to_string(), |v| v.to_string())
+}
+
+/// The output limits as Redis's `CONFIG GET client-output-buffer-limit` shows them.
+fn output_limits(server: &crate::config::ServerConfig) -> String {
+    let class = |name: &str, l: &crate::config::OutputLimit| {
+        format!(
+            "{name} {} {} {}",
+            l.hard_limit_bytes, l.soft_limit_bytes, l.soft_limit_s
+        )
+    };
+    format!(
+        "{} {}",
+        class("normal", &server.client_output_limit_normal),
+        class("pubsub", &server.client_output_limit_pubsub)
+    )
 }

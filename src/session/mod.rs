@@ -36,6 +36,7 @@ use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::Proxy;
 use crate::{fanout, multikey};
 use outbound::{Outbound, Standing, counted};
+use pubsub::Subscriptions;
 
 pub use dispatch::Action;
 
@@ -264,9 +265,8 @@ async fn active(c: &mut Conn<'_>) -> Flow {
     // out (`held`), and nothing after it starts until it is done (`own_running`).
     let mut held: Option<Held> = None;
     let mut own_running = false;
-    let mut subscriber: Option<Box<pubsub::Subscriber>> = None;
-    // Sharded subscriptions: one connection per master whose slots hold the channels.
-    let mut sharded: Vec<pubsub::Subscriber> = Vec::new();
+    // Made on the first (un)subscribe: most clients never subscribe.
+    let mut subs: Option<Box<Subscriptions>> = None;
     // The idle wait saw the socket readable: take what is there first.
     if client_gone(c) {
         return Flow::Close;
@@ -285,37 +285,18 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
-                Some(Held::Subscribe(raw)) => {
-                    if let Err(error) =
-                        pubsub::subscribe(&mut subscriber, c.cluster, c.state.protocol, &raw).await
-                    {
-                        c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed());
-                        let error = reply::error(&format!("ERR respgate: {error}"));
-                        pending.push_back(counted(Either::Left(ready(error)), owed));
+                Some(Held::Pubsub { kind, names }) => {
+                    let protocol = c.state.protocol;
+                    let subscriptions =
+                        subs.get_or_insert_with(|| Box::new(Subscriptions::new(protocol)));
+                    match subscriptions.start(c.cluster, kind, names).await {
+                        Ok(now) => out.push_uncounted(now, owed),
+                        Err(error) => {
+                            let error = reply::error(&format!("ERR respgate: {error}"));
+                            pending.push_back(counted(Either::Left(ready(error)), owed));
+                        }
                     }
-                }
-                Some(Held::ShardSubscribe { raw, slot }) => {
-                    let sent = Box::pin(pubsub::shard_subscribe(
-                        &mut sharded,
-                        c.cluster,
-                        c.state.protocol,
-                        &raw,
-                        slot,
-                    ))
-                    .await;
-                    if let Err(error) = sent {
-                        c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed())
-                            || sharded.iter().any(|s| s.is_subscribed());
-                        let error = reply::error(&format!("ERR respgate: {error}"));
-                        pending.push_back(counted(Either::Left(ready(error)), owed));
-                    }
-                }
-                Some(Held::ShardUnsubscribe(channels)) => {
-                    let local =
-                        pubsub::shard_unsubscribe(&mut sharded, c.state.protocol, &channels).await;
-                    if !local.is_empty() {
-                        pending.push_back(counted(Either::Left(ready(local.freeze())), owed));
-                    }
+                    c.state.subscribed = subscriptions.is_subscribed();
                 }
                 None => {}
             }
@@ -326,6 +307,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             && !paused
             && !own_running
             && held.is_none()
+            && !subs.as_ref().is_some_and(|s| s.busy())
             && pending.len() < c.max_pipeline
         {
             let request = match c.parser.parse(&mut c.inbuf) {
@@ -388,15 +370,11 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Own(op) => held = Some(Held::Own(op)),
-                Action::Subscribe(raw) => held = Some(Held::Subscribe(raw)),
-                Action::ShardSubscribe { raw, slot } => {
-                    held = Some(Held::ShardSubscribe { raw, slot })
-                }
-                Action::ShardUnsubscribe(channels) => held = Some(Held::ShardUnsubscribe(channels)),
+                Action::Pubsub { kind, names } => held = Some(Held::Pubsub { kind, names }),
             }
             if c.state.reset {
                 c.state.reset = false;
-                subscriber = None;
+                subs = None;
                 if let Some(Ok(mut own)) = c.state.own.as_ref().map(|o| o.try_lock()) {
                     *own = None;
                 }
@@ -431,9 +409,13 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     owed_bytes = owed,
                     limit_bytes = limit,
                     class = if c.state.subscribed { "pubsub" } else { "normal" },
-                    "client closed for overcoming its output limit"
+                    "client closed for overcoming its output buffer limit"
                 );
                 metrics::counter!(m::CLIENTS_CLOSED_BY_LIMIT).increment(1);
+                c.proxy
+                    .stats
+                    .closed_by_output_limit
+                    .fetch_add(1, Ordering::Relaxed);
                 return Flow::Close;
             }
         }
@@ -442,13 +424,10 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         }
         // Nothing owed and nothing to wait for: hand back to the cheap idle wait, dropping this
         // phase's state (its future, the reply queue) so an idle client costs little memory.
-        if pending.is_empty()
-            && out.is_empty()
-            && held.is_none()
-            && subscriber.is_none()
-            && sharded.is_empty()
-            && !closing
-        {
+        if subs.as_ref().is_some_and(|s| s.is_done()) {
+            subs = None;
+        }
+        if pending.is_empty() && out.is_empty() && held.is_none() && subs.is_none() && !closing {
             return Flow::Idle;
         }
         if held.is_some() && pending.is_empty() {
@@ -484,32 +463,30 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 return Flow::Close;
             }
             _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
-            frame = pubsub::next_sharded(&mut sharded, c.cluster), if !sharded.is_empty() => {
-                let Ok(frame) = frame else {
-                    debug!(client = c.state.id, "sharded subscriptions lost; closing");
-                    return Flow::Close;
-                };
-                let total = sharded.iter().map(|s| s.sharded().len()).sum();
-                out.push_uncounted(pubsub::with_sharded_count(frame, total, c.state.protocol), owed);
-                sharded.retain(|s| s.is_subscribed());
-                c.state.subscribed = subscriber.as_ref().is_some_and(|s| s.is_subscribed()) || !sharded.is_empty();
-            }
-            frame = pubsub::next_push(&mut subscriber, c.cluster) => {
+            frame = next_for_subscriber(&mut subs, c.cluster) => {
                 let Ok(frame) = frame else {
                     debug!(client = c.state.id, "subscriptions lost; closing");
                     return Flow::Close;
                 };
                 out.push_uncounted(frame, owed);
-                if !subscriber.as_ref().is_some_and(|s| s.is_subscribed()) {
-                    subscriber = None;
-                }
-                c.state.subscribed = subscriber.is_some() || !sharded.is_empty();
+                c.state.subscribed = subs.as_ref().is_some_and(|s| s.is_subscribed());
             }
-            _ = idle(&mut c.idle_timer), if pending.is_empty() && out.is_empty() && !closing && subscriber.is_none() => {
+            _ = idle(&mut c.idle_timer), if pending.is_empty() && out.is_empty() && !closing && subs.is_none() => {
                 debug!(client = c.state.id, "idle timeout; closing");
                 return Flow::Close;
             }
         }
+    }
+}
+
+/// The next bytes for a subscribed client; never completes without subscriptions.
+async fn next_for_subscriber(
+    subs: &mut Option<Box<Subscriptions>>,
+    cluster: &crate::cluster::Cluster,
+) -> Result<Bytes, crate::backend::BackendError> {
+    match subs {
+        Some(subs) => subs.next(cluster).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -580,12 +557,7 @@ async fn silently(
         }
         // Own-connection work and subscriptions keep their replies: silencing them would
         // desynchronise the client from its subscription stream.
-        Action::Reply(_)
-        | Action::Close(_)
-        | Action::Own(_)
-        | Action::Subscribe(_)
-        | Action::ShardSubscribe { .. }
-        | Action::ShardUnsubscribe(_) => {}
+        Action::Reply(_) | Action::Close(_) | Action::Own(_) | Action::Pubsub { .. } => {}
     }
     Bytes::new()
 }
@@ -594,17 +566,13 @@ async fn silently(
 enum Held {
     /// On the client's own connection.
     Own(own::OwnOp),
-    /// A (un)subscribe or subscribed `PING` for the subscription connection.
-    Subscribe(Bytes),
-    /// An `SSUBSCRIBE` for the connection to the master of `slot`.
-    ShardSubscribe {
-        /// The command.
-        raw: Bytes,
-        /// The channels' slot.
-        slot: crate::cluster::Slot,
+    /// An (un)subscribe for the subscription connections.
+    Pubsub {
+        /// Which.
+        kind: crate::command::SubscriptionKind,
+        /// The channels or patterns.
+        names: Vec<Bytes>,
     },
-    /// An `SUNSUBSCRIBE` of these channels (all when empty).
-    ShardUnsubscribe(Vec<Bytes>),
 }
 
 /// Completes when the idle timer fires; never without one.

@@ -1,16 +1,30 @@
-//! Pub/Sub: a client's subscriptions live on a connection of its own to one master (Redis
-//! Cluster delivers every `PUBLISH` to every node), whose pushes the session relays. When that
-//! node fails, the session connects to another master and subscribes again.
+//! Pub/Sub: a client's subscriptions live on connections of its own, one per master involved.
+//!
+//! A channel (`SUBSCRIBE`) is subscribed on the master owning the channel's slot, the same
+//! master a `PUBLISH` to it is routed to: one publisher's messages to a channel take one path
+//! and stay in order, and `PUBLISH` counts the proxy's subscribers. Sharded channels
+//! (`SSUBSCRIBE`) live on their slot's master too, as Redis requires. Patterns match channels of
+//! every slot, and Redis Cluster delivers every `PUBLISH` to every node, so they live together
+//! on one connection; a `PUBLISH` through the proxy counts pattern subscribers only when that
+//! connection happens to be on the channel's master.
+//!
+//! The proxy keeps what the client is subscribed to, as one Redis would, and answers each
+//! (un)subscribe in the order asked, with the counts over all its connections, once every node
+//! involved has confirmed. Messages that arrive meanwhile wait behind the confirmations. When a
+//! connection is lost (a failover), its subscriptions are placed again where they belong now,
+//! within the cluster's retry budget; if that fails the client is closed, as Redis would.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, warn};
 
 use crate::backend::{BackendError, NodeAddr, NodeConn};
-use crate::cluster::{Cluster, Target};
+use crate::cluster::{Cluster, Slot, Target};
+use crate::command::SubscriptionKind;
 use crate::fanout::array_elements;
 use crate::protocol::Protocol;
+use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
 
 /// Commands allowed while a RESP2 client is subscribed, as in Redis.
@@ -26,191 +40,480 @@ pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
     "reset",
 ];
 
-/// A client's subscription connection.
-pub struct Subscriber {
-    conn: NodeConn,
-    protocol: Protocol,
-    /// Any master for `SUBSCRIBE`/`PSUBSCRIBE`; a slot's master for sharded channels.
-    target: Target,
-    channels: BTreeSet<Bytes>,
-    patterns: BTreeSet<Bytes>,
-    /// Sharded channels (`SSUBSCRIBE`), all served by this connection's node.
-    sharded: BTreeSet<Bytes>,
-    /// Subscription confirmations to drop after a resubscribe: the client saw them already.
-    swallow: usize,
+/// Which of a client's three sets a subscription kind changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    Channels,
+    Patterns,
+    Sharded,
 }
 
-impl Subscriber {
-    /// Connects to the master `target` names: any master for `SUBSCRIBE`, the slot's master for
-    /// `SSUBSCRIBE`.
-    pub async fn open(
+fn set_of(kind: SubscriptionKind) -> Set {
+    match kind {
+        SubscriptionKind::Subscribe | SubscriptionKind::Unsubscribe => Set::Channels,
+        SubscriptionKind::Psubscribe | SubscriptionKind::Punsubscribe => Set::Patterns,
+        SubscriptionKind::Ssubscribe | SubscriptionKind::Sunsubscribe => Set::Sharded,
+    }
+}
+
+fn adds(kind: SubscriptionKind) -> bool {
+    matches!(
+        kind,
+        SubscriptionKind::Subscribe | SubscriptionKind::Psubscribe | SubscriptionKind::Ssubscribe
+    )
+}
+
+fn kind_named(name: &[u8]) -> Option<SubscriptionKind> {
+    [
+        SubscriptionKind::Subscribe,
+        SubscriptionKind::Psubscribe,
+        SubscriptionKind::Ssubscribe,
+        SubscriptionKind::Unsubscribe,
+        SubscriptionKind::Punsubscribe,
+        SubscriptionKind::Sunsubscribe,
+    ]
+    .into_iter()
+    .find(|k| name.eq_ignore_ascii_case(k.name().as_bytes()))
+}
+
+/// Channels, patterns and sharded channels.
+#[derive(Debug, Default)]
+struct Sets {
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+    sharded: BTreeSet<Bytes>,
+}
+
+impl Sets {
+    fn get(&self, set: Set) -> &BTreeSet<Bytes> {
+        match set {
+            Set::Channels => &self.channels,
+            Set::Patterns => &self.patterns,
+            Set::Sharded => &self.sharded,
+        }
+    }
+
+    fn get_mut(&mut self, set: Set) -> &mut BTreeSet<Bytes> {
+        match set {
+            Set::Channels => &mut self.channels,
+            Set::Patterns => &mut self.patterns,
+            Set::Sharded => &mut self.sharded,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.channels.is_empty() && self.patterns.is_empty() && self.sharded.is_empty()
+    }
+
+    /// The count Redis reports after a change of `set`: channels and patterns together, or
+    /// the sharded channels.
+    fn count(&self, set: Set) -> usize {
+        match set {
+            Set::Channels | Set::Patterns => self.channels.len() + self.patterns.len(),
+            Set::Sharded => self.sharded.len(),
+        }
+    }
+}
+
+/// One subscription connection, to one node.
+struct Link {
+    conn: NodeConn,
+    /// What this connection was asked to hold.
+    holds: Sets,
+    /// Confirmations of a renewal after a failover: the client saw them already.
+    swallow: Vec<(SubscriptionKind, Bytes)>,
+}
+
+impl Link {
+    fn addr(&self) -> &NodeAddr {
+        self.conn.addr()
+    }
+}
+
+/// A confirmation owed to the client, in the order it asked.
+#[derive(Debug)]
+struct Awaited {
+    kind: SubscriptionKind,
+    /// The channel or pattern; `None` for an unsubscribe-all with nothing to unsubscribe.
+    name: Option<Bytes>,
+    /// The node that must confirm it; `None` when the proxy answers it alone.
+    node: Option<NodeAddr>,
+    confirmed: bool,
+}
+
+/// A client's subscriptions and their connections.
+pub struct Subscriptions {
+    protocol: Protocol,
+    links: Vec<Link>,
+    /// What the client is subscribed to, as it has been told.
+    client: Sets,
+    awaiting: VecDeque<Awaited>,
+    /// Messages that arrived while confirmations were owed.
+    held: Vec<Bytes>,
+}
+
+impl Subscriptions {
+    /// No subscriptions yet, for a client speaking `protocol`.
+    pub fn new(protocol: Protocol) -> Self {
+        Subscriptions {
+            protocol,
+            links: Vec::new(),
+            client: Sets::default(),
+            awaiting: VecDeque::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// Whether the client is subscribed to anything, or is about to be.
+    pub fn is_subscribed(&self) -> bool {
+        !self.client.is_empty() || self.awaiting.iter().any(|a| adds(a.kind))
+    }
+
+    /// Whether confirmations are still owed: the client's next requests wait until they are out.
+    pub fn busy(&self) -> bool {
+        !self.awaiting.is_empty()
+    }
+
+    /// Whether nothing is left: no subscription, no connection, nothing owed.
+    pub fn is_done(&self) -> bool {
+        self.client.is_empty() && self.awaiting.is_empty() && self.links.is_empty()
+    }
+
+    /// Starts a client's (un)subscribe of `names` (every one of that kind when empty, for the
+    /// unsubscribes); returns what the client can be told at once.
+    pub async fn start(
+        &mut self,
         cluster: &Cluster,
-        protocol: Protocol,
-        target: Target,
-    ) -> Result<Subscriber, BackendError> {
-        let addr = cluster
+        kind: SubscriptionKind,
+        names: Vec<Bytes>,
+    ) -> Result<Bytes, BackendError> {
+        let set = set_of(kind);
+        if adds(kind) {
+            // Patterns all go where the first one goes.
+            let mut pattern_home: Option<NodeAddr> = None;
+            for name in names {
+                let node = match (&pattern_home, set) {
+                    (Some(home), Set::Patterns) => home.clone(),
+                    _ => self.home(cluster, set, &name)?,
+                };
+                if set == Set::Patterns {
+                    pattern_home = Some(node.clone());
+                }
+                self.awaiting.push_back(Awaited {
+                    kind,
+                    name: Some(name),
+                    node: Some(node),
+                    confirmed: false,
+                });
+            }
+        } else {
+            let names = if names.is_empty() {
+                self.client.get(set).iter().cloned().collect()
+            } else {
+                names
+            };
+            if names.is_empty() {
+                self.awaiting.push_back(Awaited {
+                    kind,
+                    name: None,
+                    node: None,
+                    confirmed: true,
+                });
+            }
+            for name in names {
+                let node = self
+                    .links
+                    .iter()
+                    .find(|l| l.holds.get(set).contains(&name))
+                    .map(|l| l.addr().clone());
+                let confirmed = node.is_none();
+                self.awaiting.push_back(Awaited {
+                    kind,
+                    name: Some(name),
+                    node,
+                    confirmed,
+                });
+            }
+        }
+        self.send_awaited(cluster, kind).await?;
+        Ok(self.ready())
+    }
+
+    /// Where a new subscription of `name` goes: its slot's master, or for a pattern the
+    /// connection that holds the patterns already (any master for the first).
+    fn home(&self, cluster: &Cluster, set: Set, name: &Bytes) -> Result<NodeAddr, BackendError> {
+        let target = match set {
+            Set::Patterns => {
+                if let Some(link) = self.links.iter().find(|l| !l.holds.patterns.is_empty()) {
+                    return Ok(link.addr().clone());
+                }
+                match self.links.first() {
+                    Some(link) => return Ok(link.addr().clone()),
+                    None => Target::AnyMaster,
+                }
+            }
+            Set::Channels | Set::Sharded => Target::Slot(Slot::for_key(name)),
+        };
+        cluster
             .node_for(&target)
             .ok_or_else(|| BackendError::Unreachable {
                 addr: NodeAddr::new("-"),
                 reason: cluster.unreachable_error(),
-            })?;
-        let conn = NodeConn::open(&addr, protocol, cluster.conn_settings()).await?;
-        Ok(Subscriber {
-            conn,
-            protocol,
-            target,
-            channels: BTreeSet::new(),
-            patterns: BTreeSet::new(),
-            sharded: BTreeSet::new(),
-            swallow: 0,
-        })
+            })
     }
 
-    /// Whether any subscription is active.
-    pub fn is_subscribed(&self) -> bool {
-        !self.channels.is_empty() || !self.patterns.is_empty() || !self.sharded.is_empty()
+    /// Sends the not yet confirmed entries of `kind` to their nodes, one command per node.
+    async fn send_awaited(
+        &mut self,
+        cluster: &Cluster,
+        kind: SubscriptionKind,
+    ) -> Result<(), BackendError> {
+        let mut by_node: Vec<(NodeAddr, Vec<Bytes>)> = Vec::new();
+        for entry in self
+            .awaiting
+            .iter()
+            .filter(|a| a.kind == kind && !a.confirmed)
+        {
+            let (Some(node), Some(name)) = (&entry.node, &entry.name) else {
+                continue;
+            };
+            match by_node.iter_mut().find(|(n, _)| n == node) {
+                Some((_, names)) => names.push(name.clone()),
+                None => by_node.push((node.clone(), vec![name.clone()])),
+            }
+        }
+        let set = set_of(kind);
+        for (node, names) in by_node {
+            let link = self.link(cluster, &node).await?;
+            for name in &names {
+                if adds(kind) {
+                    link.holds.get_mut(set).insert(name.clone());
+                } else {
+                    link.holds.get_mut(set).remove(name);
+                }
+            }
+            let mut payload = BytesMut::new();
+            let mut args: Vec<&[u8]> = vec![kind.name().as_bytes()];
+            args.extend(names.iter().map(|n| n.as_ref()));
+            encode_command(&mut payload, &args);
+            // A failed write shows as a lost connection on the next read, which renews it.
+            if let Err(error) = link.conn.write_all(&payload).await {
+                debug!(node = %node, %error, "subscription connection failed on send");
+            }
+        }
+        Ok(())
     }
 
-    /// The node it is connected to.
-    pub fn addr(&self) -> &NodeAddr {
-        self.conn.addr()
+    /// The connection to `node`, opened when there is none.
+    async fn link(
+        &mut self,
+        cluster: &Cluster,
+        node: &NodeAddr,
+    ) -> Result<&mut Link, BackendError> {
+        let found = self.links.iter().position(|l| l.addr() == node);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let conn = NodeConn::open(node, self.protocol, cluster.conn_settings()).await?;
+                self.links.push(Link {
+                    conn,
+                    holds: Sets::default(),
+                    swallow: Vec::new(),
+                });
+                self.links.len() - 1
+            }
+        };
+        self.links
+            .get_mut(index)
+            .ok_or_else(|| BackendError::Lost { addr: node.clone() })
     }
 
-    /// Its sharded channels.
-    pub fn sharded(&self) -> &BTreeSet<Bytes> {
-        &self.sharded
-    }
-
-    /// Sends a client's (un)subscribe or `PING` as it is.
-    pub async fn send(&mut self, raw: &[u8]) -> Result<(), BackendError> {
-        self.conn.write_all(raw).await
-    }
-
-    /// The next frame for the client: a confirmation, a message, or a `PING` reply. Tracks the
-    /// subscriptions from the confirmations. On a lost connection it subscribes again on
-    /// another node, within the cluster's retry budget; an error means it could not, and the
-    /// client must be told by closing its connection, as Redis would.
+    /// The next bytes for the client: confirmations, messages. Never completes while there
+    /// are no connections. An error means the subscriptions could not be renewed after a
+    /// connection was lost.
     pub async fn next(&mut self, cluster: &Cluster) -> Result<Bytes, BackendError> {
         loop {
-            match self.conn.read_reply().await {
+            if self.links.is_empty() {
+                return std::future::pending().await;
+            }
+            let (index, read) = {
+                let reads = self.links.iter_mut().map(|l| Box::pin(l.conn.read_reply()));
+                let (read, index, _) = futures_util::future::select_all(reads).await;
+                (index, read)
+            };
+            match read {
                 Ok(reply) => {
-                    let frame = reply.bytes;
-                    self.track(&frame);
-                    if self.swallow > 0 && is_confirmation(&frame, self.protocol) {
-                        self.swallow -= 1;
-                        continue;
+                    let out = self.on_frame(index, reply.bytes);
+                    if !out.is_empty() {
+                        return Ok(out);
                     }
-                    return Ok(frame);
                 }
                 Err(error) => {
-                    warn!(node = %self.addr(), %error, "subscription connection lost; subscribing again elsewhere");
-                    Box::pin(self.reconnect(cluster)).await?;
+                    warn!(%error, "subscription connection lost; subscribing again where the channels are now");
+                    Box::pin(self.renew(cluster, index)).await?;
+                    let out = self.ready();
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
                 }
             }
         }
     }
 
-    /// Opens a subscription connection where the subscriptions belong now and renews them
-    /// there, retrying as the cluster's retry engine allows.
-    async fn reconnect(&mut self, cluster: &Cluster) -> Result<(), BackendError> {
+    /// Takes one frame from link `index`; returns what the client can be told now.
+    fn on_frame(&mut self, index: usize, frame: Bytes) -> Bytes {
+        let Some(node) = self.links.get(index).map(|l| l.addr().clone()) else {
+            return Bytes::new();
+        };
+        let parsed = array_elements(&frame, self.protocol).and_then(|parts| {
+            let kind = kind_named(bulk(parts.first()?)?)?;
+            let name = parts
+                .get(1)
+                .and_then(|n| bulk(n))
+                .map(Bytes::copy_from_slice);
+            Some((kind, name))
+        });
+        let Some((kind, name)) = parsed else {
+            // A message: it waits behind confirmations still owed.
+            if self.awaiting.is_empty() {
+                return frame;
+            }
+            self.held.push(frame);
+            return Bytes::new();
+        };
+        let owed = self.awaiting.iter_mut().find(|a| {
+            !a.confirmed && a.kind == kind && a.name == name && a.node.as_ref() == Some(&node)
+        });
+        if let Some(entry) = owed {
+            entry.confirmed = true;
+            return self.ready();
+        }
+        if let (Some(link), Some(name)) = (self.links.get_mut(index), &name)
+            && let Some(at) = link
+                .swallow
+                .iter()
+                .position(|(k, n)| *k == kind && n == name)
+        {
+            link.swallow.remove(at);
+            return Bytes::new();
+        }
+        // Unasked: Redis drops sharded channels whose slot moved away. The client hears of it
+        // as it would from Redis, with its own count.
+        if let (Some(link), Some(name)) = (self.links.get_mut(index), &name)
+            && !adds(kind)
+        {
+            link.holds.get_mut(set_of(kind)).remove(name);
+        }
+        self.awaiting.push_back(Awaited {
+            kind,
+            name,
+            node: None,
+            confirmed: true,
+        });
+        self.ready()
+    }
+
+    /// Confirmations now due, in order, each with the client's count after it; then the
+    /// messages that waited for them.
+    fn ready(&mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        while self.awaiting.front().is_some_and(|a| a.confirmed) {
+            let Some(entry) = self.awaiting.pop_front() else {
+                break;
+            };
+            let set = set_of(entry.kind);
+            if let Some(name) = &entry.name {
+                if adds(entry.kind) {
+                    self.client.get_mut(set).insert(name.clone());
+                } else {
+                    self.client.get_mut(set).remove(name);
+                }
+            }
+            let mut reply = ReplyBuf::new(self.protocol);
+            reply.push(3).bulk(entry.kind.name().as_bytes());
+            match &entry.name {
+                Some(name) => reply.bulk(name),
+                None => reply.null(),
+            };
+            reply.integer(self.client.count(set) as i64);
+            out.extend_from_slice(&reply.finish());
+        }
+        if self.awaiting.is_empty() {
+            for message in self.held.drain(..) {
+                out.extend_from_slice(&message);
+            }
+            // Connections left holding nothing are closed.
+            self.links
+                .retain(|l| !l.holds.is_empty() || !l.swallow.is_empty());
+        }
+        out.freeze()
+    }
+
+    /// Places the subscriptions of lost link `index` again where they belong now, retrying
+    /// within the cluster's budget.
+    async fn renew(&mut self, cluster: &Cluster, index: usize) -> Result<(), BackendError> {
+        if index >= self.links.len() {
+            return Ok(());
+        }
+        let lost = self.links.remove(index);
+        let addr = lost.addr().clone();
+        // What the lost node was to confirm is taken as done: the renewal below establishes it,
+        // and its own confirmations are swallowed.
+        for entry in self.awaiting.iter_mut() {
+            if entry.node.as_ref() == Some(&addr) {
+                entry.confirmed = true;
+            }
+        }
+        let mut orphans: Vec<(SubscriptionKind, Bytes)> = Vec::new();
+        for (kind, set) in [
+            (SubscriptionKind::Subscribe, &lost.holds.channels),
+            (SubscriptionKind::Psubscribe, &lost.holds.patterns),
+            (SubscriptionKind::Ssubscribe, &lost.holds.sharded),
+        ] {
+            orphans.extend(set.iter().map(|name| (kind, name.clone())));
+        }
         let mut attempts = cluster.attempts();
-        loop {
+        while !orphans.is_empty() {
             cluster.request_refresh();
             let Some(delay) = attempts.next_delay() else {
                 return Err(BackendError::Unreachable {
-                    addr: self.addr().clone(),
+                    addr,
                     reason: format!(
-                        "no node took the subscriptions again after {} attempts",
+                        "subscriptions could not be renewed after {} attempts",
                         attempts.retries()
                     ),
                 });
             };
             tokio::time::sleep(delay).await;
-            // Sharded channels follow their slot to its master now (after a failover, the
-            // promoted replica); the others go to any master.
-            let target = match self.sharded.first() {
-                Some(channel) => Target::Slot(crate::cluster::Slot::for_key(channel)),
-                None => self.target.clone(),
-            };
-            let Ok(mut fresh) = Subscriber::open(cluster, self.protocol, target).await else {
-                continue;
-            };
-            let mut payload = BytesMut::new();
-            let mut swallow = 0;
-            for channel in &self.sharded {
-                encode_command(&mut payload, &[&b"SSUBSCRIBE"[..], channel]);
-                swallow += 1;
-            }
-            for (command, names) in [
-                ("SUBSCRIBE", &self.channels),
-                ("PSUBSCRIBE", &self.patterns),
-            ] {
-                if !names.is_empty() {
-                    let mut args: Vec<&[u8]> = vec![command.as_bytes()];
-                    args.extend(names.iter().map(|n| n.as_ref()));
-                    encode_command(&mut payload, &args);
-                    swallow += names.len();
+            let mut left = Vec::new();
+            for (kind, name) in orphans {
+                if self.place(cluster, kind, &name).await.is_err() {
+                    left.push((kind, name));
                 }
             }
-            if fresh.send(&payload).await.is_err() {
-                continue;
-            }
-            debug!(node = %fresh.addr(), "subscribed again");
-            fresh.channels = std::mem::take(&mut self.channels);
-            fresh.patterns = std::mem::take(&mut self.patterns);
-            fresh.sharded = std::mem::take(&mut self.sharded);
-            fresh.swallow = swallow;
-            *self = fresh;
-            return Ok(());
+            orphans = left;
         }
+        debug!(node = %addr, "subscriptions renewed");
+        Ok(())
     }
 
-    fn track(&mut self, frame: &[u8]) {
-        let Some(parts) = array_elements(frame, self.protocol) else {
-            return;
-        };
-        let [kind, name, count] = parts.as_slice() else {
-            return;
-        };
-        let (Some(kind), Some(name)) = (bulk(kind), bulk(name)) else {
-            return;
-        };
-        let _ = count;
-        let name = Bytes::copy_from_slice(name);
-        match kind.to_ascii_lowercase().as_slice() {
-            b"subscribe" => {
-                self.channels.insert(name);
-            }
-            b"unsubscribe" => {
-                self.channels.remove(&name);
-            }
-            b"psubscribe" => {
-                self.patterns.insert(name);
-            }
-            b"punsubscribe" => {
-                self.patterns.remove(&name);
-            }
-            b"ssubscribe" => {
-                self.sharded.insert(name);
-            }
-            b"sunsubscribe" => {
-                self.sharded.remove(&name);
-            }
-            _ => {}
-        }
+    /// Subscribes `name` again on the node it belongs to now, its confirmation swallowed.
+    async fn place(
+        &mut self,
+        cluster: &Cluster,
+        kind: SubscriptionKind,
+        name: &Bytes,
+    ) -> Result<(), BackendError> {
+        let set = set_of(kind);
+        let node = self.home(cluster, set, name)?;
+        let link = self.link(cluster, &node).await?;
+        let mut payload = BytesMut::new();
+        encode_command(&mut payload, &[kind.name().as_bytes(), name]);
+        link.conn.write_all(&payload).await?;
+        link.holds.get_mut(set).insert(name.clone());
+        link.swallow.push((kind, name.clone()));
+        Ok(())
     }
-}
-
-fn is_confirmation(frame: &[u8], protocol: Protocol) -> bool {
-    array_elements(frame, protocol)
-        .and_then(|parts| {
-            parts.first().and_then(|k| bulk(k)).map(|k| {
-                k.eq_ignore_ascii_case(b"subscribe")
-                    || k.eq_ignore_ascii_case(b"psubscribe")
-                    || k.eq_ignore_ascii_case(b"ssubscribe")
-            })
-        })
-        .unwrap_or(false)
 }
 
 /// The payload of a bulk string element.
@@ -233,165 +536,12 @@ pub fn nothing_to_unsubscribe(kind: &str, protocol: Protocol) -> Bytes {
     ))
 }
 
-/// A sharded (un)subscribe confirmation with its count replaced by `total`: the client's
-/// sharded channels over every node, which is what one Redis connection would report. Other
-/// frames are returned as they are.
-pub fn with_sharded_count(frame: Bytes, total: usize, protocol: Protocol) -> Bytes {
-    let Some(parts) = array_elements(&frame, protocol) else {
-        return frame;
-    };
-    let [kind, name, _count] = parts.as_slice() else {
-        return frame;
-    };
-    let is_sharded = bulk(kind).is_some_and(|k| {
-        k.eq_ignore_ascii_case(b"ssubscribe") || k.eq_ignore_ascii_case(b"sunsubscribe")
-    });
-    if !is_sharded {
-        return frame;
-    }
-    let head: &[u8] = match frame.first() {
-        Some(b'>') => b">3\r\n",
-        _ => b"*3\r\n",
-    };
-    let mut out = BytesMut::with_capacity(frame.len() + 8);
-    out.extend_from_slice(head);
-    out.extend_from_slice(kind);
-    out.extend_from_slice(name);
-    out.extend_from_slice(format!(":{total}\r\n").as_bytes());
-    out.freeze()
-}
-
-/// A confirmation the proxy makes itself, for a sharded channel no connection holds.
-pub fn confirmation(kind: &str, channel: Option<&[u8]>, count: usize, protocol: Protocol) -> Bytes {
-    let mut reply = crate::protocol::reply::ReplyBuf::new(protocol);
-    reply.push(3).bulk(kind.as_bytes());
-    match channel {
-        Some(channel) => reply.bulk(channel),
-        None => reply.null(),
-    };
-    reply.integer(count as i64);
+/// Redis's reply to `PING` from a subscribed RESP2 client: `pong` and the message, as an array.
+pub fn subscribed_pong(message: Option<&[u8]>) -> Bytes {
+    let mut reply = ReplyBuf::new(Protocol::Resp2);
+    reply
+        .array(2)
+        .bulk(b"pong")
+        .bulk(message.unwrap_or_default());
     reply.finish()
-}
-
-/// Sends `raw` on the subscription connection, opening it first.
-pub(super) async fn subscribe(
-    subscriber: &mut Option<Box<Subscriber>>,
-    cluster: &Cluster,
-    protocol: Protocol,
-    raw: &[u8],
-) -> Result<(), BackendError> {
-    if subscriber.is_none() {
-        *subscriber = Some(Box::new(
-            Subscriber::open(cluster, protocol, Target::AnyMaster).await?,
-        ));
-    }
-    if let Some(sub) = subscriber.as_mut()
-        && sub.send(raw).await.is_err()
-    {
-        // The next read notices the broken connection and subscribes again elsewhere.
-        debug!("subscription connection failed on send");
-    }
-    Ok(())
-}
-
-/// The next frame from the subscription connection; never completes without one.
-pub(super) async fn next_push(
-    subscriber: &mut Option<Box<Subscriber>>,
-    cluster: &Cluster,
-) -> Result<Bytes, BackendError> {
-    match subscriber {
-        Some(sub) => sub.next(cluster).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sends `SSUBSCRIBE` on the connection to the master of `slot`, opening it if needed.
-pub(super) async fn shard_subscribe(
-    sharded: &mut Vec<Subscriber>,
-    cluster: &Cluster,
-    protocol: Protocol,
-    raw: &[u8],
-    slot: crate::cluster::Slot,
-) -> Result<(), BackendError> {
-    let target = Target::Slot(slot);
-    let owner = cluster.node_for(&target);
-    let existing = sharded
-        .iter_mut()
-        .find(|s| Some(s.addr()) == owner.as_ref());
-    let sub = match existing {
-        Some(sub) => sub,
-        None => {
-            sharded.push(Subscriber::open(cluster, protocol, target).await?);
-            match sharded.last_mut() {
-                Some(sub) => sub,
-                None => return Ok(()),
-            }
-        }
-    };
-    if sub.send(raw).await.is_err() {
-        debug!("sharded subscription connection failed on send");
-    }
-    Ok(())
-}
-
-/// Sends `SUNSUBSCRIBE` for `channels` (all when empty) to the connections holding them, and
-/// returns the confirmations the proxy makes itself for channels no connection holds.
-pub(super) async fn shard_unsubscribe(
-    sharded: &mut [Subscriber],
-    protocol: Protocol,
-    channels: &[Bytes],
-) -> BytesMut {
-    let mut local = BytesMut::new();
-    let total: usize = sharded.iter().map(|s| s.sharded().len()).sum();
-    if channels.is_empty() {
-        let mut any = false;
-        for sub in sharded.iter_mut().filter(|s| !s.sharded().is_empty()) {
-            any = true;
-            let mut payload = BytesMut::new();
-            crate::protocol::request::encode_command(&mut payload, &["SUNSUBSCRIBE"]);
-            let _ = sub.send(&payload).await;
-        }
-        if !any {
-            local.extend_from_slice(&confirmation("sunsubscribe", None, 0, protocol));
-        }
-        return local;
-    }
-    for sub in sharded.iter_mut() {
-        let mine: Vec<&Bytes> = channels
-            .iter()
-            .filter(|c| sub.sharded().contains(*c))
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let mut args: Vec<&[u8]> = vec![b"SUNSUBSCRIBE"];
-        args.extend(mine.iter().map(|c| c.as_ref()));
-        let mut payload = BytesMut::new();
-        crate::protocol::request::encode_command(&mut payload, &args);
-        let _ = sub.send(&payload).await;
-    }
-    for channel in channels
-        .iter()
-        .filter(|c| !sharded.iter().any(|s| s.sharded().contains(*c)))
-    {
-        local.extend_from_slice(&confirmation(
-            "sunsubscribe",
-            Some(channel),
-            total,
-            protocol,
-        ));
-    }
-    local
-}
-
-/// The next frame from any sharded subscription connection.
-pub(super) async fn next_sharded(
-    sharded: &mut [Subscriber],
-    cluster: &Cluster,
-) -> Result<Bytes, BackendError> {
-    if sharded.is_empty() {
-        return std::future::pending().await;
-    }
-    let nexts = sharded.iter_mut().map(|s| Box::pin(s.next(cluster)));
-    futures_util::future::select_all(nexts).await.0
 }
