@@ -203,3 +203,114 @@ fn sharded_subscriptions_move_to_the_promoted_replica() {
         b"*3\r\n$8\r\nsmessage\r\n$5\r\nticks\r\n$2\r\nt1\r\n"
     );
 }
+
+#[test]
+fn publish_counts_a_subscriber_of_the_proxy() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut subscriber = proxy.raw();
+    subscriber.command(&["SUBSCRIBE", "counted"]);
+    let mut publisher = proxy.raw();
+    // Whichever channel: the subscription and the PUBLISH land on the channel's master.
+    for channel in ["counted", "{x}counted", "counted2"] {
+        if channel != "counted" {
+            subscriber.command(&["SUBSCRIBE", channel]);
+        }
+        assert_eq!(
+            publisher.command(&["PUBLISH", channel, "m"]),
+            b":1\r\n",
+            "{channel}"
+        );
+        subscriber.reply();
+    }
+    assert_eq!(publisher.command(&["PUBLISH", "nobody", "m"]), b":0\r\n");
+}
+
+#[test]
+fn one_publishers_messages_arrive_in_order() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let mut subscriber = proxy.raw();
+    subscriber.command(&["SUBSCRIBE", "ordered"]);
+    let mut publisher = proxy.raw();
+    for n in 0..3000 {
+        publisher.command(&["PUBLISH", "ordered", &n.to_string()]);
+    }
+    let mut inversions = Vec::new();
+    let mut last: Option<u32> = None;
+    for _ in 0..3000 {
+        let reply = subscriber.reply();
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let n: u32 = text
+            .rsplit("\r\n")
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("not a numbered message: {text:?}"));
+        if last.is_some_and(|l| n != l + 1) {
+            inversions.push((last, n));
+        }
+        last = Some(n);
+    }
+    assert!(
+        inversions.is_empty(),
+        "out of order: {:?}",
+        &inversions[..inversions.len().min(10)]
+    );
+    assert_eq!(last, Some(2999));
+}
+
+#[test]
+fn subscribing_to_channels_on_several_masters_confirms_in_order_with_the_clients_counts() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let owner = |c: &str| cluster.slot_owner(respgate::cluster::Slot::for_key(c.as_bytes()).get());
+    // Three channels on three different masters.
+    let mut channels: Vec<String> = Vec::new();
+    for i in 0..1000 {
+        let c = format!("chan{i}");
+        if channels.iter().all(|other| owner(other) != owner(&c)) {
+            channels.push(c);
+        }
+        if channels.len() == 3 {
+            break;
+        }
+    }
+    let mut subscriber = proxy.raw();
+    let mut args = vec!["SUBSCRIBE"];
+    args.extend(channels.iter().map(String::as_str));
+    let mut out = bytes::BytesMut::new();
+    respgate::protocol::request::encode_command(&mut out, &args);
+    subscriber.send(&out);
+    for (i, channel) in channels.iter().enumerate() {
+        let expected = format!(
+            "*3\r\n$9\r\nsubscribe\r\n${}\r\n{channel}\r\n:{}\r\n",
+            channel.len(),
+            i + 1
+        );
+        assert_eq!(String::from_utf8_lossy(&subscriber.reply()), expected);
+    }
+    assert_eq!(
+        subscriber.command(&["PSUBSCRIBE", "chan*"]),
+        b"*3\r\n$10\r\npsubscribe\r\n$5\r\nchan*\r\n:4\r\n"
+    );
+    // Every channel's master counts the proxy's subscriber.
+    for master in cluster.master_ports() {
+        let held = cluster.cli(
+            master,
+            &["PUBSUB", "NUMSUB", &channels[0], &channels[1], &channels[2]],
+        );
+        let counts: Vec<&str> = held.lines().skip(1).step_by(2).collect();
+        assert_eq!(
+            counts.iter().filter(|c| **c == "1").count(),
+            1,
+            "master {master} holds exactly its own channel: {held}"
+        );
+    }
+    let unsubscribed = subscriber.command(&["UNSUBSCRIBE", &channels[1]]);
+    let expected = format!(
+        "*3\r\n$11\r\nunsubscribe\r\n${}\r\n{}\r\n:3\r\n",
+        channels[1].len(),
+        channels[1]
+    );
+    assert_eq!(String::from_utf8_lossy(&unsubscribed), expected);
+}
