@@ -292,3 +292,38 @@ async fn a_connection_lost_mid_pipeline_fails_only_what_was_in_flight() {
         .count();
     assert_eq!(sets, 1, "the write in flight is never resent");
 }
+
+#[tokio::test]
+async fn a_node_answering_command_with_a_deeply_nested_reply_cannot_crash_the_refresh() {
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |args, _| match args.join(" ").as_str() {
+        "CLUSTER NODES" => {
+            let line = format!("aaaa {A}@16379 myself,master - 0 0 1 connected 0-16383\n");
+            reply(&format!("${}\r\n{line}\r\n", line.len()))
+        }
+        "COMMAND" => {
+            let depth = 100_000;
+            let mut deep = "*1\r\n".repeat(depth);
+            deep.push_str(":1\r\n");
+            Act::Reply(deep.into_bytes())
+        }
+        _ => reply("-ERR unexpected\r\n"),
+    });
+    let cluster = Cluster::with_connector("test", config(), WorkerSet::inline(), nodes.clone());
+    // Run where a recursive decoder would overflow: a small stack.
+    let outcome = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async { topology::refresh(&cluster).await.map_err(|e| e.to_string()) })
+        })
+        .unwrap()
+        .join()
+        .expect("the refresh thread survives");
+    let error = outcome.expect_err("a 100,000-deep COMMAND reply is refused");
+    assert!(error.contains("COMMAND"), "{error}");
+    assert!(nodes.received(A).contains(&"COMMAND".to_string()));
+}

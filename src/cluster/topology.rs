@@ -17,6 +17,7 @@ use crate::backend::{BackendError, NodeAddr, request_once};
 use crate::command::parse_command_reply;
 use crate::config::ReadFrom;
 use crate::metrics as m;
+use crate::protocol::{Protocol, ReplyFramer};
 
 /// One range of `CLUSTER SLOTS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,8 +194,18 @@ async fn query(
             reply: String::from_utf8_lossy(text).into_owned(),
         });
     }
-    match decode(&reply.bytes) {
-        Ok(Some((frame, _))) => Ok(frame),
+    // The decoder below recurses: a reply nested deeper than any topology reply is refused
+    // before it sees it, so a broken or hostile node cannot exhaust the refresher's stack.
+    let mut framer = ReplyFramer::new(Protocol::Resp2);
+    let shallow = matches!(framer.next_frame(&reply.bytes), Ok(Some(_)))
+        && framer.last_depth() <= MAX_TOPOLOGY_DEPTH;
+    let decoded = if shallow {
+        decode(&reply.bytes).ok().flatten()
+    } else {
+        None
+    };
+    match decoded {
+        Some((frame, _)) => Ok(frame),
         _ => Err(TopologyError::Malformed {
             addr: addr.clone(),
             command,
@@ -243,13 +254,17 @@ async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), Topolo
     Ok(())
 }
 
+/// Deepest nesting a topology or command-table reply may have (`COMMAND` in RESP2 nests 4
+/// levels: commands, a command, its key specs, a key spec's fields).
+const MAX_TOPOLOGY_DEPTH: usize = 8;
+
 /// How long to wait for more views once one has arrived: a stopped node must not hold up a
 /// refresh, but the views of live nodes arrive within a few milliseconds of each other.
 const MORE_VIEWS_GRACE: Duration = Duration::from_millis(100);
 
 /// One refresh: asks every known node and the seeds at once, takes the view with the highest
 /// config epoch (then the most slots covered), and installs it if routes changed.
-async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
+pub(super) async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
     let current = cluster.map.load_full();
     let mut candidates = current.nodes();
     for seed in cluster.seeds() {

@@ -135,6 +135,10 @@ pub struct ReplyFramer {
     kind: ReplyKind,
     /// Bytes looked at since the framer was made; see [`ReplyFramer::bytes_examined`].
     examined: u64,
+    /// Most aggregates open at once in the value being framed.
+    deepest: usize,
+    /// `deepest` of the last value framed; see [`ReplyFramer::last_depth`].
+    last_depth: usize,
 }
 
 impl ReplyFramer {
@@ -148,6 +152,8 @@ impl ReplyFramer {
             stack: Vec::new(),
             kind: ReplyKind::Value,
             examined: 0,
+            deepest: 0,
+            last_depth: 0,
         }
     }
 
@@ -182,6 +188,12 @@ impl ReplyFramer {
         result
     }
 
+    /// How deeply the last frame returned nests: 0 for a scalar, 1 for an array of scalars.
+    /// Code that decodes a frame recursively checks it first, so no reply can exhaust its stack.
+    pub fn last_depth(&self) -> usize {
+        self.last_depth
+    }
+
     /// Open-aggregate slots allocated, for tests that check declared counts allocate nothing.
     #[cfg(test)]
     pub(super) fn stack_capacity(&self) -> usize {
@@ -197,6 +209,7 @@ impl ReplyFramer {
             self.stack = Vec::new();
         }
         self.kind = ReplyKind::Value;
+        self.deepest = 0;
     }
 
     fn advance(&mut self, buf: &[u8]) -> Result<Option<ReplyFrame>, FrameError> {
@@ -326,6 +339,7 @@ impl ReplyFramer {
             b'$' | b'=' | b'!' => {
                 if ty == b'$' && text == b"?" {
                     self.stack.push(Level::StreamedString);
+                    self.deepest = self.deepest.max(self.stack.len());
                     return Ok(None);
                 }
                 let n = length(&mut self.examined)?;
@@ -350,6 +364,7 @@ impl ReplyFramer {
                     } else {
                         Level::StreamedAggregate
                     });
+                    self.deepest = self.deepest.max(self.stack.len());
                     return Ok(None);
                 }
                 let n = length(&mut self.examined)?;
@@ -372,10 +387,12 @@ impl ReplyFramer {
                     (0, false) => Ok(self.value_done()),
                     (_, true) => {
                         self.stack.push(Level::Attribute(count));
+                        self.deepest = self.deepest.max(self.stack.len());
                         Ok(None)
                     }
                     (_, false) => {
                         self.stack.push(Level::Aggregate(count));
+                        self.deepest = self.deepest.max(self.stack.len());
                         Ok(None)
                     }
                 }
@@ -413,6 +430,7 @@ impl ReplyFramer {
                         len: self.pos,
                         kind: self.kind,
                     };
+                    self.last_depth = self.deepest;
                     self.reset();
                     return Some(frame);
                 }

@@ -302,3 +302,14 @@ fn a_shrunk_buffer_starts_over() {
     let frame = framer.next_frame(b"+OK\r\n").unwrap().unwrap();
     assert_eq!(frame.len, 5);
 }
+
+#[test]
+fn last_depth_says_how_deeply_the_last_frame_nests() {
+    let mut framer = ReplyFramer::new(Protocol::Resp2);
+    let buf = b"*2\r\n*1\r\n*1\r\n:1\r\n:2\r\n+OK\r\n";
+    let first = framer.next_frame(buf).unwrap().unwrap();
+    assert_eq!(framer.last_depth(), 3);
+    let second = framer.next_frame(&buf[first.len..]).unwrap().unwrap();
+    assert_eq!(second.len, 5);
+    assert_eq!(framer.last_depth(), 0);
+}
