@@ -5,15 +5,20 @@
 //!
 //! - [`server`]: accepts clients (socket options, client limit) and starts a session each on
 //!   one of the [`workers`], single-threaded runtimes that each own their backend connections.
-//! - [`session`]: one client's loop; parses requests with [`protocol`], answers the proxy's own
-//!   commands, and keeps replies in request order.
+//! - [`session`]: one client's loop; parses requests with [`protocol`] (one resumable framing
+//!   engine for requests and replies, no recursion), answers the proxy's own commands, keeps
+//!   replies in request order and bounds what the client is owed in bytes.
 //! - [`command`]: the command table from the backend's `COMMAND`, with key positions and each
 //!   command's [`command::Policy`] (what the proxy does with it), decided when the table loads.
-//! - [`cluster`]: hash slots, the slot map and its refresh, and routing with `MOVED`/`ASK`
-//!   followed.
+//! - [`cluster`]: hash slots, the slot map and its refresh, routing, and the one retry engine
+//!   ([`cluster::Cluster::judge`]) that every path to a node feeds: `MOVED`, `ASK`, `TRYAGAIN`,
+//!   failover, lost connections, within one retry budget.
 //! - [`multikey`]: splits `MGET`/`MSET`/`DEL`/... across slots and merges the replies.
 //! - [`fanout`]: whole-keyspace commands (`DBSIZE`, `SCAN`, `FLUSHALL`, ...) over every master.
-//! - [`backend`]: shared, pipelined connections to each node.
+//! - [`backend`]: connections to nodes. One [`backend::NodeConn`] type owns transport, buffer
+//!   and framing for every use (shared pipelined connections, a client's own, Pub/Sub, the
+//!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
+//!   scripted nodes.
 //!
 //! [`config`] holds the typed configuration, [`metrics`] the metric names, [`admin`] the
 //! `/metrics`, `/ready` and `/live` endpoints.
