@@ -20,8 +20,45 @@ pub const ENV_PREFIX: &str = "RESPGATE";
 pub struct Config {
     /// The client-facing side.
     pub server: ServerConfig,
-    /// The backends, by name. Today exactly one cluster; named so that several fit later.
+    /// The backends, by name (`[clusters.NAME]`, the older spelling of `[backends.NAME]`).
     pub clusters: BTreeMap<String, ClusterConfig>,
+    /// The backends, by name.
+    pub backends: BTreeMap<String, ClusterConfig>,
+    /// Which keys go to which backend.
+    pub routing: RoutingConfig,
+}
+
+/// Which keys go to which backend.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// The backend of every key no route matches, and of keyless commands; may be left empty
+    /// when there is one backend.
+    pub default: String,
+    /// Prefix routes; the longest matching prefix wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One prefix route.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Keys starting with this text match.
+    pub prefix: String,
+    /// The backend of matching keys.
+    pub backend: String,
+    /// Remove the prefix from keys before forwarding, and put it back on keys that come back.
+    pub strip_prefix: bool,
+}
+
+impl Config {
+    /// Every backend by name, `[clusters.*]` and `[backends.*]` together, in name order: a
+    /// backend's position here is its id.
+    pub fn backend_list(&self) -> Vec<(String, ClusterConfig)> {
+        let mut all: BTreeMap<String, ClusterConfig> = self.clusters.clone();
+        all.extend(self.backends.clone());
+        all.into_iter().collect()
+    }
 }
 
 /// The client-facing listener and per-client limits.

@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod fanout;
+pub mod keyspace;
 pub mod metrics;
 pub mod multikey;
 pub mod protocol;

@@ -1,0 +1,39 @@
+//! The keyspace: which backend each key lives on. Sits between the session and the backends:
+//! a request's keys are mapped to (backend, slot) by [`RouteTable::route`] before anything
+//! else, so a session is tied to no backend.
+//!
+//! A backend is one of a closed set of kinds (a Redis Cluster today; a Sentinel-managed group and
+//! a standalone server next), each reached through the same pools, framing and retry engine.
+
+mod routes;
+
+pub use routes::{Destination, PrefixRule, RouteTable};
+
+use std::fmt;
+
+/// Index of a backend in the proxy's list of backends (configuration order, by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct BackendId(pub u16);
+
+impl BackendId {
+    /// The index as a `usize`, for slices.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Where one key goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The backend holding the key.
+    pub backend: BackendId,
+    /// Bytes of the key's front to remove before forwarding (a route's `strip_prefix`); 0 for
+    /// none.
+    pub strip: usize,
+}
