@@ -64,7 +64,7 @@ fn publish(proxy: &Proxy) {
     metrics::counter!(m::COMMANDS).absolute(stats.total_commands.load(Relaxed));
     metrics::counter!(m::CLIENT_CONNECTIONS).absolute(stats.total_connections.load(Relaxed));
     metrics::gauge!(m::CLIENTS_CONNECTED).set(stats.connected_clients.load(Relaxed) as f64);
-    for cluster in &proxy.clusters {
+    for cluster in &proxy.backends {
         let map = cluster.slot_map();
         let name = cluster.name().to_string();
         metrics::gauge!(m::SLOTS_SERVED, "cluster" => name.clone()).set(map.slots_served() as f64);
@@ -98,7 +98,7 @@ async fn answer(
         "/live" => ("200 OK", "live\n".to_string()),
         "/ready" => {
             let unready: Vec<&str> = proxy
-                .clusters
+                .backends
                 .iter()
                 .filter(|c| c.slot_map().slots_served() < usize::from(SLOT_COUNT))
                 .map(|c| c.name())

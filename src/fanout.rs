@@ -8,11 +8,15 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
 
+use std::sync::Arc;
+
+use crate::backend::NodePool;
 use crate::cluster::{Access, Cluster, Target};
 use crate::command::Gather;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, parse_int, put_decimal};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};
+use crate::proxy::Proxy;
 
 /// How the masters' replies combine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,19 +90,34 @@ pub fn keyspace(local: String) -> FanOut {
     }
 }
 
-/// Sends the command to every master at once and combines the replies.
-pub async fn run(cluster: &Cluster, fanout: FanOut, protocol: Protocol, affinity: usize) -> Bytes {
-    let masters = cluster.slot_map().masters().to_vec();
-    if masters.is_empty() {
-        return reply::error(&cluster.unreachable_error());
+/// Every master of every backend, each with its backend, backends in id order and each
+/// backend's masters in address order (the order `SCAN` walks them).
+fn all_masters(proxy: &Proxy) -> Result<Vec<(&Cluster, Arc<NodePool>)>, Bytes> {
+    let mut all = Vec::new();
+    for cluster in &proxy.backends {
+        let mut masters = cluster.slot_map().masters().to_vec();
+        if masters.is_empty() {
+            return Err(reply::error(&cluster.unreachable_error()));
+        }
+        masters.sort_by(|a, b| a.addr().cmp(b.addr()));
+        all.extend(masters.into_iter().map(|pool| (cluster.as_ref(), pool)));
     }
+    Ok(all)
+}
+
+/// Sends the command to every master of every backend at once and combines the replies.
+pub async fn run(proxy: &Proxy, fanout: FanOut, protocol: Protocol, affinity: usize) -> Bytes {
+    let masters = match all_masters(proxy) {
+        Ok(masters) => masters,
+        Err(error) => return error,
+    };
     // INFO is read on RESP2 connections whatever the client speaks, so its text is a bulk.
     let node_protocol = if matches!(fanout.combine, Combine::Keyspace(_)) {
         Protocol::Resp2
     } else {
         protocol
     };
-    let replies = join_all(masters.into_iter().map(|pool| {
+    let replies = join_all(masters.into_iter().map(|(cluster, pool)| {
         cluster.execute(
             fanout.payload.clone(),
             Target::Node(pool),
@@ -321,7 +340,7 @@ const NODE_BITS: u32 = 10;
 /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` across masters, one at a time: the cursor keeps
 /// the master's index (in address order) in its low bits and that master's own cursor above.
 /// A full iteration returns every key once as long as no slot moves meanwhile.
-pub async fn scan(cluster: &Cluster, args: &[Bytes], protocol: Protocol, affinity: usize) -> Bytes {
+pub async fn scan(proxy: &Proxy, args: &[Bytes], protocol: Protocol, affinity: usize) -> Bytes {
     let Some(cursor) = args
         .get(1)
         .and_then(|c| std::str::from_utf8(c).ok())
@@ -329,11 +348,10 @@ pub async fn scan(cluster: &Cluster, args: &[Bytes], protocol: Protocol, affinit
     else {
         return reply::error("ERR invalid cursor");
     };
-    let mut masters = cluster.slot_map().masters().to_vec();
-    if masters.is_empty() {
-        return reply::error(&cluster.unreachable_error());
-    }
-    masters.sort_by(|a, b| a.addr().cmp(b.addr()));
+    let masters = match all_masters(proxy) {
+        Ok(masters) => masters,
+        Err(error) => return error,
+    };
     let mut index = (cursor & ((1 << NODE_BITS) - 1)) as usize;
     let mut node_cursor = cursor >> NODE_BITS;
     if index >= masters.len() {
@@ -342,7 +360,7 @@ pub async fn scan(cluster: &Cluster, args: &[Bytes], protocol: Protocol, affinit
     let mut request: Vec<Bytes> = args.to_vec();
     let mut keys: Vec<Bytes> = Vec::new();
     loop {
-        let Some(pool) = masters.get(index).cloned() else {
+        let Some((cluster, pool)) = masters.get(index).cloned() else {
             return reply::error("ERR invalid cursor");
         };
         if let Some(slot) = request.get_mut(1) {

@@ -11,9 +11,11 @@ use std::hash::Hash;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use crate::cluster::{Access, Cluster, Slot, Target};
+use crate::cluster::{Access, Slot, Target};
+use crate::keyspace::{BackendId, Place, RouteTable};
 use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyKind, frame_reply, reply};
+use crate::proxy::Proxy;
 
 /// How the parts' replies combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +28,12 @@ pub enum Merge {
     Sum,
 }
 
-/// One sub-command for one slot.
+/// One sub-command for one slot of one backend.
 #[derive(Debug, Clone)]
 pub struct Part {
-    /// The slot all its keys hash to.
+    /// The backend of its keys.
+    pub backend: BackendId,
+    /// The slot all its keys hash to there.
     pub slot: Slot,
     /// The sub-command in RESP.
     pub payload: Bytes,
@@ -52,9 +56,10 @@ pub struct Split {
     pub access: Access,
 }
 
-/// Plans the split of `args` if the command is splittable and its keys span several slots.
+/// Plans the split of `args` if the command is splittable and its keys span several slots or
+/// backends (`routes` says which backend each key is on, and which prefix it loses there).
 /// `None` means: not splittable (the caller answers `CROSSSLOT`) or a single slot (forward).
-pub fn plan(name: &str, args: &[Bytes]) -> Option<Split> {
+pub fn plan(name: &str, args: &[Bytes], routes: &RouteTable) -> Option<Split> {
     let (merge, step, access) = match name {
         "mget" => (Merge::Values, 1, Access::Read),
         "exists" => (Merge::Sum, 1, Access::Read),
@@ -67,29 +72,60 @@ pub fn plan(name: &str, args: &[Bytes]) -> Option<Split> {
         return None;
     }
     let command = args.first()?;
-    let key_slots = body
+    // Each key's place, and how many bytes of it its route strips.
+    let located = body
         .chunks(step)
-        .map(|chunk| chunk.first().map(|key| Slot::for_key(key)))
-        .collect::<Option<Vec<Slot>>>()?;
-    let (slots, members) = group_positions(key_slots);
-    if slots.len() < 2 {
+        .map(|chunk| {
+            chunk.first().map(|key| {
+                if routes.is_single() {
+                    let place = Place {
+                        backend: routes.default_backend(),
+                        slot: Slot::for_key(key),
+                    };
+                    return (place, 0);
+                }
+                let route = routes.route(key);
+                let slot = Slot::for_key(key.get(route.strip..).unwrap_or_default());
+                let place = Place {
+                    backend: route.backend,
+                    slot,
+                };
+                (place, route.strip)
+            })
+        })
+        .collect::<Option<Vec<(Place, usize)>>>()?;
+    let (places, members) = group_positions(located.iter().map(|(place, _)| *place));
+    if places.len() < 2 {
         return None;
     }
-    let parts = slots
+    let parts = places
         .into_iter()
         .zip(members)
-        .map(|(slot, positions)| {
+        .map(|(place, positions)| {
             let mut sub: Vec<&[u8]> = Vec::with_capacity(1 + positions.len() * step);
             sub.push(command);
             for &p in &positions {
-                for arg in body.get(p * step..p * step + step).unwrap_or_default() {
+                let strip = located.get(p).map_or(0, |(_, strip)| *strip);
+                for (i, arg) in body
+                    .get(p * step..p * step + step)
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
+                {
+                    // The key (first of its chunk) as its backend knows it.
+                    let arg: &[u8] = if i == 0 {
+                        arg.get(strip..).unwrap_or_default()
+                    } else {
+                        arg
+                    };
                     sub.push(arg);
                 }
             }
             let mut payload = BytesMut::new();
             encode_command(&mut payload, &sub);
             Part {
-                slot,
+                backend: place.backend,
+                slot: place.slot,
                 payload: payload.freeze(),
                 positions,
             }
@@ -133,16 +169,23 @@ fn group_positions<K: Copy + Eq + Hash>(
     (firsts, members)
 }
 
-/// Runs every part at once on `cluster` and merges the replies.
-pub async fn run(cluster: &Cluster, split: Split, protocol: Protocol, affinity: usize) -> Bytes {
-    let replies = join_all(split.parts.iter().map(|part| {
-        cluster.execute(
-            part.payload.clone(),
-            Target::Slot(part.slot),
-            split.access,
-            protocol,
-            affinity,
-        )
+/// Runs every part at once, each on its backend, and merges the replies.
+pub async fn run(proxy: &Proxy, split: Split, protocol: Protocol, affinity: usize) -> Bytes {
+    let replies = join_all(split.parts.iter().map(|part| async move {
+        match proxy.backend(part.backend) {
+            Some(cluster) => {
+                cluster
+                    .execute(
+                        part.payload.clone(),
+                        Target::Slot(part.slot),
+                        split.access,
+                        protocol,
+                        affinity,
+                    )
+                    .await
+            }
+            None => reply::error("ERR respgate: no backend configured"),
+        }
     }))
     .await;
     merge(&split, &replies, protocol)
@@ -227,23 +270,27 @@ fn unexpected(split: &Split) -> Bytes {
 mod tests {
     use super::*;
 
+    fn single() -> RouteTable {
+        RouteTable::single(BackendId(0))
+    }
+
     fn args(a: &[&str]) -> Vec<Bytes> {
         a.iter().map(|s| Bytes::from(s.to_string())).collect()
     }
 
     #[test]
     fn single_slot_and_unsplittable_commands_are_not_split() {
-        assert!(plan("mget", &args(&["MGET", "{a}1", "{a}2"])).is_none());
-        assert!(plan("msetnx", &args(&["MSETNX", "a", "1", "b", "2"])).is_none());
+        assert!(plan("mget", &args(&["MGET", "{a}1", "{a}2"]), &single()).is_none());
+        assert!(plan("msetnx", &args(&["MSETNX", "a", "1", "b", "2"]), &single()).is_none());
         assert!(
-            plan("mset", &args(&["MSET", "a", "1", "b"])).is_none(),
+            plan("mset", &args(&["MSET", "a", "1", "b"]), &single()).is_none(),
             "odd MSET is the backend's error"
         );
     }
 
     #[test]
     fn mget_splits_by_slot_and_merges_in_client_order() {
-        let split = plan("mget", &args(&["MGET", "a", "b", "{a}x", "c"])).unwrap();
+        let split = plan("mget", &args(&["MGET", "a", "b", "{a}x", "c"]), &single()).unwrap();
         assert_eq!(split.keys, 4);
         let first = &split.parts[0];
         assert_eq!(first.positions, vec![0, 2], "a and {{a}}x share a slot");
@@ -279,7 +326,7 @@ mod tests {
         let keys = 100_000;
         let mut request = vec![Bytes::from_static(b"MGET")];
         request.extend((0..keys).map(|i| Bytes::from(format!("key:{i}"))));
-        let split = plan("mget", &request).unwrap();
+        let split = plan("mget", &request, &single()).unwrap();
         assert_eq!(split.keys, keys);
         assert!(
             split.parts.len() > 16_000,
@@ -382,14 +429,14 @@ mod tests {
 
     #[test]
     fn counts_are_summed_and_errors_stand_for_the_whole() {
-        let split = plan("del", &args(&["DEL", "a", "b"])).unwrap();
+        let split = plan("del", &args(&["DEL", "a", "b"]), &single()).unwrap();
         let merged = merge(
             &split,
             &[Bytes::from(":1\r\n"), Bytes::from(":0\r\n")],
             Protocol::Resp2,
         );
         assert_eq!(&merged[..], b":1\r\n");
-        let mset = plan("mset", &args(&["MSET", "a", "1", "b", "2"])).unwrap();
+        let mset = plan("mset", &args(&["MSET", "a", "1", "b", "2"]), &single()).unwrap();
         let merged = merge(
             &mset,
             &[Bytes::from("+OK\r\n"), Bytes::from("-OOM no memory\r\n")],

@@ -9,8 +9,10 @@ use tokio::sync::watch;
 
 use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
-use crate::config::{Config, DEFAULT_CLUSTER};
+use crate::config::Config;
+use crate::keyspace::{BackendId, RouteTable};
 use crate::workers::WorkerSet;
+use arc_swap::ArcSwap;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -31,8 +33,10 @@ pub struct ProxyStats {
 pub struct Proxy {
     /// The configuration in force.
     pub config: Config,
-    /// The clusters, in configuration order.
-    pub clusters: Vec<Arc<Cluster>>,
+    /// The backends, in name order: a backend's index is its [`BackendId`].
+    pub backends: Vec<Arc<Cluster>>,
+    /// Which keys go to which backend; swapped whole on reload.
+    routes: ArcSwap<RouteTable>,
     /// Counters.
     pub stats: ProxyStats,
     /// When the proxy started.
@@ -57,14 +61,17 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
         workers: WorkerSet,
     ) -> Arc<Proxy> {
-        let clusters = config
-            .clusters
-            .iter()
-            .map(|(name, c)| Cluster::new(name, c.clone(), workers.clone()))
+        let list = config.backend_list();
+        let names: Vec<String> = list.iter().map(|(name, _)| name.clone()).collect();
+        let backends = list
+            .into_iter()
+            .map(|(name, c)| Cluster::new(&name, c, workers.clone()))
             .collect();
+        let routes = ArcSwap::from_pointee(RouteTable::from_config(&config, &names));
         Arc::new(Proxy {
             config,
-            clusters,
+            backends,
+            routes,
             stats: ProxyStats::default(),
             started: Instant::now(),
             node_id: node_id(listen_addr),
@@ -75,12 +82,32 @@ impl Proxy {
         })
     }
 
-    /// The cluster keys route to: `default` if configured, else the first.
+    /// The backend of keys no route matches, and of keyless commands.
     pub fn default_cluster(&self) -> Option<&Arc<Cluster>> {
-        self.clusters
-            .iter()
-            .find(|c| c.name() == DEFAULT_CLUSTER)
-            .or_else(|| self.clusters.first())
+        self.backends
+            .get(self.routes.load().default_backend().index())
+            .or_else(|| self.backends.first())
+    }
+
+    /// The backend `id` names (the default one for an id out of range, which routes never
+    /// give).
+    pub fn backend(&self, id: BackendId) -> Option<&Arc<Cluster>> {
+        self.backends
+            .get(id.index())
+            .or_else(|| self.default_cluster())
+    }
+
+    /// The route table in force.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.routes.load_full()
+    }
+
+    /// The command table: the first backend's that has loaded one (every backend runs Redis,
+    /// whose commands are the same).
+    pub fn commands(&self) -> Option<Arc<crate::command::CommandTable>> {
+        self.default_cluster()
+            .and_then(|c| c.commands())
+            .or_else(|| self.backends.iter().find_map(|c| c.commands()))
     }
 
     /// A fresh client id, as `CLIENT ID` reports.

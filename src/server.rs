@@ -38,7 +38,7 @@ pub async fn run(
     let workers = Workers::start(worker_threads(config.server.threads))?;
     let proxy = Proxy::new(config, local, stop_rx.clone(), workers.set().clone());
     let refreshers: Vec<_> = proxy
-        .clusters
+        .backends
         .iter()
         .map(|c| c.spawn_refresher(stop_rx.clone()))
         .collect();
@@ -62,7 +62,7 @@ pub async fn run(
     }
     info!(
         listen = %local,
-        clusters = proxy.clusters.len(),
+        backends = proxy.backends.len(),
         threads = workers.set().len(),
         "listening"
     );

@@ -58,7 +58,8 @@ pub struct KeySpec {
 
 /// Appends the keys of `args` to `out`. Positions beyond the arguments are ignored: the backend
 /// reports a malformed command itself.
-pub(super) fn extract(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<Bytes>) {
+/// Appends the positions in `args` of the command's keys to `out`, by key specs when present.
+pub(super) fn positions(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>) {
     if spec.key_specs.is_empty() {
         legacy(spec, args, out);
     } else {
@@ -68,7 +69,7 @@ pub(super) fn extract(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<Bytes>) 
     }
 }
 
-fn legacy(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<Bytes>) {
+fn legacy(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>) {
     if spec.first_key <= 0 || spec.step <= 0 {
         return;
     }
@@ -81,7 +82,7 @@ fn legacy(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<Bytes>) {
     push_range(args, spec.first_key, last, spec.step, out);
 }
 
-fn from_spec(spec: &KeySpec, args: &[Bytes], out: &mut Vec<Bytes>) {
+fn from_spec(spec: &KeySpec, args: &[Bytes], out: &mut Vec<usize>) {
     let argc = args.len() as i64;
     let begin = match &spec.begin {
         SearchBegin::Index(i) => *i,
@@ -144,14 +145,14 @@ fn find_keyword(args: &[Bytes], keyword: &str, start_from: i64) -> Option<i64> {
     }
 }
 
-fn push_range(args: &[Bytes], first: i64, last: i64, step: i64, out: &mut Vec<Bytes>) {
+fn push_range(args: &[Bytes], first: i64, last: i64, step: i64, out: &mut Vec<usize>) {
     if first <= 0 || step <= 0 || last < first {
         return;
     }
     let mut i = first;
     while i <= last {
-        match usize::try_from(i).ok().and_then(|i| args.get(i)) {
-            Some(key) => out.push(key.clone()),
+        match usize::try_from(i).ok().filter(|&i| i < args.len()) {
+            Some(position) => out.push(position),
             None => return,
         }
         i += step;

@@ -67,7 +67,14 @@ impl CommandSpec {
 
     /// Collects the keys of `args` into `out`, by key specs when present.
     pub fn keys(&self, args: &[Bytes], out: &mut Vec<Bytes>) {
-        keys::extract(self, args, out);
+        let mut positions = Vec::new();
+        keys::positions(self, args, &mut positions);
+        out.extend(positions.into_iter().filter_map(|i| args.get(i).cloned()));
+    }
+
+    /// Collects the positions in `args` of its keys into `out` (the command name is 0).
+    pub fn key_positions(&self, args: &[Bytes], out: &mut Vec<usize>) {
+        keys::positions(self, args, out);
     }
 }
 

@@ -37,3 +37,12 @@ pub struct Route {
     /// none.
     pub strip: usize,
 }
+
+/// Where a key lives: its backend and its slot there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Place {
+    /// The backend.
+    pub backend: BackendId,
+    /// The slot of the key as forwarded (after any prefix is stripped).
+    pub slot: crate::cluster::Slot,
+}

@@ -17,6 +17,7 @@ use crate::command::{
     SubscriptionKind, lowercase, proxy_command, with_lowercase,
 };
 use crate::fanout::{self, FanOut};
+use crate::keyspace::{BackendId, Place, RouteTable};
 use crate::multikey::{self, Split};
 use crate::protocol::Protocol;
 use crate::protocol::Request;
@@ -35,6 +36,8 @@ pub enum Action {
     Close(Bytes),
     /// Send the request to a node and relay its reply.
     Forward {
+        /// The backend it goes to.
+        backend: BackendId,
         /// The command in RESP, usually the client's own bytes.
         payload: Bytes,
         /// Where it goes.
@@ -135,10 +138,10 @@ fn before_table(
         return taken;
     }
     if state.txn.is_some() {
-        return Some(txn::in_multi(state, cluster, own, request));
+        return Some(txn::in_multi(state, proxy, cluster, own, request));
     }
     match own? {
-        Policy::Own(OwnKind::Transaction(kind)) => txn::handle(state, kind, request),
+        Policy::Own(OwnKind::Transaction(kind)) => txn::handle(state, proxy, kind, request),
         Policy::Local(kind) => local::handle(state, proxy, cluster, kind, request),
         _ => None,
     }
@@ -154,14 +157,20 @@ fn by_policy(
     request: Request,
 ) -> Action {
     match policy {
-        Policy::Forward { access } => forward(state, spec, request, access),
-        Policy::Split { kind, access } => match route(state, spec, &request.args) {
-            Ok(target) => forward_to(state, request.raw, target, access),
-            Err(error) => match multikey::plan(kind.name(), &request.args) {
-                Some(split) => Action::Split(split),
-                None => Action::Reply(reply::error(error)),
-            },
-        },
+        Policy::Forward { access } => forward(state, proxy, spec, request, access),
+        Policy::Split { kind, access } => {
+            let routes = proxy.routes();
+            match route(state, &routes, spec, &request.args) {
+                Ok(mut routed) => {
+                    let payload = routed.payload(request.raw);
+                    forward_to(state, routed.backend, payload, routed.target, access)
+                }
+                Err(error) => match multikey::plan(kind.name(), &request.args, &routes) {
+                    Some(split) => Action::Split(split),
+                    None => Action::Reply(reply::error(&error.message(proxy))),
+                },
+            }
+        }
         Policy::EveryMaster { gather, access } => {
             Action::FanOut(fanout::plan(gather, access, &spec.name, &request.raw))
         }
@@ -169,21 +178,26 @@ fn by_policy(
         Policy::Wait => wait(state, proxy, &request.args),
         Policy::Publish => {
             // Arity is checked: the channel is there.
-            let target = request.args.get(1).map_or(Target::AnyMaster, |channel| {
-                Target::Slot(Slot::for_key(channel))
-            });
-            forward_to(state, request.raw, target, Access::Write)
+            let routes = proxy.routes();
+            let (backend, target) = match request.args.get(1) {
+                Some(channel) => {
+                    let place = place_of_channel(&routes, channel);
+                    (place.backend, Target::Slot(place.slot))
+                }
+                None => (routes.default_backend(), Target::AnyMaster),
+            };
+            forward_to(state, backend, request.raw, target, Access::Write)
         }
-        Policy::Own(OwnKind::Blocking) => blocking(state, spec, request),
+        Policy::Own(OwnKind::Blocking) => blocking(state, proxy, spec, request),
         Policy::Own(OwnKind::BlockingWithBlockArg { access }) => {
             if request
                 .args
                 .iter()
                 .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
             {
-                blocking(state, spec, request)
+                blocking(state, proxy, spec, request)
             } else {
-                forward(state, spec, request, access)
+                forward(state, proxy, spec, request, access)
             }
         }
         Policy::Script(kind) => {
@@ -204,7 +218,7 @@ fn by_policy(
         }
         Policy::Admin { access } => {
             if proxy.config.server.allow_admin_commands {
-                forward(state, spec, request, access)
+                forward(state, proxy, spec, request, access)
             } else {
                 Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
             }
@@ -214,30 +228,46 @@ fn by_policy(
         // backend's table, whose arity check then refuses them; should a backend accept the
         // arguments all the same, it judges the command.
         Policy::Local(_) | Policy::Subscription(_) | Policy::Own(OwnKind::Transaction(_)) => {
-            forward(state, spec, request, Access::Write)
+            forward(state, proxy, spec, request, Access::Write)
         }
     }
 }
 
-/// Forwards `request` whole to the slot of its keys; `CROSSSLOT` when they differ.
+/// Forwards `request` whole to the backend and slot of its keys; `CROSSSLOT` when they
+/// differ.
 fn forward(
     state: &mut ClientState,
+    proxy: &Proxy,
     spec: &CommandSpec,
     request: Request,
     access: Access,
 ) -> Action {
-    match route(state, spec, &request.args) {
-        Ok(target) => forward_to(state, request.raw, target, access),
-        Err(error) => Action::Reply(reply::error(error)),
+    let routes = proxy.routes();
+    match route(state, &routes, spec, &request.args) {
+        Ok(mut routed) => {
+            let payload = routed.payload(request.raw);
+            forward_to(state, routed.backend, payload, routed.target, access)
+        }
+        Err(error) => Action::Reply(reply::error(&error.message(proxy))),
     }
 }
 
-/// Forwards `payload` to `target`, remembering the slot of a write for `WAIT`.
-fn forward_to(state: &mut ClientState, payload: Bytes, target: Target, access: Access) -> Action {
+/// Forwards `payload` to `target` on `backend`, remembering the place of a write for `WAIT`.
+fn forward_to(
+    state: &mut ClientState,
+    backend: BackendId,
+    payload: Bytes,
+    target: Target,
+    access: Access,
+) -> Action {
     if let (Target::Slot(slot), Access::Write) = (&target, access) {
-        state.last_write_slot = Some(*slot);
+        state.last_write = Some(Place {
+            backend,
+            slot: *slot,
+        });
     }
     Action::Forward {
+        backend,
         payload,
         target,
         access,
@@ -245,13 +275,20 @@ fn forward_to(state: &mut ClientState, payload: Bytes, target: Target, access: A
 }
 
 /// A command that may block, on the client's own connection to the slot of its keys.
-fn blocking(state: &mut ClientState, spec: &CommandSpec, request: Request) -> Action {
-    match route(state, spec, &request.args) {
-        Ok(target) => Action::Own(OwnOp::Blocking {
-            payload: request.raw,
-            target,
+fn blocking(
+    state: &mut ClientState,
+    proxy: &Proxy,
+    spec: &CommandSpec,
+    request: Request,
+) -> Action {
+    let routes = proxy.routes();
+    match route(state, &routes, spec, &request.args) {
+        Ok(mut routed) => Action::Own(OwnOp::Blocking {
+            backend: routed.backend,
+            payload: routed.payload(request.raw),
+            target: routed.target,
         }),
-        Err(error) => Action::Reply(reply::error(error)),
+        Err(error) => Action::Reply(reply::error(&error.message(proxy))),
     }
 }
 
@@ -345,36 +382,170 @@ fn wait(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
             timeout.to_string(),
         ],
     );
+    let (backend, target) = match state.last_write {
+        Some(place) => (place.backend, Target::Slot(place.slot)),
+        None => (proxy.routes().default_backend(), Target::AnyMaster),
+    };
     Action::Forward {
+        backend,
         payload: payload.freeze(),
-        target: state
-            .last_write_slot
-            .map_or(Target::AnyMaster, Target::Slot),
+        target,
         // On the master, where the write went, whatever `read_from` says.
         access: Access::Write,
     }
 }
 
-/// The slot of the request's keys; `CROSSSLOT` when they differ.
-fn route(
+/// Where a request goes, from its keys.
+#[derive(Debug)]
+pub(super) struct Routed {
+    /// The backend of every key (the default backend for a keyless command).
+    pub backend: BackendId,
+    /// The node within it: the keys' slot, or any master when keyless.
+    pub target: Target,
+    /// The request with its keys rewritten, when a route strips their prefix.
+    pub rewritten: Option<Bytes>,
+}
+
+impl Routed {
+    /// The place of the keys, if the request has any.
+    pub fn place(&self) -> Option<Place> {
+        match self.target {
+            Target::Slot(slot) => Some(Place {
+                backend: self.backend,
+                slot,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The bytes to send: the rewritten request, or the client's own.
+    pub fn payload(&mut self, raw: Bytes) -> Bytes {
+        self.rewritten.take().unwrap_or(raw)
+    }
+}
+
+/// Why a request's keys cannot go to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RouteError {
+    /// Different slots of one backend.
+    CrossSlot,
+    /// Different backends.
+    CrossBackend(Vec<BackendId>),
+}
+
+impl RouteError {
+    /// The error reply: Redis Cluster's `CROSSSLOT`, naming the backends when keys span
+    /// several, so clients treat both alike.
+    pub fn message(&self, proxy: &Proxy) -> String {
+        match self {
+            RouteError::CrossSlot => CROSSSLOT.to_string(),
+            RouteError::CrossBackend(ids) => {
+                let names: Vec<String> = ids
+                    .iter()
+                    .filter_map(|id| proxy.backend(*id).map(|c| format!("'{}'", c.name())))
+                    .collect();
+                format!(
+                    "{CROSSSLOT} (the keys live on backends {})",
+                    names.join(" and ")
+                )
+            }
+        }
+    }
+}
+
+/// The backend and slot of the request's keys; an error when they differ. A route that strips
+/// a prefix gets the request rewritten with the keys as the backend knows them.
+pub(super) fn route(
     state: &mut ClientState,
+    routes: &RouteTable,
     spec: &CommandSpec,
     args: &[Bytes],
-) -> Result<Target, &'static str> {
-    state.keys.clear();
-    spec.keys(args, &mut state.keys);
-    let mut slots = state.keys.iter().map(|k| Slot::for_key(k));
-    let target = match slots.next() {
-        None => Target::AnyMaster,
-        Some(first) => {
-            if slots.any(|s| s != first) {
-                return Err(CROSSSLOT);
-            }
-            Target::Slot(first)
-        }
+) -> Result<Routed, RouteError> {
+    state.positions.clear();
+    spec.key_positions(args, &mut state.positions);
+    route_positions(state, routes, args)
+}
+
+/// [`route`] for keys already listed in `state.positions`.
+pub(super) fn route_positions(
+    state: &mut ClientState,
+    routes: &RouteTable,
+    args: &[Bytes],
+) -> Result<Routed, RouteError> {
+    let mut routed = Routed {
+        backend: routes.default_backend(),
+        target: Target::AnyMaster,
+        rewritten: None,
     };
-    state.keys.clear();
-    Ok(target)
+    let mut first: Option<Place> = None;
+    let mut strips = false;
+    let mut backends: Vec<BackendId> = Vec::new();
+    let mut cross_slot = false;
+    for &position in &state.positions {
+        let Some(key) = args.get(position) else {
+            continue;
+        };
+        let place = if routes.is_single() {
+            Place {
+                backend: routes.default_backend(),
+                slot: Slot::for_key(key),
+            }
+        } else {
+            let route = routes.route(key);
+            strips |= route.strip > 0;
+            Place {
+                backend: route.backend,
+                slot: Slot::for_key(key.get(route.strip..).unwrap_or_default()),
+            }
+        };
+        match first {
+            None => first = Some(place),
+            Some(first) if first == place => {}
+            Some(first) if first.backend == place.backend => cross_slot = true,
+            Some(first) => {
+                for id in [first.backend, place.backend] {
+                    if !backends.contains(&id) {
+                        backends.push(id);
+                    }
+                }
+            }
+        }
+    }
+    if !backends.is_empty() {
+        return Err(RouteError::CrossBackend(backends));
+    }
+    if cross_slot {
+        return Err(RouteError::CrossSlot);
+    }
+    if let Some(place) = first {
+        routed.backend = place.backend;
+        routed.target = Target::Slot(place.slot);
+    }
+    if strips {
+        routed.rewritten = Some(rewrite_keys(routes, args, &state.positions));
+    }
+    Ok(routed)
+}
+
+/// The request with the keys at `positions` stripped of their routes' prefixes.
+fn rewrite_keys(routes: &RouteTable, args: &[Bytes], positions: &[usize]) -> Bytes {
+    let mut rewritten: Vec<Bytes> = args.to_vec();
+    for &position in positions {
+        if let Some(key) = rewritten.get_mut(position) {
+            let strip = routes.route(key).strip;
+            *key = key.slice(strip.min(key.len())..);
+        }
+    }
+    Request::from_args(rewritten).raw
+}
+
+/// Where a channel lives: channels route by the same rules as keys (the backend sees the
+/// channel as the client wrote it: no prefix is stripped from channels).
+pub(super) fn place_of_channel(routes: &RouteTable, channel: &[u8]) -> Place {
+    Place {
+        backend: routes.route(channel).backend,
+        slot: Slot::for_key(channel),
+    }
 }
 
 /// Redis's reply to a command it does not know, byte for byte.

@@ -117,7 +117,7 @@ pub fn handle(
             state.protocol = Protocol::Resp2;
             state.name = None;
             state.txn = None;
-            state.watched_slot = None;
+            state.watched = None;
             state.subscribed = false;
             state.reset = true;
             state.authenticated = proxy.config.server.password.is_empty();
@@ -442,9 +442,9 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
         let _ = write!(
             text,
             "# Proxy\r\nproxy:respgate\r\nclusters:{}\r\n",
-            proxy.clusters.len()
+            proxy.backends.len()
         );
-        for c in &proxy.clusters {
+        for c in &proxy.backends {
             let map = c.slot_map();
             let s = &c.stats;
             let name = c.name();
@@ -551,6 +551,7 @@ fn cluster_command(
                 .and_then(Slot::new);
             return Some(match slot {
                 Some(slot) => Action::Forward {
+                    backend: proxy.routes().default_backend(),
                     payload: Request::from_args(args.to_vec()).raw,
                     target: Target::Slot(slot),
                     access: Access::Read,

@@ -68,14 +68,14 @@ pub struct ClientState {
     pub affinity: usize,
     /// When the connection was accepted.
     pub connected_at: Instant,
-    /// Scratch list of the current request's keys, reused across requests.
-    keys: Vec<Bytes>,
+    /// Scratch list of the current request's key positions, reused across requests.
+    positions: Vec<usize>,
     /// The transaction being queued after `MULTI`.
     txn: Option<txn::Txn>,
     /// The slot of the client's last write, where `WAIT` goes.
-    last_write_slot: Option<crate::cluster::Slot>,
+    last_write: Option<crate::keyspace::Place>,
     /// The slot of the keys under `WATCH`, if any.
-    watched_slot: Option<crate::cluster::Slot>,
+    watched: Option<crate::keyspace::Place>,
     /// The client's own backend connection, for blocking commands and transactions.
     own: Option<own::OwnConnection>,
     /// Whether the client has (or has asked for) subscriptions.
@@ -155,10 +155,10 @@ impl ClientState {
             peer,
             affinity: id as usize,
             connected_at: Instant::now(),
-            keys: Vec::new(),
+            positions: Vec::new(),
             txn: None,
-            watched_slot: None,
-            last_write_slot: None,
+            watched: None,
+            last_write: None,
             own: None,
             subscribed: false,
             reset: false,
@@ -280,8 +280,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     // Made on first use: most clients never need a connection of their own.
                     let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                     let protocol = c.state.protocol;
-                    let cluster = c.cluster;
-                    let future: Slow<'_> = Box::pin(own::run(cluster, own, op, protocol));
+                    let future: Slow<'_> = Box::pin(own::run(c.proxy, own, op, protocol));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
@@ -324,11 +323,11 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             };
             c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
             let (protocol, affinity) = (c.state.protocol, c.state.affinity);
-            let cluster = c.cluster;
-            let action = dispatch::dispatch(&mut c.state, c.proxy, cluster, request);
+            let (proxy, cluster) = (c.proxy, c.cluster);
+            let action = dispatch::dispatch(&mut c.state, proxy, cluster, request);
             if c.state.silenced() {
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
-                let action = Box::pin(silently(cluster, action, protocol, affinity));
+                let action = Box::pin(silently(proxy, action, protocol, affinity));
                 let future: Slow<'_> = action;
                 pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 continue;
@@ -343,29 +342,32 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 }
                 // The common case stays unboxed: one future type, no allocation of its own.
                 Action::Forward {
+                    backend,
                     payload,
                     target,
                     access,
-                } => pending.push_back(counted(
-                    Either::Right(Either::Left(
-                        cluster.execute(payload, target, access, protocol, affinity),
-                    )),
-                    owed,
-                )),
+                } => {
+                    let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
+                    pending.push_back(counted(
+                        Either::Right(Either::Left(
+                            cluster.execute(payload, target, access, protocol, affinity),
+                        )),
+                        owed,
+                    ))
+                }
                 Action::Split(split) => {
                     let future: Slow<'_> =
-                        Box::pin(multikey::run(cluster, split, protocol, affinity));
+                        Box::pin(multikey::run(proxy, split, protocol, affinity));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::FanOut(fanout) => {
-                    let future: Slow<'_> =
-                        Box::pin(fanout::run(cluster, fanout, protocol, affinity));
+                    let future: Slow<'_> = Box::pin(fanout::run(proxy, fanout, protocol, affinity));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Scan(args) => {
                     let future: Slow<'_> =
                         Box::pin(
-                            async move { fanout::scan(cluster, &args, protocol, affinity).await },
+                            async move { fanout::scan(proxy, &args, protocol, affinity).await },
                         );
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
@@ -530,30 +532,28 @@ fn note_activity(c: &mut Conn<'_>) {
 }
 
 /// Runs `action` for a client that asked for no replies, and drops its reply.
-async fn silently(
-    cluster: &crate::cluster::Cluster,
-    action: Action,
-    protocol: Protocol,
-    affinity: usize,
-) -> Bytes {
+async fn silently(proxy: &Proxy, action: Action, protocol: Protocol, affinity: usize) -> Bytes {
     match action {
         Action::Forward {
+            backend,
             payload,
             target,
             access,
         } => {
-            cluster
-                .execute(payload, target, access, protocol, affinity)
-                .await;
+            if let Some(cluster) = proxy.backend(backend) {
+                cluster
+                    .execute(payload, target, access, protocol, affinity)
+                    .await;
+            }
         }
         Action::Split(split) => {
-            multikey::run(cluster, split, protocol, affinity).await;
+            multikey::run(proxy, split, protocol, affinity).await;
         }
         Action::FanOut(fanout) => {
-            fanout::run(cluster, fanout, protocol, affinity).await;
+            fanout::run(proxy, fanout, protocol, affinity).await;
         }
         Action::Scan(args) => {
-            fanout::scan(cluster, &args, protocol, affinity).await;
+            fanout::scan(proxy, &args, protocol, affinity).await;
         }
         // Own-connection work and subscriptions keep their replies: silencing them would
         // desynchronise the client from its subscription stream.

@@ -8,8 +8,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Mutex;
 
 use crate::backend::{BackendError, NodeAddr, NodeConn, Reply};
-use crate::cluster::{Access, Cluster, Next, Slot, Target};
+use crate::cluster::{Access, Cluster, Next, Target};
+use crate::keyspace::{BackendId, Place};
 use crate::protocol::{Protocol, reply};
+use crate::proxy::Proxy;
 
 /// `ASKING` in RESP.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -22,17 +24,19 @@ pub type OwnConnection = Arc<Mutex<Option<NodeConn>>>;
 pub enum OwnOp {
     /// A blocking command: it may hold the connection as long as it was told to wait.
     Blocking {
+        /// The backend of its keys.
+        backend: BackendId,
         /// The command.
         payload: Bytes,
         /// Where its keys live.
         target: Target,
     },
-    /// `WATCH` of keys in `slot`: the watch lives on the connection until `EXEC`/`UNWATCH`.
+    /// `WATCH` of keys in `place`: the watch lives on the connection until `EXEC`/`UNWATCH`.
     Watch {
         /// The command.
         payload: Bytes,
-        /// The keys' slot.
-        slot: Slot,
+        /// The keys' backend and slot.
+        place: Place,
     },
     /// `MULTI`, the queued commands and `EXEC` in one write; the client gets `EXEC`'s reply.
     Exec {
@@ -41,7 +45,7 @@ pub enum OwnOp {
         /// Number of replies to read (commands + 2).
         replies: usize,
         /// Where the transaction runs; `None` when it touches no key.
-        slot: Option<Slot>,
+        place: Option<Place>,
     },
     /// Close the connection (`UNWATCH`, `DISCARD`): Redis forgets its watches with it.
     Release {
@@ -51,34 +55,54 @@ pub enum OwnOp {
 }
 
 /// Runs `op` on the client's own connection, opening one to the right node when needed.
-pub async fn run(cluster: &Cluster, own: OwnConnection, op: OwnOp, protocol: Protocol) -> Bytes {
+pub async fn run(proxy: &Proxy, own: OwnConnection, op: OwnOp, protocol: Protocol) -> Bytes {
     let mut own = own.lock().await;
+    let own = &mut *own;
+    let backend = match &op {
+        OwnOp::Blocking { backend, .. } => *backend,
+        OwnOp::Watch { place, .. } => place.backend,
+        OwnOp::Exec { place, .. } => place.map_or(proxy.routes().default_backend(), |p| p.backend),
+        OwnOp::Release { .. } => proxy.routes().default_backend(),
+    };
+    let Some(cluster) = proxy.backend(backend) else {
+        return reply::error("ERR respgate: no backend configured");
+    };
+    run_on(cluster, own, op, protocol).await
+}
+
+/// Runs `op` on the own connection `own`, on `cluster`, the backend the operation's keys are on.
+async fn run_on(
+    cluster: &Cluster,
+    own: &mut Option<NodeConn>,
+    op: OwnOp,
+    protocol: Protocol,
+) -> Bytes {
     match op {
         OwnOp::Release { reply } => {
             *own = None;
             reply
         }
-        OwnOp::Blocking { payload, target } => {
-            call_routed(cluster, &mut own, payload, target, protocol).await
-        }
-        OwnOp::Watch { payload, slot } => {
-            call_routed(cluster, &mut own, payload, Target::Slot(slot), protocol).await
+        OwnOp::Blocking {
+            payload, target, ..
+        } => call_routed(cluster, own, payload, target, protocol).await,
+        OwnOp::Watch { payload, place } => {
+            call_routed(cluster, own, payload, Target::Slot(place.slot), protocol).await
         }
         OwnOp::Exec {
             payload,
             replies,
-            slot,
+            place,
         } => {
             // A WATCH already chose the node; otherwise the transaction's slot does.
-            let node = match (own.as_ref(), slot) {
+            let node = match (own.as_ref(), place) {
                 (Some(conn), _) => Some(conn.addr().clone()),
-                (None, Some(slot)) => cluster.node_for(&Target::Slot(slot)),
+                (None, Some(place)) => cluster.node_for(&Target::Slot(place.slot)),
                 (None, None) => cluster.node_for(&Target::AnyMaster),
             };
             let Some(node) = node else {
                 return reply::error(&cluster.unreachable_error());
             };
-            let called = match ensure(cluster, &mut own, &node, protocol).await {
+            let called = match ensure(cluster, own, &node, protocol).await {
                 Ok(conn) => conn.call(&payload, replies).await,
                 Err(error) => Err(error),
             };
@@ -183,6 +207,7 @@ mod tests {
 
     use super::*;
     use crate::backend::scripted::{Act, ScriptedNodes};
+    use crate::cluster::Slot;
     use crate::config::ClusterConfig;
     use crate::protocol::Request;
     use crate::workers::WorkerSet;
@@ -209,10 +234,11 @@ mod tests {
         cluster.serve_all_slots_from(&NodeAddr::new(A));
         let payload = Request::from_args(vec!["BLPOP".into(), "q".into(), "0".into()]).raw;
         let op = OwnOp::Blocking {
+            backend: BackendId(0),
             payload,
             target: Target::Slot(Slot::new(5).unwrap()),
         };
-        let got = run(&cluster, OwnConnection::default(), op, Protocol::Resp2).await;
+        let got = run_on(&cluster, &mut None, op, Protocol::Resp2).await;
         assert_eq!(&got[..], b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
         assert_eq!(nodes.received(A), ["BLPOP q 0"]);
         assert_eq!(nodes.received(B), ["BLPOP q 0", "BLPOP q 0"]);
@@ -231,10 +257,11 @@ mod tests {
         cluster.serve_all_slots_from(&NodeAddr::new(A));
         let payload = Request::from_args(vec!["BLPOP".into(), "q".into(), "0".into()]).raw;
         let op = OwnOp::Blocking {
+            backend: BackendId(0),
             payload,
             target: Target::Slot(Slot::new(5).unwrap()),
         };
-        let got = run(&cluster, OwnConnection::default(), op, Protocol::Resp2).await;
+        let got = run_on(&cluster, &mut None, op, Protocol::Resp2).await;
         assert!(String::from_utf8_lossy(&got).contains("may or may not have run"));
         assert_eq!(nodes.received(A), ["BLPOP q 0"]);
     }

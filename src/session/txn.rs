@@ -12,12 +12,15 @@ use bytes::{Bytes, BytesMut};
 
 use super::ClientState;
 use super::dispatch::{Action, unknown_command, unknown_subcommand, wrong_arity};
+use super::dispatch::{RouteError, route, route_positions};
 use super::own::OwnOp;
-use crate::cluster::{Cluster, Slot};
+use crate::cluster::Cluster;
 use crate::command::{Lookup, OwnKind, Policy, Transaction};
+use crate::keyspace::Place;
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::encode_command;
+use crate::proxy::Proxy;
 
 /// A transaction being queued.
 #[derive(Debug, Default)]
@@ -26,20 +29,25 @@ pub struct Txn {
     queued: BytesMut,
     /// Number of queued commands.
     count: usize,
-    /// The one slot every key must be in, once known.
-    slot: Option<Slot>,
+    /// The one backend and slot every key must be in, once known.
+    place: Option<Place>,
     /// A queuing error happened: `EXEC` aborts.
     dirty: bool,
 }
 
 /// Handles a transaction command outside `MULTI`. `None` means a request Redis would refuse for
 /// its argument count, which follows the normal path to get Redis's error.
-pub fn handle(state: &mut ClientState, kind: Transaction, request: &Request) -> Option<Action> {
+pub fn handle(
+    state: &mut ClientState,
+    proxy: &Proxy,
+    kind: Transaction,
+    request: &Request,
+) -> Option<Action> {
     let argc = request.args.len();
     let action = match kind {
         Transaction::Multi if argc == 1 => {
             let mut txn = Txn {
-                slot: state.watched_slot,
+                place: state.watched,
                 ..Txn::default()
             };
             encode_command(&mut txn.queued, &["MULTI"]);
@@ -51,20 +59,28 @@ pub fn handle(state: &mut ClientState, kind: Transaction, request: &Request) -> 
             Action::Reply(reply::error("ERR DISCARD without MULTI"))
         }
         Transaction::Unwatch if argc == 1 => {
-            state.watched_slot = None;
+            state.watched = None;
             Action::Own(OwnOp::Release {
                 reply: Bytes::from_static(reply::OK),
             })
         }
         Transaction::Watch if argc >= 2 => {
-            let slot = match one_slot(request.args.get(1..).unwrap_or_default()) {
-                Some(slot) if state.watched_slot.is_none_or(|w| w == slot) => slot,
+            // WATCH's keys are every argument after the name.
+            state.positions.clear();
+            state.positions.extend(1..argc);
+            let routes = proxy.routes();
+            let mut routed = match route_positions(state, &routes, &request.args) {
+                Ok(routed) => routed,
+                Err(error) => return Some(Action::Reply(reply::error(&error.message(proxy)))),
+            };
+            let place = match routed.place() {
+                Some(place) if state.watched.is_none_or(|w| w == place) => place,
                 _ => return Some(Action::Reply(reply::error(CROSSSLOT))),
             };
-            state.watched_slot = Some(slot);
+            state.watched = Some(place);
             Action::Own(OwnOp::Watch {
-                payload: request.raw.clone(),
-                slot,
+                payload: routed.payload(request.raw.clone()),
+                place,
             })
         }
         _ => return None,
@@ -76,6 +92,7 @@ pub fn handle(state: &mut ClientState, kind: Transaction, request: &Request) -> 
 /// checked and queued. `own` is the request's policy if it is one of the proxy's own commands.
 pub fn in_multi(
     state: &mut ClientState,
+    proxy: &Proxy,
     cluster: &Cluster,
     own: Option<Policy>,
     request: &Request,
@@ -87,7 +104,7 @@ pub fn in_multi(
     match kind {
         Some(end @ (Transaction::Exec | Transaction::Discard)) => {
             let txn = state.txn.take().unwrap_or_default();
-            state.watched_slot = None;
+            state.watched = None;
             if end == Transaction::Discard {
                 return Action::Own(OwnOp::Release {
                     reply: Bytes::from_static(reply::OK),
@@ -105,7 +122,7 @@ pub fn in_multi(
             return Action::Own(OwnOp::Exec {
                 payload: payload.freeze(),
                 replies: txn.count + 2,
-                slot: txn.slot,
+                place: txn.place,
             });
         }
         Some(Transaction::Multi) => {
@@ -116,6 +133,7 @@ pub fn in_multi(
         }
         Some(Transaction::Unwatch) | None => {}
     }
+    let mut queued = request.raw.clone();
     let refusal = match cluster.commands() {
         None => Some(cluster.unreachable_error()),
         Some(table) => match table.lookup(&request.args) {
@@ -126,19 +144,35 @@ pub fn in_multi(
                 Some("ERR Command not allowed inside a transaction".to_string())
             }
             Lookup::Found(spec) => {
-                let mut keys = Vec::new();
-                spec.keys(&request.args, &mut keys);
-                let txn_slot = state.txn.as_ref().and_then(|t| t.slot);
-                match (one_slot(&keys), keys.is_empty(), txn_slot) {
-                    (_, true, _) => None,
-                    (Some(slot), false, None) => {
-                        if let Some(txn) = state.txn.as_mut() {
-                            txn.slot = Some(slot);
+                let routes = proxy.routes();
+                let txn_place = state.txn.as_ref().and_then(|t| t.place);
+                match route(state, &routes, spec, &request.args) {
+                    Err(error) => Some(error.message(proxy)),
+                    Ok(mut routed) => {
+                        queued = routed.payload(queued);
+                        match (routed.place(), txn_place) {
+                            (None, _) => None,
+                            (Some(place), None) => {
+                                if let Some(txn) = state.txn.as_mut() {
+                                    txn.place = Some(place);
+                                }
+                                None
+                            }
+                            (Some(place), Some(txn_place)) if place == txn_place => None,
+                            (Some(place), Some(txn_place))
+                                if place.backend != txn_place.backend =>
+                            {
+                                Some(
+                                    RouteError::CrossBackend(vec![
+                                        txn_place.backend,
+                                        place.backend,
+                                    ])
+                                    .message(proxy),
+                                )
+                            }
+                            _ => Some(CROSSSLOT.to_string()),
                         }
-                        None
                     }
-                    (Some(slot), false, Some(txn_slot)) if slot == txn_slot => None,
-                    _ => Some(CROSSSLOT.to_string()),
                 }
             }
         },
@@ -152,16 +186,9 @@ pub fn in_multi(
             Action::Reply(reply::error(&error))
         }
         None => {
-            txn.queued.extend_from_slice(&request.raw);
+            txn.queued.extend_from_slice(&queued);
             txn.count += 1;
             Action::Reply(Bytes::from_static(b"+QUEUED\r\n"))
         }
     }
-}
-
-/// The slot all `keys` hash to, or `None` when they span slots (or there are none).
-fn one_slot(keys: &[Bytes]) -> Option<Slot> {
-    let mut slots = keys.iter().map(|k| Slot::for_key(k));
-    let first = slots.next()?;
-    slots.all(|s| s == first).then_some(first)
 }
