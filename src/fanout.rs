@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::backend::NodePool;
 use crate::cluster::{Access, Cluster, Target};
 use crate::command::Gather;
+use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, parse_int, put_decimal};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};
@@ -92,15 +93,23 @@ pub fn keyspace(local: String) -> FanOut {
 
 /// Every master of every backend, each with its backend, backends in id order and each
 /// backend's masters in address order (the order `SCAN` walks them).
-fn all_masters(proxy: &Proxy) -> Result<Vec<(&Cluster, Arc<NodePool>)>, Bytes> {
+/// One master of one backend.
+type Master<'a> = (BackendId, &'a Cluster, Arc<NodePool>);
+
+fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
     let mut all = Vec::new();
-    for cluster in &proxy.backends {
+    for (index, cluster) in proxy.backends.iter().enumerate() {
+        let backend = BackendId(index as u16);
         let mut masters = cluster.slot_map().masters().to_vec();
         if masters.is_empty() {
             return Err(reply::error(&cluster.unreachable_error()));
         }
         masters.sort_by(|a, b| a.addr().cmp(b.addr()));
-        all.extend(masters.into_iter().map(|pool| (cluster.as_ref(), pool)));
+        all.extend(
+            masters
+                .into_iter()
+                .map(|pool| (backend, cluster.as_ref(), pool)),
+        );
     }
     Ok(all)
 }
@@ -117,14 +126,33 @@ pub async fn run(proxy: &Proxy, fanout: FanOut, protocol: Protocol, affinity: us
     } else {
         protocol
     };
-    let replies = join_all(masters.into_iter().map(|(cluster, pool)| {
-        cluster.execute(
-            fanout.payload.clone(),
-            Target::Node(pool),
-            fanout.access,
-            node_protocol,
-            affinity,
-        )
+    let routes = proxy.routes();
+    // Keys that come back (`KEYS`, `RANDOMKEY`) from a backend whose route strips a prefix get
+    // it back; a `KEYS` pattern that starts with it loses it on the way there.
+    let carries_keys = matches!(fanout.combine, Combine::Concat | Combine::AnyNonNull);
+    let replies = join_all(masters.into_iter().map(|(backend, cluster, pool)| {
+        let prefix = carries_keys
+            .then(|| routes.stripped_prefix(backend).cloned())
+            .flatten();
+        let payload = match &prefix {
+            Some(prefix) => strip_pattern(&fanout.payload, 1, prefix),
+            None => fanout.payload.clone(),
+        };
+        async move {
+            let reply = cluster
+                .execute(
+                    payload,
+                    Target::Node(pool),
+                    fanout.access,
+                    node_protocol,
+                    affinity,
+                )
+                .await;
+            match prefix {
+                Some(prefix) => reprefix(&reply, &prefix, protocol),
+                None => reply,
+            }
+        }
     }))
     .await;
     combine(&fanout, &replies, protocol)
@@ -322,6 +350,60 @@ pub fn array_elements(reply: &[u8], protocol: Protocol) -> Option<Vec<&[u8]>> {
     Some(elements)
 }
 
+/// `payload` with its argument `index` (a `KEYS` pattern) stripped of `prefix` when it starts
+/// with it.
+fn strip_pattern(payload: &Bytes, index: usize, prefix: &[u8]) -> Bytes {
+    let mut buf = BytesMut::from(&payload[..]);
+    let mut parser = crate::protocol::RequestParser::new(u64::MAX, u64::MAX);
+    let Ok(Some(request)) = parser.parse(&mut buf) else {
+        return payload.clone();
+    };
+    let mut args = request.args;
+    match args.get_mut(index) {
+        Some(pattern) if pattern.starts_with(prefix) => {
+            *pattern = pattern.slice(prefix.len()..);
+            crate::protocol::Request::from_args(args).raw
+        }
+        _ => payload.clone(),
+    }
+}
+
+/// A reply of keys (one bulk, or an array of bulks) with `prefix` put back on each key.
+fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Bytes {
+    let with_prefix = |element: &[u8]| prefixed_bulk(element, prefix);
+    match reply.first() {
+        Some(b'$') => with_prefix(reply).map_or_else(|| reply.clone(), Bytes::from),
+        Some(b'*') => {
+            let Some(elements) = array_elements(reply, protocol) else {
+                return reply.clone();
+            };
+            let rewritten: Vec<Vec<u8>> = elements
+                .iter()
+                .map(|e| with_prefix(e).unwrap_or_else(|| e.to_vec()))
+                .collect();
+            let refs: Vec<&[u8]> = rewritten.iter().map(|e| e.as_slice()).collect();
+            array(&refs)
+        }
+        _ => reply.clone(),
+    }
+}
+
+/// The encoded bulk string `element` with `prefix` before its text; `None` when it is no bulk.
+fn prefixed_bulk(element: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
+    let rest = element.strip_prefix(b"$")?;
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let len = usize::try_from(parse_int(rest.get(..cr)?)?).ok()?;
+    let key = rest.get(cr + 2..cr + 2 + len)?;
+    let mut out = BytesMut::with_capacity(prefix.len() + key.len() + 16);
+    out.put_u8(b'$');
+    put_decimal(&mut out, (prefix.len() + key.len()) as u64);
+    out.put_slice(b"\r\n");
+    out.put_slice(prefix);
+    out.put_slice(key);
+    out.put_slice(b"\r\n");
+    Some(out.to_vec())
+}
+
 /// An array of already-encoded elements.
 pub fn array(elements: &[&[u8]]) -> Bytes {
     let mut out = BytesMut::with_capacity(16 + elements.iter().map(|e| e.len()).sum::<usize>());
@@ -357,17 +439,27 @@ pub async fn scan(proxy: &Proxy, args: &[Bytes], protocol: Protocol, affinity: u
     if index >= masters.len() {
         return reply::error("ERR invalid cursor");
     }
+    let routes = proxy.routes();
     let mut request: Vec<Bytes> = args.to_vec();
     let mut keys: Vec<Bytes> = Vec::new();
     loop {
-        let Some((cluster, pool)) = masters.get(index).cloned() else {
+        let Some((backend, cluster, pool)) = masters.get(index).cloned() else {
             return reply::error("ERR invalid cursor");
         };
         if let Some(slot) = request.get_mut(1) {
             *slot = Bytes::from(node_cursor.to_string());
         }
+        let prefix = routes.stripped_prefix(backend);
+        let mut sent = request.clone();
+        if let Some(prefix) = prefix
+            && let Some(at) = sent.iter().position(|a| a.eq_ignore_ascii_case(b"MATCH"))
+            && let Some(pattern) = sent.get_mut(at + 1)
+            && pattern.starts_with(prefix)
+        {
+            *pattern = pattern.slice(prefix.len()..);
+        }
         let mut payload = BytesMut::new();
-        encode_command(&mut payload, &request);
+        encode_command(&mut payload, &sent);
         let reply = cluster
             .execute(
                 payload.freeze(),
@@ -380,7 +472,15 @@ pub async fn scan(proxy: &Proxy, args: &[Bytes], protocol: Protocol, affinity: u
         let Some((next, found)) = scan_reply(&reply, protocol) else {
             return reply;
         };
-        keys.extend(found);
+        match prefix {
+            // Each key is an encoded bulk element.
+            Some(prefix) => keys.extend(
+                found
+                    .into_iter()
+                    .map(|key| prefixed_bulk(&key, prefix).map_or(key, Bytes::from)),
+            ),
+            None => keys.extend(found),
+        }
         if next != 0 {
             if next >> (64 - NODE_BITS) != 0 {
                 return reply::error("ERR respgate: a node's SCAN cursor is too large to carry");
@@ -430,4 +530,23 @@ fn scan_result(cursor: u64, keys: &[Bytes]) -> Bytes {
     let elements: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
     out.put_slice(&array(&elements));
     out.freeze()
+}
+
+#[cfg(test)]
+mod reprefix_tests {
+    use super::*;
+
+    #[test]
+    fn keys_coming_back_get_their_prefix_again() {
+        let reply = Bytes::from_static(b"*2\r\n$4\r\n2024\r\n$1\r\nx\r\n");
+        assert_eq!(
+            &reprefix(&reply, b"archive:", Protocol::Resp2)[..],
+            b"*2\r\n$12\r\narchive:2024\r\n$9\r\narchive:x\r\n"
+        );
+        let one = Bytes::from_static(b"$4\r\n2024\r\n");
+        assert_eq!(
+            &reprefix(&one, b"a:", Protocol::Resp2)[..],
+            b"$6\r\na:2024\r\n"
+        );
+    }
 }

@@ -106,7 +106,7 @@ pub fn handle(
             }
             out.verbatim(text.as_bytes());
         }
-        LocalKind::Cluster => return cluster_command(state, proxy, cluster, args),
+        LocalKind::Cluster => return cluster_command(state, proxy, args),
         LocalKind::ReadOnly | LocalKind::ReadWrite | LocalKind::Asking => {
             if let Some(bad) = arity(argc == 1) {
                 return Some(bad);
@@ -475,12 +475,7 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
 }
 
 /// `CLUSTER` as seen by a cluster-aware client: the proxy is one master owning every slot.
-fn cluster_command(
-    state: &ClientState,
-    proxy: &Proxy,
-    cluster: &Cluster,
-    args: &[Bytes],
-) -> Option<Action> {
+fn cluster_command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Option<Action> {
     let Some(sub) = args.get(1) else {
         return Some(Action::Reply(reply::error(&wrong_arity_named(b"cluster"))));
     };
@@ -499,7 +494,13 @@ fn cluster_command(
         },
         "myid" => out.bulk(proxy.node_id.as_bytes()),
         "info" => {
-            let served = cluster.slot_map().slots_served();
+            // As clients see it, the proxy is ok only when every backend is.
+            let served = proxy
+                .backends
+                .iter()
+                .map(|b| b.slot_map().slots_served())
+                .min()
+                .unwrap_or(0);
             let state_text = if served == usize::from(SLOT_COUNT) {
                 "ok"
             } else {

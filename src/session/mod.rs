@@ -288,7 +288,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let protocol = c.state.protocol;
                     let subscriptions =
                         subs.get_or_insert_with(|| Box::new(Subscriptions::new(protocol)));
-                    match subscriptions.start(c.cluster, kind, names).await {
+                    match subscriptions.start(c.proxy, kind, names).await {
                         Ok(now) => out.push_uncounted(now, owed),
                         Err(error) => {
                             let error = reply::error(&format!("ERR respgate: {error}"));
@@ -465,7 +465,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 return Flow::Close;
             }
             _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
-            frame = next_for_subscriber(&mut subs, c.cluster) => {
+            frame = next_for_subscriber(&mut subs, c.proxy) => {
                 let Ok(frame) = frame else {
                     debug!(client = c.state.id, "subscriptions lost; closing");
                     return Flow::Close;
@@ -484,10 +484,10 @@ async fn active(c: &mut Conn<'_>) -> Flow {
 /// The next bytes for a subscribed client; never completes without subscriptions.
 async fn next_for_subscriber(
     subs: &mut Option<Box<Subscriptions>>,
-    cluster: &crate::cluster::Cluster,
+    proxy: &Proxy,
 ) -> Result<Bytes, crate::backend::BackendError> {
     match subs {
-        Some(subs) => subs.next(cluster).await,
+        Some(subs) => subs.next(proxy).await,
         None => std::future::pending().await,
     }
 }

@@ -19,13 +19,16 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, warn};
 
+use super::dispatch::place_of_channel;
 use crate::backend::{BackendError, NodeAddr, NodeConn};
-use crate::cluster::{Cluster, Slot, Target};
+use crate::cluster::Target;
 use crate::command::SubscriptionKind;
 use crate::fanout::array_elements;
+use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
+use crate::proxy::Proxy;
 
 /// Commands allowed while a RESP2 client is subscribed, as in Redis.
 pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
@@ -117,6 +120,8 @@ impl Sets {
 
 /// One subscription connection, to one node.
 struct Link {
+    /// The backend the node is part of.
+    backend: BackendId,
     conn: NodeConn,
     /// What this connection was asked to hold.
     holds: Sets,
@@ -136,8 +141,8 @@ struct Awaited {
     kind: SubscriptionKind,
     /// The channel or pattern; `None` for an unsubscribe-all with nothing to unsubscribe.
     name: Option<Bytes>,
-    /// The node that must confirm it; `None` when the proxy answers it alone.
-    node: Option<NodeAddr>,
+    /// The node that must confirm it, and its backend; `None` when the proxy answers it alone.
+    node: Option<(BackendId, NodeAddr)>,
     confirmed: bool,
 }
 
@@ -183,18 +188,25 @@ impl Subscriptions {
     /// unsubscribes); returns what the client can be told at once.
     pub async fn start(
         &mut self,
-        cluster: &Cluster,
+        proxy: &Proxy,
         kind: SubscriptionKind,
         names: Vec<Bytes>,
     ) -> Result<Bytes, BackendError> {
         let set = set_of(kind);
+        // Patterns match channels of every backend: beside the default backend, which
+        // confirms them to the client, every other backend holds them too.
+        let mirrors: Vec<(SubscriptionKind, Bytes)> = if set == Set::Patterns {
+            names.iter().map(|n| (kind, n.clone())).collect()
+        } else {
+            Vec::new()
+        };
         if adds(kind) {
             // Patterns all go where the first one goes.
-            let mut pattern_home: Option<NodeAddr> = None;
+            let mut pattern_home: Option<(BackendId, NodeAddr)> = None;
             for name in names {
                 let node = match (&pattern_home, set) {
                     (Some(home), Set::Patterns) => home.clone(),
-                    _ => self.home(cluster, set, &name)?,
+                    _ => self.home(proxy, set, &name, None)?,
                 };
                 if set == Set::Patterns {
                     pattern_home = Some(node.clone());
@@ -220,12 +232,16 @@ impl Subscriptions {
                     confirmed: true,
                 });
             }
+            let default = proxy.routes().default_backend();
             for name in names {
+                let holds = |l: &&Link| l.holds.get(set).contains(&name);
                 let node = self
                     .links
                     .iter()
-                    .find(|l| l.holds.get(set).contains(&name))
-                    .map(|l| l.addr().clone());
+                    .filter(holds)
+                    .find(|l| set != Set::Patterns || l.backend == default)
+                    .or_else(|| self.links.iter().find(holds))
+                    .map(|l| (l.backend, l.addr().clone()));
                 let confirmed = node.is_none();
                 self.awaiting.push_back(Awaited {
                     kind,
@@ -235,40 +251,113 @@ impl Subscriptions {
                 });
             }
         }
-        self.send_awaited(cluster, kind).await?;
+        self.send_awaited(proxy, kind).await?;
+        self.mirror_patterns(proxy, &mirrors).await;
         Ok(self.ready())
     }
 
-    /// Where a new subscription of `name` goes: its slot's master, or for a pattern the
-    /// connection that holds the patterns already (any master for the first).
-    fn home(&self, cluster: &Cluster, set: Set, name: &Bytes) -> Result<NodeAddr, BackendError> {
-        let target = match set {
-            Set::Patterns => {
-                if let Some(link) = self.links.iter().find(|l| !l.holds.patterns.is_empty()) {
-                    return Ok(link.addr().clone());
-                }
-                match self.links.first() {
-                    Some(link) => return Ok(link.addr().clone()),
-                    None => Target::AnyMaster,
+    /// Sends pattern (un)subscriptions to every backend but the default one, their
+    /// confirmations swallowed: the default backend's confirm them to the client.
+    async fn mirror_patterns(&mut self, proxy: &Proxy, mirrors: &[(SubscriptionKind, Bytes)]) {
+        if mirrors.is_empty() || proxy.backends.len() < 2 {
+            return;
+        }
+        let default = proxy.routes().default_backend();
+        for index in 0..proxy.backends.len() {
+            let backend = BackendId(index as u16);
+            if backend == default {
+                continue;
+            }
+            for (kind, name) in mirrors {
+                let sent = if adds(*kind) {
+                    self.place(proxy, *kind, name, Some(backend)).await
+                } else {
+                    self.unplace(*kind, name, backend).await
+                };
+                if let Err(error) = sent {
+                    debug!(%error, "pattern not mirrored on a backend");
                 }
             }
-            Set::Channels | Set::Sharded => Target::Slot(Slot::for_key(name)),
+        }
+    }
+
+    /// Drops pattern `name` from the connection of `backend` that holds it, its confirmation
+    /// swallowed.
+    async fn unplace(
+        &mut self,
+        kind: SubscriptionKind,
+        name: &Bytes,
+        backend: BackendId,
+    ) -> Result<(), BackendError> {
+        let set = set_of(kind);
+        let Some(link) = self
+            .links
+            .iter_mut()
+            .find(|l| l.backend == backend && l.holds.get(set).contains(name))
+        else {
+            return Ok(());
         };
-        cluster
+        let mut payload = BytesMut::new();
+        encode_command(&mut payload, &[kind.name().as_bytes(), name]);
+        link.conn.write_all(&payload).await?;
+        link.holds.get_mut(set).remove(name);
+        link.swallow.push((kind, name.clone()));
+        Ok(())
+    }
+
+    /// Where a new subscription of `name` goes: its slot's master on the backend its name
+    /// routes to, or for a pattern the connection that holds the patterns already on `backend`
+    /// (the default backend when `None`; any master there for the first).
+    fn home(
+        &self,
+        proxy: &Proxy,
+        set: Set,
+        name: &Bytes,
+        backend: Option<BackendId>,
+    ) -> Result<(BackendId, NodeAddr), BackendError> {
+        let routes = proxy.routes();
+        let (backend, target) = match set {
+            Set::Patterns => {
+                let backend = backend.unwrap_or(routes.default_backend());
+                let mine = |l: &&Link| l.backend == backend;
+                let existing = self
+                    .links
+                    .iter()
+                    .filter(mine)
+                    .find(|l| !l.holds.patterns.is_empty())
+                    .or_else(|| self.links.iter().find(mine));
+                if let Some(link) = existing {
+                    return Ok((backend, link.addr().clone()));
+                }
+                (backend, Target::AnyMaster)
+            }
+            Set::Channels | Set::Sharded => {
+                let place = place_of_channel(&routes, name);
+                (place.backend, Target::Slot(place.slot))
+            }
+        };
+        let cluster = proxy
+            .backend(backend)
+            .ok_or_else(|| BackendError::Unreachable {
+                addr: NodeAddr::new("-"),
+                reason: "no backend configured".into(),
+            })?;
+        let node = cluster
             .node_for(&target)
             .ok_or_else(|| BackendError::Unreachable {
                 addr: NodeAddr::new("-"),
                 reason: cluster.unreachable_error(),
-            })
+            })?;
+        Ok((backend, node))
     }
 
     /// Sends the not yet confirmed entries of `kind` to their nodes, one command per node.
     async fn send_awaited(
         &mut self,
-        cluster: &Cluster,
+        proxy: &Proxy,
         kind: SubscriptionKind,
     ) -> Result<(), BackendError> {
-        let mut by_node: Vec<(NodeAddr, Vec<Bytes>)> = Vec::new();
+        let mut by_node: Vec<((BackendId, NodeAddr), Vec<Bytes>)> = Vec::new();
         for entry in self
             .awaiting
             .iter()
@@ -283,8 +372,8 @@ impl Subscriptions {
             }
         }
         let set = set_of(kind);
-        for (node, names) in by_node {
-            let link = self.link(cluster, &node).await?;
+        for ((backend, node), names) in by_node {
+            let link = self.link(proxy, backend, &node).await?;
             for name in &names {
                 if adds(kind) {
                     link.holds.get_mut(set).insert(name.clone());
@@ -307,15 +396,20 @@ impl Subscriptions {
     /// The connection to `node`, opened when there is none.
     async fn link(
         &mut self,
-        cluster: &Cluster,
+        proxy: &Proxy,
+        backend: BackendId,
         node: &NodeAddr,
     ) -> Result<&mut Link, BackendError> {
         let found = self.links.iter().position(|l| l.addr() == node);
         let index = match found {
             Some(index) => index,
             None => {
+                let cluster = proxy
+                    .backend(backend)
+                    .ok_or_else(|| BackendError::Lost { addr: node.clone() })?;
                 let conn = NodeConn::open(node, self.protocol, cluster.conn_settings()).await?;
                 self.links.push(Link {
+                    backend,
                     conn,
                     holds: Sets::default(),
                     swallow: Vec::new(),
@@ -331,7 +425,7 @@ impl Subscriptions {
     /// The next bytes for the client: confirmations, messages. Never completes while there
     /// are no connections. An error means the subscriptions could not be renewed after a
     /// connection was lost.
-    pub async fn next(&mut self, cluster: &Cluster) -> Result<Bytes, BackendError> {
+    pub async fn next(&mut self, proxy: &Proxy) -> Result<Bytes, BackendError> {
         loop {
             if self.links.is_empty() {
                 return std::future::pending().await;
@@ -350,7 +444,7 @@ impl Subscriptions {
                 }
                 Err(error) => {
                     warn!(%error, "subscription connection lost; subscribing again where the channels are now");
-                    Box::pin(self.renew(cluster, index)).await?;
+                    Box::pin(self.renew(proxy, index)).await?;
                     let out = self.ready();
                     if !out.is_empty() {
                         return Ok(out);
@@ -362,7 +456,7 @@ impl Subscriptions {
 
     /// Takes one frame from link `index`; returns what the client can be told now.
     fn on_frame(&mut self, index: usize, frame: Bytes) -> Bytes {
-        let Some(node) = self.links.get(index).map(|l| l.addr().clone()) else {
+        let Some(node) = self.links.get(index).map(|l| (l.backend, l.addr().clone())) else {
             return Bytes::new();
         };
         let parsed = array_elements(&frame, self.protocol).and_then(|parts| {
@@ -451,16 +545,20 @@ impl Subscriptions {
 
     /// Places the subscriptions of lost link `index` again where they belong now, retrying
     /// within the cluster's budget.
-    async fn renew(&mut self, cluster: &Cluster, index: usize) -> Result<(), BackendError> {
+    async fn renew(&mut self, proxy: &Proxy, index: usize) -> Result<(), BackendError> {
         if index >= self.links.len() {
             return Ok(());
         }
         let lost = self.links.remove(index);
         let addr = lost.addr().clone();
+        let backend = lost.backend;
+        let Some(cluster) = proxy.backend(backend) else {
+            return Err(BackendError::Lost { addr });
+        };
         // What the lost node was to confirm is taken as done: the renewal below establishes it,
         // and its own confirmations are swallowed.
         for entry in self.awaiting.iter_mut() {
-            if entry.node.as_ref() == Some(&addr) {
+            if entry.node.as_ref().is_some_and(|(_, node)| *node == addr) {
                 entry.confirmed = true;
             }
         }
@@ -487,7 +585,7 @@ impl Subscriptions {
             tokio::time::sleep(delay).await;
             let mut left = Vec::new();
             for (kind, name) in orphans {
-                if self.place(cluster, kind, &name).await.is_err() {
+                if self.place(proxy, kind, &name, Some(backend)).await.is_err() {
                     left.push((kind, name));
                 }
             }
@@ -497,16 +595,18 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Subscribes `name` again on the node it belongs to now, its confirmation swallowed.
+    /// Subscribes `name` on the node it belongs to now (a pattern: on `backend`), its
+    /// confirmation swallowed.
     async fn place(
         &mut self,
-        cluster: &Cluster,
+        proxy: &Proxy,
         kind: SubscriptionKind,
         name: &Bytes,
+        backend: Option<BackendId>,
     ) -> Result<(), BackendError> {
         let set = set_of(kind);
-        let node = self.home(cluster, set, name)?;
-        let link = self.link(cluster, &node).await?;
+        let (backend, node) = self.home(proxy, set, name, backend)?;
+        let link = self.link(proxy, backend, &node).await?;
         let mut payload = BytesMut::new();
         encode_command(&mut payload, &[kind.name().as_bytes(), name]);
         link.conn.write_all(&payload).await?;

@@ -1,0 +1,315 @@
+//! Several Redis Clusters behind one proxy, keys routed by prefix: every key lands on its
+//! cluster and no other, multi-key commands split across clusters, whole-keyspace commands
+//! cover both, and one cluster's trouble costs the other's clients nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::RedisCluster;
+use common::proxy::{Proxy, Raw};
+use respgate::config::{ClusterConfig, Config, RouteConfig};
+
+/// A proxy with backend `main` on `main` and backend `archive` on `archive`, keys starting with
+/// `archive:` on `archive` (their prefix stripped when `strip`).
+fn two_clusters(main: &RedisCluster, archive: &RedisCluster, strip: bool) -> Proxy {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    for (name, cluster) in [("main", main), ("archive", archive)] {
+        config.backends.insert(
+            name.into(),
+            ClusterConfig {
+                seeds: cluster.seeds(),
+                request_timeout_ms: 2000,
+                refresh_interval_ms: 1000,
+                ..ClusterConfig::default()
+            },
+        );
+    }
+    config.routing.default = "main".into();
+    config.routing.routes.push(RouteConfig {
+        prefix: "archive:".into(),
+        backend: "archive".into(),
+        strip_prefix: strip,
+    });
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    proxy
+}
+
+/// `GET key` straight from the master owning it in `cluster`.
+fn direct_get(cluster: &RedisCluster, key: &str) -> String {
+    let slot = respgate::cluster::Slot::for_key(key.as_bytes()).get();
+    cluster.cli(cluster.slot_owner(slot), &["GET", key])
+}
+
+fn command(raw: &mut Raw, args: &[&str]) -> String {
+    String::from_utf8_lossy(&raw.command(args)).into_owned()
+}
+
+#[test]
+fn every_key_lands_on_the_cluster_its_prefix_routes_to_and_on_no_other() {
+    let main = RedisCluster::start(3, 0);
+    let archive = RedisCluster::start(3, 0);
+    let proxy = two_clusters(&main, &archive, false);
+    let mut client = proxy.raw();
+    for i in 0..50 {
+        assert_eq!(
+            command(&mut client, &["SET", &format!("user:{i}"), "m"]),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            command(&mut client, &["SET", &format!("archive:{i}"), "a"]),
+            "+OK\r\n"
+        );
+    }
+    for i in 0..50 {
+        assert_eq!(direct_get(&main, &format!("user:{i}")), "m");
+        assert_eq!(direct_get(&archive, &format!("user:{i}")), "");
+        assert_eq!(direct_get(&archive, &format!("archive:{i}")), "a");
+        assert_eq!(direct_get(&main, &format!("archive:{i}")), "");
+        assert_eq!(
+            command(&mut client, &["GET", &format!("archive:{i}")]),
+            "$1\r\na\r\n"
+        );
+    }
+}
+
+#[test]
+fn a_stripped_prefix_is_removed_on_the_way_in_and_put_back_on_keys_that_come_back() {
+    let main = RedisCluster::start(3, 0);
+    let archive = RedisCluster::start(3, 0);
+    let proxy = two_clusters(&main, &archive, true);
+    let mut client = proxy.raw();
+    assert_eq!(
+        command(&mut client, &["SET", "archive:2024", "x"]),
+        "+OK\r\n"
+    );
+    assert_eq!(command(&mut client, &["SET", "plain", "y"]), "+OK\r\n");
+    // The archive cluster knows the key without its prefix.
+    assert_eq!(direct_get(&archive, "2024"), "x");
+    assert_eq!(direct_get(&archive, "archive:2024"), "");
+    assert_eq!(
+        command(&mut client, &["GET", "archive:2024"]),
+        "$1\r\nx\r\n"
+    );
+    assert_eq!(
+        command(&mut client, &["MGET", "archive:2024", "plain"]),
+        "*2\r\n$1\r\nx\r\n$1\r\ny\r\n"
+    );
+    // Keys that come back carry the prefix again.
+    let keys = command(&mut client, &["KEYS", "*"]);
+    assert!(
+        keys.contains("archive:2024") && keys.contains("plain"),
+        "{keys}"
+    );
+    assert!(!keys.contains("\r\n2024\r\n"), "{keys}");
+    let mut seen = BTreeSet::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let reply = command(&mut client, &["SCAN", &cursor, "COUNT", "100"]);
+        let lines: Vec<&str> = reply.split("\r\n").collect();
+        cursor = lines[2].to_string();
+        for key in lines.iter().skip(5).step_by(2) {
+            if !key.is_empty() {
+                seen.insert(key.to_string());
+            }
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        BTreeSet::from(["archive:2024".to_string(), "plain".to_string()])
+    );
+}
+
+#[test]
+fn multi_key_commands_split_across_clusters_and_merge_in_the_clients_order() {
+    let main = RedisCluster::start(3, 0);
+    let archive = RedisCluster::start(3, 0);
+    let proxy = two_clusters(&main, &archive, false);
+    let mut client = proxy.raw();
+    assert_eq!(
+        command(
+            &mut client,
+            &[
+                "MSET",
+                "a",
+                "1",
+                "archive:b",
+                "2",
+                "c",
+                "3",
+                "archive:d",
+                "4"
+            ]
+        ),
+        "+OK\r\n"
+    );
+    assert_eq!(direct_get(&archive, "archive:b"), "2");
+    assert_eq!(direct_get(&main, "c"), "3");
+    assert_eq!(
+        command(
+            &mut client,
+            &["MGET", "archive:d", "a", "nope", "archive:b"]
+        ),
+        "*4\r\n$1\r\n4\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(
+        command(&mut client, &["EXISTS", "a", "archive:b", "nope"]),
+        ":2\r\n"
+    );
+    assert_eq!(
+        command(&mut client, &["DEL", "a", "archive:b", "archive:d"]),
+        ":3\r\n"
+    );
+    assert_eq!(direct_get(&archive, "archive:b"), "");
+    assert_eq!(command(&mut client, &["DBSIZE"]), ":1\r\n");
+}
+
+#[test]
+fn transactions_and_scripts_across_clusters_are_refused_naming_them() {
+    let main = RedisCluster::start(3, 0);
+    let archive = RedisCluster::start(3, 0);
+    let proxy = two_clusters(&main, &archive, false);
+    let mut client = proxy.raw();
+    let eval = command(
+        &mut client,
+        &["EVAL", "return 1", "2", "{t}a", "archive:{t}b"],
+    );
+    assert!(
+        eval.starts_with("-CROSSSLOT") && eval.contains("'main'") && eval.contains("'archive'"),
+        "{eval}"
+    );
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "{t}a", "1"]), "+QUEUED\r\n");
+    let refused = command(&mut client, &["SET", "archive:{t}b", "1"]);
+    assert!(refused.starts_with("-CROSSSLOT"), "{refused}");
+    assert_eq!(
+        command(&mut client, &["EXEC"]),
+        "-EXECABORT Transaction discarded because of previous errors.\r\n"
+    );
+    assert_eq!(command(&mut client, &["GET", "{t}a"]), "$-1\r\n");
+    // Within one cluster they work as before.
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    command(&mut client, &["SET", "archive:{t}a", "1"]);
+    command(&mut client, &["INCR", "archive:{t}a"]);
+    assert_eq!(command(&mut client, &["EXEC"]), "*2\r\n+OK\r\n:2\r\n");
+}
+
+#[test]
+fn a_full_scan_over_two_clusters_returns_every_key_once() {
+    let main = RedisCluster::start(3, 0);
+    let archive = RedisCluster::start(3, 0);
+    let proxy = two_clusters(&main, &archive, false);
+    let mut client = proxy.raw();
+    let mut expected = BTreeSet::new();
+    let mut batch = Vec::new();
+    for i in 0..10_000 {
+        let key = if i % 2 == 0 {
+            format!("k{i}")
+        } else {
+            format!("archive:{i}")
+        };
+        batch.push(key.clone());
+        expected.insert(key);
+        if batch.len() == 500 {
+            let mut args = vec!["MSET".to_string()];
+            for key in batch.drain(..) {
+                args.push(key);
+                args.push("v".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            assert_eq!(command(&mut client, &args), "+OK\r\n");
+        }
+    }
+    let mut seen = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let reply = command(&mut client, &["SCAN", &cursor, "COUNT", "500"]);
+        let lines: Vec<&str> = reply.split("\r\n").collect();
+        cursor = lines[2].to_string();
+        seen.extend(
+            lines
+                .iter()
+                .skip(5)
+                .step_by(2)
+                .filter(|k| !k.is_empty())
+                .map(|k| k.to_string()),
+        );
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 10_000, "each key once");
+    let seen: BTreeSet<String> = seen.into_iter().collect();
+    assert!(seen == expected, "the keys seen are the keys written");
+}
+
+#[test]
+fn a_failover_in_one_cluster_costs_the_other_clusters_clients_nothing() {
+    let main = RedisCluster::start(3, 0);
+    let mut archive = RedisCluster::start(3, 1);
+    let proxy = two_clusters(&main, &archive, false);
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let (stop, errors, served) = (stop.clone(), errors.clone(), served.clone());
+        let port = proxy.port;
+        workers.push(std::thread::spawn(move || {
+            let mut client = Raw::connect(port);
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("main:{worker}:{}", i % 1000);
+                let reply = client.command(&["SET", &key, "v"]);
+                if reply == b"+OK\r\n" {
+                    served.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let victim = archive.master_ports()[0];
+    archive.kill(victim);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    archive.wait_for_ok();
+    assert!(Instant::now() < deadline);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    assert!(served.load(Ordering::Relaxed) > 100, "main kept serving");
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "no error for the other cluster's clients"
+    );
+    // And the archive cluster serves again after its failover.
+    let mut client = proxy.raw();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all_ok =
+            (0..20).all(|i| client.command(&["SET", &format!("archive:{i}"), "v"]) == b"+OK\r\n");
+        if all_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "archive serves after its failover"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
