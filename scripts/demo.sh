@@ -2,16 +2,37 @@
 # The one command that starts the demo: a local Redis Cluster of 3 masters and 3 replicas on
 # 127.0.0.1:7000-7005 (DEMO_BASE_PORT=7100 moves it to 7100-7105), data and logs in target/demo/,
 # and respgate in front of it on 127.0.0.1:6380 (DEMO_PROXY_PORT moves it), in the foreground.
+#
+#   ./scripts/demo.sh two-clusters   two clusters, on 7000-7005 and 7100-7105, and respgate with
+#                                     config/examples/two-clusters.toml: keys starting with
+#                                     "archive:" on the second cluster, the rest on the first
+#
 # Ctrl-C stops respgate, then the redis-server processes this script started.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+mode="${1:-one-cluster}"
+case "$mode" in
+  one-cluster | two-clusters) ;;
+  *)
+    echo "usage: $0 [two-clusters]" >&2
+    exit 2
+    ;;
+esac
 base_port="${DEMO_BASE_PORT:-7000}"
 proxy_port="${DEMO_PROXY_PORT:-6380}"
 data_dir="$PWD/target/demo"
+bases=("$base_port")
+if [[ "$mode" == two-clusters ]]; then
+  # The ports config/examples/two-clusters.toml names.
+  bases=(7000 7100)
+  proxy_port=6380
+fi
 ports=()
-for offset in 0 1 2 3 4 5; do
-  ports+=("$((base_port + offset))")
+for base in "${bases[@]}"; do
+  for offset in 0 1 2 3 4 5; do
+    ports+=("$((base + offset))")
+  done
 done
 pids=()
 proxy_pid=
@@ -81,17 +102,19 @@ for i in "${!ports[@]}"; do
   exit 1
 done
 
-addrs=()
-for port in "${ports[@]}"; do
-  addrs+=("127.0.0.1:$port")
+for base in "${bases[@]}"; do
+  addrs=()
+  for offset in 0 1 2 3 4 5; do
+    addrs+=("127.0.0.1:$((base + offset))")
+  done
+  echo "Creating a cluster (3 masters, 3 replicas) on ${addrs[*]}"
+  if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+    >"$data_dir/create-$base.log" 2>&1; then
+    echo "demo: redis-cli --cluster create failed:" >&2
+    cat "$data_dir/create-$base.log" >&2
+    exit 1
+  fi
 done
-echo "Creating the cluster (3 masters, 3 replicas) on ${addrs[*]}"
-if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
-  >"$data_dir/create.log" 2>&1; then
-  echo "demo: redis-cli --cluster create failed:" >&2
-  cat "$data_dir/create.log" >&2
-  exit 1
-fi
 
 for port in "${ports[@]}"; do
   for _ in $(seq 300); do
@@ -110,6 +133,11 @@ echo "Proxy on 127.0.0.1:$proxy_port — connect with: redis-cli -p $proxy_port"
 echo "(Ctrl-C stops the proxy and the cluster; node logs are in $data_dir)"
 # In the background and waited for, so that INT or TERM reach the traps above at once instead of
 # after respgate exits; the script still ends when respgate does, with its exit status.
-target/release/respgate --listen "127.0.0.1:$proxy_port" --cluster "$seeds" &
+if [[ "$mode" == two-clusters ]]; then
+  echo "Keys starting with archive: live on the cluster at 7100, the rest on the one at 7000"
+  target/release/respgate --config config/examples/two-clusters.toml &
+else
+  target/release/respgate --listen "127.0.0.1:$proxy_port" --cluster "$seeds" &
+fi
 proxy_pid=$!
 wait "$proxy_pid"

@@ -67,8 +67,8 @@ fn publish(proxy: &Proxy) {
     for cluster in &proxy.backends {
         let map = cluster.slot_map();
         let name = cluster.name().to_string();
-        metrics::gauge!(m::SLOTS_SERVED, "cluster" => name.clone()).set(map.slots_served() as f64);
-        metrics::gauge!(m::MASTERS, "cluster" => name).set(map.masters().len() as f64);
+        metrics::gauge!(m::SLOTS_SERVED, "backend" => name.clone()).set(map.slots_served() as f64);
+        metrics::gauge!(m::MASTERS, "backend" => name).set(map.masters().len() as f64);
     }
 }
 

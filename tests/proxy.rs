@@ -600,7 +600,7 @@ fn admin_endpoints_report_readiness_and_metrics() {
     let metrics = get("/metrics");
     assert!(metrics.contains("respgate_commands_total"), "{metrics}");
     assert!(
-        metrics.contains("respgate_slots_served{cluster=\"default\"} 16384"),
+        metrics.contains("respgate_slots_served{backend=\"default\"} 16384"),
         "{metrics}"
     );
     assert!(get("/nope").starts_with("HTTP/1.1 404"));

@@ -149,13 +149,15 @@ impl Cluster {
             return match redirect {
                 Redirect::Moved { slot, .. } => {
                     self.stats.moved.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::REDIRECTS, "kind" => "moved").increment(1);
+                    metrics::counter!(m::REDIRECTS, "kind" => "moved", "backend" => self.name.clone())
+                        .increment(1);
                     self.moved(slot, &to);
                     Next::Redirect { to, asking: false }
                 }
                 Redirect::Ask { .. } => {
                     self.stats.ask.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::REDIRECTS, "kind" => "ask").increment(1);
+                    metrics::counter!(m::REDIRECTS, "kind" => "ask", "backend" => self.name.clone())
+                        .increment(1);
                     Next::Redirect { to, asking: true }
                 }
             };
@@ -196,14 +198,14 @@ impl Cluster {
     fn retry_after(&self, attempts: &mut Attempts) -> Option<Duration> {
         let delay = attempts.next_delay()?;
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::RETRIES).increment(1);
+        metrics::counter!(m::RETRIES, "backend" => self.name.clone()).increment(1);
         Some(delay)
     }
 
     /// The error reply for a request that failed without a reply, counted as a backend error.
     pub fn backend_error(&self, error: &BackendError) -> Bytes {
         self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::BACKEND_ERRORS).increment(1);
+        metrics::counter!(m::BACKEND_ERRORS, "backend" => self.name.clone()).increment(1);
         reply::error(&format!("ERR respgate: {error}"))
     }
 }

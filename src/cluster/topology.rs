@@ -315,7 +315,7 @@ pub(super) async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
     cluster.remember_nodes(&view);
     let map = SlotMap::from_ranges(&view.ranges(), &cluster.backends);
     cluster.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!(m::TOPOLOGY_REFRESHES).increment(1);
+    metrics::counter!(m::TOPOLOGY_REFRESHES, "backend" => cluster.name.clone()).increment(1);
     if !map.same_routes(&current) {
         info!(
             cluster = %cluster.name,
