@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the per-request hot paths: request decoding, slot hashing, routing
-//! one command (lookup, keys, slot), and framing a backend reply.
+//! one command (lookup, keys, slot), and framing a backend reply. The `*_in_1k_reads` cases feed
+//! the input 1 KB at a time, as a slow peer would, to show that resuming costs nothing extra.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,7 +9,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use respgate::cluster::Slot;
 use respgate::command::{CommandSpec, CommandTable, Lookup};
 use respgate::protocol::request::encode_command;
-use respgate::protocol::{Protocol, RequestParser, frame_reply};
+use respgate::protocol::{Protocol, ReplyFramer, RequestParser, frame_reply};
 use std::hint::black_box;
 
 fn spec(name: &str, arity: i64, first: i64, last: i64, step: i64) -> CommandSpec {
@@ -49,6 +50,76 @@ fn decode(c: &mut Criterion) {
             }
         })
     });
+    let mset: Vec<String> = (0..1000).map(|i| format!("key:{i}")).collect();
+    let mut request = BytesMut::new();
+    encode_command(&mut request, &mset);
+    let request = request.freeze();
+    group.throughput(Throughput::Bytes(request.len() as u64));
+    group.bench_function("mset_1000_args", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(&request[..]);
+            black_box(parser.parse(&mut buf).unwrap().unwrap());
+        })
+    });
+    group.bench_function("mset_1000_args_in_1k_reads", |b| {
+        b.iter(|| {
+            let mut parser = RequestParser::new(512 * 1024 * 1024, 1024 * 1024);
+            let mut buf = BytesMut::new();
+            for piece in request.chunks(1024) {
+                buf.extend_from_slice(piece);
+                if let Some(req) = parser.parse(&mut buf).unwrap() {
+                    black_box(req);
+                }
+            }
+        })
+    });
+    group.finish();
+}
+
+/// Frames `input` fed 1 KB at a time with one framer, as a node reader does.
+fn frame_in_1k_reads(input: &[u8]) -> usize {
+    let mut framer = ReplyFramer::new(Protocol::Resp3);
+    let mut buf = Vec::with_capacity(input.len());
+    let mut frames = 0;
+    for piece in input.chunks(1024) {
+        buf.extend_from_slice(piece);
+        while let Ok(Some(frame)) = framer.next_frame(&buf) {
+            buf.drain(..frame.len);
+            frames += 1;
+        }
+    }
+    frames
+}
+
+/// Replies bigger than one read: a 1,000-element array, a reply nested 1,000 deep, a RESP3 map
+/// of sets.
+fn frame_large(c: &mut Criterion) {
+    let mut array = BytesMut::new();
+    let elements: Vec<String> = (0..1000).map(|i| format!("value:{i}")).collect();
+    encode_command(&mut array, &elements);
+    let mut nested = b"*1\r\n".repeat(1000);
+    nested.extend_from_slice(b":1\r\n");
+    let mut map = b"%100\r\n".to_vec();
+    for i in 0..100 {
+        map.extend_from_slice(format!("$6\r\nkey:{i:02}\r\n~10\r\n").as_bytes());
+        for j in 0..10 {
+            map.extend_from_slice(format!("+member:{j}\r\n").as_bytes());
+        }
+    }
+    let mut group = c.benchmark_group("frame");
+    for (name, input, protocol) in [
+        ("array_1000", &array[..], Protocol::Resp2),
+        ("nested_1000", &nested[..], Protocol::Resp2),
+        ("resp3_map_of_sets", &map[..], Protocol::Resp3),
+    ] {
+        group.throughput(Throughput::Bytes(input.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| frame_reply(black_box(input), protocol).unwrap().unwrap())
+        });
+        group.bench_function(format!("{name}_in_1k_reads"), |b| {
+            b.iter(|| assert_eq!(frame_in_1k_reads(black_box(input)), 1))
+        });
+    }
     group.finish();
 }
 
@@ -100,5 +171,5 @@ fn encode_and_frame(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode, slot, route, encode_and_frame);
+criterion_group!(benches, decode, slot, route, encode_and_frame, frame_large);
 criterion_main!(benches);

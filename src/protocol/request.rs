@@ -114,6 +114,18 @@ enum State {
     Data { start: usize, end: usize, left: u64 },
 }
 
+/// Why [`RequestParser::arguments`] stopped.
+enum Stopped {
+    /// The last argument was parsed.
+    Complete,
+    /// A header line is not all here; the next search starts at `stop`.
+    Header { stop: usize },
+    /// An argument's data is not all here.
+    Data { start: usize, end: usize },
+    /// The request is malformed.
+    Error(ProtocolError),
+}
+
 /// Incremental request parser with the configured limits.
 ///
 /// One per client connection: it keeps the multibulk count, the arguments found so far and its
@@ -203,12 +215,17 @@ impl RequestParser {
 
     fn too_long(&self, len: usize) -> Result<(), ProtocolError> {
         if len as u64 > self.max_request_bytes {
-            return Err(ProtocolError(format!(
-                "request longer than max_request_bytes ({} bytes)",
-                self.max_request_bytes
-            )));
+            return Err(self.too_long_error());
         }
         Ok(())
+    }
+
+    #[cold]
+    fn too_long_error(&self) -> ProtocolError {
+        ProtocolError(format!(
+            "request longer than max_request_bytes ({} bytes)",
+            self.max_request_bytes
+        ))
     }
 
     fn advance(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
@@ -241,9 +258,12 @@ impl RequestParser {
                     }
                 }
                 State::Count { scanned } => {
-                    let Some(cr) = self.find_cr(buf, 0, scanned, "too big mbulk count string")?
-                    else {
-                        return Ok(None);
+                    let cr = match self.find_cr(buf, 0, scanned, "too big mbulk count string")? {
+                        Ok(cr) => cr,
+                        Err(stop) => {
+                            self.state = State::Count { scanned: stop };
+                            return Ok(None);
+                        }
                     };
                     let digits = buf.get(1..cr).unwrap_or_default();
                     self.examined += digits.len() as u64;
@@ -273,98 +293,158 @@ impl RequestParser {
                     };
                 }
                 State::Header { pos, scanned, left } => {
-                    let Some(cr) = self.find_cr(buf, pos, scanned, "too big bulk count string")?
-                    else {
-                        return Ok(None);
-                    };
-                    let header = buf.get(pos..cr).unwrap_or_default();
-                    let Some((&b'$', digits)) = header.split_first() else {
-                        let got = header.first().copied().unwrap_or(b'\r') as char;
-                        return Err(ProtocolError(format!("expected '$', got '{got}'")));
-                    };
-                    self.examined += digits.len() as u64;
-                    let len = match parse_int(digits) {
-                        Some(n) if n >= 0 && n as u64 <= self.max_bulk_len => n as u64,
-                        _ => return Err(ProtocolError::new("invalid bulk length")),
-                    };
-                    let start = cr + 2;
-                    // Checked in u64 before adding to offsets, so the sums cannot overflow.
-                    self.too_long_u64(start as u64 + len + 2)?;
-                    self.state = State::Data {
-                        start,
-                        end: start + len as usize,
-                        left,
-                    };
+                    return self.arguments(buf, pos, scanned, left);
                 }
                 State::Data { start, end, left } => {
-                    let Some(crlf) = buf.get(end..end + 2) else {
-                        // Room for the rest of the argument, up to a bound, instead of
-                        // growing in small steps.
-                        let missing = (end + 2).saturating_sub(buf.len());
-                        buf.reserve(missing.min(BULK_PREALLOC));
+                    let Some(pos) = self.data_end(buf, start, end)? else {
                         return Ok(None);
                     };
-                    self.examined += 2;
-                    if crlf != b"\r\n" {
-                        return Err(ProtocolError::new("expected CRLF after bulk data"));
+                    if left == 1 {
+                        return Ok(Some(self.finish(buf, pos)));
                     }
-                    self.spans.push((start, end));
-                    let pos = end + 2;
-                    if left > 1 {
-                        self.state = State::Header {
-                            pos,
-                            scanned: pos,
-                            left: left - 1,
-                        };
-                        continue;
-                    }
-                    let raw = buf.split_to(pos).freeze();
-                    let args = self.spans.iter().map(|&(s, e)| raw.slice(s..e)).collect();
-                    self.reset();
-                    return Ok(Some(Request { raw, args }));
+                    return self.arguments(buf, pos, pos, left - 1);
                 }
             }
         }
     }
 
-    fn too_long_u64(&self, len: u64) -> Result<(), ProtocolError> {
-        self.too_long(usize::try_from(len).unwrap_or(usize::MAX))
+    /// Parses arguments from the header at `pos` (searched up to `scanned`) while their bytes
+    /// are here, `left` of them to go. The common case, a request that arrived whole, is this
+    /// one loop over a plain slice, with the state written back only when it stops.
+    fn arguments(
+        &mut self,
+        buf: &mut BytesMut,
+        mut pos: usize,
+        mut scanned: usize,
+        mut left: u64,
+    ) -> Result<Option<Request>, ProtocolError> {
+        let bytes: &[u8] = buf;
+        let mut examined = 0u64;
+        let stopped = loop {
+            let rest = bytes.get(scanned..).unwrap_or_default();
+            let cr = match rest.iter().position(|&b| b == b'\r') {
+                // The byte after the CR must be here too (it is skipped, as Redis does).
+                Some(at) if scanned + at + 1 < bytes.len() => scanned + at,
+                found => {
+                    // Resume at the CR if there is one (its LF is still to come).
+                    let stop = found.map_or(bytes.len(), |at| scanned + at);
+                    examined += (stop - scanned) as u64;
+                    break Stopped::Header { stop };
+                }
+            };
+            let header = bytes.get(pos..cr).unwrap_or_default();
+            examined += (cr + 1 - scanned) as u64 + header.len() as u64;
+            let Some((&b'$', digits)) = header.split_first() else {
+                let got = header.first().copied().unwrap_or(b'\r') as char;
+                break Stopped::Error(ProtocolError(format!("expected '$', got '{got}'")));
+            };
+            let len = match parse_int(digits) {
+                Some(n) if n >= 0 && n as u64 <= self.max_bulk_len => n as u64,
+                _ => break Stopped::Error(ProtocolError::new("invalid bulk length")),
+            };
+            let start = cr + 2;
+            // Compared in u64 before it is added to offsets, so the sums cannot overflow.
+            if start as u64 + len + 2 > self.max_request_bytes {
+                break Stopped::Error(self.too_long_error());
+            }
+            let end = start + len as usize;
+            let Some(crlf) = bytes.get(end..end + 2) else {
+                break Stopped::Data { start, end };
+            };
+            examined += 2;
+            if crlf != b"\r\n" {
+                break Stopped::Error(ProtocolError::new("expected CRLF after bulk data"));
+            }
+            self.spans.push((start, end));
+            pos = end + 2;
+            if left == 1 {
+                break Stopped::Complete;
+            }
+            left -= 1;
+            scanned = pos;
+        };
+        self.examined += examined;
+        match stopped {
+            Stopped::Complete => Ok(Some(self.finish(buf, pos))),
+            Stopped::Header { stop } => {
+                self.state = State::Header {
+                    pos,
+                    scanned: stop,
+                    left,
+                };
+                if buf.len() - pos > INLINE_MAX_BYTES {
+                    return Err(ProtocolError::new("too big bulk count string"));
+                }
+                self.too_long(buf.len())?;
+                Ok(None)
+            }
+            Stopped::Data { start, end } => {
+                self.state = State::Data { start, end, left };
+                // Room for the rest of the argument, up to a bound, instead of growing in
+                // small steps.
+                let missing = (end + 2).saturating_sub(buf.len());
+                buf.reserve(missing.min(BULK_PREALLOC));
+                Ok(None)
+            }
+            Stopped::Error(e) => Err(e),
+        }
+    }
+
+    /// Checks the CRLF after an argument's data (`start..end`) that was still arriving, and
+    /// records it; the offset after the CRLF, or `None` while the data is still arriving.
+    fn data_end(
+        &mut self,
+        buf: &mut BytesMut,
+        start: usize,
+        end: usize,
+    ) -> Result<Option<usize>, ProtocolError> {
+        let Some(crlf) = buf.get(end..end + 2) else {
+            let missing = (end + 2).saturating_sub(buf.len());
+            buf.reserve(missing.min(BULK_PREALLOC));
+            return Ok(None);
+        };
+        self.examined += 2;
+        if crlf != b"\r\n" {
+            return Err(ProtocolError::new("expected CRLF after bulk data"));
+        }
+        self.spans.push((start, end));
+        Ok(Some(end + 2))
+    }
+
+    /// Takes the complete request, `pos` bytes, off the front of `buf`.
+    fn finish(&mut self, buf: &mut BytesMut, pos: usize) -> Request {
+        let raw = buf.split_to(pos).freeze();
+        let args = self.spans.iter().map(|&(s, e)| raw.slice(s..e)).collect();
+        self.reset();
+        Request { raw, args }
     }
 
     /// Finds the CR ending the header line that starts at `line`, searching from `scanned`
-    /// (where the previous call stopped); `None`, with the state updated, while it is not here
-    /// yet or its CR is the last byte.
+    /// (where the previous call stopped): `Ok(cr)`, or `Err(stop)` while it is not here yet or
+    /// its CR is the last byte, `stop` being where the next search starts.
     fn find_cr(
         &mut self,
         buf: &[u8],
         line: usize,
         scanned: usize,
         too_big: &str,
-    ) -> Result<Option<usize>, ProtocolError> {
+    ) -> Result<Result<usize, usize>, ProtocolError> {
         let rest = buf.get(scanned..).unwrap_or_default();
         match rest.iter().position(|&b| b == b'\r') {
             // The byte after the CR must be here too (it is skipped, as Redis does).
             Some(at) if scanned + at + 1 < buf.len() => {
                 self.examined += at as u64 + 1;
-                Ok(Some(scanned + at))
+                Ok(Ok(scanned + at))
             }
             found => {
                 // Resume at the CR if there is one (its LF is still to come), else at the end.
                 let stop = found.map_or(buf.len(), |at| scanned + at);
                 self.examined += (stop - scanned) as u64;
-                self.state = match self.state {
-                    State::Header { pos, left, .. } => State::Header {
-                        pos,
-                        scanned: stop,
-                        left,
-                    },
-                    _ => State::Count { scanned: stop },
-                };
                 if buf.len() - line > INLINE_MAX_BYTES {
                     return Err(ProtocolError::new(too_big));
                 }
                 self.too_long(buf.len())?;
-                Ok(None)
+                Ok(Err(stop))
             }
         }
     }
@@ -383,11 +463,23 @@ pub fn parse_int(digits: &[u8]) -> Option<i64> {
         return None;
     }
     let mut value: i64 = 0;
-    for &d in body {
-        if !d.is_ascii_digit() {
-            return None;
+    if body.len() <= 18 {
+        // 18 digits cannot overflow an i64: no checked arithmetic on the hot path (every
+        // length and count header of every request and reply comes through here).
+        for &d in body {
+            let digit = d.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + i64::from(digit);
         }
-        value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    } else {
+        for &d in body {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+        }
     }
     Some(if negative { -value } else { value })
 }

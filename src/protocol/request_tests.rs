@@ -113,7 +113,23 @@ fn limits_are_enforced_before_buffering() {
 fn parse_int_is_strict() {
     assert_eq!(parse_int(b"123"), Some(123));
     assert_eq!(parse_int(b"-1"), Some(-1));
-    for bad in [&b""[..], b"-", b"01", b"1 ", b"+1", b"99999999999999999999"] {
+    assert_eq!(
+        parse_int(b"999999999999999999"),
+        Some(999_999_999_999_999_999)
+    );
+    assert_eq!(parse_int(b"-9223372036854775807"), Some(-i64::MAX));
+    assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+    for bad in [
+        &b""[..],
+        b"-",
+        b"01",
+        b"1 ",
+        b"+1",
+        b"1a",
+        b"99999999999999999999",
+        b"9223372036854775808",
+        b"12345678901234567/",
+    ] {
         assert_eq!(parse_int(bad), None, "{:?}", bad);
     }
 }
