@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the per-request hot paths: request decoding, slot hashing, routing
-//! one command (lookup, keys, slot), and framing a backend reply. The `*_in_1k_reads` cases feed
-//! the input 1 KB at a time, as a slow peer would, to show that resuming costs nothing extra.
+//! one command (lookup, keys, slot), a key through the route table, and framing a backend reply.
+//! The `*_in_1k_reads` cases feed the input 1 KB at a time, as a slow peer would, to show that
+//! resuming costs nothing extra.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use respgate::cluster::Slot;
 use respgate::command::{CommandSpec, CommandTable, Lookup};
+use respgate::keyspace::{BackendId, Destination, PrefixRule, RouteTable};
 use respgate::protocol::request::encode_command;
 use respgate::protocol::{Protocol, ReplyFramer, RequestParser, frame_reply};
 use std::hint::black_box;
@@ -152,6 +154,68 @@ fn route(c: &mut Criterion) {
     });
 }
 
+/// How many keys the route benches cycle through: a power of two, so the next index is a mask
+/// (a division would cost about as much as routing one key to a single backend).
+const ROUTE_KEYS: usize = 256;
+
+/// Keys of a multi-tenant keyspace: tenants' plain and tagged keys, and keys no rule matches.
+fn tenant_keys() -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for i in 0..ROUTE_KEYS as u32 {
+        // A spread of tenants (a multiplicative hash, so neighbours differ), some beyond the rules.
+        let tenant = i.wrapping_mul(2_654_435_761) % 130;
+        keys.push(match i % 4 {
+            0 => format!("tenant{tenant}:user:{i}:profile").into_bytes(),
+            1 => format!("{{tenant{tenant}:user:{i}}}:cart").into_bytes(),
+            2 => format!("session:{i:08x}").into_bytes(),
+            _ => format!("tenant{tenant}:orders:{i}").into_bytes(),
+        });
+    }
+    keys
+}
+
+/// Each iteration routes one key, cycling through `keys`: the time shown is per key.
+fn route_table(c: &mut Criterion) {
+    let keys = tenant_keys();
+    let single = RouteTable::single(BackendId(0));
+    c.bench_function("route_table_single", |b| {
+        let mut at = 0;
+        b.iter(|| {
+            at = (at + 1) & (ROUTE_KEYS - 1);
+            black_box(single.route(black_box(&keys[at])))
+        })
+    });
+    // 100 rules as a multi-tenant deployment writes them: `tenantN:` for 96 tenants, a few
+    // service prefixes, one slot split; every fourth stripping its prefix.
+    let mut prefixes: Vec<String> = (0..96u32)
+        .map(|i| format!("tenant{}:", i.wrapping_mul(7919) % 100))
+        .collect();
+    prefixes.extend(["cache:v2:", "queue:", "lock:", "archive:"].map(String::from));
+    let by_slot: Box<[BackendId]> = (0..16384u16).map(|s| BackendId(s / 4096)).collect();
+    let rules: Vec<PrefixRule> = prefixes
+        .iter()
+        .enumerate()
+        .map(|(i, prefix)| PrefixRule {
+            prefix: Bytes::from(prefix.clone()),
+            strip: i % 4 == 3,
+            to: if i == 0 {
+                Destination::BySlot(by_slot.clone())
+            } else {
+                Destination::Backend(BackendId((i % 8) as u16))
+            },
+        })
+        .collect();
+    let table = RouteTable::new(BackendId(0), rules);
+    assert_eq!(table.rules().len(), 100);
+    c.bench_function("route_table_100_prefixes", |b| {
+        let mut at = 0;
+        b.iter(|| {
+            at = (at + 1) & (ROUTE_KEYS - 1);
+            black_box(table.route(black_box(&keys[at])))
+        })
+    });
+}
+
 fn encode_and_frame(c: &mut Criterion) {
     let reply = b"$3\r\nabc\r\n";
     c.bench_function("frame/bulk_reply", |b| {
@@ -171,5 +235,13 @@ fn encode_and_frame(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode, slot, route, encode_and_frame, frame_large);
+criterion_group!(
+    benches,
+    decode,
+    slot,
+    route,
+    route_table,
+    encode_and_frame,
+    frame_large
+);
 criterion_main!(benches);

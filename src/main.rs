@@ -39,7 +39,11 @@ fn main() -> ExitCode {
     };
     if let Some(path) = &cli.check_config {
         return match Config::load(Some(path), &overrides) {
-            Ok(_) => {
+            Ok(config) => {
+                // Works, but spelled the old way: say so without failing the check.
+                for note in config.deprecations() {
+                    eprintln!("note: {note}");
+                }
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
             }

@@ -36,6 +36,7 @@ fn two_clusters(main: &RedisCluster, archive: &RedisCluster, strip: bool) -> Pro
         prefix: "archive:".into(),
         backend: "archive".into(),
         strip_prefix: strip,
+        ..RouteConfig::default()
     });
     let proxy = Proxy::start_with(config);
     proxy.wait_until_serving();

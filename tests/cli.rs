@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use respgate::config::{ClusterConfig, Config, DEFAULT_CLUSTER, Overrides, ServerConfig};
+use respgate::config::{
+    ClusterConfig, Config, DEFAULT_CLUSTER, Overrides, RoutingConfig, ServerConfig,
+};
 
 fn respgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_respgate"))
@@ -37,7 +39,14 @@ fn example_config_is_valid_and_states_every_default() {
     let config =
         Config::load_from(Some(path.as_ref()), &[], &Overrides::default()).expect("load example");
     assert_eq!(config.server, ServerConfig::default());
-    let cluster = &config.clusters[DEFAULT_CLUSTER];
+    assert_eq!(config.routing, RoutingConfig::default());
+    assert!(config.clusters.is_empty(), "the example uses [backends]");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "",
+        "no deprecation note"
+    );
+    let cluster = &config.backends[DEFAULT_CLUSTER];
     assert_eq!(
         ClusterConfig {
             seeds: Vec::new(),
@@ -72,4 +81,129 @@ fn check_config_rejects_unknown_keys() {
     let output = check_config("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+}
+
+/// Runs `respgate --check-config` on a file of the repository.
+fn check_file(relative: &str) -> std::process::Output {
+    let path = format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"));
+    respgate()
+        .args(["--check-config", &path])
+        .output()
+        .expect("run respgate")
+}
+
+#[test]
+fn the_routing_examples_are_valid() {
+    for example in [
+        "config/examples/two-clusters.toml",
+        "config/examples/split-namespace.toml",
+    ] {
+        let output = check_file(example);
+        assert!(
+            output.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{example}");
+    }
+}
+
+/// The problems `--check-config` prints for `toml`, which must be refused.
+fn refused(toml: &str) -> String {
+    let output = check_config(toml);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{toml}\n{stderr}");
+    stderr
+}
+
+const TWO: &str = "[backends.main]\nseeds = [\"127.0.0.1:7000\"]\n[backends.archive]\nseeds = [\"127.0.0.1:7100\"]\n";
+
+#[test]
+fn check_config_refuses_ambiguous_or_dangling_routes_with_their_keys() {
+    let cases = [
+        (
+            format!("{TWO}[[routing.routes]]\nprefix = \"a:\"\nbackend = \"archive\"\n"),
+            "routing.default: 2 backends are configured (archive, main)",
+        ),
+        (
+            format!("{TWO}[routing]\ndefault = \"nope\"\n"),
+            "routing.default: no backend named \"nope\"",
+        ),
+        (
+            format!(
+                "{TWO}[routing]\ndefault = \"main\"\n[[routing.routes]]\nprefix = \"a:\"\nbackend = \"archive\"\n[[routing.routes]]\nprefix = \"a:\"\nbackend = \"main\"\n"
+            ),
+            "routing.routes[1].prefix: \"a:\" is the prefix of routing.routes[0] too",
+        ),
+        (
+            format!(
+                "{TWO}[routing]\ndefault = \"main\"\n[[routing.routes]]\nprefix = \"a:\"\nbackend = \"archiv\"\n"
+            ),
+            "routing.routes[0].backend: no backend named \"archiv\"",
+        ),
+        (
+            format!(
+                "{TWO}[routing]\ndefault = \"main\"\n[[routing.routes]]\nprefix = \"u:\"\nslots = [{{ range = \"0-8191\", backend = \"main\" }}, {{ range = \"8200-16383\", backend = \"archive\" }}]\n"
+            ),
+            "routing.routes[0].slots: slots 8192-8199 are not covered",
+        ),
+        (
+            format!(
+                "{TWO}[routing]\ndefault = \"main\"\n[[routing.routes]]\nprefix = \"u:\"\nslots = [{{ range = \"0-9000\", backend = \"main\" }}, {{ range = \"8192-16383\", backend = \"archive\" }}]\n"
+            ),
+            "routing.routes[0].slots: slots 8192-9000 are covered twice",
+        ),
+        (
+            format!(
+                "{TWO}[routing]\ndefault = \"main\"\n[[routing.routes]]\nprefix = \"u:\"\nslots = [{{ range = \"0..16383\", backend = \"main\" }}]\n"
+            ),
+            "routing.routes[0].slots[0].range: \"0..16383\" is not FIRST-LAST",
+        ),
+        (
+            format!(
+                "{TWO}[routing]\ndefault = \"main\"\n[[routing.routes]]\nprefix = \"u:\"\nstrip_prefix = true\nslots = [{{ range = \"0-16383\", backend = \"archive\" }}]\n"
+            ),
+            "routing.routes[0].strip_prefix: not allowed on a slot split",
+        ),
+        (
+            format!(
+                "{TWO}[routing]\ndefault = \"main\"\n[[routing.routes]]\nprefix = \"a:\"\nbackend = \"archive\"\nstrip_prefix = true\n[[routing.routes]]\nprefix = \"b:\"\nbackend = \"archive\"\nstrip_prefix = true\n"
+            ),
+            "routing.routes[0].strip_prefix: backend \"archive\" is reached by stripping \"a:\"",
+        ),
+        (
+            format!(
+                "{TWO}[clusters.main]\nseeds = [\"127.0.0.1:7000\"]\n[routing]\ndefault = \"main\"\n"
+            ),
+            "clusters.main: [backends.main] is configured too",
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:6380\"\n".to_string(),
+            "backends: no backend configured",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let stderr = refused(&toml);
+        assert!(
+            stderr.contains(expected),
+            "want {expected:?} for\n{toml}\ngot {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_accepts_several_clusters_and_notes_the_old_spelling() {
+    let output = check_config(
+        "[clusters.main]\nseeds = [\"127.0.0.1:7000\"]\n[clusters.archive]\nseeds = [\"127.0.0.1:7100\"]\n[routing]\ndefault = \"main\"\n",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for name in ["archive", "main"] {
+        assert!(
+            stderr.contains(&format!(
+                "note: clusters.{name}: [clusters.{name}] is the older spelling of [backends.{name}]"
+            )),
+            "{stderr}"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //! a standalone server next), each reached through the same pools, framing and retry engine.
 
 mod routes;
+mod trie;
 
 pub use routes::{Destination, PrefixRule, RouteTable};
 

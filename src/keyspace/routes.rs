@@ -1,14 +1,20 @@
 //! The route table: key prefix (longest wins) -> backend, or -> backends by slot range of the
 //! key's hash-tag-aware slot; every other key to the default backend. Immutable: the proxy swaps
 //! a whole new table in on reload.
+//!
+//! The longest match is a walk down a byte trie ([`super::trie`]) built with the table, so its
+//! cost follows the key's length, not the number of rules.
 
 use bytes::Bytes;
 
+use super::trie::{Match, PrefixTrie};
 use super::{BackendId, Route};
-use crate::cluster::Slot;
-use crate::config::Config;
+use crate::cluster::slot::hash_tag;
+use crate::cluster::{SLOT_COUNT, Slot};
+use crate::config::{Config, RouteConfig};
 
-/// Where the keys of one prefix go.
+/// Where the keys of one prefix go. (Moving a prefix between backends online will add a
+/// destination naming two backends, the old and the new.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     /// All to one backend.
@@ -34,47 +40,52 @@ pub struct PrefixRule {
 pub struct RouteTable {
     default: BackendId,
     rules: Vec<PrefixRule>,
+    /// The rules' prefixes, for the longest match; built from `rules`, never changed apart.
+    trie: PrefixTrie,
 }
 
 impl RouteTable {
     /// Every key to one backend: the table of a proxy with one backend and no routes.
     pub fn single(backend: BackendId) -> Self {
-        RouteTable {
-            default: backend,
-            rules: Vec::new(),
-        }
+        RouteTable::new(backend, Vec::new())
     }
 
     /// The table the configuration describes, for backends named `names` (a backend's id is
-    /// its index there). The configuration is validated already.
+    /// its index there). The configuration is validated already; a name missing from `names`
+    /// (which validation refuses) falls back to backend 0.
     pub fn from_config(config: &Config, names: &[String]) -> RouteTable {
         let id = |name: &str| {
             names
                 .iter()
                 .position(|n| n == name)
-                .map_or(BackendId(0), |i| BackendId(i as u16))
+                .and_then(|i| u16::try_from(i).ok())
+                .map_or(BackendId(0), BackendId)
         };
-        let default = if config.routing.default.is_empty() {
-            BackendId(0)
-        } else {
-            id(&config.routing.default)
-        };
+        let default = config
+            .default_backend_name()
+            .map_or(BackendId(0), |name| id(&name));
         let rules = config
             .routing
             .routes
             .iter()
             .map(|route| PrefixRule {
                 prefix: Bytes::copy_from_slice(route.prefix.as_bytes()),
-                strip: route.strip_prefix,
-                to: Destination::Backend(id(&route.backend)),
+                strip: route.strip_prefix && route.slots.is_empty(),
+                to: destination(route, default, &id),
             })
             .collect();
         RouteTable::new(default, rules)
     }
 
-    /// A table of `rules` over `default`.
+    /// A table of `rules` over `default`. Of rules with identical prefixes (which validation
+    /// refuses) the first wins.
     pub fn new(default: BackendId, rules: Vec<PrefixRule>) -> Self {
-        RouteTable { default, rules }
+        let trie = PrefixTrie::new(rules.iter().map(|r| (&r.prefix[..], r.strip)));
+        RouteTable {
+            default,
+            rules,
+            trie,
+        }
     }
 
     /// Whether every key goes to the default backend (no rules): routing costs nothing.
@@ -92,13 +103,29 @@ impl RouteTable {
         &self.rules
     }
 
-    /// Where `key` goes. A key whose hash tag opens it (`{user:42}:a`) matches prefixes by the
-    /// text inside the braces too, so tagged keys route with their untagged kin.
+    /// Where `key` goes: the rule with the longest prefix of `key`, else the default backend.
+    ///
+    /// A key that opens with its hash tag (`{user:42}:a`) and matches no rule as written is
+    /// matched by the text inside the braces (`user:42`), so tagged keys route with their
+    /// untagged kin and, sharing a slot, land together on a slot split too. That second match
+    /// skips stripping rules: no prefix sits at the key's front to be removed (and put back).
+    #[inline]
     pub fn route(&self, key: &[u8]) -> Route {
-        let rule = self.longest_match(key).or_else(|| match key.split_first() {
-            Some((b'{', rest)) => self.longest_match(rest),
-            _ => None,
-        });
+        // One backend and no routes (the common case) costs one comparison.
+        if self.rules.is_empty() {
+            return Route {
+                backend: self.default,
+                strip: 0,
+            };
+        }
+        let literal = self.trie.longest(key, Match::Literal);
+        let rule = match literal {
+            Some(found) => self.rules.get(found),
+            None if key.first() == Some(&b'{') => hash_tag(key)
+                .and_then(|tag| self.trie.longest(tag, Match::Tag))
+                .and_then(|found| self.rules.get(found)),
+            None => None,
+        };
         let Some(rule) = rule else {
             return Route {
                 backend: self.default,
@@ -107,25 +134,19 @@ impl RouteTable {
         };
         let backend = match &rule.to {
             Destination::Backend(backend) => *backend,
-            Destination::BySlot(by_slot) => {
-                let slot = Slot::for_key(key).get();
-                by_slot
-                    .get(usize::from(slot))
-                    .copied()
-                    .unwrap_or(self.default)
-            }
+            Destination::BySlot(by_slot) => by_slot
+                .get(usize::from(Slot::for_key(key).get()))
+                .copied()
+                .unwrap_or(self.default),
         };
         Route {
             backend,
-            strip: if rule.strip { rule.prefix.len() } else { 0 },
+            strip: if rule.strip && literal.is_some() {
+                rule.prefix.len()
+            } else {
+                0
+            },
         }
-    }
-
-    fn longest_match(&self, key: &[u8]) -> Option<&PrefixRule> {
-        self.rules
-            .iter()
-            .filter(|r| key.starts_with(&r.prefix))
-            .max_by_key(|r| r.prefix.len())
     }
 
     /// The prefix a backend's keys lose on the way in, to put back on keys that come back from
@@ -137,3 +158,31 @@ impl RouteTable {
             .map(|r| &r.prefix)
     }
 }
+
+/// Where a configured route's keys go: one backend, or a backend per slot from its ranges (slots
+/// no range names, which validation refuses, stay on `default`).
+fn destination(
+    route: &RouteConfig,
+    default: BackendId,
+    id: &impl Fn(&str) -> BackendId,
+) -> Destination {
+    if route.slots.is_empty() {
+        return Destination::Backend(id(&route.backend));
+    }
+    let mut by_slot = vec![default; usize::from(SLOT_COUNT)];
+    for range in &route.slots {
+        let Ok(slots) = range.slots() else {
+            continue;
+        };
+        let backend = id(&range.backend);
+        let (first, last) = (usize::from(*slots.start()), usize::from(*slots.end()));
+        if let Some(entries) = by_slot.get_mut(first..=last) {
+            entries.fill(backend);
+        }
+    }
+    Destination::BySlot(by_slot.into_boxed_slice())
+}
+
+#[cfg(test)]
+#[path = "routes_tests.rs"]
+mod tests;

@@ -1,15 +1,25 @@
 //! Configuration: one typed tree, layered file -> `RESPGATE_` environment -> flags, then
 //! validated with every problem reported by its key.
+//!
+//! # Layout
+//! - this module: the tree's root, the server section, loading and the top-level checks;
+//! - `backend`: one backend's settings (`[backends.NAME]`) and their checks;
+//! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks.
+
+mod backend;
+mod routing;
+
+pub use backend::{BackendKind, ClusterConfig, ReadFrom};
+pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
 
-/// Name of the cluster that `--cluster` defines and that keys route to by default.
+/// Name of the backend that `--cluster` defines.
 pub const DEFAULT_CLUSTER: &str = "default";
 /// Environment variable prefix; nested keys are separated by `__`.
 pub const ENV_PREFIX: &str = "RESPGATE";
@@ -20,35 +30,13 @@ pub const ENV_PREFIX: &str = "RESPGATE";
 pub struct Config {
     /// The client-facing side.
     pub server: ServerConfig,
-    /// The backends, by name (`[clusters.NAME]`, the older spelling of `[backends.NAME]`).
+    /// The backends, by name (`[clusters.NAME]`, the older spelling of `[backends.NAME]`, still
+    /// accepted; `--check-config` notes it).
     pub clusters: BTreeMap<String, ClusterConfig>,
     /// The backends, by name.
     pub backends: BTreeMap<String, ClusterConfig>,
     /// Which keys go to which backend.
     pub routing: RoutingConfig,
-}
-
-/// Which keys go to which backend.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RoutingConfig {
-    /// The backend of every key no route matches, and of keyless commands; may be left empty
-    /// when there is one backend.
-    pub default: String,
-    /// Prefix routes; the longest matching prefix wins.
-    pub routes: Vec<RouteConfig>,
-}
-
-/// One prefix route.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Keys starting with this text match.
-    pub prefix: String,
-    /// The backend of matching keys.
-    pub backend: String,
-    /// Remove the prefix from keys before forwarding, and put it back on keys that come back.
-    pub strip_prefix: bool,
 }
 
 impl Config {
@@ -58,6 +46,20 @@ impl Config {
         let mut all: BTreeMap<String, ClusterConfig> = self.clusters.clone();
         all.extend(self.backends.clone());
         all.into_iter().collect()
+    }
+
+    /// Notes on settings that work but are spelled the old way, each with its key: what
+    /// `--check-config` prints beside "ok".
+    pub fn deprecations(&self) -> Vec<Problem> {
+        self.clusters
+            .keys()
+            .map(|name| Problem {
+                key: format!("clusters.{name}"),
+                message: format!(
+                    "[clusters.{name}] is the older spelling of [backends.{name}] (kind = \"cluster\"); it still works, but rename the section"
+                ),
+            })
+            .collect()
     }
 }
 
@@ -155,99 +157,6 @@ pub struct OutputLimit {
     pub soft_limit_s: u64,
 }
 
-/// Where read-only commands go.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReadFrom {
-    /// Every command goes to the master (Redis Cluster's own default).
-    #[default]
-    Master,
-    /// Reads go to a replica of the slot's master; to the master when no replica is healthy,
-    /// and when the replica fails to answer.
-    PreferReplica,
-    /// Reads go to a replica of the slot's master; to the master only when no replica is
-    /// healthy.
-    Replica,
-}
-
-/// One Redis Cluster behind the proxy.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// `host:port` of nodes to learn the topology from; any one reachable node is enough.
-    pub seeds: Vec<String>,
-    /// ACL user for backend connections; empty means the default user.
-    pub username: String,
-    /// Password for backend connections (`requirepass`); empty means none.
-    pub password: String,
-    /// Where read-only commands go: `master`, `prefer-replica` or `replica`.
-    pub read_from: ReadFrom,
-    /// Long-lived connections per node and protocol for each worker thread, shared by that
-    /// worker's clients.
-    pub connections_per_node: usize,
-    /// Most requests queued or in flight on one backend connection.
-    pub max_inflight_per_connection: usize,
-    /// Time allowed to connect to a node, in milliseconds.
-    pub connect_timeout_ms: u64,
-    /// Time allowed for a backend to answer one request, in milliseconds.
-    pub request_timeout_ms: u64,
-    /// Interval between periodic topology refreshes, in milliseconds.
-    pub refresh_interval_ms: u64,
-    /// Least time between two refreshes, in milliseconds; `MOVED` storms coalesce into one.
-    pub min_refresh_interval_ms: u64,
-    /// Most `MOVED`/`ASK` redirects followed for one request.
-    pub max_redirects: u32,
-    /// Most times one request is retried after a node could not take it (`TRYAGAIN`,
-    /// `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, unreachable node); 0 never retries.
-    pub max_retries: u32,
-    /// Longest time one request may spend being retried, in milliseconds; then the client gets
-    /// the last error.
-    pub retry_timeout_ms: u64,
-    /// First delay before reconnecting to a node that failed, in milliseconds; doubles per failure.
-    pub reconnect_backoff_min_ms: u64,
-    /// Longest delay between reconnect attempts, in milliseconds.
-    pub reconnect_backoff_max_ms: u64,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            seeds: Vec::new(),
-            username: String::new(),
-            password: String::new(),
-            read_from: ReadFrom::Master,
-            connections_per_node: 1,
-            max_inflight_per_connection: 8192,
-            connect_timeout_ms: 1000,
-            request_timeout_ms: 5000,
-            refresh_interval_ms: 10_000,
-            min_refresh_interval_ms: 200,
-            max_redirects: 5,
-            max_retries: 16,
-            retry_timeout_ms: 8000,
-            reconnect_backoff_min_ms: 50,
-            reconnect_backoff_max_ms: 2000,
-        }
-    }
-}
-
-impl ClusterConfig {
-    /// `connect_timeout_ms` as a duration.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-
-    /// `retry_timeout_ms` as a duration.
-    pub fn retry_timeout(&self) -> Duration {
-        Duration::from_millis(self.retry_timeout_ms)
-    }
-
-    /// `request_timeout_ms` as a duration.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-}
-
 /// Values given on the command line; they win over file and environment.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -317,13 +226,16 @@ impl Config {
                     .cloned()
                     .collect(),
             ));
-        // Lists are comma separated; the cluster names are only known from the variables.
+        // Lists are comma separated; the backend names are only known from the variables.
         for (name, _) in env {
             let lower = name.to_ascii_lowercase();
-            if let Some(rest) = lower.strip_prefix("respgate_clusters__")
-                && let Some(cluster) = rest.strip_suffix("__seeds")
-            {
-                environment = environment.with_list_parse_key(&format!("clusters.{cluster}.seeds"));
+            for section in ["clusters", "backends"] {
+                if let Some(rest) = lower.strip_prefix(&format!("respgate_{section}__"))
+                    && let Some(backend) = rest.strip_suffix("__seeds")
+                {
+                    environment =
+                        environment.with_list_parse_key(&format!("{section}.{backend}.seeds"));
+                }
             }
         }
         builder = builder.add_source(environment);
@@ -333,11 +245,10 @@ impl Config {
         if let Some(threads) = overrides.threads {
             builder = builder.set_override("server.threads", threads as u64)?;
         }
+        let mut config: Config = builder.build()?.try_deserialize()?;
         if let Some(seeds) = &overrides.seeds {
-            builder =
-                builder.set_override(format!("clusters.{DEFAULT_CLUSTER}.seeds"), seeds.clone())?;
+            config.default_backend_entry().seeds = seeds.clone();
         }
-        let config: Config = builder.build()?.try_deserialize()?;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)
@@ -392,60 +303,43 @@ impl Config {
                 problem(key.into(), "must be greater than 0".into());
             }
         }
-        if self.clusters.is_empty() {
+        if self.clusters.is_empty() && self.backends.is_empty() {
             problem(
-                "clusters".into(),
-                "no cluster configured: give --cluster HOST:PORT,... or a [clusters.default] section with seeds".into(),
+                "backends".into(),
+                "no backend configured: give --cluster HOST:PORT,... or a [backends.default] section with seeds".into(),
             );
         }
-        if self.clusters.len() > 1 {
-            problem(
-                "clusters".into(),
-                format!(
-                    "{} clusters configured; routing keys among several clusters is not supported yet, configure one",
-                    self.clusters.len()
-                ),
-            );
-        }
-        for (name, c) in &self.clusters {
-            let key = |field: &str| format!("clusters.{name}.{field}");
-            if c.seeds.is_empty() {
-                problem(key("seeds"), "at least one seed HOST:PORT is needed".into());
-            }
-            for seed in &c.seeds {
-                if !is_host_port(seed) {
-                    problem(key("seeds"), format!("{seed:?} is not HOST:PORT"));
-                }
-            }
-            if !c.username.is_empty() && c.password.is_empty() {
-                problem(key("password"), "a username needs a password".into());
-            }
-            for (field, value) in [
-                ("connections_per_node", c.connections_per_node as u64),
-                (
-                    "max_inflight_per_connection",
-                    c.max_inflight_per_connection as u64,
-                ),
-                ("connect_timeout_ms", c.connect_timeout_ms),
-                ("request_timeout_ms", c.request_timeout_ms),
-                ("refresh_interval_ms", c.refresh_interval_ms),
-                ("reconnect_backoff_min_ms", c.reconnect_backoff_min_ms),
-            ] {
-                if value == 0 {
-                    problem(key(field), "must be greater than 0".into());
-                }
-            }
-            if c.connections_per_node > 64 {
-                problem(key("connections_per_node"), "at most 64".into());
-            }
-            if c.reconnect_backoff_max_ms < c.reconnect_backoff_min_ms {
+        for name in self.clusters.keys() {
+            if self.backends.contains_key(name) {
                 problem(
-                    key("reconnect_backoff_max_ms"),
-                    "must not be less than reconnect_backoff_min_ms".into(),
+                    format!("clusters.{name}"),
+                    format!("[backends.{name}] is configured too: keep one of the two"),
                 );
             }
         }
+        for (section, backends) in [("clusters", &self.clusters), ("backends", &self.backends)] {
+            for (name, c) in backends {
+                backend::validate_backend(section, name, c, &mut problems);
+            }
+        }
+        routing::validate_routing(self, &mut problems);
         problems
+    }
+}
+
+impl Config {
+    /// The backend `--cluster` gives seeds to: `default` in whichever section holds it; a new
+    /// `[backends.default]` beside other `[backends]`; else `[clusters.default]`, which every
+    /// version of the proxy reads.
+    fn default_backend_entry(&mut self) -> &mut ClusterConfig {
+        let in_backends = self.backends.contains_key(DEFAULT_CLUSTER)
+            || (!self.clusters.contains_key(DEFAULT_CLUSTER) && !self.backends.is_empty());
+        let section = if in_backends {
+            &mut self.backends
+        } else {
+            &mut self.clusters
+        };
+        section.entry(DEFAULT_CLUSTER.to_string()).or_default()
     }
 }
 
@@ -456,14 +350,6 @@ fn is_config_variable(name: &str) -> bool {
     name.strip_prefix(ENV_PREFIX)
         .and_then(|rest| rest.strip_prefix('_'))
         .is_some_and(|rest| rest.contains("__"))
-}
-
-/// `host:port` with a non-empty host and a port number.
-fn is_host_port(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
-        None => false,
-    }
 }
 
 #[cfg(test)]
@@ -559,6 +445,53 @@ mod tests {
             keys.contains(&"server.max_request_bytes".to_string()),
             "{keys:?}"
         );
+    }
+
+    #[test]
+    fn backends_take_seeds_and_routing_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[backends.main]\nseeds = [\"x:1\"]\n[backends.archive]\nkind = \"cluster\"\nseeds = [\"y:1\"]\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("RESPGATE_BACKENDS__MAIN__SEEDS", "a:1,b:2"),
+            ("RESPGATE_BACKENDS__ARCHIVE__READ_FROM", "replica"),
+            ("RESPGATE_ROUTING__DEFAULT", "main"),
+        ]);
+        let config = Config::load_from(Some(&path), &vars, &Overrides::default()).unwrap();
+        assert_eq!(config.backends["main"].seeds, ["a:1", "b:2"]);
+        assert_eq!(config.backends["archive"].read_from, ReadFrom::Replica);
+        assert_eq!(config.backends["archive"].kind, BackendKind::Cluster);
+        assert_eq!(config.routing.default, "main");
+        assert_eq!(config.deprecations(), []);
+    }
+
+    #[test]
+    fn the_cluster_flag_seeds_the_default_backend_where_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[backends.default]\nmax_retries = 3\n").unwrap();
+        let overrides = Overrides {
+            seeds: Some(vec!["a:1".into()]),
+            ..Overrides::default()
+        };
+        let config = Config::load_from(Some(&path), &[], &overrides).unwrap();
+        assert!(config.clusters.is_empty());
+        assert_eq!(config.backends[DEFAULT_CLUSTER].seeds, ["a:1"]);
+        assert_eq!(config.backends[DEFAULT_CLUSTER].max_retries, 3);
+    }
+
+    #[test]
+    fn the_clusters_spelling_still_loads_with_a_note() {
+        let vars = env(&[("RESPGATE_CLUSTERS__DEFAULT__SEEDS", "a:1")]);
+        let config = Config::load_from(None, &vars, &Overrides::default()).unwrap();
+        let notes = config.deprecations();
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].key, "clusters.default");
+        assert!(notes[0].message.contains("[backends.default]"), "{notes:?}");
     }
 
     #[test]

@@ -1,0 +1,187 @@
+//! One backend's settings (`[backends.NAME]`): its kind, seeds, credentials, read policy,
+//! connection limits and timeouts, and their validation.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Problem;
+
+/// What a backend is. A closed set: each kind finds its nodes its own way (a Redis Cluster from
+/// `CLUSTER SLOTS`; a Sentinel-managed group by asking its sentinels for the master; a standalone
+/// server is its own single node) and then shares the pools, framing and retry engine of every
+/// other kind. Kinds whose settings differ get them as fields of `ClusterConfig` that only they
+/// read, validated per kind in [`validate_backend`].
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// A Redis Cluster: 16384 hash slots over masters, learned from the seeds.
+    #[default]
+    Cluster,
+}
+
+impl BackendKind {
+    /// The name the configuration spells it with (`kind = "cluster"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Cluster => "cluster",
+        }
+    }
+}
+
+/// Where read-only commands go.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFrom {
+    /// Every command goes to the master (Redis Cluster's own default).
+    #[default]
+    Master,
+    /// Reads go to a replica of the slot's master; to the master when no replica is healthy,
+    /// and when the replica fails to answer.
+    PreferReplica,
+    /// Reads go to a replica of the slot's master; to the master only when no replica is
+    /// healthy.
+    Replica,
+}
+
+/// One backend behind the proxy (`[backends.NAME]`, or the older `[clusters.NAME]`): what it is,
+/// how to reach it, and the limits of the proxy's connections to it. The fields besides `kind`
+/// apply to every kind.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// What the backend is, and so how the proxy learns where each key lives.
+    pub kind: BackendKind,
+    /// `host:port` of nodes to learn the topology from; any one reachable node is enough.
+    pub seeds: Vec<String>,
+    /// ACL user for backend connections; empty means the default user.
+    pub username: String,
+    /// Password for backend connections (`requirepass`); empty means none.
+    pub password: String,
+    /// Where read-only commands go: `master`, `prefer-replica` or `replica`.
+    pub read_from: ReadFrom,
+    /// Long-lived connections per node and protocol for each worker thread, shared by that
+    /// worker's clients.
+    pub connections_per_node: usize,
+    /// Most requests queued or in flight on one backend connection.
+    pub max_inflight_per_connection: usize,
+    /// Time allowed to connect to a node, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for a backend to answer one request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Interval between periodic topology refreshes, in milliseconds.
+    pub refresh_interval_ms: u64,
+    /// Least time between two refreshes, in milliseconds; `MOVED` storms coalesce into one.
+    pub min_refresh_interval_ms: u64,
+    /// Most `MOVED`/`ASK` redirects followed for one request.
+    pub max_redirects: u32,
+    /// Most times one request is retried after a node could not take it (`TRYAGAIN`,
+    /// `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, unreachable node); 0 never retries.
+    pub max_retries: u32,
+    /// Longest time one request may spend being retried, in milliseconds; then the client gets
+    /// the last error.
+    pub retry_timeout_ms: u64,
+    /// First delay before reconnecting to a node that failed, in milliseconds; doubles per failure.
+    pub reconnect_backoff_min_ms: u64,
+    /// Longest delay between reconnect attempts, in milliseconds.
+    pub reconnect_backoff_max_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            kind: BackendKind::Cluster,
+            seeds: Vec::new(),
+            username: String::new(),
+            password: String::new(),
+            read_from: ReadFrom::Master,
+            connections_per_node: 1,
+            max_inflight_per_connection: 8192,
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 5000,
+            refresh_interval_ms: 10_000,
+            min_refresh_interval_ms: 200,
+            max_redirects: 5,
+            max_retries: 16,
+            retry_timeout_ms: 8000,
+            reconnect_backoff_min_ms: 50,
+            reconnect_backoff_max_ms: 2000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `retry_timeout_ms` as a duration.
+    pub fn retry_timeout(&self) -> Duration {
+        Duration::from_millis(self.retry_timeout_ms)
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Reports the problems of one backend's settings; `section` is `backends` or `clusters`, as the
+/// file spells it, so each problem names the key the operator wrote.
+pub(super) fn validate_backend(
+    section: &str,
+    name: &str,
+    c: &ClusterConfig,
+    problems: &mut Vec<Problem>,
+) {
+    let key = |field: &str| format!("{section}.{name}.{field}");
+    let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+    match c.kind {
+        BackendKind::Cluster => {
+            if c.seeds.is_empty() {
+                problem(key("seeds"), "at least one seed HOST:PORT is needed".into());
+            }
+        }
+    }
+    for seed in &c.seeds {
+        if !is_host_port(seed) {
+            problem(key("seeds"), format!("{seed:?} is not HOST:PORT"));
+        }
+    }
+    if !c.username.is_empty() && c.password.is_empty() {
+        problem(key("password"), "a username needs a password".into());
+    }
+    for (field, value) in [
+        ("connections_per_node", c.connections_per_node as u64),
+        (
+            "max_inflight_per_connection",
+            c.max_inflight_per_connection as u64,
+        ),
+        ("connect_timeout_ms", c.connect_timeout_ms),
+        ("request_timeout_ms", c.request_timeout_ms),
+        ("refresh_interval_ms", c.refresh_interval_ms),
+        ("reconnect_backoff_min_ms", c.reconnect_backoff_min_ms),
+    ] {
+        if value == 0 {
+            problem(key(field), "must be greater than 0".into());
+        }
+    }
+    if c.connections_per_node > 64 {
+        problem(key("connections_per_node"), "at most 64".into());
+    }
+    if c.reconnect_backoff_max_ms < c.reconnect_backoff_min_ms {
+        problem(
+            key("reconnect_backoff_max_ms"),
+            "must not be less than reconnect_backoff_min_ms".into(),
+        );
+    }
+}
+
+/// `host:port` with a non-empty host and a port number.
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
