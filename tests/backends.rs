@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::RedisCluster;
 use common::proxy::{Proxy, Raw};
-use respgate::config::{ClusterConfig, Config, RouteConfig};
+use respgate::config::{ClusterConfig, Config, RouteConfig, SlotRangeConfig};
 
 /// A proxy with backend `main` on `main` and backend `archive` on `archive`, keys starting with
 /// `archive:` on `archive` (their prefix stripped when `strip`).
@@ -324,4 +324,72 @@ fn a_failover_in_one_cluster_costs_the_other_clusters_clients_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_namespace_split_by_slot_range_puts_each_key_on_the_cluster_of_its_slot() {
+    let low = RedisCluster::start(3, 0);
+    let high = RedisCluster::start(3, 0);
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    for (name, cluster) in [("users-a", &low), ("users-b", &high)] {
+        config.backends.insert(
+            name.into(),
+            ClusterConfig {
+                seeds: cluster.seeds(),
+                request_timeout_ms: 2000,
+                refresh_interval_ms: 1000,
+                ..ClusterConfig::default()
+            },
+        );
+    }
+    config.routing.default = "users-a".into();
+    config.routing.routes.push(RouteConfig {
+        prefix: "user:".into(),
+        slots: vec![
+            SlotRangeConfig {
+                range: "0-8191".into(),
+                backend: "users-a".into(),
+            },
+            SlotRangeConfig {
+                range: "8192-16383".into(),
+                backend: "users-b".into(),
+            },
+        ],
+        ..RouteConfig::default()
+    });
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let mut client = proxy.raw();
+    let mut on_high = 0;
+    for i in 0..200 {
+        let key = format!("user:{i}");
+        assert_eq!(command(&mut client, &["SET", &key, "v"]), "+OK\r\n");
+        let slot = respgate::cluster::Slot::for_key(key.as_bytes()).get();
+        let (home, other) = if slot < 8192 {
+            (&low, &high)
+        } else {
+            (&high, &low)
+        };
+        on_high += usize::from(slot >= 8192);
+        assert_eq!(direct_get(home, &key), "v", "{key} (slot {slot})");
+        assert_eq!(direct_get(other, &key), "", "{key} on no other cluster");
+    }
+    assert!(on_high > 50 && on_high < 150, "both halves used: {on_high}");
+    // A hash tag keeps a user's keys together, on the cluster of the tag's slot.
+    assert_eq!(
+        command(
+            &mut client,
+            &["MSET", "{user:42}:a", "1", "{user:42}:b", "2"]
+        ),
+        "+OK\r\n"
+    );
+    let slot = respgate::cluster::Slot::for_key(b"{user:42}:a").get();
+    let home = if slot < 8192 { &low } else { &high };
+    assert_eq!(direct_get(home, "{user:42}:a"), "1");
+    assert_eq!(direct_get(home, "{user:42}:b"), "2");
+    // Keys outside the namespace live on the default backend.
+    assert_eq!(command(&mut client, &["SET", "other", "x"]), "+OK\r\n");
+    assert_eq!(direct_get(&low, "other"), "x");
+    assert_eq!(direct_get(&high, "other"), "");
 }
