@@ -18,6 +18,10 @@ pub enum BackendKind {
     /// A Redis Cluster: 16384 hash slots over masters, learned from the seeds.
     #[default]
     Cluster,
+    /// A master with replicas managed by Redis Sentinel: the sentinels say which node is master.
+    Sentinel,
+    /// One Redis server, with optional replicas for reads.
+    Standalone,
 }
 
 impl BackendKind {
@@ -25,7 +29,15 @@ impl BackendKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Cluster => "cluster",
+            BackendKind::Sentinel => "sentinel",
+            BackendKind::Standalone => "standalone",
         }
+    }
+
+    /// Whether keys are spread over hash slots (a Redis Cluster), so that a command's keys must
+    /// share a slot; in the other kinds every key of a backend is on one node.
+    pub fn has_slots(self) -> bool {
+        self == BackendKind::Cluster
     }
 }
 
@@ -52,8 +64,23 @@ pub enum ReadFrom {
 pub struct ClusterConfig {
     /// What the backend is, and so how the proxy learns where each key lives.
     pub kind: BackendKind,
-    /// `host:port` of nodes to learn the topology from; any one reachable node is enough.
+    /// `host:port` of nodes to learn the topology from; any one reachable node is enough
+    /// (`kind = "cluster"`).
     pub seeds: Vec<String>,
+    /// `host:port` of the server (`kind = "standalone"`).
+    pub address: String,
+    /// `host:port` of the server's replicas, for reads when `read_from` allows
+    /// (`kind = "standalone"`).
+    pub replicas: Vec<String>,
+    /// `host:port` of the sentinels watching the master (`kind = "sentinel"`); any reachable
+    /// one is enough.
+    pub sentinels: Vec<String>,
+    /// The master's name in the sentinels' configuration (`kind = "sentinel"`).
+    pub master_name: String,
+    /// ACL user for the sentinels; empty means the default user.
+    pub sentinel_username: String,
+    /// Password for the sentinels; empty means none.
+    pub sentinel_password: String,
     /// ACL user for backend connections; empty means the default user.
     pub username: String,
     /// Password for backend connections (`requirepass`); empty means none.
@@ -92,6 +119,12 @@ impl Default for ClusterConfig {
         ClusterConfig {
             kind: BackendKind::Cluster,
             seeds: Vec::new(),
+            address: String::new(),
+            replicas: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: String::new(),
+            sentinel_username: String::new(),
+            sentinel_password: String::new(),
             username: String::new(),
             password: String::new(),
             read_from: ReadFrom::Master,
@@ -137,12 +170,92 @@ pub(super) fn validate_backend(
 ) {
     let key = |field: &str| format!("{section}.{name}.{field}");
     let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+    let only_for = |field: &str, set: bool, kind: &str| {
+        set.then(|| {
+            (
+                key(field),
+                format!(
+                    "applies to kind = \"{kind}\" only; this backend is a {}",
+                    c.kind.as_str()
+                ),
+            )
+        })
+    };
+    let mut misplaced = Vec::new();
     match c.kind {
         BackendKind::Cluster => {
             if c.seeds.is_empty() {
                 problem(key("seeds"), "at least one seed HOST:PORT is needed".into());
             }
         }
+        BackendKind::Standalone => {
+            if !is_host_port(&c.address) {
+                problem(
+                    key("address"),
+                    format!(
+                        "{:?} is not HOST:PORT: the server's address is needed",
+                        c.address
+                    ),
+                );
+            }
+            for replica in c.replicas.iter().filter(|r| !is_host_port(r)) {
+                problem(key("replicas"), format!("{replica:?} is not HOST:PORT"));
+            }
+        }
+        BackendKind::Sentinel => {
+            if c.sentinels.is_empty() {
+                problem(
+                    key("sentinels"),
+                    "at least one sentinel HOST:PORT is needed".into(),
+                );
+            }
+            for sentinel in c.sentinels.iter().filter(|s| !is_host_port(s)) {
+                problem(key("sentinels"), format!("{sentinel:?} is not HOST:PORT"));
+            }
+            if c.master_name.is_empty() {
+                problem(
+                    key("master_name"),
+                    "the master's name in the sentinels' configuration is needed".into(),
+                );
+            }
+            if !c.sentinel_username.is_empty() && c.sentinel_password.is_empty() {
+                problem(
+                    key("sentinel_password"),
+                    "a username needs a password".into(),
+                );
+            }
+        }
+    }
+    let cluster = c.kind == BackendKind::Cluster;
+    let standalone = c.kind == BackendKind::Standalone;
+    let sentinel = c.kind == BackendKind::Sentinel;
+    misplaced.extend(only_for(
+        "seeds",
+        !cluster && !c.seeds.is_empty(),
+        "cluster",
+    ));
+    misplaced.extend(only_for(
+        "address",
+        !standalone && !c.address.is_empty(),
+        "standalone",
+    ));
+    misplaced.extend(only_for(
+        "replicas",
+        !standalone && !c.replicas.is_empty(),
+        "standalone",
+    ));
+    misplaced.extend(only_for(
+        "sentinels",
+        !sentinel && !c.sentinels.is_empty(),
+        "sentinel",
+    ));
+    misplaced.extend(only_for(
+        "master_name",
+        !sentinel && !c.master_name.is_empty(),
+        "sentinel",
+    ));
+    for (key, message) in misplaced {
+        problem(key, message);
     }
     for seed in &c.seeds {
         if !is_host_port(seed) {

@@ -230,11 +230,13 @@ impl Config {
         for (name, _) in env {
             let lower = name.to_ascii_lowercase();
             for section in ["clusters", "backends"] {
-                if let Some(rest) = lower.strip_prefix(&format!("respgate_{section}__"))
-                    && let Some(backend) = rest.strip_suffix("__seeds")
-                {
-                    environment =
-                        environment.with_list_parse_key(&format!("{section}.{backend}.seeds"));
+                for list in ["seeds", "replicas", "sentinels"] {
+                    if let Some(rest) = lower.strip_prefix(&format!("respgate_{section}__"))
+                        && let Some(backend) = rest.strip_suffix(&format!("__{list}"))
+                    {
+                        environment =
+                            environment.with_list_parse_key(&format!("{section}.{backend}.{list}"));
+                    }
                 }
             }
         }
