@@ -140,6 +140,20 @@ fn route(c: &mut Criterion) {
         .iter()
         .map(|s| Bytes::from(*s))
         .collect();
+    // What dispatch did before several backends: the keys themselves, then their slot. Kept
+    // beside the new path so one run compares the two under the same load.
+    let mut keys = Vec::new();
+    c.bench_function("route/get_one_cluster_before", |b| {
+        b.iter(|| {
+            let Lookup::Found(spec) = table.lookup(black_box(&args)) else {
+                panic!("get is known");
+            };
+            assert!(spec.arity_ok(args.len()));
+            keys.clear();
+            spec.keys(&args, &mut keys);
+            black_box(keys.first().map(|k| Slot::for_key(k)))
+        })
+    });
     // What dispatch does for a keyed command: lookup, arity, the keys' positions, each key's
     // backend through the route table (one backend, no routes) and its slot there.
     let routes = RouteTable::single(BackendId(0));
