@@ -78,14 +78,16 @@ pub fn plan(name: &str, args: &[Bytes], routes: &RouteTable) -> Option<Split> {
         .map(|chunk| {
             chunk.first().map(|key| {
                 if routes.is_single() {
+                    let backend = routes.default_backend();
                     let place = Place {
-                        backend: routes.default_backend(),
-                        slot: Slot::for_key(key),
+                        backend,
+                        slot: routes.slot_on(backend, key),
                     };
                     return (place, 0);
                 }
                 let route = routes.route(key);
-                let slot = Slot::for_key(key.get(route.strip..).unwrap_or_default());
+                let slot =
+                    routes.slot_on(route.backend, key.get(route.strip..).unwrap_or_default());
                 let place = Place {
                     backend: route.backend,
                     slot,

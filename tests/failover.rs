@@ -233,7 +233,7 @@ fn a_proxy_started_before_the_cluster_answers_clusterdown_then_serves() {
     let mut raw = proxy.raw();
     let reply = String::from_utf8_lossy(&raw.command(&["GET", "k"])).into_owned();
     assert!(
-        reply.starts_with("-CLUSTERDOWN respgate: no node of cluster 'default' reachable yet"),
+        reply.starts_with("-CLUSTERDOWN respgate: no node of backend 'default' reachable yet"),
         "{reply}"
     );
     assert_eq!(

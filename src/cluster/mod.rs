@@ -4,6 +4,7 @@
 mod redirect;
 mod retry;
 mod scripts;
+mod sentinel;
 pub mod slot;
 mod slot_map;
 #[cfg(test)]
@@ -22,7 +23,7 @@ use crate::backend::{
     BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply, TcpConnector,
 };
 use crate::command::CommandTable;
-use crate::config::{ClusterConfig, ReadFrom};
+use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
 
@@ -310,10 +311,18 @@ impl Cluster {
             .as_ref()
             .map(|e| format!(": {e}"))
             .unwrap_or_default();
+        let asked = match self.config.kind {
+            BackendKind::Cluster => format!("seeds: {}", self.config.seeds.join(",")),
+            BackendKind::Sentinel => format!(
+                "master '{}' of sentinels {}",
+                self.config.master_name,
+                self.config.sentinels.join(",")
+            ),
+            BackendKind::Standalone => format!("server {}", self.config.address),
+        };
         format!(
-            "CLUSTERDOWN respgate: no node of cluster '{}' reachable yet (seeds: {}){reason}",
-            self.name,
-            self.config.seeds.join(",")
+            "CLUSTERDOWN respgate: no node of backend '{}' reachable yet ({asked}){reason}",
+            self.name
         )
     }
 

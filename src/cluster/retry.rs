@@ -20,7 +20,15 @@ use crate::metrics as m;
 use crate::protocol::reply;
 
 /// Error replies that mean the node did not run the command and a later attempt may succeed.
-pub const RETRYABLE_ERRORS: [&[u8]; 4] = [b"TRYAGAIN", b"CLUSTERDOWN", b"LOADING", b"MASTERDOWN"];
+/// `READONLY` is a write that reached a master demoted to replica (a Sentinel failover, a paused
+/// cluster master): after a refresh it goes to the new master.
+pub const RETRYABLE_ERRORS: [&[u8]; 5] = [
+    b"TRYAGAIN",
+    b"CLUSTERDOWN",
+    b"LOADING",
+    b"MASTERDOWN",
+    b"READONLY",
+];
 
 /// First pause before a retry; each further retry doubles it.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);

@@ -8,6 +8,9 @@ pub const SLOT_COUNT: u16 = 16384;
 pub struct Slot(u16);
 
 impl Slot {
+    /// Slot 0: every key's slot in a backend whose keys all live on one node.
+    pub const ZERO: Slot = Slot(0);
+
     /// The slot for `n`, or `None` when `n` is not below [`SLOT_COUNT`].
     pub fn new(n: u16) -> Option<Slot> {
         (n < SLOT_COUNT).then_some(Slot(n))

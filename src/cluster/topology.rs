@@ -13,9 +13,10 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::{Cluster, SlotMap};
-use crate::backend::{BackendError, NodeAddr, request_once};
+use crate::backend::{BackendError, ConnSettings, NodeAddr, request_once};
+use crate::cluster::SLOT_COUNT;
 use crate::command::parse_command_reply;
-use crate::config::ReadFrom;
+use crate::config::{BackendKind, ReadFrom};
 use crate::metrics as m;
 use crate::protocol::{Protocol, ReplyFramer};
 
@@ -47,6 +48,14 @@ pub enum TopologyError {
         command: &'static str,
         /// The error reply.
         reply: String,
+    },
+    /// No sentinel named a master that confirms it is one.
+    #[error("no sentinel names a usable master for '{master_name}': {reason}")]
+    NoMaster {
+        /// The master's name in the sentinels' configuration.
+        master_name: String,
+        /// What the sentinels and nodes said, last first.
+        reason: String,
     },
     /// Nodes answered, but none serves any slot: the cluster is not created yet.
     #[error("the nodes serve no slot yet; is the cluster created (redis-cli --cluster create)?")]
@@ -186,7 +195,18 @@ async fn query(
     command: &'static str,
 ) -> Result<OwnedFrame, TopologyError> {
     let args: Vec<&str> = command.split(' ').collect();
-    let reply = request_once(addr, &args, cluster.backends.settings()).await?;
+    ask(addr, &args, cluster.backends.settings(), command).await
+}
+
+/// Sends `args` to `addr` on a connection of its own (with `settings`) and decodes the reply;
+/// `command` names it in errors.
+pub(super) async fn ask(
+    addr: &NodeAddr,
+    args: &[&str],
+    settings: &ConnSettings,
+    command: &'static str,
+) -> Result<OwnedFrame, TopologyError> {
+    let reply = request_once(addr, args, settings).await?;
     if let Some(text) = reply.error_text() {
         return Err(TopologyError::Refused {
             addr: addr.clone(),
@@ -262,9 +282,44 @@ const MAX_TOPOLOGY_DEPTH: usize = 8;
 /// refresh, but the views of live nodes arrive within a few milliseconds of each other.
 const MORE_VIEWS_GRACE: Duration = Duration::from_millis(100);
 
-/// One refresh: asks every known node and the seeds at once, takes the view with the highest
-/// config epoch (then the most slots covered), and installs it if routes changed.
+/// One refresh: learns where the backend's keys live, the way its kind says, and installs the
+/// map if routes changed.
 pub(super) async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
+    let (from, ranges) = match cluster.config.kind {
+        BackendKind::Cluster => cluster_ranges(cluster).await?,
+        BackendKind::Standalone => {
+            let master = NodeAddr::new(&cluster.config.address);
+            let replicas = cluster
+                .config
+                .replicas
+                .iter()
+                .map(|r| NodeAddr::new(r))
+                .collect();
+            (master.clone(), one_node(master, replicas))
+        }
+        BackendKind::Sentinel => {
+            let (master, replicas) = super::sentinel::discover(cluster).await?;
+            (master.clone(), one_node(master, replicas))
+        }
+    };
+    install(cluster, &from, &ranges);
+    learn_commands(cluster, &from).await
+}
+
+/// Every slot on `master`: a backend whose keys all live on one node.
+fn one_node(master: NodeAddr, replicas: Vec<NodeAddr>) -> Vec<SlotRange> {
+    vec![SlotRange {
+        start: 0,
+        end: SLOT_COUNT - 1,
+        master,
+        replicas,
+    }]
+}
+
+/// Asks every known node and the seeds of a Redis Cluster at once and takes the view with the
+/// highest config epoch (then the most slots covered); returns the node that gave it and its
+/// slot ranges.
+async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>), TopologyError> {
     let current = cluster.map.load_full();
     let mut candidates = current.nodes();
     for seed in cluster.seeds() {
@@ -311,9 +366,15 @@ pub(super) async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
     let Some((from, view)) = best else {
         return Err(last_error.unwrap_or(TopologyError::NoSlots));
     };
-    learn_commands(cluster, &from).await?;
     cluster.remember_nodes(&view);
-    let map = SlotMap::from_ranges(&view.ranges(), &cluster.backends);
+    Ok((from, view.ranges()))
+}
+
+/// Installs the map of `ranges` (learned from `from`) if it routes differently from the current
+/// one, and warms up connections to its nodes.
+fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
+    let current = cluster.map.load_full();
+    let map = SlotMap::from_ranges(ranges, &cluster.backends);
     cluster.stats.refreshes.fetch_add(1, Ordering::Relaxed);
     metrics::counter!(m::TOPOLOGY_REFRESHES, "backend" => cluster.name.clone()).increment(1);
     if !map.same_routes(&current) {
@@ -322,7 +383,6 @@ pub(super) async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
             masters = map.masters().len(),
             nodes = map.nodes().len(),
             slots = map.slots_served(),
-            epoch = view.max_epoch(),
             from = %from,
             "topology changed"
         );
@@ -337,7 +397,6 @@ pub(super) async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
         }
         cluster.map.store(Arc::new(map));
     }
-    Ok(())
 }
 
 impl Cluster {
@@ -347,6 +406,9 @@ impl Cluster {
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let cluster = Arc::clone(self);
+        if cluster.config.kind == BackendKind::Sentinel {
+            super::sentinel::watch_sentinels(&cluster, &shutdown);
+        }
         tokio::spawn(async move {
             let interval = Duration::from_millis(cluster.config.refresh_interval_ms);
             let min_gap = Duration::from_millis(cluster.config.min_refresh_interval_ms);

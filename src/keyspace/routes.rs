@@ -42,6 +42,9 @@ pub struct RouteTable {
     rules: Vec<PrefixRule>,
     /// The rules' prefixes, for the longest match; built from `rules`, never changed apart.
     trie: PrefixTrie,
+    /// Backends whose keys all live on one node (Sentinel groups, standalone servers): there a
+    /// command's keys have no slot to share. Indexed by backend id; missing means slotted.
+    unslotted: Vec<bool>,
 }
 
 impl RouteTable {
@@ -74,7 +77,13 @@ impl RouteTable {
                 to: destination(route, default, &id),
             })
             .collect();
-        RouteTable::new(default, rules)
+        let mut table = RouteTable::new(default, rules);
+        table.unslotted = config
+            .backend_list()
+            .iter()
+            .map(|(_, backend)| !backend.kind.has_slots())
+            .collect();
+        table
     }
 
     /// A table of `rules` over `default`. Of rules with identical prefixes (which validation
@@ -85,6 +94,22 @@ impl RouteTable {
             default,
             rules,
             trie,
+            unslotted: Vec::new(),
+        }
+    }
+
+    /// The slot of `key` (as forwarded) on `backend`: its hash slot in a Redis Cluster, slot 0
+    /// in a backend whose keys all live on one node, so that any keys there go together.
+    pub fn slot_on(&self, backend: BackendId, key: &[u8]) -> Slot {
+        if self
+            .unslotted
+            .get(backend.index())
+            .copied()
+            .unwrap_or(false)
+        {
+            Slot::ZERO
+        } else {
+            Slot::for_key(key)
         }
     }
 

@@ -486,16 +486,17 @@ pub(super) fn route_positions(
             continue;
         };
         let place = if routes.is_single() {
+            let backend = routes.default_backend();
             Place {
-                backend: routes.default_backend(),
-                slot: Slot::for_key(key),
+                backend,
+                slot: routes.slot_on(backend, key),
             }
         } else {
             let route = routes.route(key);
             strips |= route.strip > 0;
             Place {
                 backend: route.backend,
-                slot: Slot::for_key(key.get(route.strip..).unwrap_or_default()),
+                slot: routes.slot_on(route.backend, key.get(route.strip..).unwrap_or_default()),
             }
         };
         match first {
@@ -542,9 +543,10 @@ fn rewrite_keys(routes: &RouteTable, args: &[Bytes], positions: &[usize]) -> Byt
 /// Where a channel lives: channels route by the same rules as keys (the backend sees the
 /// channel as the client wrote it: no prefix is stripped from channels).
 pub(super) fn place_of_channel(routes: &RouteTable, channel: &[u8]) -> Place {
+    let backend = routes.route(channel).backend;
     Place {
-        backend: routes.route(channel).backend,
-        slot: Slot::for_key(channel),
+        backend,
+        slot: routes.slot_on(backend, channel),
     }
 }
 

@@ -1,0 +1,201 @@
+//! A Sentinel-managed backend: its master and replicas as the sentinels say, checked with `ROLE`
+//! on the node, and the sentinels' events (`+switch-master`, ...) turned into refreshes at once,
+//! so traffic moves to a promoted replica as soon as a sentinel announces it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::Cluster;
+use super::topology::{TopologyError, ask};
+use crate::backend::{ConnSettings, NodeAddr, NodeConn};
+use crate::protocol::Protocol;
+use crate::protocol::request::encode_command;
+
+/// Sentinel events after which the master or the healthy replicas may have changed.
+const EVENTS: [&str; 7] = [
+    "+switch-master",
+    "+failover-end",
+    "+odown",
+    "-odown",
+    "+sdown",
+    "-sdown",
+    "+slave",
+];
+
+/// Longest pause before subscribing to a sentinel's events again.
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
+
+impl Cluster {
+    /// Settings for connections to the sentinels: their own credentials, no `READONLY`.
+    fn sentinel_settings(&self) -> ConnSettings {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        ConnSettings {
+            username: non_empty(&self.config.sentinel_username),
+            password: non_empty(&self.config.sentinel_password),
+            readonly: false,
+            ..self.backends.settings().clone()
+        }
+    }
+}
+
+/// The master and healthy replicas of the Sentinel-managed backend, from the first sentinel
+/// whose master says `ROLE` master.
+pub(super) async fn discover(
+    cluster: &Cluster,
+) -> Result<(NodeAddr, Vec<NodeAddr>), TopologyError> {
+    let name = cluster.config.master_name.as_str();
+    let settings = cluster.sentinel_settings();
+    let mut reasons = Vec::new();
+    for sentinel in &cluster.config.sentinels {
+        let sentinel = NodeAddr::new(sentinel);
+        match from_sentinel(cluster, &sentinel, name, &settings).await {
+            Ok(found) => return Ok(found),
+            Err(reason) => {
+                debug!(cluster = %cluster.name, %sentinel, %reason, "sentinel gave no usable master");
+                reasons.push(format!("{sentinel}: {reason}"));
+            }
+        }
+    }
+    Err(TopologyError::NoMaster {
+        master_name: name.to_string(),
+        reason: reasons.join("; "),
+    })
+}
+
+async fn from_sentinel(
+    cluster: &Cluster,
+    sentinel: &NodeAddr,
+    name: &str,
+    settings: &ConnSettings,
+) -> Result<(NodeAddr, Vec<NodeAddr>), String> {
+    let reply = ask(
+        sentinel,
+        &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name],
+        settings,
+        "SENTINEL GET-MASTER-ADDR-BY-NAME",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let master = match reply {
+        OwnedFrame::Array(parts) => match parts.as_slice() {
+            [host, port] => address(host, port).ok_or("unexpected master address")?,
+            _ => return Err("unexpected master address".into()),
+        },
+        OwnedFrame::Null => return Err(format!("does not know a master named '{name}'")),
+        _ => return Err("unexpected master address".into()),
+    };
+    // A sentinel may lag behind a failover: the node itself must agree it is the master.
+    let role = ask(&master, &["ROLE"], cluster.backends.settings(), "ROLE")
+        .await
+        .map_err(|e| e.to_string())?;
+    let is_master = matches!(&role, OwnedFrame::Array(parts)
+        if matches!(parts.first(), Some(OwnedFrame::BulkString(r)) if r.as_slice() == b"master"));
+    if !is_master {
+        return Err(format!("{master} does not say it is a master"));
+    }
+    let replicas = match ask(
+        sentinel,
+        &["SENTINEL", "REPLICAS", name],
+        settings,
+        "SENTINEL REPLICAS",
+    )
+    .await
+    {
+        Ok(OwnedFrame::Array(replicas)) => replicas.iter().filter_map(healthy_replica).collect(),
+        // Reads then stay on the master; the master alone is enough to serve.
+        _ => Vec::new(),
+    };
+    Ok((master, replicas))
+}
+
+fn text(frame: &OwnedFrame) -> Option<String> {
+    match frame {
+        OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        OwnedFrame::SimpleString(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        _ => None,
+    }
+}
+
+fn address(host: &OwnedFrame, port: &OwnedFrame) -> Option<NodeAddr> {
+    Some(NodeAddr::new(&format!("{}:{}", text(host)?, text(port)?)))
+}
+
+/// A replica of `SENTINEL REPLICAS` (a flat list of field, value pairs) that is up.
+fn healthy_replica(entry: &OwnedFrame) -> Option<NodeAddr> {
+    let OwnedFrame::Array(fields) = entry else {
+        return None;
+    };
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|pair| pair.first().and_then(text).as_deref() == Some(name))
+            .and_then(|pair| pair.get(1))
+    };
+    let flags = field("flags").and_then(text).unwrap_or_default();
+    if flags
+        .split(',')
+        .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+    {
+        return None;
+    }
+    address(field("ip")?, field("port")?)
+}
+
+/// Subscribes to the events of every sentinel of `cluster`, each on a task of its own, asking
+/// for a refresh at each event, until `shutdown` turns true.
+pub(super) fn watch_sentinels(cluster: &Arc<Cluster>, shutdown: &watch::Receiver<bool>) {
+    for sentinel in &cluster.config.sentinels {
+        let cluster = Arc::clone(cluster);
+        let sentinel = NodeAddr::new(sentinel);
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch_one(&cluster, &sentinel) => {}
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+async fn watch_one(cluster: &Cluster, sentinel: &NodeAddr) {
+    let settings = cluster.sentinel_settings();
+    let mut backoff = settings.backoff_min;
+    loop {
+        match listen(cluster, sentinel, &settings).await {
+            Ok(()) => backoff = settings.backoff_min,
+            Err(error) => {
+                debug!(cluster = %cluster.name, %sentinel, %error, "sentinel events unavailable")
+            }
+        }
+        // The periodic refresh still polls the sentinels meanwhile.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RESUBSCRIBE_MAX);
+    }
+}
+
+/// Listens to one sentinel's events until its connection ends.
+async fn listen(
+    cluster: &Cluster,
+    sentinel: &NodeAddr,
+    settings: &ConnSettings,
+) -> Result<(), crate::backend::BackendError> {
+    let mut conn = NodeConn::open(sentinel, Protocol::Resp2, settings).await?;
+    let mut subscribe = BytesMut::new();
+    let mut args = vec!["SUBSCRIBE"];
+    args.extend(EVENTS);
+    encode_command(&mut subscribe, &args);
+    conn.write_all(&subscribe).await?;
+    info!(cluster = %cluster.name, %sentinel, "listening to sentinel events");
+    loop {
+        let event = conn.read_reply().await?;
+        if event.bytes.starts_with(b"*3\r\n$7\r\nmessage\r\n") {
+            debug!(cluster = %cluster.name, %sentinel, "sentinel event; refreshing");
+            cluster.request_refresh();
+        }
+    }
+}
