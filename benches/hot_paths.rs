@@ -140,16 +140,22 @@ fn route(c: &mut Criterion) {
         .iter()
         .map(|s| Bytes::from(*s))
         .collect();
-    let mut keys = Vec::new();
+    // What dispatch does for a keyed command: lookup, arity, the keys' positions, each key's
+    // backend through the route table (one backend, no routes) and its slot there.
+    let routes = RouteTable::single(BackendId(0));
+    let mut positions = Vec::new();
     c.bench_function("route/get", |b| {
         b.iter(|| {
             let Lookup::Found(spec) = table.lookup(black_box(&args)) else {
                 panic!("get is known");
             };
             assert!(spec.arity_ok(args.len()));
-            keys.clear();
-            spec.keys(&args, &mut keys);
-            black_box(keys.first().map(|k| Slot::for_key(k)))
+            positions.clear();
+            spec.key_positions(&args, &mut positions);
+            black_box(positions.first().and_then(|&i| args.get(i)).map(|key| {
+                let backend = routes.route(key).backend;
+                (backend, routes.slot_on(backend, key))
+            }))
         })
     });
 }

@@ -4,6 +4,7 @@
 # shows in review as criterion's "Performance has regressed" line with the percentage.
 #
 #   bash benches/hot_paths.sh          run and compare with the checked-in baseline
+#   bash benches/hot_paths.sh route    only the benches whose names match "route"
 #   SAVE=1 bash benches/hot_paths.sh   run, and make this run the checked-in baseline
 #                                      (commit benches/criterion-baseline/ with the figures in
 #                                      benches/RESULTS.md)
@@ -39,4 +40,6 @@ while IFS= read -r estimates; do
     mkdir -p "$criterion_dir/$bench/checked-in"
     cp "$dir"/*.json "$criterion_dir/$bench/checked-in/"
 done < <(find "$checked_in" -name estimates.json)
-cargo bench --bench hot_paths -- --baseline checked-in
+# Lenient: a bench added since the baseline was saved runs without a comparison instead of
+# failing the run. Arguments filter the benches (a regex), as criterion's own do.
+cargo bench --bench hot_paths -- --baseline-lenient checked-in "$@"
