@@ -207,3 +207,37 @@ fn check_config_accepts_several_clusters_and_notes_the_old_spelling() {
         );
     }
 }
+
+#[test]
+fn the_sentinel_example_passes_check_config_and_routes_sessions_to_the_sentinel_group() {
+    let relative = "config/examples/sentinel.toml";
+    let output = check_file(relative);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "no note");
+    let path = format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"));
+    let config =
+        Config::load_from(Some(path.as_ref()), &[], &Overrides::default()).expect("load example");
+    assert_eq!(config.server.listen, "127.0.0.1:6380");
+    let sessions = &config.backends["sessions"];
+    assert_eq!(sessions.kind, respgate::config::BackendKind::Sentinel);
+    assert_eq!(sessions.master_name, "mymaster");
+    assert_eq!(
+        sessions.sentinels,
+        ["127.0.0.1:26379", "127.0.0.1:26380", "127.0.0.1:26381"]
+    );
+    let main = &config.backends["main"];
+    assert_eq!(main.kind, respgate::config::BackendKind::Cluster);
+    assert_eq!(main.seeds, ["127.0.0.1:7000"]);
+    assert_eq!(config.routing.default, "main");
+    let routes: Vec<(&str, &str)> = config
+        .routing
+        .routes
+        .iter()
+        .map(|r| (r.prefix.as_str(), r.backend.as_str()))
+        .collect();
+    assert_eq!(routes, [("session:", "sessions")]);
+}

@@ -10,6 +10,7 @@
 
 pub mod checker;
 pub mod proxy;
+pub mod sentinel;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};

@@ -1,0 +1,192 @@
+//! A standalone `redis-server` as a backend (`kind = "standalone"`): every key lands on the
+//! server, and since all of a backend's keys are on one node, commands whose keys hash to
+//! different slots work as on a single Redis: a cross-slot `MSET`, a transaction, a script, a
+//! blocking pop woken by another client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::proxy::{Proxy, Raw};
+use common::sentinel::StandaloneServer;
+use respgate::cluster::Slot;
+use respgate::config::{BackendKind, ClusterConfig, Config};
+
+/// A proxy whose only backend, `solo`, is `server`.
+fn standalone_proxy(server: &StandaloneServer) -> Proxy {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.backends.insert(
+        "solo".into(),
+        ClusterConfig {
+            kind: BackendKind::Standalone,
+            address: server.address(),
+            request_timeout_ms: 2000,
+            ..ClusterConfig::default()
+        },
+    );
+    config.routing.default = "solo".into();
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    proxy
+}
+
+fn command(raw: &mut Raw, args: &[&str]) -> String {
+    String::from_utf8_lossy(&raw.command(args)).into_owned()
+}
+
+/// The keys the tests use hash to three different slots: on a Redis Cluster, any command with
+/// two of them would be refused with `CROSSSLOT`.
+fn assert_different_slots(keys: &[&str]) {
+    let slots: std::collections::BTreeSet<u16> = keys
+        .iter()
+        .map(|k| Slot::for_key(k.as_bytes()).get())
+        .collect();
+    assert_eq!(slots.len(), keys.len(), "{keys:?} hash to {slots:?}");
+}
+
+#[test]
+fn every_key_lands_on_the_standalone_server() {
+    let server = StandaloneServer::start();
+    let proxy = standalone_proxy(&server);
+    let mut client = proxy.raw();
+    for i in 0..100 {
+        let key = format!("k:{i}");
+        assert_eq!(
+            command(&mut client, &["SET", &key, &i.to_string()]),
+            "+OK\r\n"
+        );
+    }
+    for i in 0..100 {
+        assert_eq!(server.cli(&["GET", &format!("k:{i}")]), i.to_string());
+    }
+    assert_eq!(server.cli(&["DBSIZE"]), "100");
+    assert_eq!(command(&mut client, &["DBSIZE"]), ":100\r\n");
+}
+
+#[test]
+fn a_cross_slot_mset_works_as_on_one_redis() {
+    assert_different_slots(&["a", "b", "c"]);
+    let server = StandaloneServer::start();
+    let proxy = standalone_proxy(&server);
+    let mut client = proxy.raw();
+    assert_eq!(
+        command(&mut client, &["MSET", "a", "1", "b", "2", "c", "3"]),
+        "+OK\r\n"
+    );
+    assert_eq!(
+        command(&mut client, &["MGET", "c", "a", "nope", "b"]),
+        "*4\r\n$1\r\n3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(server.cli(&["MGET", "a", "b", "c"]), "1\n2\n3");
+    // MSETNX is all or nothing across the keys, which only one node can promise.
+    assert_eq!(
+        command(&mut client, &["MSETNX", "a", "9", "fresh", "9"]),
+        ":0\r\n"
+    );
+    assert_eq!(server.cli(&["EXISTS", "fresh"]), "0");
+}
+
+#[test]
+fn a_transaction_with_keys_of_different_slots_commits_as_on_one_redis() {
+    assert_different_slots(&["a", "b", "c"]);
+    let server = StandaloneServer::start();
+    let proxy = standalone_proxy(&server);
+    let mut client = proxy.raw();
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "a", "1"]), "+QUEUED\r\n");
+    assert_eq!(command(&mut client, &["INCR", "b"]), "+QUEUED\r\n");
+    assert_eq!(command(&mut client, &["RPUSH", "c", "x"]), "+QUEUED\r\n");
+    assert_eq!(command(&mut client, &["EXEC"]), "*3\r\n+OK\r\n:1\r\n:1\r\n");
+    assert_eq!(server.cli(&["GET", "a"]), "1");
+    assert_eq!(server.cli(&["GET", "b"]), "1");
+    assert_eq!(server.cli(&["LRANGE", "c", "0", "-1"]), "x");
+    // WATCH over keys of different slots, broken by another client: EXEC runs nothing.
+    let mut other = proxy.raw();
+    assert_eq!(command(&mut client, &["WATCH", "a", "b"]), "+OK\r\n");
+    assert_eq!(command(&mut other, &["SET", "b", "changed"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "a", "2"]), "+QUEUED\r\n");
+    assert_eq!(command(&mut client, &["EXEC"]), "*-1\r\n");
+    assert_eq!(server.cli(&["GET", "a"]), "1");
+}
+
+#[test]
+fn a_script_with_keys_of_different_slots_runs_as_on_one_redis() {
+    assert_different_slots(&["a", "b"]);
+    let server = StandaloneServer::start();
+    let proxy = standalone_proxy(&server);
+    let mut client = proxy.raw();
+    let script = "redis.call('SET', KEYS[1], ARGV[1]); redis.call('SET', KEYS[2], ARGV[2]); \
+                  return redis.call('MGET', KEYS[1], KEYS[2])";
+    assert_eq!(
+        command(&mut client, &["EVAL", script, "2", "a", "b", "1", "2"]),
+        "*2\r\n$1\r\n1\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(server.cli(&["MGET", "a", "b"]), "1\n2");
+    // The same script by its digest, loaded through the proxy.
+    let sha = command(&mut client, &["SCRIPT", "LOAD", script]);
+    let sha = sha.lines().nth(1).expect("a bulk digest").to_owned();
+    assert_eq!(
+        command(&mut client, &["EVALSHA", &sha, "2", "b", "a", "3", "4"]),
+        "*2\r\n$1\r\n3\r\n$1\r\n4\r\n"
+    );
+    assert_eq!(server.cli(&["MGET", "a", "b"]), "4\n3");
+}
+
+#[test]
+fn a_blocking_pop_is_woken_by_another_clients_push() {
+    assert_different_slots(&["queue:a", "queue:b"]);
+    let server = StandaloneServer::start();
+    let proxy = standalone_proxy(&server);
+    let mut waiter = proxy.raw();
+    let mut pusher = proxy.raw();
+    // Two lists of different slots in one BLPOP, as on one Redis.
+    let mut request = bytes::BytesMut::new();
+    respgate::protocol::request::encode_command(
+        &mut request,
+        &["BLPOP", "queue:a", "queue:b", "10"],
+    );
+    waiter.send(&request);
+    // Until the waiter is blocked on the server, a push would not prove the wake-up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server
+        .cli(&["INFO", "clients"])
+        .contains("blocked_clients:1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "BLPOP never blocked on the server"
+        );
+        sleep(Duration::from_millis(20));
+    }
+    let pushed = Instant::now();
+    assert_eq!(command(&mut pusher, &["RPUSH", "queue:b", "job"]), ":1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&waiter.reply()),
+        "*2\r\n$7\r\nqueue:b\r\n$3\r\njob\r\n"
+    );
+    assert!(
+        pushed.elapsed() < Duration::from_secs(5),
+        "woken by the push, not by the 10 s timeout"
+    );
+    // The waiter's connection serves the next command as usual.
+    assert_eq!(command(&mut waiter, &["LLEN", "queue:b"]), ":0\r\n");
+}
+
+#[test]
+fn select_of_another_database_is_accepted_when_every_backend_is_standalone() {
+    let server = StandaloneServer::start();
+    let proxy = standalone_proxy(&server);
+    let mut client = proxy.raw();
+    assert_eq!(command(&mut client, &["SELECT", "1"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "in-db-1", "v"]), "+OK\r\n");
+    assert_eq!(server.cli(&["-n", "1", "GET", "in-db-1"]), "v");
+    assert_eq!(server.cli(&["-n", "0", "EXISTS", "in-db-1"]), "0");
+    // Another client is still on database 0.
+    let mut other = proxy.raw();
+    assert_eq!(command(&mut other, &["GET", "in-db-1"]), "$-1\r\n");
+}
