@@ -79,6 +79,14 @@ pub struct Cluster {
     commands: ArcSwapOption<CommandTable>,
     redis_version: ArcSwapOption<String>,
     refresh: Notify,
+    /// When writes may go to the master again, in milliseconds after `created`; 0 when they
+    /// are not held. Set when a sentinel announces a failover of this backend's master, so no
+    /// write is acknowledged by a master about to be demoted (and lose it).
+    writes_held_until_ms: AtomicU64,
+    /// When the cluster was made: the origin of `writes_held_until_ms`.
+    created: tokio::time::Instant,
+    /// The master when writes were held: they go on once another one is in the map.
+    held_master: Mutex<Option<NodeAddr>>,
     /// Every node of the latest view: with the configured seeds, who to ask next time.
     known_nodes: Mutex<Vec<NodeAddr>>,
     /// Why the last refresh failed, for the error clients get while no map is known.
@@ -119,6 +127,9 @@ impl Cluster {
             commands: ArcSwapOption::empty(),
             redis_version: ArcSwapOption::empty(),
             refresh: Notify::new(),
+            writes_held_until_ms: AtomicU64::new(0),
+            created: tokio::time::Instant::now(),
+            held_master: Mutex::new(None),
             known_nodes: Mutex::new(Vec::new()),
             last_error: ArcSwapOption::empty(),
             round_robin: AtomicUsize::new(0),
@@ -145,6 +156,34 @@ impl Cluster {
     /// The Redis version the nodes report, once a node has answered.
     pub fn redis_version(&self) -> Option<Arc<String>> {
         self.redis_version.load_full()
+    }
+
+    /// Holds writes until `release_writes`, or for `retry_timeout_ms` at most: a failover of
+    /// the master is under way.
+    pub fn hold_writes(&self) {
+        let master = self.map.load().masters().first().map(|p| p.addr().clone());
+        *self.held_master.lock().unwrap_or_else(|p| p.into_inner()) = master;
+        let until = self.created.elapsed() + self.config.retry_timeout();
+        self.writes_held_until_ms
+            .store(until.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the map's master is another than when writes were held: the failover is done.
+    pub fn failover_moved_master(&self) -> bool {
+        let held = self.held_master.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.map.load().masters().first().map(|p| p.addr().clone());
+        now.is_some() && *held != now
+    }
+
+    /// Lets writes go to the master again.
+    pub fn release_writes(&self) {
+        self.writes_held_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether writes are held now.
+    pub fn writes_held(&self) -> bool {
+        let until = self.writes_held_until_ms.load(Ordering::Relaxed);
+        until != 0 && (self.created.elapsed().as_millis() as u64) < until
     }
 
     /// Asks the refresher for a topology refresh soon; calls coalesce.
@@ -192,6 +231,17 @@ impl Cluster {
                     },
                 },
             };
+            if access == Access::Write && self.writes_held() {
+                // A failover is under way: a write now could be acknowledged by the master
+                // about to be demoted, and lost. Wait for the new master.
+                match attempts.next_delay() {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    None => return reply::error(&self.failing_over_error()),
+                }
+            }
             let outcome = match pool.send(protocol, affinity, payload.clone(), asking).await {
                 Ok(reply) if self.replaced_while_writing(&target, access, &pool, &reply) => {
                     // The node acknowledged a write after the cluster made another node master
@@ -301,6 +351,14 @@ impl Cluster {
             }
             _ => self.unreachable_error(),
         }
+    }
+
+    /// The error for a write held past the retry budget while a failover goes on.
+    pub fn failing_over_error(&self) -> String {
+        format!(
+            "TRYAGAIN respgate: backend '{}' is failing over; the write was not sent, try again",
+            self.name
+        )
     }
 
     /// The error for requests while no node has told the proxy the topology.

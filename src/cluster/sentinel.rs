@@ -17,7 +17,7 @@ use crate::protocol::Protocol;
 use crate::protocol::request::encode_command;
 
 /// Sentinel events after which the master or the healthy replicas may have changed.
-const EVENTS: [&str; 7] = [
+const REFRESH_EVENTS: [&str; 7] = [
     "+switch-master",
     "+failover-end",
     "+odown",
@@ -25,6 +25,22 @@ const EVENTS: [&str; 7] = [
     "+sdown",
     "-sdown",
     "+slave",
+];
+
+/// Events that say a failover of a master has started: from then until the new master is
+/// known, a write acknowledged by the old master could be lost when it is demoted, so writes
+/// are held (see [`Cluster::hold_writes`]).
+const FAILOVER_STARTED: [&str; 3] = [
+    "+try-failover",
+    "+selected-slave",
+    "+failover-state-send-slaveof-noone",
+];
+
+/// Events that say a failover ended without a new master: writes go on to the old one.
+const FAILOVER_ABORTED: [&str; 3] = [
+    "-failover-abort-no-good-slave",
+    "-failover-abort-not-elected",
+    "+failover-end-for-timeout",
 ];
 
 /// Longest pause before subscribing to a sentinel's events again.
@@ -113,6 +129,22 @@ async fn from_sentinel(
     Ok((master, replicas))
 }
 
+/// The channel and payload of a Pub/Sub `message` push, as text.
+fn message(frame: &[u8]) -> Option<(String, String)> {
+    let parts = crate::fanout::array_elements(frame, Protocol::Resp2)?;
+    let [kind, channel, payload] = parts.as_slice() else {
+        return None;
+    };
+    let bulk = |element: &[u8]| -> Option<String> {
+        let rest = element.strip_prefix(b"$")?;
+        let cr = rest.iter().position(|&b| b == b'\r')?;
+        let len: usize = std::str::from_utf8(rest.get(..cr)?).ok()?.parse().ok()?;
+        Some(String::from_utf8_lossy(rest.get(cr + 2..cr + 2 + len)?).into_owned())
+    };
+    (bulk(kind)? == "message").then_some(())?;
+    Some((bulk(channel)?, bulk(payload)?))
+}
+
 fn text(frame: &OwnedFrame) -> Option<String> {
     match frame {
         OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -187,15 +219,32 @@ async fn listen(
     let mut conn = NodeConn::open(sentinel, Protocol::Resp2, settings).await?;
     let mut subscribe = BytesMut::new();
     let mut args = vec!["SUBSCRIBE"];
-    args.extend(EVENTS);
+    args.extend(REFRESH_EVENTS);
+    args.extend(FAILOVER_STARTED);
+    args.extend(FAILOVER_ABORTED);
     encode_command(&mut subscribe, &args);
     conn.write_all(&subscribe).await?;
     info!(cluster = %cluster.name, %sentinel, "listening to sentinel events");
     loop {
         let event = conn.read_reply().await?;
-        if event.bytes.starts_with(b"*3\r\n$7\r\nmessage\r\n") {
-            debug!(cluster = %cluster.name, %sentinel, "sentinel event; refreshing");
-            cluster.request_refresh();
+        let Some((channel, payload)) = message(&event.bytes) else {
+            continue;
+        };
+        // Every event names the master it is about: `master <name> <ip> <port>` (or, for
+        // +switch-master, `<name> <old-ip> ...`). Other masters' events are not ours.
+        if !payload
+            .split(' ')
+            .take(2)
+            .any(|word| word == cluster.config.master_name)
+        {
+            continue;
         }
+        debug!(cluster = %cluster.name, %sentinel, %channel, "sentinel event");
+        if FAILOVER_STARTED.contains(&channel.as_str()) {
+            cluster.hold_writes();
+        } else if FAILOVER_ABORTED.contains(&channel.as_str()) {
+            cluster.release_writes();
+        }
+        cluster.request_refresh();
     }
 }

@@ -303,6 +303,11 @@ pub(super) async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
         }
     };
     install(cluster, &from, &ranges);
+    // Writes held for a failover go on once the map names another master (confirmed by its
+    // `ROLE`); while the sentinels still name the old one, they wait on.
+    if cluster.writes_held() && cluster.failover_moved_master() {
+        cluster.release_writes();
+    }
     learn_commands(cluster, &from).await
 }
 

@@ -53,6 +53,9 @@ pub enum Action {
     Scan(Vec<Bytes>),
     /// Work on the client's own connection, alone and in order.
     Own(OwnOp),
+    /// Wait until a backend has told the proxy its commands, then decide again; the request
+    /// keeps its place in the client's order.
+    AwaitBackend(Request),
     /// (Un)subscribe `names` (all of that kind when empty, for the unsubscribes) on the
     /// client's subscription connections.
     Pubsub {
@@ -92,9 +95,13 @@ pub fn dispatch(
             return action;
         }
     }
-    let Some(table) = cluster.commands() else {
-        cluster.request_refresh();
-        return Action::Reply(reply::error(&cluster.unreachable_error()));
+    let Some(table) = proxy.commands() else {
+        // No backend has answered yet (all down at start, a Sentinel group without a known
+        // master): the request waits for one within the retry budget, as routed requests do.
+        for backend in &proxy.backends {
+            backend.request_refresh();
+        }
+        return Action::AwaitBackend(request);
     };
     let lookup = name.map_or(Lookup::Unknown, |name| {
         table.lookup_lowercased(name, &request.args)

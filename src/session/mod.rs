@@ -264,6 +264,8 @@ async fn active(c: &mut Conn<'_>) -> Flow {
     // Work on the client's own connections runs alone: it waits until every earlier reply is
     // out (`held`), and nothing after it starts until it is done (`own_running`).
     let mut held: Option<Held> = None;
+    // A request decided again once a backend answered, before any later one.
+    let mut retried: Option<crate::protocol::Request> = None;
     let mut own_running = false;
     // Made on the first (un)subscribe: most clients never subscribe.
     let mut subs: Option<Box<Subscriptions>> = None;
@@ -283,6 +285,14 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let future: Slow<'_> = Box::pin(own::run(c.proxy, own, op, protocol));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
+                }
+                Some(Held::AwaitBackend(request)) => {
+                    if wait_for_commands(c.proxy, c.cluster).await {
+                        retried = Some(request);
+                    } else {
+                        let error = reply::error(&c.cluster.unreachable_error());
+                        pending.push_back(counted(Either::Left(ready(error)), owed));
+                    }
                 }
                 Some(Held::Pubsub { kind, names }) => {
                     let protocol = c.state.protocol;
@@ -309,7 +319,11 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             && !subs.as_ref().is_some_and(|s| s.busy())
             && pending.len() < c.max_pipeline
         {
-            let request = match c.parser.parse(&mut c.inbuf) {
+            let parsed = match retried.take() {
+                Some(request) => Ok(Some(request)),
+                None => c.parser.parse(&mut c.inbuf),
+            };
+            let request = match parsed {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(error) => {
@@ -373,6 +387,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 }
                 Action::Own(op) => held = Some(Held::Own(op)),
                 Action::Pubsub { kind, names } => held = Some(Held::Pubsub { kind, names }),
+                Action::AwaitBackend(request) => held = Some(Held::AwaitBackend(request)),
             }
             if c.state.reset {
                 c.state.reset = false;
@@ -481,6 +496,19 @@ async fn active(c: &mut Conn<'_>) -> Flow {
     }
 }
 
+/// Waits, within the default backend's retry budget, until some backend has told the proxy its
+/// commands; false when none did.
+async fn wait_for_commands(proxy: &Proxy, cluster: &crate::cluster::Cluster) -> bool {
+    let mut attempts = cluster.attempts();
+    while proxy.commands().is_none() {
+        let Some(delay) = attempts.next_delay() else {
+            return false;
+        };
+        tokio::time::sleep(delay).await;
+    }
+    true
+}
+
 /// The next bytes for a subscribed client; never completes without subscriptions.
 async fn next_for_subscriber(
     subs: &mut Option<Box<Subscriptions>>,
@@ -557,7 +585,11 @@ async fn silently(proxy: &Proxy, action: Action, protocol: Protocol, affinity: u
         }
         // Own-connection work and subscriptions keep their replies: silencing them would
         // desynchronise the client from its subscription stream.
-        Action::Reply(_) | Action::Close(_) | Action::Own(_) | Action::Pubsub { .. } => {}
+        Action::Reply(_)
+        | Action::Close(_)
+        | Action::Own(_)
+        | Action::Pubsub { .. }
+        | Action::AwaitBackend(_) => {}
     }
     Bytes::new()
 }
@@ -566,6 +598,8 @@ async fn silently(proxy: &Proxy, action: Action, protocol: Protocol, affinity: u
 enum Held {
     /// On the client's own connection.
     Own(own::OwnOp),
+    /// A request that waits until some backend has told the proxy its commands.
+    AwaitBackend(crate::protocol::Request),
     /// An (un)subscribe for the subscription connections.
     Pubsub {
         /// Which.

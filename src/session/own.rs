@@ -146,6 +146,17 @@ async fn call_routed(
                 },
             },
         };
+        if cluster.writes_held() {
+            // A failover is under way; see `Cluster::hold_writes`.
+            match attempts.next_delay() {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    next = Some((node, asking));
+                    continue;
+                }
+                None => return reply::error(&cluster.failing_over_error()),
+            }
+        }
         let outcome = attempt(cluster, own, &node, &payload, asking, protocol).await;
         if outcome.is_err() {
             // Whatever state the connection had is unknown now.
