@@ -115,7 +115,13 @@ fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
 }
 
 /// Sends the command to every master of every backend at once and combines the replies.
-pub async fn run(proxy: &Proxy, fanout: FanOut, protocol: Protocol, affinity: usize) -> Bytes {
+pub async fn run(
+    proxy: &Proxy,
+    fanout: FanOut,
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+) -> Bytes {
     let masters = match all_masters(proxy) {
         Ok(masters) => masters,
         Err(error) => return error,
@@ -145,6 +151,7 @@ pub async fn run(proxy: &Proxy, fanout: FanOut, protocol: Protocol, affinity: us
                     Target::Node(pool),
                     fanout.access,
                     node_protocol,
+                    db,
                     affinity,
                 )
                 .await;
@@ -422,7 +429,13 @@ const NODE_BITS: u32 = 10;
 /// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` across masters, one at a time: the cursor keeps
 /// the master's index (in address order) in its low bits and that master's own cursor above.
 /// A full iteration returns every key once as long as no slot moves meanwhile.
-pub async fn scan(proxy: &Proxy, args: &[Bytes], protocol: Protocol, affinity: usize) -> Bytes {
+pub async fn scan(
+    proxy: &Proxy,
+    args: &[Bytes],
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+) -> Bytes {
     let Some(cursor) = args
         .get(1)
         .and_then(|c| std::str::from_utf8(c).ok())
@@ -466,6 +479,7 @@ pub async fn scan(proxy: &Proxy, args: &[Bytes], protocol: Protocol, affinity: u
                 Target::Node(pool),
                 Access::Read,
                 protocol,
+                db,
                 affinity,
             )
             .await;

@@ -172,7 +172,13 @@ fn group_positions<K: Copy + Eq + Hash>(
 }
 
 /// Runs every part at once, each on its backend, and merges the replies.
-pub async fn run(proxy: &Proxy, split: Split, protocol: Protocol, affinity: usize) -> Bytes {
+pub async fn run(
+    proxy: &Proxy,
+    split: Split,
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+) -> Bytes {
     let replies = join_all(split.parts.iter().map(|part| async move {
         match proxy.backend(part.backend) {
             Some(cluster) => {
@@ -182,6 +188,7 @@ pub async fn run(proxy: &Proxy, split: Split, protocol: Protocol, affinity: usiz
                         Target::Slot(part.slot),
                         split.access,
                         protocol,
+                        db,
                         affinity,
                     )
                     .await

@@ -121,6 +121,15 @@ pub enum BackendError {
         /// The node.
         addr: NodeAddr,
     },
+    /// The node refused to set the connection up as asked (a `SELECT` of a database it does
+    /// not have); nothing was sent.
+    #[error("backend {addr} refused the connection's setup: {reason}")]
+    Refused {
+        /// The node.
+        addr: NodeAddr,
+        /// The node's error reply.
+        reason: String,
+    },
     /// The node sent bytes that are not RESP; the connection was closed.
     #[error("backend {addr} sent a malformed reply")]
     Protocol {

@@ -20,6 +20,8 @@ const READ_MIN_ROOM: usize = 1024;
 pub struct NodeConn {
     reader: NodeReader,
     writer: NodeWriter,
+    /// The database `SELECT` put it on.
+    db: u8,
 }
 
 impl NodeConn {
@@ -58,6 +60,7 @@ impl NodeConn {
                 io: wr,
                 addr: addr.clone(),
             },
+            db: 0,
         };
         tokio::time::timeout(limit, conn.handshake(protocol, settings))
             .await
@@ -114,6 +117,29 @@ impl NodeConn {
     /// The protocol it speaks.
     pub fn protocol(&self) -> Protocol {
         self.reader.framer.protocol()
+    }
+
+    /// The database it is on.
+    pub fn db(&self) -> u8 {
+        self.db
+    }
+
+    /// Moves it to database `db` (`SELECT`); an error reply (a database the node does not have)
+    /// is an error, so no command runs on a database it was not meant for.
+    pub async fn select(&mut self, db: u8) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        encode_command(&mut out, &[&b"SELECT"[..], db.to_string().as_bytes()]);
+        let reply = self.call(&out, 1).await?.pop();
+        match reply.as_ref().and_then(Reply::error_text) {
+            None => {
+                self.db = db;
+                Ok(())
+            }
+            Some(text) => Err(BackendError::Refused {
+                addr: self.addr().clone(),
+                reason: String::from_utf8_lossy(text).into_owned(),
+            }),
+        }
     }
 
     /// Writes `payload` (`count` commands) and reads their `count` replies, skipping RESP3

@@ -54,9 +54,10 @@ impl NodePool {
         affinity: usize,
         payload: Bytes,
         asking: bool,
+        db: u8,
     ) -> Result<Reply, BackendError> {
         let conn = self.connection(protocol, affinity);
-        let reply = conn.send(payload, asking)?;
+        let reply = conn.send(payload, asking, db)?;
         match timeout(self.settings.request_timeout, reply).await {
             Ok(Ok(result)) => result,
             // The connection task ended with the request queued: it was never written.

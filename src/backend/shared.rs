@@ -14,6 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
+use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyKind};
 use crate::workers::WorkerSet;
 
@@ -24,16 +25,26 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 type ReplySlot = oneshot::Sender<Result<Reply, BackendError>>;
 
+/// `SELECT 0` in RESP: puts a shared connection back on database 0 after a command for
+/// another database.
+const SELECT_0: &[u8] = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n";
+
 struct Job {
     payload: Bytes,
     asking: bool,
+    /// The database the command is for: other than 0, the command goes between `SELECT db`
+    /// and `SELECT 0`, written as one, so the shared connection stays on database 0.
+    db: u8,
     reply: ReplySlot,
 }
 
 struct Waiting {
-    reply: ReplySlot,
-    /// Replies to drop before this one (the `+OK` of `ASKING`).
+    /// Where the command's reply goes; taken once it is sent.
+    reply: Option<ReplySlot>,
+    /// Replies to drop before the next one that counts (the `+OK` of `ASKING` or `SELECT`).
     skip: u8,
+    /// Replies to drop after the command's own (the `+OK` of `SELECT 0`).
+    after: u8,
 }
 
 /// Handle to a connection task; cheap to clone. The task ends when every handle is dropped.
@@ -74,12 +85,14 @@ impl SharedConn {
         &self,
         payload: Bytes,
         asking: bool,
+        db: u8,
     ) -> Result<oneshot::Receiver<Result<Reply, BackendError>>, BackendError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .try_send(Job {
                 payload,
                 asking,
+                db,
                 reply,
             })
             .map_err(|_| BackendError::Overloaded {
@@ -201,11 +214,22 @@ async fn serve(
             };
             if front.skip > 0 {
                 front.skip -= 1;
+                if front.skip == 0 && front.reply.is_none() {
+                    queue.pop_front();
+                    drop(queue);
+                    room.notify_one();
+                }
                 continue;
             }
-            if let Some(w) = queue.pop_front() {
-                let _ = w.reply.send(Ok(reply));
+            if let Some(slot) = front.reply.take() {
+                let _ = slot.send(Ok(reply));
             }
+            if front.after > 0 {
+                front.skip = front.after;
+                front.after = 0;
+                continue;
+            }
+            queue.pop_front();
             drop(queue);
             room.notify_one();
         }
@@ -216,7 +240,9 @@ async fn serve(
         ended = reader => ended,
     };
     for w in lock(&waiting).drain(..) {
-        let _ = w.reply.send(Err(BackendError::Lost { addr: addr.clone() }));
+        if let Some(slot) = w.reply {
+            let _ = slot.send(Err(BackendError::Lost { addr: addr.clone() }));
+        }
     }
     ended
 }
@@ -226,13 +252,21 @@ fn push_job(batch: &mut BytesMut, waiting: &Mutex<VecDeque<Waiting>>, job: Job) 
         // The client gave up (timeout or disconnect) before the request was written.
         return;
     }
+    if job.db > 0 {
+        // Before ASKING, which holds for the very next command only.
+        encode_command(batch, &[&b"SELECT"[..], job.db.to_string().as_bytes()]);
+    }
     if job.asking {
         batch.put_slice(ASKING);
     }
     batch.put_slice(&job.payload);
+    if job.db > 0 {
+        batch.put_slice(SELECT_0);
+    }
     lock(waiting).push_back(Waiting {
-        reply: job.reply,
-        skip: u8::from(job.asking),
+        reply: Some(job.reply),
+        skip: u8::from(job.asking) + u8::from(job.db > 0),
+        after: u8::from(job.db > 0),
     });
 }
 

@@ -78,6 +78,9 @@ pub struct Cluster {
     map: ArcSwap<SlotMap>,
     commands: ArcSwapOption<CommandTable>,
     redis_version: ArcSwapOption<String>,
+    /// Databases the nodes have (`CONFIG GET databases`), once known; 0 until then. Only a
+    /// backend without slots has more than one.
+    databases: AtomicU64,
     refresh: Notify,
     /// When writes may go to the master again, in milliseconds after `created`; 0 when they
     /// are not held. Set when a sentinel announces a failover of this backend's master, so no
@@ -126,6 +129,7 @@ impl Cluster {
             map: ArcSwap::from_pointee(SlotMap::empty()),
             commands: ArcSwapOption::empty(),
             redis_version: ArcSwapOption::empty(),
+            databases: AtomicU64::new(0),
             refresh: Notify::new(),
             writes_held_until_ms: AtomicU64::new(0),
             created: tokio::time::Instant::now(),
@@ -186,6 +190,16 @@ impl Cluster {
         until != 0 && (self.created.elapsed().as_millis() as u64) < until
     }
 
+    /// How many databases `SELECT` may choose from on this backend: 1 for a Redis Cluster,
+    /// what the node reported for the other kinds (0 while not known).
+    pub fn databases(&self) -> u64 {
+        if self.config.kind.has_slots() {
+            1
+        } else {
+            self.databases.load(Ordering::Relaxed)
+        }
+    }
+
     /// Asks the refresher for a topology refresh soon; calls coalesce.
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
@@ -203,6 +217,7 @@ impl Cluster {
         target: Target,
         access: Access,
         protocol: Protocol,
+        db: u8,
         affinity: usize,
     ) -> Bytes {
         let mut attempts = self.attempts();
@@ -242,7 +257,10 @@ impl Cluster {
                     None => return reply::error(&self.failing_over_error()),
                 }
             }
-            let outcome = match pool.send(protocol, affinity, payload.clone(), asking).await {
+            let outcome = match pool
+                .send(protocol, affinity, payload.clone(), asking, db)
+                .await
+            {
                 Ok(reply) if self.replaced_while_writing(&target, access, &pool, &reply) => {
                     // The node acknowledged a write after the cluster made another node master
                     // of the slot (it was paused, then resumed): the write will be undone when
@@ -263,7 +281,7 @@ impl Cluster {
                     let Some(load) = self.scripts.load_command_for(&payload) else {
                         return reply.bytes;
                     };
-                    let loaded = pool.send(protocol, affinity, load, false).await;
+                    let loaded = pool.send(protocol, affinity, load, false, db).await;
                     if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
                         return reply.bytes;
                     }

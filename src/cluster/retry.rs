@@ -184,7 +184,9 @@ impl Cluster {
 
     fn judge_failure(&self, attempts: &mut Attempts, error: BackendError, access: Access) -> Next {
         let may_retry = match &error {
-            BackendError::Auth { .. } | BackendError::Protocol { .. } => false,
+            BackendError::Auth { .. }
+            | BackendError::Protocol { .. }
+            | BackendError::Refused { .. } => false,
             error if error.surely_not_sent() => true,
             _ => access == Access::Read,
         };

@@ -37,7 +37,7 @@ fn command(args: &[&str]) -> Bytes {
 async fn run(cluster: &Cluster, args: &[&str], slot: u16, access: Access) -> String {
     let target = Target::Slot(Slot::new(slot).unwrap());
     let reply = cluster
-        .execute(command(args), target, access, Protocol::Resp2, 0)
+        .execute(command(args), target, access, Protocol::Resp2, 0, 0)
         .await;
     String::from_utf8_lossy(&reply).into_owned()
 }

@@ -270,6 +270,16 @@ async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), Topolo
                 .store(Some(Arc::new(version.trim().to_string())));
         }
     }
+    if !cluster.config.kind.has_slots() {
+        // `CONFIG GET databases` answers [name, value]; a node that refuses CONFIG keeps
+        // SELECT of other databases refused.
+        if let Ok(OwnedFrame::Array(pair)) = query(cluster, addr, "CONFIG GET databases").await
+            && let Some(OwnedFrame::BulkString(value)) = pair.get(1)
+            && let Some(count) = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok())
+        {
+            cluster.databases.store(count, Ordering::Relaxed);
+        }
+    }
     cluster.commands.store(Some(Arc::new(table)));
     Ok(())
 }

@@ -64,10 +64,28 @@ pub fn handle(
             if let Some(bad) = arity(argc == 2) {
                 return Some(bad);
             }
+            // Another database only where every backend a key can reach has one: Sentinel groups
+            // and standalone servers, never a Redis Cluster (which has only database 0).
+            let databases = proxy
+                .backends
+                .iter()
+                .map(|b| b.databases())
+                .min()
+                .unwrap_or(1);
             match args.get(1).and_then(|a| parse_int(a)) {
                 None => out.error("ERR value is not an integer or out of range"),
-                Some(0) => out.simple("OK"),
-                Some(_) => out.error("ERR SELECT is not allowed in cluster mode"),
+                Some(0) => {
+                    state.db = 0;
+                    out.simple("OK")
+                }
+                Some(_) if databases <= 1 => out.error("ERR SELECT is not allowed in cluster mode"),
+                Some(n) => match u8::try_from(n) {
+                    Ok(db) if u64::from(db) < databases => {
+                        state.db = db;
+                        out.simple("OK")
+                    }
+                    _ => out.error("ERR DB index is out of range"),
+                },
             };
         }
         LocalKind::Auth => {
@@ -118,6 +136,7 @@ pub fn handle(
             state.name = None;
             state.txn = None;
             state.watched = None;
+            state.db = 0;
             state.subscribed = false;
             state.reset = true;
             state.authenticated = proxy.config.server.password.is_empty();

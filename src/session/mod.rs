@@ -66,6 +66,8 @@ pub struct ClientState {
     pub peer: SocketAddr,
     /// Which shared backend connection this client uses on each node.
     pub affinity: usize,
+    /// The database chosen with `SELECT` (only backends without slots have others than 0).
+    pub db: u8,
     /// When the connection was accepted.
     pub connected_at: Instant,
     /// Scratch list of the current request's key positions, reused across requests.
@@ -154,6 +156,7 @@ impl ClientState {
             lib_ver: None,
             peer,
             affinity: id as usize,
+            db: 0,
             connected_at: Instant::now(),
             positions: Vec::new(),
             txn: None,
@@ -282,7 +285,8 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     // Made on first use: most clients never need a connection of their own.
                     let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                     let protocol = c.state.protocol;
-                    let future: Slow<'_> = Box::pin(own::run(c.proxy, own, op, protocol));
+                    let db = c.state.db;
+                    let future: Slow<'_> = Box::pin(own::run(c.proxy, own, op, protocol, db));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
@@ -336,12 +340,12 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 }
             };
             c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
-            let (protocol, affinity) = (c.state.protocol, c.state.affinity);
+            let (protocol, affinity, db) = (c.state.protocol, c.state.affinity, c.state.db);
             let (proxy, cluster) = (c.proxy, c.cluster);
             let action = dispatch::dispatch(&mut c.state, proxy, cluster, request);
             if c.state.silenced() {
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
-                let action = Box::pin(silently(proxy, action, protocol, affinity));
+                let action = Box::pin(silently(proxy, action, protocol, db, affinity));
                 let future: Slow<'_> = action;
                 pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 continue;
@@ -364,25 +368,25 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
                     pending.push_back(counted(
                         Either::Right(Either::Left(
-                            cluster.execute(payload, target, access, protocol, affinity),
+                            cluster.execute(payload, target, access, protocol, db, affinity),
                         )),
                         owed,
                     ))
                 }
                 Action::Split(split) => {
                     let future: Slow<'_> =
-                        Box::pin(multikey::run(proxy, split, protocol, affinity));
+                        Box::pin(multikey::run(proxy, split, protocol, db, affinity));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::FanOut(fanout) => {
-                    let future: Slow<'_> = Box::pin(fanout::run(proxy, fanout, protocol, affinity));
+                    let future: Slow<'_> =
+                        Box::pin(fanout::run(proxy, fanout, protocol, db, affinity));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Scan(args) => {
-                    let future: Slow<'_> =
-                        Box::pin(
-                            async move { fanout::scan(proxy, &args, protocol, affinity).await },
-                        );
+                    let future: Slow<'_> = Box::pin(async move {
+                        fanout::scan(proxy, &args, protocol, db, affinity).await
+                    });
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Own(op) => held = Some(Held::Own(op)),
@@ -560,7 +564,13 @@ fn note_activity(c: &mut Conn<'_>) {
 }
 
 /// Runs `action` for a client that asked for no replies, and drops its reply.
-async fn silently(proxy: &Proxy, action: Action, protocol: Protocol, affinity: usize) -> Bytes {
+async fn silently(
+    proxy: &Proxy,
+    action: Action,
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+) -> Bytes {
     match action {
         Action::Forward {
             backend,
@@ -570,18 +580,18 @@ async fn silently(proxy: &Proxy, action: Action, protocol: Protocol, affinity: u
         } => {
             if let Some(cluster) = proxy.backend(backend) {
                 cluster
-                    .execute(payload, target, access, protocol, affinity)
+                    .execute(payload, target, access, protocol, db, affinity)
                     .await;
             }
         }
         Action::Split(split) => {
-            multikey::run(proxy, split, protocol, affinity).await;
+            multikey::run(proxy, split, protocol, db, affinity).await;
         }
         Action::FanOut(fanout) => {
-            fanout::run(proxy, fanout, protocol, affinity).await;
+            fanout::run(proxy, fanout, protocol, db, affinity).await;
         }
         Action::Scan(args) => {
-            fanout::scan(proxy, &args, protocol, affinity).await;
+            fanout::scan(proxy, &args, protocol, db, affinity).await;
         }
         // Own-connection work and subscriptions keep their replies: silencing them would
         // desynchronise the client from its subscription stream.

@@ -55,7 +55,13 @@ pub enum OwnOp {
 }
 
 /// Runs `op` on the client's own connection, opening one to the right node when needed.
-pub async fn run(proxy: &Proxy, own: OwnConnection, op: OwnOp, protocol: Protocol) -> Bytes {
+pub async fn run(
+    proxy: &Proxy,
+    own: OwnConnection,
+    op: OwnOp,
+    protocol: Protocol,
+    db: u8,
+) -> Bytes {
     let mut own = own.lock().await;
     let own = &mut *own;
     let backend = match &op {
@@ -67,7 +73,7 @@ pub async fn run(proxy: &Proxy, own: OwnConnection, op: OwnOp, protocol: Protoco
     let Some(cluster) = proxy.backend(backend) else {
         return reply::error("ERR respgate: no backend configured");
     };
-    run_on(cluster, own, op, protocol).await
+    run_on(cluster, own, op, protocol, db).await
 }
 
 /// Runs `op` on the own connection `own`, on `cluster`, the backend the operation's keys are on.
@@ -76,6 +82,7 @@ async fn run_on(
     own: &mut Option<NodeConn>,
     op: OwnOp,
     protocol: Protocol,
+    db: u8,
 ) -> Bytes {
     match op {
         OwnOp::Release { reply } => {
@@ -84,9 +91,17 @@ async fn run_on(
         }
         OwnOp::Blocking {
             payload, target, ..
-        } => call_routed(cluster, own, payload, target, protocol).await,
+        } => call_routed(cluster, own, payload, target, protocol, db).await,
         OwnOp::Watch { payload, place } => {
-            call_routed(cluster, own, payload, Target::Slot(place.slot), protocol).await
+            call_routed(
+                cluster,
+                own,
+                payload,
+                Target::Slot(place.slot),
+                protocol,
+                db,
+            )
+            .await
         }
         OwnOp::Exec {
             payload,
@@ -102,7 +117,7 @@ async fn run_on(
             let Some(node) = node else {
                 return reply::error(&cluster.unreachable_error());
             };
-            let called = match ensure(cluster, own, &node, protocol).await {
+            let called = match ensure(cluster, own, &node, protocol, db).await {
                 Ok(conn) => conn.call(&payload, replies).await,
                 Err(error) => Err(error),
             };
@@ -129,6 +144,7 @@ async fn call_routed(
     payload: Bytes,
     target: Target,
     protocol: Protocol,
+    db: u8,
 ) -> Bytes {
     let mut attempts = cluster.attempts();
     let mut next: Option<(NodeAddr, bool)> = None;
@@ -157,7 +173,7 @@ async fn call_routed(
                 None => return reply::error(&cluster.failing_over_error()),
             }
         }
-        let outcome = attempt(cluster, own, &node, &payload, asking, protocol).await;
+        let outcome = attempt(cluster, own, &node, &payload, asking, protocol, db).await;
         if outcome.is_err() {
             // Whatever state the connection had is unknown now.
             *own = None;
@@ -179,8 +195,9 @@ async fn attempt(
     payload: &[u8],
     asking: bool,
     protocol: Protocol,
+    db: u8,
 ) -> Result<Reply, BackendError> {
-    let conn = ensure(cluster, own, node, protocol).await?;
+    let conn = ensure(cluster, own, node, protocol, db).await?;
     let mut replies = if asking {
         let mut both = BytesMut::with_capacity(ASKING.len() + payload.len());
         both.put_slice(ASKING);
@@ -200,13 +217,18 @@ async fn ensure<'a>(
     own: &'a mut Option<NodeConn>,
     node: &NodeAddr,
     protocol: Protocol,
+    db: u8,
 ) -> Result<&'a mut NodeConn, BackendError> {
     let reusable = own
         .as_ref()
-        .is_some_and(|c| c.addr() == node && c.protocol() == protocol);
+        .is_some_and(|c| c.addr() == node && c.protocol() == protocol && c.db() == db);
     if !reusable {
         *own = None;
-        *own = Some(NodeConn::open(node, protocol, cluster.conn_settings()).await?);
+        let mut conn = NodeConn::open(node, protocol, cluster.conn_settings()).await?;
+        if db != 0 {
+            conn.select(db).await?;
+        }
+        *own = Some(conn);
     }
     own.as_mut()
         .ok_or_else(|| BackendError::Lost { addr: node.clone() })
@@ -249,7 +271,7 @@ mod tests {
             payload,
             target: Target::Slot(Slot::new(5).unwrap()),
         };
-        let got = run_on(&cluster, &mut None, op, Protocol::Resp2).await;
+        let got = run_on(&cluster, &mut None, op, Protocol::Resp2, 0).await;
         assert_eq!(&got[..], b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
         assert_eq!(nodes.received(A), ["BLPOP q 0"]);
         assert_eq!(nodes.received(B), ["BLPOP q 0", "BLPOP q 0"]);
@@ -272,7 +294,7 @@ mod tests {
             payload,
             target: Target::Slot(Slot::new(5).unwrap()),
         };
-        let got = run_on(&cluster, &mut None, op, Protocol::Resp2).await;
+        let got = run_on(&cluster, &mut None, op, Protocol::Resp2, 0).await;
         assert!(String::from_utf8_lossy(&got).contains("may or may not have run"));
         assert_eq!(nodes.received(A), ["BLPOP q 0"]);
     }
