@@ -24,6 +24,7 @@
 //! `/metrics`, `/ready` and `/live` endpoints.
 
 pub mod admin;
+pub mod announce;
 pub mod backend;
 pub mod clients;
 pub mod cluster;

@@ -41,8 +41,6 @@ pub struct Proxy {
     pub stats: ProxyStats,
     /// When the proxy started.
     pub started: Instant,
-    /// The id the proxy gives itself when it answers `CLUSTER NODES`/`SLOTS` as a one-node cluster.
-    pub node_id: String,
     /// The address clients connect to.
     pub listen_addr: SocketAddr,
     /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
@@ -74,7 +72,6 @@ impl Proxy {
             routes,
             stats: ProxyStats::default(),
             started: Instant::now(),
-            node_id: node_id(listen_addr),
             listen_addr,
             clients: Arc::new(ClientRegistry::default()),
             shutdown,
@@ -114,19 +111,4 @@ impl Proxy {
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-/// A 40-hex-digit node id, stable for one listen address and process.
-fn node_id(listen: SocketAddr) -> String {
-    let seed = format!("{listen}-{}", std::process::id());
-    let mut id = String::with_capacity(40);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    while id.len() < 40 {
-        for b in seed.bytes().chain(id.len().to_le_bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        id.push_str(&format!("{h:016x}"));
-    }
-    id.truncate(40);
-    id
 }

@@ -92,6 +92,10 @@ pub struct ServerConfig {
     pub client_idle_timeout_s: u64,
     /// Address of the admin HTTP endpoints (`/metrics`, `/ready`, `/live`); empty disables them.
     pub admin_listen: String,
+    /// `HOST:PORT` that cluster-aware clients are told to dial (`CLUSTER SLOTS`, `SHARDS`,
+    /// `NODES`): the LoadBalancer's or NodePort's address; the host may be a name. Empty means
+    /// the listen address, or the address the client connected to when listening on a wildcard.
+    pub announce_address: String,
     /// On shutdown, time allowed for clients to receive the replies they are owed before they
     /// are closed, in milliseconds.
     pub shutdown_timeout_ms: u64,
@@ -125,6 +129,7 @@ impl Default for ServerConfig {
             allow_admin_commands: false,
             shutdown_timeout_ms: 10_000,
             admin_listen: String::new(),
+            announce_address: String::new(),
             password: String::new(),
             username: "default".into(),
             client_output_limit_normal: OutputLimit {
@@ -268,6 +273,18 @@ impl Config {
             problem(
                 "server.admin_listen".into(),
                 format!("{:?} is not an IP:port address", s.admin_listen),
+            );
+        }
+        let announce_ok = s
+            .announce_address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| {
+                !host.is_empty() && !host.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+        if !s.announce_address.is_empty() && !announce_ok {
+            problem(
+                "server.announce_address".into(),
+                format!("{:?} is not HOST:PORT", s.announce_address),
             );
         }
         if s.listen.parse::<SocketAddr>().is_err() {

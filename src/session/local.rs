@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
+use crate::announce::Announced;
 use crate::clients::KillFilter;
 use crate::cluster::{Access, Cluster, SLOT_COUNT, Slot, Target};
 use crate::command::LocalKind;
@@ -500,8 +501,14 @@ fn cluster_command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Option
     };
     let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
     let mut out = ReplyBuf::new(state.protocol);
-    let ip = proxy.listen_addr.ip().to_string();
-    let port = i64::from(proxy.listen_addr.port());
+    let announced = Announced::for_client(
+        &proxy.config.server.announce_address,
+        proxy.listen_addr,
+        state.handle().local,
+    );
+    let ip = announced.ip.to_string();
+    let port = i64::from(announced.port);
+    let node_id = announced.node_id.as_str();
     match sub.as_str() {
         "keyslot" => match args.get(2) {
             Some(key) if args.len() == 3 => out.integer(i64::from(Slot::for_key(key).get())),
@@ -511,7 +518,7 @@ fn cluster_command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Option
                 )));
             }
         },
-        "myid" => out.bulk(proxy.node_id.as_bytes()),
+        "myid" => out.bulk(node_id.as_bytes()),
         "info" => {
             // As clients see it, the proxy is ok only when every backend is.
             let served = proxy
@@ -532,9 +539,14 @@ fn cluster_command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Option
             out.verbatim(text.as_bytes())
         }
         "nodes" => {
+            // Redis 7 writes an announced hostname after the bus port: ip:port@cport,hostname.
+            let hostname = announced
+                .hostname
+                .as_ref()
+                .map(|h| format!(",{h}"))
+                .unwrap_or_default();
             let line = format!(
-                "{} {ip}:{port}@0 myself,master - 0 0 1 connected 0-16383\n",
-                proxy.node_id
+                "{node_id} {ip}:{port}@0{hostname} myself,master - 0 0 1 connected 0-16383\n"
             );
             out.verbatim(line.as_bytes())
         }
@@ -543,10 +555,23 @@ fn cluster_command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Option
                 .array(3)
                 .integer(0)
                 .integer(i64::from(SLOT_COUNT) - 1);
-            out.array(3)
-                .bulk(ip.as_bytes())
-                .integer(port)
-                .bulk(proxy.node_id.as_bytes())
+            // The preferred endpoint first: the hostname when one is announced, as Redis 7 does
+            // with cluster-preferred-endpoint-type hostname, then the IP in the metadata.
+            match &announced.hostname {
+                Some(hostname) => out
+                    .array(4)
+                    .bulk(hostname.as_bytes())
+                    .integer(port)
+                    .bulk(node_id.as_bytes())
+                    .map(1)
+                    .bulk(b"ip")
+                    .bulk(ip.as_bytes()),
+                None => out
+                    .array(3)
+                    .bulk(ip.as_bytes())
+                    .integer(port)
+                    .bulk(node_id.as_bytes()),
+            }
         }
         "shards" => {
             out.array(1).map(2);
@@ -554,11 +579,15 @@ fn cluster_command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Option
                 .array(2)
                 .integer(0)
                 .integer(i64::from(SLOT_COUNT) - 1);
-            out.bulk(b"nodes").array(1).map(7);
-            out.bulk(b"id").bulk(proxy.node_id.as_bytes());
+            let fields = if announced.hostname.is_some() { 8 } else { 7 };
+            out.bulk(b"nodes").array(1).map(fields);
+            out.bulk(b"id").bulk(node_id.as_bytes());
             out.bulk(b"port").integer(port);
             out.bulk(b"ip").bulk(ip.as_bytes());
-            out.bulk(b"endpoint").bulk(ip.as_bytes());
+            out.bulk(b"endpoint").bulk(announced.host.as_bytes());
+            if let Some(hostname) = &announced.hostname {
+                out.bulk(b"hostname").bulk(hostname.as_bytes());
+            }
             out.bulk(b"role").bulk(b"master");
             out.bulk(b"replication-offset").integer(0);
             out.bulk(b"health").bulk(b"online")
