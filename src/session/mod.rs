@@ -8,11 +8,14 @@
 //! waits until every earlier reply is out and holds later requests until it is done, so the
 //! client's order holds across connections.
 
+mod cluster_node;
 mod dispatch;
 mod local;
 mod outbound;
 mod own;
 mod pubsub;
+mod route;
+mod state;
 mod txn;
 
 use std::future::Future;
@@ -20,7 +23,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{Either, FutureExt, ready};
@@ -30,7 +33,6 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{debug, warn};
 
-use crate::clients::Registered;
 use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::Proxy;
@@ -39,6 +41,7 @@ use outbound::{Outbound, Standing, counted};
 use pubsub::Subscriptions;
 
 pub use dispatch::Action;
+pub use state::{ClientState, ReplyMode};
 
 /// Read buffer taken when bytes arrive; it grows for large requests.
 const READ_BUF: usize = 2 * 1024;
@@ -48,129 +51,6 @@ const IDLE_READ_BUF_MAX: usize = 64 * 1024;
 
 /// A reply still being worked out on a path less common than a plain forward.
 type Slow<'a> = Pin<Box<dyn Future<Output = Bytes> + Send + 'a>>;
-
-/// What the proxy remembers of one client.
-#[derive(Debug)]
-pub struct ClientState {
-    /// `CLIENT ID`.
-    pub id: u64,
-    /// Protocol chosen with `HELLO`.
-    pub protocol: Protocol,
-    /// `CLIENT SETNAME`.
-    pub name: Option<Bytes>,
-    /// `CLIENT SETINFO LIB-NAME`.
-    pub lib_name: Option<Bytes>,
-    /// `CLIENT SETINFO LIB-VER`.
-    pub lib_ver: Option<Bytes>,
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// Which shared backend connection this client uses on each node.
-    pub affinity: usize,
-    /// The database chosen with `SELECT` (only backends without slots have others than 0).
-    pub db: u8,
-    /// When the connection was accepted.
-    pub connected_at: Instant,
-    /// Scratch list of the current request's key positions, reused across requests.
-    positions: Vec<usize>,
-    /// The transaction being queued after `MULTI`.
-    txn: Option<txn::Txn>,
-    /// The slot of the client's last write, where `WAIT` goes.
-    last_write: Option<crate::keyspace::Place>,
-    /// The slot of the keys under `WATCH`, if any.
-    watched: Option<crate::keyspace::Place>,
-    /// The client's own backend connection, for blocking commands and transactions.
-    own: Option<own::OwnConnection>,
-    /// Whether the client has (or has asked for) subscriptions.
-    subscribed: bool,
-    /// `RESET` was asked: drop subscriptions and the own connection.
-    reset: bool,
-    /// Whether the client may run commands: gave the password, or none is configured.
-    pub authenticated: bool,
-    /// `CLIENT REPLY`: whether replies are sent.
-    pub reply_mode: ReplyMode,
-    /// This client's entry in the proxy's client list.
-    registered: Registered,
-}
-
-/// `CLIENT REPLY ON | OFF | SKIP`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyMode {
-    /// Replies are sent (the default).
-    On,
-    /// No reply is sent.
-    Off,
-    /// The next command's reply is not sent.
-    Skip,
-    /// This command's reply is not sent; then back to `On`.
-    SkipThis,
-}
-
-impl ClientState {
-    /// Copies what `CLIENT LIST` shows into the client's entry.
-    pub fn publish(&self) {
-        let mut details = self
-            .registered
-            .handle
-            .details
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        details.name = self.name.clone();
-        details.lib_name = self.lib_name.clone();
-        details.lib_ver = self.lib_ver.clone();
-        details.resp = if self.protocol == Protocol::Resp3 {
-            3
-        } else {
-            2
-        };
-    }
-
-    /// This client's entry in the proxy's client list.
-    pub fn handle(&self) -> &crate::clients::ClientHandle {
-        &self.registered.handle
-    }
-
-    /// Whether the reply to the request being dispatched is to be dropped.
-    fn silenced(&mut self) -> bool {
-        match self.reply_mode {
-            ReplyMode::On => false,
-            ReplyMode::Off => true,
-            ReplyMode::Skip => {
-                self.reply_mode = ReplyMode::SkipThis;
-                false
-            }
-            ReplyMode::SkipThis => {
-                self.reply_mode = ReplyMode::On;
-                true
-            }
-        }
-    }
-}
-
-impl ClientState {
-    fn new(id: u64, peer: SocketAddr, authenticated: bool, registered: Registered) -> Self {
-        ClientState {
-            id,
-            protocol: Protocol::Resp2,
-            name: None,
-            lib_name: None,
-            lib_ver: None,
-            peer,
-            affinity: id as usize,
-            db: 0,
-            connected_at: Instant::now(),
-            positions: Vec::new(),
-            txn: None,
-            watched: None,
-            last_write: None,
-            own: None,
-            subscribed: false,
-            reset: false,
-            authenticated,
-            reply_mode: ReplyMode::On,
-            registered,
-        }
-    }
-}
 
 /// What the active phase of a session ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -248,6 +248,24 @@ mod tests {
     const A: &str = "10.0.0.1:6379";
     const B: &str = "10.0.0.2:6379";
 
+    /// `BLPOP q 0` on a client's own connection, slot 5 served by `A` of `nodes`.
+    async fn blpop_on_slot_5(nodes: &std::sync::Arc<ScriptedNodes>) -> Bytes {
+        let cluster = Cluster::with_connector(
+            "test",
+            ClusterConfig::default(),
+            WorkerSet::inline(),
+            nodes.clone(),
+        );
+        cluster.serve_all_slots_from(&NodeAddr::new(A));
+        let payload = Request::from_args(vec!["BLPOP".into(), "q".into(), "0".into()]).raw;
+        let op = OwnOp::Blocking {
+            backend: BackendId(0),
+            payload,
+            target: Target::Slot(Slot::new(5).unwrap()),
+        };
+        run_on(&cluster, &mut None, op, Protocol::Resp2, 0).await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_blocking_command_follows_moved_and_tryagain_like_any_other() {
         let nodes = ScriptedNodes::new();
@@ -258,20 +276,7 @@ mod tests {
             0 => Act::Reply(b"-TRYAGAIN slot migrating\r\n".to_vec()),
             _ => Act::Reply(b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n".to_vec()),
         });
-        let cluster = Cluster::with_connector(
-            "test",
-            ClusterConfig::default(),
-            WorkerSet::inline(),
-            nodes.clone(),
-        );
-        cluster.serve_all_slots_from(&NodeAddr::new(A));
-        let payload = Request::from_args(vec!["BLPOP".into(), "q".into(), "0".into()]).raw;
-        let op = OwnOp::Blocking {
-            backend: BackendId(0),
-            payload,
-            target: Target::Slot(Slot::new(5).unwrap()),
-        };
-        let got = run_on(&cluster, &mut None, op, Protocol::Resp2, 0).await;
+        let got = blpop_on_slot_5(&nodes).await;
         assert_eq!(&got[..], b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
         assert_eq!(nodes.received(A), ["BLPOP q 0"]);
         assert_eq!(nodes.received(B), ["BLPOP q 0", "BLPOP q 0"]);
@@ -281,20 +286,7 @@ mod tests {
     async fn a_blocking_command_whose_connection_drops_is_not_resent() {
         let nodes = ScriptedNodes::new();
         nodes.node(A, |_, _| Act::Close);
-        let cluster = Cluster::with_connector(
-            "test",
-            ClusterConfig::default(),
-            WorkerSet::inline(),
-            nodes.clone(),
-        );
-        cluster.serve_all_slots_from(&NodeAddr::new(A));
-        let payload = Request::from_args(vec!["BLPOP".into(), "q".into(), "0".into()]).raw;
-        let op = OwnOp::Blocking {
-            backend: BackendId(0),
-            payload,
-            target: Target::Slot(Slot::new(5).unwrap()),
-        };
-        let got = run_on(&cluster, &mut None, op, Protocol::Resp2, 0).await;
+        let got = blpop_on_slot_5(&nodes).await;
         assert!(String::from_utf8_lossy(&got).contains("may or may not have run"));
         assert_eq!(nodes.received(A), ["BLPOP q 0"]);
     }

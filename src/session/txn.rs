@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::ClientState;
 use super::dispatch::{Action, unknown_command, unknown_subcommand, wrong_arity};
-use super::dispatch::{RouteError, route, route_positions};
 use super::own::OwnOp;
+use super::route::{RouteError, route, route_positions};
 use crate::cluster::Cluster;
 use crate::command::{Lookup, OwnKind, Policy, Transaction};
 use crate::keyspace::Place;

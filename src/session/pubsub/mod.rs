@@ -14,12 +14,15 @@
 //! connection is lost (a failover), its subscriptions are placed again where they belong now,
 //! within the cluster's retry budget; if that fails the client is closed, as Redis would.
 
-use std::collections::{BTreeSet, VecDeque};
+mod sets;
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, warn};
 
-use super::dispatch::place_of_channel;
+use self::sets::{Set, Sets, adds, kind_named, set_of};
+use super::route::place_of_channel;
 use crate::backend::{BackendError, NodeAddr, NodeConn};
 use crate::cluster::Target;
 use crate::command::SubscriptionKind;
@@ -42,81 +45,6 @@ pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
     "quit",
     "reset",
 ];
-
-/// Which of a client's three sets a subscription kind changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Set {
-    Channels,
-    Patterns,
-    Sharded,
-}
-
-fn set_of(kind: SubscriptionKind) -> Set {
-    match kind {
-        SubscriptionKind::Subscribe | SubscriptionKind::Unsubscribe => Set::Channels,
-        SubscriptionKind::Psubscribe | SubscriptionKind::Punsubscribe => Set::Patterns,
-        SubscriptionKind::Ssubscribe | SubscriptionKind::Sunsubscribe => Set::Sharded,
-    }
-}
-
-fn adds(kind: SubscriptionKind) -> bool {
-    matches!(
-        kind,
-        SubscriptionKind::Subscribe | SubscriptionKind::Psubscribe | SubscriptionKind::Ssubscribe
-    )
-}
-
-fn kind_named(name: &[u8]) -> Option<SubscriptionKind> {
-    [
-        SubscriptionKind::Subscribe,
-        SubscriptionKind::Psubscribe,
-        SubscriptionKind::Ssubscribe,
-        SubscriptionKind::Unsubscribe,
-        SubscriptionKind::Punsubscribe,
-        SubscriptionKind::Sunsubscribe,
-    ]
-    .into_iter()
-    .find(|k| name.eq_ignore_ascii_case(k.name().as_bytes()))
-}
-
-/// Channels, patterns and sharded channels.
-#[derive(Debug, Default)]
-struct Sets {
-    channels: BTreeSet<Bytes>,
-    patterns: BTreeSet<Bytes>,
-    sharded: BTreeSet<Bytes>,
-}
-
-impl Sets {
-    fn get(&self, set: Set) -> &BTreeSet<Bytes> {
-        match set {
-            Set::Channels => &self.channels,
-            Set::Patterns => &self.patterns,
-            Set::Sharded => &self.sharded,
-        }
-    }
-
-    fn get_mut(&mut self, set: Set) -> &mut BTreeSet<Bytes> {
-        match set {
-            Set::Channels => &mut self.channels,
-            Set::Patterns => &mut self.patterns,
-            Set::Sharded => &mut self.sharded,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.channels.is_empty() && self.patterns.is_empty() && self.sharded.is_empty()
-    }
-
-    /// The count Redis reports after a change of `set`: channels and patterns together, or
-    /// the sharded channels.
-    fn count(&self, set: Set) -> usize {
-        match set {
-            Set::Channels | Set::Patterns => self.channels.len() + self.patterns.len(),
-            Set::Sharded => self.sharded.len(),
-        }
-    }
-}
 
 /// One subscription connection, to one node.
 struct Link {

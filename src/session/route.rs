@@ -1,0 +1,168 @@
+//! Where a request goes: each key mapped to its backend by the route table and to its slot
+//! there, before anything else; keys on several slots or backends are an error, and a route
+//! that strips a prefix gets the request rewritten.
+
+use bytes::Bytes;
+
+use super::ClientState;
+use crate::cluster::Target;
+use crate::command::CommandSpec;
+use crate::keyspace::{BackendId, Place, RouteTable};
+use crate::protocol::Request;
+use crate::protocol::reply::CROSSSLOT;
+use crate::proxy::Proxy;
+
+/// Where a request goes, from its keys.
+#[derive(Debug)]
+pub(super) struct Routed {
+    /// The backend of every key (the default backend for a keyless command).
+    pub backend: BackendId,
+    /// The node within it: the keys' slot, or any master when keyless.
+    pub target: Target,
+    /// The request with its keys rewritten, when a route strips their prefix.
+    pub rewritten: Option<Bytes>,
+}
+
+impl Routed {
+    /// The place of the keys, if the request has any.
+    pub fn place(&self) -> Option<Place> {
+        match self.target {
+            Target::Slot(slot) => Some(Place {
+                backend: self.backend,
+                slot,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The bytes to send: the rewritten request, or the client's own.
+    pub fn payload(&mut self, raw: Bytes) -> Bytes {
+        self.rewritten.take().unwrap_or(raw)
+    }
+}
+
+/// Why a request's keys cannot go to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RouteError {
+    /// Different slots of one backend.
+    CrossSlot,
+    /// Different backends.
+    CrossBackend(Vec<BackendId>),
+}
+
+impl RouteError {
+    /// The error reply: Redis Cluster's `CROSSSLOT`, naming the backends when keys span
+    /// several, so clients treat both alike.
+    pub fn message(&self, proxy: &Proxy) -> String {
+        match self {
+            RouteError::CrossSlot => CROSSSLOT.to_string(),
+            RouteError::CrossBackend(ids) => {
+                let names: Vec<String> = ids
+                    .iter()
+                    .filter_map(|id| proxy.backend(*id).map(|c| format!("'{}'", c.name())))
+                    .collect();
+                format!(
+                    "{CROSSSLOT} (the keys live on backends {})",
+                    names.join(" and ")
+                )
+            }
+        }
+    }
+}
+
+/// The backend and slot of the request's keys; an error when they differ. A route that strips
+/// a prefix gets the request rewritten with the keys as the backend knows them.
+pub(super) fn route(
+    state: &mut ClientState,
+    routes: &RouteTable,
+    spec: &CommandSpec,
+    args: &[Bytes],
+) -> Result<Routed, RouteError> {
+    state.positions.clear();
+    spec.key_positions(args, &mut state.positions);
+    route_positions(state, routes, args)
+}
+
+/// [`route`] for keys already listed in `state.positions`.
+pub(super) fn route_positions(
+    state: &mut ClientState,
+    routes: &RouteTable,
+    args: &[Bytes],
+) -> Result<Routed, RouteError> {
+    let mut routed = Routed {
+        backend: routes.default_backend(),
+        target: Target::AnyMaster,
+        rewritten: None,
+    };
+    let mut first: Option<Place> = None;
+    let mut strips = false;
+    let mut backends: Vec<BackendId> = Vec::new();
+    let mut cross_slot = false;
+    for &position in &state.positions {
+        let Some(key) = args.get(position) else {
+            continue;
+        };
+        let place = if routes.is_single() {
+            let backend = routes.default_backend();
+            Place {
+                backend,
+                slot: routes.slot_on(backend, key),
+            }
+        } else {
+            let route = routes.route(key);
+            strips |= route.strip > 0;
+            Place {
+                backend: route.backend,
+                slot: routes.slot_on(route.backend, key.get(route.strip..).unwrap_or_default()),
+            }
+        };
+        match first {
+            None => first = Some(place),
+            Some(first) if first == place => {}
+            Some(first) if first.backend == place.backend => cross_slot = true,
+            Some(first) => {
+                for id in [first.backend, place.backend] {
+                    if !backends.contains(&id) {
+                        backends.push(id);
+                    }
+                }
+            }
+        }
+    }
+    if !backends.is_empty() {
+        return Err(RouteError::CrossBackend(backends));
+    }
+    if cross_slot {
+        return Err(RouteError::CrossSlot);
+    }
+    if let Some(place) = first {
+        routed.backend = place.backend;
+        routed.target = Target::Slot(place.slot);
+    }
+    if strips {
+        routed.rewritten = Some(rewrite_keys(routes, args, &state.positions));
+    }
+    Ok(routed)
+}
+
+/// The request with the keys at `positions` stripped of their routes' prefixes.
+fn rewrite_keys(routes: &RouteTable, args: &[Bytes], positions: &[usize]) -> Bytes {
+    let mut rewritten: Vec<Bytes> = args.to_vec();
+    for &position in positions {
+        if let Some(key) = rewritten.get_mut(position) {
+            let strip = routes.route(key).strip;
+            *key = key.slice(strip.min(key.len())..);
+        }
+    }
+    Request::from_args(rewritten).raw
+}
+
+/// Where a channel lives: channels route by the same rules as keys (the backend sees the
+/// channel as the client wrote it: no prefix is stripped from channels).
+pub(super) fn place_of_channel(routes: &RouteTable, channel: &[u8]) -> Place {
+    let backend = routes.route(channel).backend;
+    Place {
+        backend,
+        slot: routes.slot_on(backend, channel),
+    }
+}
