@@ -12,26 +12,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::RedisCluster;
-use common::proxy::{Proxy, Raw};
-use respgate::config::{ClusterConfig, Config, RouteConfig, SlotRangeConfig};
+use common::proxy::{Proxy, Raw, cluster_backend, config_with};
+use respgate::config::{RouteConfig, SlotRangeConfig};
 
 /// A proxy with backend `main` on `main` and backend `archive` on `archive`, keys starting with
 /// `archive:` on `archive` (their prefix stripped when `strip`).
 fn two_clusters(main: &RedisCluster, archive: &RedisCluster, strip: bool) -> Proxy {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
-    for (name, cluster) in [("main", main), ("archive", archive)] {
-        config.backends.insert(
-            name.into(),
-            ClusterConfig {
-                seeds: cluster.seeds(),
-                request_timeout_ms: 2000,
-                refresh_interval_ms: 1000,
-                ..ClusterConfig::default()
-            },
-        );
-    }
-    config.routing.default = "main".into();
+    let mut config = config_with(vec![
+        ("main", cluster_backend(&main.seeds())),
+        ("archive", cluster_backend(&archive.seeds())),
+    ]);
     config.routing.routes.push(RouteConfig {
         prefix: "archive:".into(),
         backend: "archive".into(),
@@ -330,20 +320,10 @@ fn a_failover_in_one_cluster_costs_the_other_clusters_clients_nothing() {
 fn a_namespace_split_by_slot_range_puts_each_key_on_the_cluster_of_its_slot() {
     let low = RedisCluster::start(3, 0);
     let high = RedisCluster::start(3, 0);
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
-    for (name, cluster) in [("users-a", &low), ("users-b", &high)] {
-        config.backends.insert(
-            name.into(),
-            ClusterConfig {
-                seeds: cluster.seeds(),
-                request_timeout_ms: 2000,
-                refresh_interval_ms: 1000,
-                ..ClusterConfig::default()
-            },
-        );
-    }
-    config.routing.default = "users-a".into();
+    let mut config = config_with(vec![
+        ("users-a", cluster_backend(&low.seeds())),
+        ("users-b", cluster_backend(&high.seeds())),
+    ]);
     config.routing.routes.push(RouteConfig {
         prefix: "user:".into(),
         slots: vec![

@@ -15,7 +15,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::checker::{Checker, Report};
-use common::proxy::{Proxy, Raw};
+use common::proxy::{Proxy, Raw, cluster_backend};
 use common::sentinel::{MASTER_NAME, SENTINELS, SentinelGroup};
 use common::{RedisCluster, free_port_pair};
 use respgate::config::{BackendKind, ClusterConfig, Config, RouteConfig};
@@ -177,15 +177,9 @@ fn session_keys_land_on_the_sentinel_group_the_rest_on_the_cluster_and_multi_key
     config
         .backends
         .insert("sessions".into(), sentinel_backend(&group));
-    config.backends.insert(
-        "main".into(),
-        ClusterConfig {
-            seeds: cluster.seeds(),
-            request_timeout_ms: 2000,
-            refresh_interval_ms: 1000,
-            ..ClusterConfig::default()
-        },
-    );
+    config
+        .backends
+        .insert("main".into(), cluster_backend(&cluster.seeds()));
     config.routing.default = "main".into();
     config.routing.routes.push(RouteConfig {
         prefix: "session:".into(),

@@ -21,15 +21,34 @@ pub struct Proxy {
 pub fn config_for(seeds: &[String]) -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
-    config.clusters.insert(
-        DEFAULT_CLUSTER.into(),
-        ClusterConfig {
-            seeds: seeds.to_vec(),
-            request_timeout_ms: 2000,
-            refresh_interval_ms: 1000,
-            ..ClusterConfig::default()
-        },
-    );
+    config
+        .clusters
+        .insert(DEFAULT_CLUSTER.into(), cluster_backend(seeds));
+    config
+}
+
+/// A Redis Cluster backend on `seeds` with test-friendly timeouts: requests fail within 2 s,
+/// the topology is refreshed every second.
+pub fn cluster_backend(seeds: &[String]) -> ClusterConfig {
+    ClusterConfig {
+        seeds: seeds.to_vec(),
+        request_timeout_ms: 2000,
+        refresh_interval_ms: 1000,
+        ..ClusterConfig::default()
+    }
+}
+
+/// A config with `backends` (name, backend) behind a proxy listening anywhere, the first the
+/// default for keys no route matches.
+pub fn config_with(backends: Vec<(&str, ClusterConfig)>) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    if let Some((first, _)) = backends.first() {
+        config.routing.default = (*first).into();
+    }
+    for (name, backend) in backends {
+        config.backends.insert(name.into(), backend);
+    }
     config
 }
 
