@@ -134,7 +134,8 @@ pub fn in_multi(
         Some(Transaction::Unwatch) | None => {}
     }
     let mut queued = request.raw.clone();
-    let refusal = match cluster.commands() {
+    // Any backend's table: the default backend may not have answered yet while another has.
+    let refusal = match proxy.commands() {
         None => Some(cluster.unreachable_error()),
         Some(table) => match table.lookup(&request.args) {
             Lookup::Unknown => Some(unknown_command(&request.args)),

@@ -304,6 +304,23 @@ impl RedisCluster {
             }
             sleep(POLL_INTERVAL);
         }
+        // Gossip reaches the other nodes a little later; a rebalance asking one of them to
+        // move slots to the new node fails ("I don't know about node") until it has.
+        let id = self.node_id(port);
+        let members: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|node| node.alive && node.member)
+            .map(|node| node.port)
+            .collect();
+        for other in members {
+            while !self.cli(other, &["CLUSTER", "NODES"]).contains(&id) {
+                if Instant::now() >= deadline {
+                    self.fail(&format!("node {other} did not learn node {port} by gossip"));
+                }
+                sleep(POLL_INTERVAL);
+            }
+        }
         self.wait_for_ok();
     }
 
