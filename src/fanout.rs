@@ -5,6 +5,9 @@
 //! Which commands go to every master, and how their replies combine, is the command's
 //! [`Policy`](crate::command::Policy), decided when the command table loads.
 
+mod random_key;
+mod script_kill;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
 
@@ -33,8 +36,11 @@ pub enum Combine {
     /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`: 1 only where every master
     /// has the script).
     And,
-    /// The first non-null reply (`RANDOMKEY`).
-    AnyNonNull,
+    /// A key from a master chosen at random, weighted by its key count (`RANDOMKEY`).
+    RandomKey,
+    /// `+OK` when some node killed its busy script (`SCRIPT KILL`, `FUNCTION KILL`), sent to
+    /// every node on connections of its own.
+    KillScript,
     /// Arrays merged without repeats (`PUBSUB CHANNELS`).
     Union,
     /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
@@ -67,7 +73,8 @@ pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> Fan
         Gather::AllOk => Combine::AllOk,
         Gather::First => Combine::First,
         Gather::And => Combine::And,
-        Gather::AnyNonNull => Combine::AnyNonNull,
+        Gather::RandomKey => Combine::RandomKey,
+        Gather::KillScript => Combine::KillScript,
         Gather::Union => Combine::Union,
         Gather::SumPairs => Combine::SumPairs,
     };
@@ -96,7 +103,7 @@ pub fn keyspace(local: String) -> FanOut {
 /// One master of one backend.
 type Master<'a> = (BackendId, &'a Cluster, Arc<NodePool>);
 
-fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
+pub(crate) fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
     let mut all = Vec::new();
     for (index, cluster) in proxy.backends.iter().enumerate() {
         let backend = BackendId(index as u16);
@@ -122,6 +129,13 @@ pub async fn run(
     db: u8,
     affinity: usize,
 ) -> Bytes {
+    match fanout.combine {
+        Combine::RandomKey => {
+            return random_key::run(proxy, &fanout.payload, protocol, db, affinity).await;
+        }
+        Combine::KillScript => return script_kill::run(proxy, &fanout.payload).await,
+        _ => {}
+    }
     let masters = match all_masters(proxy) {
         Ok(masters) => masters,
         Err(error) => return error,
@@ -135,7 +149,7 @@ pub async fn run(
     let routes = proxy.routes();
     // Keys that come back (`KEYS`, `RANDOMKEY`) from a backend whose route strips a prefix get
     // it back; a `KEYS` pattern that starts with it loses it on the way there.
-    let carries_keys = matches!(fanout.combine, Combine::Concat | Combine::AnyNonNull);
+    let carries_keys = matches!(fanout.combine, Combine::Concat);
     let replies = join_all(masters.into_iter().map(|(backend, cluster, pool)| {
         let prefix = carries_keys
             .then(|| routes.stripped_prefix(backend).cloned())
@@ -268,15 +282,8 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes 
             }
             out.finish()
         }
-        Combine::AnyNonNull => replies
-            .iter()
-            .zip(&parsed)
-            .find(|(_, p)| !matches!(p, Parsed::Null))
-            .map(|(r, _)| r.clone())
-            .unwrap_or_else(|| {
-                out.null();
-                out.finish()
-            }),
+        // Run by their own modules, never combined here.
+        Combine::RandomKey | Combine::KillScript => unexpected(fanout),
         Combine::Keyspace(local) => {
             let mut text = local.clone();
             if !text.is_empty() {
@@ -376,7 +383,7 @@ fn strip_pattern(payload: &Bytes, index: usize, prefix: &[u8]) -> Bytes {
 }
 
 /// A reply of keys (one bulk, or an array of bulks) with `prefix` put back on each key.
-fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Bytes {
+pub(crate) fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Bytes {
     let with_prefix = |element: &[u8]| prefixed_bulk(element, prefix);
     match reply.first() {
         Some(b'$') => with_prefix(reply).map_or_else(|| reply.clone(), Bytes::from),

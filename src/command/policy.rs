@@ -114,8 +114,11 @@ pub enum Gather {
     First,
     /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`).
     And,
-    /// The first non-null reply (`RANDOMKEY`).
-    AnyNonNull,
+    /// `RANDOMKEY`: a key from a master chosen at random, weighted by its number of keys.
+    RandomKey,
+    /// `SCRIPT KILL`, `FUNCTION KILL`: sent to every node (the busy one is not known) on
+    /// connections of their own; `+OK` when one killed its script, `NOTBUSY` when none ran one.
+    KillScript,
     /// Arrays merged without repeats (`PUBSUB CHANNELS`).
     Union,
     /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
@@ -397,7 +400,8 @@ impl Policy {
             "scan" => Policy::Scan,
             "dbsize" | "pubsub|numpat" => every(Gather::Sum, Access::Read),
             "keys" => every(Gather::Concat, Access::Read),
-            "randomkey" => every(Gather::AnyNonNull, Access::Read),
+            "randomkey" => every(Gather::RandomKey, Access::Read),
+            "script|kill" | "function|kill" => every(Gather::KillScript, Access::Write),
             "flushall" | "flushdb" | "function|flush" => every(Gather::AllOk, Access::Write),
             "function|load" | "function|delete" => every(Gather::First, Access::Write),
             "script|exists" => every(Gather::And, Access::Read),
