@@ -338,6 +338,11 @@ impl Cluster {
         self.resolve(target).map(|pool| pool.addr().clone())
     }
 
+    /// The shared connections to `addr`, for a command meant for that one node.
+    pub fn pool(&self, addr: &NodeAddr) -> Arc<NodePool> {
+        self.backends.pool(addr)
+    }
+
     /// The connection settings of this cluster's nodes.
     pub fn conn_settings(&self) -> &ConnSettings {
         self.backends.settings()

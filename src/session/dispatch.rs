@@ -92,6 +92,9 @@ pub fn dispatch(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
             )));
         }
+        if own.is_some() || state.txn.is_some() {
+            note_command(state, proxy, name, &request.args);
+        }
         if let Some(action) = before_table(state, proxy, cluster, own, &request) {
             return action;
         }
@@ -117,7 +120,21 @@ pub fn dispatch(
     if !spec.arity_ok(request.args.len()) {
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
+    state.note_command(&spec.name);
     by_policy(state, proxy, cluster, spec, spec.policy, request)
+}
+
+/// Notes the command `name` (lowercase) with `args` as the client's last, by its full name
+/// (`client|list`) when the backend's table knows it.
+fn note_command(state: &mut ClientState, proxy: &Proxy, name: &str, args: &[Bytes]) {
+    match proxy.commands() {
+        Some(table) => {
+            if let Lookup::Found(spec) = table.lookup_lowercased(name, args) {
+                state.note_command(&spec.name);
+            }
+        }
+        None => state.note_command(name),
+    }
 }
 
 /// What is decided before the backend's table is needed: subscriptions (taken even inside
@@ -145,14 +162,49 @@ fn before_table(
     if taken.is_some() {
         return taken;
     }
-    if state.txn.is_some() {
-        return Some(txn::in_multi(state, proxy, cluster, own, request));
+    if state.txn.is_some() && queued_in_multi(own) {
+        return Some(txn::in_multi(state, proxy, cluster, own, request).into());
     }
     match own? {
         Policy::Own(OwnKind::Transaction(kind)) => txn::handle(state, proxy, kind, request),
         Policy::Local(kind) => local::handle(state, proxy, cluster, kind, request),
         _ => None,
     }
+}
+
+/// Whether a request with this own-command policy (`None`: not one of the proxy's commands) is
+/// for the transaction while `MULTI` is open. As in Redis, `QUIT` and `RESET` act at once; the
+/// subscriptions are taken before.
+fn queued_in_multi(own: Option<Policy>) -> bool {
+    !matches!(
+        own,
+        Some(Policy::Subscription(_) | Policy::Local(LocalKind::Quit | LocalKind::Reset))
+    )
+}
+
+/// Decides `request` as the next step of the open transaction, for a session whose earlier
+/// steps wait to be sent together; gives the request back when it is not a step of the
+/// transaction (the transaction ended, or the request acts at once), to be dispatched as usual
+/// once they are done.
+pub fn in_transaction(
+    state: &mut ClientState,
+    proxy: &Proxy,
+    cluster: &Cluster,
+    request: Request,
+) -> Result<txn::TxnStep, Request> {
+    if state.txn.is_none() || state.subscribed || !state.authenticated {
+        return Err(request);
+    }
+    let mut name_buf = [0u8; MAX_NAME_LEN];
+    let Some(name) = lowercase(request.name(), &mut name_buf) else {
+        return Err(request);
+    };
+    let own = proxy_command(name);
+    if !queued_in_multi(own) {
+        return Err(request);
+    }
+    note_command(state, proxy, name, &request.args);
+    Ok(txn::in_multi(state, proxy, cluster, own, &request))
 }
 
 /// Acts on `policy`, the policy of `spec`, for a request whose arity is already checked.

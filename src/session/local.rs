@@ -14,11 +14,11 @@ use bytes::Bytes;
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
 use crate::clients::KillFilter;
-use crate::cluster::{Cluster, SLOT_COUNT};
+use crate::cluster::{Access, Cluster, SLOT_COUNT, Target};
 use crate::command::LocalKind;
 use crate::fanout;
 use crate::protocol::reply::{self, ReplyBuf};
-use crate::protocol::request::parse_int;
+use crate::protocol::request::{encode_command, parse_int};
 use crate::protocol::{Protocol, Request};
 use crate::proxy::Proxy;
 
@@ -135,6 +135,7 @@ pub fn handle(
             state.protocol = Protocol::Resp2;
             state.name = None;
             state.txn = None;
+            state.note_multi(-1);
             state.watched = None;
             state.db = 0;
             state.subscribed = false;
@@ -321,6 +322,7 @@ fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
             out.verbatim(lines.as_bytes());
         }
         "kill" => return client_kill(state, proxy, args),
+        "unblock" => return client_unblock(state, proxy, args),
         "reply" => {
             let mode = args.get(2).map(|m| m.to_ascii_lowercase());
             match (argc, mode.as_deref()) {
@@ -404,6 +406,67 @@ fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
     Action::Reply(out.finish())
 }
 
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` for one of the proxy's clients: passed on to the node
+/// its blocking command waits on, naming the client's own connection there, so the node
+/// answers the blocked client (a timeout's reply, or `-UNBLOCKED ...`) and this caller (`:1`).
+/// A client that is not blocked, or not known, gets `:0` here, as from Redis.
+fn client_unblock(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+    if args.len() < 3 {
+        return Action::Reply(reply::error(
+            "ERR wrong number of arguments for 'client|unblock' command",
+        ));
+    }
+    if args.len() > 4 {
+        let sub = args
+            .get(1)
+            .map(|s| String::from_utf8_lossy(s))
+            .unwrap_or_default();
+        return Action::Reply(reply::error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
+        )));
+    }
+    let reason = args.get(3);
+    if let Some(reason) = reason
+        && !reason.eq_ignore_ascii_case(b"TIMEOUT")
+        && !reason.eq_ignore_ascii_case(b"ERROR")
+    {
+        return Action::Reply(reply::error(
+            "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+        ));
+    }
+    let Some(id) = args.get(2).and_then(|a| parse_int(a)) else {
+        return Action::Reply(reply::error("ERR value is not an integer or out of range"));
+    };
+    let blocked = u64::try_from(id)
+        .ok()
+        .and_then(|id| proxy.clients.get(id))
+        .and_then(|client| client.blocked_on());
+    let target = blocked.and_then(|on| {
+        let node_id = on.node_client_id?;
+        let cluster = proxy.backend(on.backend)?;
+        Some((on.backend, cluster.pool(&on.node), node_id))
+    });
+    let Some((backend, pool, node_id)) = target else {
+        let mut out = ReplyBuf::new(state.protocol);
+        out.integer(0);
+        return Action::Reply(out.finish());
+    };
+    let mut command: Vec<&[u8]> = vec![b"CLIENT", b"UNBLOCK"];
+    let node_id = node_id.to_string();
+    command.push(node_id.as_bytes());
+    if let Some(reason) = reason {
+        command.push(reason);
+    }
+    let mut payload = bytes::BytesMut::new();
+    encode_command(&mut payload, &command);
+    Action::Forward {
+        backend,
+        payload: payload.freeze(),
+        target: Target::Node(pool),
+        access: Access::Write,
+    }
+}
+
 /// The proxy's own `INFO` text, and whether the keyspace section (summed over the masters) is
 /// wanted too.
 fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
@@ -437,9 +500,10 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
     if show("clients") {
         let _ = write!(
             text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_output_bytes:{}\r\nclients_closed_by_output_limit:{}\r\nclient_output_buffer_limit:{}\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\nclient_output_bytes:{}\r\nclients_closed_by_output_limit:{}\r\nclient_output_buffer_limit:{}\r\n\r\n",
             stats.connected_clients.load(Ordering::Relaxed),
             proxy.config.server.max_clients,
+            proxy.clients.blocked(),
             proxy.clients.owed_bytes(),
             stats.closed_by_output_limit.load(Ordering::Relaxed),
             output_limits(&proxy.config.server),

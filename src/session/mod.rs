@@ -8,6 +8,7 @@
 //! waits until every earlier reply is out and holds later requests until it is done, so the
 //! client's order holds across connections.
 
+mod blocked;
 mod cluster_node;
 mod dispatch;
 mod local;
@@ -166,7 +167,9 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                     let protocol = c.state.protocol;
                     let db = c.state.db;
-                    let future: Slow<'_> = Box::pin(own::run(c.proxy, own, op, protocol, db));
+                    let client = Arc::clone(&c.state.registered.handle);
+                    let future: Slow<'_> =
+                        Box::pin(own::run(c.proxy, own, op, protocol, db, client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
@@ -199,10 +202,12 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         while !closing
             && !paused
             && !own_running
-            && held.is_none()
+            && (held.is_none() || retried.is_none() && joinable(&held, &c.state, c.max_pipeline))
             && !subs.as_ref().is_some_and(|s| s.busy())
             && pending.len() < c.max_pipeline
         {
+            // A request decided again was counted when it was first parsed.
+            let again = retried.is_some();
             let parsed = match retried.take() {
                 Some(request) => Ok(Some(request)),
                 None => c.parser.parse(&mut c.inbuf),
@@ -219,7 +224,17 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     break;
                 }
             };
-            c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+            if !again {
+                c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(Held::Own(own::OwnOp::Txn(batch))) = held.as_mut() {
+                // A pipelined transaction: its next request joins the batch waiting to be sent.
+                match dispatch::in_transaction(&mut c.state, c.proxy, c.cluster, request) {
+                    Ok(step) => batch.join(step),
+                    Err(request) => retried = Some(request),
+                }
+                continue;
+            }
             let (protocol, affinity, db) = (c.state.protocol, c.state.affinity, c.state.db);
             let (proxy, cluster) = (c.proxy, c.cluster);
             let action = dispatch::dispatch(&mut c.state, proxy, cluster, request);
@@ -482,6 +497,20 @@ async fn silently(
         | Action::AwaitBackend(_) => {}
     }
     Bytes::new()
+}
+
+/// Whether the next request may join `held`: a transaction batch still open, while the
+/// client is in `MULTI` and wants its replies.
+fn joinable(held: &Option<Held>, state: &ClientState, max_pipeline: usize) -> bool {
+    match held {
+        Some(Held::Own(own::OwnOp::Txn(batch))) => {
+            !batch.ended()
+                && batch.parts.len() < max_pipeline
+                && state.txn.is_some()
+                && state.reply_mode == ReplyMode::On
+        }
+        _ => false,
+    }
 }
 
 /// Work that must wait until every earlier reply is out.

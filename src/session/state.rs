@@ -51,6 +51,9 @@ pub struct ClientState {
     pub reply_mode: ReplyMode,
     /// This client's entry in the proxy's client list.
     pub(super) registered: Registered,
+    /// The full name of the last command, as last copied into the entry: the entry is locked
+    /// only when the command changes.
+    last_cmd: String,
 }
 
 /// `CLIENT REPLY ON | OFF | SKIP`.
@@ -88,6 +91,25 @@ impl ClientState {
     /// This client's entry in the proxy's client list.
     pub fn handle(&self) -> &crate::clients::ClientHandle {
         &self.registered.handle
+    }
+
+    /// Notes `name` (full lowercase name, `client|list`) as the client's last command, for
+    /// `CLIENT LIST`'s `cmd=`.
+    pub(super) fn note_command(&mut self, name: &str) {
+        if self.last_cmd != name {
+            self.last_cmd.clear();
+            self.last_cmd.push_str(name);
+            self.registered.handle.set_command(name);
+        }
+    }
+
+    /// Notes the number of commands queued in the open transaction (-1: none is open), for
+    /// `CLIENT LIST`'s `multi=` and flag `x`.
+    pub(super) fn note_multi(&self, queued: i64) {
+        self.registered
+            .handle
+            .multi
+            .store(queued, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the reply to the request being dispatched is to be dropped.
@@ -134,6 +156,7 @@ impl ClientState {
             authenticated,
             reply_mode: ReplyMode::On,
             registered,
+            last_cmd: String::new(),
         }
     }
 }
