@@ -127,6 +127,10 @@ pub fn dispatch(
 /// Notes the command `name` (lowercase) with `args` as the client's last, by its full name
 /// (`client|list`) when the backend's table knows it.
 fn note_command(state: &mut ClientState, proxy: &Proxy, name: &str, args: &[Bytes]) {
+    if state.last_command() == name {
+        // The same command without subcommands again (`PING` after `PING`): nothing to look up.
+        return;
+    }
     match proxy.commands() {
         Some(table) => {
             if let Lookup::Found(spec) = table.lookup_lowercased(name, args) {

@@ -176,9 +176,18 @@ async fn run_txn(
     let called = match txn_conn(cluster, own, &batch, protocol, db).await {
         Ok(conn) => {
             let node = conn.conn.addr().clone();
-            match conn.conn.call(&batch.payload, expected).await {
+            // Queuing is quick and EXEC runs what a shared connection would run: the request
+            // timeout bounds both.
+            let limit = cluster.conn_settings().request_timeout;
+            let call = tokio::time::timeout(limit, conn.conn.call(&batch.payload, expected));
+            match call.await.unwrap_or_else(|_| {
+                Err(BackendError::Timeout {
+                    addr: node.clone(),
+                    timeout_ms: limit.as_millis() as u64,
+                })
+            }) {
                 Ok(replies) => Ok((node, replies)),
-                // Written, perhaps run: only the node knows, and the connection is gone.
+                // Written, perhaps run: only the node knows, and the connection is dropped.
                 Err(error) => Err((cluster.backend_error(&error), true)),
             }
         }
@@ -441,6 +450,9 @@ async fn ensure<'a>(
     own.as_mut()
         .ok_or_else(|| BackendError::Lost { addr: node.clone() })
 }
+
+#[cfg(test)]
+mod txn_tests;
 
 #[cfg(test)]
 mod tests {

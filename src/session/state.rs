@@ -93,6 +93,11 @@ impl ClientState {
         &self.registered.handle
     }
 
+    /// The full name of the client's last command.
+    pub(super) fn last_command(&self) -> &str {
+        &self.last_cmd
+    }
+
     /// Notes `name` (full lowercase name, `client|list`) as the client's last command, for
     /// `CLIENT LIST`'s `cmd=`.
     pub(super) fn note_command(&mut self, name: &str) {
