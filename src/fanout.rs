@@ -54,6 +54,9 @@ pub struct FanOut {
     pub combine: Combine,
     /// Whether it only reads.
     pub access: Access,
+    /// Whether it goes on each master's control connection: `SCRIPT` and `FUNCTION`, which
+    /// act on the server, so they do not wait behind a script running on a shared connection.
+    pub control: bool,
 }
 
 /// The fan-out of `raw`, a command whose policy is [`Policy::EveryMaster`] with `gather` and
@@ -76,6 +79,7 @@ pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> Fan
         payload: raw.clone(),
         combine,
         access,
+        control: spec_name.starts_with("script|") || spec_name.starts_with("function|"),
     }
 }
 
@@ -88,6 +92,7 @@ pub fn keyspace(local: String) -> FanOut {
         payload: payload.freeze(),
         combine: Combine::Keyspace(local),
         access: Access::Read,
+        control: true,
     }
 }
 
@@ -148,7 +153,11 @@ pub async fn run(
             let reply = cluster
                 .execute(
                     payload,
-                    Target::Node(pool),
+                    if fanout.control {
+                        Target::Control(pool)
+                    } else {
+                        Target::Node(pool)
+                    },
                     fanout.access,
                     node_protocol,
                     db,

@@ -18,7 +18,7 @@ use bytes::Bytes;
 pub use keys::{KeySpec, SearchBegin, SearchKeys};
 pub use parse::{CommandTableError, parse_command_reply};
 pub use policy::{
-    Gather, LocalKind, OwnKind, PROXY_COMMANDS, Policy, Refusal, ScriptKind, SplitKind,
+    AdminReach, Gather, LocalKind, OwnKind, PROXY_COMMANDS, Policy, Refusal, ScriptKind, SplitKind,
     SubscriptionKind, Transaction, proxy_command,
 };
 

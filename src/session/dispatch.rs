@@ -12,6 +12,7 @@ use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
 use super::route::{place_of_channel, route};
 use super::{ClientState, local, txn};
+use crate::broadcast::{Broadcast, Combine, Reach};
 use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{
     CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
@@ -50,6 +51,9 @@ pub enum Action {
     Split(Split),
     /// Send to every master and combine the replies.
     FanOut(FanOut),
+    /// Send to several nodes (or one master) on their control connections and combine the
+    /// replies.
+    Broadcast(Broadcast),
     /// `SCAN` across masters.
     Scan(Vec<Bytes>),
     /// Work on the client's own connection, alone and in order.
@@ -224,13 +228,19 @@ fn by_policy(
             }
             by_policy(state, proxy, cluster, spec, kind.then(), request)
         }
-        Policy::Admin { access } => {
+        Policy::Admin(reach) => {
             if proxy.config.server.allow_admin_commands {
-                forward(state, proxy, spec, request, access)
+                super::admin::admin(state, proxy, spec, reach, request)
             } else {
                 Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
             }
         }
+        Policy::OneMaster => Action::Broadcast(Broadcast::new(
+            &spec.name,
+            request.raw,
+            Reach::OneMaster,
+            Combine::AllSucceed,
+        )),
         Policy::Refused(refusal) => Action::Reply(reply::error(&refusal.message(&spec.name))),
         // The proxy's own commands come here only when `before_table` left them to the
         // backend's table, whose arity check then refuses them; should a backend accept the
@@ -243,7 +253,7 @@ fn by_policy(
 
 /// Forwards `request` whole to the backend and slot of its keys; `CROSSSLOT` when they
 /// differ.
-fn forward(
+pub(super) fn forward(
     state: &mut ClientState,
     proxy: &Proxy,
     spec: &CommandSpec,
@@ -261,7 +271,7 @@ fn forward(
 }
 
 /// Forwards `payload` to `target` on `backend`, remembering the place of a write for `WAIT`.
-fn forward_to(
+pub(super) fn forward_to(
     state: &mut ClientState,
     backend: BackendId,
     payload: Bytes,

@@ -8,6 +8,7 @@
 //! waits until every earlier reply is out and holds later requests until it is done, so the
 //! client's order holds across connections.
 
+mod admin;
 mod cluster_node;
 mod dispatch;
 mod local;
@@ -263,6 +264,11 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                         Box::pin(fanout::run(proxy, fanout, protocol, db, affinity));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
+                Action::Broadcast(broadcast) => {
+                    let future: Slow<'_> =
+                        Box::pin(crate::broadcast::run(proxy, broadcast, protocol));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                }
                 Action::Scan(args) => {
                     let future: Slow<'_> = Box::pin(async move {
                         fanout::scan(proxy, &args, protocol, db, affinity).await
@@ -472,6 +478,9 @@ async fn silently(
         }
         Action::Scan(args) => {
             fanout::scan(proxy, &args, protocol, db, affinity).await;
+        }
+        Action::Broadcast(broadcast) => {
+            crate::broadcast::run(proxy, broadcast, protocol).await;
         }
         // Own-connection work and subscriptions keep their replies: silencing them would
         // desynchronise the client from its subscription stream.
