@@ -54,6 +54,8 @@ pub enum Action {
     /// Send to several nodes (or one master) on their control connections and combine the
     /// replies.
     Broadcast(Broadcast),
+    /// `INFO` with sections made from the masters' figures.
+    Info(super::info::InfoRequest),
     /// `SCAN` across masters.
     Scan(Vec<Bytes>),
     /// Work on the client's own connection, alone and in order.

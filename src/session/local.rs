@@ -6,17 +6,13 @@
 //! static table of the proxy's own commands ([`PROXY_COMMANDS`](crate::command::PROXY_COMMANDS)),
 //! so they work before the backend's command table is known.
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
 use crate::clients::KillFilter;
-use crate::cluster::{Cluster, SLOT_COUNT};
+use crate::cluster::Cluster;
 use crate::command::LocalKind;
-use crate::fanout;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
 use crate::protocol::{Protocol, Request};
@@ -117,13 +113,7 @@ pub fn handle(
             state.publish();
             return Some(action);
         }
-        LocalKind::Info => {
-            let (text, keyspace) = info(proxy, cluster, args);
-            if keyspace {
-                return Some(Action::FanOut(fanout::keyspace(text)));
-            }
-            out.verbatim(text.as_bytes());
-        }
+        LocalKind::Info => return Some(super::info::action(proxy, args, state.protocol)),
         LocalKind::Cluster => return super::cluster_node::command(state, proxy, args),
         LocalKind::ReadOnly | LocalKind::ReadWrite | LocalKind::Asking => {
             if let Some(bad) = arity(argc == 1) {
@@ -404,114 +394,10 @@ fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
     Action::Reply(out.finish())
 }
 
-/// The proxy's own `INFO` text, and whether the keyspace section (summed over the masters) is
-/// wanted too.
-fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
-    let wanted: Vec<String> = args
-        .iter()
-        .skip(1)
-        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-        .collect();
-    let show = |section: &str| {
-        wanted.is_empty()
-            || wanted
-                .iter()
-                .any(|w| w == section || w == "all" || w == "everything" || w == "default")
-    };
-    let stats = &proxy.stats;
-    let uptime = proxy.started.elapsed().as_secs();
-    let version = redis_version(cluster);
-    let mut text = String::new();
-    if show("server") {
-        let _ = write!(
-            text,
-            "# Server\r\nredis_version:{version}\r\nredis_mode:cluster\r\nrespgate_version:{}\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n\r\n",
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            usize::BITS,
-            std::process::id(),
-            proxy.listen_addr.port(),
-            uptime / 86_400,
-        );
-    }
-    if show("clients") {
-        let _ = write!(
-            text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_output_bytes:{}\r\nclients_closed_by_output_limit:{}\r\nclient_output_buffer_limit:{}\r\n\r\n",
-            stats.connected_clients.load(Ordering::Relaxed),
-            proxy.config.server.max_clients,
-            proxy.clients.owed_bytes(),
-            stats.closed_by_output_limit.load(Ordering::Relaxed),
-            output_limits(&proxy.config.server),
-        );
-    }
-    if show("stats") {
-        let _ = write!(
-            text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
-            stats.total_connections.load(Ordering::Relaxed),
-            stats.total_commands.load(Ordering::Relaxed),
-            stats.rejected_connections.load(Ordering::Relaxed),
-        );
-    }
-    if show("cluster") {
-        text.push_str("# Cluster\r\ncluster_enabled:1\r\n\r\n");
-    }
-    if show("proxy") {
-        let _ = write!(
-            text,
-            "# Proxy\r\nproxy:respgate\r\nclusters:{}\r\n",
-            proxy.backends.len()
-        );
-        for c in &proxy.backends {
-            let map = c.slot_map();
-            let s = &c.stats;
-            let name = c.name();
-            let _ = write!(
-                text,
-                "cluster_{name}:state={},masters={},nodes={},slots_served={},refreshes={},moved={},ask={},retries={},backend_errors={}\r\n",
-                if map.slots_served() == usize::from(SLOT_COUNT) {
-                    "ok"
-                } else {
-                    "fail"
-                },
-                map.masters().len(),
-                map.nodes().len(),
-                map.slots_served(),
-                s.refreshes.load(Ordering::Relaxed),
-                s.moved.load(Ordering::Relaxed),
-                s.ask.load(Ordering::Relaxed),
-                s.retries.load(Ordering::Relaxed),
-                s.backend_errors.load(Ordering::Relaxed),
-            );
-        }
-        text.push_str("\r\n");
-    }
-    if text.ends_with("\r\n\r\n") {
-        text.truncate(text.len() - 2);
-    }
-    (text, show("keyspace"))
-}
-
 /// The version the backends report, which clients read to pick features; before any node has
 /// answered, the oldest version whose commands the proxy handles.
-fn redis_version(cluster: &Cluster) -> String {
+pub(super) fn redis_version(cluster: &Cluster) -> String {
     cluster
         .redis_version()
         .map_or_else(|| "7.0.0".to_string(), |v| v.to_string())
-}
-
-/// The output limits as Redis's `CONFIG GET client-output-buffer-limit` shows them.
-fn output_limits(server: &crate::config::ServerConfig) -> String {
-    let class = |name: &str, l: &crate::config::OutputLimit| {
-        format!(
-            "{name} {} {} {}",
-            l.hard_limit_bytes, l.soft_limit_bytes, l.soft_limit_s
-        )
-    };
-    format!(
-        "{} {}",
-        class("normal", &server.client_output_limit_normal),
-        class("pubsub", &server.client_output_limit_pubsub)
-    )
 }

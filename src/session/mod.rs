@@ -11,6 +11,7 @@
 mod admin;
 mod cluster_node;
 mod dispatch;
+mod info;
 mod local;
 mod outbound;
 mod own;
@@ -269,6 +270,10 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                         Box::pin(crate::broadcast::run(proxy, broadcast, protocol));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
+                Action::Info(request) => {
+                    let future: Slow<'_> = Box::pin(info::run(proxy, request, protocol));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                }
                 Action::Scan(args) => {
                     let future: Slow<'_> = Box::pin(async move {
                         fanout::scan(proxy, &args, protocol, db, affinity).await
@@ -483,8 +488,10 @@ async fn silently(
             crate::broadcast::run(proxy, broadcast, protocol).await;
         }
         // Own-connection work and subscriptions keep their replies: silencing them would
-        // desynchronise the client from its subscription stream.
-        Action::Reply(_)
+        // desynchronise the client from its subscription stream; a silenced INFO changes
+        // nothing.
+        Action::Info(_)
+        | Action::Reply(_)
         | Action::Close(_)
         | Action::Own(_)
         | Action::Pubsub { .. }
