@@ -109,7 +109,8 @@ pub struct ServerConfig {
     /// Output limits of subscribed clients (Redis's `client-output-buffer-limit pubsub`).
     pub client_output_limit_pubsub: OutputLimit,
     /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
-    /// `MIGRATE`, ...); keyless ones go to one master.
+    /// `MIGRATE`, ...): `CONFIG SET/RESETSTAT/REWRITE` go to every node, `SAVE`/`BGSAVE` to
+    /// every master, `DEBUG` where its subcommand acts, the others by key or to one master.
     pub allow_admin_commands: bool,
 }
 
