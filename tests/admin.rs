@@ -181,3 +181,67 @@ fn debug_acts_where_its_subcommand_acts() {
         assert_eq!(cluster.cli(port, &["PING"]), "PONG", "node {port} still up");
     }
 }
+
+/// A long script holds the shared connection it runs on: a `CONFIG GET` from another client is
+/// answered by the node at once (with Redis's `BUSY` while the script runs past
+/// `busy-reply-threshold`, as one Redis would), not after the script.
+#[test]
+fn config_does_not_wait_behind_a_script_on_a_shared_connection() {
+    use std::io::{Read, Write};
+    let cluster = RedisCluster::start(3, 0);
+    let mut config = config_for(&cluster.seeds());
+    config.server.allow_admin_commands = true;
+    // One worker: every client shares its one connection to each node.
+    config.server.threads = 1;
+    if let Some(backend) = config.clusters.values_mut().next() {
+        backend.request_timeout_ms = 10_000;
+    }
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let mut admin = proxy.raw();
+    assert_eq!(
+        admin.command(&["CONFIG", "SET", "busy-reply-threshold", "100"]),
+        b"+OK\r\n"
+    );
+    // CONFIG GET asks the first master in address order: the script runs there.
+    let mut masters: Vec<String> = cluster
+        .master_ports()
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    masters.sort();
+    let first: u16 = masters[0].rsplit(':').next().unwrap().parse().unwrap();
+    let key = (0..10_000)
+        .map(|i| format!("busy:{i}"))
+        .find(|k| cluster.slot_owner(Slot::for_key(k.as_bytes()).get()) == first)
+        .unwrap();
+    let script = "local s = redis.call('TIME') \
+        local start = s[1] * 1000000 + s[2] \
+        while true do \
+          local n = redis.call('TIME') \
+          if n[1] * 1000000 + n[2] - start > 2000000 then break end \
+        end \
+        return 1";
+    let mut scripted = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    let mut eval = bytes::BytesMut::new();
+    respgate::protocol::request::encode_command(&mut eval, &["EVAL", script, "1", &key]);
+    scripted.write_all(&eval).unwrap();
+    // Let the script start on the node.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let reply = text(&admin.command(&["CONFIG", "GET", "maxmemory"]));
+    scripted.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let pending =
+        matches!(scripted.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(
+        pending,
+        "CONFIG GET ({reply}) was answered only after the script"
+    );
+    assert!(
+        reply.starts_with("-BUSY") || reply.starts_with("*2"),
+        "{reply}"
+    );
+    scripted.set_nonblocking(false).unwrap();
+    let n = scripted.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b":1\r\n", "the script finishes");
+}
