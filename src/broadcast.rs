@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use crate::backend::{BackendError, NodeAddr, NodePool, Reply};
+use crate::cluster::Cluster;
 use crate::protocol::{Protocol, reply};
 use crate::proxy::Proxy;
 
@@ -88,20 +89,29 @@ pub async fn run(proxy: &Proxy, broadcast: Broadcast, protocol: Protocol) -> Byt
 pub fn nodes(proxy: &Proxy, reach: Reach) -> Result<Vec<Arc<NodePool>>, Bytes> {
     let mut all = Vec::new();
     for cluster in &proxy.backends {
-        let map = cluster.slot_map();
-        if map.masters().is_empty() {
-            return Err(reply::error(&cluster.unreachable_error()));
-        }
-        let mut masters = map.masters().to_vec();
-        masters.sort_by(|a, b| a.addr().cmp(b.addr()));
-        all.extend(masters);
-        if reach == Reach::EveryNode {
-            let mut replicas: Vec<Arc<NodePool>> = map.replicas().cloned().collect();
-            replicas.sort_by(|a, b| a.addr().cmp(b.addr()));
-            all.extend(replicas);
+        match nodes_of(cluster, reach) {
+            Some(nodes) => all.extend(nodes),
+            None => return Err(reply::error(&cluster.unreachable_error())),
         }
     }
     Ok(all)
+}
+
+/// The nodes of one backend that `reach` names, masters in address order then replicas;
+/// `None` while its topology is not known.
+pub fn nodes_of(cluster: &Cluster, reach: Reach) -> Option<Vec<Arc<NodePool>>> {
+    let map = cluster.slot_map();
+    if map.masters().is_empty() {
+        return None;
+    }
+    let mut nodes = map.masters().to_vec();
+    nodes.sort_by(|a, b| a.addr().cmp(b.addr()));
+    if reach == Reach::EveryNode {
+        let mut replicas: Vec<Arc<NodePool>> = map.replicas().cloned().collect();
+        replicas.sort_by(|a, b| a.addr().cmp(b.addr()));
+        nodes.extend(replicas);
+    }
+    Some(nodes)
 }
 
 /// Sends `payload` to every one of `nodes` at once, on their control connections; each

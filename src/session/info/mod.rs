@@ -134,7 +134,12 @@ pub(super) async fn run(proxy: &Proxy, request: InfoRequest, protocol: Protocol)
     let mut payload = BytesMut::new();
     encode_command(&mut payload, &command);
     let payload = payload.freeze();
-    let masters = broadcast::nodes(proxy, Reach::EveryMaster).unwrap_or_default();
+    // Every backend whose masters are known; one still unknown counts as none answering.
+    let masters: Vec<_> = proxy
+        .backends
+        .iter()
+        .flat_map(|cluster| broadcast::nodes_of(cluster, Reach::EveryMaster).unwrap_or_default())
+        .collect();
     // RESP2 whatever the client speaks: the text comes back as one bulk string.
     let answers = broadcast::ask(&masters, &payload, Protocol::Resp2).await;
     let infos: Vec<NodeInfo> = answers
