@@ -1,8 +1,9 @@
 //! Mainstream client libraries through the proxy, each doing what an application does (set and
 //! get, multi-key commands over many slots, a pipeline, MULTI/EXEC, Pub/Sub, a blocked BLPOP
 //! woken by another connection, a full SCAN, EVAL, hashes, sorted sets, streams, a 1 MiB value,
-//! CLIENT SETNAME/GETNAME) against a 3-master, 3-replica Redis Cluster: redis-py as a script
-//! under tests/clients/, on the pinned version that scripts/ensure-python.sh installs.
+//! CLIENT SETNAME/GETNAME) against a 3-master, 3-replica Redis Cluster: redis-py, ioredis and
+//! node-redis as scripts under tests/clients/, on the pinned versions that
+//! scripts/ensure-python.sh and scripts/ensure-node.sh install.
 //!
 //! Plain clients dial the proxy's address. Cluster clients discover the topology the proxy
 //! announces (`server.announce_address`, set to the address they were given, as a proxy behind
@@ -137,6 +138,20 @@ fn venv_python() -> PathBuf {
     python
 }
 
+/// The Node.js that `scripts/ensure-node.sh` chose, once the pinned packages are installed.
+fn node() -> PathBuf {
+    let node = repo_path(".node-tests/node");
+    let modules = repo_path("tests/clients/node/node_modules");
+    assert!(
+        node.exists() && modules.exists(),
+        "{} or {} is missing: run `bash scripts/ensure-node.sh` (scripts/test.sh runs it); it \
+         installs Node.js 20 or later and the pinned packages of tests/clients/node/package.json",
+        node.display(),
+        modules.display()
+    );
+    node
+}
+
 #[test]
 fn redis_py_plain_over_resp2_plain_by_default_and_cluster_client_pass_every_check() {
     let python = venv_python();
@@ -150,4 +165,28 @@ fn redis_py_plain_over_resp2_plain_by_default_and_cluster_client_pass_every_chec
     for mode in ["resp2", "default", "cluster"] {
         assert_in_cluster(&cluster, &format!("py-{mode}:"));
     }
+}
+
+#[test]
+fn ioredis_and_node_redis_plain_and_cluster_clients_pass_every_check() {
+    let node = node();
+    let (cluster, proxy) = start();
+    let ioredis = repo_path("tests/clients/node/ioredis.mjs");
+    let node_redis = repo_path("tests/clients/node/node_redis.mjs");
+    let mut runs = Vec::new();
+    for mode in ["resp2", "default", "cluster"] {
+        runs.push(run_script("ioredis", &node, &ioredis, proxy.port, mode));
+    }
+    for mode in ["resp2", "resp3", "cluster"] {
+        runs.push(run_script(
+            "node-redis",
+            &node,
+            &node_redis,
+            proxy.port,
+            mode,
+        ));
+    }
+    assert_every_run_passed(&runs);
+    assert_in_cluster(&cluster, "ioredis-cluster:");
+    assert_in_cluster(&cluster, "node-redis-cluster:");
 }
