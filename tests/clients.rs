@@ -1,14 +1,15 @@
 //! Mainstream client libraries through the proxy, each doing what an application does (set and
 //! get, multi-key commands over many slots, a pipeline, MULTI/EXEC, Pub/Sub, a blocked BLPOP
 //! woken by another connection, a full SCAN, EVAL, hashes, sorted sets, streams, a 1 MiB value,
-//! CLIENT SETNAME/GETNAME) against a 3-master, 3-replica Redis Cluster: redis-py, ioredis and
-//! node-redis as scripts under tests/clients/, on the pinned versions that
-//! scripts/ensure-python.sh and scripts/ensure-node.sh install.
+//! CLIENT SETNAME/GETNAME) against a 3-master, 3-replica Redis Cluster:
+//! - redis-py, ioredis and node-redis as scripts under tests/clients/, on the pinned versions
+//!   that scripts/ensure-python.sh and scripts/ensure-node.sh install;
+//! - redis-rs here (tests/clients/redis_rs.rs).
 //!
 //! Plain clients dial the proxy's address. Cluster clients discover the topology the proxy
 //! announces (`server.announce_address`, set to the address they were given, as a proxy behind
 //! a load balancer announces the balancer's) and must dial nothing else: each script records
-//! every address its process dials.
+//! every address its process dials, redis-rs every node address its cluster client connects to.
 //!
 //! Every check of every mode runs and prints `PASS name` or `FAIL name: why`, so one failure
 //! shows the whole matrix of that library.
@@ -16,6 +17,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "clients/redis_rs.rs"]
+mod redis_rs;
+#[path = "clients/redis_rs_conn.rs"]
+mod redis_rs_conn;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -189,4 +194,20 @@ fn ioredis_and_node_redis_plain_and_cluster_clients_pass_every_check() {
     assert_every_run_passed(&runs);
     assert_in_cluster(&cluster, "ioredis-cluster:");
     assert_in_cluster(&cluster, "node-redis-cluster:");
+}
+
+#[test]
+fn redis_rs_plain_and_cluster_clients_pass_every_check() {
+    let (cluster, proxy) = start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let runs: Vec<Run> = redis_rs::Mode::ALL
+        .iter()
+        .map(|&mode| runtime.block_on(redis_rs::run(mode, "127.0.0.1", proxy.port)))
+        .collect();
+    assert_every_run_passed(&runs);
+    assert_in_cluster(&cluster, "redis-rs-cluster:");
 }
