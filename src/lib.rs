@@ -23,6 +23,7 @@
 //! [`config`] holds the typed configuration, [`metrics`] the metric names, [`admin`] the
 //! `/metrics`, `/ready` and `/live` endpoints.
 
+pub mod acl;
 pub mod admin;
 pub mod announce;
 pub mod backend;
