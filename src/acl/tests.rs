@@ -349,3 +349,22 @@ fn every_problem_is_reported_with_its_key_and_no_password() {
     let all: String = problems.iter().map(|p| p.to_string()).collect();
     assert!(!all.contains("topsecret"), "{all}");
 }
+
+#[test]
+fn a_configured_default_user_with_nopass_is_every_new_client() {
+    let anonymous = UserConfig {
+        nopass: true,
+        commands: "+@read".into(),
+        keys: vec!["~public:*".into()],
+        ..UserConfig::default()
+    };
+    let users = Users::compile(&config(&[("default", anonymous)]), &no_env).unwrap();
+    let at_connect = users.at_connect().expect("anonymous readers");
+    assert_eq!(at_connect.name, "default");
+    assert!(at_connect.restricted());
+    assert_eq!(
+        users.login(None, b"x").unwrap_err(),
+        LoginError::DefaultHasNoPassword
+    );
+    assert!(users.login(Some(b"default"), b"anything").is_ok());
+}

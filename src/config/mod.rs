@@ -116,8 +116,8 @@ pub struct ServerConfig {
     pub client_output_limit_normal: OutputLimit,
     /// Output limits of subscribed clients (Redis's `client-output-buffer-limit pubsub`).
     pub client_output_limit_pubsub: OutputLimit,
-    /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
-    /// `MIGRATE`, ...); keyless ones go to one master.
+    /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `MIGRATE`,
+    /// ...); keyless ones go to one master. (`ACL` is about the proxy's own users.)
     pub allow_admin_commands: bool,
 }
 
