@@ -161,6 +161,18 @@ fn users_log_in_with_auth_or_hello_and_any_of_their_passwords() {
         command(&mut admin, &["ACL", "SETUSER", "x", "on"])
             .starts_with("-ERR respgate: ACL SETUSER is not supported"),
     );
+    assert_eq!(
+        command(&mut admin, &["ACL", "NOPE"]),
+        "-ERR unknown subcommand 'NOPE'. Try ACL HELP.\r\n"
+    );
+    assert!(command(&mut admin, &["ACL", "CAT"]).starts_with("*21\r\n$8\r\nkeyspace\r\n"));
+    let dangerous = command(&mut admin, &["ACL", "CAT", "dangerous"]);
+    assert!(dangerous.contains("$8\r\nflushall\r\n"), "{dangerous}");
+    assert!(dangerous.contains("$10\r\nconfig|set\r\n"), "{dangerous}");
+    assert_eq!(
+        command(&mut admin, &["ACL", "CAT", "nope"]),
+        "-ERR Unknown category 'nope'\r\n"
+    );
 }
 
 /// Sends `args` as `user` to a node of `cluster` that has the same user (made with `ACL

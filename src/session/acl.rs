@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use tracing::warn;
 
-use super::dispatch::{Action, wrong_arity_named};
+use super::dispatch::{Action, unknown_subcommand, wrong_arity_named};
 use super::{ClientState, txn};
 use std::sync::atomic::Ordering;
 
@@ -168,12 +168,14 @@ pub(super) fn command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Act
                 }
             }
         },
-        _ => {
+        "deluser" | "dryrun" | "genpass" | "getuser" | "help" | "list" | "load" | "log"
+        | "save" | "setuser" => {
             return Action::Reply(reply::error(&format!(
                 "ERR respgate: ACL {} is not supported by this proxy: its users are set in its configuration ([users.NAME])",
                 sub.to_ascii_uppercase()
             )));
         }
+        _ => return Action::Reply(reply::error(&unknown_subcommand(args))),
     }
     Action::Reply(out.finish())
 }

@@ -83,7 +83,9 @@ pub fn dispatch(
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
     }
-    if state.restricted {
+    // AUTH, HELLO, QUIT and RESET are everyone's (Redis's `no_auth`), even before the
+    // command table is known.
+    if state.restricted && !own.is_some_and(Policy::allowed_before_auth) {
         match acl::permit(state, proxy, name, &request) {
             Permit::Allowed => {}
             Permit::Refused(action) => return action,
