@@ -22,9 +22,11 @@
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
 //!   scripted nodes.
 //!
-//! [`config`] holds the typed configuration, [`metrics`] the metric names, [`admin`] the
-//! `/metrics`, `/ready` and `/live` endpoints.
+//! [`acl`] holds the users clients log in as and the permission check a restricted user's
+//! requests pass before anything else. [`config`] holds the typed configuration, [`metrics`]
+//! the metric names, [`admin`] the `/metrics`, `/ready` and `/live` endpoints.
 
+pub mod acl;
 pub mod admin;
 pub mod announce;
 pub mod backend;

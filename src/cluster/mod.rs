@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::debug;
 
+use crate::acl::Users;
 use crate::backend::{
     BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply, TcpConnector,
 };
@@ -105,12 +106,20 @@ pub struct Cluster {
     pub scripts: ScriptCache,
     /// Counters for `INFO`.
     pub stats: ClusterStats,
+    /// The proxy's users, whose permissions the command table records when it loads.
+    users: Arc<Users>,
 }
 
 impl Cluster {
     /// A cluster with an empty slot map; [`Cluster::spawn_refresher`] learns the topology.
-    pub fn new(name: &str, config: ClusterConfig, workers: WorkerSet) -> Arc<Cluster> {
-        Cluster::with_connector(name, config, workers, Arc::new(TcpConnector))
+    /// Its command table, once loaded, records which of `users` may run each command.
+    pub fn new(
+        name: &str,
+        config: ClusterConfig,
+        workers: WorkerSet,
+        users: Arc<Users>,
+    ) -> Arc<Cluster> {
+        Cluster::build(name, config, workers, Arc::new(TcpConnector), users)
     }
 
     /// A cluster whose nodes are reached through `connector`: TCP in production, scripted
@@ -120,6 +129,16 @@ impl Cluster {
         config: ClusterConfig,
         workers: WorkerSet,
         connector: Arc<dyn Connector>,
+    ) -> Arc<Cluster> {
+        Cluster::build(name, config, workers, connector, Arc::default())
+    }
+
+    fn build(
+        name: &str,
+        config: ClusterConfig,
+        workers: WorkerSet,
+        connector: Arc<dyn Connector>,
+        users: Arc<Users>,
     ) -> Arc<Cluster> {
         let settings = ConnSettings {
             connector,
@@ -143,6 +162,7 @@ impl Cluster {
             round_robin: AtomicUsize::new(0),
             scripts: ScriptCache::default(),
             stats: ClusterStats::default(),
+            users,
         })
     }
 

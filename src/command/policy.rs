@@ -231,6 +231,8 @@ pub enum LocalKind {
     Asking,
     /// `RESET`.
     Reset,
+    /// `ACL ...`: the proxy's users, not the backend's.
+    Acl,
 }
 
 /// Commands the proxy's script cache must hear of, so that it can heal `NOSCRIPT`.
@@ -296,6 +298,7 @@ impl Refusal {
 
 /// The proxy's own commands, sorted by name (a unit test checks it) for [`proxy_command`].
 pub const PROXY_COMMANDS: &[(&str, Policy)] = &[
+    ("acl", Policy::Local(LocalKind::Acl)),
     ("asking", Policy::Local(LocalKind::Asking)),
     ("auth", Policy::Local(LocalKind::Auth)),
     ("client", Policy::Local(LocalKind::Client)),

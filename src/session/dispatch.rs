@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::acl::{self, Permit};
 use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
 use super::route::{place_of_channel, route};
@@ -88,6 +89,15 @@ pub fn dispatch(
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
     }
+    // AUTH, HELLO, QUIT and RESET are everyone's (Redis's `no_auth`), even before the
+    // command table is known.
+    if state.restricted && !own.is_some_and(Policy::allowed_before_auth) {
+        match acl::permit(state, proxy, name, &request) {
+            Permit::Allowed => {}
+            Permit::Refused(action) => return action,
+            Permit::AwaitTable => return await_backend(proxy, request),
+        }
+    }
     if let Some(name) = name {
         // Rare (a subscribed RESP2 client), so the list stays with the rest of Pub/Sub.
         if state.subscribed
@@ -103,12 +113,7 @@ pub fn dispatch(
         }
     }
     let Some(table) = proxy.commands() else {
-        // No backend has answered yet (all down at start, a Sentinel group without a known
-        // master): the request waits for one within the retry budget, as routed requests do.
-        for backend in &proxy.backends {
-            backend.request_refresh();
-        }
-        return Action::AwaitBackend(request);
+        return await_backend(proxy, request);
     };
     let lookup = name.map_or(Lookup::Unknown, |name| {
         table.lookup_lowercased(name, &request.args)
@@ -124,6 +129,15 @@ pub fn dispatch(
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
     by_policy(state, proxy, cluster, spec, spec.policy, request)
+}
+
+/// No backend has answered yet (all down at start, a Sentinel group without a known master):
+/// the request waits for one within the retry budget, as routed requests do.
+fn await_backend(proxy: &Proxy, request: Request) -> Action {
+    for backend in &proxy.backends {
+        backend.request_refresh();
+    }
+    Action::AwaitBackend(request)
 }
 
 /// What is decided before the backend's table is needed: subscriptions (taken even inside

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
+use crate::acl::LoginError;
 use crate::clients::KillFilter;
 use crate::cluster::Cluster;
 use crate::command::LocalKind;
@@ -88,20 +89,16 @@ pub fn handle(
             if let Some(bad) = arity((2..=3).contains(&argc)) {
                 return Some(bad);
             }
-            let server = &proxy.config.server;
             let (user, password) = match args.as_slice() {
                 [_, password] => (None, password),
-                [_, user, password] => (Some(user), password),
+                [_, user, password] => (Some(user.as_ref()), password),
                 _ => return None,
             };
-            if server.password.is_empty() && user.is_none() {
-                out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-            } else if credentials_ok(server, user.map(|u| u.as_ref()), password) {
-                state.authenticated = true;
-                out.simple("OK");
-            } else {
-                out.error(WRONGPASS);
-            }
+            match super::acl::login(state, proxy, user, password) {
+                Ok(()) => out.simple("OK"),
+                Err(LoginError::DefaultHasNoPassword) => out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+                Err(LoginError::WrongPass) => out.error(WRONGPASS),
+            };
         }
         LocalKind::Hello => {
             let action = hello(state, proxy, cluster, args);
@@ -115,6 +112,7 @@ pub fn handle(
         }
         LocalKind::Info => return Some(super::info::action(proxy, args, state.protocol)),
         LocalKind::Cluster => return super::cluster_node::command(state, proxy, args),
+        LocalKind::Acl => return Some(super::acl::command(state, proxy, args)),
         LocalKind::ReadOnly | LocalKind::ReadWrite | LocalKind::Asking => {
             if let Some(bad) = arity(argc == 1) {
                 return Some(bad);
@@ -129,7 +127,7 @@ pub fn handle(
             state.db = 0;
             state.subscribed = false;
             state.reset = true;
-            state.authenticated = proxy.config.server.password.is_empty();
+            state.login(proxy.users.at_connect());
             state.reply_mode = super::ReplyMode::On;
             state.publish();
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
@@ -141,7 +139,6 @@ pub fn handle(
 fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> Action {
     let mut protocol = state.protocol;
     let mut setname = None;
-    let was_authenticated = state.authenticated;
     if let Some(version) = args.get(1) {
         protocol = match parse_int(version) {
             None => {
@@ -159,10 +156,9 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
             if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
                 let user = args.get(i + 1).map(|u| u.as_ref());
                 let password = args.get(i + 2).cloned().unwrap_or_default();
-                if !credentials_ok(&proxy.config.server, user, &password) {
+                if super::acl::login(state, proxy, user, &password).is_err() {
                     return Action::Reply(reply::error(WRONGPASS));
                 }
-                state.authenticated = true;
                 i += 3;
             } else if option.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
                 let name = args.get(i + 1).cloned().unwrap_or_default();
@@ -180,7 +176,6 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
         }
     }
     if !state.authenticated {
-        state.authenticated = was_authenticated;
         return Action::Reply(reply::error(NOAUTH_HELLO));
     }
     state.protocol = protocol;
@@ -205,28 +200,6 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 /// Redis's reply to `HELLO` without `AUTH` from a client that must authenticate.
 const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
-
-/// Whether `user`/`password` match the configured client credentials. With no password
-/// configured, the default user accepts any password, as Redis's `nopass` default user does.
-fn credentials_ok(
-    server: &crate::config::ServerConfig,
-    user: Option<&[u8]>,
-    password: &[u8],
-) -> bool {
-    let user_ok = user.is_none_or(|u| u == server.username.as_bytes());
-    if server.password.is_empty() {
-        return user_ok;
-    }
-    // Compare every byte whatever the first difference, so the time taken says nothing.
-    let expected = server.password.as_bytes();
-    let same = expected.len() == password.len()
-        && expected
-            .iter()
-            .zip(password)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    user_ok && same
-}
 
 const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 

@@ -8,6 +8,7 @@
 //! waits until every earlier reply is out and holds later requests until it is done, so the
 //! client's order holds across connections.
 
+mod acl;
 mod admin;
 mod cluster_node;
 mod dispatch;
@@ -96,7 +97,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let registered = proxy.clients.register(id, peer, local);
     let (rd, wr) = stream.into_split();
     let mut c = Conn {
-        state: ClientState::new(id, peer, server.password.is_empty(), registered),
+        state: ClientState::new(id, peer, proxy.users.at_connect(), registered),
         rd,
         wr,
         // No read buffer while idle: it is taken when bytes arrive and given back once they

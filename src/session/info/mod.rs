@@ -78,6 +78,10 @@ const PROXY_STATS: &[&str] = &[
     "total_connections_received",
     "total_commands_processed",
     "rejected_connections",
+    "acl_access_denied_auth",
+    "acl_access_denied_cmd",
+    "acl_access_denied_key",
+    "acl_access_denied_channel",
 ];
 
 /// An `INFO` that needs the masters' figures.
@@ -202,6 +206,13 @@ fn render(
                     (
                         "rejected_connections".into(),
                         load(&stats.rejected_connections),
+                    ),
+                    ("acl_access_denied_auth".into(), load(&stats.auth_failures)),
+                    ("acl_access_denied_cmd".into(), load(&stats.denied_commands)),
+                    ("acl_access_denied_key".into(), load(&stats.denied_keys)),
+                    (
+                        "acl_access_denied_channel".into(),
+                        load(&stats.denied_channels),
                     ),
                 ];
                 own.extend(merge::section("stats", masters, PROXY_STATS));
