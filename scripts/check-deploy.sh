@@ -81,6 +81,25 @@ for overlay in "${overlays[@]}"; do
 done
 [[ ${#overlays[@]} -ge 5 ]] || fail "expected at least 5 overlays, found ${overlays[*]}"
 
+# The checks above can fail: each of these breakages of a rendered overlay must be rejected.
+expect_rejected() {
+  local what=$1 script=$2 broken=$work/broken
+  rm -rf "$broken"
+  mkdir -p "$broken"
+  sed -E "$script" "$work/out/loadbalancer/rendered.yaml" >"$broken/rendered.yaml"
+  cmp -s "$broken/rendered.yaml" "$work/out/loadbalancer/rendered.yaml" &&
+    fail "self-check '$what': the edit changed nothing"
+  if "$python" scripts/check_deploy.py "$broken/rendered.yaml" "$broken" 2>/dev/null; then
+    fail "self-check: $what was not rejected"
+  fi
+}
+expect_rejected "an unknown field" 's/^(  *)podManagementPolicy: Parallel/&\n\1podManagementPolicies: Parallel/'
+expect_rejected "a bootstrap size unlike the StatefulSet's" '/REDIS_CLUSTER_SIZE/{n;s/"6"/"5"/}'
+expect_rejected "a seed naming no pod" 's/redis-cluster-5\.redis-cluster:6379/redis-cluster-6.redis-cluster:6379/'
+expect_rejected "a missing Secret" '/secretKeyRef:/,/name:/s/name: respgate-auth$/name: respgate-auth-typo/'
+expect_rejected "a Service selecting the bootstrap Job" 's/app.kubernetes.io\/component: server$/app.kubernetes.io\/component: bootstrap/'
+step "the checks reject a broken render (unknown field, wrong size, bad seed, missing Secret, bad selector)"
+
 # --- helpers for the live checks --------------------------------------------------------------
 # Prints N ports P, each free on 127.0.0.1 with P + 10000 free too (the cluster bus port).
 free_ports() {
@@ -156,7 +175,7 @@ for port in "${ports[@]}"; do
     fail "node $port: cluster-announce-ip is not the POD_IP given"
   [[ $(redis-cli -p "$port" config get appendonly | tail -1) == yes ]] ||
     fail "node $port: redis.conf was not applied (appendonly)"
-  REDISCLI_AUTH= redis-cli -p "$port" ping 2>&1 | grep -q NOAUTH ||
+  env -u REDISCLI_AUTH redis-cli -p "$port" ping 2>&1 | grep -q NOAUTH ||
     fail "node $port: answers without the password"
 done
 step "redis.conf and start.sh: 6 redis-server nodes started with the rendered config"
@@ -218,7 +237,7 @@ proxy() {
   REDISCLI_AUTH=$client_password redis-cli -p "$proxy_port" "$@"
 }
 start_respgate loadbalancer
-REDISCLI_AUTH= redis-cli -p "$proxy_port" get k 2>&1 | grep -q NOAUTH ||
+env -u REDISCLI_AUTH redis-cli -p "$proxy_port" get k 2>&1 | grep -q NOAUTH ||
   fail "respgate serves clients without the respgate-auth password"
 [[ $(proxy set deploy:greeting hello) == OK && $(proxy get deploy:greeting) == hello ]] ||
   fail "respgate with the base config does not serve SET/GET: $(cat "$work/respgate-loadbalancer.log")"
