@@ -9,7 +9,8 @@
 # 4. the Redis Cluster's redis.conf and start.sh, as rendered into the ConfigMap, start six real
 #    redis-server processes (on 127.0.0.1, with a test password); the rendered bootstrap.sh forms
 #    a cluster of them, and a second run changes nothing; respgate, with the base overlay's
-#    config and Secrets, serves through that cluster;
+#    config and Secrets, serves through that cluster; nodes restarted with new IPs (one, then
+#    all at once and a bootstrap run) come back as the same cluster;
 # 5. the Sentinel overlay's servers and sentinel start from their rendered scripts and configs,
 #    and respgate with that overlay's config routes "session:" keys to the sentinels' master.
 # Every process it starts is stopped on exit, by pid.
@@ -216,13 +217,14 @@ step "bootstrap.sh: formed a 3+3 cluster, and a second run changed nothing"
 # respgate with the base config and its pod's environment, moved to loopback: the listen and
 # admin addresses, and the seeds (the pods' DNS names mean nothing here).
 read -r proxy_port admin_port <<<"$(free_ports 2)"
+cluster_seed=127.0.0.1:${ports[0]}
 start_respgate() {
   local overlay=$1
   shift
   mapfile -t pod_env <"$work/out/$overlay/respgate.env"
   env -i "PATH=$PATH" "${pod_env[@]}" RESPGATE_SERVER__ADMIN_LISTEN="127.0.0.1:$admin_port" "$@" \
     "$respgate" --config "$work/out/$overlay/respgate.toml" --listen "127.0.0.1:$proxy_port" \
-    --cluster "127.0.0.1:${ports[0]}" >"$work/respgate-$overlay.log" 2>&1 &
+    --cluster "$cluster_seed" >"$work/respgate-$overlay.log" 2>&1 &
   respgate_pid=$!
   pids+=("$respgate_pid")
   for _ in $(seq 100); do
@@ -246,6 +248,62 @@ proxy cluster slots | grep -qx redis.example.com ||
 kill "$respgate_pid"
 wait "$respgate_pid" 2>/dev/null || true
 step "respgate: the loadbalancer overlay's config and Secrets serve through the cluster"
+
+# Pods restart with new IPs. Here a new IP is another loopback address, 127.0.0.2 and then
+# 127.0.0.3, with the node's data directory kept, as its PersistentVolume is.
+declare -A node_pid
+for i in "${!ports[@]}"; do
+  node_pid[${ports[$i]}]=${pids[$i]}
+done
+stop_node() {
+  redis-cli -h "$1" -p "$2" shutdown >/dev/null 2>&1 || true
+  wait "${node_pid[$2]}" 2>/dev/null || true
+}
+start_node() {
+  local ip=$1 port=$2 dir=$work/redis-$2
+  POD_IP=$ip REDIS_PASSWORD=$password REDIS_DATA_DIR=$dir sh "$config/start.sh" \
+    --bind "$ip" --port "$port" --logfile "$dir/redis.log" >>"$dir/start.log" 2>&1 &
+  node_pid[$port]=$!
+  pids+=($!)
+}
+# Who is who: ids, masters, slots (not addresses).
+cluster_roles() {
+  redis-cli -h "$1" -p "$2" cluster nodes | awk '{ $2 = $3 = $5 = $6 = $7 = $8 = ""; print }' | sort
+}
+roles=$(cluster_roles 127.0.0.1 "${ports[0]}")
+id0=$(redis-cli -p "${ports[0]}" cluster myid)
+# One pod: the others learn its new address from its pings; nothing is rewritten.
+stop_node 127.0.0.1 "${ports[0]}"
+start_node 127.0.0.2 "${ports[0]}"
+wait_ping 127.0.0.2 "${ports[0]}"
+for port in "${ports[@]:1}"; do
+  wait_for "^$id0 127\.0\.0\.2:${ports[0]}@" redis-cli -p "$port" cluster nodes
+done
+wait_for '^cluster_state:ok' redis-cli -h 127.0.0.2 -p "${ports[0]}" cluster info
+# Every pod at once: no node can reach another at the address it knows; bootstrap.sh
+# introduces them (CLUSTER MEET).
+stop_node 127.0.0.2 "${ports[0]}"
+for port in "${ports[@]:1}"; do
+  stop_node 127.0.0.1 "$port"
+done
+for port in "${ports[@]}"; do
+  start_node 127.0.0.3 "$port"
+done
+nodes=""
+for port in "${ports[@]}"; do
+  wait_ping 127.0.0.3 "$port"
+  nodes="$nodes 127.0.0.3:$port"
+done
+run_bootstrap 3
+grep -q "introducing it (CLUSTER MEET)" "$work/bootstrap-3.log" ||
+  fail "bootstrap did not introduce the restarted nodes: $(cat "$work/bootstrap-3.log")"
+for port in "${ports[@]}"; do
+  wait_for '^cluster_state:ok' redis-cli -h 127.0.0.3 -p "$port" cluster info
+done
+[[ $(cluster_roles 127.0.0.3 "${ports[0]}") == "$roles" ]] ||
+  fail "the cluster's nodes, roles or slots changed across the restarts"
+cluster_seed=127.0.0.3:${ports[0]}
+step "start.sh and bootstrap.sh: nodes restarted with new IPs, one and then all, rejoin as themselves"
 
 # --- 5: the Sentinel group ---------------------------------------------------------------------
 sessions=$(config_map sentinel redis-sessions-config)
