@@ -103,6 +103,8 @@ step "the checks reject a broken render (unknown field, wrong size, bad seed, mi
 
 # --- helpers for the live checks --------------------------------------------------------------
 # Prints N ports P, each free on 127.0.0.1 with P + 10000 free too (the cluster bus port).
+# 12768..20000 and their buses 22768..30000: below Linux's ephemeral ports (32768 and up), which
+# outgoing connections may hold, and beside the ranges tests/common hands out.
 free_ports() {
   "$python" - "$1" <<'EOF'
 import random, socket, sys
@@ -117,7 +119,7 @@ def free(port):
 
 found = []
 while len(found) < int(sys.argv[1]):
-    p = random.randrange(20000, 40000)
+    p = random.randrange(12768, 20000)
     if p not in found and free(p) and free(p + 10000):
         found.append(p)
 print(" ".join(map(str, found)))
