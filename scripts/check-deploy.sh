@@ -343,4 +343,4 @@ start_respgate sentinel RESPGATE_BACKENDS__SESSIONS__SENTINELS="127.0.0.1:$senti
   fail "other:42 went to the sentinel group, not to the cluster"
 step "respgate: the sentinel overlay's config routes session: keys to the sentinels' master"
 
-echo "check-deploy: ${#overlays[@]} overlays and the Redis and respgate configs they deploy: all checks passed"
+echo "check-deploy: all checks passed (${#overlays[@]} renders: every overlay and the ServiceMonitor component)"
