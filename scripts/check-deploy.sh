@@ -27,11 +27,23 @@ respgate=${CARGO_TARGET_DIR:-$repo/target}/debug/respgate
 
 work=$(mktemp -d)
 pids=()
+# Stops what this script started: SIGTERM, then SIGKILL for whatever is still there after 10 s
+# (redis-server refuses SIGTERM while it writes a replica's first AOF).
 cleanup() {
+  local pid left
   for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
+  for _ in $(seq 50); do
+    left=0
+    for pid in "${pids[@]}"; do
+      kill -0 "$pid" 2>/dev/null && left=1
+    done
+    [[ $left -eq 0 ]] && break
+    sleep 0.2
+  done
   for pid in "${pids[@]}"; do
+    kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
   rm -rf "$work"
@@ -257,9 +269,17 @@ declare -A node_pid
 for i in "${!ports[@]}"; do
   node_pid[${ports[$i]}]=${pids[$i]}
 done
+# SHUTDOWN (which saves nodes.conf and the AOF, as SIGTERM does in a pod), repeated while
+# Redis refuses it (it does while it writes a replica's first AOF), for up to 20 s.
 stop_node() {
-  redis-cli -h "$1" -p "$2" shutdown >/dev/null 2>&1 || true
-  wait "${node_pid[$2]}" 2>/dev/null || true
+  local pid=${node_pid[$2]}
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    redis-cli -h "$1" -p "$2" shutdown >/dev/null 2>&1 || true
+    sleep 0.2
+  done
+  kill -0 "$pid" 2>/dev/null && fail "node $1:$2 did not shut down"
+  wait "$pid" 2>/dev/null || true
 }
 start_node() {
   local ip=$1 port=$2 dir=$work/redis-$2
