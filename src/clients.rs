@@ -23,6 +23,8 @@ pub struct ClientDetails {
     pub lib_ver: Option<Bytes>,
     /// 2 or 3.
     pub resp: u8,
+    /// The user it is logged in as; `None` before it has (shown as `default`, as Redis does).
+    pub user: Option<std::sync::Arc<str>>,
     /// The full name of the last command (`client|list`), as `CLIENT LIST` shows it in `cmd=`;
     /// `None` before the first.
     pub cmd: Option<Box<str>>,
@@ -100,7 +102,7 @@ impl ClientHandle {
         }
         let omem = self.owed_bytes.load(Ordering::Relaxed);
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={flags} db=0 sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={flags} db=0 sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local,
@@ -108,6 +110,7 @@ impl ClientHandle {
             age.as_secs(),
             idle / 1000,
             d.cmd.as_deref().unwrap_or("NULL"),
+            d.user.as_deref().unwrap_or("default"),
             d.resp.max(2),
             text(&d.lib_name),
             text(&d.lib_ver),

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::acl::Users;
 use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
 use crate::config::Config;
@@ -27,12 +28,23 @@ pub struct ProxyStats {
     pub rejected_connections: AtomicU64,
     /// Clients closed for overcoming their output limit.
     pub closed_by_output_limit: AtomicU64,
+    /// Failed logins (`acl_access_denied_auth`).
+    pub auth_failures: AtomicU64,
+    /// Requests refused for their command (`acl_access_denied_cmd`).
+    pub denied_commands: AtomicU64,
+    /// Requests refused for a key, or the backend a key or command reaches
+    /// (`acl_access_denied_key`).
+    pub denied_keys: AtomicU64,
+    /// Requests refused for a channel (`acl_access_denied_channel`).
+    pub denied_channels: AtomicU64,
 }
 
 /// State shared by all sessions.
 pub struct Proxy {
     /// The configuration in force.
     pub config: Config,
+    /// The users clients log in as.
+    pub users: Arc<Users>,
     /// The backends, in name order: a backend's index is its [`BackendId`].
     pub backends: Vec<Arc<Cluster>>,
     /// Which keys go to which backend; swapped whole on reload.
@@ -51,23 +63,26 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster,
-    /// with backend connections for each of `workers`.
+    /// Builds the shared state for `config` and its compiled `users`, creating one
+    /// [`Cluster`] per configured cluster, with backend connections for each of `workers`.
     pub fn new(
         config: Config,
+        users: Users,
         listen_addr: SocketAddr,
         shutdown: watch::Receiver<bool>,
         workers: WorkerSet,
     ) -> Arc<Proxy> {
         let list = config.backend_list();
         let names: Vec<String> = list.iter().map(|(name, _)| name.clone()).collect();
+        let users = Arc::new(users);
         let backends = list
             .into_iter()
-            .map(|(name, c)| Cluster::new(&name, c, workers.clone()))
+            .map(|(name, c)| Cluster::new(&name, c, workers.clone(), Arc::clone(&users)))
             .collect();
         let routes = ArcSwap::from_pointee(RouteTable::from_config(&config, &names));
         Arc::new(Proxy {
             config,
+            users,
             backends,
             routes,
             stats: ProxyStats::default(),

@@ -36,7 +36,13 @@ pub async fn run(
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let proxy = Proxy::new(config, local, stop_rx.clone(), workers.set().clone());
+    let users = crate::acl::Users::compile(&config, &|name| std::env::var(name).ok()).map_err(
+        |problems| {
+            let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, listed.join("; "))
+        },
+    )?;
+    let proxy = Proxy::new(config, users, local, stop_rx.clone(), workers.set().clone());
     let refreshers: Vec<_> = proxy
         .backends
         .iter()

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::debug;
 
+use crate::acl::Users;
 use crate::backend::{
     BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply, TcpConnector,
 };
@@ -43,6 +44,9 @@ pub enum Target {
     AnyMaster,
     /// This node: one part of a command sent to every master.
     Node(Arc<NodePool>),
+    /// This node, on its control connection: a command about the server (`SCRIPT`,
+    /// `FUNCTION`) that must not wait behind clients' requests on the shared connections.
+    Control(Arc<NodePool>),
 }
 
 impl std::fmt::Debug for Target {
@@ -51,6 +55,7 @@ impl std::fmt::Debug for Target {
             Target::Slot(slot) => write!(f, "Slot({})", slot.get()),
             Target::AnyMaster => f.write_str("AnyMaster"),
             Target::Node(pool) => write!(f, "Node({})", pool.addr()),
+            Target::Control(pool) => write!(f, "Control({})", pool.addr()),
         }
     }
 }
@@ -101,12 +106,20 @@ pub struct Cluster {
     pub scripts: ScriptCache,
     /// Counters for `INFO`.
     pub stats: ClusterStats,
+    /// The proxy's users, whose permissions the command table records when it loads.
+    users: Arc<Users>,
 }
 
 impl Cluster {
     /// A cluster with an empty slot map; [`Cluster::spawn_refresher`] learns the topology.
-    pub fn new(name: &str, config: ClusterConfig, workers: WorkerSet) -> Arc<Cluster> {
-        Cluster::with_connector(name, config, workers, Arc::new(TcpConnector))
+    /// Its command table, once loaded, records which of `users` may run each command.
+    pub fn new(
+        name: &str,
+        config: ClusterConfig,
+        workers: WorkerSet,
+        users: Arc<Users>,
+    ) -> Arc<Cluster> {
+        Cluster::build(name, config, workers, Arc::new(TcpConnector), users)
     }
 
     /// A cluster whose nodes are reached through `connector`: TCP in production, scripted
@@ -116,6 +129,16 @@ impl Cluster {
         config: ClusterConfig,
         workers: WorkerSet,
         connector: Arc<dyn Connector>,
+    ) -> Arc<Cluster> {
+        Cluster::build(name, config, workers, connector, Arc::default())
+    }
+
+    fn build(
+        name: &str,
+        config: ClusterConfig,
+        workers: WorkerSet,
+        connector: Arc<dyn Connector>,
+        users: Arc<Users>,
     ) -> Arc<Cluster> {
         let settings = ConnSettings {
             connector,
@@ -139,6 +162,7 @@ impl Cluster {
             round_robin: AtomicUsize::new(0),
             scripts: ScriptCache::default(),
             stats: ClusterStats::default(),
+            users,
         })
     }
 
@@ -257,10 +281,14 @@ impl Cluster {
                     None => return reply::error(&self.failing_over_error()),
                 }
             }
-            let outcome = match pool
-                .send(protocol, affinity, payload.clone(), asking, db)
-                .await
-            {
+            let sent = match &target {
+                Target::Control(_) => pool.send_control(protocol, payload.clone(), db).await,
+                _ => {
+                    pool.send(protocol, affinity, payload.clone(), asking, db)
+                        .await
+                }
+            };
+            let outcome = match sent {
                 Ok(reply) if self.replaced_while_writing(&target, access, &pool, &reply) => {
                     // The node acknowledged a write after the cluster made another node master
                     // of the slot (it was paused, then resumed): the write will be undone when
@@ -359,7 +387,7 @@ impl Cluster {
         let map = self.map.load();
         match target {
             Target::Slot(slot) => map.master(*slot).cloned(),
-            Target::Node(pool) => Some(Arc::clone(pool)),
+            Target::Node(pool) | Target::Control(pool) => Some(Arc::clone(pool)),
             Target::AnyMaster => {
                 let n = self.round_robin.fetch_add(1, Ordering::Relaxed);
                 map.any_master(n).cloned()

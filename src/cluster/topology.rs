@@ -257,7 +257,7 @@ async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), Topolo
         return Ok(());
     }
     let reply = query(cluster, addr, "COMMAND").await?;
-    let table = parse_command_reply(&reply).map_err(|_| TopologyError::Malformed {
+    let mut table = parse_command_reply(&reply).map_err(|_| TopologyError::Malformed {
         addr: addr.clone(),
         command: "COMMAND",
     })?;
@@ -280,6 +280,7 @@ async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), Topolo
             cluster.databases.store(count, Ordering::Relaxed);
         }
     }
+    table.grant(&cluster.users);
     cluster.commands.store(Some(Arc::new(table)));
     Ok(())
 }

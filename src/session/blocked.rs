@@ -57,7 +57,7 @@ impl Blocked<'_> {
             for _ in 0..MAX_PROBES {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_PROBE);
-                let target = Target::Node(pool.clone());
+                let target = Target::Control(pool.clone());
                 let affinity = self.client.id as usize;
                 let reply = cluster
                     .execute(

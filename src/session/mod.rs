@@ -8,9 +8,12 @@
 //! waits until every earlier reply is out and holds later requests until it is done, so the
 //! client's order holds across connections.
 
+mod acl;
+mod admin;
 mod blocked;
 mod cluster_node;
 mod dispatch;
+mod info;
 mod local;
 mod outbound;
 mod own;
@@ -95,7 +98,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let registered = proxy.clients.register(id, peer, local);
     let (rd, wr) = stream.into_split();
     let mut c = Conn {
-        state: ClientState::new(id, peer, server.password.is_empty(), registered),
+        state: ClientState::new(id, peer, proxy.users.at_connect(), registered),
         rd,
         wr,
         // No read buffer while idle: it is taken when bytes arrive and given back once they
@@ -276,6 +279,15 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 Action::FanOut(fanout) => {
                     let future: Slow<'_> =
                         Box::pin(fanout::run(proxy, fanout, protocol, db, affinity));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                }
+                Action::Broadcast(broadcast) => {
+                    let future: Slow<'_> =
+                        Box::pin(crate::broadcast::run(proxy, broadcast, protocol));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                }
+                Action::Info(request) => {
+                    let future: Slow<'_> = Box::pin(info::run(proxy, request, protocol));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Scan(args) => {
@@ -488,9 +500,14 @@ async fn silently(
         Action::Scan(args) => {
             fanout::scan(proxy, &args, protocol, db, affinity).await;
         }
+        Action::Broadcast(broadcast) => {
+            crate::broadcast::run(proxy, broadcast, protocol).await;
+        }
         // Own-connection work and subscriptions keep their replies: silencing them would
-        // desynchronise the client from its subscription stream.
-        Action::Reply(_)
+        // desynchronise the client from its subscription stream; a silenced INFO changes
+        // nothing.
+        Action::Info(_)
+        | Action::Reply(_)
         | Action::Close(_)
         | Action::Own(_)
         | Action::Pubsub { .. }
