@@ -64,7 +64,7 @@ fn publish(proxy: &Proxy) {
     metrics::counter!(m::COMMANDS).absolute(stats.total_commands.load(Relaxed));
     metrics::counter!(m::CLIENT_CONNECTIONS).absolute(stats.total_connections.load(Relaxed));
     metrics::gauge!(m::CLIENTS_CONNECTED).set(stats.connected_clients.load(Relaxed) as f64);
-    for cluster in &proxy.backends {
+    for cluster in proxy.snapshot().backends() {
         let map = cluster.slot_map();
         let name = cluster.name().to_string();
         metrics::gauge!(m::SLOTS_SERVED, "backend" => name.clone()).set(map.slots_served() as f64);
@@ -97,8 +97,9 @@ async fn answer(
         }
         "/live" => ("200 OK", "live\n".to_string()),
         "/ready" => {
-            let unready: Vec<&str> = proxy
-                .backends
+            let snapshot = proxy.snapshot();
+            let unready: Vec<&str> = snapshot
+                .backends()
                 .iter()
                 .filter(|c| c.slot_map().slots_served() < usize::from(SLOT_COUNT))
                 .map(|c| c.name())

@@ -1,18 +1,25 @@
-//! The proxy's shared state: its clusters, counters and identity, handed to every session.
+//! The proxy's shared state, handed to every session: what lives as long as the process
+//! (counters, the client list, identity) and the [`Snapshot`] of the configuration in force with
+//! what is built from it (backends, routes), replaced whole by a reload.
+//!
+//! A session pins one snapshot and reads through a [`ProxyRef`]: a request sees one snapshot from
+//! start to end, so a [`BackendId`] always indexes the backends its route table was made for.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
+use crate::command::CommandTable;
 use crate::config::Config;
 use crate::keyspace::{BackendId, RouteTable};
 use crate::workers::WorkerSet;
-use arc_swap::ArcSwap;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -29,14 +36,78 @@ pub struct ProxyStats {
     pub closed_by_output_limit: AtomicU64,
 }
 
+/// The configuration in force and what is built from it, immutable: a reload makes a new one.
+pub struct Snapshot {
+    /// The configuration.
+    pub config: Config,
+    /// The backends, in name order: a backend's index is its [`BackendId`] in `routes`.
+    backends: Vec<Arc<Cluster>>,
+    /// Which keys go to which of `backends`.
+    routes: RouteTable,
+    /// 1 for the configuration the proxy started with, one more at each reload that changed it.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// A snapshot of `config` over `backends`, which must be `config.backend_list()` in order.
+    pub fn new(config: Config, backends: Vec<Arc<Cluster>>, generation: u64) -> Snapshot {
+        let names: Vec<String> = backends.iter().map(|c| c.name().to_string()).collect();
+        let routes = RouteTable::from_config(&config, &names);
+        Snapshot {
+            config,
+            backends,
+            routes,
+            generation,
+        }
+    }
+
+    /// The backends; a backend's index is its [`BackendId`].
+    pub fn backends(&self) -> &[Arc<Cluster>] {
+        &self.backends
+    }
+
+    /// Which keys go to which backend.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The backend of keys no route matches, and of keyless commands.
+    pub fn default_cluster(&self) -> Option<&Arc<Cluster>> {
+        self.backends
+            .get(self.routes.default_backend().index())
+            .or_else(|| self.backends.first())
+    }
+
+    /// The backend `id` names (the default one for an id out of range, which routes never
+    /// give).
+    pub fn backend(&self, id: BackendId) -> Option<&Arc<Cluster>> {
+        self.backends
+            .get(id.index())
+            .or_else(|| self.default_cluster())
+    }
+
+    /// The id of the backend called `name`.
+    pub fn backend_id(&self, name: &str) -> Option<BackendId> {
+        self.backends
+            .iter()
+            .position(|c| c.name() == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(BackendId)
+    }
+
+    /// The command table: the default backend's, or the first other backend's that has loaded
+    /// one (every backend runs Redis, whose commands are the same).
+    pub fn commands(&self) -> Option<Arc<CommandTable>> {
+        self.default_cluster()
+            .and_then(|c| c.commands())
+            .or_else(|| self.backends.iter().find_map(|c| c.commands()))
+    }
+}
+
 /// State shared by all sessions.
 pub struct Proxy {
-    /// The configuration in force.
-    pub config: Config,
-    /// The backends, in name order: a backend's index is its [`BackendId`].
-    pub backends: Vec<Arc<Cluster>>,
-    /// Which keys go to which backend; swapped whole on reload.
-    routes: ArcSwap<RouteTable>,
+    /// The configuration in force and its backends and routes; swapped whole on reload.
+    current: ArcSwap<Snapshot>,
     /// Counters.
     pub stats: ProxyStats,
     /// When the proxy started.
@@ -47,6 +118,8 @@ pub struct Proxy {
     pub clients: Arc<ClientRegistry>,
     /// Turns true when the proxy shuts down: sessions finish what they owe and close.
     pub shutdown: watch::Receiver<bool>,
+    /// The worker threads, for the connections of backends made on reload.
+    pub workers: WorkerSet,
     next_client_id: AtomicU64,
 }
 
@@ -59,57 +132,112 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
         workers: WorkerSet,
     ) -> Arc<Proxy> {
-        let list = config.backend_list();
-        let names: Vec<String> = list.iter().map(|(name, _)| name.clone()).collect();
-        let backends = list
+        let backends = config
+            .backend_list()
             .into_iter()
             .map(|(name, c)| Cluster::new(&name, c, workers.clone()))
             .collect();
-        let routes = ArcSwap::from_pointee(RouteTable::from_config(&config, &names));
         Arc::new(Proxy {
-            config,
-            backends,
-            routes,
+            current: ArcSwap::from_pointee(Snapshot::new(config, backends, 1)),
             stats: ProxyStats::default(),
             started: Instant::now(),
             listen_addr,
             clients: Arc::new(ClientRegistry::default()),
             shutdown,
+            workers,
             next_client_id: AtomicU64::new(1),
         })
     }
 
-    /// The backend of keys no route matches, and of keyless commands.
-    pub fn default_cluster(&self) -> Option<&Arc<Cluster>> {
-        self.backends
-            .get(self.routes.load().default_backend().index())
-            .or_else(|| self.backends.first())
+    /// The snapshot in force, for a session to pin: a reference-count increment, so not per
+    /// request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
     }
 
-    /// The backend `id` names (the default one for an id out of range, which routes never
-    /// give).
-    pub fn backend(&self, id: BackendId) -> Option<&Arc<Cluster>> {
-        self.backends
-            .get(id.index())
-            .or_else(|| self.default_cluster())
+    /// The configuration in force now, through a guard: no reference-count traffic. Sessions
+    /// read the one of their pinned snapshot instead, through [`ProxyRef::config`].
+    pub fn config(&self) -> ConfigGuard {
+        ConfigGuard(self.current.load())
     }
 
-    /// The route table in force. A guard, not a clone of the `Arc`: every routed request
-    /// reads it, and a guard costs no reference-count traffic shared across worker threads.
-    pub fn routes(&self) -> arc_swap::Guard<Arc<RouteTable>> {
-        self.routes.load()
-    }
-
-    /// The command table: the first backend's that has loaded one (every backend runs Redis,
-    /// whose commands are the same).
-    pub fn commands(&self) -> Option<Arc<crate::command::CommandTable>> {
-        self.default_cluster()
-            .and_then(|c| c.commands())
-            .or_else(|| self.backends.iter().find_map(|c| c.commands()))
+    /// Makes `snapshot` the one in force; sessions move to it at their next request.
+    pub fn install(&self, snapshot: Arc<Snapshot>) {
+        self.current.store(snapshot);
     }
 
     /// A fresh client id, as `CLIENT ID` reports.
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The configuration in force, held for a moment (see [`Proxy::config`]).
+pub struct ConfigGuard(arc_swap::Guard<Arc<Snapshot>>);
+
+impl Deref for ConfigGuard {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0.config
+    }
+}
+
+/// The proxy as one request sees it: the process-wide state (through `Deref`) and the snapshot
+/// the request started under, for the configuration, backends and routes. Two references,
+/// copied freely; it costs no reference-count traffic.
+#[derive(Clone, Copy)]
+pub struct ProxyRef<'a> {
+    proxy: &'a Proxy,
+    snapshot: &'a Snapshot,
+}
+
+impl<'a> ProxyRef<'a> {
+    /// `proxy` as seen through `snapshot`.
+    pub fn new(proxy: &'a Proxy, snapshot: &'a Snapshot) -> Self {
+        ProxyRef { proxy, snapshot }
+    }
+
+    /// The pinned snapshot.
+    pub fn snapshot(self) -> &'a Snapshot {
+        self.snapshot
+    }
+
+    /// The configuration of the pinned snapshot.
+    pub fn config(self) -> &'a Config {
+        &self.snapshot.config
+    }
+
+    /// See [`Snapshot::backends`].
+    pub fn backends(self) -> &'a [Arc<Cluster>] {
+        self.snapshot.backends()
+    }
+
+    /// See [`Snapshot::routes`].
+    pub fn routes(self) -> &'a RouteTable {
+        self.snapshot.routes()
+    }
+
+    /// See [`Snapshot::default_cluster`].
+    pub fn default_cluster(self) -> Option<&'a Arc<Cluster>> {
+        self.snapshot.default_cluster()
+    }
+
+    /// See [`Snapshot::backend`].
+    pub fn backend(self, id: BackendId) -> Option<&'a Arc<Cluster>> {
+        self.snapshot.backend(id)
+    }
+
+    /// See [`Snapshot::commands`].
+    pub fn commands(self) -> Option<Arc<CommandTable>> {
+        self.snapshot.commands()
+    }
+}
+
+impl Deref for ProxyRef<'_> {
+    type Target = Proxy;
+
+    fn deref(&self) -> &Proxy {
+        self.proxy
     }
 }

@@ -38,12 +38,14 @@ pub async fn run(
     let workers = Workers::start(worker_threads(config.server.threads))?;
     let proxy = Proxy::new(config, local, stop_rx.clone(), workers.set().clone());
     let refreshers: Vec<_> = proxy
-        .backends
+        .snapshot()
+        .backends()
         .iter()
         .map(|c| c.spawn_refresher(stop_rx.clone()))
         .collect();
-    if !proxy.config.server.admin_listen.is_empty() {
-        let addr = proxy.config.server.admin_listen.clone();
+    let admin_listen = proxy.config().server.admin_listen.clone();
+    if !admin_listen.is_empty() {
+        let addr = admin_listen;
         match TcpListener::bind(&addr).await {
             Ok(admin) => {
                 tokio::spawn(crate::admin::serve(
@@ -62,18 +64,17 @@ pub async fn run(
     }
     info!(
         listen = %local,
-        backends = proxy.backends.len(),
+        backends = proxy.snapshot().backends().len(),
         threads = workers.set().len(),
         "listening"
     );
-    let keepalive = proxy.config.server.tcp_keepalive_s;
 
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accept(stream, peer, &proxy, &workers, keepalive),
+                Ok((stream, peer)) => accept(stream, peer, &proxy, &workers),
                 Err(error) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     warn!(%error, "accept failed");
@@ -89,7 +90,7 @@ pub async fn run(
     info!(clients = open, "shutting down; draining clients");
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(proxy.config.server.shutdown_timeout_ms);
+        + Duration::from_millis(proxy.config().server.shutdown_timeout_ms);
     while proxy.stats.connected_clients.load(Ordering::Relaxed) > 0
         && tokio::time::Instant::now() < deadline
     {
@@ -119,13 +120,11 @@ fn worker_threads(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn accept(
-    stream: TcpStream,
-    peer: SocketAddr,
-    proxy: &Arc<Proxy>,
-    workers: &Workers,
-    keepalive_s: u64,
-) {
+fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, workers: &Workers) {
+    let (keepalive_s, max_clients) = {
+        let config = proxy.config();
+        (config.server.tcp_keepalive_s, config.server.max_clients)
+    };
     let stats = &proxy.stats;
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
@@ -135,7 +134,7 @@ fn accept(
     }
     let connected = stats.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
     let proxy = Arc::clone(proxy);
-    if connected as usize > proxy.config.server.max_clients {
+    if connected as usize > max_clients {
         stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
         stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {

@@ -25,7 +25,7 @@ use crate::protocol::Request;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::{encode_command, parse_int};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 use bytes::BytesMut;
 
 /// What the session does with a request.
@@ -71,7 +71,7 @@ pub enum Action {
 /// other by the backend's, then one `match` on the command's [`Policy`].
 pub fn dispatch(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     request: Request,
 ) -> Action {
@@ -99,7 +99,7 @@ pub fn dispatch(
     let Some(table) = proxy.commands() else {
         // No backend has answered yet (all down at start, a Sentinel group without a known
         // master): the request waits for one within the retry budget, as routed requests do.
-        for backend in &proxy.backends {
+        for backend in proxy.backends() {
             backend.request_refresh();
         }
         return Action::AwaitBackend(request);
@@ -126,7 +126,7 @@ pub fn dispatch(
 /// count Redis refuses (with Redis's error).
 fn before_table(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     own: Option<Policy>,
     request: &Request,
@@ -158,7 +158,7 @@ fn before_table(
 /// Acts on `policy`, the policy of `spec`, for a request whose arity is already checked.
 fn by_policy(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     spec: &CommandSpec,
     policy: Policy,
@@ -168,12 +168,12 @@ fn by_policy(
         Policy::Forward { access } => forward(state, proxy, spec, request, access),
         Policy::Split { kind, access } => {
             let routes = proxy.routes();
-            match route(state, &routes, spec, &request.args) {
+            match route(state, routes, spec, &request.args) {
                 Ok(mut routed) => {
                     let payload = routed.payload(request.raw);
                     forward_to(state, routed.backend, payload, routed.target, access)
                 }
-                Err(error) => match multikey::plan(kind.name(), &request.args, &routes) {
+                Err(error) => match multikey::plan(kind.name(), &request.args, routes) {
                     Some(split) => Action::Split(split),
                     None => Action::Reply(reply::error(&error.message(proxy))),
                 },
@@ -189,7 +189,7 @@ fn by_policy(
             let routes = proxy.routes();
             let (backend, target) = match request.args.get(1) {
                 Some(channel) => {
-                    let place = place_of_channel(&routes, channel);
+                    let place = place_of_channel(routes, channel);
                     (place.backend, Target::Slot(place.slot))
                 }
                 None => (routes.default_backend(), Target::AnyMaster),
@@ -225,7 +225,7 @@ fn by_policy(
             by_policy(state, proxy, cluster, spec, kind.then(), request)
         }
         Policy::Admin { access } => {
-            if proxy.config.server.allow_admin_commands {
+            if proxy.config().server.allow_admin_commands {
                 forward(state, proxy, spec, request, access)
             } else {
                 Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
@@ -245,13 +245,13 @@ fn by_policy(
 /// differ.
 fn forward(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     request: Request,
     access: Access,
 ) -> Action {
     let routes = proxy.routes();
-    match route(state, &routes, spec, &request.args) {
+    match route(state, routes, spec, &request.args) {
         Ok(mut routed) => {
             let payload = routed.payload(request.raw);
             forward_to(state, routed.backend, payload, routed.target, access)
@@ -285,12 +285,12 @@ fn forward_to(
 /// A command that may block, on the client's own connection to the slot of its keys.
 fn blocking(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     request: Request,
 ) -> Action {
     let routes = proxy.routes();
-    match route(state, &routes, spec, &request.args) {
+    match route(state, routes, spec, &request.args) {
         Ok(mut routed) => Action::Own(OwnOp::Blocking {
             backend: routed.backend,
             payload: routed.payload(request.raw),
@@ -366,7 +366,7 @@ fn subscription(
 /// replicas. WAIT holds that connection while it waits, so its timeout is capped at half the
 /// request timeout: when replicas lag, the client gets the count reached so far, as from any
 /// WAIT that times out, and other clients are held no longer than that.
-fn wait(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn wait(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let (Some(replicas), Some(timeout)) = (
         args.get(1).and_then(|a| parse_int(a)),
         args.get(2).and_then(|a| parse_int(a)),

@@ -20,13 +20,13 @@ use crate::fanout;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
 use crate::protocol::{Protocol, Request};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Answers `request`, one of the proxy's own commands (its policy is `Local(kind)`). `None`
 /// means a request to follow the normal path instead.
 pub fn handle(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     kind: LocalKind,
     request: &Request,
@@ -67,7 +67,7 @@ pub fn handle(
             // Another database only where every backend a key can reach has one: Sentinel groups
             // and standalone servers, never a Redis Cluster (which has only database 0).
             let databases = proxy
-                .backends
+                .backends()
                 .iter()
                 .map(|b| b.databases())
                 .min()
@@ -92,7 +92,7 @@ pub fn handle(
             if let Some(bad) = arity((2..=3).contains(&argc)) {
                 return Some(bad);
             }
-            let server = &proxy.config.server;
+            let server = &proxy.config().server;
             let (user, password) = match args.as_slice() {
                 [_, password] => (None, password),
                 [_, user, password] => (Some(user), password),
@@ -139,7 +139,7 @@ pub fn handle(
             state.db = 0;
             state.subscribed = false;
             state.reset = true;
-            state.authenticated = proxy.config.server.password.is_empty();
+            state.authenticated = proxy.config().server.password.is_empty();
             state.reply_mode = super::ReplyMode::On;
             state.publish();
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
@@ -148,7 +148,12 @@ pub fn handle(
     Some(Action::Reply(out.finish()))
 }
 
-fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> Action {
+fn hello(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    cluster: &Cluster,
+    args: &[Bytes],
+) -> Action {
     let mut protocol = state.protocol;
     let mut setname = None;
     let was_authenticated = state.authenticated;
@@ -169,7 +174,7 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
             if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
                 let user = args.get(i + 1).map(|u| u.as_ref());
                 let password = args.get(i + 2).cloned().unwrap_or_default();
-                if !credentials_ok(&proxy.config.server, user, &password) {
+                if !credentials_ok(&proxy.config().server, user, &password) {
                     return Action::Reply(reply::error(WRONGPASS));
                 }
                 state.authenticated = true;
@@ -245,7 +250,7 @@ fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let Some(sub) = args.get(1) else {
         return Action::Reply(reply::error(&wrong_arity_named(b"client")));
     };
@@ -355,7 +360,7 @@ fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
 
 /// `CLIENT KILL addr` (the old form: `+OK` or an error) or `CLIENT KILL <filter> <value> ...`
 /// (the number killed), over the proxy's own clients.
-fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client_kill(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
     if args.len() == 3 {
         let filter = KillFilter {
@@ -406,7 +411,7 @@ fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
 
 /// The proxy's own `INFO` text, and whether the keyspace section (summed over the masters) is
 /// wanted too.
-fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
+fn info(proxy: ProxyRef<'_>, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
     let wanted: Vec<String> = args
         .iter()
         .skip(1)
@@ -439,10 +444,10 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
             text,
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_output_bytes:{}\r\nclients_closed_by_output_limit:{}\r\nclient_output_buffer_limit:{}\r\n\r\n",
             stats.connected_clients.load(Ordering::Relaxed),
-            proxy.config.server.max_clients,
+            proxy.config().server.max_clients,
             proxy.clients.owed_bytes(),
             stats.closed_by_output_limit.load(Ordering::Relaxed),
-            output_limits(&proxy.config.server),
+            output_limits(&proxy.config().server),
         );
     }
     if show("stats") {
@@ -461,9 +466,9 @@ fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
         let _ = write!(
             text,
             "# Proxy\r\nproxy:respgate\r\nclusters:{}\r\n",
-            proxy.backends.len()
+            proxy.backends().len()
         );
-        for c in &proxy.backends {
+        for c in proxy.backends() {
             let map = c.slot_map();
             let s = &c.stats;
             let name = c.name();

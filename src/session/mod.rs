@@ -35,7 +35,7 @@ use tracing::{debug, warn};
 
 use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyRef, Snapshot};
 use crate::{fanout, multikey};
 use outbound::{Outbound, Standing, counted};
 use pubsub::Subscriptions;
@@ -74,7 +74,6 @@ struct Conn<'a> {
     parser: RequestParser,
     max_pipeline: usize,
     proxy: &'a Proxy,
-    cluster: &'a crate::cluster::Cluster,
 }
 
 /// Serves one client until it quits, disconnects or breaks the protocol.
@@ -83,10 +82,8 @@ struct Conn<'a> {
 /// [`active`] (boxed, freed again when nothing is owed), so ten thousand idle clients cost
 /// little memory.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
-    let Some(cluster) = proxy.default_cluster().cloned() else {
-        return;
-    };
-    let server = &proxy.config.server;
+    let snapshot = proxy.snapshot();
+    let server = &snapshot.config.server;
     let idle_timeout = (server.client_idle_timeout_s > 0)
         .then(|| Duration::from_secs(server.client_idle_timeout_s));
     let id = proxy.next_client_id();
@@ -109,7 +106,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             .with_max_request_bytes(server.max_request_bytes),
         max_pipeline: server.max_pipeline,
         proxy: &proxy,
-        cluster: &cluster,
     };
     loop {
         if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
@@ -127,7 +123,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 false
             }
         };
-        if !woke || Box::pin(active(&mut c)).await == Flow::Close {
+        if !woke || Box::pin(active(&mut c, &snapshot)).await == Flow::Close {
             break;
         }
     }
@@ -135,8 +131,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
 }
 
 /// The client has sent bytes: read, answer and route requests, and write replies, until
-/// nothing is owed ([`Flow::Idle`]) or the connection must close.
-async fn active(c: &mut Conn<'_>) -> Flow {
+/// nothing is owed ([`Flow::Idle`]) or the connection must close. Every request of this phase
+/// sees `snapshot`.
+async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
+    let proxy = ProxyRef::new(c.proxy, snapshot);
+    let Some(cluster) = proxy.default_cluster().map(Arc::as_ref) else {
+        return Flow::Close;
+    };
     // Counted here while the node's answer waits for the client: see `outbound`.
     let handle = Arc::clone(&c.state.registered.handle);
     let owed = &handle.owed_bytes;
@@ -166,15 +167,15 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                     let protocol = c.state.protocol;
                     let db = c.state.db;
-                    let future: Slow<'_> = Box::pin(own::run(c.proxy, own, op, protocol, db));
+                    let future: Slow<'_> = Box::pin(own::run(proxy, own, op, protocol, db));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
                 Some(Held::AwaitBackend(request)) => {
-                    if wait_for_commands(c.proxy, c.cluster).await {
+                    if wait_for_commands(proxy, cluster).await {
                         retried = Some(request);
                     } else {
-                        let error = reply::error(&c.cluster.unreachable_error());
+                        let error = reply::error(&cluster.unreachable_error());
                         pending.push_back(counted(Either::Left(ready(error)), owed));
                     }
                 }
@@ -182,7 +183,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let protocol = c.state.protocol;
                     let subscriptions =
                         subs.get_or_insert_with(|| Box::new(Subscriptions::new(protocol)));
-                    match subscriptions.start(c.proxy, kind, names).await {
+                    match subscriptions.start(proxy, kind, names).await {
                         Ok(now) => out.push_uncounted(now, owed),
                         Err(error) => {
                             let error = reply::error(&format!("ERR respgate: {error}"));
@@ -221,7 +222,6 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             };
             c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
             let (protocol, affinity, db) = (c.state.protocol, c.state.affinity, c.state.db);
-            let (proxy, cluster) = (c.proxy, c.cluster);
             let action = dispatch::dispatch(&mut c.state, proxy, cluster, request);
             if c.state.silenced() {
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
@@ -292,9 +292,9 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             return Flow::Close;
         }
         let limit = if c.state.subscribed {
-            &c.proxy.config.server.client_output_limit_pubsub
+            &proxy.config().server.client_output_limit_pubsub
         } else {
-            &c.proxy.config.server.client_output_limit_normal
+            &proxy.config().server.client_output_limit_normal
         };
         match out.standing(
             owed.load(Ordering::Relaxed),
@@ -364,7 +364,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 return Flow::Close;
             }
             _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
-            frame = next_for_subscriber(&mut subs, c.proxy) => {
+            frame = next_for_subscriber(&mut subs, proxy) => {
                 let Ok(frame) = frame else {
                     debug!(client = c.state.id, "subscriptions lost; closing");
                     return Flow::Close;
@@ -382,7 +382,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
 
 /// Waits, within the default backend's retry budget, until some backend has told the proxy its
 /// commands; false when none did.
-async fn wait_for_commands(proxy: &Proxy, cluster: &crate::cluster::Cluster) -> bool {
+async fn wait_for_commands(proxy: ProxyRef<'_>, cluster: &crate::cluster::Cluster) -> bool {
     let mut attempts = cluster.attempts();
     while proxy.commands().is_none() {
         let Some(delay) = attempts.next_delay() else {
@@ -396,7 +396,7 @@ async fn wait_for_commands(proxy: &Proxy, cluster: &crate::cluster::Cluster) -> 
 /// The next bytes for a subscribed client; never completes without subscriptions.
 async fn next_for_subscriber(
     subs: &mut Option<Box<Subscriptions>>,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
 ) -> Result<Bytes, crate::backend::BackendError> {
     match subs {
         Some(subs) => subs.next(proxy).await,
@@ -445,7 +445,7 @@ fn note_activity(c: &mut Conn<'_>) {
 
 /// Runs `action` for a client that asked for no replies, and drops its reply.
 async fn silently(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     action: Action,
     protocol: Protocol,
     db: u8,

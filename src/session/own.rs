@@ -11,7 +11,7 @@ use crate::backend::{BackendError, NodeAddr, NodeConn, Reply};
 use crate::cluster::{Access, Cluster, Next, Target};
 use crate::keyspace::{BackendId, Place};
 use crate::protocol::{Protocol, reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// `ASKING` in RESP.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -56,7 +56,7 @@ pub enum OwnOp {
 
 /// Runs `op` on the client's own connection, opening one to the right node when needed.
 pub async fn run(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     own: OwnConnection,
     op: OwnOp,
     protocol: Protocol,

@@ -31,7 +31,7 @@ use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Commands allowed while a RESP2 client is subscribed, as in Redis.
 pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
@@ -116,7 +116,7 @@ impl Subscriptions {
     /// unsubscribes); returns what the client can be told at once.
     pub async fn start(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         names: Vec<Bytes>,
     ) -> Result<Bytes, BackendError> {
@@ -186,12 +186,16 @@ impl Subscriptions {
 
     /// Sends pattern (un)subscriptions to every backend but the default one, their
     /// confirmations swallowed: the default backend's confirm them to the client.
-    async fn mirror_patterns(&mut self, proxy: &Proxy, mirrors: &[(SubscriptionKind, Bytes)]) {
-        if mirrors.is_empty() || proxy.backends.len() < 2 {
+    async fn mirror_patterns(
+        &mut self,
+        proxy: ProxyRef<'_>,
+        mirrors: &[(SubscriptionKind, Bytes)],
+    ) {
+        if mirrors.is_empty() || proxy.backends().len() < 2 {
             return;
         }
         let default = proxy.routes().default_backend();
-        for index in 0..proxy.backends.len() {
+        for index in 0..proxy.backends().len() {
             let backend = BackendId(index as u16);
             if backend == default {
                 continue;
@@ -238,7 +242,7 @@ impl Subscriptions {
     /// (the default backend when `None`; any master there for the first).
     fn home(
         &self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         set: Set,
         name: &Bytes,
         backend: Option<BackendId>,
@@ -260,7 +264,7 @@ impl Subscriptions {
                 (backend, Target::AnyMaster)
             }
             Set::Channels | Set::Sharded => {
-                let place = place_of_channel(&routes, name);
+                let place = place_of_channel(routes, name);
                 (place.backend, Target::Slot(place.slot))
             }
         };
@@ -282,7 +286,7 @@ impl Subscriptions {
     /// Sends the not yet confirmed entries of `kind` to their nodes, one command per node.
     async fn send_awaited(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
     ) -> Result<(), BackendError> {
         let mut by_node: Vec<((BackendId, NodeAddr), Vec<Bytes>)> = Vec::new();
@@ -324,7 +328,7 @@ impl Subscriptions {
     /// The connection to `node`, opened when there is none.
     async fn link(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         backend: BackendId,
         node: &NodeAddr,
     ) -> Result<&mut Link, BackendError> {
@@ -353,7 +357,7 @@ impl Subscriptions {
     /// The next bytes for the client: confirmations, messages. Never completes while there
     /// are no connections. An error means the subscriptions could not be renewed after a
     /// connection was lost.
-    pub async fn next(&mut self, proxy: &Proxy) -> Result<Bytes, BackendError> {
+    pub async fn next(&mut self, proxy: ProxyRef<'_>) -> Result<Bytes, BackendError> {
         loop {
             if self.links.is_empty() {
                 return std::future::pending().await;
@@ -473,7 +477,7 @@ impl Subscriptions {
 
     /// Places the subscriptions of lost link `index` again where they belong now, retrying
     /// within the cluster's budget.
-    async fn renew(&mut self, proxy: &Proxy, index: usize) -> Result<(), BackendError> {
+    async fn renew(&mut self, proxy: ProxyRef<'_>, index: usize) -> Result<(), BackendError> {
         if index >= self.links.len() {
             return Ok(());
         }
@@ -527,7 +531,7 @@ impl Subscriptions {
     /// confirmation swallowed.
     async fn place(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         name: &Bytes,
         backend: Option<BackendId>,
