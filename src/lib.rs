@@ -20,8 +20,10 @@
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
 //!   scripted nodes.
 //!
-//! [`config`] holds the typed configuration, [`metrics`] the metric names, [`admin`] the
-//! `/metrics`, `/ready` and `/live` endpoints.
+//! [`config`] holds the typed configuration, [`proxy`] the state sessions share with the
+//! [`proxy::Snapshot`] of the configuration in force, [`reload`] puts a new configuration in
+//! force without dropping a client, [`metrics`] has the metric names, [`admin`] the `/metrics`,
+//! `/ready`, `/live`, `/config` and `/reload` endpoints.
 
 pub mod admin;
 pub mod announce;
@@ -36,9 +38,10 @@ pub mod metrics;
 pub mod multikey;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod workers;
 
 pub use config::Config;
-pub use server::{bind, run};
+pub use server::{bind, run, run_with};

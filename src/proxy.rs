@@ -15,11 +15,11 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::clients::ClientRegistry;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Lifeline};
 use crate::command::CommandTable;
 use crate::config::Config;
 use crate::keyspace::{BackendId, RouteTable};
-use crate::workers::WorkerSet;
+use crate::reload::ReloadStats;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -36,12 +36,22 @@ pub struct ProxyStats {
     pub closed_by_output_limit: AtomicU64,
 }
 
+/// A backend, with the lifeline of its background tasks.
+pub type RunningBackend = (Arc<Cluster>, Arc<Lifeline>);
+
 /// The configuration in force and what is built from it, immutable: a reload makes a new one.
+///
+/// Whatever else is derived from the configuration belongs here too, so that it changes with
+/// it in one step: the per-user permission tables of `[users.*]`, when they come, are built in
+/// [`Snapshot::new`] beside the route table.
 pub struct Snapshot {
     /// The configuration.
     pub config: Config,
     /// The backends, in name order: a backend's index is its [`BackendId`] in `routes`.
     backends: Vec<Arc<Cluster>>,
+    /// Keep the backends' topology refreshers running while a snapshot names them; shared with
+    /// the other snapshots that hold the same backends.
+    lifelines: Vec<Arc<Lifeline>>,
     /// Which keys go to which of `backends`.
     routes: RouteTable,
     /// 1 for the configuration the proxy started with, one more at each reload that changed it.
@@ -49,16 +59,24 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A snapshot of `config` over `backends`, which must be `config.backend_list()` in order.
-    pub fn new(config: Config, backends: Vec<Arc<Cluster>>, generation: u64) -> Snapshot {
+    /// A snapshot of `config` over `backends` (each with its lifeline), which must be
+    /// `config.backend_list()` in order.
+    pub fn new(config: Config, backends: Vec<RunningBackend>, generation: u64) -> Snapshot {
+        let (backends, lifelines): (Vec<_>, Vec<_>) = backends.into_iter().unzip();
         let names: Vec<String> = backends.iter().map(|c| c.name().to_string()).collect();
         let routes = RouteTable::from_config(&config, &names);
         Snapshot {
             config,
             backends,
+            lifelines,
             routes,
             generation,
         }
+    }
+
+    /// Each backend with its lifeline, for a reload to carry the unchanged ones over.
+    pub fn running(&self) -> impl Iterator<Item = (&Arc<Cluster>, &Arc<Lifeline>)> {
+        self.backends.iter().zip(&self.lifelines)
     }
 
     /// The backends; a backend's index is its [`BackendId`].
@@ -95,6 +113,17 @@ impl Snapshot {
             .map(BackendId)
     }
 
+    /// The id here of backend `id` of `older`, if it carried over to this snapshot: the same
+    /// cluster, under the same name (its connections and what was sent on them are the same).
+    pub fn carried_over(&self, older: &Snapshot, id: BackendId) -> Option<BackendId> {
+        let cluster = older.backends.get(id.index())?;
+        let here = self.backend_id(cluster.name())?;
+        self.backends
+            .get(here.index())
+            .filter(|c| Arc::ptr_eq(c, cluster))
+            .map(|_| here)
+    }
+
     /// The command table: the default backend's, or the first other backend's that has loaded
     /// one (every backend runs Redis, whose commands are the same).
     pub fn commands(&self) -> Option<Arc<CommandTable>> {
@@ -108,6 +137,13 @@ impl Snapshot {
 pub struct Proxy {
     /// The configuration in force and its backends and routes; swapped whole on reload.
     current: ArcSwap<Snapshot>,
+    /// The generation of `current`, read by every session before each request: a plain load,
+    /// cheaper than looking at `current` itself.
+    generation: AtomicU64,
+    /// Wakes idle sessions when a new snapshot is in force, so they let go of the old one.
+    reloaded: watch::Sender<u64>,
+    /// Reloads and their outcomes, for `INFO` and `/metrics`.
+    pub reloads: ReloadStats,
     /// Counters.
     pub stats: ProxyStats,
     /// When the proxy started.
@@ -118,33 +154,27 @@ pub struct Proxy {
     pub clients: Arc<ClientRegistry>,
     /// Turns true when the proxy shuts down: sessions finish what they owe and close.
     pub shutdown: watch::Receiver<bool>,
-    /// The worker threads, for the connections of backends made on reload.
-    pub workers: WorkerSet,
     next_client_id: AtomicU64,
 }
 
 impl Proxy {
-    /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster,
-    /// with backend connections for each of `workers`.
+    /// The shared state, with `snapshot` in force.
     pub fn new(
-        config: Config,
+        snapshot: Snapshot,
         listen_addr: SocketAddr,
         shutdown: watch::Receiver<bool>,
-        workers: WorkerSet,
     ) -> Arc<Proxy> {
-        let backends = config
-            .backend_list()
-            .into_iter()
-            .map(|(name, c)| Cluster::new(&name, c, workers.clone()))
-            .collect();
+        let generation = snapshot.generation;
         Arc::new(Proxy {
-            current: ArcSwap::from_pointee(Snapshot::new(config, backends, 1)),
+            current: ArcSwap::from_pointee(snapshot),
+            generation: AtomicU64::new(generation),
+            reloaded: watch::Sender::new(generation),
+            reloads: ReloadStats::default(),
             stats: ProxyStats::default(),
             started: Instant::now(),
             listen_addr,
             clients: Arc::new(ClientRegistry::default()),
             shutdown,
-            workers,
             next_client_id: AtomicU64::new(1),
         })
     }
@@ -161,9 +191,29 @@ impl Proxy {
         ConfigGuard(self.current.load())
     }
 
-    /// Makes `snapshot` the one in force; sessions move to it at their next request.
+    /// The generation of the snapshot in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Makes `snapshot` the one in force. Each session moves to it before its next request,
+    /// once the requests it has in flight are answered; idle ones at once.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
+        let generation = snapshot.generation;
         self.current.store(snapshot);
+        self.generation.store(generation, Ordering::Release);
+        self.reloaded.send_replace(generation);
+    }
+
+    /// Whether a newer snapshot than `pinned` is in force: a session checks before each
+    /// request.
+    pub fn is_newer_than(&self, pinned: &Snapshot) -> bool {
+        self.generation.load(Ordering::Relaxed) != pinned.generation
+    }
+
+    /// A receiver that wakes when a new snapshot is put in force.
+    pub fn watch_reloads(&self) -> watch::Receiver<u64> {
+        self.reloaded.subscribe()
     }
 
     /// A fresh client id, as `CLIENT ID` reports.

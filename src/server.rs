@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::config::Config;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Snapshot};
+use crate::reload::{self, Reloader, Starter};
 use crate::session;
 use crate::workers::Workers;
 
@@ -27,22 +28,52 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves clients on `listener` until `shutdown` completes.
+/// Serves clients on `listener` until `shutdown` completes, with `config` fixed: a reload is
+/// refused, having nothing to read again.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_with(listener, config, reload::Options::default(), shutdown).await
+}
+
+/// Serves clients on `listener` until `shutdown` completes, reloading the configuration as
+/// `options` allow (see [`crate::reload`]).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    options: reload::Options,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let proxy = Proxy::new(config, local, stop_rx.clone(), workers.set().clone());
-    let refreshers: Vec<_> = proxy
-        .snapshot()
-        .backends()
-        .iter()
-        .map(|c| c.spawn_refresher(stop_rx.clone()))
-        .collect();
+    let starter = Starter::new(workers.set().clone(), stop_rx.clone());
+    let (backends, _) = starter.build(&config, None);
+    let proxy = Proxy::new(Snapshot::new(config, backends, 1), local, stop_rx.clone());
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&proxy),
+        starter,
+        options.source,
+        options.log_filter,
+    ));
+    if let Some(file) = reloader.file() {
+        let file = file.to_path_buf();
+        tokio::spawn(reload::watch_file(
+            Arc::clone(&reloader),
+            file,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(mut requests) = options.requests {
+        let reloader = Arc::clone(&reloader);
+        tokio::spawn(async move {
+            while let Some(trigger) = requests.recv().await {
+                reloader.reload(trigger).await;
+            }
+        });
+    }
     let admin_listen = proxy.config().server.admin_listen.clone();
     if !admin_listen.is_empty() {
         let addr = admin_listen;
@@ -50,7 +81,7 @@ pub async fn run(
             Ok(admin) => {
                 tokio::spawn(crate::admin::serve(
                     admin,
-                    Arc::clone(&proxy),
+                    Arc::clone(&reloader),
                     stop_rx.clone(),
                 ));
             }
@@ -103,9 +134,7 @@ pub async fn run(
             "drain deadline passed; closing the remaining clients"
         );
     }
-    for r in refreshers {
-        let _ = r.await;
-    }
+    reloader.join_refreshers().await;
     // Ends the worker threads, and with them the backend connections.
     drop(workers);
     info!("stopped");

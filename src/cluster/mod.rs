@@ -1,6 +1,7 @@
 //! One Redis Cluster: its slot map, how the map is learned and refreshed, and how a command is
 //! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
 
+mod lifeline;
 mod redirect;
 mod retry;
 mod scripts;
@@ -27,6 +28,7 @@ use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
 
+pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
 pub use scripts::ScriptCache;
@@ -145,6 +147,11 @@ impl Cluster {
     /// The configured name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The configuration this cluster was made from.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
     }
 
     /// The current slot map.

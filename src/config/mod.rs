@@ -4,12 +4,15 @@
 //! # Layout
 //! - this module: the tree's root, the server section, loading and the top-level checks;
 //! - `backend`: one backend's settings (`[backends.NAME]`) and their checks;
-//! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks.
+//! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks;
+//! - `restart`: the settings a reload cannot change.
 
 mod backend;
+mod restart;
 mod routing;
 
 pub use backend::{BackendKind, ClusterConfig, ReadFrom};
+pub use restart::RestartNeeded;
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
 
 use std::collections::BTreeMap;
@@ -37,6 +40,26 @@ pub struct Config {
     pub backends: BTreeMap<String, ClusterConfig>,
     /// Which keys go to which backend.
     pub routing: RoutingConfig,
+    /// What the proxy logs.
+    pub log: LogConfig,
+}
+
+/// The proxy's logs (`[log]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or `tracing` filter
+    /// directives such as `info,respgate::cluster=debug`. The `RUST_LOG` environment variable,
+    /// when set, wins over it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
 }
 
 impl Config {
@@ -111,6 +134,9 @@ pub struct ServerConfig {
     /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
     /// `MIGRATE`, ...); keyless ones go to one master.
     pub allow_admin_commands: bool,
+    /// How often the configuration file is checked for changes, which are then reloaded, in
+    /// milliseconds; 0 turns the check off (`SIGHUP` and `POST /reload` still reload).
+    pub config_watch_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -128,6 +154,7 @@ impl Default for ServerConfig {
             client_idle_timeout_s: 0,
             allow_admin_commands: false,
             shutdown_timeout_ms: 10_000,
+            config_watch_interval_ms: 1000,
             admin_listen: String::new(),
             announce_address: String::new(),
             password: String::new(),
@@ -342,6 +369,15 @@ impl Config {
             }
         }
         routing::validate_routing(self, &mut problems);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(Problem {
+                key: "log.level".into(),
+                message: format!(
+                    "{:?} is not a level or filter directives: {e}",
+                    self.log.level
+                ),
+            });
+        }
         problems
     }
 }
@@ -511,6 +547,25 @@ mod tests {
         assert_eq!(notes.len(), 1);
         assert_eq!(notes[0].key, "clusters.default");
         assert!(notes[0].message.contains("[backends.default]"), "{notes:?}");
+    }
+
+    #[test]
+    fn log_level_takes_a_level_or_filter_directives() {
+        let mut config = Config::default();
+        config.clusters.insert(
+            "default".into(),
+            ClusterConfig {
+                seeds: vec!["a:1".into()],
+                ..ClusterConfig::default()
+            },
+        );
+        for good in ["warn", "info,respgate::cluster=debug"] {
+            config.log.level = good.into();
+            assert_eq!(config.validate(), [], "{good}");
+        }
+        config.log.level = "respgate=loud".into();
+        let keys: Vec<String> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["log.level"]);
     }
 
     #[test]

@@ -463,9 +463,15 @@ fn info(proxy: ProxyRef<'_>, cluster: &Cluster, args: &[Bytes]) -> (String, bool
         text.push_str("# Cluster\r\ncluster_enabled:1\r\n\r\n");
     }
     if show("proxy") {
+        let reloads = &proxy.reloads;
         let _ = write!(
             text,
-            "# Proxy\r\nproxy:respgate\r\nclusters:{}\r\n",
+            "# Proxy\r\nproxy:respgate\r\nconfig_generation:{}\r\nconfig_last_reload_unix:{}\r\nconfig_last_reload_status:{}\r\nconfig_reloads_ok:{}\r\nconfig_reloads_failed:{}\r\nclusters:{}\r\n",
+            proxy.generation(),
+            reloads.last_unix.load(Ordering::Relaxed),
+            reloads.last_status(),
+            reloads.succeeded.load(Ordering::Relaxed),
+            reloads.failed.load(Ordering::Relaxed),
             proxy.backends().len()
         );
         for c in proxy.backends() {

@@ -7,6 +7,9 @@
 //! Work that needs a connection of the client's own (transactions, blocking commands, Pub/Sub)
 //! waits until every earlier reply is out and holds later requests until it is done, so the
 //! client's order holds across connections.
+//!
+//! A session pins one snapshot of the configuration (see [`crate::proxy`]) and moves to a newer
+//! one between requests (see `switch`).
 
 mod cluster_node;
 mod dispatch;
@@ -16,6 +19,7 @@ mod own;
 mod pubsub;
 mod route;
 mod state;
+mod switch;
 mod txn;
 
 use std::future::Future;
@@ -59,6 +63,8 @@ enum Flow {
     Idle,
     /// Close the connection.
     Close,
+    /// A newer configuration is in force and nothing is in flight: move to it, then go on.
+    Reload,
 }
 
 /// What a session keeps while its client is idle.
@@ -74,6 +80,11 @@ struct Conn<'a> {
     parser: RequestParser,
     max_pipeline: usize,
     proxy: &'a Proxy,
+    /// Wakes the session when a new configuration is put in force.
+    reloads: tokio::sync::watch::Receiver<u64>,
+    /// The client's subscriptions: kept across phases only to move them to a new configuration
+    /// (a subscribed session stays active).
+    subs: Option<Box<Subscriptions>>,
 }
 
 /// Serves one client until it quits, disconnects or breaks the protocol.
@@ -82,10 +93,11 @@ struct Conn<'a> {
 /// [`active`] (boxed, freed again when nothing is owed), so ten thousand idle clients cost
 /// little memory.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
-    let snapshot = proxy.snapshot();
+    // Watched before the snapshot is read, so a reload in between is not missed.
+    let reloads = proxy.watch_reloads();
+    let mut snapshot = proxy.snapshot();
     let server = &snapshot.config.server;
-    let idle_timeout = (server.client_idle_timeout_s > 0)
-        .then(|| Duration::from_secs(server.client_idle_timeout_s));
+    let idle_timeout = switch::idle_timeout(server);
     let id = proxy.next_client_id();
     let local = stream.local_addr().unwrap_or(proxy.listen_addr);
     let registered = proxy.clients.register(id, peer, local);
@@ -106,24 +118,42 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             .with_max_request_bytes(server.max_request_bytes),
         max_pipeline: server.max_pipeline,
         proxy: &proxy,
+        reloads,
+        subs: None,
     };
     loop {
         if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
             timer.as_mut().reset(c.last_activity + timeout);
         }
-        let woke = tokio::select! {
-            readable = c.rd.readable() => readable.is_ok(),
+        let mut flow = tokio::select! {
+            readable = c.rd.readable() => match readable {
+                Ok(()) => Box::pin(active(&mut c, &snapshot)).await,
+                Err(_) => Flow::Close,
+            },
             _ = c.state.registered.handle.kill.notified() => {
                 debug!(client = c.state.id, "killed by CLIENT KILL");
-                false
+                Flow::Close
             }
-            _ = c.shutdown.changed() => false,
+            _ = c.shutdown.changed() => Flow::Close,
             _ = idle(&mut c.idle_timer) => {
                 debug!(client = c.state.id, "idle timeout; closing");
-                false
+                Flow::Close
             }
+            Ok(()) = c.reloads.changed() => Flow::Reload,
         };
-        if !woke || Box::pin(active(&mut c, &snapshot)).await == Flow::Close {
+        while flow == Flow::Reload {
+            if !switch::to_newest(&mut c, &mut snapshot).await {
+                flow = Flow::Close;
+                break;
+            }
+            // Requests may be buffered already, and subscriptions need the active phase.
+            flow = if c.inbuf.is_empty() && c.subs.is_none() {
+                Flow::Idle
+            } else {
+                Box::pin(active(&mut c, &snapshot)).await
+            };
+        }
+        if flow == Flow::Close {
             break;
         }
     }
@@ -152,7 +182,10 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
     let mut retried: Option<crate::protocol::Request> = None;
     let mut own_running = false;
     // Made on the first (un)subscribe: most clients never subscribe.
-    let mut subs: Option<Box<Subscriptions>> = None;
+    let mut subs: Option<Box<Subscriptions>> = c.subs.take();
+    // A newer configuration is in force: no new request starts until this phase has moved
+    // to it.
+    let mut reload_due = false;
     // The idle wait saw the socket readable: take what is there first.
     if client_gone(c) {
         return Flow::Close;
@@ -201,11 +234,16 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             && !paused
             && !own_running
             && held.is_none()
+            && !reload_due
             && !subs.as_ref().is_some_and(|s| s.busy())
             && pending.len() < c.max_pipeline
         {
             let parsed = match retried.take() {
                 Some(request) => Ok(Some(request)),
+                None if c.proxy.is_newer_than(snapshot) && switch::may_switch(&c.state) => {
+                    reload_due = true;
+                    break;
+                }
                 None => c.parser.parse(&mut c.inbuf),
             };
             let request = match parsed {
@@ -328,6 +366,15 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         if subs.as_ref().is_some_and(|s| s.is_done()) {
             subs = None;
         }
+        if reload_due
+            && pending.is_empty()
+            && out.is_empty()
+            && held.is_none()
+            && !subs.as_ref().is_some_and(|s| s.busy())
+        {
+            c.subs = subs;
+            return Flow::Reload;
+        }
         if pending.is_empty() && out.is_empty() && held.is_none() && subs.is_none() && !closing {
             return Flow::Idle;
         }
@@ -372,6 +419,9 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 out.push_uncounted(frame, owed);
                 c.state.subscribed = subs.as_ref().is_some_and(|s| s.is_subscribed());
             }
+            // A subscribed client may send nothing for long: it moves to a new configuration
+            // when one is put in force.
+            Ok(()) = c.reloads.changed(), if subs.is_some() && !reload_due => {}
             _ = idle(&mut c.idle_timer), if pending.is_empty() && out.is_empty() && !closing && subs.is_none() => {
                 debug!(client = c.state.id, "idle timeout; closing");
                 return Flow::Close;

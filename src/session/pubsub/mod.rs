@@ -14,6 +14,7 @@
 //! connection is lost (a failover), its subscriptions are placed again where they belong now,
 //! within the cluster's retry budget; if that fails the client is closed, as Redis would.
 
+mod follow;
 mod sets;
 
 use std::collections::VecDeque;
