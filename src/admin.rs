@@ -1,6 +1,7 @@
 //! The operator's side door: a small HTTP listener with `/metrics` (Prometheus text), `/ready`
-//! (200 once every cluster serves every slot, for a readiness probe), `/live`, and
-//! `POST /reload` (see [`crate::reload`]).
+//! (200 once every cluster serves every slot, for a readiness probe), `/live`, `/config` (the
+//! configuration in force as TOML, every secret redacted) and `POST /reload` (see
+//! [`crate::reload`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -130,6 +131,13 @@ async fn answer(
             ("200 OK", metrics.render())
         }
         "/live" => ("200 OK", "live\n".to_string()),
+        "/config" => match proxy.config().to_redacted_toml() {
+            Ok(text) => ("200 OK", text),
+            Err(error) => (
+                "500 Internal Server Error",
+                format!("the configuration could not be shown: {error}\n"),
+            ),
+        },
         "/ready" => {
             let snapshot = proxy.snapshot();
             let unready: Vec<&str> = snapshot

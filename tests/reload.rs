@@ -68,15 +68,21 @@ struct Reloadable {
 }
 
 impl Reloadable {
-    /// Writes `text` (which must name `admin` as admin endpoint) and starts a proxy on it.
+    /// Writes `text` (which must name `admin` as admin endpoint), starts a proxy on it and
+    /// waits until it serves every slot.
     fn start(admin: u16, text: &str) -> Reloadable {
+        let started = Reloadable::start_unready(admin, text);
+        started.proxy.wait_until_serving();
+        started
+    }
+
+    /// Like `start`, without waiting for the backends.
+    fn start_unready(admin: u16, text: &str) -> Reloadable {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("respgate.toml");
         replace_file(&path, text);
-        let proxy = Proxy::start_from_file(&path);
-        proxy.wait_until_serving();
         Reloadable {
-            proxy,
+            proxy: Proxy::start_from_file(&path),
             path,
             admin,
             _dir: dir,
@@ -586,4 +592,46 @@ fn a_subscriber_follows_its_channel_to_the_backend_the_new_routes_choose() {
         subscriber.command(&["UNSUBSCRIBE", "news:1"]),
         b"*3\r\n$11\r\nunsubscribe\r\n$6\r\nnews:1\r\n:0\r\n"
     );
+}
+
+#[test]
+fn the_config_endpoint_shows_the_configuration_in_force_without_secrets() {
+    let admin = common::free_port();
+    // No backend needs to answer for the configuration to show.
+    let text = |listen: &str, max_clients: usize| {
+        server(
+            admin,
+            0,
+            &format!("max_clients = {max_clients}\npassword = \"client-secret\""),
+        )
+        .replace("127.0.0.1:0", listen)
+            + "[backends.main]\nseeds = [\"127.0.0.1:1\"]\npassword = \"node-secret\"\n\n"
+            + "[backends.group]\nkind = \"sentinel\"\nsentinels = [\"127.0.0.1:2\"]\n\
+               master_name = \"m\"\nsentinel_password = \"sentinel-secret\"\n\n"
+            + &routing("main", &[("g:", "group")])
+    };
+    let proxy = Reloadable::start_unready(admin, &text("127.0.0.1:0", 10));
+    let (_, shown) = eventually(
+        "the admin endpoint answers",
+        || admin_request(admin, "GET", "/config"),
+        |(status, _)| *status == 200,
+    );
+    assert!(!shown.contains("secret"), "{shown}");
+    assert_eq!(shown.matches("\"<redacted>\"").count(), 3, "{shown}");
+    for visible in [
+        "max_clients = 10",
+        "master_name = \"m\"",
+        "seeds = [\"127.0.0.1:1\"]",
+    ] {
+        assert!(shown.contains(visible), "{visible} not in {shown}");
+    }
+
+    proxy.reload_ok(&text("127.0.0.1:7", 20));
+    let (_, shown) = admin_request(admin, "GET", "/config");
+    assert!(shown.contains("max_clients = 20"), "{shown}");
+    assert!(
+        shown.contains("listen = \"127.0.0.1:0\""),
+        "the running listen address, not the one that needs a restart: {shown}"
+    );
+    assert!(!shown.contains("secret"), "{shown}");
 }

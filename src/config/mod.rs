@@ -5,13 +5,16 @@
 //! - this module: the tree's root, the server section, loading and the top-level checks;
 //! - `backend`: one backend's settings (`[backends.NAME]`) and their checks;
 //! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks;
-//! - `restart`: the settings a reload cannot change.
+//! - `restart`: the settings a reload cannot change;
+//! - `redact`: the configuration as `/config` shows it, secrets replaced.
 
 mod backend;
+mod redact;
 mod restart;
 mod routing;
 
 pub use backend::{BackendKind, ClusterConfig, ReadFrom};
+pub use redact::REDACTED;
 pub use restart::RestartNeeded;
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
 
@@ -19,7 +22,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Name of the backend that `--cluster` defines.
@@ -28,7 +31,7 @@ pub const DEFAULT_CLUSTER: &str = "default";
 pub const ENV_PREFIX: &str = "RESPGATE";
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The client-facing side.
@@ -45,7 +48,7 @@ pub struct Config {
 }
 
 /// The proxy's logs (`[log]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or `tracing` filter
@@ -87,7 +90,7 @@ impl Config {
 }
 
 /// The client-facing listener and per-client limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -177,7 +180,7 @@ impl Default for ServerConfig {
 /// the replies nodes have answered that the client has not read yet, whether in the proxy or
 /// in its socket's send buffer. Over the hard limit, or over the soft limit for longer than
 /// `soft_limit_s`, the client is closed; over the soft limit, its next requests wait unread.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputLimit {
     /// Close the client at once when owed more than this many bytes; 0 means no hard limit.
