@@ -140,8 +140,8 @@ pub struct Proxy {
     /// The generation of `current`, read by every session before each request: a plain load,
     /// cheaper than looking at `current` itself.
     generation: AtomicU64,
-    /// Wakes idle sessions when a new snapshot is in force, so they let go of the old one.
-    reloaded: watch::Sender<u64>,
+    /// Wakes every session: to drain, or to let go of an old snapshot.
+    announcements: watch::Sender<Announcement>,
     /// Reloads and their outcomes, for `INFO` and `/metrics`.
     pub reloads: ReloadStats,
     /// Counters.
@@ -152,29 +152,25 @@ pub struct Proxy {
     pub listen_addr: SocketAddr,
     /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
     pub clients: Arc<ClientRegistry>,
-    /// Turns true when the proxy shuts down: sessions finish what they owe and close.
-    pub shutdown: watch::Receiver<bool>,
     next_client_id: AtomicU64,
 }
 
 impl Proxy {
     /// The shared state, with `snapshot` in force.
-    pub fn new(
-        snapshot: Snapshot,
-        listen_addr: SocketAddr,
-        shutdown: watch::Receiver<bool>,
-    ) -> Arc<Proxy> {
+    pub fn new(snapshot: Snapshot, listen_addr: SocketAddr) -> Arc<Proxy> {
         let generation = snapshot.generation;
         Arc::new(Proxy {
             current: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(generation),
-            reloaded: watch::Sender::new(generation),
+            announcements: watch::Sender::new(Announcement {
+                draining: false,
+                generation,
+            }),
             reloads: ReloadStats::default(),
             stats: ProxyStats::default(),
             started: Instant::now(),
             listen_addr,
             clients: Arc::new(ClientRegistry::default()),
-            shutdown,
             next_client_id: AtomicU64::new(1),
         })
     }
@@ -202,7 +198,13 @@ impl Proxy {
         let generation = snapshot.generation;
         self.current.store(snapshot);
         self.generation.store(generation, Ordering::Release);
-        self.reloaded.send_replace(generation);
+        self.announcements
+            .send_modify(|a| a.generation = generation);
+    }
+
+    /// Tells every session the proxy is shutting down: each finishes what it owes and closes.
+    pub fn drain(&self) {
+        self.announcements.send_modify(|a| a.draining = true);
     }
 
     /// Whether a newer snapshot than `pinned` is in force: a session checks before each
@@ -211,15 +213,27 @@ impl Proxy {
         self.generation.load(Ordering::Relaxed) != pinned.generation
     }
 
-    /// A receiver that wakes when a new snapshot is put in force.
-    pub fn watch_reloads(&self) -> watch::Receiver<u64> {
-        self.reloaded.subscribe()
+    /// What a session listens to: shutdown, and new snapshots. It sees changes made after
+    /// this call; whether the proxy is draining already, [`Announcement::draining`] of the
+    /// current value says.
+    pub fn announcements(&self) -> watch::Receiver<Announcement> {
+        self.announcements.subscribe()
     }
 
     /// A fresh client id, as `CLIENT ID` reports.
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// What the proxy tells every session at once. One channel for both, so that an idle session
+/// waits on one thing more than its socket, as cheap as waiting for shutdown alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announcement {
+    /// The proxy is shutting down: finish what is owed, then close.
+    pub draining: bool,
+    /// The generation of the snapshot in force.
+    pub generation: u64,
 }
 
 /// The configuration in force, held for a moment (see [`Proxy::config`]).

@@ -51,7 +51,7 @@ pub async fn run_with(
     let workers = Workers::start(worker_threads(config.server.threads))?;
     let starter = Starter::new(workers.set().clone(), stop_rx.clone());
     let (backends, _) = starter.build(&config, None);
-    let proxy = Proxy::new(Snapshot::new(config, backends, 1), local, stop_rx.clone());
+    let proxy = Proxy::new(Snapshot::new(config, backends, 1), local);
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&proxy),
         starter,
@@ -119,6 +119,7 @@ pub async fn run_with(
     drop(listener);
     let open = proxy.stats.connected_clients.load(Ordering::Relaxed);
     info!(clients = open, "shutting down; draining clients");
+    proxy.drain();
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(proxy.config().server.shutdown_timeout_ms);

@@ -39,7 +39,7 @@ use tracing::{debug, warn};
 
 use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
-use crate::proxy::{Proxy, ProxyRef, Snapshot};
+use crate::proxy::{Announcement, Proxy, ProxyRef, Snapshot};
 use crate::{fanout, multikey};
 use outbound::{Outbound, Standing, counted};
 use pubsub::Subscriptions;
@@ -64,7 +64,7 @@ enum Flow {
     /// Close the connection.
     Close,
     /// A newer configuration is in force and nothing is in flight: move to it, then go on.
-    Reload,
+    Move,
 }
 
 /// What a session keeps while its client is idle.
@@ -76,12 +76,11 @@ struct Conn<'a> {
     last_activity: tokio::time::Instant,
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     idle_timeout: Option<Duration>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Shutdown and new configurations.
+    announcements: tokio::sync::watch::Receiver<Announcement>,
     parser: RequestParser,
     max_pipeline: usize,
     proxy: &'a Proxy,
-    /// Wakes the session when a new configuration is put in force.
-    reloads: tokio::sync::watch::Receiver<u64>,
     /// The client's subscriptions: kept across phases only to move them to a new configuration
     /// (a subscribed session stays active).
     subs: Option<Box<Subscriptions>>,
@@ -93,8 +92,11 @@ struct Conn<'a> {
 /// [`active`] (boxed, freed again when nothing is owed), so ten thousand idle clients cost
 /// little memory.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
-    // Watched before the snapshot is read, so a reload in between is not missed.
-    let reloads = proxy.watch_reloads();
+    // Listened to before the snapshot is read, so a reload in between is not missed.
+    let announcements = proxy.announcements();
+    if announcements.borrow().draining {
+        return;
+    }
     let mut snapshot = proxy.snapshot();
     let server = &snapshot.config.server;
     let idle_timeout = switch::idle_timeout(server);
@@ -113,19 +115,32 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         // Only sessions with an idle timeout carry a timer, allocated once.
         idle_timer: idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
         idle_timeout,
-        shutdown: proxy.shutdown.clone(),
+        announcements,
         parser: RequestParser::new(server.proto_max_bulk_len, server.max_multibulk_len)
             .with_max_request_bytes(server.max_request_bytes),
         max_pipeline: server.max_pipeline,
         proxy: &proxy,
-        reloads,
         subs: None,
     };
     loop {
+        // A configuration newer than the session's came into force while it was active or
+        // idle: move to it, then serve under it what the client sent meanwhile (and its
+        // subscriptions, which need the active phase).
+        if c.proxy.is_newer_than(&snapshot) && switch::may_switch(&c.state) {
+            if !switch::to_newest(&mut c, &mut snapshot).await {
+                break;
+            }
+            if !c.inbuf.is_empty() || c.subs.is_some() {
+                if Box::pin(active(&mut c, &snapshot)).await == Flow::Close {
+                    break;
+                }
+                continue;
+            }
+        }
         if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
             timer.as_mut().reset(c.last_activity + timeout);
         }
-        let mut flow = tokio::select! {
+        let flow = tokio::select! {
             readable = c.rd.readable() => match readable {
                 Ok(()) => Box::pin(active(&mut c, &snapshot)).await,
                 Err(_) => Flow::Close,
@@ -134,25 +149,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 debug!(client = c.state.id, "killed by CLIENT KILL");
                 Flow::Close
             }
-            _ = c.shutdown.changed() => Flow::Close,
+            // Draining closes an idle client; a new configuration is moved to above.
+            Ok(()) = c.announcements.changed() => {
+                if c.announcements.borrow_and_update().draining {
+                    Flow::Close
+                } else {
+                    Flow::Move
+                }
+            }
             _ = idle(&mut c.idle_timer) => {
                 debug!(client = c.state.id, "idle timeout; closing");
                 Flow::Close
             }
-            Ok(()) = c.reloads.changed() => Flow::Reload,
         };
-        while flow == Flow::Reload {
-            if !switch::to_newest(&mut c, &mut snapshot).await {
-                flow = Flow::Close;
-                break;
-            }
-            // Requests may be buffered already, and subscriptions need the active phase.
-            flow = if c.inbuf.is_empty() && c.subs.is_none() {
-                Flow::Idle
-            } else {
-                Box::pin(active(&mut c, &snapshot)).await
-            };
-        }
         if flow == Flow::Close {
             break;
         }
@@ -373,7 +382,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             && !subs.as_ref().is_some_and(|s| s.busy())
         {
             c.subs = subs;
-            return Flow::Reload;
+            return Flow::Move;
         }
         if pending.is_empty() && out.is_empty() && held.is_none() && subs.is_none() && !closing {
             return Flow::Idle;
@@ -402,9 +411,10 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     return Flow::Close;
                 }
             }
-            _ = c.shutdown.changed(), if !closing => {
-                // The proxy is draining: finish what is owed, then close.
-                closing = true;
+            Ok(()) = c.announcements.changed(), if !closing => {
+                // Draining: finish what is owed, then close. A new configuration needs nothing
+                // here: the next request (a subscriber's included, on this wake) moves to it.
+                closing = c.announcements.borrow_and_update().draining;
             }
             _ = c.state.registered.handle.kill.notified() => {
                 debug!(client = c.state.id, "killed by CLIENT KILL");
@@ -419,9 +429,6 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 out.push_uncounted(frame, owed);
                 c.state.subscribed = subs.as_ref().is_some_and(|s| s.is_subscribed());
             }
-            // A subscribed client may send nothing for long: it moves to a new configuration
-            // when one is put in force.
-            Ok(()) = c.reloads.changed(), if subs.is_some() && !reload_due => {}
             _ = idle(&mut c.idle_timer), if pending.is_empty() && out.is_empty() && !closing && subs.is_none() => {
                 debug!(client = c.state.id, "idle timeout; closing");
                 return Flow::Close;

@@ -36,7 +36,6 @@ pub(super) fn idle_timeout(server: &ServerConfig) -> Option<Duration> {
 /// Moves the session from `pinned` to the snapshot in force, when it is newer and the client
 /// may move. False when the client must be closed: its subscriptions could not be placed.
 pub(super) async fn to_newest(c: &mut Conn<'_>, pinned: &mut Arc<Snapshot>) -> bool {
-    c.reloads.mark_unchanged();
     if !c.proxy.is_newer_than(pinned) || !may_switch(&c.state) {
         return true;
     }
