@@ -114,7 +114,7 @@ async fn answer(
     let path = words.next().unwrap_or("/");
     let (status, body) = match path {
         "/reload" if method == "POST" => {
-            let outcome = reloader.try_reload(Trigger::Http);
+            let outcome = reloader.try_reload(Trigger::Http).await;
             let status = match &outcome {
                 Outcome::Applied { .. } | Outcome::Unchanged { .. } => "200 OK",
                 Outcome::Refused { .. } => "400 Bad Request",

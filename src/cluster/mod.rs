@@ -159,6 +159,12 @@ impl Cluster {
         self.map.load_full()
     }
 
+    /// Whether a node has told the proxy where the keys live and what the commands are: the
+    /// backend can serve requests without making them wait.
+    pub fn is_known(&self) -> bool {
+        !self.map.load().is_empty() && self.commands.load().is_some()
+    }
+
     /// The command table read from the cluster, once a node has answered.
     pub fn commands(&self) -> Option<Arc<CommandTable>> {
         self.commands.load_full()

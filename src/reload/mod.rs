@@ -30,9 +30,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, Overrides, Problem, RestartNeeded};
 use crate::metrics as m;
 use crate::proxy::{Proxy, Snapshot};
+
+/// How often a reload looks whether the backends it started know their topology.
+const LEARN_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Applies a `log.level` (`tracing` filter directives) to the process's logs. The binary owns
 /// the log subscriber, so it provides this; without one, the level is not changed by a reload.
@@ -95,6 +99,9 @@ pub enum Outcome {
         generation: u64,
         /// How its backends differ from the previous ones.
         backends: BackendChanges,
+        /// Backends the reload started that had not learned their topology within their
+        /// `retry_timeout_ms`: requests to them wait for it, or fail, as at start.
+        unreachable: Vec<String>,
         /// Settings that keep their running value until a restart.
         restart: Vec<RestartNeeded>,
     },
@@ -134,6 +141,7 @@ impl Outcome {
             Outcome::Applied {
                 generation,
                 backends,
+                unreachable,
                 restart: held,
             } => {
                 let _ = writeln!(out, "reloaded: generation {generation}");
@@ -146,6 +154,13 @@ impl Outcome {
                     if !names.is_empty() {
                         let _ = writeln!(out, "backends {what}: {}", names.join(", "));
                     }
+                }
+                if !unreachable.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "backends not reachable yet: {}",
+                        unreachable.join(", ")
+                    );
                 }
                 restart(&mut out, held);
             }
@@ -251,13 +266,13 @@ impl Reloader {
     /// Reloads, after any reload already running.
     pub async fn reload(&self, trigger: Trigger) -> Outcome {
         let _one = self.one_at_a_time.lock().await;
-        self.reload_now(trigger)
+        self.reload_now(trigger).await
     }
 
     /// Reloads, unless another reload is running ([`Outcome::Busy`]).
-    pub fn try_reload(&self, trigger: Trigger) -> Outcome {
+    pub async fn try_reload(&self, trigger: Trigger) -> Outcome {
         match self.one_at_a_time.try_lock() {
-            Ok(_one) => self.reload_now(trigger),
+            Ok(_one) => self.reload_now(trigger).await,
             Err(_) => Outcome::Busy,
         }
     }
@@ -267,10 +282,10 @@ impl Reloader {
         self.starter.join().await;
     }
 
-    fn reload_now(&self, trigger: Trigger) -> Outcome {
+    async fn reload_now(&self, trigger: Trigger) -> Outcome {
         let old = self.proxy.snapshot();
         let outcome = match self.read() {
-            Ok(config) => self.apply(&old, config),
+            Ok(config) => self.apply(&old, config).await,
             Err(problems) => Outcome::Refused {
                 generation: old.generation,
                 problems,
@@ -296,7 +311,7 @@ impl Reloader {
     }
 
     /// Puts `config` in force in place of `old`'s.
-    fn apply(&self, old: &Snapshot, mut config: Config) -> Outcome {
+    async fn apply(&self, old: &Snapshot, mut config: Config) -> Outcome {
         let restart = old.config.hold_restart_only(&mut config);
         if config == old.config {
             return Outcome::Unchanged {
@@ -307,6 +322,20 @@ impl Reloader {
         let level_changed = config.log.level != old.config.log.level;
         let level = config.log.level.clone();
         let (backends, changes) = self.starter.build(&config, Some(old));
+        // A backend started here learns its topology before it takes requests, so that the
+        // requests after the reload do not wait for it.
+        let started: Vec<&Arc<Cluster>> = backends
+            .iter()
+            .map(|(cluster, _)| cluster)
+            .filter(|c| {
+                changes
+                    .added
+                    .iter()
+                    .chain(&changes.changed)
+                    .any(|n| n == c.name())
+            })
+            .collect();
+        let unreachable = learned(&started).await;
         let generation = old.generation + 1;
         self.proxy
             .install(Arc::new(Snapshot::new(config, backends, generation)));
@@ -319,9 +348,28 @@ impl Reloader {
         Outcome::Applied {
             generation,
             backends: changes,
+            unreachable,
             restart,
         }
     }
+}
+
+/// Waits until each of `clusters` knows its topology, within its `retry_timeout_ms`; the names
+/// of those that did not.
+async fn learned(clusters: &[&Arc<Cluster>]) -> Vec<String> {
+    // Their refreshers run already, side by side: the waits overlap.
+    let started = tokio::time::Instant::now();
+    let mut unknown = Vec::new();
+    for cluster in clusters {
+        let deadline = started + cluster.config().retry_timeout();
+        while !cluster.is_known() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(LEARN_POLL).await;
+        }
+        if !cluster.is_known() {
+            unknown.push(cluster.name().to_string());
+        }
+    }
+    unknown
 }
 
 /// One line per reload: what changed, or every problem of a refused configuration.
@@ -336,6 +384,7 @@ fn log(trigger: Trigger, outcome: &Outcome) {
         Outcome::Applied {
             generation,
             backends,
+            unreachable,
             restart: held,
         } => {
             info!(
@@ -346,6 +395,9 @@ fn log(trigger: Trigger, outcome: &Outcome) {
                 removed = ?backends.removed,
                 "configuration reloaded"
             );
+            if !unreachable.is_empty() {
+                warn!(%trigger, backends = ?unreachable, "backends started by the reload are not reachable yet");
+            }
             if !held.is_empty() {
                 warn!(%trigger, settings = %restart(held), "settings changed that need a restart; their running values stay");
             }
