@@ -116,3 +116,83 @@ impl Starter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A configuration with a Redis Cluster backend per (name, seed).
+    fn config(backends: &[(&str, &str)]) -> Config {
+        let mut config = Config::default();
+        for (name, seed) in backends {
+            let backend = ClusterConfig {
+                seeds: vec![(*seed).into()],
+                ..ClusterConfig::default()
+            };
+            config.backends.insert((*name).into(), backend);
+        }
+        config
+    }
+
+    #[tokio::test]
+    async fn unchanged_backends_carry_over_changed_ones_start_and_removed_ones_stop() {
+        let (_shutdown, shutdown_rx) = watch::channel(false);
+        let starter = Starter::new(WorkerSet::inline(), shutdown_rx);
+        let first = config(&[
+            ("a", "127.0.0.1:1"),
+            ("b", "127.0.0.1:2"),
+            ("c", "127.0.0.1:3"),
+        ]);
+        let (backends, changes) = starter.build(&first, None);
+        assert_eq!(changes.added, ["a", "b", "c"]);
+        let old = Snapshot::new(first.clone(), backends, 1);
+
+        let second = config(&[
+            ("a", "127.0.0.1:1"),
+            ("b", "127.0.0.1:9"),
+            ("d", "127.0.0.1:4"),
+        ]);
+        let (backends, changes) = starter.build(&second, Some(&old));
+        assert_eq!(
+            changes,
+            BackendChanges {
+                added: vec!["d".into()],
+                changed: vec!["b".into()],
+                removed: vec!["c".into()],
+                kept: vec!["a".into()],
+            }
+        );
+        let new = Snapshot::new(second, backends, 2);
+        let same = |name: &str| {
+            let id = |s: &Snapshot| s.backend_id(name).unwrap();
+            Arc::ptr_eq(
+                &old.backends()[id(&old).index()],
+                &new.backends()[id(&new).index()],
+            )
+        };
+        assert!(same("a"), "a carries over");
+        assert!(!same("b"), "b starts afresh");
+        assert_eq!(
+            new.carried_over(&old, old.backend_id("a").unwrap()),
+            new.backend_id("a")
+        );
+        assert_eq!(new.carried_over(&old, old.backend_id("b").unwrap()), None);
+
+        // Once the old snapshot is gone, the refreshers of b's old cluster and of c stop; the
+        // others run on.
+        let running = |starter: &Starter| {
+            let refreshers = starter.refreshers.lock().unwrap();
+            refreshers.iter().filter(|r| !r.is_finished()).count()
+        };
+        assert_eq!(running(&starter), 5);
+        drop(old);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while running(&starter) > 3 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(running(&starter), 3);
+        drop(new);
+    }
+}
