@@ -65,6 +65,9 @@ impl Snapshot {
         let (backends, lifelines): (Vec<_>, Vec<_>) = backends.into_iter().unzip();
         let names: Vec<String> = backends.iter().map(|c| c.name().to_string()).collect();
         let routes = RouteTable::from_config(&config, &names);
+        // Whatever else is derived from `config` is built here too, beside the routes (the
+        // per-user permission tables of `[users.*]`), so that a reload replaces it in the same
+        // step and a request sees one consistent set.
         Snapshot {
             config,
             backends,

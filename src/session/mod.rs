@@ -194,7 +194,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
     let mut subs: Option<Box<Subscriptions>> = c.subs.take();
     // A newer configuration is in force: no new request starts until this phase has moved
     // to it.
-    let mut reload_due = false;
+    let mut move_due = false;
     // The idle wait saw the socket readable: take what is there first.
     if client_gone(c) {
         return Flow::Close;
@@ -243,14 +243,14 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             && !paused
             && !own_running
             && held.is_none()
-            && !reload_due
+            && !move_due
             && !subs.as_ref().is_some_and(|s| s.busy())
             && pending.len() < c.max_pipeline
         {
             let parsed = match retried.take() {
                 Some(request) => Ok(Some(request)),
                 None if c.proxy.is_newer_than(snapshot) && switch::may_switch(&c.state) => {
-                    reload_due = true;
+                    move_due = true;
                     break;
                 }
                 None => c.parser.parse(&mut c.inbuf),
@@ -375,7 +375,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         if subs.as_ref().is_some_and(|s| s.is_done()) {
             subs = None;
         }
-        if reload_due
+        if move_due
             && pending.is_empty()
             && out.is_empty()
             && held.is_none()
