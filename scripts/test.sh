@@ -18,6 +18,12 @@ step "python3 and the pinned redis-py the integration tests drive (.venv-tests)"
 bash scripts/ensure-python.sh
 .venv-tests/bin/python -c 'import redis, sys; print("redis-py", redis.__version__, "on Python", sys.version.split()[0])'
 
+step "Node.js and the pinned ioredis and node-redis the integration tests drive (.node-tests)"
+bash scripts/ensure-node.sh
+(cd tests/clients/node && ../../../.node-tests/node -e \
+  'const p = (n) => require(n + "/package.json").version;
+   console.log("ioredis", p("ioredis"), "node-redis", p("redis"), "on Node.js", process.version)')
+
 step "cargo fmt --check"
 cargo fmt --check
 

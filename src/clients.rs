@@ -20,6 +20,8 @@ pub struct ClientDetails {
     pub lib_ver: Option<Bytes>,
     /// 2 or 3.
     pub resp: u8,
+    /// The user it is logged in as; `None` before it has (shown as `default`, as Redis does).
+    pub user: Option<std::sync::Arc<str>>,
 }
 
 /// One connected client.
@@ -64,7 +66,7 @@ impl ClientHandle {
                 .load(Ordering::Relaxed)
                 .min(age.as_millis() as u64);
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 omem={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 omem={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local,
@@ -72,6 +74,7 @@ impl ClientHandle {
             age.as_secs(),
             idle / 1000,
             self.owed_bytes.load(Ordering::Relaxed),
+            d.user.as_deref().unwrap_or("default"),
             d.resp.max(2),
             text(&d.lib_name),
             text(&d.lib_ver),

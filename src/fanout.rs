@@ -1,6 +1,6 @@
 //! Commands about the whole keyspace, sent to every master and combined: `DBSIZE`, `KEYS`,
 //! `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`, `SCRIPT LOAD/FLUSH/EXISTS`, `FUNCTION LOAD/DELETE/FLUSH`,
-//! `INFO keyspace`, and `SCAN` (one master at a time, the cursor saying which).
+//! and `SCAN` (one master at a time, the cursor saying which).
 //!
 //! Which commands go to every master, and how their replies combine, is the command's
 //! [`Policy`](crate::command::Policy), decided when the command table loads.
@@ -39,8 +39,6 @@ pub enum Combine {
     Union,
     /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
     SumPairs,
-    /// `INFO keyspace` summed into `# Keyspace`, appended to the proxy's own `INFO` text.
-    Keyspace(String),
 }
 
 /// A command for every master.
@@ -54,6 +52,9 @@ pub struct FanOut {
     pub combine: Combine,
     /// Whether it only reads.
     pub access: Access,
+    /// Whether it goes on each master's control connection: `SCRIPT` and `FUNCTION`, which
+    /// act on the server, so they do not wait behind a script running on a shared connection.
+    pub control: bool,
 }
 
 /// The fan-out of `raw`, a command whose policy is [`Policy::EveryMaster`] with `gather` and
@@ -76,18 +77,7 @@ pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> Fan
         payload: raw.clone(),
         combine,
         access,
-    }
-}
-
-/// `INFO keyspace` from every master, to be appended to `local` (the proxy's own `INFO` text).
-pub fn keyspace(local: String) -> FanOut {
-    let mut payload = BytesMut::new();
-    encode_command(&mut payload, &["INFO", "keyspace"]);
-    FanOut {
-        name: "INFO".into(),
-        payload: payload.freeze(),
-        combine: Combine::Keyspace(local),
-        access: Access::Read,
+        control: spec_name.starts_with("script|") || spec_name.starts_with("function|"),
     }
 }
 
@@ -126,12 +116,6 @@ pub async fn run(
         Ok(masters) => masters,
         Err(error) => return error,
     };
-    // INFO is read on RESP2 connections whatever the client speaks, so its text is a bulk.
-    let node_protocol = if matches!(fanout.combine, Combine::Keyspace(_)) {
-        Protocol::Resp2
-    } else {
-        protocol
-    };
     let routes = proxy.routes();
     // Keys that come back (`KEYS`, `RANDOMKEY`) from a backend whose route strips a prefix get
     // it back; a `KEYS` pattern that starts with it loses it on the way there.
@@ -148,9 +132,13 @@ pub async fn run(
             let reply = cluster
                 .execute(
                     payload,
-                    Target::Node(pool),
+                    if fanout.control {
+                        Target::Control(pool)
+                    } else {
+                        Target::Node(pool)
+                    },
                     fanout.access,
-                    node_protocol,
+                    protocol,
                     db,
                     affinity,
                 )
@@ -277,31 +265,6 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes 
                 out.null();
                 out.finish()
             }),
-        Combine::Keyspace(local) => {
-            let mut text = local.clone();
-            if !text.is_empty() {
-                text.push_str("\r\n");
-            }
-            text.push_str("# Keyspace\r\n");
-            let (mut keys, mut expires) = (0i64, 0i64);
-            for reply in replies {
-                let body = String::from_utf8_lossy(reply);
-                for line in body.lines().filter_map(|l| l.strip_prefix("db0:")) {
-                    for field in line.split(',') {
-                        match field.split_once('=') {
-                            Some(("keys", n)) => keys += n.trim().parse::<i64>().unwrap_or(0),
-                            Some(("expires", n)) => expires += n.trim().parse::<i64>().unwrap_or(0),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-            if keys > 0 {
-                text.push_str(&format!("db0:keys={keys},expires={expires},avg_ttl=0\r\n"));
-            }
-            out.verbatim(text.as_bytes());
-            out.finish()
-        }
     }
 }
 

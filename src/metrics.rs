@@ -1,5 +1,10 @@
 //! Metric names, in one place. Labels stay low-cardinality: never a key or a client address.
 
+/// Failed logins (`AUTH`, `HELLO ... AUTH`) (counter).
+pub const AUTH_FAILURES: &str = "respgate_auth_failures_total";
+/// Requests refused by a user's permissions, labelled `kind` = `command` | `key` | `channel` |
+/// `backend` (counter).
+pub const ACL_DENIED: &str = "respgate_acl_denied_total";
 /// Client connections accepted (counter).
 pub const CLIENT_CONNECTIONS: &str = "respgate_client_connections_total";
 /// Client connections open now (gauge).

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
+use crate::acl::Users;
 use crate::clients::ClientRegistry;
 use crate::cluster::{Cluster, Lifeline};
 use crate::command::CommandTable;
@@ -34,6 +35,15 @@ pub struct ProxyStats {
     pub rejected_connections: AtomicU64,
     /// Clients closed for overcoming their output limit.
     pub closed_by_output_limit: AtomicU64,
+    /// Failed logins (`acl_access_denied_auth`).
+    pub auth_failures: AtomicU64,
+    /// Requests refused for their command (`acl_access_denied_cmd`).
+    pub denied_commands: AtomicU64,
+    /// Requests refused for a key, or the backend a key or command reaches
+    /// (`acl_access_denied_key`).
+    pub denied_keys: AtomicU64,
+    /// Requests refused for a channel (`acl_access_denied_channel`).
+    pub denied_channels: AtomicU64,
 }
 
 /// A backend, with the lifeline of its background tasks.
@@ -42,11 +52,20 @@ pub type RunningBackend = (Arc<Cluster>, Arc<Lifeline>);
 /// The configuration in force and what is built from it, immutable: a reload makes a new one.
 ///
 /// Whatever else is derived from the configuration belongs here too, so that it changes with
-/// it in one step: the per-user permission tables of `[users.*]`, when they come, are built in
-/// [`Snapshot::new`] beside the route table.
+/// it in one step: the users of `[users.*]` and the permissions recorded for them on the
+/// command table ([`Snapshot::commands`]).
 pub struct Snapshot {
     /// The configuration.
     pub config: Config,
+    /// The users clients log in as, compiled from `config` (passwords read from their files
+    /// and variables when the snapshot was made).
+    users: Arc<Users>,
+    /// Whether any user is restricted: only then do command tables carry permissions.
+    restricted_users: bool,
+    /// The command table with the permissions of `users` recorded on it, made the first time
+    /// a request needs it (a backend loads its table after the snapshot is made), and again
+    /// if the table it came from changes.
+    granted: ArcSwapOption<Granted>,
     /// The backends, in name order: a backend's index is its [`BackendId`] in `routes`.
     backends: Vec<Arc<Cluster>>,
     /// Keep the backends' topology refreshers running while a snapshot names them; shared with
@@ -58,18 +77,35 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
+/// A backend's command table, and the copy of it that records which users may run each
+/// command.
+struct Granted {
+    source: Arc<CommandTable>,
+    table: Arc<CommandTable>,
+}
+
 impl Snapshot {
-    /// A snapshot of `config` over `backends` (each with its lifeline), which must be
-    /// `config.backend_list()` in order.
-    pub fn new(config: Config, backends: Vec<RunningBackend>, generation: u64) -> Snapshot {
+    /// A snapshot of `config`, with its compiled `users`, over `backends` (each with its
+    /// lifeline), which must be `config.backend_list()` in order.
+    pub fn new(
+        config: Config,
+        users: Users,
+        backends: Vec<RunningBackend>,
+        generation: u64,
+    ) -> Snapshot {
         let (backends, lifelines): (Vec<_>, Vec<_>) = backends.into_iter().unzip();
         let names: Vec<String> = backends.iter().map(|c| c.name().to_string()).collect();
         let routes = RouteTable::from_config(&config, &names);
-        // Whatever else is derived from `config` is built here too, beside the routes (the
-        // per-user permission tables of `[users.*]`), so that a reload replaces it in the same
-        // step and a request sees one consistent set.
+        // The users and what is derived from them (a user's backends by id, the permissions
+        // recorded on the command table) belong to the snapshot beside the routes, so that a
+        // reload replaces them in the same step and a request sees one consistent set. The
+        // users are compiled by the caller, before any backend starts: compiling reads files
+        // and can fail, and a reload that fails must start nothing.
         Snapshot {
             config,
+            restricted_users: users.any_restricted(),
+            users: Arc::new(users),
+            granted: ArcSwapOption::empty(),
             backends,
             lifelines,
             routes,
@@ -127,12 +163,38 @@ impl Snapshot {
             .map(|_| here)
     }
 
+    /// The users clients log in as.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
     /// The command table: the default backend's, or the first other backend's that has loaded
-    /// one (every backend runs Redis, whose commands are the same).
+    /// one (every backend runs Redis, whose commands are the same), with the permissions of
+    /// this snapshot's users recorded on it when any user is restricted.
     pub fn commands(&self) -> Option<Arc<CommandTable>> {
-        self.default_cluster()
+        let source = self
+            .default_cluster()
             .and_then(|c| c.commands())
-            .or_else(|| self.backends.iter().find_map(|c| c.commands()))
+            .or_else(|| self.backends.iter().find_map(|c| c.commands()))?;
+        if !self.restricted_users {
+            return Some(source);
+        }
+        if let Some(granted) = self.granted.load().as_ref()
+            && Arc::ptr_eq(&granted.source, &source)
+        {
+            return Some(Arc::clone(&granted.table));
+        }
+        // Once per snapshot and table: a backend's table is loaded once, and carried-over
+        // backends keep theirs, but another snapshot's users may differ. Two requests racing
+        // here both make the same table; either is kept.
+        let mut table = CommandTable::clone(&source);
+        table.grant(&self.users);
+        let table = Arc::new(table);
+        self.granted.store(Some(Arc::new(Granted {
+            source,
+            table: Arc::clone(&table),
+        })));
+        Some(table)
     }
 }
 
@@ -293,6 +355,11 @@ impl<'a> ProxyRef<'a> {
     /// See [`Snapshot::backend`].
     pub fn backend(self, id: BackendId) -> Option<&'a Arc<Cluster>> {
         self.snapshot.backend(id)
+    }
+
+    /// See [`Snapshot::users`].
+    pub fn users(self) -> &'a Users {
+        self.snapshot.users()
     }
 
     /// See [`Snapshot::commands`].

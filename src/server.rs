@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
+use crate::acl::Users;
 use crate::config::Config;
 use crate::proxy::{Proxy, Snapshot};
 use crate::reload::{self, Reloader, Starter};
@@ -49,9 +50,13 @@ pub async fn run_with(
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
+    let users = Users::compile(&config, &|name| std::env::var(name).ok()).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, listed.join("; "))
+    })?;
     let starter = Starter::new(workers.set().clone(), stop_rx.clone());
     let (backends, _) = starter.build(&config, None);
-    let proxy = Proxy::new(Snapshot::new(config, backends, 1), local);
+    let proxy = Proxy::new(Snapshot::new(config, users, backends, 1), local);
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&proxy),
         starter,

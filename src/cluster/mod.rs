@@ -45,6 +45,9 @@ pub enum Target {
     AnyMaster,
     /// This node: one part of a command sent to every master.
     Node(Arc<NodePool>),
+    /// This node, on its control connection: a command about the server (`SCRIPT`,
+    /// `FUNCTION`) that must not wait behind clients' requests on the shared connections.
+    Control(Arc<NodePool>),
 }
 
 impl std::fmt::Debug for Target {
@@ -53,6 +56,7 @@ impl std::fmt::Debug for Target {
             Target::Slot(slot) => write!(f, "Slot({})", slot.get()),
             Target::AnyMaster => f.write_str("AnyMaster"),
             Target::Node(pool) => write!(f, "Node({})", pool.addr()),
+            Target::Control(pool) => write!(f, "Control({})", pool.addr()),
         }
     }
 }
@@ -270,10 +274,14 @@ impl Cluster {
                     None => return reply::error(&self.failing_over_error()),
                 }
             }
-            let outcome = match pool
-                .send(protocol, affinity, payload.clone(), asking, db)
-                .await
-            {
+            let sent = match &target {
+                Target::Control(_) => pool.send_control(protocol, payload.clone(), db).await,
+                _ => {
+                    pool.send(protocol, affinity, payload.clone(), asking, db)
+                        .await
+                }
+            };
+            let outcome = match sent {
                 Ok(reply) if self.replaced_while_writing(&target, access, &pool, &reply) => {
                     // The node acknowledged a write after the cluster made another node master
                     // of the slot (it was paused, then resumed): the write will be undone when
@@ -367,7 +375,7 @@ impl Cluster {
         let map = self.map.load();
         match target {
             Target::Slot(slot) => map.master(*slot).cloned(),
-            Target::Node(pool) => Some(Arc::clone(pool)),
+            Target::Node(pool) | Target::Control(pool) => Some(Arc::clone(pool)),
             Target::AnyMaster => {
                 let n = self.round_robin.fetch_add(1, Ordering::Relaxed);
                 map.any_master(n).cloned()

@@ -50,12 +50,13 @@ pub enum Policy {
     Local(LocalKind),
     /// Also told to the proxy's script cache, then routed like [`ScriptKind::then`].
     Script(ScriptKind),
-    /// Administrative: forwarded by key when `server.allow_admin_commands` is set, refused
-    /// with [`Refusal::Admin`] otherwise.
-    Admin {
-        /// Whether it only reads.
-        access: Access,
-    },
+    /// Administrative: refused with [`Refusal::Admin`] unless `server.allow_admin_commands`
+    /// is set, then sent where its [`AdminReach`] says.
+    Admin(AdminReach),
+    /// About the server rather than the data (`CONFIG GET`): answered by one master of the
+    /// default backend, on its control connection. Every node was given the same settings
+    /// (`CONFIG SET` reaches them all), so one answers for all.
+    OneMaster,
     /// Always refused.
     Refused(Refusal),
 }
@@ -68,6 +69,24 @@ impl Default for Policy {
             access: Access::Write,
         }
     }
+}
+
+/// Where an administrative command goes, once allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminReach {
+    /// Forwarded by its keys like any command (`MIGRATE`); a keyless one to any master of the
+    /// default backend (`FAILOVER`, `SWAPDB`, `ACL ...`, `MODULE ...`).
+    ByKey {
+        /// Whether it only reads.
+        access: Access,
+    },
+    /// Every node of every backend, replicas too, so a failover keeps what it set
+    /// (`CONFIG SET`, `CONFIG RESETSTAT`, `CONFIG REWRITE`).
+    EveryNode,
+    /// Every master of every backend, where the data is (`SAVE`, `BGSAVE`, `BGREWRITEAOF`).
+    EveryMaster,
+    /// `DEBUG`: where depends on the subcommand, decided per request.
+    Debug,
 }
 
 /// The multi-key commands split across slots.
@@ -212,6 +231,8 @@ pub enum LocalKind {
     Asking,
     /// `RESET`.
     Reset,
+    /// `ACL ...`: the proxy's users, not the backend's.
+    Acl,
 }
 
 /// Commands the proxy's script cache must hear of, so that it can heal `NOSCRIPT`.
@@ -277,6 +298,7 @@ impl Refusal {
 
 /// The proxy's own commands, sorted by name (a unit test checks it) for [`proxy_command`].
 pub const PROXY_COMMANDS: &[(&str, Policy)] = &[
+    ("acl", Policy::Local(LocalKind::Acl)),
     ("asking", Policy::Local(LocalKind::Asking)),
     ("auth", Policy::Local(LocalKind::Auth)),
     ("client", Policy::Local(LocalKind::Client)),
@@ -377,7 +399,15 @@ impl Policy {
             return Policy::Refused(Refusal::NeverThroughProxy);
         }
         if ADMIN.contains(&name) || ADMIN.contains(&base) {
-            return Policy::Admin { access };
+            return Policy::Admin(match name {
+                "config|set" | "config|resetstat" | "config|rewrite" => AdminReach::EveryNode,
+                "save" | "bgsave" | "bgrewriteaof" => AdminReach::EveryMaster,
+                "debug" => AdminReach::Debug,
+                _ => AdminReach::ByKey { access },
+            });
+        }
+        if name == "config|get" {
+            return Policy::OneMaster;
         }
         if NEEDS_OWN_CONNECTION.contains(&base) {
             return Policy::Refused(Refusal::NotSupportedYet);

@@ -5,6 +5,8 @@
 //! - this module: the tree's root, the server section, loading and the top-level checks;
 //! - `backend`: one backend's settings (`[backends.NAME]`) and their checks;
 //! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks;
+//! - `users`: `[users.NAME]` and [`Secret`], the type passwords are held in (checked by
+//!   [`crate::acl::Users::compile`]);
 //! - `restart`: the settings a reload cannot change;
 //! - `redact`: the configuration as `/config` shows it, secrets replaced.
 
@@ -12,11 +14,13 @@ mod backend;
 mod redact;
 mod restart;
 mod routing;
+mod users;
 
 pub use backend::{BackendKind, ClusterConfig, ReadFrom};
 pub use redact::REDACTED;
 pub use restart::RestartNeeded;
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
+pub use users::{Secret, UserConfig, read_secrets};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -43,6 +47,8 @@ pub struct Config {
     pub backends: BTreeMap<String, ClusterConfig>,
     /// Which keys go to which backend.
     pub routing: RoutingConfig,
+    /// The users clients log in as, by name, with what each may do.
+    pub users: BTreeMap<String, UserConfig>,
     /// What the proxy logs.
     pub log: LogConfig,
 }
@@ -125,17 +131,21 @@ pub struct ServerConfig {
     /// On shutdown, time allowed for clients to receive the replies they are owed before they
     /// are closed, in milliseconds.
     pub shutdown_timeout_ms: u64,
-    /// Password clients must give (`AUTH`, or `HELLO ... AUTH`) before other commands; empty
-    /// means none, as Redis's `requirepass`.
-    pub password: String,
-    /// The user name clients authenticate as with the two-argument `AUTH user password`.
+    /// Password of the user named `username`, who may do everything; clients give it
+    /// (`AUTH`, or `HELLO ... AUTH`) before other commands, as Redis's `requirepass`. Empty:
+    /// that user takes any password, and clients are logged in as it from the start, unless
+    /// `[users]` are configured (then it exists only as `[users.NAME]` defines it).
+    pub password: Secret,
+    /// The default user's name: whom one-argument `AUTH password` logs in as.
     pub username: String,
     /// Output limits of ordinary clients (Redis's `client-output-buffer-limit normal`).
     pub client_output_limit_normal: OutputLimit,
     /// Output limits of subscribed clients (Redis's `client-output-buffer-limit pubsub`).
     pub client_output_limit_pubsub: OutputLimit,
-    /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
-    /// `MIGRATE`, ...); keyless ones go to one master.
+    /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `MIGRATE`,
+    /// ...): `CONFIG SET/RESETSTAT/REWRITE` go to every node, `SAVE`/`BGSAVE` to
+    /// every master, `DEBUG` where its subcommand acts, the others by key or to one master.
+    /// (`ACL` is about the proxy's own users.)
     pub allow_admin_commands: bool,
     /// How often the configuration file is checked for changes, which are then reloaded, in
     /// milliseconds; 0 turns the check off (`SIGHUP` and `POST /reload` still reload).
@@ -160,7 +170,7 @@ impl Default for ServerConfig {
             config_watch_interval_ms: 1000,
             admin_listen: String::new(),
             announce_address: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             username: "default".into(),
             client_output_limit_normal: OutputLimit {
                 hard_limit_bytes: 64 * 1024 * 1024,
@@ -261,9 +271,24 @@ impl Config {
                     .cloned()
                     .collect(),
             ));
-        // Lists are comma separated; the backend names are only known from the variables.
+        // Lists are comma separated; the backend and user names are only known from the
+        // variables.
         for (name, _) in env {
             let lower = name.to_ascii_lowercase();
+            for list in [
+                "passwords",
+                "password_file",
+                "password_env",
+                "keys",
+                "channels",
+                "backends",
+            ] {
+                if let Some(rest) = lower.strip_prefix("respgate_users__")
+                    && let Some(user) = rest.strip_suffix(&format!("__{list}"))
+                {
+                    environment = environment.with_list_parse_key(&format!("users.{user}.{list}"));
+                }
+            }
             for section in ["clusters", "backends"] {
                 for list in ["seeds", "replicas", "sentinels"] {
                     if let Some(rest) = lower.strip_prefix(&format!("respgate_{section}__"))
@@ -286,7 +311,12 @@ impl Config {
         if let Some(seeds) = &overrides.seeds {
             config.default_backend_entry().seeds = seeds.clone();
         }
-        let problems = config.validate();
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(variable, _)| variable == name)
+                .map(|(_, value)| value.clone())
+        };
+        let problems = config.validate_in(&lookup);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -295,7 +325,13 @@ impl Config {
     }
 
     /// Every problem with the values, each with its key; empty when the config is usable.
+    /// Password variables are read from the process's environment.
     pub fn validate(&self) -> Vec<Problem> {
+        self.validate_in(&|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::validate`] with password variables read through `env`.
+    pub fn validate_in(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut problem = |key: String, message: String| problems.push(Problem { key, message });
         let s = &self.server;
@@ -380,6 +416,9 @@ impl Config {
                     self.log.level
                 ),
             });
+        }
+        if let Err(user_problems) = crate::acl::Users::compile(self, env) {
+            problems.extend(user_problems);
         }
         problems
     }
@@ -578,5 +617,42 @@ mod tests {
         std::fs::write(&path, "[server]\nlisten_on = \"x\"\n").unwrap();
         let err = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod users_tests {
+    use super::*;
+
+    #[test]
+    fn users_load_from_the_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[backends.main]\nseeds = [\"a:1\"]\n[users.app]\npassword_env = \"APP_PW\"\ncommands = \"+@read\"\nkeys = [\"~app:*\"]\n[users.Admin]\npasswords = [\"x\"]\n",
+        )
+        .unwrap();
+        let vars: Vec<(String, String)> = [
+            ("APP_PW", "from-env"),
+            ("RESPGATE_USERS__APP__CHANNELS", "&a,&b"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Config::load_from(Some(&path), &vars, &Overrides::default()).unwrap();
+        let app = &config.users["app"];
+        assert_eq!(app.password_env, ["APP_PW"]);
+        assert_eq!(app.channels, ["&a", "&b"]);
+        assert_eq!(app.keys, ["~app:*"]);
+        // Names keep their case in the file (Redis's user names are case-sensitive).
+        assert!(config.users.contains_key("Admin"));
+        // Without the variable, the problem names it.
+        let err = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("users.app.password_env: $APP_PW is not set"),
+            "{err}"
+        );
     }
 }

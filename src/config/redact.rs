@@ -1,10 +1,12 @@
 //! The configuration as an operator may see it (`/config` on the admin endpoint): TOML in the
 //! shape of the file, with every secret replaced.
 //!
-//! Secrets are found by key name, not by field, so a secret added to the configuration later
-//! (a user's passwords) is hidden without being listed here: any key naming a password, secret,
-//! token or private key. A key naming a file (`..._file`, `..._path`) holds a path, which is
-//! shown; the file's content is never read here.
+//! Passwords held as [`Secret`](super::Secret) serialize redacted themselves. Other secrets are
+//! found by key name, not by field, so a secret added to the configuration later is hidden
+//! without being listed here: any key naming a password, secret, token or private key. A key
+//! naming a file (`..._file`, `..._path`) holds a path, and one naming an environment variable
+//! (`..._env`) the variable's name, which are shown; neither the file's content nor the
+//! variable's value is ever read here.
 
 use toml::Value;
 
@@ -29,7 +31,7 @@ fn is_secret(key: &str) -> bool {
     let names_secret = ["password", "secret", "token", "private_key", "passphrase"]
         .iter()
         .any(|word| key.contains(word));
-    names_secret && !key.ends_with("_file") && !key.ends_with("_path")
+    names_secret && !key.ends_with("_file") && !key.ends_with("_path") && !key.ends_with("_env")
 }
 
 /// Replaces every non-empty string under a secret key (`secret`: `value` is under one).
@@ -90,7 +92,7 @@ mod tests {
         // The redacted text is still a configuration file, minus its secrets.
         let again: Config = toml::from_str(&shown).unwrap();
         assert_eq!(again.server.listen, config.server.listen);
-        assert_eq!(again.server.password, REDACTED);
+        assert_eq!(again.server.password.expose(), REDACTED.as_bytes());
     }
 
     #[test]
@@ -104,7 +106,13 @@ mod tests {
         ] {
             assert!(is_secret(key), "{key}");
         }
-        for key in ["password_file", "username", "listen", "key_path"] {
+        for key in [
+            "password_file",
+            "password_env",
+            "username",
+            "listen",
+            "key_path",
+        ] {
             assert!(!is_secret(key), "{key}");
         }
     }

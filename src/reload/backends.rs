@@ -122,6 +122,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::acl::Users;
 
     /// A configuration with a Redis Cluster backend per (name, seed).
     fn config(backends: &[(&str, &str)]) -> Config {
@@ -147,7 +148,7 @@ mod tests {
         ]);
         let (backends, changes) = starter.build(&first, None);
         assert_eq!(changes.added, ["a", "b", "c"]);
-        let old = Snapshot::new(first.clone(), backends, 1);
+        let old = Snapshot::new(first.clone(), Users::default(), backends, 1);
 
         let second = config(&[
             ("a", "127.0.0.1:1"),
@@ -164,7 +165,7 @@ mod tests {
                 kept: vec!["a".into()],
             }
         );
-        let new = Snapshot::new(second, backends, 2);
+        let new = Snapshot::new(second, Users::default(), backends, 2);
         let same = |name: &str| {
             let id = |s: &Snapshot| s.backend_id(name).unwrap();
             Arc::ptr_eq(

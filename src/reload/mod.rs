@@ -30,6 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use crate::acl::Users;
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, Overrides, Problem, RestartNeeded};
 use crate::metrics as m;
@@ -313,7 +314,19 @@ impl Reloader {
     /// Puts `config` in force in place of `old`'s.
     async fn apply(&self, old: &Snapshot, mut config: Config) -> Outcome {
         let restart = old.config.hold_restart_only(&mut config);
-        if config == old.config {
+        // Compiled before any backend starts: a password file that cannot be read refuses the
+        // reload with nothing started. The files and variables are read again even when the
+        // configuration is the same, so that a rotated password file takes effect.
+        let users = match Users::compile(&config, &|name| std::env::var(name).ok()) {
+            Ok(users) => users,
+            Err(problems) => {
+                return Outcome::Refused {
+                    generation: old.generation,
+                    problems: problems.iter().map(Problem::to_string).collect(),
+                };
+            }
+        };
+        if config == old.config && users.same_passwords(old.users()) {
             return Outcome::Unchanged {
                 generation: old.generation,
                 restart,
@@ -338,7 +351,7 @@ impl Reloader {
         let unreachable = learned(&started).await;
         let generation = old.generation + 1;
         self.proxy
-            .install(Arc::new(Snapshot::new(config, backends, generation)));
+            .install(Arc::new(Snapshot::new(config, users, backends, generation)));
         if level_changed && let Some(apply) = &self.log_filter {
             // Checked by `Config::validate`; a failure here would be the subscriber's own.
             if let Err(error) = apply(&level) {

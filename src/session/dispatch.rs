@@ -8,10 +8,12 @@
 
 use bytes::Bytes;
 
+use super::acl::{self, Permit};
 use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
 use super::route::{place_of_channel, route};
 use super::{ClientState, local, txn};
+use crate::broadcast::{Broadcast, Combine, Reach};
 use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{
     CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
@@ -50,6 +52,11 @@ pub enum Action {
     Split(Split),
     /// Send to every master and combine the replies.
     FanOut(FanOut),
+    /// Send to several nodes (or one master) on their control connections and combine the
+    /// replies.
+    Broadcast(Broadcast),
+    /// `INFO` with sections made from the masters' figures.
+    Info(super::info::InfoRequest),
     /// `SCAN` across masters.
     Scan(Vec<Bytes>),
     /// Work on the client's own connection, alone and in order.
@@ -82,6 +89,15 @@ pub fn dispatch(
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
     }
+    // AUTH, HELLO, QUIT and RESET are everyone's (Redis's `no_auth`), even before the
+    // command table is known.
+    if state.restricted && !own.is_some_and(Policy::allowed_before_auth) {
+        match acl::permit(state, proxy, name, &request) {
+            Permit::Allowed => {}
+            Permit::Refused(action) => return action,
+            Permit::AwaitTable => return await_backend(proxy, request),
+        }
+    }
     if let Some(name) = name {
         // Rare (a subscribed RESP2 client), so the list stays with the rest of Pub/Sub.
         if state.subscribed
@@ -97,12 +113,7 @@ pub fn dispatch(
         }
     }
     let Some(table) = proxy.commands() else {
-        // No backend has answered yet (all down at start, a Sentinel group without a known
-        // master): the request waits for one within the retry budget, as routed requests do.
-        for backend in proxy.backends() {
-            backend.request_refresh();
-        }
-        return Action::AwaitBackend(request);
+        return await_backend(proxy, request);
     };
     let lookup = name.map_or(Lookup::Unknown, |name| {
         table.lookup_lowercased(name, &request.args)
@@ -118,6 +129,15 @@ pub fn dispatch(
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
     by_policy(state, proxy, cluster, spec, spec.policy, request)
+}
+
+/// No backend has answered yet (all down at start, a Sentinel group without a known master):
+/// the request waits for one within the retry budget, as routed requests do.
+fn await_backend(proxy: ProxyRef<'_>, request: Request) -> Action {
+    for backend in proxy.backends() {
+        backend.request_refresh();
+    }
+    Action::AwaitBackend(request)
 }
 
 /// What is decided before the backend's table is needed: subscriptions (taken even inside
@@ -224,13 +244,19 @@ fn by_policy(
             }
             by_policy(state, proxy, cluster, spec, kind.then(), request)
         }
-        Policy::Admin { access } => {
+        Policy::Admin(reach) => {
             if proxy.config().server.allow_admin_commands {
-                forward(state, proxy, spec, request, access)
+                super::admin::admin(state, proxy, spec, reach, request)
             } else {
                 Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
             }
         }
+        Policy::OneMaster => Action::Broadcast(Broadcast::new(
+            &spec.name,
+            request.raw,
+            Reach::OneMaster,
+            Combine::AllSucceed,
+        )),
         Policy::Refused(refusal) => Action::Reply(reply::error(&refusal.message(&spec.name))),
         // The proxy's own commands come here only when `before_table` left them to the
         // backend's table, whose arity check then refuses them; should a backend accept the
@@ -243,7 +269,7 @@ fn by_policy(
 
 /// Forwards `request` whole to the backend and slot of its keys; `CROSSSLOT` when they
 /// differ.
-fn forward(
+pub(super) fn forward(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
     spec: &CommandSpec,
@@ -261,7 +287,7 @@ fn forward(
 }
 
 /// Forwards `payload` to `target` on `backend`, remembering the place of a write for `WAIT`.
-fn forward_to(
+pub(super) fn forward_to(
     state: &mut ClientState,
     backend: BackendId,
     payload: Bytes,

@@ -11,8 +11,11 @@
 //! A session pins one snapshot of the configuration (see [`crate::proxy`]) and moves to a newer
 //! one between requests (see `switch`).
 
+mod acl;
+mod admin;
 mod cluster_node;
 mod dispatch;
+mod info;
 mod local;
 mod outbound;
 mod own;
@@ -105,7 +108,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let registered = proxy.clients.register(id, peer, local);
     let (rd, wr) = stream.into_split();
     let mut c = Conn {
-        state: ClientState::new(id, peer, server.password.is_empty(), registered),
+        state: ClientState::new(id, peer, snapshot.users().at_connect(), registered),
         rd,
         wr,
         // No read buffer while idle: it is taken when bytes arrive and given back once they
@@ -308,6 +311,15 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 Action::FanOut(fanout) => {
                     let future: Slow<'_> =
                         Box::pin(fanout::run(proxy, fanout, protocol, db, affinity));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                }
+                Action::Broadcast(broadcast) => {
+                    let future: Slow<'_> =
+                        Box::pin(crate::broadcast::run(proxy, broadcast, protocol));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                }
+                Action::Info(request) => {
+                    let future: Slow<'_> = Box::pin(info::run(proxy, request, protocol));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Scan(args) => {
@@ -530,9 +542,14 @@ async fn silently(
         Action::Scan(args) => {
             fanout::scan(proxy, &args, protocol, db, affinity).await;
         }
+        Action::Broadcast(broadcast) => {
+            crate::broadcast::run(proxy, broadcast, protocol).await;
+        }
         // Own-connection work and subscriptions keep their replies: silencing them would
-        // desynchronise the client from its subscription stream.
-        Action::Reply(_)
+        // desynchronise the client from its subscription stream; a silenced INFO changes
+        // nothing.
+        Action::Info(_)
+        | Action::Reply(_)
         | Action::Close(_)
         | Action::Own(_)
         | Action::Pubsub { .. }

@@ -10,7 +10,8 @@
 //! write (where `WAIT` goes) is kept when its backend carried over. A transaction (`MULTI` or
 //! `WATCH`) finishes under the snapshot it began with, and the session moves after it. A
 //! client's own connection (blocking commands) stays until a command needs another node.
-//! Authenticated clients stay authenticated when the password changes, as in Redis.
+//! The client's user is looked up by name among the new users: it stays logged in when its
+//! password changes, as in Redis, takes the new rules, and is closed if the user was removed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,12 +35,20 @@ pub(super) fn idle_timeout(server: &ServerConfig) -> Option<Duration> {
 }
 
 /// Moves the session from `pinned` to the snapshot in force, when it is newer and the client
-/// may move. False when the client must be closed: its subscriptions could not be placed.
+/// may move. False when the client must be closed: its user was removed, or its subscriptions
+/// could not be placed or are no longer its user's to hold.
 pub(super) async fn to_newest(c: &mut Conn<'_>, pinned: &mut Arc<Snapshot>) -> bool {
     if !c.proxy.is_newer_than(pinned) || !may_switch(&c.state) {
         return true;
     }
     let newest = c.proxy.snapshot();
+    if !super::acl::follow_user(&mut c.state, c.subs.as_deref(), newest.users()) {
+        debug!(
+            client = c.state.id,
+            "its user was removed by a reload, or lost a channel it is subscribed to; closing"
+        );
+        return false;
+    }
     let proxy = ProxyRef::new(c.proxy, &newest);
     if let Some(subs) = c.subs.as_mut()
         && let Err(error) = subs.follow(pinned, proxy).await

@@ -35,6 +35,14 @@ pub struct Txn {
     dirty: bool,
 }
 
+/// Makes the open transaction, if any, fail at `EXEC`: a command was refused while queuing
+/// (by the permission check, before it reached [`in_multi`]).
+pub(super) fn fail_queued(state: &mut ClientState) {
+    if let Some(txn) = state.txn.as_mut() {
+        txn.dirty = true;
+    }
+}
+
 /// Handles a transaction command outside `MULTI`. `None` means a request Redis would refuse for
 /// its argument count, which follows the normal path to get Redis's error.
 pub fn handle(

@@ -85,6 +85,27 @@ impl Proxy {
 
     fn launch(config: Config, options: respgate::reload::Options) -> Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        Proxy::start_on(listener, config, options)
+    }
+
+    /// Starts a proxy in front of `seeds` that announces the address clients reach it at,
+    /// `127.0.0.1:PORT`, as `server.announce_address` (as one behind a load balancer announces
+    /// the balancer's), and waits until it serves every slot.
+    pub fn start_announcing_itself(seeds: &[String]) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let mut config = config_for(seeds);
+        config.server.announce_address = listener.local_addr().expect("local addr").to_string();
+        let proxy = Proxy::start_on(listener, config, respgate::reload::Options::default());
+        proxy.wait_until_serving();
+        proxy
+    }
+
+    /// Runs a proxy with `config` on `listener`, reloading as `options` allow.
+    fn start_on(
+        listener: std::net::TcpListener,
+        config: Config,
+        options: respgate::reload::Options,
+    ) -> Proxy {
         let port = listener.local_addr().expect("local addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
