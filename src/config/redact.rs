@@ -57,7 +57,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::config::{BackendKind, ClusterConfig};
+    use crate::config::{BackendKind, ClusterConfig, Secret, UserConfig};
 
     #[test]
     fn every_password_is_redacted_and_the_rest_shows() {
@@ -93,6 +93,34 @@ mod tests {
         let again: Config = toml::from_str(&shown).unwrap();
         assert_eq!(again.server.listen, config.server.listen);
         assert_eq!(again.server.password.expose(), REDACTED.as_bytes());
+    }
+
+    #[test]
+    fn users_passwords_are_redacted_and_where_they_are_read_from_shows() {
+        let mut config = Config::default();
+        config.users.insert(
+            "app".into(),
+            UserConfig {
+                passwords: vec!["inline-secret".into()],
+                password_file: vec!["/run/secrets/app".into()],
+                password_env: vec!["APP_PASSWORD".into()],
+                ..UserConfig::default()
+            },
+        );
+        let shown = config.to_redacted_toml().unwrap();
+        assert!(!shown.contains("inline-secret"), "{shown}");
+        for visible in [
+            "passwords = [\"<redacted>\"]",
+            "password_file = [\"/run/secrets/app\"]",
+            "password_env = [\"APP_PASSWORD\"]",
+        ] {
+            assert!(shown.contains(visible), "{visible} not in {shown}");
+        }
+        // A secret serialized on its own is redacted too, not only under a secret's key.
+        assert_eq!(
+            toml::Value::try_from(Secret::from("x")).unwrap(),
+            toml::Value::String(REDACTED.into())
+        );
     }
 
     #[test]
