@@ -1,9 +1,10 @@
 //! The proxy's shared state, handed to every session: what lives as long as the process
 //! (counters, the client list, identity) and the [`Snapshot`] of the configuration in force with
-//! what is built from it (backends, routes), replaced whole by a reload.
+//! what is built from it (users, backends, routes), replaced whole by a reload.
 //!
 //! A session pins one snapshot and reads through a [`ProxyRef`]: a request sees one snapshot from
-//! start to end, so a [`BackendId`] always indexes the backends its route table was made for.
+//! start to end, so a [`BackendId`] always indexes the backends its route table was made for,
+//! and a user's id the users its command table's permissions were granted for.
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -59,7 +60,7 @@ pub struct Snapshot {
     pub config: Config,
     /// The users clients log in as, compiled from `config` (passwords read from their files
     /// and variables when the snapshot was made).
-    users: Arc<Users>,
+    users: Users,
     /// Whether any user is restricted: only then do command tables carry permissions.
     restricted_users: bool,
     /// The command table with the permissions of `users` recorded on it, made the first time
@@ -104,7 +105,7 @@ impl Snapshot {
         Snapshot {
             config,
             restricted_users: users.any_restricted(),
-            users: Arc::new(users),
+            users,
             granted: ArcSwapOption::empty(),
             backends,
             lifelines,
