@@ -33,6 +33,9 @@ cargo clippy --all-targets -- -D warnings
 step "cargo build --all-targets"
 cargo build --all-targets
 
+step "deploy/: every Kubernetes overlay rendered, validated and run offline (scripts/check-deploy.sh)"
+bash scripts/check-deploy.sh
+
 # Doc tests before the main run, so the test runner's summary is the last thing printed.
 step "cargo test --doc"
 cargo test --doc

@@ -263,7 +263,6 @@ impl Config {
         let mut environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
             .separator("__")
-            .list_separator(",")
             .try_parsing(true)
             .source(Some(
                 env.iter()
@@ -271,8 +270,9 @@ impl Config {
                     .cloned()
                     .collect(),
             ));
-        // Lists are comma separated; the backend and user names are only known from the
-        // variables.
+        // Lists are comma separated; the backend and user names are only known from the variables. The
+        // separator is set only with list keys: with a separator and no list key, the config
+        // crate splits every variable, and a lone RESPGATE_SERVER__PASSWORD becomes a list.
         for (name, _) in env {
             let lower = name.to_ascii_lowercase();
             for list in [
@@ -286,7 +286,9 @@ impl Config {
                 if let Some(rest) = lower.strip_prefix("respgate_users__")
                     && let Some(user) = rest.strip_suffix(&format!("__{list}"))
                 {
-                    environment = environment.with_list_parse_key(&format!("users.{user}.{list}"));
+                    environment = environment
+                        .list_separator(",")
+                        .with_list_parse_key(&format!("users.{user}.{list}"));
                 }
             }
             for section in ["clusters", "backends"] {
@@ -294,8 +296,9 @@ impl Config {
                     if let Some(rest) = lower.strip_prefix(&format!("respgate_{section}__"))
                         && let Some(backend) = rest.strip_suffix(&format!("__{list}"))
                     {
-                        environment =
-                            environment.with_list_parse_key(&format!("{section}.{backend}.{list}"));
+                        environment = environment
+                            .list_separator(",")
+                            .with_list_parse_key(&format!("{section}.{backend}.{list}"));
                     }
                 }
             }
@@ -495,6 +498,21 @@ mod tests {
         assert_eq!(config.server.max_pipeline, 9);
         assert_eq!(config.server.listen, "127.0.0.1:3");
         assert_eq!(config.clusters[DEFAULT_CLUSTER].seeds, ["b:1", "c:2"]);
+    }
+
+    #[test]
+    fn string_variables_without_a_list_variable_stay_strings() {
+        let vars = env(&[
+            ("RESPGATE_SERVER__PASSWORD", "a,b"),
+            ("RESPGATE_BACKENDS__DEFAULT__PASSWORD", "secret"),
+        ]);
+        let overrides = Overrides {
+            seeds: Some(vec!["a:1".into()]),
+            ..Overrides::default()
+        };
+        let config = Config::load_from(None, &vars, &overrides).unwrap();
+        assert_eq!(config.server.password.expose(), b"a,b");
+        assert_eq!(config.backends[DEFAULT_CLUSTER].password, "secret");
     }
 
     #[test]
