@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use crate::backend::{BackendError, NodeAddr, NodePool, Reply};
 use crate::cluster::Cluster;
 use crate::protocol::{Protocol, reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Which nodes a command goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl Broadcast {
 pub type Answer = (NodeAddr, Result<Reply, BackendError>);
 
 /// Sends the command where it goes and combines the replies into the client's one reply.
-pub async fn run(proxy: &Proxy, broadcast: Broadcast, protocol: Protocol) -> Bytes {
+pub async fn run(proxy: ProxyRef<'_>, broadcast: Broadcast, protocol: Protocol) -> Bytes {
     if broadcast.reach == Reach::OneMaster {
         return one_master(proxy, &broadcast.payload, protocol).await;
     }
@@ -92,9 +92,9 @@ pub async fn run(proxy: &Proxy, broadcast: Broadcast, protocol: Protocol) -> Byt
 
 /// Every node `reach` names, backends in id order and each backend's nodes in address order
 /// (masters before replicas); an error reply when a backend's topology is not known yet.
-pub fn nodes(proxy: &Proxy, reach: Reach) -> Result<Vec<Arc<NodePool>>, Bytes> {
+pub fn nodes(proxy: ProxyRef<'_>, reach: Reach) -> Result<Vec<Arc<NodePool>>, Bytes> {
     let mut all = Vec::new();
-    for cluster in &proxy.backends {
+    for cluster in proxy.backends() {
         match nodes_of(cluster, reach) {
             Some(nodes) => all.extend(nodes),
             None => return Err(reply::error(&cluster.unreachable_error())),
@@ -131,7 +131,7 @@ pub async fn ask(nodes: &[Arc<NodePool>], payload: &Bytes, protocol: Protocol) -
 }
 
 /// The default backend's masters in address order, until one answers.
-async fn one_master(proxy: &Proxy, payload: &Bytes, protocol: Protocol) -> Bytes {
+async fn one_master(proxy: ProxyRef<'_>, payload: &Bytes, protocol: Protocol) -> Bytes {
     let Some(cluster) = proxy.default_cluster() else {
         return reply::error("ERR respgate: no backend configured");
     };

@@ -19,7 +19,7 @@ use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, parse_int, put_decimal};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// How the masters' replies combine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +88,9 @@ pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> Fan
 /// One master of one backend.
 type Master<'a> = (BackendId, &'a Cluster, Arc<NodePool>);
 
-pub(crate) fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
+pub(crate) fn all_masters(proxy: ProxyRef<'_>) -> Result<Vec<Master<'_>>, Bytes> {
     let mut all = Vec::new();
-    for (index, cluster) in proxy.backends.iter().enumerate() {
+    for (index, cluster) in proxy.backends().iter().enumerate() {
         let backend = BackendId(index as u16);
         let mut masters = cluster.slot_map().masters().to_vec();
         if masters.is_empty() {
@@ -108,7 +108,7 @@ pub(crate) fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
 
 /// Sends the command to every master of every backend at once and combines the replies.
 pub async fn run(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     fanout: FanOut,
     protocol: Protocol,
     db: u8,
@@ -391,7 +391,7 @@ const NODE_BITS: u32 = 10;
 /// the master's index (in address order) in its low bits and that master's own cursor above.
 /// A full iteration returns every key once as long as no slot moves meanwhile.
 pub async fn scan(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     args: &[Bytes],
     protocol: Protocol,
     db: u8,

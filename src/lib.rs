@@ -23,8 +23,11 @@
 //!   scripted nodes.
 //!
 //! [`acl`] holds the users clients log in as and the permission check a restricted user's
-//! requests pass before anything else. [`config`] holds the typed configuration, [`metrics`]
-//! the metric names, [`admin`] the `/metrics`, `/ready` and `/live` endpoints.
+//! requests pass before anything else. [`config`] holds the typed configuration, [`proxy`] the
+//! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users
+//! among it), [`reload`] puts a new configuration in force without dropping a client,
+//! [`metrics`] has the metric names, [`admin`] the `/metrics`, `/ready`, `/live`, `/config`
+//! and `/reload` endpoints.
 
 pub mod acl;
 pub mod admin;
@@ -41,9 +44,10 @@ pub mod metrics;
 pub mod multikey;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod workers;
 
 pub use config::Config;
-pub use server::{bind, run};
+pub use server::{bind, run, run_with};

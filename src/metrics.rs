@@ -27,3 +27,12 @@ pub const SLOTS_SERVED: &str = "respgate_slots_served";
 pub const MASTERS: &str = "respgate_masters";
 /// Counter: clients closed for overcoming their output limit.
 pub const CLIENTS_CLOSED_BY_LIMIT: &str = "respgate_clients_closed_by_output_limit_total";
+/// Gauge: the generation of the configuration in force (1 at start, one more per reload that
+/// changed it).
+pub const CONFIG_GENERATION: &str = "respgate_config_generation";
+/// Counter: configuration reloads, labelled `outcome` = `ok` | `failed`.
+pub const CONFIG_RELOADS: &str = "respgate_config_reloads_total";
+/// Gauge: when the last reload ended, in seconds since the Unix epoch; 0 before any.
+pub const CONFIG_LAST_RELOAD: &str = "respgate_config_last_reload_timestamp_seconds";
+/// Gauge: 1 when the last reload succeeded (or none happened yet), 0 when it was refused.
+pub const CONFIG_LAST_RELOAD_OK: &str = "respgate_config_last_reload_successful";

@@ -12,8 +12,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
+use crate::acl::Users;
 use crate::config::Config;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Snapshot};
+use crate::reload::{self, Reloader, Starter};
 use crate::session;
 use crate::workers::Workers;
 
@@ -27,34 +29,64 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves clients on `listener` until `shutdown` completes.
+/// Serves clients on `listener` until `shutdown` completes, with `config` fixed: a reload is
+/// refused, having nothing to read again.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_with(listener, config, reload::Options::default(), shutdown).await
+}
+
+/// Serves clients on `listener` until `shutdown` completes, reloading the configuration as
+/// `options` allow (see [`crate::reload`]).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    options: reload::Options,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let users = crate::acl::Users::compile(&config, &|name| std::env::var(name).ok()).map_err(
-        |problems| {
-            let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, listed.join("; "))
-        },
-    )?;
-    let proxy = Proxy::new(config, users, local, stop_rx.clone(), workers.set().clone());
-    let refreshers: Vec<_> = proxy
-        .backends
-        .iter()
-        .map(|c| c.spawn_refresher(stop_rx.clone()))
-        .collect();
-    if !proxy.config.server.admin_listen.is_empty() {
-        let addr = proxy.config.server.admin_listen.clone();
+    let users = Users::compile(&config, &|name| std::env::var(name).ok()).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, listed.join("; "))
+    })?;
+    let starter = Starter::new(workers.set().clone(), stop_rx.clone());
+    let (backends, _) = starter.build(&config, None);
+    let proxy = Proxy::new(Snapshot::new(config, users, backends, 1), local);
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&proxy),
+        starter,
+        options.source,
+        options.log_filter,
+    ));
+    if let Some(file) = reloader.file() {
+        let file = file.to_path_buf();
+        tokio::spawn(reload::watch_file(
+            Arc::clone(&reloader),
+            file,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(mut requests) = options.requests {
+        let reloader = Arc::clone(&reloader);
+        tokio::spawn(async move {
+            while let Some(trigger) = requests.recv().await {
+                reloader.reload(trigger).await;
+            }
+        });
+    }
+    let admin_listen = proxy.config().server.admin_listen.clone();
+    if !admin_listen.is_empty() {
+        let addr = admin_listen;
         match TcpListener::bind(&addr).await {
             Ok(admin) => {
                 tokio::spawn(crate::admin::serve(
                     admin,
-                    Arc::clone(&proxy),
+                    Arc::clone(&reloader),
                     stop_rx.clone(),
                 ));
             }
@@ -68,18 +100,17 @@ pub async fn run(
     }
     info!(
         listen = %local,
-        backends = proxy.backends.len(),
+        backends = proxy.snapshot().backends().len(),
         threads = workers.set().len(),
         "listening"
     );
-    let keepalive = proxy.config.server.tcp_keepalive_s;
 
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accept(stream, peer, &proxy, &workers, keepalive),
+                Ok((stream, peer)) => accept(stream, peer, &proxy, &workers),
                 Err(error) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     warn!(%error, "accept failed");
@@ -93,9 +124,10 @@ pub async fn run(
     drop(listener);
     let open = proxy.stats.connected_clients.load(Ordering::Relaxed);
     info!(clients = open, "shutting down; draining clients");
+    proxy.drain();
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(proxy.config.server.shutdown_timeout_ms);
+        + Duration::from_millis(proxy.config().server.shutdown_timeout_ms);
     while proxy.stats.connected_clients.load(Ordering::Relaxed) > 0
         && tokio::time::Instant::now() < deadline
     {
@@ -108,9 +140,7 @@ pub async fn run(
             "drain deadline passed; closing the remaining clients"
         );
     }
-    for r in refreshers {
-        let _ = r.await;
-    }
+    reloader.join_refreshers().await;
     // Ends the worker threads, and with them the backend connections.
     drop(workers);
     info!("stopped");
@@ -125,13 +155,11 @@ fn worker_threads(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn accept(
-    stream: TcpStream,
-    peer: SocketAddr,
-    proxy: &Arc<Proxy>,
-    workers: &Workers,
-    keepalive_s: u64,
-) {
+fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, workers: &Workers) {
+    let (keepalive_s, max_clients) = {
+        let config = proxy.config();
+        (config.server.tcp_keepalive_s, config.server.max_clients)
+    };
     let stats = &proxy.stats;
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
@@ -141,7 +169,7 @@ fn accept(
     }
     let connected = stats.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
     let proxy = Arc::clone(proxy);
-    if connected as usize > proxy.config.server.max_clients {
+    if connected as usize > max_clients {
         stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
         stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {

@@ -135,19 +135,10 @@ impl User {
             Channels::First => args.get(1..2).unwrap_or_default(),
             Channels::All | Channels::Patterns => args.get(1..).unwrap_or_default(),
         };
-        if let Some(allowed) = &self.channels {
+        if self.channels.is_some() {
             let pattern = channels == Channels::Patterns;
-            for name in names {
-                let ok = allowed.iter().any(|glob| {
-                    if pattern {
-                        glob.is_literally(name)
-                    } else {
-                        glob.matches(name)
-                    }
-                });
-                if !ok {
-                    return Err(Denial::Channel);
-                }
+            if !names.iter().all(|name| self.may_subscribe(name, pattern)) {
+                return Err(Denial::Channel);
             }
         }
         if self.backends.is_none() || keyed {
@@ -169,6 +160,21 @@ impl User {
         } else {
             Err(Denial::Backend)
         }
+    }
+
+    /// Whether the channel patterns allow channel `name`, or for a `pattern` subscription the
+    /// pattern `name` itself (Redis lets a client subscribe only to patterns it was given
+    /// verbatim).
+    pub fn may_subscribe(&self, name: &[u8], pattern: bool) -> bool {
+        self.channels.as_ref().is_none_or(|allowed| {
+            allowed.iter().any(|glob| {
+                if pattern {
+                    glob.is_literally(name)
+                } else {
+                    glob.matches(name)
+                }
+            })
+        })
     }
 
     /// Whether a key pattern allows `key` for `access`.

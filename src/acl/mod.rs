@@ -2,17 +2,24 @@
 //! and reach, checked before a request goes anywhere.
 //!
 //! # Layout
-//! - this module: [`Users`], compiled once from `[users.NAME]` and `server.password` when the
-//!   proxy starts (passwords read from files and the environment then), and logging in;
+//! - this module: [`Users`], compiled from `[users.NAME]` and `server.password` when the proxy
+//!   starts and at each reload (passwords read from files and the environment then), and
+//!   logging in;
 //! - `rules`: command rules (`+@all -@dangerous +get`) and the ACL categories;
 //! - `glob`: Redis's glob patterns, for keys and channels, matched without recursion;
 //! - `check`: the per-request check and its `NOPERM` replies.
 //!
-//! What a user may run is decided per command when the command table loads
-//! ([`CommandTable::grant`](crate::command::CommandTable::grant)): each command carries the set
-//! of users allowed to run it, so a request tests one bit. A user with every permission (the
+//! What a user may run is decided per command once per configuration snapshot and command
+//! table ([`CommandTable::grant`](crate::command::CommandTable::grant), called by
+//! [`Snapshot::commands`](crate::proxy::Snapshot::commands)): each command carries the set of
+//! users allowed to run it, so a request tests one bit. A user with every permission (the
 //! `default` user of a proxy without `[users]`) is *unrestricted* and skips the check
 //! altogether: a session tests one flag.
+//!
+//! A reload compiles the users again into the new snapshot. A session moving to it looks its
+//! user up by name there: the new rules and passwords apply to it, it stays logged in through
+//! a password change, and it is disconnected if its user was removed, as Redis disconnects the
+//! clients of a user `ACL DELUSER` deletes.
 
 mod check;
 mod glob;
@@ -276,6 +283,25 @@ impl Users {
         } else {
             Err(problems)
         }
+    }
+
+    /// Whether `other` has the same users with the same passwords. Of two compilations of one
+    /// configuration only the passwords read from files and variables can differ, so a reload
+    /// that finds the configuration unchanged asks this to know whether they did.
+    pub fn same_passwords(&self, other: &Users) -> bool {
+        self.users.len() == other.users.len()
+            && self
+                .users
+                .iter()
+                .zip(&other.users)
+                .all(|(a, b)| a.name == b.name && a.passwords == b.passwords)
+    }
+
+    /// The user called `name`: who a client logged in as `name` under other users is once it
+    /// moves to these. `None` when there is none (a reload removed the user); a disabled user
+    /// is returned, as Redis keeps the clients of a user turned `off`.
+    pub fn get(&self, name: &str) -> Option<Arc<User>> {
+        self.named(name.as_bytes()).cloned()
     }
 
     /// Every user, by id.

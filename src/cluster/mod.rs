@@ -1,6 +1,7 @@
 //! One Redis Cluster: its slot map, how the map is learned and refreshed, and how a command is
 //! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
 
+mod lifeline;
 mod redirect;
 mod retry;
 mod scripts;
@@ -19,7 +20,6 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::acl::Users;
 use crate::backend::{
     BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply, TcpConnector,
 };
@@ -28,6 +28,7 @@ use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
 
+pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
 pub use scripts::ScriptCache;
@@ -106,20 +107,12 @@ pub struct Cluster {
     pub scripts: ScriptCache,
     /// Counters for `INFO`.
     pub stats: ClusterStats,
-    /// The proxy's users, whose permissions the command table records when it loads.
-    users: Arc<Users>,
 }
 
 impl Cluster {
     /// A cluster with an empty slot map; [`Cluster::spawn_refresher`] learns the topology.
-    /// Its command table, once loaded, records which of `users` may run each command.
-    pub fn new(
-        name: &str,
-        config: ClusterConfig,
-        workers: WorkerSet,
-        users: Arc<Users>,
-    ) -> Arc<Cluster> {
-        Cluster::build(name, config, workers, Arc::new(TcpConnector), users)
+    pub fn new(name: &str, config: ClusterConfig, workers: WorkerSet) -> Arc<Cluster> {
+        Cluster::with_connector(name, config, workers, Arc::new(TcpConnector))
     }
 
     /// A cluster whose nodes are reached through `connector`: TCP in production, scripted
@@ -129,16 +122,6 @@ impl Cluster {
         config: ClusterConfig,
         workers: WorkerSet,
         connector: Arc<dyn Connector>,
-    ) -> Arc<Cluster> {
-        Cluster::build(name, config, workers, connector, Arc::default())
-    }
-
-    fn build(
-        name: &str,
-        config: ClusterConfig,
-        workers: WorkerSet,
-        connector: Arc<dyn Connector>,
-        users: Arc<Users>,
     ) -> Arc<Cluster> {
         let settings = ConnSettings {
             connector,
@@ -162,7 +145,6 @@ impl Cluster {
             round_robin: AtomicUsize::new(0),
             scripts: ScriptCache::default(),
             stats: ClusterStats::default(),
-            users,
         })
     }
 
@@ -171,9 +153,20 @@ impl Cluster {
         &self.name
     }
 
+    /// The configuration this cluster was made from.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
     /// The current slot map.
     pub fn slot_map(&self) -> Arc<SlotMap> {
         self.map.load_full()
+    }
+
+    /// Whether a node has told the proxy where the keys live and what the commands are: the
+    /// backend can serve requests without making them wait.
+    pub fn is_known(&self) -> bool {
+        !self.map.load().is_empty() && self.commands.load().is_some()
     }
 
     /// The command table read from the cluster, once a node has answered.

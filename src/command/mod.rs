@@ -52,8 +52,9 @@ pub struct CommandSpec {
     /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
     /// flags (replacing any value given), so it is computed once, when the table loads.
     pub policy: Policy,
-    /// The users who may run it, set by [`CommandTable::grant`] when the table loads; only
-    /// restricted users are ever checked against it.
+    /// The users who may run it, set by [`CommandTable::grant`] for the users of the
+    /// configuration snapshot the table is used under; only restricted users are ever checked
+    /// against it.
     pub allowed: UserSet,
 }
 
@@ -161,7 +162,7 @@ impl CommandTable {
     }
 
     /// Records on every command (and subcommand) which of `users` may run it, by their rules:
-    /// decided once here, so a request tests one bit. Commands Redis lets anyone run
+    /// decided once here for a snapshot's users, so a request tests one bit. Commands Redis lets anyone run
     /// (`no_auth`: `AUTH`, `HELLO`, `QUIT`) are everyone's. Rules naming a command the table
     /// lacks are logged: they allow nothing.
     pub fn grant(&mut self, users: &Users) {

@@ -6,13 +6,19 @@
 //! - `backend`: one backend's settings (`[backends.NAME]`) and their checks;
 //! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks;
 //! - `users`: `[users.NAME]` and [`Secret`], the type passwords are held in (checked by
-//!   [`crate::acl::Users::compile`]).
+//!   [`crate::acl::Users::compile`]);
+//! - `restart`: the settings a reload cannot change;
+//! - `redact`: the configuration as `/config` shows it, secrets replaced.
 
 mod backend;
+mod redact;
+mod restart;
 mod routing;
 mod users;
 
 pub use backend::{BackendKind, ClusterConfig, ReadFrom};
+pub use redact::REDACTED;
+pub use restart::RestartNeeded;
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
 pub use users::{Secret, UserConfig, read_secrets};
 
@@ -20,7 +26,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Name of the backend that `--cluster` defines.
@@ -29,7 +35,7 @@ pub const DEFAULT_CLUSTER: &str = "default";
 pub const ENV_PREFIX: &str = "RESPGATE";
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The client-facing side.
@@ -43,6 +49,26 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// The users clients log in as, by name, with what each may do.
     pub users: BTreeMap<String, UserConfig>,
+    /// What the proxy logs.
+    pub log: LogConfig,
+}
+
+/// The proxy's logs (`[log]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or `tracing` filter
+    /// directives such as `info,respgate::cluster=debug`. The `RUST_LOG` environment variable,
+    /// when set, wins over it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
 }
 
 impl Config {
@@ -70,7 +96,7 @@ impl Config {
 }
 
 /// The client-facing listener and per-client limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on.
@@ -121,6 +147,9 @@ pub struct ServerConfig {
     /// every master, `DEBUG` where its subcommand acts, the others by key or to one master.
     /// (`ACL` is about the proxy's own users.)
     pub allow_admin_commands: bool,
+    /// How often the configuration file is checked for changes, which are then reloaded, in
+    /// milliseconds; 0 turns the check off (`SIGHUP` and `POST /reload` still reload).
+    pub config_watch_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +167,7 @@ impl Default for ServerConfig {
             client_idle_timeout_s: 0,
             allow_admin_commands: false,
             shutdown_timeout_ms: 10_000,
+            config_watch_interval_ms: 1000,
             admin_listen: String::new(),
             announce_address: String::new(),
             password: Secret::default(),
@@ -160,7 +190,7 @@ impl Default for ServerConfig {
 /// the replies nodes have answered that the client has not read yet, whether in the proxy or
 /// in its socket's send buffer. Over the hard limit, or over the soft limit for longer than
 /// `soft_limit_s`, the client is closed; over the soft limit, its next requests wait unread.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputLimit {
     /// Close the client at once when owed more than this many bytes; 0 means no hard limit.
@@ -381,6 +411,15 @@ impl Config {
             }
         }
         routing::validate_routing(self, &mut problems);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(Problem {
+                key: "log.level".into(),
+                message: format!(
+                    "{:?} is not a level or filter directives: {e}",
+                    self.log.level
+                ),
+            });
+        }
         if let Err(user_problems) = crate::acl::Users::compile(self, env) {
             problems.extend(user_problems);
         }
@@ -568,6 +607,25 @@ mod tests {
         assert_eq!(notes.len(), 1);
         assert_eq!(notes[0].key, "clusters.default");
         assert!(notes[0].message.contains("[backends.default]"), "{notes:?}");
+    }
+
+    #[test]
+    fn log_level_takes_a_level_or_filter_directives() {
+        let mut config = Config::default();
+        config.clusters.insert(
+            "default".into(),
+            ClusterConfig {
+                seeds: vec!["a:1".into()],
+                ..ClusterConfig::default()
+            },
+        );
+        for good in ["warn", "info,respgate::cluster=debug"] {
+            config.log.level = good.into();
+            assert_eq!(config.validate(), [], "{good}");
+        }
+        config.log.level = "respgate=loud".into();
+        let keys: Vec<String> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["log.level"]);
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! run and touch), and [`Secret`], the type every password is held in so that none is ever
 //! printed. The rules are compiled and checked by [`crate::acl::Users`].
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A password: compared, never shown. `Debug` prints `"<redacted>"` (or `""` when empty), so
-/// a config printed whole, a log line or an error cannot leak it; there is no `Display`.
+use super::REDACTED;
+
+/// A password: compared, never shown. `Debug` prints `"<redacted>"` (or `""` when empty), and
+/// so does serializing it (`/config`), so a config printed whole, a log line or an error cannot
+/// leak it; there is no `Display`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -32,6 +35,12 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() { "" } else { REDACTED })
+    }
+}
+
 impl From<&str> for Secret {
     fn from(text: &str) -> Self {
         Secret(text.to_string())
@@ -46,7 +55,7 @@ impl From<String> for Secret {
 
 /// One user (`[users.NAME]`), as Redis's `ACL SETUSER NAME on >password ~keys &channels
 /// +commands` would make it, plus the backends it may reach.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct UserConfig {
     /// Whether the user may log in (Redis's `on`/`off`).
@@ -55,10 +64,11 @@ pub struct UserConfig {
     /// `password_file` or `password_env`.
     pub passwords: Vec<Secret>,
     /// Files holding passwords, one per line (blank lines ignored): a mounted Kubernetes
-    /// Secret. One path or a list; read at start.
+    /// Secret. One path or a list; read at start and at each reload.
     #[serde(deserialize_with = "one_or_many")]
     pub password_file: Vec<String>,
-    /// Environment variables each holding one password. One name or a list; read at start.
+    /// Environment variables each holding one password. One name or a list; read at start
+    /// and at each reload.
     #[serde(deserialize_with = "one_or_many")]
     pub password_env: Vec<String>,
     /// Any password logs in (Redis's `nopass`); a client that never authenticates is this

@@ -9,13 +9,13 @@ use crate::cluster::{Access, Target};
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// `RANDOMKEY`: `DBSIZE` of every master, then `RANDOMKEY` on one chosen with probability in
 /// proportion to its size. A master that answers nil (its keys went meanwhile) is left out and
 /// another chosen, each master at most once; nil only when no master has a key.
 pub async fn run(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     payload: &Bytes,
     protocol: Protocol,
     db: u8,

@@ -13,12 +13,13 @@ use super::dispatch::{Action, unknown_subcommand, wrong_arity_named};
 use super::{ClientState, txn};
 use std::sync::atomic::Ordering;
 
-use crate::acl::{CATEGORIES, Categories, Denial, LoginError};
+use super::pubsub::Subscriptions;
+use crate::acl::{CATEGORIES, Categories, Denial, LoginError, Users};
 use crate::command::Lookup;
 use crate::metrics as m;
 use crate::protocol::Request;
 use crate::protocol::reply::{self, ReplyBuf};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// What the permission check says of a request.
 pub(super) enum Permit {
@@ -35,7 +36,7 @@ pub(super) enum Permit {
 /// makes `EXEC` fail, as any queuing error does in Redis.
 pub(super) fn permit(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     name: Option<&str>,
     request: &Request,
 ) -> Permit {
@@ -54,7 +55,7 @@ pub(super) fn permit(
         return Permit::Allowed;
     }
     let routes = proxy.routes();
-    match user.check(spec, &request.args, &routes, &mut state.acl_keys) {
+    match user.check(spec, &request.args, routes, &mut state.acl_keys) {
         Ok(()) => Permit::Allowed,
         Err(denial) => {
             let (counter, kind) = match denial {
@@ -75,11 +76,11 @@ pub(super) fn permit(
 /// counted and logged with the user name and the client's address, never the password.
 pub(super) fn login(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     user: Option<&[u8]>,
     password: &[u8],
 ) -> Result<(), LoginError> {
-    match proxy.users.login(user, password) {
+    match proxy.users().login(user, password) {
         Ok(found) => {
             state.login(Some(found));
             Ok(())
@@ -103,10 +104,37 @@ pub(super) fn login(
     }
 }
 
+/// Moves the client's login to `users`, the users of the snapshot it moves to: its user, looked
+/// up by name, with the rules and passwords the reload gave it. False when the client must be
+/// closed, as Redis closes the clients of a user `ACL DELUSER` deletes: its user is gone, or
+/// may no longer hold a channel or pattern it is subscribed to (Redis closes those when
+/// `ACL SETUSER` takes channels away). A disabled user's clients stay, as with Redis's
+/// `ACL SETUSER name off`. A client that never logged in is let in when the default user now
+/// takes any password, as Redis lets clients in once `requirepass` is cleared.
+pub(super) fn follow_user(
+    state: &mut ClientState,
+    subscriptions: Option<&Subscriptions>,
+    users: &Users,
+) -> bool {
+    let Some(name) = state.user.as_ref().map(|u| u.name.clone()) else {
+        if let Some(user) = users.at_connect() {
+            state.login(Some(user));
+        }
+        return true;
+    };
+    let Some(user) = users.get(&name) else {
+        return false;
+    };
+    let may_stay = subscriptions
+        .is_none_or(|subs| subs.all(|name, pattern| user.may_subscribe(name, pattern)));
+    state.login(Some(user));
+    may_stay
+}
+
 /// `ACL WHOAMI | CAT [category] | USERS`, answered from the proxy's users and the command
 /// table; the subcommands that would change or list users' rules are refused: users live in
 /// the proxy's configuration.
-pub(super) fn command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+pub(super) fn command(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let Some(sub) = args.get(1) else {
         return Action::Reply(reply::error(&wrong_arity_named(b"acl")));
     };
@@ -130,7 +158,12 @@ pub(super) fn command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Act
             if argc != 2 {
                 return wrong();
             }
-            let mut names: Vec<&str> = proxy.users.all().iter().map(|u| u.name.as_str()).collect();
+            let mut names: Vec<&str> = proxy
+                .users()
+                .all()
+                .iter()
+                .map(|u| u.name.as_str())
+                .collect();
             names.sort_unstable();
             out.array(names.len());
             for name in names {

@@ -27,7 +27,7 @@ use crate::protocol::Request;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::{encode_command, parse_int};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 use bytes::BytesMut;
 
 /// What the session does with a request.
@@ -78,7 +78,7 @@ pub enum Action {
 /// other by the backend's, then one `match` on the command's [`Policy`].
 pub fn dispatch(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     request: Request,
 ) -> Action {
@@ -137,7 +137,7 @@ pub fn dispatch(
 
 /// Notes the command `name` (lowercase) with `args` as the client's last, by its full name
 /// (`client|list`) when the backend's table knows it.
-fn note_command(state: &mut ClientState, proxy: &Proxy, name: &str, args: &[Bytes]) {
+fn note_command(state: &mut ClientState, proxy: ProxyRef<'_>, name: &str, args: &[Bytes]) {
     if state.last_command() == name {
         // The same command without subcommands again (`PING` after `PING`): nothing to look up.
         return;
@@ -154,8 +154,8 @@ fn note_command(state: &mut ClientState, proxy: &Proxy, name: &str, args: &[Byte
 
 /// No backend has answered yet (all down at start, a Sentinel group without a known master):
 /// the request waits for one within the retry budget, as routed requests do.
-fn await_backend(proxy: &Proxy, request: Request) -> Action {
-    for backend in &proxy.backends {
+fn await_backend(proxy: ProxyRef<'_>, request: Request) -> Action {
+    for backend in proxy.backends() {
         backend.request_refresh();
     }
     Action::AwaitBackend(request)
@@ -167,7 +167,7 @@ fn await_backend(proxy: &Proxy, request: Request) -> Action {
 /// count Redis refuses (with Redis's error).
 fn before_table(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     own: Option<Policy>,
     request: &Request,
@@ -212,7 +212,7 @@ fn queued_in_multi(own: Option<Policy>) -> bool {
 /// once they are done.
 pub fn in_transaction(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     request: Request,
 ) -> Result<txn::TxnStep, Request> {
@@ -242,7 +242,7 @@ pub fn in_transaction(
 /// Acts on `policy`, the policy of `spec`, for a request whose arity is already checked.
 fn by_policy(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     spec: &CommandSpec,
     policy: Policy,
@@ -252,12 +252,12 @@ fn by_policy(
         Policy::Forward { access } => forward(state, proxy, spec, request, access),
         Policy::Split { kind, access } => {
             let routes = proxy.routes();
-            match route(state, &routes, spec, &request.args) {
+            match route(state, routes, spec, &request.args) {
                 Ok(mut routed) => {
                     let payload = routed.payload(request.raw);
                     forward_to(state, routed.backend, payload, routed.target, access)
                 }
-                Err(error) => match multikey::plan(kind.name(), &request.args, &routes) {
+                Err(error) => match multikey::plan(kind.name(), &request.args, routes) {
                     Some(split) => Action::Split(split),
                     None => Action::Reply(reply::error(&error.message(proxy))),
                 },
@@ -273,7 +273,7 @@ fn by_policy(
             let routes = proxy.routes();
             let (backend, target) = match request.args.get(1) {
                 Some(channel) => {
-                    let place = place_of_channel(&routes, channel);
+                    let place = place_of_channel(routes, channel);
                     (place.backend, Target::Slot(place.slot))
                 }
                 None => (routes.default_backend(), Target::AnyMaster),
@@ -309,7 +309,7 @@ fn by_policy(
             by_policy(state, proxy, cluster, spec, kind.then(), request)
         }
         Policy::Admin(reach) => {
-            if proxy.config.server.allow_admin_commands {
+            if proxy.config().server.allow_admin_commands {
                 super::admin::admin(state, proxy, spec, reach, request)
             } else {
                 Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
@@ -341,13 +341,13 @@ fn by_policy(
 /// differ.
 pub(super) fn forward(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     request: Request,
     access: Access,
 ) -> Action {
     let routes = proxy.routes();
-    match route(state, &routes, spec, &request.args) {
+    match route(state, routes, spec, &request.args) {
         Ok(mut routed) => {
             let payload = routed.payload(request.raw);
             forward_to(state, routed.backend, payload, routed.target, access)
@@ -381,12 +381,12 @@ pub(super) fn forward_to(
 /// A command that may block, on the client's own connection to the slot of its keys.
 fn blocking(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     request: Request,
 ) -> Action {
     let routes = proxy.routes();
-    match route(state, &routes, spec, &request.args) {
+    match route(state, routes, spec, &request.args) {
         Ok(mut routed) => Action::Own(OwnOp::Blocking {
             backend: routed.backend,
             payload: routed.payload(request.raw),
@@ -462,7 +462,7 @@ fn subscription(
 /// replicas. WAIT holds that connection while it waits, so its timeout is capped at half the
 /// request timeout: when replicas lag, the client gets the count reached so far, as from any
 /// WAIT that times out, and other clients are held no longer than that.
-fn wait(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn wait(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let (Some(replicas), Some(timeout)) = (
         args.get(1).and_then(|a| parse_int(a)),
         args.get(2).and_then(|a| parse_int(a)),

@@ -17,13 +17,13 @@ use crate::command::LocalKind;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, parse_int};
 use crate::protocol::{Protocol, Request};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Answers `request`, one of the proxy's own commands (its policy is `Local(kind)`). `None`
 /// means a request to follow the normal path instead.
 pub fn handle(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     kind: LocalKind,
     request: &Request,
@@ -64,7 +64,7 @@ pub fn handle(
             // Another database only where every backend a key can reach has one: Sentinel groups
             // and standalone servers, never a Redis Cluster (which has only database 0).
             let databases = proxy
-                .backends
+                .backends()
                 .iter()
                 .map(|b| b.databases())
                 .min()
@@ -128,7 +128,7 @@ pub fn handle(
             state.db = 0;
             state.subscribed = false;
             state.reset = true;
-            state.login(proxy.users.at_connect());
+            state.login(proxy.users().at_connect());
             state.reply_mode = super::ReplyMode::On;
             state.publish();
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
@@ -137,7 +137,12 @@ pub fn handle(
     Some(Action::Reply(out.finish()))
 }
 
-fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> Action {
+fn hello(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    cluster: &Cluster,
+    args: &[Bytes],
+) -> Action {
     let mut protocol = state.protocol;
     let mut setname = None;
     if let Some(version) = args.get(1) {
@@ -209,7 +214,7 @@ fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let Some(sub) = args.get(1) else {
         return Action::Reply(reply::error(&wrong_arity_named(b"client")));
     };
@@ -320,7 +325,7 @@ fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
 
 /// `CLIENT KILL addr` (the old form: `+OK` or an error) or `CLIENT KILL <filter> <value> ...`
 /// (the number killed), over the proxy's own clients.
-fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client_kill(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
     if args.len() == 3 {
         let filter = KillFilter {
@@ -374,7 +379,7 @@ fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
 /// clients' requests), naming the client's own connection there, so the node
 /// answers the blocked client (a timeout's reply, or `-UNBLOCKED ...`) and this caller (`:1`).
 /// A client that is not blocked, or not known, gets `:0` here, as from Redis.
-fn client_unblock(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client_unblock(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     if args.len() < 3 {
         return Action::Reply(reply::error(
             "ERR wrong number of arguments for 'client|unblock' command",

@@ -13,7 +13,7 @@ use crate::clients::ClientHandle;
 use crate::cluster::{Access, Cluster, Next, Redirect, ResolveAgainst, Target};
 use crate::keyspace::{BackendId, Place};
 use crate::protocol::{Protocol, ReplyKind, reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// `ASKING` in RESP.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -108,7 +108,7 @@ impl TxnBatch {
 /// Runs `op` on the client's own connection, opening one to the right node when needed;
 /// `client` is the client's entry, marked blocked while a blocking command waits.
 pub async fn run(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     own: OwnConnection,
     op: OwnOp,
     protocol: Protocol,

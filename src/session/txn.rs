@@ -24,7 +24,7 @@ use crate::keyspace::Place;
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::encode_command;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// A transaction being queued.
 #[derive(Debug, Default)]
@@ -131,7 +131,7 @@ pub(super) fn fail_queued(state: &mut ClientState) {
 /// its argument count, which follows the normal path to get Redis's error.
 pub fn handle(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     kind: Transaction,
     request: &Request,
 ) -> Option<Action> {
@@ -163,7 +163,7 @@ pub fn handle(
             state.positions.clear();
             state.positions.extend(1..argc);
             let routes = proxy.routes();
-            let mut routed = match route_positions(state, &routes, &request.args) {
+            let mut routed = match route_positions(state, routes, &request.args) {
                 Ok(routed) => routed,
                 Err(error) => return Some(Action::Reply(reply::error(&error.message(proxy)))),
             };
@@ -186,7 +186,7 @@ pub fn handle(
 /// checked and queued. `own` is the request's policy if it is one of the proxy's own commands.
 pub fn in_multi(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     own: Option<Policy>,
     request: &Request,
@@ -238,7 +238,7 @@ pub fn in_multi(
             Lookup::Found(spec) => {
                 let routes = proxy.routes();
                 let txn_place = state.txn.as_ref().and_then(|t| t.place);
-                match route(state, &routes, spec, &request.args) {
+                match route(state, routes, spec, &request.args) {
                     Err(error) => Some(error.message(proxy)),
                     Ok(mut routed) => {
                         queued = routed.payload(queued);

@@ -22,7 +22,7 @@ use crate::cluster::{Cluster, SLOT_COUNT};
 use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::encode_command;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 use merge::NodeInfo;
 
 /// Every section, in Redis's order, then the proxy's own.
@@ -93,7 +93,7 @@ pub struct InfoRequest {
 
 /// `INFO [section ...]`: the reply at once when only the proxy's sections are asked, else the
 /// request for the masters' `INFO`.
-pub(super) fn action(proxy: &Proxy, args: &[Bytes], protocol: Protocol) -> Action {
+pub(super) fn action(proxy: ProxyRef<'_>, args: &[Bytes], protocol: Protocol) -> Action {
     let sections = wanted(args);
     if sections.iter().any(|s| FROM_MASTERS.contains(s)) {
         return Action::Info(InfoRequest { sections });
@@ -126,7 +126,7 @@ fn wanted(args: &[Bytes]) -> Vec<&'static str> {
 }
 
 /// Asks every master for the sections it has figures for, and answers.
-pub(super) async fn run(proxy: &Proxy, request: InfoRequest, protocol: Protocol) -> Bytes {
+pub(super) async fn run(proxy: ProxyRef<'_>, request: InfoRequest, protocol: Protocol) -> Bytes {
     let mut command: Vec<&str> = vec!["INFO"];
     command.extend(
         request
@@ -140,7 +140,7 @@ pub(super) async fn run(proxy: &Proxy, request: InfoRequest, protocol: Protocol)
     let payload = payload.freeze();
     // Every backend whose masters are known; one still unknown counts as none answering.
     let masters: Vec<_> = proxy
-        .backends
+        .backends()
         .iter()
         .flat_map(|cluster| broadcast::nodes_of(cluster, Reach::EveryMaster).unwrap_or_default())
         .collect();
@@ -173,7 +173,7 @@ fn bulk_text(reply: &[u8]) -> String {
 /// (masters that answered, masters asked) when they were asked. When some did not answer,
 /// `# Proxy` is shown to say so.
 fn render(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     sections: &[&str],
     masters: &[NodeInfo],
     answered: Option<(usize, usize)>,
@@ -251,7 +251,7 @@ fn title(section: &str) -> &'static str {
     }
 }
 
-fn server(proxy: &Proxy) -> Vec<(String, String)> {
+fn server(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
     let uptime = proxy.started.elapsed().as_secs();
     let version = proxy
         .default_cluster()
@@ -277,9 +277,9 @@ fn server(proxy: &Proxy) -> Vec<(String, String)> {
 }
 
 /// `# Clients`: the proxy's clients, never the nodes' (the proxy is their only client).
-fn clients(proxy: &Proxy) -> Vec<(String, String)> {
+fn clients(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
     let stats = &proxy.stats;
-    let server = &proxy.config.server;
+    let server = &proxy.config().server;
     vec![
         (
             "connected_clients".into(),
@@ -360,15 +360,33 @@ fn process_cpu(path: &str) -> CpuTimes {
     }
 }
 
-fn proxy_section(proxy: &Proxy, answered: Option<(usize, usize)>) -> Vec<(String, String)> {
+fn proxy_section(proxy: ProxyRef<'_>, answered: Option<(usize, usize)>) -> Vec<(String, String)> {
+    let reloads = &proxy.reloads;
     let mut lines = vec![
         ("proxy".to_string(), "respgate".to_string()),
-        ("clusters".to_string(), proxy.backends.len().to_string()),
+        ("config_generation".into(), proxy.generation().to_string()),
+        (
+            "config_last_reload_unix".into(),
+            reloads.last_unix.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "config_last_reload_status".into(),
+            reloads.last_status().to_string(),
+        ),
+        (
+            "config_reloads_ok".into(),
+            reloads.succeeded.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "config_reloads_failed".into(),
+            reloads.failed.load(Ordering::Relaxed).to_string(),
+        ),
+        ("clusters".to_string(), proxy.backends().len().to_string()),
     ];
     if let Some((got, asked)) = answered {
         lines.push(("masters_answered".into(), format!("{got}/{asked}")));
     }
-    for c in &proxy.backends {
+    for c in proxy.backends() {
         lines.push((format!("cluster_{}", c.name()), backend_line(c)));
     }
     lines
