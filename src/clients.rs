@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -40,6 +40,8 @@ pub struct ClientHandle {
     pub owed_bytes: AtomicU64,
     /// Name, library, protocol, last command.
     pub details: Mutex<ClientDetails>,
+    /// Whether it has subscriptions.
+    pub subscribed: AtomicBool,
     /// Notified to make the session close the connection.
     pub kill: Notify,
 }
@@ -115,6 +117,7 @@ impl ClientRegistry {
                 ..ClientDetails::default()
             }),
             kill: Notify::new(),
+            subscribed: AtomicBool::new(false),
         });
         self.lock().insert(id, Arc::clone(&handle));
         Registered {
@@ -136,6 +139,14 @@ impl ClientRegistry {
             .values()
             .map(|c| c.owed_bytes.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Clients with subscriptions.
+    pub fn subscribers(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|c| c.subscribed.load(Ordering::Relaxed))
+            .count()
     }
 
     /// Closes every client matching `filter`; returns how many.

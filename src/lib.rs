@@ -22,8 +22,9 @@
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
 //!   scripted nodes.
 //!
-//! [`config`] holds the typed configuration, [`metrics`] the metric names, [`admin`] the
-//! `/metrics`, `/ready` and `/live` endpoints.
+//! [`config`] holds the typed configuration, [`metrics`] the metric names and handles,
+//! [`health`] whether the proxy is ready, [`slowlog`] the slowest requests, [`admin`] the
+//! `/metrics`, `/ready`, `/live` and `/topology` endpoints.
 
 pub mod admin;
 pub mod announce;
@@ -34,6 +35,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod fanout;
+pub mod health;
 pub mod keyspace;
 pub mod metrics;
 pub mod multikey;
@@ -41,6 +43,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod slowlog;
 pub mod workers;
 
 pub use config::Config;

@@ -10,7 +10,9 @@ use tokio::sync::watch;
 use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::health::Lifecycle;
 use crate::keyspace::{BackendId, RouteTable};
+use crate::slowlog::SlowLog;
 use crate::workers::WorkerSet;
 use arc_swap::ArcSwap;
 
@@ -27,6 +29,16 @@ pub struct ProxyStats {
     pub rejected_connections: AtomicU64,
     /// Clients closed for overcoming their output limit.
     pub closed_by_output_limit: AtomicU64,
+    /// Clients closed for staying idle past `client_idle_timeout_s`.
+    pub closed_by_idle_timeout: AtomicU64,
+    /// Clients closed for a protocol error (a request over a size limit included).
+    pub protocol_errors: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+    /// Commands answered with an error reply.
+    pub error_replies: AtomicU64,
 }
 
 /// State shared by all sessions.
@@ -45,8 +57,13 @@ pub struct Proxy {
     pub listen_addr: SocketAddr,
     /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
     pub clients: Arc<ClientRegistry>,
-    /// Turns true when the proxy shuts down: sessions finish what they owe and close.
+    /// Turns true when the proxy drains: sessions finish what they owe and close between
+    /// requests.
     pub shutdown: watch::Receiver<bool>,
+    /// Starting, ready or shutting down (see [`crate::health`]).
+    pub lifecycle: Lifecycle,
+    /// The slowest requests (`SLOWLOG`).
+    pub slowlog: SlowLog,
     next_client_id: AtomicU64,
 }
 
@@ -59,6 +76,8 @@ impl Proxy {
         shutdown: watch::Receiver<bool>,
         workers: WorkerSet,
     ) -> Arc<Proxy> {
+        // Before any backend or command table resolves its metric handles.
+        crate::metrics::install();
         let list = config.backend_list();
         let names: Vec<String> = list.iter().map(|(name, _)| name.clone()).collect();
         let backends = list
@@ -66,6 +85,10 @@ impl Proxy {
             .map(|(name, c)| Cluster::new(&name, c, workers.clone()))
             .collect();
         let routes = ArcSwap::from_pointee(RouteTable::from_config(&config, &names));
+        let slowlog = SlowLog::new(
+            config.server.slowlog_log_slower_than_us,
+            config.server.slowlog_max_len,
+        );
         Arc::new(Proxy {
             config,
             backends,
@@ -75,6 +98,8 @@ impl Proxy {
             listen_addr,
             clients: Arc::new(ClientRegistry::default()),
             shutdown,
+            lifecycle: Lifecycle::default(),
+            slowlog,
             next_client_id: AtomicU64::new(1),
         })
     }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::config::Config;
+use crate::health;
 use crate::proxy::Proxy;
 use crate::session;
 use crate::workers::Workers;
@@ -27,16 +28,26 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves clients on `listener` until `shutdown` completes.
+/// Serves clients on `listener` until `shutdown` completes, then drains in phases:
+///
+/// 1. at once: not ready (`/ready` answers 503), yet still accepting and serving new clients
+///    for `shutdown_delay_ms`, so the load balancer stops sending clients before the socket
+///    closes;
+/// 2. then accepting stops; every client gets the replies it is owed and is closed between
+///    requests (an idle one at once);
+/// 3. at `shutdown_timeout_ms` after shutdown began, whatever is still open is dropped.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
+    // Sessions drain when `drain` turns true; the refreshers and the admin endpoint stop when
+    // `stop` does, once the clients are gone, so `/ready` says 503 (not "refused") meanwhile.
+    let (drain_tx, drain_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let proxy = Proxy::new(config, local, stop_rx.clone(), workers.set().clone());
+    let proxy = Proxy::new(config, local, drain_rx, workers.set().clone());
     let refreshers: Vec<_> = proxy
         .backends
         .iter()
@@ -60,36 +71,43 @@ pub async fn run(
             }
         }
     }
+    tokio::spawn(health::watch_start(
+        Arc::clone(&proxy),
+        Duration::from_millis(200),
+    ));
     info!(
         listen = %local,
         backends = proxy.backends.len(),
         threads = workers.set().len(),
         "listening"
     );
-    let keepalive = proxy.config.server.tcp_keepalive_s;
+    let mut acceptor = Acceptor {
+        listener: &listener,
+        proxy: &proxy,
+        workers: &workers,
+        at_limit: false,
+    };
+    acceptor.until(shutdown).await;
 
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accept(stream, peer, &proxy, &workers, keepalive),
-                Err(error) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    // Drain: no new clients; each session stops reading, sends the replies it owes, and
-    // closes; whatever is still open at the deadline is dropped.
+    let server = &proxy.config.server;
+    let began = tokio::time::Instant::now();
+    let deadline = began + Duration::from_millis(server.shutdown_timeout_ms);
+    let accept_until =
+        began + Duration::from_millis(server.shutdown_delay_ms.min(server.shutdown_timeout_ms));
+    proxy.lifecycle.begin_shutdown();
+    info!(
+        clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
+        shutdown_delay_ms = server.shutdown_delay_ms,
+        shutdown_timeout_ms = server.shutdown_timeout_ms,
+        "shutdown: not ready; still accepting clients until the delay ends"
+    );
+    acceptor.until(tokio::time::sleep_until(accept_until)).await;
     drop(listener);
-    let open = proxy.stats.connected_clients.load(Ordering::Relaxed);
-    info!(clients = open, "shutting down; draining clients");
-    let _ = stop_tx.send(true);
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(proxy.config.server.shutdown_timeout_ms);
+    info!(
+        clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
+        "shutdown: stopped accepting; draining clients"
+    );
+    let _ = drain_tx.send(true);
     while proxy.stats.connected_clients.load(Ordering::Relaxed) > 0
         && tokio::time::Instant::now() < deadline
     {
@@ -99,9 +117,10 @@ pub async fn run(
     if left > 0 {
         warn!(
             clients = left,
-            "drain deadline passed; closing the remaining clients"
+            "shutdown: drain deadline passed; closing the remaining clients"
         );
     }
+    let _ = stop_tx.send(true);
     for r in refreshers {
         let _ = r.await;
     }
@@ -109,6 +128,36 @@ pub async fn run(
     drop(workers);
     info!("stopped");
     Ok(())
+}
+
+/// The accept loop's state.
+struct Acceptor<'a> {
+    listener: &'a TcpListener,
+    proxy: &'a Arc<Proxy>,
+    workers: &'a Workers,
+    /// Whether `max_clients` was reached and not left since: the limit is logged once per
+    /// episode, not once per refused client.
+    at_limit: bool,
+}
+
+impl Acceptor<'_> {
+    /// Accepts clients until `until` completes.
+    async fn until(&mut self, until: impl Future<Output = ()>) {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => self.accept(stream, peer),
+                    Err(error) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
 }
 
 /// The number of worker threads for `server.threads`: 0 means one per core.
@@ -119,13 +168,32 @@ fn worker_threads(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+impl Acceptor<'_> {
+    fn accept(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let (proxy, workers) = (self.proxy, self.workers);
+        let keepalive_s = proxy.config.server.tcp_keepalive_s;
+        let limit = proxy.config.server.max_clients;
+        let refused = accept(stream, peer, proxy, workers, keepalive_s);
+        if refused && !self.at_limit {
+            warn!(%peer, max_clients = limit, "client limit reached; refusing new clients");
+        } else if !refused && self.at_limit {
+            info!(
+                max_clients = limit,
+                "below the client limit again; accepting clients"
+            );
+        }
+        self.at_limit = refused;
+    }
+}
+
+/// Starts a session for the client on `stream`; true when it was refused at `max_clients`.
 fn accept(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: &Arc<Proxy>,
     workers: &Workers,
     keepalive_s: u64,
-) {
+) -> bool {
     let stats = &proxy.stats;
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
@@ -144,7 +212,7 @@ fn accept(
                 .write_all(b"-ERR max number of clients reached\r\n")
                 .await;
         });
-        return;
+        return true;
     }
     // A debug-level span: free when debug logging is off, yet every session line carries the
     // peer when it is on.
@@ -155,7 +223,7 @@ fn accept(
         Err(error) => {
             debug!(%error, "client gone before its session started");
             stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
-            return;
+            return false;
         }
     };
     workers.spawn(
@@ -173,4 +241,5 @@ fn accept(
         }
         .instrument(span),
     );
+    false
 }

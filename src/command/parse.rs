@@ -4,6 +4,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 use thiserror::Error;
 
 use super::{CommandSpec, CommandTable, KeySpec, SearchBegin, SearchKeys};
+use crate::metrics::Family;
 
 /// The `COMMAND` reply did not have the documented shape.
 #[derive(Debug, Error)]
@@ -45,6 +46,11 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
             .collect(),
         _ => Vec::new(),
     };
+    // Field 6 (Redis 7): ACL categories, `@read`, `@string`, ...
+    let family = match fields.get(6) {
+        Some(OwnedFrame::Array(items)) => Family::of(items.iter().filter_map(text)),
+        _ => Family::Other,
+    };
     let key_specs = match fields.get(8) {
         Some(OwnedFrame::Array(items)) => items.iter().map(parse_key_spec).collect(),
         _ => Vec::new(),
@@ -69,8 +75,10 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
         flags,
         key_specs,
         subcommands,
+        family,
         // Set by `CommandTable::new`, once the whole entry is known.
         policy: Default::default(),
+        counters: None,
     })
 }
 

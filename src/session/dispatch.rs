@@ -11,6 +11,7 @@ use bytes::Bytes;
 use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
 use super::route::{place_of_channel, route};
+use super::tally::Dispatched;
 use super::{ClientState, local, txn};
 use crate::broadcast::{Broadcast, Combine, Reach};
 use crate::cluster::{Access, Cluster, Slot, Target};
@@ -85,6 +86,7 @@ pub fn dispatch(
     let mut name_buf = [0u8; MAX_NAME_LEN];
     let name = lowercase(request.name(), &mut name_buf);
     let own = name.and_then(proxy_command);
+    state.dispatched = Dispatched::default();
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
     }
@@ -97,6 +99,20 @@ pub fn dispatch(
             return Action::Reply(reply::error(&format!(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
             )));
+        }
+        if own.is_some() || state.txn.is_some() || state.subscribed {
+            // Answered before the backend's table: its counters are looked up here, off the
+            // path of ordinary commands.
+            if let Some(spec) = proxy
+                .commands()
+                .as_deref()
+                .and_then(|t| t.get(name.as_bytes()))
+            {
+                state.dispatched = Dispatched {
+                    counters: spec.counters(),
+                    family: spec.family,
+                };
+            }
         }
         if let Some(action) = before_table(state, proxy, cluster, own, &request) {
             return action;
@@ -119,6 +135,10 @@ pub fn dispatch(
         Lookup::UnknownSubcommand => {
             return Action::Reply(reply::error(&unknown_subcommand(&request.args)));
         }
+    };
+    state.dispatched = Dispatched {
+        counters: spec.counters(),
+        family: spec.family,
     };
     if !spec.arity_ok(request.args.len()) {
         return Action::Reply(reply::error(&wrong_arity(spec)));

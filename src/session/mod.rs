@@ -18,6 +18,7 @@ mod own;
 mod pubsub;
 mod route;
 mod state;
+mod tally;
 mod txn;
 
 use std::future::Future;
@@ -33,14 +34,14 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::Proxy;
 use crate::{fanout, multikey};
 use outbound::{Outbound, Standing, counted};
 use pubsub::Subscriptions;
+use tally::{Client, Timed, is_error};
 
 pub use dispatch::Action;
 pub use state::{ClientState, ReplyMode};
@@ -125,7 +126,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
             }
             _ = c.shutdown.changed() => false,
             _ = idle(&mut c.idle_timer) => {
-                debug!(client = c.state.id, "idle timeout; closing");
+                closed_idle(&c);
                 false
             }
         };
@@ -142,9 +143,16 @@ async fn active(c: &mut Conn<'_>) -> Flow {
     // Counted here while the node's answer waits for the client: see `outbound`.
     let handle = Arc::clone(&c.state.registered.handle);
     let owed = &handle.owed_bytes;
+    let sent = &c.proxy.stats.net_output_bytes;
+    let client = Client {
+        proxy: c.proxy,
+        handle: &handle,
+    };
     let mut out = Outbound::default();
     let mut pending = FuturesOrdered::new();
     let mut closing = false;
+    // The proxy is shutting down: work on, but close once nothing is owed.
+    let mut draining = false;
     let mut paused = false;
     // Work on the client's own connections runs alone: it waits until every earlier reply is
     // out (`held`), and nothing after it starts until it is done (`own_running`).
@@ -163,12 +171,13 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         if pending.is_empty() {
             own_running = false;
             match held.take() {
-                Some(Held::Own(op)) => {
+                Some(Held::Own(op, timed)) => {
                     // Made on first use: most clients never need a connection of their own.
                     let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                     let protocol = c.state.protocol;
                     let db = c.state.db;
-                    let future: Slow<'_> = Box::pin(own::run(c.proxy, own, op, protocol, db));
+                    let run = own::run(c.proxy, own, op, protocol, db);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed, client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
@@ -213,8 +222,16 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(error) => {
-                    debug!(client = c.state.id, %error, "protocol error; closing");
-                    metrics::counter!(m::PROTOCOL_ERRORS).increment(1);
+                    info!(
+                        client = c.state.id,
+                        peer = %c.state.peer,
+                        %error,
+                        "client closed for a protocol error"
+                    );
+                    c.proxy
+                        .stats
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     let error = reply::error(&format!("ERR {error}"));
                     pending.push_back(counted(Either::Left(ready(error)), owed));
                     closing = true;
@@ -224,8 +241,19 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
             let (protocol, affinity, db) = (c.state.protocol, c.state.affinity, c.state.db);
             let (proxy, cluster) = (c.proxy, c.cluster);
+            // Kept for a slow log entry: a reference count on the client's own buffer.
+            let raw = request.raw.clone();
             let action = dispatch::dispatch(&mut c.state, proxy, cluster, request);
+            let dispatched = c.state.dispatched;
+            let started = c.last_activity;
+            let timed = move |cluster| Timed {
+                dispatched,
+                started,
+                cluster,
+                raw,
+            };
             if c.state.silenced() {
+                tally::count(dispatched, false, proxy);
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
                 let action = Box::pin(silently(proxy, action, protocol, db, affinity));
                 let future: Slow<'_> = action;
@@ -234,9 +262,11 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             }
             match action {
                 Action::Reply(bytes) => {
+                    tally::count(dispatched, is_error(&bytes), proxy);
                     pending.push_back(counted(Either::Left(ready(bytes)), owed))
                 }
                 Action::Close(bytes) => {
+                    tally::count(dispatched, is_error(&bytes), proxy);
                     pending.push_back(counted(Either::Left(ready(bytes)), owed));
                     closing = true;
                 }
@@ -248,40 +278,47 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     access,
                 } => {
                     let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
-                    pending.push_back(counted(
-                        Either::Right(Either::Left(
-                            cluster.execute(payload, target, access, protocol, db, affinity),
-                        )),
-                        owed,
-                    ))
+                    let timed = timed(cluster);
+                    let served = cluster
+                        .serve(payload, target, access, protocol, db, affinity)
+                        .map(move |(bytes, node)| {
+                            timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
+                            bytes
+                        });
+                    pending.push_back(counted(Either::Right(Either::Left(served)), owed))
                 }
                 Action::Split(split) => {
-                    let future: Slow<'_> =
-                        Box::pin(multikey::run(proxy, split, protocol, db, affinity));
+                    let run = multikey::run(proxy, split, protocol, db, affinity);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::FanOut(fanout) => {
-                    let future: Slow<'_> =
-                        Box::pin(fanout::run(proxy, fanout, protocol, db, affinity));
+                    let run = fanout::run(proxy, fanout, protocol, db, affinity);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Broadcast(broadcast) => {
-                    let future: Slow<'_> =
-                        Box::pin(crate::broadcast::run(proxy, broadcast, protocol));
+                    let run = crate::broadcast::run(proxy, broadcast, protocol);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Info(request) => {
-                    let future: Slow<'_> = Box::pin(info::run(proxy, request, protocol));
+                    let run = info::run(proxy, request, protocol);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Scan(args) => {
-                    let future: Slow<'_> = Box::pin(async move {
-                        fanout::scan(proxy, &args, protocol, db, affinity).await
-                    });
+                    let run =
+                        async move { fanout::scan(proxy, &args, protocol, db, affinity).await };
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
-                Action::Own(op) => held = Some(Held::Own(op)),
-                Action::Pubsub { kind, names } => held = Some(Held::Pubsub { kind, names }),
+                Action::Own(op) => held = Some(Held::Own(op, timed(cluster))),
+                Action::Pubsub { kind, names } => {
+                    // Its confirmations come on the subscription stream, never an error reply.
+                    tally::count(dispatched, false, proxy);
+                    held = Some(Held::Pubsub { kind, names });
+                }
                 Action::AwaitBackend(request) => held = Some(Held::AwaitBackend(request)),
             }
             if c.state.reset {
@@ -299,7 +336,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         while let Some(Some(reply)) = pending.next().now_or_never() {
             out.push(reply);
         }
-        if !out.is_empty() && out.flush(&c.wr, owed).is_err() {
+        if !out.is_empty() && out.flush(&c.wr, owed, sent).is_err() {
             return Flow::Close;
         }
         let limit = if c.state.subscribed {
@@ -323,7 +360,6 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     class = if c.state.subscribed { "pubsub" } else { "normal" },
                     "client closed for overcoming its output buffer limit"
                 );
-                metrics::counter!(m::CLIENTS_CLOSED_BY_LIMIT).increment(1);
                 c.proxy
                     .stats
                     .closed_by_output_limit
@@ -339,8 +375,19 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         if subs.as_ref().is_some_and(|s| s.is_done()) {
             subs = None;
         }
+        if draining && c.state.subscribed {
+            // A subscriber is never between requests: it is closed once it has what it is owed.
+            closing = true;
+        }
         if pending.is_empty() && out.is_empty() && held.is_none() && subs.is_none() && !closing {
-            return Flow::Idle;
+            // Between requests: an ordinary client waits for its next one, unless the proxy
+            // drains.
+            return if draining { Flow::Close } else { Flow::Idle };
+        }
+        if handle.subscribed.load(Ordering::Relaxed) != c.state.subscribed {
+            handle
+                .subscribed
+                .store(c.state.subscribed, Ordering::Relaxed);
         }
         if held.is_some() && pending.is_empty() {
             continue;
@@ -366,9 +413,10 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     return Flow::Close;
                 }
             }
-            _ = c.shutdown.changed(), if !closing => {
-                // The proxy is draining: finish what is owed, then close.
-                closing = true;
+            _ = c.shutdown.changed(), if !draining => {
+                // The proxy is draining: requests already sent are answered (a pipeline in
+                // full), then the client is closed between requests.
+                draining = true;
             }
             _ = c.state.registered.handle.kill.notified() => {
                 debug!(client = c.state.id, "killed by CLIENT KILL");
@@ -384,7 +432,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                 c.state.subscribed = subs.as_ref().is_some_and(|s| s.is_subscribed());
             }
             _ = idle(&mut c.idle_timer), if pending.is_empty() && out.is_empty() && !closing && subs.is_none() => {
-                debug!(client = c.state.id, "idle timeout; closing");
+                closed_idle(c);
                 return Flow::Close;
             }
         }
@@ -435,7 +483,11 @@ fn client_gone(c: &mut Conn<'_>) -> bool {
     // per request at pipeline 1.
     match c.rd.read_buf(&mut c.inbuf).now_or_never() {
         Some(Ok(0)) => true,
-        Some(Ok(_)) => {
+        Some(Ok(n)) => {
+            c.proxy
+                .stats
+                .net_input_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
             note_activity(c);
             false
         }
@@ -500,10 +552,35 @@ async fn silently(
     Bytes::new()
 }
 
+/// Counts and logs a client closed for staying idle past `client_idle_timeout_s`.
+fn closed_idle(c: &Conn<'_>) {
+    c.proxy
+        .stats
+        .closed_by_idle_timeout
+        .fetch_add(1, Ordering::Relaxed);
+    info!(
+        client = c.state.id,
+        peer = %c.state.peer,
+        idle_timeout_s = c.idle_timeout.map_or(0, |t| t.as_secs()),
+        "client closed by its idle timeout"
+    );
+}
+
+/// `reply`, counted by [`Timed::finish`] once it is ready.
+async fn tallied(
+    reply: impl Future<Output = Bytes>,
+    timed: Timed<'_>,
+    client: Client<'_>,
+) -> Bytes {
+    let bytes = reply.await;
+    timed.finish(&bytes, None, client);
+    bytes
+}
+
 /// Work that must wait until every earlier reply is out.
-enum Held {
-    /// On the client's own connection.
-    Own(own::OwnOp),
+enum Held<'a> {
+    /// On the client's own connection, timed from when it was read.
+    Own(own::OwnOp, Timed<'a>),
     /// A request that waits until some backend has told the proxy its commands.
     AwaitBackend(crate::protocol::Request),
     /// An (un)subscribe for the subscription connections.

@@ -224,7 +224,9 @@ async fn ensure<'a>(
         .is_some_and(|c| c.addr() == node && c.protocol() == protocol && c.db() == db);
     if !reusable {
         *own = None;
-        let mut conn = NodeConn::open(node, protocol, cluster.conn_settings()).await?;
+        let mut conn = NodeConn::open(node, protocol, cluster.conn_settings())
+            .await?
+            .held_in(&cluster.stats.own_connections);
         if db != 0 {
             conn.select(db).await?;
         }

@@ -51,6 +51,8 @@ pub struct ClientState {
     pub reply_mode: ReplyMode,
     /// This client's entry in the proxy's client list.
     pub(super) registered: Registered,
+    /// What the last dispatched request was, for its counters and latency.
+    pub(super) dispatched: super::tally::Dispatched,
 }
 
 /// `CLIENT REPLY ON | OFF | SKIP`.
@@ -134,6 +136,7 @@ impl ClientState {
             authenticated,
             reply_mode: ReplyMode::On,
             registered,
+            dispatched: super::tally::Dispatched::default(),
         }
     }
 }
