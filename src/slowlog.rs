@@ -193,6 +193,12 @@ impl SlowLog {
                         .bulk(e.node.as_bytes());
                 }
             }
+            (_, b"get") => {
+                return Some(reply::error(&format!(
+                    "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+                    String::from_utf8_lossy(sub)
+                )));
+            }
             _ => return None,
         }
         Some(out.finish())

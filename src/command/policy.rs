@@ -231,6 +231,8 @@ pub enum LocalKind {
     Asking,
     /// `RESET`.
     Reset,
+    /// `SLOWLOG ...`: the proxy's own slow log.
+    Slowlog,
 }
 
 /// Commands the proxy's script cache must hear of, so that it can heal `NOSCRIPT`.
@@ -314,6 +316,7 @@ pub const PROXY_COMMANDS: &[(&str, Policy)] = &[
     ("readwrite", Policy::Local(LocalKind::ReadWrite)),
     ("reset", Policy::Local(LocalKind::Reset)),
     ("select", Policy::Local(LocalKind::Select)),
+    ("slowlog", Policy::Local(LocalKind::Slowlog)),
     ("ssubscribe", sub(SubscriptionKind::Ssubscribe)),
     ("subscribe", sub(SubscriptionKind::Subscribe)),
     ("sunsubscribe", sub(SubscriptionKind::Sunsubscribe)),

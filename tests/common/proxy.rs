@@ -61,8 +61,10 @@ impl Proxy {
     }
 
     /// Starts a proxy with `config` (its listen address is ignored) without waiting for the
-    /// topology.
-    pub fn start_with(config: Config) -> Proxy {
+    /// topology. It stops without the drain delay (`shutdown_delay_ms` is 0): the delay's
+    /// tests run the binary.
+    pub fn start_with(mut config: Config) -> Proxy {
+        config.server.shutdown_delay_ms = 0;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         let port = listener.local_addr().expect("local addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
