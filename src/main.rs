@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use respgate::config::{Config, ConfigError, Overrides};
+use respgate::config::{Config, ConfigError, LogFormat, Overrides};
 use tracing::error;
 
 // jemalloc, with a background thread that purges freed pages (`start_allocator_purging`), is the
@@ -40,6 +40,17 @@ struct Cli {
     /// Worker threads (server.threads); 0 = one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// How log lines are written: text for people, json (one object per line) for log
+    /// collectors; wins over log.format.
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -71,28 +82,49 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in files, pipes or container logs.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    start_allocator_purging();
+    // The configuration first: it says how to log. A problem with it goes to stderr as
+    // `--check-config` prints it.
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(e) => {
-            error!("{e}");
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.log.format,
+    };
+    init_logs(format);
+    start_allocator_purging();
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (`info` when unset), as text or one JSON object per
+/// line (`timestamp`, `level`, `target`, the event's fields with `message` among them, and the
+/// fields of the spans it is in).
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+        // Colours only for a person at a terminal, not in files, pipes or container logs.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
