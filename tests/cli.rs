@@ -40,6 +40,7 @@ fn example_config_is_valid_and_states_every_default() {
         Config::load_from(Some(path.as_ref()), &[], &Overrides::default()).expect("load example");
     assert_eq!(config.server, ServerConfig::default());
     assert_eq!(config.routing, RoutingConfig::default());
+    assert_eq!(config.log, respgate::config::LogConfig::default());
     assert!(config.clusters.is_empty(), "the example uses [backends]");
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
