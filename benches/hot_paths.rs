@@ -255,8 +255,31 @@ fn encode_and_frame(c: &mut Criterion) {
     });
 }
 
+/// What counting one request adds on the hot path (see `src/session/tally.rs`): its command's
+/// counter, a clock reading, its latency histogram, the slow log's threshold, and the reference
+/// to the raw request kept for a slow log entry.
+fn request_metrics(c: &mut Criterion) {
+    respgate::metrics::install();
+    let counters = respgate::metrics::command_counters("get");
+    let histogram = respgate::metrics::LatencyHistogram::default();
+    let slowlog = respgate::slowlog::SlowLog::new(10_000, 128);
+    let raw = Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$5\r\nkey:1\r\n");
+    let started = std::time::Instant::now();
+    c.bench_function("metrics/request_tally", |b| {
+        b.iter(|| {
+            let kept = black_box(raw.clone());
+            counters.count(black_box(false));
+            let elapsed = started.elapsed();
+            histogram.record(elapsed);
+            black_box(slowlog.is_slow(elapsed));
+            drop(kept);
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    request_metrics,
     decode,
     slot,
     route,

@@ -41,7 +41,7 @@ use crate::proxy::Proxy;
 use crate::{fanout, multikey};
 use outbound::{Outbound, Standing, counted};
 use pubsub::Subscriptions;
-use tally::{Client, Timed, is_error};
+use tally::{Client, Timed, is_error, tallied};
 
 pub use dispatch::Action;
 pub use state::{ClientState, ReplyMode};
@@ -564,17 +564,6 @@ fn closed_idle(c: &Conn<'_>) {
         idle_timeout_s = c.idle_timeout.map_or(0, |t| t.as_secs()),
         "client closed by its idle timeout"
     );
-}
-
-/// `reply`, counted by [`Timed::finish`] once it is ready.
-async fn tallied(
-    reply: impl Future<Output = Bytes>,
-    timed: Timed<'_>,
-    client: Client<'_>,
-) -> Bytes {
-    let bytes = reply.await;
-    timed.finish(&bytes, None, client);
-    bytes
 }
 
 /// Work that must wait until every earlier reply is out.

@@ -87,6 +87,17 @@ impl Timed<'_> {
     }
 }
 
+/// `reply`, counted by [`Timed::finish`] once it is ready.
+pub(super) async fn tallied(
+    reply: impl std::future::Future<Output = Bytes>,
+    timed: Timed<'_>,
+    client: Client<'_>,
+) -> Bytes {
+    let bytes = reply.await;
+    timed.finish(&bytes, None, client);
+    bytes
+}
+
 /// Counts a command whose reply is or is not an error.
 #[inline]
 pub(super) fn count(dispatched: Dispatched, error: bool, proxy: &Proxy) {
