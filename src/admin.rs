@@ -6,6 +6,8 @@
 //! | `/live` | 200 while the process serves |
 //! | `/ready` | 200 once every backend serves the slots routed to it, 503 before and from the moment shutdown begins ([`crate::health`]) |
 //! | `/topology` | JSON: each backend's nodes, their roles, slot ranges and connection states, and its last refresh |
+//! | `/config` | the configuration in force as TOML, every secret redacted |
+//! | `POST /reload` | reads the configuration again and puts it in force (see [`crate::reload`]) |
 //!
 //! The listener is bounded like the client side: at most `server.admin_max_connections` at
 //! once (further ones are closed at accept), each given `server.admin_timeout_ms` from accept
@@ -23,18 +25,30 @@ use tracing::{debug, info, warn};
 
 use crate::health::{self, Readiness};
 use crate::proxy::Proxy;
+use crate::reload::{Outcome, Reloader, Trigger};
 
 /// Longest HTTP request head read.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    reloader: Arc<Reloader>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     crate::metrics::install();
-    let server = &proxy.config.server;
-    let limit = Arc::new(Semaphore::new(server.admin_max_connections.max(1)));
-    let timeout = Duration::from_millis(server.admin_timeout_ms.max(1));
+    // Fixed at start: a reload does not resize the admin listener.
+    let (max_connections, timeout_ms) = {
+        let config = reloader.proxy().config();
+        (
+            config.server.admin_max_connections.max(1),
+            config.server.admin_timeout_ms.max(1),
+        )
+    };
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let timeout = Duration::from_millis(timeout_ms);
     if let Ok(addr) = listener.local_addr() {
-        info!(listen = %addr, "admin endpoints listening (/metrics, /ready, /live, /topology)");
+        info!(listen = %addr, "admin endpoints listening (/metrics, /ready, /live, /topology, /config, POST /reload)");
     }
     let mut warned_full = false;
     loop {
@@ -45,15 +59,15 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
                     let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
                         // Dropped unanswered: answering would take the task the limit is for.
                         if !warned_full {
-                            warn!(%peer, limit = server.admin_max_connections, "admin connection limit reached; closing new admin connections");
+                            warn!(%peer, limit = max_connections, "admin connection limit reached; closing new admin connections");
                             warned_full = true;
                         }
                         continue;
                     };
                     warned_full = false;
-                    let proxy = Arc::clone(&proxy);
+                    let reloader = Arc::clone(&reloader);
                     tokio::spawn(async move {
-                        let answered = tokio::time::timeout(timeout, answer(stream, &proxy)).await;
+                        let answered = tokio::time::timeout(timeout, answer(stream, &reloader)).await;
                         match answered {
                             Ok(Ok(())) => {}
                             Ok(Err(error)) => debug!(%peer, %error, "admin request failed"),
@@ -109,7 +123,7 @@ impl Response {
     }
 }
 
-async fn answer(mut stream: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, reloader: &Reloader) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
@@ -120,7 +134,7 @@ async fn answer(mut stream: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
         head.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
     let response = match parse_request(&head) {
-        Some(request) => route(&request, proxy),
+        Some(request) => route(&request, reloader).await,
         None => Response::text("400 Bad Request", "no request line\n"),
     };
     let bytes = format!(
@@ -146,8 +160,29 @@ pub fn parse_request(head: &[u8]) -> Option<Request> {
 }
 
 /// Which endpoint answers `request`: one arm per endpoint.
-pub fn route(request: &Request, proxy: &Proxy) -> Response {
+pub async fn route(request: &Request, reloader: &Reloader) -> Response {
+    let proxy: &Proxy = reloader.proxy();
     match (request.method.as_str(), request.path.as_str()) {
+        ("POST", "/reload") => {
+            let outcome = reloader.try_reload(Trigger::Http).await;
+            let status = match &outcome {
+                Outcome::Applied { .. } | Outcome::Unchanged { .. } => "200 OK",
+                Outcome::Refused { .. } => "400 Bad Request",
+                Outcome::Busy => "409 Conflict",
+            };
+            Response::text(status, outcome.report())
+        }
+        (_, "/reload") => Response::text(
+            "405 Method Not Allowed",
+            "POST /reload reloads the configuration\n",
+        ),
+        ("GET", "/config") => match proxy.config().to_redacted_toml() {
+            Ok(text) => Response::text("200 OK", text),
+            Err(error) => Response::text(
+                "500 Internal Server Error",
+                format!("the configuration could not be shown: {error}\n"),
+            ),
+        },
         ("GET", "/metrics") => Response {
             status: "200 OK",
             content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -164,12 +199,12 @@ pub fn route(request: &Request, proxy: &Proxy) -> Response {
             Response::text(status, readiness.describe())
         }
         ("GET", "/topology") => Response::json(&topology(proxy)),
-        (_, "/metrics" | "/live" | "/ready" | "/topology") => {
+        (_, "/metrics" | "/live" | "/ready" | "/topology" | "/config") => {
             Response::text("405 Method Not Allowed", "use GET\n")
         }
         _ => Response::text(
             "404 Not Found",
-            "try /metrics, /ready, /live or /topology\n",
+            "try /metrics, /ready, /live, /topology, /config or POST /reload\n",
         ),
     }
 }
@@ -178,8 +213,9 @@ pub fn route(request: &Request, proxy: &Proxy) -> Response {
 /// role, slot ranges (masters), master (replicas) and connection state.
 pub fn topology(proxy: &Proxy) -> Value {
     let readiness = health::readiness(proxy);
-    let backends: Vec<Value> = proxy
-        .backends
+    let snapshot = proxy.snapshot();
+    let backends: Vec<Value> = snapshot
+        .backends()
         .iter()
         .map(|cluster| {
             let map = cluster.slot_map();

@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use crate::backend::{BackendError, NodeAddr, NodePool, Reply};
 use crate::cluster::Cluster;
 use crate::protocol::{Protocol, reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Which nodes a command goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,11 @@ pub enum Combine {
     /// `DEBUG DIGEST`: the masters' dataset digests combined into the digest one Redis
     /// holding all their keys would report.
     DatasetDigest,
+    /// `SCRIPT KILL`, `FUNCTION KILL`: `+OK` when some node killed its script; otherwise the
+    /// first other error (`UNKILLABLE` for a script that has written, `BUSY` for the wrong kind
+    /// of script, a node that cannot be reached); otherwise `NOTBUSY`, as from a Redis that
+    /// runs no script.
+    AnyKilled,
 }
 
 /// A command for several nodes.
@@ -69,7 +74,7 @@ impl Broadcast {
 pub type Answer = (NodeAddr, Result<Reply, BackendError>);
 
 /// Sends the command where it goes and combines the replies into the client's one reply.
-pub async fn run(proxy: &Proxy, broadcast: Broadcast, protocol: Protocol) -> Bytes {
+pub async fn run(proxy: ProxyRef<'_>, broadcast: Broadcast, protocol: Protocol) -> Bytes {
     if broadcast.reach == Reach::OneMaster {
         return one_master(proxy, &broadcast.payload, protocol).await;
     }
@@ -81,14 +86,15 @@ pub async fn run(proxy: &Proxy, broadcast: Broadcast, protocol: Protocol) -> Byt
     match broadcast.combine {
         Combine::AllSucceed => all_succeed(&answers),
         Combine::DatasetDigest => dataset_digest(&answers),
+        Combine::AnyKilled => any_killed(&answers, &broadcast.name),
     }
 }
 
 /// Every node `reach` names, backends in id order and each backend's nodes in address order
 /// (masters before replicas); an error reply when a backend's topology is not known yet.
-pub fn nodes(proxy: &Proxy, reach: Reach) -> Result<Vec<Arc<NodePool>>, Bytes> {
+pub fn nodes(proxy: ProxyRef<'_>, reach: Reach) -> Result<Vec<Arc<NodePool>>, Bytes> {
     let mut all = Vec::new();
-    for cluster in &proxy.backends {
+    for cluster in proxy.backends() {
         match nodes_of(cluster, reach) {
             Some(nodes) => all.extend(nodes),
             None => return Err(reply::error(&cluster.unreachable_error())),
@@ -125,7 +131,7 @@ pub async fn ask(nodes: &[Arc<NodePool>], payload: &Bytes, protocol: Protocol) -
 }
 
 /// The default backend's masters in address order, until one answers.
-async fn one_master(proxy: &Proxy, payload: &Bytes, protocol: Protocol) -> Bytes {
+async fn one_master(proxy: ProxyRef<'_>, payload: &Bytes, protocol: Protocol) -> Bytes {
     let Some(cluster) = proxy.default_cluster() else {
         return reply::error("ERR respgate: no backend configured");
     };
@@ -141,6 +147,33 @@ async fn one_master(proxy: &Proxy, payload: &Bytes, protocol: Protocol) -> Bytes
     match last {
         Some(error) => cluster.backend_error(&error),
         None => reply::error(&cluster.unreachable_error()),
+    }
+}
+
+/// See [`Combine::AnyKilled`].
+fn any_killed(answers: &[Answer], name: &str) -> Bytes {
+    let replies: Vec<&Reply> = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .collect();
+    if let Some(killed) = replies.iter().find(|r| r.error_text().is_none()) {
+        return killed.bytes.clone();
+    }
+    let busy_elsewhere = replies
+        .iter()
+        .find(|r| r.error_text().is_some_and(|e| !e.starts_with(b"NOTBUSY")));
+    if let Some(reply) = busy_elsewhere {
+        return reply.bytes.clone();
+    }
+    if let Some((addr, Err(error))) = answers.iter().find(|(_, a)| a.is_err()) {
+        // A node that did not answer may be the busy one: say so rather than NOTBUSY.
+        return reply::error(&format!(
+            "ERR respgate: {name} did not reach {addr}: {error}"
+        ));
+    }
+    match replies.first() {
+        Some(notbusy) => notbusy.bytes.clone(),
+        None => reply::error("ERR respgate: no node answered"),
     }
 }
 
@@ -262,6 +295,38 @@ mod tests {
                 kind: ReplyKind::Error(1, end),
             }),
         )
+    }
+
+    #[test]
+    fn a_kill_is_ok_when_one_node_killed_then_a_node_error_then_notbusy() {
+        const NOTBUSY: &str = "NOTBUSY No scripts in execution right now.";
+        const UNKILLABLE: &str = "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.";
+        let killed = [
+            refused("a:1", NOTBUSY),
+            ok("b:2", b"+OK\r\n"),
+            refused("c:3", NOTBUSY),
+        ];
+        assert_eq!(&any_killed(&killed, "SCRIPT KILL")[..], b"+OK\r\n");
+        let unkillable = [refused("a:1", NOTBUSY), refused("b:2", UNKILLABLE)];
+        assert_eq!(
+            any_killed(&unkillable, "SCRIPT KILL"),
+            format!("-{UNKILLABLE}\r\n")
+        );
+        let lost = [
+            refused("a:1", NOTBUSY),
+            (
+                NodeAddr::new("b:2"),
+                Err(BackendError::Lost {
+                    addr: NodeAddr::new("b:2"),
+                }),
+            ),
+        ];
+        assert!(
+            any_killed(&lost, "SCRIPT KILL")
+                .starts_with(b"-ERR respgate: SCRIPT KILL did not reach b:2")
+        );
+        let none = [refused("a:1", NOTBUSY), refused("b:2", NOTBUSY)];
+        assert_eq!(any_killed(&none, "SCRIPT KILL"), format!("-{NOTBUSY}\r\n"));
     }
 
     #[test]

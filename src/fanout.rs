@@ -5,6 +5,8 @@
 //! Which commands go to every master, and how their replies combine, is the command's
 //! [`Policy`](crate::command::Policy), decided when the command table loads.
 
+mod random_key;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
 
@@ -17,7 +19,7 @@ use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, parse_int, put_decimal};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// How the masters' replies combine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +35,8 @@ pub enum Combine {
     /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`: 1 only where every master
     /// has the script).
     And,
-    /// The first non-null reply (`RANDOMKEY`).
-    AnyNonNull,
+    /// A key from a master chosen at random, weighted by its key count (`RANDOMKEY`).
+    RandomKey,
     /// Arrays merged without repeats (`PUBSUB CHANNELS`).
     Union,
     /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
@@ -68,7 +70,7 @@ pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> Fan
         Gather::AllOk => Combine::AllOk,
         Gather::First => Combine::First,
         Gather::And => Combine::And,
-        Gather::AnyNonNull => Combine::AnyNonNull,
+        Gather::RandomKey => Combine::RandomKey,
         Gather::Union => Combine::Union,
         Gather::SumPairs => Combine::SumPairs,
     };
@@ -86,9 +88,9 @@ pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> Fan
 /// One master of one backend.
 type Master<'a> = (BackendId, &'a Cluster, Arc<NodePool>);
 
-fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
+pub(crate) fn all_masters(proxy: ProxyRef<'_>) -> Result<Vec<Master<'_>>, Bytes> {
     let mut all = Vec::new();
-    for (index, cluster) in proxy.backends.iter().enumerate() {
+    for (index, cluster) in proxy.backends().iter().enumerate() {
         let backend = BackendId(index as u16);
         let mut masters = cluster.slot_map().masters().to_vec();
         if masters.is_empty() {
@@ -106,12 +108,15 @@ fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
 
 /// Sends the command to every master of every backend at once and combines the replies.
 pub async fn run(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     fanout: FanOut,
     protocol: Protocol,
     db: u8,
     affinity: usize,
 ) -> Bytes {
+    if fanout.combine == Combine::RandomKey {
+        return random_key::run(proxy, &fanout.payload, protocol, db, affinity).await;
+    }
     let masters = match all_masters(proxy) {
         Ok(masters) => masters,
         Err(error) => return error,
@@ -119,7 +124,7 @@ pub async fn run(
     let routes = proxy.routes();
     // Keys that come back (`KEYS`, `RANDOMKEY`) from a backend whose route strips a prefix get
     // it back; a `KEYS` pattern that starts with it loses it on the way there.
-    let carries_keys = matches!(fanout.combine, Combine::Concat | Combine::AnyNonNull);
+    let carries_keys = matches!(fanout.combine, Combine::Concat);
     let replies = join_all(masters.into_iter().map(|(backend, cluster, pool)| {
         let prefix = carries_keys
             .then(|| routes.stripped_prefix(backend).cloned())
@@ -256,15 +261,8 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes 
             }
             out.finish()
         }
-        Combine::AnyNonNull => replies
-            .iter()
-            .zip(&parsed)
-            .find(|(_, p)| !matches!(p, Parsed::Null))
-            .map(|(r, _)| r.clone())
-            .unwrap_or_else(|| {
-                out.null();
-                out.finish()
-            }),
+        // Run by their own modules, never combined here.
+        Combine::RandomKey => unexpected(fanout),
     }
 }
 
@@ -339,7 +337,7 @@ fn strip_pattern(payload: &Bytes, index: usize, prefix: &[u8]) -> Bytes {
 }
 
 /// A reply of keys (one bulk, or an array of bulks) with `prefix` put back on each key.
-fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Bytes {
+pub(crate) fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Bytes {
     let with_prefix = |element: &[u8]| prefixed_bulk(element, prefix);
     match reply.first() {
         Some(b'$') => with_prefix(reply).map_or_else(|| reply.clone(), Bytes::from),
@@ -393,7 +391,7 @@ const NODE_BITS: u32 = 10;
 /// the master's index (in address order) in its low bits and that master's own cursor above.
 /// A full iteration returns every key once as long as no slot moves meanwhile.
 pub async fn scan(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     args: &[Bytes],
     protocol: Protocol,
     db: u8,

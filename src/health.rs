@@ -84,7 +84,7 @@ pub fn readiness(proxy: &Proxy) -> Readiness {
     }
     if !life.started.swap(true, Ordering::Relaxed) {
         info!(
-            backends = proxy.backends.len(),
+            backends = proxy.snapshot().backends().len(),
             "ready: every backend serves the slots routed to it"
         );
     }
@@ -93,9 +93,10 @@ pub fn readiness(proxy: &Proxy) -> Readiness {
 
 /// Backends with routed slots that no master serves over a live connection, with how many.
 fn unserved(proxy: &Proxy) -> Vec<(String, usize)> {
-    let routes = proxy.routes();
+    let snapshot = proxy.snapshot();
+    let routes = snapshot.routes();
     let mut unready = Vec::new();
-    for (index, cluster) in proxy.backends.iter().enumerate() {
+    for (index, cluster) in snapshot.backends().iter().enumerate() {
         let id = BackendId(u16::try_from(index).unwrap_or(u16::MAX));
         let map = cluster.slot_map();
         let healthy: Vec<bool> = map.masters().iter().map(|p| p.is_healthy()).collect();

@@ -22,10 +22,15 @@
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
 //!   scripted nodes.
 //!
-//! [`config`] holds the typed configuration, [`metrics`] the metric names and handles,
-//! [`health`] whether the proxy is ready, [`slowlog`] the slowest requests, [`admin`] the
-//! `/metrics`, `/ready`, `/live` and `/topology` endpoints.
+//! [`acl`] holds the users clients log in as and the permission check a restricted user's
+//! requests pass before anything else. [`config`] holds the typed configuration, [`proxy`] the
+//! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users
+//! among it), [`reload`] puts a new configuration in force without dropping a client,
+//! [`metrics`] has the metric names and handles, [`health`] whether the proxy is ready,
+//! [`slowlog`] the slowest requests, [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
+//! `/config` and `/reload` endpoints.
 
+pub mod acl;
 pub mod admin;
 pub mod announce;
 pub mod backend;
@@ -41,10 +46,11 @@ pub mod metrics;
 pub mod multikey;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod slowlog;
 pub mod workers;
 
 pub use config::Config;
-pub use server::{bind, run};
+pub use server::{bind, run, run_with};

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use respgate::config::{Config, ConfigError, LogFormat, Overrides};
+use respgate::reload::{ConfigSource, LogFilter, Trigger};
 use tracing::error;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 // jemalloc, with a background thread that purges freed pages (`start_allocator_purging`), is the
 // allocator because it gives memory back after a burst. Measured in `benches/RESULTS.md`
@@ -82,9 +86,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    let source = ConfigSource {
+        file: cli.config.clone(),
+        overrides,
+    };
     // The configuration first: it says how to log. A problem with it goes to stderr as
     // `--check-config` prints it.
-    let config = match Config::load(cli.config.as_deref(), &overrides) {
+    let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -96,9 +104,12 @@ fn main() -> ExitCode {
         Some(LogFormatArg::Text) => LogFormat::Text,
         None => config.log.format,
     };
-    init_logs(format);
+    let log_filter = init_logs(format);
     start_allocator_purging();
-    match serve(config) {
+    if let Err(e) = log_filter(&config.log.level) {
+        error!("log.level: {e}");
+    }
+    match serve(config, source, log_filter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -107,25 +118,43 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (`info` when unset), as text or one JSON object per
-/// line (`timestamp`, `level`, `target`, the event's fields with `message` among them, and the
-/// fields of the spans it is in).
-fn init_logs(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder
+/// Logs to stderr, as text or one JSON object per line (`timestamp`, `level`, `target`, the
+/// event's fields with `message` among them, and the fields of the spans it is in), filtered
+/// by `RUST_LOG` until the configuration's level is applied. Returns what applies `log.level`
+/// (at start and on every reload): nothing while `RUST_LOG` is set, which wins.
+fn init_logs(format: LogFormat) -> LogFilter {
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let initial = rust_log
+        .as_deref()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::<EnvFilter, Registry>::new(initial);
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(true)
-            .init(),
-        // Colours only for a person at a terminal, not in files, pipes or container logs.
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
+            .with_writer(std::io::stderr)
+    });
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            // Colours only for a person at a terminal, not in files, pipes or container logs.
+            .with_ansi(std::io::stderr().is_terminal())
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .init();
+    Box::new(move |level: &str| {
+        if rust_log.is_some() {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 /// jemalloc returns freed pages to the system only as it decays them (`dirty_decay_ms`, 10 s by
@@ -154,7 +183,7 @@ fn start_allocator_purging() {
 #[cfg(not(feature = "jemalloc"))]
 fn start_allocator_purging() {}
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, source: ConfigSource, log_filter: LogFilter) -> anyhow::Result<()> {
     // This runtime accepts clients, refreshes the topology and serves the admin endpoint;
     // sessions run on `server.threads` worker threads of their own.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -164,9 +193,31 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let addr: SocketAddr = config.server.listen.parse()?;
         let listener = respgate::bind(addr, config.server.backlog)
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        respgate::run(listener, config, shutdown_signal()).await?;
+        let options = respgate::reload::Options {
+            source: Some(source),
+            log_filter: Some(log_filter),
+            requests: Some(reload_signal()?),
+        };
+        respgate::run_with(listener, config, options, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// A reload request per SIGHUP; several arriving during one reload make one more.
+fn reload_signal() -> std::io::Result<tokio::sync::mpsc::Receiver<Trigger>> {
+    let (requests, received) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let _ = requests.try_send(Trigger::Signal);
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(requests);
+    Ok(received)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -77,6 +77,20 @@ pub const CLIENT_OUTPUT_BYTES: &str = "respgate_client_output_bytes";
 /// Gauge: 1 while `/ready` answers 200, 0 before every backend serves its slots and once
 /// shutdown began.
 pub const READY: &str = "respgate_ready";
+/// Counter: failed logins (`AUTH`, `HELLO ... AUTH`).
+pub const AUTH_FAILURES: &str = "respgate_auth_failures_total";
+/// Counter: requests refused by a user's permissions, labelled `kind` = `command` | `key` |
+/// `channel` | `backend`.
+pub const ACL_DENIED: &str = "respgate_acl_denied_total";
+/// Gauge: the generation of the configuration in force (1 at start, one more per reload that
+/// changed it).
+pub const CONFIG_GENERATION: &str = "respgate_config_generation";
+/// Counter: configuration reloads, labelled `outcome` = `ok` | `failed`.
+pub const CONFIG_RELOADS: &str = "respgate_config_reloads_total";
+/// Gauge: when the last reload ended, in seconds since the Unix epoch; 0 before any.
+pub const CONFIG_LAST_RELOAD: &str = "respgate_config_last_reload_timestamp_seconds";
+/// Gauge: 1 when the last reload succeeded (or none happened yet), 0 when it was refused.
+pub const CONFIG_LAST_RELOAD_OK: &str = "respgate_config_last_reload_successful";
 
 /// Every metric: name, Prometheus type, labels, meaning. The README's table and the Grafana
 /// dashboard are checked against it.
@@ -198,4 +212,40 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
         "bytes of replies owed to clients, answered by nodes and not yet taken",
     ),
     (READY, "gauge", "", "1 while /ready answers 200, else 0"),
+    (
+        AUTH_FAILURES,
+        "counter",
+        "",
+        "failed logins (AUTH, HELLO ... AUTH)",
+    ),
+    (
+        ACL_DENIED,
+        "counter",
+        "kind",
+        "requests refused by a user's permissions: command, key, channel or backend",
+    ),
+    (
+        CONFIG_GENERATION,
+        "gauge",
+        "",
+        "generation of the configuration in force: 1 at start, one more per reload that changed it",
+    ),
+    (
+        CONFIG_RELOADS,
+        "counter",
+        "outcome",
+        "configuration reloads, ok or failed",
+    ),
+    (
+        CONFIG_LAST_RELOAD,
+        "gauge",
+        "",
+        "Unix time the last reload ended; 0 before any",
+    ),
+    (
+        CONFIG_LAST_RELOAD_OK,
+        "gauge",
+        "",
+        "1 when the last reload succeeded (or none happened yet), 0 when it was refused",
+    ),
 ];

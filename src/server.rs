@@ -12,9 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
+use crate::acl::Users;
 use crate::config::Config;
 use crate::health;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Snapshot};
+use crate::reload::{self, Reloader, Starter};
 use crate::session;
 use crate::workers::Workers;
 
@@ -28,7 +30,18 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves clients on `listener` until `shutdown` completes, then drains in phases:
+/// Serves clients on `listener` until `shutdown` completes, with `config` fixed: a reload is
+/// refused, having nothing to read again.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_with(listener, config, reload::Options::default(), shutdown).await
+}
+
+/// Serves clients on `listener` until `shutdown` completes, reloading the configuration as
+/// `options` allow (see [`crate::reload`]); then drains in phases:
 ///
 /// 1. at once: not ready (`/ready` answers 503), yet still accepting and serving new clients
 ///    for `shutdown_delay_ms`, so the load balancer stops sending clients before the socket
@@ -36,30 +49,56 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// 2. then accepting stops; every client gets the replies it is owed and is closed between
 ///    requests (an idle one at once);
 /// 3. at `shutdown_timeout_ms` after shutdown began, whatever is still open is dropped.
-pub async fn run(
+pub async fn run_with(
     listener: TcpListener,
     config: Config,
+    options: reload::Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    // Sessions drain when `drain` turns true; the refreshers and the admin endpoint stop when
-    // `stop` does, once the clients are gone, so `/ready` says 503 (not "refused") meanwhile.
-    let (drain_tx, drain_rx) = watch::channel(false);
+    // Before any backend or command table resolves its metric handles.
+    crate::metrics::install();
+    // The refreshers, the reload triggers and the admin endpoint stop when `stop` turns true:
+    // once the clients are gone, so that `/ready` says 503 (not "refused") while they drain.
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let proxy = Proxy::new(config, local, drain_rx, workers.set().clone());
-    let refreshers: Vec<_> = proxy
-        .backends
-        .iter()
-        .map(|c| c.spawn_refresher(stop_rx.clone()))
-        .collect();
-    if !proxy.config.server.admin_listen.is_empty() {
-        let addr = proxy.config.server.admin_listen.clone();
+    let users = Users::compile(&config, &|name| std::env::var(name).ok()).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, listed.join("; "))
+    })?;
+    let starter = Starter::new(workers.set().clone(), stop_rx.clone());
+    let (backends, _) = starter.build(&config, None);
+    let proxy = Proxy::new(Snapshot::new(config, users, backends, 1), local);
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&proxy),
+        starter,
+        options.source,
+        options.log_filter,
+    ));
+    if let Some(file) = reloader.file() {
+        let file = file.to_path_buf();
+        tokio::spawn(reload::watch_file(
+            Arc::clone(&reloader),
+            file,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(mut requests) = options.requests {
+        let reloader = Arc::clone(&reloader);
+        tokio::spawn(async move {
+            while let Some(trigger) = requests.recv().await {
+                reloader.reload(trigger).await;
+            }
+        });
+    }
+    let admin_listen = proxy.config().server.admin_listen.clone();
+    if !admin_listen.is_empty() {
+        let addr = admin_listen;
         match TcpListener::bind(&addr).await {
             Ok(admin) => {
                 tokio::spawn(crate::admin::serve(
                     admin,
-                    Arc::clone(&proxy),
+                    Arc::clone(&reloader),
                     stop_rx.clone(),
                 ));
             }
@@ -77,7 +116,7 @@ pub async fn run(
     ));
     info!(
         listen = %local,
-        backends = proxy.backends.len(),
+        backends = proxy.snapshot().backends().len(),
         threads = workers.set().len(),
         "listening"
     );
@@ -89,16 +128,21 @@ pub async fn run(
     };
     acceptor.until(shutdown).await;
 
-    let server = &proxy.config.server;
+    let (delay_ms, timeout_ms) = {
+        let config = proxy.config();
+        (
+            config.server.shutdown_delay_ms,
+            config.server.shutdown_timeout_ms,
+        )
+    };
     let began = tokio::time::Instant::now();
-    let deadline = began + Duration::from_millis(server.shutdown_timeout_ms);
-    let accept_until =
-        began + Duration::from_millis(server.shutdown_delay_ms.min(server.shutdown_timeout_ms));
+    let deadline = began + Duration::from_millis(timeout_ms);
+    let accept_until = began + Duration::from_millis(delay_ms.min(timeout_ms));
     proxy.lifecycle.begin_shutdown();
     info!(
         clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
-        shutdown_delay_ms = server.shutdown_delay_ms,
-        shutdown_timeout_ms = server.shutdown_timeout_ms,
+        shutdown_delay_ms = delay_ms,
+        shutdown_timeout_ms = timeout_ms,
         "shutdown: not ready; still accepting clients until the delay ends"
     );
     acceptor.until(tokio::time::sleep_until(accept_until)).await;
@@ -107,7 +151,7 @@ pub async fn run(
         clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
         "shutdown: stopped accepting; draining clients"
     );
-    let _ = drain_tx.send(true);
+    proxy.drain();
     while proxy.stats.connected_clients.load(Ordering::Relaxed) > 0
         && tokio::time::Instant::now() < deadline
     {
@@ -121,13 +165,19 @@ pub async fn run(
         );
     }
     let _ = stop_tx.send(true);
-    for r in refreshers {
-        let _ = r.await;
-    }
+    reloader.join_refreshers().await;
     // Ends the worker threads, and with them the backend connections.
     drop(workers);
     info!("stopped");
     Ok(())
+}
+
+/// The number of worker threads for `server.threads`: 0 means one per core.
+fn worker_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The accept loop's state.
@@ -148,7 +198,19 @@ impl Acceptor<'_> {
             tokio::select! {
                 _ = &mut until => return,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => self.accept(stream, peer),
+                    Ok((stream, peer)) => {
+                        let refused = accept(stream, peer, self.proxy, self.workers);
+                        match refused {
+                            Some(max_clients) if !self.at_limit => {
+                                warn!(%peer, max_clients, "client limit reached; refusing new clients");
+                            }
+                            None if self.at_limit => {
+                                info!("below the client limit again; accepting clients");
+                            }
+                            _ => {}
+                        }
+                        self.at_limit = refused.is_some();
+                    }
                     Err(error) => {
                         // Out of file descriptors and the like: pause instead of spinning.
                         warn!(%error, "accept failed");
@@ -160,40 +222,18 @@ impl Acceptor<'_> {
     }
 }
 
-/// The number of worker threads for `server.threads`: 0 means one per core.
-fn worker_threads(configured: usize) -> usize {
-    if configured > 0 {
-        return configured;
-    }
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-impl Acceptor<'_> {
-    fn accept(&mut self, stream: TcpStream, peer: SocketAddr) {
-        let (proxy, workers) = (self.proxy, self.workers);
-        let keepalive_s = proxy.config.server.tcp_keepalive_s;
-        let limit = proxy.config.server.max_clients;
-        let refused = accept(stream, peer, proxy, workers, keepalive_s);
-        if refused && !self.at_limit {
-            warn!(%peer, max_clients = limit, "client limit reached; refusing new clients");
-        } else if !refused && self.at_limit {
-            info!(
-                max_clients = limit,
-                "below the client limit again; accepting clients"
-            );
-        }
-        self.at_limit = refused;
-    }
-}
-
-/// Starts a session for the client on `stream`; true when it was refused at `max_clients`.
+/// Starts a session for the client on `stream`; `Some(max_clients)` when it was refused at
+/// that limit.
 fn accept(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: &Arc<Proxy>,
     workers: &Workers,
-    keepalive_s: u64,
-) -> bool {
+) -> Option<usize> {
+    let (keepalive_s, max_clients) = {
+        let config = proxy.config();
+        (config.server.tcp_keepalive_s, config.server.max_clients)
+    };
     let stats = &proxy.stats;
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
@@ -203,7 +243,7 @@ fn accept(
     }
     let connected = stats.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
     let proxy = Arc::clone(proxy);
-    if connected as usize > proxy.config.server.max_clients {
+    if connected as usize > max_clients {
         stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
         stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
@@ -212,7 +252,7 @@ fn accept(
                 .write_all(b"-ERR max number of clients reached\r\n")
                 .await;
         });
-        return true;
+        return Some(max_clients);
     }
     // A debug-level span: free when debug logging is off, yet every session line carries the
     // peer when it is on.
@@ -223,7 +263,7 @@ fn accept(
         Err(error) => {
             debug!(%error, "client gone before its session started");
             stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
-            return false;
+            return None;
         }
     };
     workers.spawn(
@@ -241,5 +281,5 @@ fn accept(
         }
         .instrument(span),
     );
-    false
+    None
 }

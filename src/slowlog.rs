@@ -75,24 +75,22 @@ pub struct SlowRequest<'a> {
     pub node: Option<&'a str>,
 }
 
-/// The newest slow requests.
-#[derive(Debug)]
-pub struct SlowLog {
+/// How slow a request must be to be logged, and how many are kept: from the configuration in
+/// force, so a reload changes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowLogLimits {
     /// Microseconds at or above which a request is logged; negative logs none, 0 logs all.
-    threshold_us: i64,
-    max_len: usize,
-    entries: Mutex<VecDeque<SlowEntry>>,
-    next_id: AtomicU64,
+    pub threshold_us: i64,
+    /// Entries kept, the newest.
+    pub max_len: usize,
 }
 
-impl SlowLog {
-    /// A log of requests taking `threshold_us` or more (negative: none), keeping `max_len`.
-    pub fn new(threshold_us: i64, max_len: usize) -> Self {
-        SlowLog {
-            threshold_us,
-            max_len,
-            entries: Mutex::new(VecDeque::new()),
-            next_id: AtomicU64::new(0),
+impl SlowLogLimits {
+    /// The limits `server` sets.
+    pub fn of(server: &crate::config::ServerConfig) -> Self {
+        SlowLogLimits {
+            threshold_us: server.slowlog_log_slower_than_us,
+            max_len: server.slowlog_max_len,
         }
     }
 
@@ -103,9 +101,18 @@ impl SlowLog {
             && self.max_len > 0
             && i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX) >= self.threshold_us
     }
+}
 
-    /// Logs `request`, which took `elapsed`.
-    pub fn push(&self, request: SlowRequest<'_>, elapsed: Duration) {
+/// The newest slow requests.
+#[derive(Debug, Default)]
+pub struct SlowLog {
+    entries: Mutex<VecDeque<SlowEntry>>,
+    next_id: AtomicU64,
+}
+
+impl SlowLog {
+    /// Logs `request`, which took `elapsed`, keeping the newest `limits.max_len`.
+    pub fn push(&self, request: SlowRequest<'_>, elapsed: Duration, limits: SlowLogLimits) {
         let entry = SlowEntry {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             unix_s: std::time::SystemTime::now()
@@ -120,7 +127,7 @@ impl SlowLog {
         };
         let mut entries = self.lock();
         entries.push_front(entry);
-        entries.truncate(self.max_len);
+        entries.truncate(limits.max_len);
     }
 
     /// Entries logged now.
@@ -269,9 +276,13 @@ mod tests {
 
     #[test]
     fn newest_first_within_the_length_and_threshold() {
-        let log = SlowLog::new(1000, 2);
-        assert!(!log.is_slow(Duration::from_micros(999)));
-        assert!(log.is_slow(Duration::from_micros(1000)));
+        let log = SlowLog::default();
+        let limits = SlowLogLimits {
+            threshold_us: 1000,
+            max_len: 2,
+        };
+        assert!(!limits.is_slow(Duration::from_micros(999)));
+        assert!(limits.is_slow(Duration::from_micros(1000)));
         for key in ["a", "b", "c"] {
             let raw = raw(&["GET", key]);
             log.push(
@@ -283,12 +294,17 @@ mod tests {
                     node: Some("127.0.0.1:7000"),
                 },
                 Duration::from_millis(2),
+                limits,
             );
         }
         let newest = log.newest(10);
         assert_eq!(newest.len(), 2);
         assert_eq!(&newest[0].args[1][..], b"c");
         assert_eq!(newest[0].id, 2);
-        assert!(!SlowLog::new(-1, 128).is_slow(Duration::from_secs(9)));
+        let off = SlowLogLimits {
+            threshold_us: -1,
+            max_len: 128,
+        };
+        assert!(!off.is_slow(Duration::from_secs(9)));
     }
 }

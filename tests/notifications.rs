@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::RedisCluster;
 use common::proxy::{Proxy, config_for};
+use common::reload::{Reloadable, cluster, routing, server};
 use respgate::cluster::Slot;
 
 /// A 3+3 cluster, a proxy that lets `CONFIG SET` through, and notifications of every kind
@@ -34,13 +35,18 @@ fn notifying_cluster() -> (RedisCluster, Proxy) {
 
 /// One key per master, in master port order.
 fn key_per_master(cluster: &RedisCluster) -> Vec<String> {
+    keys_per_master(cluster, "watched:")
+}
+
+/// One key starting with `prefix` per master, in master port order.
+fn keys_per_master(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
     let mut masters = cluster.master_ports();
     masters.sort_unstable();
     masters
         .iter()
         .map(|&port| {
             (0..10_000)
-                .map(|i| format!("watched:{i}"))
+                .map(|i| format!("{prefix}{i}"))
                 .find(|k| cluster.slot_owner(Slot::for_key(k.as_bytes()).get()) == port)
                 .expect("a key for every master")
         })
@@ -177,4 +183,63 @@ fn an_event_channel_hears_every_master() {
         wanted.insert(("__keyevent@0__:del".to_string(), key.clone()));
     }
     read_until(&mut pubsub, &wanted);
+}
+
+#[test]
+fn notification_subscriptions_hear_the_masters_of_a_backend_a_reload_adds() {
+    let main = RedisCluster::start(3, 0);
+    let other = RedisCluster::start(3, 0);
+    for (nodes, port) in main
+        .ports()
+        .into_iter()
+        .map(|p| (&main, p))
+        .chain(other.ports().into_iter().map(|p| (&other, p)))
+    {
+        nodes.cli(port, &["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+    }
+    let admin = common::free_port();
+    let one = server(admin, 0, "") + &cluster("main", &main.seeds(), "") + &routing("main", &[]);
+    let two = server(admin, 0, "")
+        + &cluster("main", &main.seeds(), "")
+        + &cluster("other", &other.seeds(), "")
+        + &routing("main", &[("other:", "other")]);
+    let proxy = Reloadable::start(admin, &one);
+    let mut subscriber = proxy.proxy.raw();
+    subscriber.command(&["SUBSCRIBE", "__keyevent@0__:del"]);
+    subscriber.command(&["PSUBSCRIBE", "__keyspace@0__:*"]);
+
+    proxy.reload_ok(&two);
+    // The subscriber moves to the new configuration before its next request is answered.
+    assert_eq!(
+        subscriber.command(&["SUBSCRIBE", "sync"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nsync\r\n:3\r\n"
+    );
+    let keys: Vec<String> = key_per_master(&main)
+        .into_iter()
+        .chain(keys_per_master(&other, "other:"))
+        .collect();
+    let mut writer = proxy.proxy.raw();
+    let mut wanted = BTreeSet::new();
+    for key in &keys {
+        assert_eq!(writer.command(&["SET", key, "v"]), b"+OK\r\n");
+        let (nodes, elsewhere) = if key.starts_with("other:") {
+            (&other, &main)
+        } else {
+            (&main, &other)
+        };
+        let slot = Slot::for_key(key.as_bytes()).get();
+        assert_eq!(nodes.cli(nodes.slot_owner(slot), &["GET", key]), "v");
+        assert_eq!(
+            elsewhere.cli(elsewhere.slot_owner(slot), &["EXISTS", key]),
+            "0"
+        );
+        assert_eq!(writer.command(&["DEL", key]), b":1\r\n");
+        wanted.insert(format!("__keyevent@0__:del\r\n${}\r\n{key}\r\n", key.len()));
+        wanted.insert(format!("__keyspace@0__:{key}\r\n$3\r\ndel\r\n"));
+    }
+    // Every master's events arrive, the added backend's included (within the read timeout).
+    let mut seen = String::new();
+    while !wanted.iter().all(|w| seen.contains(w.as_str())) {
+        seen.push_str(&String::from_utf8_lossy(&subscriber.reply()));
+    }
 }

@@ -1,6 +1,7 @@
 //! One Redis Cluster: its slot map, how the map is learned and refreshed, and how a command is
 //! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
 
+mod lifeline;
 mod redirect;
 mod retry;
 mod scripts;
@@ -27,6 +28,7 @@ use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
 
+pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
 pub use scripts::ScriptCache;
@@ -175,9 +177,20 @@ impl Cluster {
         self.last_error.load_full()
     }
 
+    /// The configuration this cluster was made from.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
     /// The current slot map.
     pub fn slot_map(&self) -> Arc<SlotMap> {
         self.map.load_full()
+    }
+
+    /// Whether a node has told the proxy where the keys live and what the commands are: the
+    /// backend can serve requests without making them wait.
+    pub fn is_known(&self) -> bool {
+        !self.map.load().is_empty() && self.commands.load().is_some()
     }
 
     /// The command table read from the cluster, once a node has answered.
@@ -385,6 +398,11 @@ impl Cluster {
     /// The node `target` routes to now, for a client's own connection.
     pub fn node_for(&self, target: &Target) -> Option<NodeAddr> {
         self.resolve(target).map(|pool| pool.addr().clone())
+    }
+
+    /// The shared connections to `addr`, for a command meant for that one node.
+    pub fn pool(&self, addr: &NodeAddr) -> Arc<NodePool> {
+        self.backends.pool(addr)
     }
 
     /// The connection settings of this cluster's nodes.

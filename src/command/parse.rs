@@ -3,7 +3,8 @@
 use redis_protocol::resp2::types::OwnedFrame;
 use thiserror::Error;
 
-use super::{CommandSpec, CommandTable, KeySpec, SearchBegin, SearchKeys};
+use super::{CommandSpec, CommandTable, KeyAccess, KeySpec, SearchBegin, SearchKeys};
+use crate::acl::Categories;
 use crate::metrics::Family;
 
 /// The `COMMAND` reply did not have the documented shape.
@@ -46,11 +47,14 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
             .collect(),
         _ => Vec::new(),
     };
-    // Field 6 (Redis 7): ACL categories, `@read`, `@string`, ...
-    let family = match fields.get(6) {
-        Some(OwnedFrame::Array(items)) => Family::of(items.iter().filter_map(text)),
-        _ => Family::Other,
+    // Field 6 (Redis 7): ACL categories, `@read`, `@string`, ...: for users' permissions and
+    // for the family the latency of the command is labelled with.
+    let names: Vec<&str> = match fields.get(6) {
+        Some(OwnedFrame::Array(items)) => items.iter().filter_map(text).collect(),
+        _ => Vec::new(),
     };
+    let family = Family::of(names.iter().copied());
+    let categories = Categories::from_names(names);
     let key_specs = match fields.get(8) {
         Some(OwnedFrame::Array(items)) => items.iter().map(parse_key_spec).collect(),
         _ => Vec::new(),
@@ -73,12 +77,14 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
         step: int(5)?,
         name,
         flags,
+        categories,
         key_specs,
         subcommands,
         family,
         // Set by `CommandTable::new`, once the whole entry is known.
         policy: Default::default(),
         counters: None,
+        allowed: Default::default(),
     })
 }
 
@@ -129,7 +135,15 @@ fn parse_key_spec(frame: &OwnedFrame) -> KeySpec {
             _ => SearchKeys::Unknown,
         }
     });
-    KeySpec { begin, find }
+    let access = match field(frame, "flags") {
+        Some(OwnedFrame::Array(flags)) => KeyAccess::from_flags(flags.iter().filter_map(text)),
+        _ => KeyAccess::default(),
+    };
+    KeySpec {
+        begin,
+        find,
+        access,
+    }
 }
 
 fn text(frame: &OwnedFrame) -> Option<&str> {

@@ -57,6 +57,10 @@ pub enum Policy {
     /// default backend, on its control connection. Every node was given the same settings
     /// (`CONFIG SET` reaches them all), so one answers for all.
     OneMaster,
+    /// `SCRIPT KILL`, `FUNCTION KILL`: sent to every node (the one running the busy script is
+    /// not known) on its control connection; `+OK` when one killed its script, `NOTBUSY` when
+    /// none ran one.
+    KillScript,
     /// Always refused.
     Refused(Refusal),
 }
@@ -133,8 +137,8 @@ pub enum Gather {
     First,
     /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`).
     And,
-    /// The first non-null reply (`RANDOMKEY`).
-    AnyNonNull,
+    /// `RANDOMKEY`: a key from a master chosen at random, weighted by its number of keys.
+    RandomKey,
     /// Arrays merged without repeats (`PUBSUB CHANNELS`).
     Union,
     /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
@@ -233,6 +237,8 @@ pub enum LocalKind {
     Reset,
     /// `SLOWLOG ...`: the proxy's own slow log.
     Slowlog,
+    /// `ACL ...`: the proxy's users, not the backend's.
+    Acl,
 }
 
 /// Commands the proxy's script cache must hear of, so that it can heal `NOSCRIPT`.
@@ -298,6 +304,7 @@ impl Refusal {
 
 /// The proxy's own commands, sorted by name (a unit test checks it) for [`proxy_command`].
 pub const PROXY_COMMANDS: &[(&str, Policy)] = &[
+    ("acl", Policy::Local(LocalKind::Acl)),
     ("asking", Policy::Local(LocalKind::Asking)),
     ("auth", Policy::Local(LocalKind::Auth)),
     ("client", Policy::Local(LocalKind::Client)),
@@ -409,6 +416,9 @@ impl Policy {
         if name == "config|get" {
             return Policy::OneMaster;
         }
+        if name == "script|kill" || name == "function|kill" {
+            return Policy::KillScript;
+        }
         if NEEDS_OWN_CONNECTION.contains(&base) {
             return Policy::Refused(Refusal::NotSupportedYet);
         }
@@ -427,7 +437,7 @@ impl Policy {
             "scan" => Policy::Scan,
             "dbsize" | "pubsub|numpat" => every(Gather::Sum, Access::Read),
             "keys" => every(Gather::Concat, Access::Read),
-            "randomkey" => every(Gather::AnyNonNull, Access::Read),
+            "randomkey" => every(Gather::RandomKey, Access::Read),
             "flushall" | "flushdb" | "function|flush" => every(Gather::AllOk, Access::Write),
             "function|load" | "function|delete" => every(Gather::First, Access::Write),
             "script|exists" => every(Gather::And, Access::Read),

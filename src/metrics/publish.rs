@@ -80,7 +80,7 @@ pub fn render(proxy: &Proxy) -> String {
     publish(proxy);
     let mut text = install().render();
     let mut histograms = String::new();
-    for cluster in &proxy.backends {
+    for cluster in proxy.snapshot().backends() {
         let backend = escape(cluster.name());
         for family in Family::ALL {
             if let Some(h) = cluster.instruments.latency(family)
@@ -126,7 +126,23 @@ fn publish(proxy: &Proxy) {
     metrics::gauge!(m::CLIENT_OUTPUT_BYTES).set(proxy.clients.owed_bytes() as f64);
     let ready = crate::health::readiness(proxy).is_ready();
     metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
-    for cluster in &proxy.backends {
+    let reloads = &proxy.reloads;
+    metrics::gauge!(m::CONFIG_GENERATION).set(proxy.generation() as f64);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD).set(load(&reloads.last_unix) as f64);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD_OK).set(if reloads.last_status() == "failed" {
+        0.0
+    } else {
+        1.0
+    });
+    // Both outcomes are listed from the start, so that a rate over them is defined.
+    for outcome in ["ok", "failed"] {
+        metrics::counter!(m::CONFIG_RELOADS, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(m::AUTH_FAILURES).increment(0);
+    for kind in ["command", "key", "channel", "backend"] {
+        metrics::counter!(m::ACL_DENIED, "kind" => kind).increment(0);
+    }
+    for cluster in proxy.snapshot().backends() {
         let map = cluster.slot_map();
         let name = cluster.name().to_string();
         metrics::gauge!(m::SLOTS_SERVED, "backend" => name.clone()).set(map.slots_served() as f64);

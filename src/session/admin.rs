@@ -11,12 +11,12 @@ use crate::cluster::{Access, Target};
 use crate::command::{AdminReach, CommandSpec, Refusal};
 use crate::protocol::Request;
 use crate::protocol::reply;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Acts on an allowed administrative command whose policy is `Admin(reach)`.
 pub(super) fn admin(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     reach: AdminReach,
     request: Request,
@@ -90,7 +90,7 @@ fn debug_reach(sub: &[u8]) -> DebugReach {
 }
 
 /// `DEBUG <subcommand> ...`, sent where the subcommand acts.
-fn debug(state: &mut ClientState, proxy: &Proxy, request: Request) -> Action {
+fn debug(state: &mut ClientState, proxy: ProxyRef<'_>, request: Request) -> Action {
     let sub = request.args.get(1).cloned().unwrap_or_default();
     let broadcast = |reach, combine| {
         Action::Broadcast(Broadcast::new("debug", request.raw.clone(), reach, combine))
@@ -105,7 +105,7 @@ fn debug(state: &mut ClientState, proxy: &Proxy, request: Request) -> Action {
             state.positions.clear();
             state.positions.extend(2..last.min(request.args.len()));
             let routes = proxy.routes();
-            match route_positions(state, &routes, &request.args) {
+            match route_positions(state, routes, &request.args) {
                 Ok(mut routed) => {
                     let payload = routed.payload(request.raw);
                     forward_to(state, routed.backend, payload, routed.target, Access::Read)

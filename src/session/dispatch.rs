@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::acl::{self, Permit};
 use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
 use super::route::{place_of_channel, route};
@@ -27,7 +28,7 @@ use crate::protocol::Request;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::{encode_command, parse_int};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 use bytes::BytesMut;
 
 /// What the session does with a request.
@@ -78,7 +79,7 @@ pub enum Action {
 /// other by the backend's, then one `match` on the command's [`Policy`].
 pub fn dispatch(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     request: Request,
 ) -> Action {
@@ -86,9 +87,18 @@ pub fn dispatch(
     let mut name_buf = [0u8; MAX_NAME_LEN];
     let name = lowercase(request.name(), &mut name_buf);
     let own = name.and_then(proxy_command);
-    state.dispatched = Dispatched::default();
+    let previous = std::mem::take(&mut state.dispatched);
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
+    }
+    // AUTH, HELLO, QUIT and RESET are everyone's (Redis's `no_auth`), even before the
+    // command table is known.
+    if state.restricted && !own.is_some_and(Policy::allowed_before_auth) {
+        match acl::permit(state, proxy, name, &request) {
+            Permit::Allowed => {}
+            Permit::Refused(action) => return action,
+            Permit::AwaitTable => return await_backend(proxy, request),
+        }
     }
     if let Some(name) = name {
         // Rare (a subscribed RESP2 client), so the list stays with the rest of Pub/Sub.
@@ -100,31 +110,15 @@ pub fn dispatch(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
             )));
         }
-        if own.is_some() || state.txn.is_some() || state.subscribed {
-            // Answered before the backend's table: its counters are looked up here, off the
-            // path of ordinary commands.
-            if let Some(spec) = proxy
-                .commands()
-                .as_deref()
-                .and_then(|t| t.get(name.as_bytes()))
-            {
-                state.dispatched = Dispatched {
-                    counters: spec.counters(),
-                    family: spec.family,
-                };
-            }
+        if own.is_some() || state.txn.is_some() {
+            note_command(state, proxy, name, &request.args, previous);
         }
         if let Some(action) = before_table(state, proxy, cluster, own, &request) {
             return action;
         }
     }
     let Some(table) = proxy.commands() else {
-        // No backend has answered yet (all down at start, a Sentinel group without a known
-        // master): the request waits for one within the retry budget, as routed requests do.
-        for backend in &proxy.backends {
-            backend.request_refresh();
-        }
-        return Action::AwaitBackend(request);
+        return await_backend(proxy, request);
     };
     let lookup = name.map_or(Lookup::Unknown, |name| {
         table.lookup_lowercased(name, &request.args)
@@ -143,7 +137,47 @@ pub fn dispatch(
     if !spec.arity_ok(request.args.len()) {
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
+    state.note_command(&spec.name);
     by_policy(state, proxy, cluster, spec, spec.policy, request)
+}
+
+/// Notes the command `name` (lowercase) with `args` as the client's last, by its full name
+/// (`client|list`) when the backend's table knows it.
+/// `previous` is what the client's last command was dispatched as: its counters and family,
+/// kept when the command is the same again.
+fn note_command(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    name: &str,
+    args: &[Bytes],
+    previous: Dispatched,
+) {
+    if state.last_command() == name {
+        // The same command without subcommands again (`PING` after `PING`): nothing to look up.
+        state.dispatched = previous;
+        return;
+    }
+    match proxy.commands() {
+        Some(table) => {
+            if let Lookup::Found(spec) = table.lookup_lowercased(name, args) {
+                state.note_command(&spec.name);
+                state.dispatched = Dispatched {
+                    counters: spec.counters(),
+                    family: spec.family,
+                };
+            }
+        }
+        None => state.note_command(name),
+    }
+}
+
+/// No backend has answered yet (all down at start, a Sentinel group without a known master):
+/// the request waits for one within the retry budget, as routed requests do.
+fn await_backend(proxy: ProxyRef<'_>, request: Request) -> Action {
+    for backend in proxy.backends() {
+        backend.request_refresh();
+    }
+    Action::AwaitBackend(request)
 }
 
 /// What is decided before the backend's table is needed: subscriptions (taken even inside
@@ -152,7 +186,7 @@ pub fn dispatch(
 /// count Redis refuses (with Redis's error).
 fn before_table(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     own: Option<Policy>,
     request: &Request,
@@ -171,8 +205,8 @@ fn before_table(
     if taken.is_some() {
         return taken;
     }
-    if state.txn.is_some() {
-        return Some(txn::in_multi(state, proxy, cluster, own, request));
+    if state.txn.is_some() && queued_in_multi(own) {
+        return Some(txn::in_multi(state, proxy, cluster, own, request).into());
     }
     match own? {
         Policy::Own(OwnKind::Transaction(kind)) => txn::handle(state, proxy, kind, request),
@@ -181,10 +215,56 @@ fn before_table(
     }
 }
 
+/// Whether a request with this own-command policy (`None`: not one of the proxy's commands) is
+/// for the transaction while `MULTI` is open. As in Redis, `QUIT` and `RESET` act at once; the
+/// subscriptions are taken before.
+fn queued_in_multi(own: Option<Policy>) -> bool {
+    !matches!(
+        own,
+        Some(Policy::Subscription(_) | Policy::Local(LocalKind::Quit | LocalKind::Reset))
+    )
+}
+
+/// Decides `request` as the next step of the open transaction, for a session whose earlier
+/// steps wait to be sent together; gives the request back when it is not a step of the
+/// transaction (the transaction ended, or the request acts at once), to be dispatched as usual
+/// once they are done.
+pub fn in_transaction(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    cluster: &Cluster,
+    request: Request,
+) -> Result<txn::TxnStep, Request> {
+    if state.txn.is_none() || state.subscribed || !state.authenticated {
+        return Err(request);
+    }
+    let mut name_buf = [0u8; MAX_NAME_LEN];
+    let Some(name) = lowercase(request.name(), &mut name_buf) else {
+        return Err(request);
+    };
+    let own = proxy_command(name);
+    if !queued_in_multi(own) {
+        return Err(request);
+    }
+    if state.restricted && !own.is_some_and(Policy::allowed_before_auth) {
+        match acl::permit(state, proxy, Some(name), &request) {
+            Permit::Allowed => {}
+            // A refusal inside MULTI is a reply, and has made EXEC fail.
+            Permit::Refused(Action::Reply(refused)) => return Ok(txn::TxnStep::Reply(refused)),
+            Permit::Refused(_) | Permit::AwaitTable => return Err(request),
+        }
+    }
+    let previous = std::mem::take(&mut state.dispatched);
+    note_command(state, proxy, name, &request.args, previous);
+    // Joined to the batch, it is never a reply of its own to count: counted here, as queued.
+    state.dispatched.counters.count(false);
+    Ok(txn::in_multi(state, proxy, cluster, own, &request))
+}
+
 /// Acts on `policy`, the policy of `spec`, for a request whose arity is already checked.
 fn by_policy(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     spec: &CommandSpec,
     policy: Policy,
@@ -194,12 +274,12 @@ fn by_policy(
         Policy::Forward { access } => forward(state, proxy, spec, request, access),
         Policy::Split { kind, access } => {
             let routes = proxy.routes();
-            match route(state, &routes, spec, &request.args) {
+            match route(state, routes, spec, &request.args) {
                 Ok(mut routed) => {
                     let payload = routed.payload(request.raw);
                     forward_to(state, routed.backend, payload, routed.target, access)
                 }
-                Err(error) => match multikey::plan(kind.name(), &request.args, &routes) {
+                Err(error) => match multikey::plan(kind.name(), &request.args, routes) {
                     Some(split) => Action::Split(split),
                     None => Action::Reply(reply::error(&error.message(proxy))),
                 },
@@ -215,7 +295,7 @@ fn by_policy(
             let routes = proxy.routes();
             let (backend, target) = match request.args.get(1) {
                 Some(channel) => {
-                    let place = place_of_channel(&routes, channel);
+                    let place = place_of_channel(routes, channel);
                     (place.backend, Target::Slot(place.slot))
                 }
                 None => (routes.default_backend(), Target::AnyMaster),
@@ -251,7 +331,7 @@ fn by_policy(
             by_policy(state, proxy, cluster, spec, kind.then(), request)
         }
         Policy::Admin(reach) => {
-            if proxy.config.server.allow_admin_commands {
+            if proxy.config().server.allow_admin_commands {
                 super::admin::admin(state, proxy, spec, reach, request)
             } else {
                 Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
@@ -262,6 +342,12 @@ fn by_policy(
             request.raw,
             Reach::OneMaster,
             Combine::AllSucceed,
+        )),
+        Policy::KillScript => Action::Broadcast(Broadcast::new(
+            &spec.name,
+            request.raw,
+            Reach::EveryNode,
+            Combine::AnyKilled,
         )),
         Policy::Refused(refusal) => Action::Reply(reply::error(&refusal.message(&spec.name))),
         // The proxy's own commands come here only when `before_table` left them to the
@@ -277,13 +363,13 @@ fn by_policy(
 /// differ.
 pub(super) fn forward(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     request: Request,
     access: Access,
 ) -> Action {
     let routes = proxy.routes();
-    match route(state, &routes, spec, &request.args) {
+    match route(state, routes, spec, &request.args) {
         Ok(mut routed) => {
             let payload = routed.payload(request.raw);
             forward_to(state, routed.backend, payload, routed.target, access)
@@ -317,12 +403,12 @@ pub(super) fn forward_to(
 /// A command that may block, on the client's own connection to the slot of its keys.
 fn blocking(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     request: Request,
 ) -> Action {
     let routes = proxy.routes();
-    match route(state, &routes, spec, &request.args) {
+    match route(state, routes, spec, &request.args) {
         Ok(mut routed) => Action::Own(OwnOp::Blocking {
             backend: routed.backend,
             payload: routed.payload(request.raw),
@@ -398,7 +484,7 @@ fn subscription(
 /// replicas. WAIT holds that connection while it waits, so its timeout is capped at half the
 /// request timeout: when replicas lag, the client gets the count reached so far, as from any
 /// WAIT that times out, and other clients are held no longer than that.
-fn wait(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn wait(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let (Some(replicas), Some(timeout)) = (
         args.get(1).and_then(|a| parse_int(a)),
         args.get(2).and_then(|a| parse_int(a)),

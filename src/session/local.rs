@@ -10,19 +10,20 @@ use bytes::Bytes;
 
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
+use crate::acl::LoginError;
 use crate::clients::KillFilter;
-use crate::cluster::Cluster;
+use crate::cluster::{Access, Cluster, Target};
 use crate::command::LocalKind;
 use crate::protocol::reply::{self, ReplyBuf};
-use crate::protocol::request::parse_int;
+use crate::protocol::request::{encode_command, parse_int};
 use crate::protocol::{Protocol, Request};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Answers `request`, one of the proxy's own commands (its policy is `Local(kind)`). `None`
 /// means a request to follow the normal path instead.
 pub fn handle(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     kind: LocalKind,
     request: &Request,
@@ -63,7 +64,7 @@ pub fn handle(
             // Another database only where every backend a key can reach has one: Sentinel groups
             // and standalone servers, never a Redis Cluster (which has only database 0).
             let databases = proxy
-                .backends
+                .backends()
                 .iter()
                 .map(|b| b.databases())
                 .min()
@@ -88,20 +89,16 @@ pub fn handle(
             if let Some(bad) = arity((2..=3).contains(&argc)) {
                 return Some(bad);
             }
-            let server = &proxy.config.server;
             let (user, password) = match args.as_slice() {
                 [_, password] => (None, password),
-                [_, user, password] => (Some(user), password),
+                [_, user, password] => (Some(user.as_ref()), password),
                 _ => return None,
             };
-            if server.password.is_empty() && user.is_none() {
-                out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-            } else if credentials_ok(server, user.map(|u| u.as_ref()), password) {
-                state.authenticated = true;
-                out.simple("OK");
-            } else {
-                out.error(WRONGPASS);
-            }
+            match super::acl::login(state, proxy, user, password) {
+                Ok(()) => out.simple("OK"),
+                Err(LoginError::DefaultHasNoPassword) => out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+                Err(LoginError::WrongPass) => out.error(WRONGPASS),
+            };
         }
         LocalKind::Hello => {
             let action = hello(state, proxy, cluster, args);
@@ -121,6 +118,7 @@ pub fn handle(
                 .map(Action::Reply);
         }
         LocalKind::Cluster => return super::cluster_node::command(state, proxy, args),
+        LocalKind::Acl => return Some(super::acl::command(state, proxy, args)),
         LocalKind::ReadOnly | LocalKind::ReadWrite | LocalKind::Asking => {
             if let Some(bad) = arity(argc == 1) {
                 return Some(bad);
@@ -131,11 +129,12 @@ pub fn handle(
             state.protocol = Protocol::Resp2;
             state.name = None;
             state.txn = None;
+            state.note_multi(-1);
             state.watched = None;
             state.db = 0;
             state.subscribed = false;
             state.reset = true;
-            state.authenticated = proxy.config.server.password.is_empty();
+            state.login(proxy.users().at_connect());
             state.reply_mode = super::ReplyMode::On;
             state.publish();
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
@@ -144,10 +143,14 @@ pub fn handle(
     Some(Action::Reply(out.finish()))
 }
 
-fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> Action {
+fn hello(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    cluster: &Cluster,
+    args: &[Bytes],
+) -> Action {
     let mut protocol = state.protocol;
     let mut setname = None;
-    let was_authenticated = state.authenticated;
     if let Some(version) = args.get(1) {
         protocol = match parse_int(version) {
             None => {
@@ -165,10 +168,9 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
             if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
                 let user = args.get(i + 1).map(|u| u.as_ref());
                 let password = args.get(i + 2).cloned().unwrap_or_default();
-                if !credentials_ok(&proxy.config.server, user, &password) {
+                if super::acl::login(state, proxy, user, &password).is_err() {
                     return Action::Reply(reply::error(WRONGPASS));
                 }
-                state.authenticated = true;
                 i += 3;
             } else if option.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
                 let name = args.get(i + 1).cloned().unwrap_or_default();
@@ -186,7 +188,6 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
         }
     }
     if !state.authenticated {
-        state.authenticated = was_authenticated;
         return Action::Reply(reply::error(NOAUTH_HELLO));
     }
     state.protocol = protocol;
@@ -212,28 +213,6 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 /// Redis's reply to `HELLO` without `AUTH` from a client that must authenticate.
 const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 
-/// Whether `user`/`password` match the configured client credentials. With no password
-/// configured, the default user accepts any password, as Redis's `nopass` default user does.
-fn credentials_ok(
-    server: &crate::config::ServerConfig,
-    user: Option<&[u8]>,
-    password: &[u8],
-) -> bool {
-    let user_ok = user.is_none_or(|u| u == server.username.as_bytes());
-    if server.password.is_empty() {
-        return user_ok;
-    }
-    // Compare every byte whatever the first difference, so the time taken says nothing.
-    let expected = server.password.as_bytes();
-    let same = expected.len() == password.len()
-        && expected
-            .iter()
-            .zip(password)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    user_ok && same
-}
-
 const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 
 /// Redis accepts client names of printable ASCII without spaces.
@@ -241,7 +220,7 @@ fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let Some(sub) = args.get(1) else {
         return Action::Reply(reply::error(&wrong_arity_named(b"client")));
     };
@@ -317,6 +296,7 @@ fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
             out.verbatim(lines.as_bytes());
         }
         "kill" => return client_kill(state, proxy, args),
+        "unblock" => return client_unblock(state, proxy, args),
         "reply" => {
             let mode = args.get(2).map(|m| m.to_ascii_lowercase());
             match (argc, mode.as_deref()) {
@@ -351,7 +331,7 @@ fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
 
 /// `CLIENT KILL addr` (the old form: `+OK` or an error) or `CLIENT KILL <filter> <value> ...`
 /// (the number killed), over the proxy's own clients.
-fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client_kill(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
     if args.len() == 3 {
         let filter = KillFilter {
@@ -398,6 +378,68 @@ fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
     let mut out = ReplyBuf::new(state.protocol);
     out.integer(proxy.clients.kill(&filter) as i64);
     Action::Reply(out.finish())
+}
+
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` for one of the proxy's clients: passed on to the node
+/// its blocking command waits on (on the node's control connection, which never waits behind
+/// clients' requests), naming the client's own connection there, so the node
+/// answers the blocked client (a timeout's reply, or `-UNBLOCKED ...`) and this caller (`:1`).
+/// A client that is not blocked, or not known, gets `:0` here, as from Redis.
+fn client_unblock(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
+    if args.len() < 3 {
+        return Action::Reply(reply::error(
+            "ERR wrong number of arguments for 'client|unblock' command",
+        ));
+    }
+    if args.len() > 4 {
+        let sub = args
+            .get(1)
+            .map(|s| String::from_utf8_lossy(s))
+            .unwrap_or_default();
+        return Action::Reply(reply::error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
+        )));
+    }
+    let reason = args.get(3);
+    if let Some(reason) = reason
+        && !reason.eq_ignore_ascii_case(b"TIMEOUT")
+        && !reason.eq_ignore_ascii_case(b"ERROR")
+    {
+        return Action::Reply(reply::error(
+            "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+        ));
+    }
+    let Some(id) = args.get(2).and_then(|a| parse_int(a)) else {
+        return Action::Reply(reply::error("ERR value is not an integer or out of range"));
+    };
+    let blocked = u64::try_from(id)
+        .ok()
+        .and_then(|id| proxy.clients.get(id))
+        .and_then(|client| client.blocked_on());
+    let target = blocked.and_then(|on| {
+        let node_id = on.node_client_id?;
+        let cluster = proxy.backend(on.backend)?;
+        Some((on.backend, cluster.pool(&on.node), node_id))
+    });
+    let Some((backend, pool, node_id)) = target else {
+        let mut out = ReplyBuf::new(state.protocol);
+        out.integer(0);
+        return Action::Reply(out.finish());
+    };
+    let mut command: Vec<&[u8]> = vec![b"CLIENT", b"UNBLOCK"];
+    let node_id = node_id.to_string();
+    command.push(node_id.as_bytes());
+    if let Some(reason) = reason {
+        command.push(reason);
+    }
+    let mut payload = bytes::BytesMut::new();
+    encode_command(&mut payload, &command);
+    Action::Forward {
+        backend,
+        payload: payload.freeze(),
+        target: Target::Control(pool),
+        access: Access::Write,
+    }
 }
 
 /// The version the backends report, which clients read to pick features; before any node has

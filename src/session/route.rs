@@ -10,7 +10,7 @@ use crate::command::CommandSpec;
 use crate::keyspace::{BackendId, Place, RouteTable};
 use crate::protocol::Request;
 use crate::protocol::reply::CROSSSLOT;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Where a request goes, from its keys.
 #[derive(Debug)]
@@ -53,7 +53,7 @@ pub(super) enum RouteError {
 impl RouteError {
     /// The error reply: Redis Cluster's `CROSSSLOT`, naming the backends when keys span
     /// several, so clients treat both alike.
-    pub fn message(&self, proxy: &Proxy) -> String {
+    pub fn message(&self, proxy: ProxyRef<'_>) -> String {
         match self {
             RouteError::CrossSlot => CROSSSLOT.to_string(),
             RouteError::CrossBackend(ids) => {

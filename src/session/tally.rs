@@ -12,8 +12,8 @@ use crate::backend::NodeAddr;
 use crate::clients::ClientHandle;
 use crate::cluster::Cluster;
 use crate::metrics::{CommandCounters, Family, OTHER};
-use crate::proxy::Proxy;
-use crate::slowlog::SlowRequest;
+use crate::proxy::{Proxy, ProxyRef};
+use crate::slowlog::{SlowLogLimits, SlowRequest};
 
 /// What dispatch learned of a request's command.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,7 @@ pub(super) fn is_error(reply: &[u8]) -> bool {
 /// The client a request came from, for the slow log.
 #[derive(Clone, Copy)]
 pub(super) struct Client<'a> {
-    pub(super) proxy: &'a Proxy,
+    pub(super) proxy: ProxyRef<'a>,
     pub(super) handle: &'a ClientHandle,
 }
 
@@ -60,20 +60,21 @@ impl Timed<'_> {
     #[inline]
     pub(super) fn finish(self, reply: &[u8], node: Option<&NodeAddr>, client: Client<'_>) {
         let error = is_error(reply);
-        count(self.dispatched, error, client.proxy);
+        count(self.dispatched, error, &client.proxy);
         let elapsed = self.started.elapsed();
         if let Some(histogram) = self.cluster.instruments.latency(self.dispatched.family) {
             histogram.record(elapsed);
         }
-        let slowlog = &client.proxy.slowlog;
-        if slowlog.is_slow(elapsed) {
+        // From the configuration the request ran under: a reload changes them.
+        let limits = SlowLogLimits::of(&client.proxy.config().server);
+        if limits.is_slow(elapsed) {
             let name = client
                 .handle
                 .details
                 .lock()
                 .map(|d| d.name.clone().unwrap_or_default())
                 .unwrap_or_default();
-            slowlog.push(
+            client.proxy.slowlog.push(
                 SlowRequest {
                     raw: &self.raw,
                     client_addr: client.handle.peer.to_string(),
@@ -82,6 +83,7 @@ impl Timed<'_> {
                     node: node.map(NodeAddr::as_str),
                 },
                 elapsed,
+                limits,
             );
         }
     }

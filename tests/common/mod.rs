@@ -11,6 +11,7 @@
 pub mod checker;
 pub mod http;
 pub mod proxy;
+pub mod reload;
 pub mod sentinel;
 
 use std::collections::BTreeSet;

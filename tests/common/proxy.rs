@@ -61,11 +61,53 @@ impl Proxy {
     }
 
     /// Starts a proxy with `config` (its listen address is ignored) without waiting for the
-    /// topology. It stops without the drain delay (`shutdown_delay_ms` is 0): the delay's
-    /// tests run the binary.
-    pub fn start_with(mut config: Config) -> Proxy {
+    /// topology. It stops without the drain delay (`shutdown_delay_ms` is 0 until a reload
+    /// says otherwise): the delay's tests run the binary.
+    pub fn start_with(config: Config) -> Proxy {
+        Proxy::launch(config, respgate::reload::Options::default())
+    }
+
+    /// Starts a proxy configured by the file at `path` (its listen address is ignored), which
+    /// reloads from that file, without waiting for the topology.
+    pub fn start_from_file(path: &std::path::Path) -> Proxy {
+        let source = respgate::reload::ConfigSource {
+            file: Some(path.to_path_buf()),
+            overrides: respgate::config::Overrides::default(),
+        };
+        let config = source
+            .load()
+            .unwrap_or_else(|e| panic!("invalid test config: {e}"));
+        let options = respgate::reload::Options {
+            source: Some(source),
+            ..respgate::reload::Options::default()
+        };
+        Proxy::launch(config, options)
+    }
+
+    fn launch(mut config: Config, options: respgate::reload::Options) -> Proxy {
         config.server.shutdown_delay_ms = 0;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        Proxy::start_on(listener, config, options)
+    }
+
+    /// Starts a proxy in front of `seeds` that announces the address clients reach it at,
+    /// `127.0.0.1:PORT`, as `server.announce_address` (as one behind a load balancer announces
+    /// the balancer's), and waits until it serves every slot.
+    pub fn start_announcing_itself(seeds: &[String]) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let mut config = config_for(seeds);
+        config.server.announce_address = listener.local_addr().expect("local addr").to_string();
+        let proxy = Proxy::start_on(listener, config, respgate::reload::Options::default());
+        proxy.wait_until_serving();
+        proxy
+    }
+
+    /// Runs a proxy with `config` on `listener`, reloading as `options` allow.
+    fn start_on(
+        listener: std::net::TcpListener,
+        config: Config,
+        options: respgate::reload::Options,
+    ) -> Proxy {
         let port = listener.local_addr().expect("local addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -77,7 +119,7 @@ impl Proxy {
                 .expect("runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                respgate::run(listener, config, async {
+                respgate::run_with(listener, config, options, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -166,7 +208,8 @@ impl Raw {
         Raw::try_connect(port).unwrap_or_else(|e| panic!("connect to {port}: {e}"))
     }
 
-    fn try_connect(port: u16) -> std::io::Result<Raw> {
+    /// Connects to `127.0.0.1:port`, or says why not.
+    pub fn try_connect(port: u16) -> std::io::Result<Raw> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Raw {
@@ -227,4 +270,25 @@ impl Raw {
             }
         }
     }
+}
+
+/// Sends `method path` to the admin endpoint on `port`; the status code and the body. An
+/// admin endpoint not listening yet answers status 0.
+pub fn admin_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -62,6 +62,7 @@ fn table() -> CommandTable {
                 leaf("script|flush", &["noscript"]),
                 leaf("script|exists", &["noscript"]),
                 leaf("script|help", &["loading", "stale"]),
+                leaf("script|kill", &["noscript", "allow_busy"]),
             ],
         ),
         spec(
@@ -72,6 +73,7 @@ fn table() -> CommandTable {
                 leaf("function|delete", &["write", "noscript"]),
                 leaf("function|flush", &["write", "noscript"]),
                 leaf("function|list", &["noscript"]),
+                leaf("function|kill", &["noscript", "allow_busy"]),
             ],
         ),
         spec(
@@ -185,7 +187,9 @@ fn the_table_gives_every_command_and_subcommand_its_policy() {
         ("PUBSUB SHARDCHANNELS", every(Gather::Union, Read)),
         ("DBSIZE", every(Gather::Sum, Read)),
         ("KEYS *", every(Gather::Concat, Read)),
-        ("RANDOMKEY", every(Gather::AnyNonNull, Read)),
+        ("RANDOMKEY", every(Gather::RandomKey, Read)),
+        ("SCRIPT KILL", Policy::KillScript),
+        ("function kill", Policy::KillScript),
         ("FLUSHALL", every(Gather::AllOk, Write)),
         ("SCAN 0", Policy::Scan),
         ("WAIT 1 0", Policy::Wait),

@@ -22,7 +22,7 @@ use crate::cluster::{Cluster, SLOT_COUNT};
 use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::encode_command;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 use merge::NodeInfo;
 
 /// Every section, in Redis's order, then the proxy's own.
@@ -83,6 +83,10 @@ const PROXY_STATS: &[&str] = &[
     "total_net_input_bytes",
     "total_net_output_bytes",
     "total_error_replies",
+    "acl_access_denied_auth",
+    "acl_access_denied_cmd",
+    "acl_access_denied_key",
+    "acl_access_denied_channel",
 ];
 
 /// An `INFO` that needs the masters' figures.
@@ -94,7 +98,7 @@ pub struct InfoRequest {
 
 /// `INFO [section ...]`: the reply at once when only the proxy's sections are asked, else the
 /// request for the masters' `INFO`.
-pub(super) fn action(proxy: &Proxy, args: &[Bytes], protocol: Protocol) -> Action {
+pub(super) fn action(proxy: ProxyRef<'_>, args: &[Bytes], protocol: Protocol) -> Action {
     let sections = wanted(args);
     if sections.iter().any(|s| FROM_MASTERS.contains(s)) {
         return Action::Info(InfoRequest { sections });
@@ -127,7 +131,7 @@ fn wanted(args: &[Bytes]) -> Vec<&'static str> {
 }
 
 /// Asks every master for the sections it has figures for, and answers.
-pub(super) async fn run(proxy: &Proxy, request: InfoRequest, protocol: Protocol) -> Bytes {
+pub(super) async fn run(proxy: ProxyRef<'_>, request: InfoRequest, protocol: Protocol) -> Bytes {
     let mut command: Vec<&str> = vec!["INFO"];
     command.extend(
         request
@@ -141,7 +145,7 @@ pub(super) async fn run(proxy: &Proxy, request: InfoRequest, protocol: Protocol)
     let payload = payload.freeze();
     // Every backend whose masters are known; one still unknown counts as none answering.
     let masters: Vec<_> = proxy
-        .backends
+        .backends()
         .iter()
         .flat_map(|cluster| broadcast::nodes_of(cluster, Reach::EveryMaster).unwrap_or_default())
         .collect();
@@ -174,7 +178,7 @@ fn bulk_text(reply: &[u8]) -> String {
 /// (masters that answered, masters asked) when they were asked. When some did not answer,
 /// `# Proxy` is shown to say so.
 fn render(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     sections: &[&str],
     masters: &[NodeInfo],
     answered: Option<(usize, usize)>,
@@ -203,6 +207,10 @@ fn render(
                     ("total_net_input_bytes", &stats.net_input_bytes),
                     ("total_net_output_bytes", &stats.net_output_bytes),
                     ("total_error_replies", &stats.error_replies),
+                    ("acl_access_denied_auth", &stats.auth_failures),
+                    ("acl_access_denied_cmd", &stats.denied_commands),
+                    ("acl_access_denied_key", &stats.denied_keys),
+                    ("acl_access_denied_channel", &stats.denied_channels),
                 ]
                 .into_iter()
                 .map(|(field, counter)| (field.to_string(), load(counter)))
@@ -244,7 +252,7 @@ fn title(section: &str) -> &'static str {
     }
 }
 
-fn server(proxy: &Proxy) -> Vec<(String, String)> {
+fn server(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
     let uptime = proxy.started.elapsed().as_secs();
     let version = proxy
         .default_cluster()
@@ -270,16 +278,20 @@ fn server(proxy: &Proxy) -> Vec<(String, String)> {
 }
 
 /// `# Clients`: the proxy's clients, never the nodes' (the proxy is their only client).
-fn clients(proxy: &Proxy) -> Vec<(String, String)> {
+fn clients(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
     let stats = &proxy.stats;
-    let server = &proxy.config.server;
+    let server = &proxy.config().server;
     vec![
         (
             "connected_clients".into(),
             stats.connected_clients.load(Ordering::Relaxed).to_string(),
         ),
         ("maxclients".into(), server.max_clients.to_string()),
-        // blocked_clients (issue 14, item 1) belongs here.
+        // Clients waiting in a blocking command, once their node shows them blocked.
+        (
+            "blocked_clients".into(),
+            proxy.clients.blocked().to_string(),
+        ),
         (
             "pubsub_clients".into(),
             proxy.clients.subscribers().to_string(),
@@ -364,11 +376,11 @@ fn process_cpu(path: &str) -> CpuTimes {
     }
 }
 
-fn proxy_section(proxy: &Proxy, answered: Option<(usize, usize)>) -> Vec<(String, String)> {
-    let readiness = crate::health::readiness(proxy);
+fn proxy_section(proxy: ProxyRef<'_>, answered: Option<(usize, usize)>) -> Vec<(String, String)> {
+    let reloads = &proxy.reloads;
+    let readiness = crate::health::readiness(&proxy);
     let mut lines = vec![
         ("proxy".to_string(), "respgate".to_string()),
-        ("clusters".to_string(), proxy.backends.len().to_string()),
         (
             "ready".to_string(),
             u8::from(readiness.is_ready()).to_string(),
@@ -378,11 +390,29 @@ fn proxy_section(proxy: &Proxy, answered: Option<(usize, usize)>) -> Vec<(String
             u8::from(readiness == crate::health::Readiness::ShuttingDown).to_string(),
         ),
         ("slowlog_len".to_string(), proxy.slowlog.len().to_string()),
+        ("config_generation".into(), proxy.generation().to_string()),
+        (
+            "config_last_reload_unix".into(),
+            reloads.last_unix.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "config_last_reload_status".into(),
+            reloads.last_status().to_string(),
+        ),
+        (
+            "config_reloads_ok".into(),
+            reloads.succeeded.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "config_reloads_failed".into(),
+            reloads.failed.load(Ordering::Relaxed).to_string(),
+        ),
+        ("clusters".to_string(), proxy.backends().len().to_string()),
     ];
     if let Some((got, asked)) = answered {
         lines.push(("masters_answered".into(), format!("{got}/{asked}")));
     }
-    for c in &proxy.backends {
+    for c in proxy.backends() {
         lines.push((format!("cluster_{}", c.name()), backend_line(c)));
     }
     lines
@@ -412,12 +442,12 @@ fn backend_line(c: &Cluster) -> String {
 /// `# Backends`: per backend, its state and counters (as `# Proxy`'s `cluster_` lines, plus
 /// refresh failures, the age of the last refresh and the connections clients hold), then one
 /// line per node with its role and connection state.
-fn backends_section(proxy: &Proxy) -> Vec<(String, String)> {
+fn backends_section(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut lines = Vec::new();
-    for c in &proxy.backends {
+    for c in proxy.backends() {
         let s = &c.stats;
         let last = s.last_refresh_unix_ms.load(Ordering::Relaxed);
         let age = if last == 0 {

@@ -18,6 +18,7 @@
 //! connection is lost (a failover), its subscriptions are placed again where they belong now,
 //! within the cluster's retry budget; if that fails the client is closed, as Redis would.
 
+mod follow;
 mod notify;
 mod sets;
 mod spread;
@@ -39,7 +40,7 @@ use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Commands allowed while a RESP2 client is subscribed, as in Redis.
 pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
@@ -113,6 +114,20 @@ impl Subscriptions {
         !self.client.is_empty() || self.awaiting.iter().any(|a| adds(a.kind))
     }
 
+    /// Whether `allowed` says yes of every channel, sharded channel and pattern (`true` for
+    /// a pattern) the client is subscribed to.
+    pub fn all(&self, mut allowed: impl FnMut(&[u8], bool) -> bool) -> bool {
+        [Set::Channels, Set::Sharded, Set::Patterns]
+            .into_iter()
+            .all(|set| {
+                let pattern = set == Set::Patterns;
+                self.client
+                    .get(set)
+                    .iter()
+                    .all(|name| allowed(name, pattern))
+            })
+    }
+
     /// Whether confirmations are still owed: the client's next requests wait until they are out.
     pub fn busy(&self) -> bool {
         !self.awaiting.is_empty()
@@ -127,7 +142,7 @@ impl Subscriptions {
     /// unsubscribes); returns what the client can be told at once.
     pub async fn start(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         names: Vec<Bytes>,
     ) -> Result<Bytes, BackendError> {
@@ -203,7 +218,7 @@ impl Subscriptions {
     /// (the default backend when `None`; any master there for the first).
     fn home(
         &self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         set: Set,
         name: &Bytes,
         backend: Option<BackendId>,
@@ -225,7 +240,7 @@ impl Subscriptions {
                 (backend, Target::AnyMaster)
             }
             Set::Channels | Set::Sharded => {
-                let place = place_of_channel(&routes, name);
+                let place = place_of_channel(routes, name);
                 (place.backend, Target::Slot(place.slot))
             }
         };
@@ -247,7 +262,7 @@ impl Subscriptions {
     /// Sends the not yet confirmed entries of `kind` to their nodes, one command per node.
     async fn send_awaited(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
     ) -> Result<(), BackendError> {
         let mut by_node: Vec<((BackendId, NodeAddr), Vec<Bytes>)> = Vec::new();
@@ -291,7 +306,7 @@ impl Subscriptions {
     /// The connection to `node`, opened when there is none.
     async fn link(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         backend: BackendId,
         node: &NodeAddr,
     ) -> Result<&mut Link, BackendError> {
@@ -323,7 +338,7 @@ impl Subscriptions {
     /// The next bytes for the client: confirmations, messages. Never completes while there
     /// are no connections. An error means the subscriptions could not be renewed after a
     /// connection was lost.
-    pub async fn next(&mut self, proxy: &Proxy) -> Result<Bytes, BackendError> {
+    pub async fn next(&mut self, proxy: ProxyRef<'_>) -> Result<Bytes, BackendError> {
         loop {
             if self.links.is_empty() {
                 return std::future::pending().await;
@@ -450,7 +465,7 @@ impl Subscriptions {
 
     /// Places the subscriptions of lost link `index` again where they belong now, retrying
     /// within the cluster's budget.
-    async fn renew(&mut self, proxy: &Proxy, index: usize) -> Result<(), BackendError> {
+    async fn renew(&mut self, proxy: ProxyRef<'_>, index: usize) -> Result<(), BackendError> {
         if index >= self.links.len() {
             return Ok(());
         }
@@ -528,7 +543,7 @@ impl Subscriptions {
     /// confirmation swallowed.
     async fn place(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         name: &Bytes,
         backend: Option<BackendId>,

@@ -15,22 +15,22 @@ use crate::fanout::array_elements;
 use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
 use crate::protocol::request::encode_command;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 impl Subscriptions {
     /// Subscribes patterns `names` on every backend but the default one (which confirms them
     /// to the client), their confirmations swallowed.
     pub(super) async fn mirror_patterns(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         names: &[Bytes],
     ) {
-        if set_of(kind) != Set::Patterns || proxy.backends.len() < 2 {
+        if set_of(kind) != Set::Patterns || proxy.backends().len() < 2 {
             return;
         }
         let default = proxy.routes().default_backend();
-        for index in 0..proxy.backends.len() {
+        for index in 0..proxy.backends().len() {
             let backend = BackendId(index as u16);
             if backend == default {
                 continue;
@@ -45,7 +45,12 @@ impl Subscriptions {
 
     /// Holds each of `names` that needs it on every master of every backend, for the keyspace
     /// notifications published there.
-    pub(super) async fn spread(&mut self, proxy: &Proxy, kind: SubscriptionKind, names: &[Bytes]) {
+    pub(super) async fn spread(
+        &mut self,
+        proxy: ProxyRef<'_>,
+        kind: SubscriptionKind,
+        names: &[Bytes],
+    ) {
         let pattern = set_of(kind) == Set::Patterns;
         for name in names {
             if !adds(kind) || !needs_every_master(name, pattern) {
@@ -61,13 +66,13 @@ impl Subscriptions {
     /// the first failure is returned after trying them all.
     pub(super) async fn spread_one(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         name: &Bytes,
     ) -> Result<(), BackendError> {
         let set = set_of(kind);
         let mut failed = None;
-        for (index, cluster) in proxy.backends.iter().enumerate() {
+        for (index, cluster) in proxy.backends().iter().enumerate() {
             let backend = BackendId(index as u16);
             let masters: Vec<NodeAddr> = cluster
                 .slot_map()
@@ -96,7 +101,7 @@ impl Subscriptions {
 
     async fn place_events_only(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         name: &Bytes,
         backend: BackendId,
