@@ -256,6 +256,31 @@ fn encode_and_frame(c: &mut Criterion) {
     });
 }
 
+/// What counting one request adds on the hot path (see `src/session/tally.rs`): its command's
+/// counter, a clock reading, its latency histogram, the slow log's threshold, and the reference
+/// to the raw request kept for a slow log entry.
+fn request_metrics(c: &mut Criterion) {
+    respgate::metrics::install();
+    let counters = respgate::metrics::command_counters("get");
+    let histogram = respgate::metrics::LatencyHistogram::default();
+    let slowlog = respgate::slowlog::SlowLogLimits {
+        threshold_us: 10_000,
+        max_len: 128,
+    };
+    let raw = Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$5\r\nkey:1\r\n");
+    let started = std::time::Instant::now();
+    c.bench_function("metrics/request_tally", |b| {
+        b.iter(|| {
+            let kept = black_box(raw.clone());
+            counters.count(black_box(false));
+            let elapsed = started.elapsed();
+            histogram.record(elapsed);
+            black_box(slowlog.is_slow(elapsed));
+            drop(kept);
+        })
+    });
+}
+
 /// The permission check of a restricted user on `GET`: beside `route/get`, what a restricted
 /// user adds to a request (a second lookup, the command's bit, the key against the patterns).
 fn acl(c: &mut Criterion) {
@@ -304,6 +329,7 @@ fn acl(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    request_metrics,
     acl,
     decode,
     slot,

@@ -1,37 +1,34 @@
-//! The operator's side door: a small HTTP listener with `/metrics` (Prometheus text), `/ready`
-//! (200 once every cluster serves every slot, for a readiness probe), `/live`, `/config` (the
-//! configuration in force as TOML, every secret redacted) and `POST /reload` (see
-//! [`crate::reload`]).
+//! The operator's side door: a small HTTP/1.1 listener, one request per connection.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/metrics` | every metric in Prometheus's text format ([`crate::metrics`]) |
+//! | `/live` | 200 while the process serves |
+//! | `/ready` | 200 once every backend serves the slots routed to it, 503 before and from the moment shutdown begins ([`crate::health`]) |
+//! | `/topology` | JSON: each backend's nodes, their roles, slot ranges and connection states, and its last refresh |
+//! | `/config` | the configuration in force as TOML, every secret redacted |
+//! | `POST /reload` | reads the configuration again and puts it in force (see [`crate::reload`]) |
+//!
+//! The listener is bounded like the client side: at most `server.admin_max_connections` at
+//! once (further ones are closed at accept), each given `server.admin_timeout_ms` from accept
+//! to the end of its answer, so a slow or silent client cannot hold tasks without bound.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use crate::cluster::SLOT_COUNT;
-use crate::metrics as m;
+use crate::health::{self, Readiness};
 use crate::proxy::Proxy;
 use crate::reload::{Outcome, Reloader, Trigger};
 
 /// Longest HTTP request head read.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
-
-static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// The Prometheus recorder, installed as the process's metrics recorder on first use.
-pub fn metrics_handle() -> &'static PrometheusHandle {
-    METRICS.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        if metrics::set_global_recorder(recorder).is_err() {
-            warn!("a metrics recorder was already installed; /metrics shows only respgate's own");
-        }
-        handle
-    })
-}
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
 pub async fn serve(
@@ -39,131 +36,252 @@ pub async fn serve(
     reloader: Arc<Reloader>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let handle = metrics_handle();
+    crate::metrics::install();
+    // Fixed at start: a reload does not resize the admin listener.
+    let (max_connections, timeout_ms) = {
+        let config = reloader.proxy().config();
+        (
+            config.server.admin_max_connections.max(1),
+            config.server.admin_timeout_ms.max(1),
+        )
+    };
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let timeout = Duration::from_millis(timeout_ms);
     if let Ok(addr) = listener.local_addr() {
-        info!(listen = %addr, "admin endpoints listening (/metrics, /ready, /live, /config, POST /reload)");
+        info!(listen = %addr, "admin endpoints listening (/metrics, /ready, /live, /topology, /config, POST /reload)");
     }
+    let mut warned_full = false;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                        // Dropped unanswered: answering would take the task the limit is for.
+                        if !warned_full {
+                            warn!(%peer, limit = max_connections, "admin connection limit reached; closing new admin connections");
+                            warned_full = true;
+                        }
+                        continue;
+                    };
+                    warned_full = false;
                     let reloader = Arc::clone(&reloader);
                     tokio::spawn(async move {
-                        if let Err(error) = answer(stream, &reloader, handle).await {
-                            debug!(%error, "admin request failed");
+                        let answered = tokio::time::timeout(timeout, answer(stream, &reloader)).await;
+                        match answered {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => debug!(%peer, %error, "admin request failed"),
+                            Err(_) => debug!(%peer, "admin connection timed out"),
                         }
+                        drop(permit);
                     });
                 }
                 Err(error) => {
                     warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
         }
     }
 }
 
-/// Copies the counters kept as plain atomics on the hot path into the recorder.
-fn publish(proxy: &Proxy) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = &proxy.stats;
-    metrics::counter!(m::COMMANDS).absolute(stats.total_commands.load(Relaxed));
-    metrics::counter!(m::CLIENT_CONNECTIONS).absolute(stats.total_connections.load(Relaxed));
-    metrics::gauge!(m::CLIENTS_CONNECTED).set(stats.connected_clients.load(Relaxed) as f64);
-    for cluster in proxy.snapshot().backends() {
-        let map = cluster.slot_map();
-        let name = cluster.name().to_string();
-        metrics::gauge!(m::SLOTS_SERVED, "backend" => name.clone()).set(map.slots_served() as f64);
-        metrics::gauge!(m::MASTERS, "backend" => name).set(map.masters().len() as f64);
+/// The request line's method and path (without a query string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// `/metrics`, ...
+    pub path: String,
+}
+
+/// What an endpoint answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status line after the version, such as `200 OK`.
+    pub status: &'static str,
+    /// The `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+impl Response {
+    fn text(status: &'static str, body: impl Into<String>) -> Self {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
     }
-    let reloads = &proxy.reloads;
-    metrics::gauge!(m::CONFIG_GENERATION).set(proxy.generation() as f64);
-    metrics::gauge!(m::CONFIG_LAST_RELOAD).set(reloads.last_unix.load(Relaxed) as f64);
-    metrics::gauge!(m::CONFIG_LAST_RELOAD_OK).set(if reloads.last_status() == "failed" {
-        0.0
-    } else {
-        1.0
-    });
-    // Both outcomes are listed from the start, so that a rate over them is defined.
-    for outcome in ["ok", "failed"] {
-        metrics::counter!(m::CONFIG_RELOADS, "outcome" => outcome).increment(0);
+
+    fn json(value: &Value) -> Self {
+        Response {
+            status: "200 OK",
+            content_type: "application/json",
+            body: format!("{value}\n"),
+        }
     }
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    reloader: &Reloader,
-    metrics: &PrometheusHandle,
-) -> std::io::Result<()> {
-    let proxy = reloader.proxy();
+async fn answer(mut stream: TcpStream, reloader: &Reloader) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let n = stream.read(&mut chunk).await?;
         if n == 0 {
             break;
         }
         head.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
-    let line = String::from_utf8_lossy(&head);
+    let response = match parse_request(&head) {
+        Some(request) => route(&request, reloader).await,
+        None => Response::text("400 Bad Request", "no request line\n"),
+    };
+    let bytes = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        response.status,
+        response.content_type,
+        response.body.len(),
+        response.body
+    );
+    stream.write_all(bytes.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The method and path of an HTTP request head.
+pub fn parse_request(head: &[u8]) -> Option<Request> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();
-    let method = words.next().unwrap_or("GET");
-    let path = words.next().unwrap_or("/");
-    let (status, body) = match path {
-        "/reload" if method == "POST" => {
+    let method = words.next()?.to_ascii_uppercase();
+    let target = words.next()?;
+    let path = target.split('?').next().unwrap_or(target).to_string();
+    Some(Request { method, path })
+}
+
+/// Which endpoint answers `request`: one arm per endpoint.
+pub async fn route(request: &Request, reloader: &Reloader) -> Response {
+    let proxy: &Proxy = reloader.proxy();
+    match (request.method.as_str(), request.path.as_str()) {
+        ("POST", "/reload") => {
             let outcome = reloader.try_reload(Trigger::Http).await;
             let status = match &outcome {
                 Outcome::Applied { .. } | Outcome::Unchanged { .. } => "200 OK",
                 Outcome::Refused { .. } => "400 Bad Request",
                 Outcome::Busy => "409 Conflict",
             };
-            (status, outcome.report())
+            Response::text(status, outcome.report())
         }
-        "/reload" => (
+        (_, "/reload") => Response::text(
             "405 Method Not Allowed",
-            "POST /reload reloads the configuration\n".to_string(),
+            "POST /reload reloads the configuration\n",
         ),
-        "/metrics" => {
-            publish(proxy);
-            ("200 OK", metrics.render())
-        }
-        "/live" => ("200 OK", "live\n".to_string()),
-        "/config" => match proxy.config().to_redacted_toml() {
-            Ok(text) => ("200 OK", text),
-            Err(error) => (
+        ("GET", "/config") => match proxy.config().to_redacted_toml() {
+            Ok(text) => Response::text("200 OK", text),
+            Err(error) => Response::text(
                 "500 Internal Server Error",
                 format!("the configuration could not be shown: {error}\n"),
             ),
         },
-        "/ready" => {
-            let snapshot = proxy.snapshot();
-            let unready: Vec<&str> = snapshot
-                .backends()
-                .iter()
-                .filter(|c| c.slot_map().slots_served() < usize::from(SLOT_COUNT))
-                .map(|c| c.name())
-                .collect();
-            if unready.is_empty() {
-                ("200 OK", "ready\n".to_string())
+        ("GET", "/metrics") => Response {
+            status: "200 OK",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: crate::metrics::render(proxy),
+        },
+        ("GET", "/live") => Response::text("200 OK", "live\n"),
+        ("GET", "/ready") => {
+            let readiness = health::readiness(proxy);
+            let status = if readiness.is_ready() {
+                "200 OK"
             } else {
-                (
-                    "503 Service Unavailable",
-                    format!("not every slot is served yet: {}\n", unready.join(",")),
-                )
-            }
+                "503 Service Unavailable"
+            };
+            Response::text(status, readiness.describe())
         }
-        _ => (
+        ("GET", "/topology") => Response::json(&topology(proxy)),
+        (_, "/metrics" | "/live" | "/ready" | "/topology" | "/config") => {
+            Response::text("405 Method Not Allowed", "use GET\n")
+        }
+        _ => Response::text(
             "404 Not Found",
-            "try /metrics, /ready, /live, /config or POST /reload\n".to_string(),
+            "try /metrics, /ready, /live, /topology, /config or POST /reload\n",
         ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    }
+}
+
+/// Every backend: its kind, whether it serves its slots, its last refresh, and its nodes with
+/// role, slot ranges (masters), master (replicas) and connection state.
+pub fn topology(proxy: &Proxy) -> Value {
+    let readiness = health::readiness(proxy);
+    let snapshot = proxy.snapshot();
+    let backends: Vec<Value> = snapshot
+        .backends()
+        .iter()
+        .map(|cluster| {
+            let map = cluster.slot_map();
+            let mut nodes = Vec::new();
+            let ranges = map.ranges();
+            for (index, master) in map.masters().iter().enumerate() {
+                let slots: Vec<Value> = ranges
+                    .iter()
+                    .filter(|(_, _, owner)| *owner == index)
+                    .map(|(first, last, _)| json!([first, last]))
+                    .collect();
+                nodes.push(json!({
+                    "address": master.addr().as_str(),
+                    "role": "master",
+                    "slots": slots,
+                    "connected": master.is_healthy(),
+                    "connections_up": master.connections_up(),
+                }));
+                for replica in map.replicas_of(index) {
+                    nodes.push(json!({
+                        "address": replica.addr().as_str(),
+                        "role": "replica",
+                        "master": master.addr().as_str(),
+                        "connected": replica.is_healthy(),
+                        "connections_up": replica.connections_up(),
+                    }));
+                }
+            }
+            let stats = &cluster.stats;
+            let unix_ms = |v: u64| if v == 0 { Value::Null } else { json!(v) };
+            json!({
+                "name": cluster.name(),
+                "kind": format!("{:?}", cluster.kind()).to_ascii_lowercase(),
+                "slots_served": map.slots_served(),
+                "masters": map.masters().len(),
+                "nodes": nodes,
+                "last_refresh": {
+                    "attempt_unix_ms": unix_ms(stats.last_refresh_attempt_unix_ms.load(Ordering::Relaxed)),
+                    "success_unix_ms": unix_ms(stats.last_refresh_unix_ms.load(Ordering::Relaxed)),
+                    "error": cluster.last_error().map(|e| e.to_string()),
+                    "refreshes": stats.refreshes.load(Ordering::Relaxed),
+                    "failures": stats.refresh_failures.load(Ordering::Relaxed),
+                },
+            })
+        })
+        .collect();
+    json!({
+        "ready": readiness.is_ready(),
+        "shutting_down": readiness == Readiness::ShuttingDown,
+        "backends": backends,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_line_gives_method_and_path_without_query() {
+        assert_eq!(
+            parse_request(b"get /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Some(Request {
+                method: "GET".into(),
+                path: "/metrics".into()
+            })
+        );
+        assert_eq!(parse_request(b"\r\n\r\n"), None);
+    }
 }

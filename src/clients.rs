@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -60,6 +60,8 @@ pub struct ClientHandle {
     pub owed_bytes: AtomicU64,
     /// Name, library, protocol, last command.
     pub details: Mutex<ClientDetails>,
+    /// Whether it has subscriptions.
+    pub subscribed: AtomicBool,
     /// Commands queued since `MULTI`, or -1 outside a transaction (`multi=` in `CLIENT LIST`).
     pub multi: AtomicI64,
     /// Set while a blocking command waits on a node: `blocked_clients` in `INFO`, flag `b` in
@@ -179,6 +181,7 @@ impl ClientRegistry {
             multi: AtomicI64::new(-1),
             blocked: Mutex::new(None),
             kill: Notify::new(),
+            subscribed: AtomicBool::new(false),
         });
         self.lock().insert(id, Arc::clone(&handle));
         Registered {
@@ -210,6 +213,14 @@ impl ClientRegistry {
             .values()
             .map(|c| c.owed_bytes.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Clients with subscriptions.
+    pub fn subscribers(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|c| c.subscribed.load(Ordering::Relaxed))
+            .count()
     }
 
     /// Closes every client matching `filter`; returns how many.

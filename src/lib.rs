@@ -26,8 +26,9 @@
 //! requests pass before anything else. [`config`] holds the typed configuration, [`proxy`] the
 //! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users
 //! among it), [`reload`] puts a new configuration in force without dropping a client,
-//! [`metrics`] has the metric names, [`admin`] the `/metrics`, `/ready`, `/live`, `/config`
-//! and `/reload` endpoints.
+//! [`metrics`] has the metric names and handles, [`health`] whether the proxy is ready,
+//! [`slowlog`] the slowest requests, [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
+//! `/config` and `/reload` endpoints.
 
 pub mod acl;
 pub mod admin;
@@ -39,6 +40,7 @@ pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod fanout;
+pub mod health;
 pub mod keyspace;
 pub mod metrics;
 pub mod multikey;
@@ -47,6 +49,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod slowlog;
 pub mod workers;
 
 pub use config::Config;

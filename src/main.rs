@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use respgate::config::{Config, ConfigError, Overrides};
+use respgate::config::{Config, ConfigError, LogFormat, Overrides};
 use respgate::reload::{ConfigSource, LogFilter, Trigger};
 use tracing::error;
 use tracing_subscriber::layer::SubscriberExt;
@@ -44,6 +44,17 @@ struct Cli {
     /// Worker threads (server.threads); 0 = one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// How log lines are written: text for people, json (one object per line) for log
+    /// collectors; wins over log.format.
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -75,19 +86,26 @@ fn main() -> ExitCode {
             }
         };
     }
-    let log_filter = init_logs();
-    start_allocator_purging();
     let source = ConfigSource {
         file: cli.config.clone(),
         overrides,
     };
+    // The configuration first: it says how to log. A problem with it goes to stderr as
+    // `--check-config` prints it.
     let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
-            error!("{e}");
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.log.format,
+    };
+    let log_filter = init_logs(format);
+    start_allocator_purging();
     if let Err(e) = log_filter(&config.log.level) {
         error!("log.level: {e}");
     }
@@ -100,23 +118,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` until the configuration is read. Returns what applies
-/// `log.level` (at start and on every reload): nothing while `RUST_LOG` is set, which wins.
-fn init_logs() -> LogFilter {
+/// Logs to stderr, as text or one JSON object per line (`timestamp`, `level`, `target`, the
+/// event's fields with `message` among them, and the fields of the spans it is in), filtered
+/// by `RUST_LOG` until the configuration's level is applied. Returns what applies `log.level`
+/// (at start and on every reload): nothing while `RUST_LOG` is set, which wins.
+fn init_logs(format: LogFormat) -> LogFilter {
     let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
     let initial = rust_log
         .as_deref()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::<EnvFilter, Registry>::new(initial);
+    let json = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+    });
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            // Colours only for a person at a terminal, not in files, pipes or container logs.
+            .with_ansi(std::io::stderr().is_terminal())
+    });
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colours only for a person at a terminal, not in files, pipes or container logs.
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .with(json)
+        .with(text)
         .init();
     Box::new(move |level: &str| {
         if rust_log.is_some() {

@@ -20,8 +20,10 @@ use crate::clients::ClientRegistry;
 use crate::cluster::{Cluster, Lifeline};
 use crate::command::CommandTable;
 use crate::config::Config;
+use crate::health::Lifecycle;
 use crate::keyspace::{BackendId, RouteTable};
 use crate::reload::ReloadStats;
+use crate::slowlog::SlowLog;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -45,6 +47,16 @@ pub struct ProxyStats {
     pub denied_keys: AtomicU64,
     /// Requests refused for a channel (`acl_access_denied_channel`).
     pub denied_channels: AtomicU64,
+    /// Clients closed for staying idle past `client_idle_timeout_s`.
+    pub closed_by_idle_timeout: AtomicU64,
+    /// Clients closed for a protocol error (a request over a size limit included).
+    pub protocol_errors: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+    /// Commands answered with an error reply.
+    pub error_replies: AtomicU64,
 }
 
 /// A backend, with the lifeline of its background tasks.
@@ -218,6 +230,10 @@ pub struct Proxy {
     pub listen_addr: SocketAddr,
     /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
     pub clients: Arc<ClientRegistry>,
+    /// Starting, ready or shutting down (see [`crate::health`]).
+    pub lifecycle: Lifecycle,
+    /// The slowest requests (`SLOWLOG`).
+    pub slowlog: SlowLog,
     next_client_id: AtomicU64,
 }
 
@@ -237,6 +253,8 @@ impl Proxy {
             started: Instant::now(),
             listen_addr,
             clients: Arc::new(ClientRegistry::default()),
+            lifecycle: Lifecycle::default(),
+            slowlog: SlowLog::default(),
             next_client_id: AtomicU64::new(1),
         })
     }

@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::acl::Users;
 use crate::config::Config;
+use crate::health;
 use crate::proxy::{Proxy, Snapshot};
 use crate::reload::{self, Reloader, Starter};
 use crate::session;
@@ -40,7 +41,14 @@ pub async fn run(
 }
 
 /// Serves clients on `listener` until `shutdown` completes, reloading the configuration as
-/// `options` allow (see [`crate::reload`]).
+/// `options` allow (see [`crate::reload`]); then drains in phases:
+///
+/// 1. at once: not ready (`/ready` answers 503), yet still accepting and serving new clients
+///    for `shutdown_delay_ms`, so the load balancer stops sending clients before the socket
+///    closes;
+/// 2. then accepting stops; every client gets the replies it is owed and is closed between
+///    requests (an idle one at once);
+/// 3. at `shutdown_timeout_ms` after shutdown began, whatever is still open is dropped.
 pub async fn run_with(
     listener: TcpListener,
     config: Config,
@@ -48,6 +56,10 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
+    // Before any backend or command table resolves its metric handles.
+    crate::metrics::install();
+    // The refreshers, the reload triggers and the admin endpoint stop when `stop` turns true:
+    // once the clients are gone, so that `/ready` says 503 (not "refused") while they drain.
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
     let users = Users::compile(&config, &|name| std::env::var(name).ok()).map_err(|problems| {
@@ -98,36 +110,48 @@ pub async fn run_with(
             }
         }
     }
+    tokio::spawn(health::watch_start(
+        Arc::clone(&proxy),
+        Duration::from_millis(200),
+    ));
     info!(
         listen = %local,
         backends = proxy.snapshot().backends().len(),
         threads = workers.set().len(),
         "listening"
     );
+    let mut acceptor = Acceptor {
+        listener: &listener,
+        proxy: &proxy,
+        workers: &workers,
+        at_limit: false,
+    };
+    acceptor.until(shutdown).await;
 
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accept(stream, peer, &proxy, &workers),
-                Err(error) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    // Drain: no new clients; each session stops reading, sends the replies it owes, and
-    // closes; whatever is still open at the deadline is dropped.
+    let (delay_ms, timeout_ms) = {
+        let config = proxy.config();
+        (
+            config.server.shutdown_delay_ms,
+            config.server.shutdown_timeout_ms,
+        )
+    };
+    let began = tokio::time::Instant::now();
+    let deadline = began + Duration::from_millis(timeout_ms);
+    let accept_until = began + Duration::from_millis(delay_ms.min(timeout_ms));
+    proxy.lifecycle.begin_shutdown();
+    info!(
+        clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
+        shutdown_delay_ms = delay_ms,
+        shutdown_timeout_ms = timeout_ms,
+        "shutdown: not ready; still accepting clients until the delay ends"
+    );
+    acceptor.until(tokio::time::sleep_until(accept_until)).await;
     drop(listener);
-    let open = proxy.stats.connected_clients.load(Ordering::Relaxed);
-    info!(clients = open, "shutting down; draining clients");
+    info!(
+        clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
+        "shutdown: stopped accepting; draining clients"
+    );
     proxy.drain();
-    let _ = stop_tx.send(true);
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(proxy.config().server.shutdown_timeout_ms);
     while proxy.stats.connected_clients.load(Ordering::Relaxed) > 0
         && tokio::time::Instant::now() < deadline
     {
@@ -137,9 +161,10 @@ pub async fn run_with(
     if left > 0 {
         warn!(
             clients = left,
-            "drain deadline passed; closing the remaining clients"
+            "shutdown: drain deadline passed; closing the remaining clients"
         );
     }
+    let _ = stop_tx.send(true);
     reloader.join_refreshers().await;
     // Ends the worker threads, and with them the backend connections.
     drop(workers);
@@ -155,7 +180,56 @@ fn worker_threads(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, workers: &Workers) {
+/// The accept loop's state.
+struct Acceptor<'a> {
+    listener: &'a TcpListener,
+    proxy: &'a Arc<Proxy>,
+    workers: &'a Workers,
+    /// Whether `max_clients` was reached and not left since: the limit is logged once per
+    /// episode, not once per refused client.
+    at_limit: bool,
+}
+
+impl Acceptor<'_> {
+    /// Accepts clients until `until` completes.
+    async fn until(&mut self, until: impl Future<Output = ()>) {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                _ = &mut until => return,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let refused = accept(stream, peer, self.proxy, self.workers);
+                        match refused {
+                            Some(max_clients) if !self.at_limit => {
+                                warn!(%peer, max_clients, "client limit reached; refusing new clients");
+                            }
+                            None if self.at_limit => {
+                                info!("below the client limit again; accepting clients");
+                            }
+                            _ => {}
+                        }
+                        self.at_limit = refused.is_some();
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Starts a session for the client on `stream`; `Some(max_clients)` when it was refused at
+/// that limit.
+fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: &Arc<Proxy>,
+    workers: &Workers,
+) -> Option<usize> {
     let (keepalive_s, max_clients) = {
         let config = proxy.config();
         (config.server.tcp_keepalive_s, config.server.max_clients)
@@ -178,7 +252,7 @@ fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, workers: &Wor
                 .write_all(b"-ERR max number of clients reached\r\n")
                 .await;
         });
-        return;
+        return Some(max_clients);
     }
     // A debug-level span: free when debug logging is off, yet every session line carries the
     // peer when it is on.
@@ -189,7 +263,7 @@ fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, workers: &Wor
         Err(error) => {
             debug!(%error, "client gone before its session started");
             stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
-            return;
+            return None;
         }
     };
     workers.spawn(
@@ -207,4 +281,5 @@ fn accept(stream: TcpStream, peer: SocketAddr, proxy: &Arc<Proxy>, workers: &Wor
         }
         .instrument(span),
     );
+    None
 }

@@ -244,6 +244,33 @@ fn the_sentinel_example_passes_check_config_and_routes_sessions_to_the_sentinel_
 }
 
 #[test]
+fn check_config_refuses_a_drain_delay_not_below_the_timeout() {
+    let stderr = refused(
+        "[server]\nshutdown_delay_ms = 30000\nshutdown_timeout_ms = 25000\n[backends.default]\nseeds = [\"127.0.0.1:7000\"]\n",
+    );
+    assert!(
+        stderr.contains("server.shutdown_delay_ms: must be less than server.shutdown_timeout_ms"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_log_format_comes_from_the_file_or_the_environment() {
+    use respgate::config::LogFormat;
+    let vars = vec![
+        (
+            "RESPGATE_BACKENDS__DEFAULT__SEEDS".to_string(),
+            "a:1".to_string(),
+        ),
+        ("RESPGATE_LOG__FORMAT".to_string(), "json".to_string()),
+    ];
+    let config = Config::load_from(None, &vars, &Overrides::default()).unwrap();
+    assert_eq!(config.log.format, LogFormat::Json);
+    let output = check_config("[log]\nformat = \"yaml\"\n[backends.default]\nseeds = [\"a:1\"]\n");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("yaml"));
+}
+#[test]
 fn check_config_reports_user_problems_by_key_and_never_shows_a_password() {
     let base = "[backends.main]\nseeds = [\"127.0.0.1:7000\"]\n";
     let stderr = refused(&format!(

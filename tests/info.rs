@@ -68,6 +68,7 @@ fn default_info_has_every_default_section_with_the_fields_clients_read() {
             "Errorstats",
             "Cluster",
             "Keyspace",
+            "Backends",
             "Proxy"
         ]
     );

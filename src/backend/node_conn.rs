@@ -2,6 +2,9 @@
 //! reads replies from a node: the shared pipelined connections, a client's own connections
 //! (transactions, blocking commands), Pub/Sub connections and the handshake all read here.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,6 +25,18 @@ pub struct NodeConn {
     writer: NodeWriter,
     /// The database `SELECT` put it on.
     db: u8,
+    /// Counts it among the connections held by one client while it is open.
+    held: Option<Held>,
+}
+
+/// One count in a tally of open connections, given back when the connection is dropped.
+#[derive(Debug)]
+struct Held(Arc<AtomicU64>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl NodeConn {
@@ -61,6 +76,7 @@ impl NodeConn {
                 addr: addr.clone(),
             },
             db: 0,
+            held: None,
         };
         tokio::time::timeout(limit, conn.handshake(protocol, settings))
             .await
@@ -107,6 +123,14 @@ impl NodeConn {
             }
         }
         Ok(())
+    }
+
+    /// Counts the connection in `tally` until it is dropped: a connection held by one client
+    /// (blocking commands, transactions, subscriptions).
+    pub fn held_in(mut self, tally: &Arc<AtomicU64>) -> Self {
+        tally.fetch_add(1, Ordering::Relaxed);
+        self.held = Some(Held(Arc::clone(tally)));
+        self
     }
 
     /// The node it is connected to.

@@ -1,11 +1,14 @@
 //! Per-node pools of shared connections, and the registry of pools for one cluster.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::time::timeout;
+use tracing::{info, warn};
 
 use super::{BackendError, ConnSettings, NodeAddr, Reply, SharedConn};
+use crate::metrics::NodeInstruments;
 use crate::protocol::Protocol;
 use crate::workers::WorkerSet;
 use bytes::Bytes;
@@ -27,14 +30,20 @@ pub struct NodePool {
     /// commands and `INFO` go there, so they are never queued behind a long script or a
     /// `WAIT` that holds a shared connection, as on one Redis they would not be.
     control: [OnceLock<SharedConn>; 2],
+    /// Requests, failures and timeouts, for `/metrics`.
+    instruments: NodeInstruments,
+    /// Whether any of its connections is up, for one log line when the node comes or goes.
+    health: Arc<NodeHealth>,
 }
 
 impl NodePool {
-    fn new(addr: NodeAddr, settings: Arc<ConnSettings>, workers: WorkerSet) -> Self {
+    fn new(backend: &str, addr: NodeAddr, settings: Arc<ConnSettings>, workers: WorkerSet) -> Self {
         let per_worker = (0..workers.len())
             .map(|_| [OnceLock::new(), OnceLock::new()])
             .collect();
         NodePool {
+            instruments: NodeInstruments::new(backend, addr.as_str()),
+            health: Arc::new(NodeHealth::new(backend, &addr)),
             addr,
             settings,
             workers,
@@ -80,6 +89,7 @@ impl NodePool {
                 Arc::clone(&self.settings),
                 &self.workers,
                 self.workers.current_slot(),
+                Arc::clone(&self.health),
             )
         });
         self.await_reply(conn, payload, false, db).await
@@ -92,19 +102,33 @@ impl NodePool {
         asking: bool,
         db: u8,
     ) -> Result<Reply, BackendError> {
-        let reply = conn.send(payload, asking, db)?;
-        match timeout(self.settings.request_timeout, reply).await {
-            Ok(Ok(result)) => result,
-            // The connection task ended with the request queued: it was never written.
-            Ok(Err(_)) => Err(BackendError::Unreachable {
-                addr: self.addr.clone(),
-                reason: "connection closed".into(),
-            }),
-            Err(_) => Err(BackendError::Timeout {
-                addr: self.addr.clone(),
-                timeout_ms: self.settings.request_timeout.as_millis() as u64,
-            }),
+        self.instruments.requests.increment(1);
+        let result = match conn.send(payload, asking, db) {
+            Ok(reply) => match timeout(self.settings.request_timeout, reply).await {
+                Ok(Ok(result)) => result,
+                // The connection task ended with the request queued: it was never written.
+                Ok(Err(_)) => Err(BackendError::Unreachable {
+                    addr: self.addr.clone(),
+                    reason: "connection closed".into(),
+                }),
+                Err(_) => Err(BackendError::Timeout {
+                    addr: self.addr.clone(),
+                    timeout_ms: self.settings.request_timeout.as_millis() as u64,
+                }),
+            },
+            Err(overloaded) => Err(overloaded),
+        };
+        match &result {
+            Ok(_) => {}
+            Err(BackendError::Timeout { .. }) => self.instruments.timeouts.increment(1),
+            Err(_) => self.instruments.errors.increment(1),
         }
+        result
+    }
+
+    /// Shared connections to the node established now, over every worker and protocol.
+    pub fn connections_up(&self) -> usize {
+        self.health.up.load(Ordering::Relaxed)
     }
 
     /// Whether some RESP2 connection to the node is established.
@@ -140,6 +164,7 @@ impl NodePool {
                         Arc::clone(&self.settings),
                         &self.workers,
                         slot,
+                        Arc::clone(&self.health),
                     )
                 })
                 .collect()
@@ -147,17 +172,74 @@ impl NodePool {
     }
 }
 
+/// Whether a node is reachable, as its shared connections find it: one log line when the first
+/// connection comes up, one when the last goes down (or the node cannot be reached at all),
+/// however many workers and protocols have connections to it.
+#[derive(Debug)]
+pub struct NodeHealth {
+    backend: String,
+    addr: NodeAddr,
+    /// Connections up now.
+    up: AtomicUsize,
+    /// Whether the node was reported down since it was last up.
+    reported_down: AtomicBool,
+}
+
+impl NodeHealth {
+    fn new(backend: &str, addr: &NodeAddr) -> Self {
+        NodeHealth {
+            backend: backend.to_string(),
+            addr: addr.clone(),
+            up: AtomicUsize::new(0),
+            reported_down: AtomicBool::new(false),
+        }
+    }
+
+    /// A connection came up.
+    pub fn connected(&self) {
+        if self.up.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.reported_down.store(false, Ordering::Relaxed);
+            info!(backend = %self.backend, node = %self.addr, "backend node up");
+        }
+    }
+
+    /// A connection that was up failed.
+    pub fn lost(&self, reason: &str) {
+        if self.up.fetch_sub(1, Ordering::Relaxed) == 1
+            && !self.reported_down.swap(true, Ordering::Relaxed)
+        {
+            warn!(backend = %self.backend, node = %self.addr, %reason, "backend node down");
+        }
+    }
+
+    /// A connection that was up ended because the node left the topology.
+    pub fn closed(&self) {
+        self.up.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A connection could not be opened.
+    pub fn unreachable(&self, reason: &str) {
+        if self.up.load(Ordering::Relaxed) == 0 && !self.reported_down.swap(true, Ordering::Relaxed)
+        {
+            warn!(backend = %self.backend, node = %self.addr, %reason, "backend node down");
+        }
+    }
+}
+
 /// All pools of one cluster, by node address.
 pub struct Backends {
+    backend: String,
     settings: Arc<ConnSettings>,
     workers: WorkerSet,
     pools: Mutex<HashMap<NodeAddr, Arc<NodePool>>>,
 }
 
 impl Backends {
-    /// An empty registry whose pools use `settings`, with connections for each of `workers`.
-    pub fn new(settings: ConnSettings, workers: WorkerSet) -> Self {
+    /// An empty registry of backend `backend`'s pools, which use `settings`, with connections
+    /// for each of `workers`.
+    pub fn new(backend: &str, settings: ConnSettings, workers: WorkerSet) -> Self {
         Backends {
+            backend: backend.to_string(),
             settings: Arc::new(settings),
             workers,
             pools: Mutex::new(HashMap::new()),
@@ -177,6 +259,7 @@ impl Backends {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         Arc::clone(pools.entry(addr.clone()).or_insert_with(|| {
             Arc::new(NodePool::new(
+                &self.backend,
                 addr.clone(),
                 Arc::clone(&self.settings),
                 self.workers.clone(),

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
+use super::pool::NodeHealth;
 use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
 use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyKind};
@@ -64,12 +65,20 @@ impl SharedConn {
         settings: Arc<ConnSettings>,
         workers: &WorkerSet,
         slot: usize,
+        health: Arc<NodeHealth>,
     ) -> SharedConn {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
         let up = Arc::new(AtomicBool::new(false));
         workers.spawn_on(
             slot,
-            run(addr.clone(), protocol, settings, rx, Arc::clone(&up)),
+            run(
+                addr.clone(),
+                protocol,
+                settings,
+                rx,
+                Arc::clone(&up),
+                health,
+            ),
         );
         SharedConn { jobs, addr, up }
     }
@@ -108,32 +117,34 @@ async fn run(
     settings: Arc<ConnSettings>,
     mut jobs: mpsc::Receiver<Job>,
     up: Arc<AtomicBool>,
+    health: Arc<NodeHealth>,
 ) {
     let mut backoff = settings.backoff_min;
-    let mut was_down = false;
     loop {
         match NodeConn::open(&addr, protocol, &settings).await {
             Ok(conn) => {
-                info!(node = %addr, ?protocol, "backend connected");
+                // One line per node, not per connection: `NodeHealth` logs the node's coming
+                // and going.
+                debug!(node = %addr, ?protocol, "backend connected");
                 backoff = settings.backoff_min;
-                was_down = false;
                 up.store(true, Ordering::Relaxed);
+                health.connected();
                 let ended = serve(conn, &addr, settings.max_inflight, &mut jobs).await;
                 up.store(false, Ordering::Relaxed);
                 match ended {
-                    Ended::Dropped => return,
+                    Ended::Dropped => {
+                        health.closed();
+                        return;
+                    }
                     Ended::Failed(reason) => {
-                        warn!(node = %addr, %reason, "backend connection lost")
+                        debug!(node = %addr, %reason, "backend connection lost");
+                        health.lost(&reason);
                     }
                 }
             }
             Err(error) => {
-                if !was_down {
-                    warn!(node = %addr, %error, "backend unreachable");
-                    was_down = true;
-                } else {
-                    debug!(node = %addr, %error, "backend still unreachable");
-                }
+                debug!(node = %addr, %error, "backend unreachable");
+                health.unreachable(&error.to_string());
                 // Until the next attempt, fail requests at once rather than let them wait.
                 let retry_at = tokio::time::Instant::now() + backoff;
                 loop {

@@ -66,6 +66,17 @@ impl std::fmt::Debug for Target {
 pub struct ClusterStats {
     /// Topology refreshes that succeeded.
     pub refreshes: AtomicU64,
+    /// Topology refreshes that failed.
+    pub refresh_failures: AtomicU64,
+    /// When the last refresh ended, ok or not, in milliseconds since the Unix epoch; 0 before
+    /// any.
+    pub last_refresh_attempt_unix_ms: AtomicU64,
+    /// When the last successful refresh ended, in milliseconds since the Unix epoch; 0 before
+    /// any.
+    pub last_refresh_unix_ms: AtomicU64,
+    /// Connections to this backend's nodes held by one client each (blocking commands,
+    /// transactions, subscriptions), open now.
+    pub own_connections: Arc<AtomicU64>,
     /// `MOVED` replies followed.
     pub moved: AtomicU64,
     /// `ASK` replies followed.
@@ -107,6 +118,8 @@ pub struct Cluster {
     pub scripts: ScriptCache,
     /// Counters for `INFO`.
     pub stats: ClusterStats,
+    /// Handles for `/metrics`.
+    pub instruments: crate::metrics::BackendInstruments,
 }
 
 impl Cluster {
@@ -129,7 +142,7 @@ impl Cluster {
         };
         Arc::new(Cluster {
             name: name.to_string(),
-            backends: Backends::new(settings, workers),
+            backends: Backends::new(name, settings, workers),
             retry_budget: RetryBudget::from(&config),
             config,
             map: ArcSwap::from_pointee(SlotMap::empty()),
@@ -145,12 +158,23 @@ impl Cluster {
             round_robin: AtomicUsize::new(0),
             scripts: ScriptCache::default(),
             stats: ClusterStats::default(),
+            instruments: crate::metrics::BackendInstruments::new(name),
         })
     }
 
     /// The configured name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What kind of backend it is.
+    pub fn kind(&self) -> BackendKind {
+        self.config.kind
+    }
+
+    /// Why the last refresh failed, if it did.
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
     }
 
     /// The configuration this cluster was made from.
@@ -237,6 +261,23 @@ impl Cluster {
         db: u8,
         affinity: usize,
     ) -> Bytes {
+        self.serve(payload, target, access, protocol, db, affinity)
+            .await
+            .0
+    }
+
+    /// [`Cluster::execute`], also returning the node that answered last (none when no node
+    /// was reached): what the slow log names. The pool is the one the request already held,
+    /// moved out, so knowing it costs nothing.
+    pub async fn serve(
+        &self,
+        payload: Bytes,
+        target: Target,
+        access: Access,
+        protocol: Protocol,
+        db: u8,
+        affinity: usize,
+    ) -> (Bytes, Option<Arc<NodePool>>) {
         let mut attempts = self.attempts();
         let mut script_loaded = false;
         // Set by a redirect: the node to send to next, and whether `ASKING` goes first.
@@ -259,7 +300,7 @@ impl Cluster {
                             tokio::time::sleep(delay).await;
                             continue;
                         }
-                        None => return reply::error(&self.no_route_error(&target)),
+                        None => return (reply::error(&self.no_route_error(&target)), None),
                     },
                 },
             };
@@ -271,7 +312,7 @@ impl Cluster {
                         tokio::time::sleep(delay).await;
                         continue;
                     }
-                    None => return reply::error(&self.failing_over_error()),
+                    None => return (reply::error(&self.failing_over_error()), Some(pool)),
                 }
             }
             let sent = match &target {
@@ -300,26 +341,26 @@ impl Cluster {
                     // inherit the script cache): load it there and send the command again.
                     script_loaded = true;
                     let Some(load) = self.scripts.load_command_for(&payload) else {
-                        return reply.bytes;
+                        return (reply.bytes, Some(pool));
                     };
                     let loaded = pool.send(protocol, affinity, load, false, db).await;
                     if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
-                        return reply.bytes;
+                        return (reply.bytes, Some(pool));
                     }
                     redirected = Some((pool, asking));
                     continue;
                 }
                 Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
                     // The replica failed this read: the master answers it instead.
-                    debug!(cluster = %self.name, %error, "replica failed a read; asking the master");
+                    debug!(backend = %self.name, %error, "replica failed a read; asking the master");
                     to_replica = false;
                     continue;
                 }
                 outcome => outcome,
             };
             match self.judge(&mut attempts, outcome, access, pool.addr()) {
-                Next::Reply(reply) => return reply.bytes,
-                Next::Fail(error) => return error,
+                Next::Reply(reply) => return (reply.bytes, Some(pool)),
+                Next::Fail(error) => return (error, Some(pool)),
                 Next::Redirect { to, asking } => {
                     redirected = Some((self.backends.pool(&to), asking));
                 }

@@ -16,7 +16,6 @@ use tracing::debug;
 use super::{Access, Cluster, Redirect, ResolveAgainst};
 use crate::backend::{BackendError, NodeAddr, Reply};
 use crate::config::ClusterConfig;
-use crate::metrics as m;
 use crate::protocol::reply;
 
 /// Error replies that mean the node did not run the command and a later attempt may succeed.
@@ -153,19 +152,17 @@ impl Cluster {
                 )));
             }
             let to = redirect.addr().resolve_against(replier);
-            debug!(cluster = %self.name, ?redirect, "following redirect");
+            debug!(backend = %self.name, ?redirect, "following redirect");
             return match redirect {
                 Redirect::Moved { slot, .. } => {
                     self.stats.moved.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::REDIRECTS, "kind" => "moved", "backend" => self.name.clone())
-                        .increment(1);
+                    self.instruments.moved.increment(1);
                     self.moved(slot, &to);
                     Next::Redirect { to, asking: false }
                 }
                 Redirect::Ask { .. } => {
                     self.stats.ask.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(m::REDIRECTS, "kind" => "ask", "backend" => self.name.clone())
-                        .increment(1);
+                    self.instruments.ask.increment(1);
                     Next::Redirect { to, asking: true }
                 }
             };
@@ -208,14 +205,13 @@ impl Cluster {
     fn retry_after(&self, attempts: &mut Attempts) -> Option<Duration> {
         let delay = attempts.next_delay()?;
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::RETRIES, "backend" => self.name.clone()).increment(1);
+        self.instruments.retries.increment(1);
         Some(delay)
     }
 
     /// The error reply for a request that failed without a reply, counted as a backend error.
     pub fn backend_error(&self, error: &BackendError) -> Bytes {
         self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::BACKEND_ERRORS, "backend" => self.name.clone()).increment(1);
         reply::error(&format!("ERR respgate: {error}"))
     }
 }

@@ -71,7 +71,7 @@ pub(super) async fn discover(
         match from_sentinel(cluster, &sentinel, name, &settings).await {
             Ok(found) => return Ok(found),
             Err(reason) => {
-                debug!(cluster = %cluster.name, %sentinel, %reason, "sentinel gave no usable master");
+                debug!(backend = %cluster.name, %sentinel, %reason, "sentinel gave no usable master");
                 reasons.push(format!("{sentinel}: {reason}"));
             }
         }
@@ -200,7 +200,7 @@ async fn watch_one(cluster: &Cluster, sentinel: &NodeAddr) {
         match listen(cluster, sentinel, &settings).await {
             Ok(()) => backoff = settings.backoff_min,
             Err(error) => {
-                debug!(cluster = %cluster.name, %sentinel, %error, "sentinel events unavailable")
+                debug!(backend = %cluster.name, %sentinel, %error, "sentinel events unavailable")
             }
         }
         // The periodic refresh still polls the sentinels meanwhile.
@@ -223,7 +223,7 @@ async fn listen(
     args.extend(FAILOVER_ABORTED);
     encode_command(&mut subscribe, &args);
     conn.write_all(&subscribe).await?;
-    info!(cluster = %cluster.name, %sentinel, "listening to sentinel events");
+    info!(backend = %cluster.name, %sentinel, "listening to sentinel events");
     loop {
         let event = conn.read_reply().await?;
         let Some((channel, payload)) = message(&event.bytes) else {
@@ -238,7 +238,7 @@ async fn listen(
         {
             continue;
         }
-        debug!(cluster = %cluster.name, %sentinel, %channel, "sentinel event");
+        debug!(backend = %cluster.name, %sentinel, %channel, "sentinel event");
         if FAILOVER_STARTED.contains(&channel.as_str()) {
             cluster.hold_writes();
         } else if FAILOVER_ABORTED.contains(&channel.as_str()) {

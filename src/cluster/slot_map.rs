@@ -67,6 +67,34 @@ impl SlotMap {
         self.masters.get(usize::from(owner))
     }
 
+    /// The position in [`SlotMap::masters`] of the master serving `slot`.
+    pub fn master_index(&self, slot: Slot) -> Option<usize> {
+        let owner = *self.owners.get(usize::from(slot.get()))?;
+        (owner != UNSERVED).then_some(usize::from(owner))
+    }
+
+    /// The slot ranges of each master, as (first, last, index in [`SlotMap::masters`]), in
+    /// slot order.
+    pub fn ranges(&self) -> Vec<(u16, u16, usize)> {
+        let mut ranges: Vec<(u16, u16, usize)> = Vec::new();
+        for (slot, &owner) in self.owners.iter().enumerate() {
+            if owner == UNSERVED {
+                continue;
+            }
+            let slot = slot as u16;
+            match ranges.last_mut() {
+                Some(last) if last.2 == usize::from(owner) && last.1 + 1 == slot => last.1 = slot,
+                _ => ranges.push((slot, slot, usize::from(owner))),
+            }
+        }
+        ranges
+    }
+
+    /// The replicas of the master at `index` in [`SlotMap::masters`].
+    pub fn replicas_of(&self, index: usize) -> &[Arc<NodePool>] {
+        self.replicas.get(index).map_or(&[], Vec::as_slice)
+    }
+
     /// A healthy replica of the master serving `slot`, chosen by `n` among the healthy ones.
     pub fn replica(&self, slot: Slot, n: usize) -> Option<&Arc<NodePool>> {
         let owner = *self.owners.get(usize::from(slot.get()))?;

@@ -16,7 +16,6 @@ use crate::backend::{BackendError, ConnSettings, NodeAddr, request_once};
 use crate::cluster::SLOT_COUNT;
 use crate::command::parse_command_reply;
 use crate::config::{BackendKind, ReadFrom};
-use crate::metrics as m;
 use crate::protocol::{Protocol, ReplyFramer};
 
 /// One range of `CLUSTER SLOTS`.
@@ -260,7 +259,7 @@ async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), Topolo
         addr: addr.clone(),
         command: "COMMAND",
     })?;
-    info!(cluster = %cluster.name, commands = table.len(), "command table loaded");
+    info!(backend = %cluster.name, commands = table.len(), "command table loaded");
     if let OwnedFrame::BulkString(info) = query(cluster, addr, "INFO server").await? {
         let text = String::from_utf8_lossy(&info);
         if let Some(version) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
@@ -369,9 +368,9 @@ async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>),
                 }
                 grace_until.get_or_insert_with(|| tokio::time::Instant::now() + MORE_VIEWS_GRACE);
             }
-            Ok(_) => debug!(cluster = %cluster.name, node = %addr, "node knows no slots yet"),
+            Ok(_) => debug!(backend = %cluster.name, node = %addr, "node knows no slots yet"),
             Err(error) => {
-                debug!(cluster = %cluster.name, node = %addr, %error, "topology query failed");
+                debug!(backend = %cluster.name, node = %addr, %error, "topology query failed");
                 last_error = Some(error);
             }
         }
@@ -389,11 +388,10 @@ async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>),
 fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
     let current = cluster.map.load_full();
     let map = SlotMap::from_ranges(ranges, &cluster.backends);
-    cluster.stats.refreshes.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!(m::TOPOLOGY_REFRESHES, "backend" => cluster.name.clone()).increment(1);
     if !map.same_routes(&current) {
+        cluster.instruments.changed.increment(1);
         info!(
-            cluster = %cluster.name,
+            backend = %cluster.name,
             masters = map.masters().len(),
             nodes = map.nodes().len(),
             slots = map.slots_served(),
@@ -414,6 +412,26 @@ fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
 }
 
 impl Cluster {
+    /// Counts a refresh that ended now, for `INFO`, `/metrics` and `/topology`.
+    fn count_refresh(&self, ok: bool) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.stats
+            .last_refresh_attempt_unix_ms
+            .store(now_ms, Ordering::Relaxed);
+        if ok {
+            self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .last_refresh_unix_ms
+                .store(now_ms, Ordering::Relaxed);
+            self.instruments.refreshed.increment(1);
+        } else {
+            self.stats.refresh_failures.fetch_add(1, Ordering::Relaxed);
+            self.instruments.refresh_failed.increment(1);
+        }
+    }
+
     /// Starts the task that keeps the slot map current until `stop` fires (and, for a
     /// Sentinel group, the tasks that listen to the sentinels' events).
     pub fn spawn_refresher(self: &Arc<Self>, mut stop: StopSignal) -> tokio::task::JoinHandle<()> {
@@ -428,11 +446,13 @@ impl Cluster {
                 Duration::from_millis(cluster.config.reconnect_backoff_max_ms.clamp(100, 1000));
             let mut failing = false;
             loop {
-                let auth_failed = match refresh(&cluster).await {
+                let outcome = refresh(&cluster).await;
+                cluster.count_refresh(outcome.is_ok());
+                let auth_failed = match outcome {
                     Ok(()) => {
                         cluster.last_error.store(None);
                         if failing {
-                            info!(cluster = %cluster.name, "topology reachable again");
+                            info!(backend = %cluster.name, "topology reachable again");
                         }
                         failing = false;
                         false
@@ -443,14 +463,14 @@ impl Cluster {
                         if auth_failed {
                             if !failing {
                                 error!(
-                                    cluster = %cluster.name,
+                                    backend = %cluster.name,
                                     %error,
                                     "backend authentication failed: check clusters.{}.username and password",
                                     cluster.name
                                 );
                             }
                         } else if !failing {
-                            warn!(cluster = %cluster.name, %error, "topology refresh failed; retrying");
+                            warn!(backend = %cluster.name, %error, "topology refresh failed; retrying");
                         }
                         cluster.last_error.store(Some(Arc::new(error.to_string())));
                         failing = true;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use crate::acl::{Categories, CommandFacts, UserSet, Users};
+use crate::metrics::{CommandCounters, Family};
 
 pub use keys::{KeyAccess, KeySpec, SearchBegin, SearchKeys};
 pub use parse::{CommandTableError, parse_command_reply};
@@ -52,6 +53,10 @@ pub struct CommandSpec {
     /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
     /// flags (replacing any value given), so it is computed once, when the table loads.
     pub policy: Policy,
+    /// Its family (from its ACL categories), the label of its latency.
+    pub family: Family,
+    /// Its counters by result, set by [`CommandTable::new`]: resolved once, not per request.
+    pub counters: Option<&'static CommandCounters>,
     /// The users who may run it, set by [`CommandTable::grant`] for the users of the
     /// configuration snapshot the table is used under; only restricted users are ever checked
     /// against it.
@@ -59,6 +64,12 @@ pub struct CommandSpec {
 }
 
 impl CommandSpec {
+    /// Its counters (those of `other` for a spec not made by [`CommandTable::new`]).
+    #[inline]
+    pub fn counters(&self) -> &'static CommandCounters {
+        self.counters.unwrap_or(&crate::metrics::OTHER)
+    }
+
     /// Whether the command has the given flag.
     pub fn has_flag(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f == flag)
@@ -222,6 +233,7 @@ impl CommandTable {
 /// Sets the policy of `spec` and of its subcommands, from their names and flags.
 fn assign_policies(spec: &mut CommandSpec) {
     spec.policy = Policy::of(&spec.name, &spec.flags);
+    spec.counters = Some(crate::metrics::command_counters(&spec.name));
     for sub in spec.subcommands.values_mut() {
         assign_policies(sub);
     }

@@ -5,6 +5,7 @@ use thiserror::Error;
 
 use super::{CommandSpec, CommandTable, KeyAccess, KeySpec, SearchBegin, SearchKeys};
 use crate::acl::Categories;
+use crate::metrics::Family;
 
 /// The `COMMAND` reply did not have the documented shape.
 #[derive(Debug, Error)]
@@ -46,10 +47,14 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
             .collect(),
         _ => Vec::new(),
     };
-    let categories = match fields.get(6) {
-        Some(OwnedFrame::Array(items)) => Categories::from_names(items.iter().filter_map(text)),
-        _ => Categories::default(),
+    // Field 6 (Redis 7): ACL categories, `@read`, `@string`, ...: for users' permissions and
+    // for the family the latency of the command is labelled with.
+    let names: Vec<&str> = match fields.get(6) {
+        Some(OwnedFrame::Array(items)) => items.iter().filter_map(text).collect(),
+        _ => Vec::new(),
     };
+    let family = Family::of(names.iter().copied());
+    let categories = Categories::from_names(names);
     let key_specs = match fields.get(8) {
         Some(OwnedFrame::Array(items)) => items.iter().map(parse_key_spec).collect(),
         _ => Vec::new(),
@@ -75,8 +80,10 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
         categories,
         key_specs,
         subcommands,
+        family,
         // Set by `CommandTable::new`, once the whole entry is known.
         policy: Default::default(),
+        counters: None,
         allowed: Default::default(),
     })
 }

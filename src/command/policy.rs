@@ -235,6 +235,8 @@ pub enum LocalKind {
     Asking,
     /// `RESET`.
     Reset,
+    /// `SLOWLOG ...`: the proxy's own slow log.
+    Slowlog,
     /// `ACL ...`: the proxy's users, not the backend's.
     Acl,
 }
@@ -321,6 +323,7 @@ pub const PROXY_COMMANDS: &[(&str, Policy)] = &[
     ("readwrite", Policy::Local(LocalKind::ReadWrite)),
     ("reset", Policy::Local(LocalKind::Reset)),
     ("select", Policy::Local(LocalKind::Select)),
+    ("slowlog", Policy::Local(LocalKind::Slowlog)),
     ("ssubscribe", sub(SubscriptionKind::Ssubscribe)),
     ("subscribe", sub(SubscriptionKind::Subscribe)),
     ("sunsubscribe", sub(SubscriptionKind::Sunsubscribe)),

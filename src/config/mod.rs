@@ -49,7 +49,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// The users clients log in as, by name, with what each may do.
     pub users: BTreeMap<String, UserConfig>,
-    /// What the proxy logs.
+    /// What the proxy logs, and how.
     pub log: LogConfig,
 }
 
@@ -61,14 +61,38 @@ pub struct LogConfig {
     /// directives such as `info,respgate::cluster=debug`. The `RUST_LOG` environment variable,
     /// when set, wins over it.
     pub level: String,
+    /// How each line is written: `text` for people, `json` for log collectors. The
+    /// `--log-format` flag wins over it. Read at start only.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event: time, level, message, then `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, `target` and every field.
+    Json,
 }
 
 impl Config {
@@ -122,15 +146,33 @@ pub struct ServerConfig {
     pub max_pipeline: usize,
     /// Close clients idle for this many seconds; 0 never does (Redis's `timeout`).
     pub client_idle_timeout_s: u64,
-    /// Address of the admin HTTP endpoints (`/metrics`, `/ready`, `/live`); empty disables them.
+    /// Address of the admin HTTP endpoints (`/metrics`, `/ready`, `/live`, `/topology`); empty
+    /// disables them.
     pub admin_listen: String,
+    /// Most admin connections open at once; further ones are closed at once, so the admin
+    /// listener never holds more than this many tasks.
+    pub admin_max_connections: usize,
+    /// Time allowed for one admin connection, from accept to the last byte of the answer, in
+    /// milliseconds: a client that sends its request slowly (or never) is closed then.
+    pub admin_timeout_ms: u64,
     /// `HOST:PORT` that cluster-aware clients are told to dial (`CLUSTER SLOTS`, `SHARDS`,
     /// `NODES`): the LoadBalancer's or NodePort's address; the host may be a name. Empty means
     /// the listen address, or the address the client connected to when listening on a wildcard.
     pub announce_address: String,
-    /// On shutdown, time allowed for clients to receive the replies they are owed before they
-    /// are closed, in milliseconds.
+    /// On shutdown (`SIGTERM`), how long the listener keeps accepting clients while `/ready`
+    /// already says no, in milliseconds: time for the load balancer (Kubernetes endpoints) to
+    /// stop sending new clients before the socket closes.
+    pub shutdown_delay_ms: u64,
+    /// On shutdown, the time from `SIGTERM` to exit, in milliseconds: after `shutdown_delay_ms`
+    /// accepting stops, clients get the replies they are owed and are closed between requests;
+    /// those still open at this deadline are dropped.
     pub shutdown_timeout_ms: u64,
+    /// Requests that take at least this many microseconds, from being read to their reply
+    /// being ready, go to the slow log (`SLOWLOG GET`); negative logs none, 0 logs every
+    /// request (Redis's `slowlog-log-slower-than`).
+    pub slowlog_log_slower_than_us: i64,
+    /// Entries the slow log keeps, the newest (Redis's `slowlog-max-len`).
+    pub slowlog_max_len: usize,
     /// Password of the user named `username`, who may do everything; clients give it
     /// (`AUTH`, or `HELLO ... AUTH`) before other commands, as Redis's `requirepass`. Empty:
     /// that user takes any password, and clients are logged in as it from the start, unless
@@ -166,9 +208,14 @@ impl Default for ServerConfig {
             max_pipeline: 1024,
             client_idle_timeout_s: 0,
             allow_admin_commands: false,
-            shutdown_timeout_ms: 10_000,
+            shutdown_delay_ms: 5_000,
+            shutdown_timeout_ms: 25_000,
+            slowlog_log_slower_than_us: 10_000,
+            slowlog_max_len: 128,
             config_watch_interval_ms: 1000,
             admin_listen: String::new(),
+            admin_max_connections: 16,
+            admin_timeout_ms: 5_000,
             announce_address: String::new(),
             password: Secret::default(),
             username: "default".into(),
@@ -386,10 +433,25 @@ impl Config {
             ("server.max_multibulk_len", s.max_multibulk_len),
             ("server.max_request_bytes", s.max_request_bytes),
             ("server.max_pipeline", s.max_pipeline as u64),
+            (
+                "server.admin_max_connections",
+                s.admin_max_connections as u64,
+            ),
+            ("server.admin_timeout_ms", s.admin_timeout_ms),
+            ("server.shutdown_timeout_ms", s.shutdown_timeout_ms),
         ] {
             if value == 0 {
                 problem(key.into(), "must be greater than 0".into());
             }
+        }
+        if s.shutdown_delay_ms >= s.shutdown_timeout_ms {
+            problem(
+                "server.shutdown_delay_ms".into(),
+                format!(
+                    "must be less than server.shutdown_timeout_ms ({} ms), which counts from SIGTERM too",
+                    s.shutdown_timeout_ms
+                ),
+            );
         }
         if self.clusters.is_empty() && self.backends.is_empty() {
             problem(

@@ -1,5 +1,5 @@
-//! The settings a running proxy cannot change: the sockets it listens on and its worker
-//! threads. A reload applies everything else and reports these as needing a restart.
+//! The settings a running proxy cannot change: the sockets it listens on (and the admin
+//! listener's limits), its worker threads and how its log lines are written. A reload applies everything else and reports these as needing a restart.
 
 use std::fmt::Display;
 
@@ -54,6 +54,24 @@ impl Config {
             "server.admin_listen",
             &running.admin_listen,
             &mut next.admin_listen,
+            &mut held,
+        );
+        hold(
+            "server.admin_max_connections",
+            &running.admin_max_connections,
+            &mut next.admin_max_connections,
+            &mut held,
+        );
+        hold(
+            "server.admin_timeout_ms",
+            &running.admin_timeout_ms,
+            &mut next.admin_timeout_ms,
+            &mut held,
+        );
+        hold(
+            "log.format",
+            &self.log.format,
+            &mut new.log.format,
             &mut held,
         );
         held

@@ -174,6 +174,17 @@ impl RouteTable {
         }
     }
 
+    /// Whether keys in hash slot `slot` may be routed to `backend`: it is the default (keys no
+    /// rule matches are in every slot), a rule sends all its keys there, or a slot split sends
+    /// that slot there. What `/ready` waits for a backend to serve.
+    pub fn routes_slot_to(&self, backend: BackendId, slot: u16) -> bool {
+        self.default == backend
+            || self.rules.iter().any(|rule| match &rule.to {
+                Destination::Backend(b) => *b == backend,
+                Destination::BySlot(by_slot) => by_slot.get(usize::from(slot)) == Some(&backend),
+            })
+    }
+
     /// The prefix a backend's keys lose on the way in, to put back on keys that come back from
     /// it (`KEYS`, `SCAN`, `RANDOMKEY`); `None` when no stripping route leads there.
     pub fn stripped_prefix(&self, backend: BackendId) -> Option<&Bytes> {

@@ -12,6 +12,7 @@ use super::acl::{self, Permit};
 use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
 use super::route::{place_of_channel, route};
+use super::tally::Dispatched;
 use super::{ClientState, local, txn};
 use crate::broadcast::{Broadcast, Combine, Reach};
 use crate::cluster::{Access, Cluster, Slot, Target};
@@ -86,6 +87,7 @@ pub fn dispatch(
     let mut name_buf = [0u8; MAX_NAME_LEN];
     let name = lowercase(request.name(), &mut name_buf);
     let own = name.and_then(proxy_command);
+    let previous = std::mem::take(&mut state.dispatched);
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
     }
@@ -109,7 +111,7 @@ pub fn dispatch(
             )));
         }
         if own.is_some() || state.txn.is_some() {
-            note_command(state, proxy, name, &request.args);
+            note_command(state, proxy, name, &request.args, previous);
         }
         if let Some(action) = before_table(state, proxy, cluster, own, &request) {
             return action;
@@ -128,6 +130,10 @@ pub fn dispatch(
             return Action::Reply(reply::error(&unknown_subcommand(&request.args)));
         }
     };
+    state.dispatched = Dispatched {
+        counters: spec.counters(),
+        family: spec.family,
+    };
     if !spec.arity_ok(request.args.len()) {
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
@@ -137,15 +143,28 @@ pub fn dispatch(
 
 /// Notes the command `name` (lowercase) with `args` as the client's last, by its full name
 /// (`client|list`) when the backend's table knows it.
-fn note_command(state: &mut ClientState, proxy: ProxyRef<'_>, name: &str, args: &[Bytes]) {
+/// `previous` is what the client's last command was dispatched as: its counters and family,
+/// kept when the command is the same again.
+fn note_command(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    name: &str,
+    args: &[Bytes],
+    previous: Dispatched,
+) {
     if state.last_command() == name {
         // The same command without subcommands again (`PING` after `PING`): nothing to look up.
+        state.dispatched = previous;
         return;
     }
     match proxy.commands() {
         Some(table) => {
             if let Lookup::Found(spec) = table.lookup_lowercased(name, args) {
                 state.note_command(&spec.name);
+                state.dispatched = Dispatched {
+                    counters: spec.counters(),
+                    family: spec.family,
+                };
             }
         }
         None => state.note_command(name),
@@ -235,7 +254,10 @@ pub fn in_transaction(
             Permit::Refused(_) | Permit::AwaitTable => return Err(request),
         }
     }
-    note_command(state, proxy, name, &request.args);
+    let previous = std::mem::take(&mut state.dispatched);
+    note_command(state, proxy, name, &request.args, previous);
+    // Joined to the batch, it is never a reply of its own to count: counted here, as queued.
+    state.dispatched.counters.count(false);
     Ok(txn::in_multi(state, proxy, cluster, own, &request))
 }
 

@@ -111,6 +111,12 @@ pub fn handle(
             return Some(action);
         }
         LocalKind::Info => return Some(super::info::action(proxy, args, state.protocol)),
+        LocalKind::Slowlog => {
+            return proxy
+                .slowlog
+                .command(args, state.protocol)
+                .map(Action::Reply);
+        }
         LocalKind::Cluster => return super::cluster_node::command(state, proxy, args),
         LocalKind::Acl => return Some(super::acl::command(state, proxy, args)),
         LocalKind::ReadOnly | LocalKind::ReadWrite | LocalKind::Asking => {

@@ -24,6 +24,7 @@ mod pubsub;
 mod route;
 mod state;
 mod switch;
+mod tally;
 mod txn;
 
 use std::future::Future;
@@ -39,14 +40,14 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::{Announcement, Proxy, ProxyRef, Snapshot};
 use crate::{fanout, multikey};
 use outbound::{Outbound, Standing, counted};
 use pubsub::Subscriptions;
+use tally::{Client, Timed, is_error, tallied};
 
 pub use dispatch::Action;
 pub use state::{ClientState, ReplyMode};
@@ -162,7 +163,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 }
             }
             _ = idle(&mut c.idle_timer) => {
-                debug!(client = c.state.id, "idle timeout; closing");
+                closed_idle(&c);
                 Flow::Close
             }
         };
@@ -184,9 +185,16 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
     // Counted here while the node's answer waits for the client: see `outbound`.
     let handle = Arc::clone(&c.state.registered.handle);
     let owed = &handle.owed_bytes;
+    let sent = &c.proxy.stats.net_output_bytes;
+    let client = Client {
+        proxy,
+        handle: &handle,
+    };
     let mut out = Outbound::default();
     let mut pending = FuturesOrdered::new();
     let mut closing = false;
+    // The proxy is shutting down: work on, but close once nothing is owed.
+    let mut draining = false;
     let mut paused = false;
     // Work on the client's own connections runs alone: it waits until every earlier reply is
     // out (`held`), and nothing after it starts until it is done (`own_running`).
@@ -208,13 +216,14 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         if pending.is_empty() {
             own_running = false;
             match held.take() {
-                Some(Held::Own(op)) => {
+                Some(Held::Own(op, timed)) => {
                     // Made on first use: most clients never need a connection of their own.
                     let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                     let protocol = c.state.protocol;
                     let db = c.state.db;
-                    let client = Arc::clone(&c.state.registered.handle);
-                    let future: Slow<'_> = Box::pin(own::run(proxy, own, op, protocol, db, client));
+                    let entry = Arc::clone(&c.state.registered.handle);
+                    let run = own::run(proxy, own, op, protocol, db, entry);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed, client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
@@ -266,8 +275,16 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(error) => {
-                    debug!(client = c.state.id, %error, "protocol error; closing");
-                    metrics::counter!(m::PROTOCOL_ERRORS).increment(1);
+                    info!(
+                        client = c.state.id,
+                        peer = %c.state.peer,
+                        %error,
+                        "client closed for a protocol error"
+                    );
+                    c.proxy
+                        .stats
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     let error = reply::error(&format!("ERR {error}"));
                     pending.push_back(counted(Either::Left(ready(error)), owed));
                     closing = true;
@@ -277,7 +294,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             if !again {
                 c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(Held::Own(own::OwnOp::Txn(batch))) = held.as_mut() {
+            if let Some(Held::Own(own::OwnOp::Txn(batch), _)) = held.as_mut() {
                 // A pipelined transaction: its next request joins the batch waiting to be sent.
                 match dispatch::in_transaction(&mut c.state, proxy, cluster, request) {
                     Ok(step) => batch.join(step),
@@ -286,8 +303,19 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 continue;
             }
             let (protocol, affinity, db) = (c.state.protocol, c.state.affinity, c.state.db);
+            // Kept for a slow log entry: a reference count on the client's own buffer.
+            let raw = request.raw.clone();
             let action = dispatch::dispatch(&mut c.state, proxy, cluster, request);
+            let dispatched = c.state.dispatched;
+            let started = c.last_activity;
+            let timed = move |cluster| Timed {
+                dispatched,
+                started,
+                cluster,
+                raw,
+            };
             if c.state.silenced() {
+                tally::count(dispatched, false, &proxy);
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
                 let action = Box::pin(silently(proxy, action, protocol, db, affinity));
                 let future: Slow<'_> = action;
@@ -296,9 +324,11 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             }
             match action {
                 Action::Reply(bytes) => {
+                    tally::count(dispatched, is_error(&bytes), &proxy);
                     pending.push_back(counted(Either::Left(ready(bytes)), owed))
                 }
                 Action::Close(bytes) => {
+                    tally::count(dispatched, is_error(&bytes), &proxy);
                     pending.push_back(counted(Either::Left(ready(bytes)), owed));
                     closing = true;
                 }
@@ -310,40 +340,47 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     access,
                 } => {
                     let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
-                    pending.push_back(counted(
-                        Either::Right(Either::Left(
-                            cluster.execute(payload, target, access, protocol, db, affinity),
-                        )),
-                        owed,
-                    ))
+                    let timed = timed(cluster);
+                    let served = cluster
+                        .serve(payload, target, access, protocol, db, affinity)
+                        .map(move |(bytes, node)| {
+                            timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
+                            bytes
+                        });
+                    pending.push_back(counted(Either::Right(Either::Left(served)), owed))
                 }
                 Action::Split(split) => {
-                    let future: Slow<'_> =
-                        Box::pin(multikey::run(proxy, split, protocol, db, affinity));
+                    let run = multikey::run(proxy, split, protocol, db, affinity);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::FanOut(fanout) => {
-                    let future: Slow<'_> =
-                        Box::pin(fanout::run(proxy, fanout, protocol, db, affinity));
+                    let run = fanout::run(proxy, fanout, protocol, db, affinity);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Broadcast(broadcast) => {
-                    let future: Slow<'_> =
-                        Box::pin(crate::broadcast::run(proxy, broadcast, protocol));
+                    let run = crate::broadcast::run(proxy, broadcast, protocol);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Info(request) => {
-                    let future: Slow<'_> = Box::pin(info::run(proxy, request, protocol));
+                    let run = info::run(proxy, request, protocol);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
                 Action::Scan(args) => {
-                    let future: Slow<'_> = Box::pin(async move {
-                        fanout::scan(proxy, &args, protocol, db, affinity).await
-                    });
+                    let run =
+                        async move { fanout::scan(proxy, &args, protocol, db, affinity).await };
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
-                Action::Own(op) => held = Some(Held::Own(op)),
-                Action::Pubsub { kind, names } => held = Some(Held::Pubsub { kind, names }),
+                Action::Own(op) => held = Some(Held::Own(op, timed(cluster))),
+                Action::Pubsub { kind, names } => {
+                    // Its confirmations come on the subscription stream, never an error reply.
+                    tally::count(dispatched, false, &proxy);
+                    held = Some(Held::Pubsub { kind, names });
+                }
                 Action::AwaitBackend(request) => held = Some(Held::AwaitBackend(request)),
             }
             if c.state.reset {
@@ -361,7 +398,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         while let Some(Some(reply)) = pending.next().now_or_never() {
             out.push(reply);
         }
-        if !out.is_empty() && out.flush(&c.wr, owed).is_err() {
+        if !out.is_empty() && out.flush(&c.wr, owed, sent).is_err() {
             return Flow::Close;
         }
         let limit = if c.state.subscribed {
@@ -385,7 +422,6 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     class = if c.state.subscribed { "pubsub" } else { "normal" },
                     "client closed for overcoming its output buffer limit"
                 );
-                metrics::counter!(m::CLIENTS_CLOSED_BY_LIMIT).increment(1);
                 c.proxy
                     .stats
                     .closed_by_output_limit
@@ -410,8 +446,19 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             c.subs = subs;
             return Flow::Move;
         }
+        if draining && c.state.subscribed {
+            // A subscriber is never between requests: it is closed once it has what it is owed.
+            closing = true;
+        }
         if pending.is_empty() && out.is_empty() && held.is_none() && subs.is_none() && !closing {
-            return Flow::Idle;
+            // Between requests: an ordinary client waits for its next one, unless the proxy
+            // drains.
+            return if draining { Flow::Close } else { Flow::Idle };
+        }
+        if handle.subscribed.load(Ordering::Relaxed) != c.state.subscribed {
+            handle
+                .subscribed
+                .store(c.state.subscribed, Ordering::Relaxed);
         }
         if held.is_some() && pending.is_empty() {
             continue;
@@ -437,10 +484,11 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     return Flow::Close;
                 }
             }
-            Ok(()) = c.announcements.changed(), if !closing => {
-                // Draining: finish what is owed, then close. A new configuration needs nothing
-                // here: the next request (a subscriber's included, on this wake) moves to it.
-                closing = c.announcements.borrow_and_update().draining;
+            Ok(()) = c.announcements.changed(), if !draining => {
+                // Draining: requests already sent are answered (a pipeline in full), then the
+                // client is closed between requests. A new configuration needs nothing here:
+                // the next request (a subscriber's included, on this wake) moves to it.
+                draining = c.announcements.borrow_and_update().draining;
             }
             _ = c.state.registered.handle.kill.notified() => {
                 debug!(client = c.state.id, "killed by CLIENT KILL");
@@ -456,7 +504,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 c.state.subscribed = subs.as_ref().is_some_and(|s| s.is_subscribed());
             }
             _ = idle(&mut c.idle_timer), if pending.is_empty() && out.is_empty() && !closing && subs.is_none() => {
-                debug!(client = c.state.id, "idle timeout; closing");
+                closed_idle(c);
                 return Flow::Close;
             }
         }
@@ -507,7 +555,11 @@ fn client_gone(c: &mut Conn<'_>) -> bool {
     // per request at pipeline 1.
     match c.rd.read_buf(&mut c.inbuf).now_or_never() {
         Some(Ok(0)) => true,
-        Some(Ok(_)) => {
+        Some(Ok(n)) => {
+            c.proxy
+                .stats
+                .net_input_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
             note_activity(c);
             false
         }
@@ -572,11 +624,25 @@ async fn silently(
     Bytes::new()
 }
 
+/// Counts and logs a client closed for staying idle past `client_idle_timeout_s`.
+fn closed_idle(c: &Conn<'_>) {
+    c.proxy
+        .stats
+        .closed_by_idle_timeout
+        .fetch_add(1, Ordering::Relaxed);
+    info!(
+        client = c.state.id,
+        peer = %c.state.peer,
+        idle_timeout_s = c.idle_timeout.map_or(0, |t| t.as_secs()),
+        "client closed by its idle timeout"
+    );
+}
+
 /// Whether the next request may join `held`: a transaction batch still open, while the
 /// client is in `MULTI` and wants its replies.
 fn joinable(held: &Option<Held>, state: &ClientState, max_pipeline: usize) -> bool {
     match held {
-        Some(Held::Own(own::OwnOp::Txn(batch))) => {
+        Some(Held::Own(own::OwnOp::Txn(batch), _)) => {
             !batch.ended()
                 && batch.parts.len() < max_pipeline
                 && state.txn.is_some()
@@ -587,9 +653,9 @@ fn joinable(held: &Option<Held>, state: &ClientState, max_pipeline: usize) -> bo
 }
 
 /// Work that must wait until every earlier reply is out.
-enum Held {
-    /// On the client's own connection.
-    Own(own::OwnOp),
+enum Held<'a> {
+    /// On the client's own connection, timed from when it was read.
+    Own(own::OwnOp, Timed<'a>),
     /// A request that waits until some backend has told the proxy its commands.
     AwaitBackend(crate::protocol::Request),
     /// An (un)subscribe for the subscription connections.

@@ -79,7 +79,13 @@ impl Outbound {
 
     /// Writes as much as the socket takes now, without waiting; what is written no longer
     /// counts as owed. An error means the client is gone.
-    pub(super) fn flush(&mut self, wr: &OwnedWriteHalf, owed: &AtomicU64) -> io::Result<()> {
+    /// `sent` counts the bytes written.
+    pub(super) fn flush(
+        &mut self,
+        wr: &OwnedWriteHalf,
+        owed: &AtomicU64,
+        sent: &AtomicU64,
+    ) -> io::Result<()> {
         while !self.queue.is_empty() {
             let written = {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -97,6 +103,7 @@ impl Outbound {
                 }
             };
             owed.fetch_sub(written as u64, Ordering::Relaxed);
+            sent.fetch_add(written as u64, Ordering::Relaxed);
             self.consume(written);
         }
         Ok(())

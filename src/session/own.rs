@@ -438,7 +438,9 @@ async fn ensure<'a>(
     });
     if !reusable {
         *own = None;
-        let mut conn = NodeConn::open(node, protocol, cluster.conn_settings()).await?;
+        let mut conn = NodeConn::open(node, protocol, cluster.conn_settings())
+            .await?
+            .held_in(&cluster.stats.own_connections);
         if db != 0 {
             conn.select(db).await?;
         }

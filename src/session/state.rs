@@ -61,6 +61,8 @@ pub struct ClientState {
     pub reply_mode: ReplyMode,
     /// This client's entry in the proxy's client list.
     pub(super) registered: Registered,
+    /// What the last dispatched request was, for its counters and latency.
+    pub(super) dispatched: super::tally::Dispatched,
     /// The full name of the last command, as last copied into the entry: the entry is locked
     /// only when the command changes.
     last_cmd: String,
@@ -183,6 +185,7 @@ impl ClientState {
             acl_keys: Vec::new(),
             reply_mode: ReplyMode::On,
             registered,
+            dispatched: super::tally::Dispatched::default(),
             last_cmd: String::new(),
         };
         if user.is_some() {

@@ -9,6 +9,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod checker;
+pub mod http;
 pub mod proxy;
 pub mod reload;
 pub mod sentinel;

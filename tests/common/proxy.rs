@@ -61,7 +61,8 @@ impl Proxy {
     }
 
     /// Starts a proxy with `config` (its listen address is ignored) without waiting for the
-    /// topology.
+    /// topology. It stops without the drain delay (`shutdown_delay_ms` is 0 until a reload
+    /// says otherwise): the delay's tests run the binary.
     pub fn start_with(config: Config) -> Proxy {
         Proxy::launch(config, respgate::reload::Options::default())
     }
@@ -83,7 +84,8 @@ impl Proxy {
         Proxy::launch(config, options)
     }
 
-    fn launch(config: Config, options: respgate::reload::Options) -> Proxy {
+    fn launch(mut config: Config, options: respgate::reload::Options) -> Proxy {
+        config.server.shutdown_delay_ms = 0;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         Proxy::start_on(listener, config, options)
     }

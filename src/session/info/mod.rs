@@ -40,6 +40,7 @@ const SECTIONS: &[&str] = &[
     "latencystats",
     "cluster",
     "keyspace",
+    "backends",
     "proxy",
 ];
 
@@ -56,6 +57,7 @@ const DEFAULT: &[&str] = &[
     "errorstats",
     "cluster",
     "keyspace",
+    "backends",
     "proxy",
 ];
 
@@ -78,6 +80,9 @@ const PROXY_STATS: &[&str] = &[
     "total_connections_received",
     "total_commands_processed",
     "rejected_connections",
+    "total_net_input_bytes",
+    "total_net_output_bytes",
+    "total_error_replies",
     "acl_access_denied_auth",
     "acl_access_denied_cmd",
     "acl_access_denied_key",
@@ -190,31 +195,26 @@ fn render(
             "clients" => clients(proxy),
             "cluster" => vec![("cluster_enabled".into(), "1".into())],
             "proxy" => proxy_section(proxy, answered),
+            "backends" => backends_section(proxy),
             "cpu" => cpu(masters),
             "stats" => {
                 let stats = &proxy.stats;
                 let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
-                let mut own = vec![
-                    (
-                        "total_connections_received".into(),
-                        load(&stats.total_connections),
-                    ),
-                    (
-                        "total_commands_processed".into(),
-                        load(&stats.total_commands),
-                    ),
-                    (
-                        "rejected_connections".into(),
-                        load(&stats.rejected_connections),
-                    ),
-                    ("acl_access_denied_auth".into(), load(&stats.auth_failures)),
-                    ("acl_access_denied_cmd".into(), load(&stats.denied_commands)),
-                    ("acl_access_denied_key".into(), load(&stats.denied_keys)),
-                    (
-                        "acl_access_denied_channel".into(),
-                        load(&stats.denied_channels),
-                    ),
-                ];
+                let mut own: Vec<(String, String)> = [
+                    ("total_connections_received", &stats.total_connections),
+                    ("total_commands_processed", &stats.total_commands),
+                    ("rejected_connections", &stats.rejected_connections),
+                    ("total_net_input_bytes", &stats.net_input_bytes),
+                    ("total_net_output_bytes", &stats.net_output_bytes),
+                    ("total_error_replies", &stats.error_replies),
+                    ("acl_access_denied_auth", &stats.auth_failures),
+                    ("acl_access_denied_cmd", &stats.denied_commands),
+                    ("acl_access_denied_key", &stats.denied_keys),
+                    ("acl_access_denied_channel", &stats.denied_channels),
+                ]
+                .into_iter()
+                .map(|(field, counter)| (field.to_string(), load(counter)))
+                .collect();
                 own.extend(merge::section("stats", masters, PROXY_STATS));
                 own
             }
@@ -247,6 +247,7 @@ fn title(section: &str) -> &'static str {
         "latencystats" => "Latencystats",
         "cluster" => "Cluster",
         "keyspace" => "Keyspace",
+        "backends" => "Backends",
         _ => "Proxy",
     }
 }
@@ -292,6 +293,10 @@ fn clients(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
             proxy.clients.blocked().to_string(),
         ),
         (
+            "pubsub_clients".into(),
+            proxy.clients.subscribers().to_string(),
+        ),
+        (
             "client_output_bytes".into(),
             proxy.clients.owed_bytes().to_string(),
         ),
@@ -301,6 +306,17 @@ fn clients(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
                 .closed_by_output_limit
                 .load(Ordering::Relaxed)
                 .to_string(),
+        ),
+        (
+            "clients_closed_by_idle_timeout".into(),
+            stats
+                .closed_by_idle_timeout
+                .load(Ordering::Relaxed)
+                .to_string(),
+        ),
+        (
+            "clients_closed_by_protocol_error".into(),
+            stats.protocol_errors.load(Ordering::Relaxed).to_string(),
         ),
         ("client_output_buffer_limit".into(), output_limits(server)),
     ]
@@ -362,8 +378,18 @@ fn process_cpu(path: &str) -> CpuTimes {
 
 fn proxy_section(proxy: ProxyRef<'_>, answered: Option<(usize, usize)>) -> Vec<(String, String)> {
     let reloads = &proxy.reloads;
+    let readiness = crate::health::readiness(&proxy);
     let mut lines = vec![
         ("proxy".to_string(), "respgate".to_string()),
+        (
+            "ready".to_string(),
+            u8::from(readiness.is_ready()).to_string(),
+        ),
+        (
+            "shutting_down".to_string(),
+            u8::from(readiness == crate::health::Readiness::ShuttingDown).to_string(),
+        ),
+        ("slowlog_len".to_string(), proxy.slowlog.len().to_string()),
         ("config_generation".into(), proxy.generation().to_string()),
         (
             "config_last_reload_unix".into(),
@@ -411,6 +437,72 @@ fn backend_line(c: &Cluster) -> String {
         s.retries.load(Ordering::Relaxed),
         s.backend_errors.load(Ordering::Relaxed),
     )
+}
+
+/// `# Backends`: per backend, its state and counters (as `# Proxy`'s `cluster_` lines, plus
+/// refresh failures, the age of the last refresh and the connections clients hold), then one
+/// line per node with its role and connection state.
+fn backends_section(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut lines = Vec::new();
+    for c in proxy.backends() {
+        let s = &c.stats;
+        let last = s.last_refresh_unix_ms.load(Ordering::Relaxed);
+        let age = if last == 0 {
+            "-1".to_string()
+        } else {
+            now_ms.saturating_sub(last).to_string()
+        };
+        lines.push((
+            format!("backend_{}", c.name()),
+            format!(
+                "kind={},{},refresh_failures={},last_refresh_ms_ago={age},own_connections={}",
+                format!("{:?}", c.kind()).to_ascii_lowercase(),
+                backend_line(c),
+                s.refresh_failures.load(Ordering::Relaxed),
+                s.own_connections.load(Ordering::Relaxed),
+            ),
+        ));
+        let map = c.slot_map();
+        let ranges = map.ranges();
+        // Numbered, as Redis numbers `slave0`, `slave1`: an address holds a `:` itself.
+        let mut n = 0;
+        let mut field = || {
+            n += 1;
+            format!("node_{}_{}", c.name(), n - 1)
+        };
+        for (index, master) in map.masters().iter().enumerate() {
+            let slots: usize = ranges
+                .iter()
+                .filter(|(_, _, owner)| *owner == index)
+                .map(|(first, last, _)| usize::from(last - first) + 1)
+                .sum();
+            lines.push((
+                field(),
+                format!(
+                    "addr={},role=master,slots={slots},connected={},connections_up={}",
+                    master.addr(),
+                    u8::from(master.is_healthy()),
+                    master.connections_up()
+                ),
+            ));
+            for replica in map.replicas_of(index) {
+                lines.push((
+                    field(),
+                    format!(
+                        "addr={},role=replica,master={},connected={},connections_up={}",
+                        replica.addr(),
+                        master.addr(),
+                        u8::from(replica.is_healthy()),
+                        replica.connections_up()
+                    ),
+                ));
+            }
+        }
+    }
+    lines
 }
 
 /// The output limits as Redis's `CONFIG GET client-output-buffer-limit` shows them.

@@ -29,7 +29,7 @@ fn sections_asked_come_once_in_redis_order() {
     );
     assert!(!wanted(&args(&[])).contains(&"commandstats"));
     assert!(wanted(&args(&["all"])).contains(&"commandstats"));
-    assert_eq!(wanted(&args(&["everything"])).len(), 14);
+    assert_eq!(wanted(&args(&["everything"])).len(), 15);
     assert!(wanted(&args(&["nosuchsection"])).is_empty());
 }
 

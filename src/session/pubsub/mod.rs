@@ -317,7 +317,9 @@ impl Subscriptions {
                 let cluster = proxy
                     .backend(backend)
                     .ok_or_else(|| BackendError::Lost { addr: node.clone() })?;
-                let conn = NodeConn::open(node, self.protocol, cluster.conn_settings()).await?;
+                let conn = NodeConn::open(node, self.protocol, cluster.conn_settings())
+                    .await?
+                    .held_in(&cluster.stats.own_connections);
                 self.links.push(Link {
                     backend,
                     conn,
