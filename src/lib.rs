@@ -20,6 +20,7 @@
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
 //!   scripted nodes.
 //!
+//! [`tls`] loads and reloads the certificates of the TLS listener and of TLS backends.
 //! [`config`] holds the typed configuration, [`metrics`] the metric names, [`admin`] the
 //! `/metrics`, `/ready` and `/live` endpoints.
 
@@ -38,7 +39,8 @@ pub mod protocol;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod workers;
 
 pub use config::Config;
-pub use server::{bind, run};
+pub use server::{Listeners, bind, run, serve};

@@ -1,7 +1,6 @@
 //! The `respgate` binary: command line, configuration, logging, runtime, then `respgate::run`.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -129,10 +128,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let addr: SocketAddr = config.server.listen.parse()?;
-        let listener = respgate::bind(addr, config.server.backlog)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        respgate::run(listener, config, shutdown_signal()).await?;
+        let bind = |addr: &str, key: &str| match addr {
+            "" => Ok(None),
+            addr => respgate::server::bind_configured(addr, config.server.backlog, key).map(Some),
+        };
+        let listeners = respgate::Listeners {
+            plain: bind(&config.server.listen, "server.listen")?,
+            tls: bind(&config.server.tls.listen, "server.tls.listen")?,
+        };
+        respgate::serve(listeners, config, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -22,3 +22,5 @@ pub const SLOTS_SERVED: &str = "respgate_slots_served";
 pub const MASTERS: &str = "respgate_masters";
 /// Counter: clients closed for overcoming their output limit.
 pub const CLIENTS_CLOSED_BY_LIMIT: &str = "respgate_clients_closed_by_output_limit_total";
+/// Counter: certificate reloads, labelled `result` = `ok` | `refused` (files that did not load).
+pub const TLS_RELOADS: &str = "respgate_tls_reloads_total";

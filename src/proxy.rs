@@ -11,6 +11,7 @@ use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::keyspace::{BackendId, RouteTable};
+use crate::tls::TlsConfigs;
 use crate::workers::WorkerSet;
 use arc_swap::ArcSwap;
 
@@ -41,8 +42,10 @@ pub struct Proxy {
     pub stats: ProxyStats,
     /// When the proxy started.
     pub started: Instant,
-    /// The address clients connect to.
+    /// The address clients connect to: the plain listener's, else the TLS listener's.
     pub listen_addr: SocketAddr,
+    /// The TLS listener's address, when there is one.
+    pub tls_listen_addr: Option<SocketAddr>,
     /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
     pub clients: Arc<ClientRegistry>,
     /// Turns true when the proxy shuts down: sessions finish what they owe and close.
@@ -52,19 +55,25 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster,
-    /// with backend connections for each of `workers`.
+    /// with backend connections for each of `workers`, over TLS where `tls` says so. `listen`
+    /// holds the address clients connect to and the TLS listener's, if any.
     pub fn new(
         config: Config,
-        listen_addr: SocketAddr,
+        listen: (SocketAddr, Option<SocketAddr>),
         shutdown: watch::Receiver<bool>,
         workers: WorkerSet,
+        tls: &TlsConfigs,
     ) -> Arc<Proxy> {
         let list = config.backend_list();
         let names: Vec<String> = list.iter().map(|(name, _)| name.clone()).collect();
         let backends = list
             .into_iter()
-            .map(|(name, c)| Cluster::new(&name, c, workers.clone()))
+            .map(|(name, c)| {
+                let connector = tls.connector(&name, &c);
+                Cluster::with_connector(&name, c, workers.clone(), connector)
+            })
             .collect();
+        let (listen_addr, tls_listen_addr) = listen;
         let routes = ArcSwap::from_pointee(RouteTable::from_config(&config, &names));
         Arc::new(Proxy {
             config,
@@ -73,6 +82,7 @@ impl Proxy {
             stats: ProxyStats::default(),
             started: Instant::now(),
             listen_addr,
+            tls_listen_addr,
             clients: Arc::new(ClientRegistry::default()),
             shutdown,
             next_client_id: AtomicU64::new(1),
@@ -106,6 +116,20 @@ impl Proxy {
         self.default_cluster()
             .and_then(|c| c.commands())
             .or_else(|| self.backends.iter().find_map(|c| c.commands()))
+    }
+
+    /// What to announce to a client that reached the proxy at `local`: the announce setting and
+    /// the listen address of the listener it came through (the TLS one, or the plain one).
+    pub fn listener_of(&self, local: SocketAddr) -> (&str, SocketAddr) {
+        match self.tls_listen_addr {
+            Some(tls)
+                if tls.port() == local.port()
+                    && (tls.ip().is_unspecified() || tls.ip() == local.ip()) =>
+            {
+                (&self.config.server.tls.announce_address, tls)
+            }
+            _ => (&self.config.server.announce_address, self.listen_addr),
+        }
     }
 
     /// A fresh client id, as `CLIENT ID` reports.

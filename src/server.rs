@@ -1,4 +1,5 @@
-//! The listener: socket options, the accept loop, the client limit, and shutdown.
+//! The listeners (plain, TLS or both): socket options, the accept loop, TLS handshakes, the
+//! client limit, and shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,15 +8,33 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::config::Config;
 use crate::proxy::Proxy;
-use crate::session;
+use crate::session::{self, ClientStream};
+use crate::tls::{Reloading, TlsConfigs};
 use crate::workers::Workers;
+
+/// The sockets clients connect to: plain, TLS, or both.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The plain listener (`server.listen`).
+    pub plain: Option<TcpListener>,
+    /// The TLS listener (`server.tls.listen`).
+    pub tls: Option<TcpListener>,
+}
+
+/// The TLS listener's settings, as each accepted connection needs them.
+#[derive(Clone)]
+struct TlsSide {
+    config: Arc<Reloading<rustls::ServerConfig>>,
+    handshake_timeout: Duration,
+}
 
 /// Binds the client listener with address reuse and the configured backlog.
 pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
@@ -27,16 +46,83 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves clients on `listener` until `shutdown` completes.
+/// Serves clients on `listener`, and on the TLS listener `server.tls.listen` when it is set,
+/// until `shutdown` completes.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let local = listener.local_addr()?;
+    let tls = match config.server.tls.listen.as_str() {
+        "" => None,
+        addr => Some(bind_configured(
+            addr,
+            config.server.backlog,
+            "server.tls.listen",
+        )?),
+    };
+    let listeners = Listeners {
+        plain: Some(listener),
+        tls,
+    };
+    serve(listeners, config, shutdown).await
+}
+
+/// Binds `addr`, the value of `key`; an error names both.
+pub fn bind_configured(addr: &str, backlog: u32, key: &str) -> std::io::Result<TcpListener> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|_| invalid(format!("{key}: {addr:?} is not an IP:port address")))?;
+    bind(parsed, backlog)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}")))
+}
+
+/// Serves clients on `listeners` until `shutdown` completes. The TLS listener's certificate
+/// and every TLS backend's files are loaded first: a file that does not load stops the start.
+pub async fn serve(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let plain_addr = listeners.plain.as_ref().map(TcpListener::local_addr);
+    let tls_addr = listeners.tls.as_ref().map(TcpListener::local_addr);
+    let (plain_addr, tls_addr) = (plain_addr.transpose()?, tls_addr.transpose()?);
+    let Some(local) = plain_addr.or(tls_addr) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no listener: server.listen and server.tls.listen are both empty",
+        ));
+    };
+    let tls = TlsConfigs::load(&config)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let tls_side = match (&listeners.tls, &tls.listener) {
+        (Some(_), Some(reloading)) => Some(TlsSide {
+            config: Arc::clone(reloading),
+            handshake_timeout: Duration::from_millis(config.server.tls.handshake_timeout_ms),
+        }),
+        (Some(_), None) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a TLS listener without server.tls.listen, cert_file and key_file",
+            ));
+        }
+        (None, _) => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let proxy = Proxy::new(config, local, stop_rx.clone(), workers.set().clone());
+    let reload_interval = Duration::from_millis(config.server.tls.reload_interval_ms);
+    let proxy = Proxy::new(
+        config,
+        (local, tls_addr),
+        stop_rx.clone(),
+        workers.set().clone(),
+        &tls,
+    );
+    let reloader = {
+        let stop_rx = stop_rx.clone();
+        tokio::spawn(async move { tls.reload_every(reload_interval, stop_rx).await })
+    };
     let refreshers: Vec<_> = proxy
         .backends
         .iter()
@@ -61,7 +147,8 @@ pub async fn run(
         }
     }
     info!(
-        listen = %local,
+        listen = ?plain_addr,
+        tls_listen = ?tls_addr,
         backends = proxy.backends.len(),
         threads = workers.set().len(),
         "listening"
@@ -70,21 +157,23 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let (accepted, tls) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => accept(stream, peer, &proxy, &workers, keepalive),
-                Err(error) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            accepted = accept_on(listeners.plain.as_ref()) => (accepted, None),
+            accepted = accept_on(listeners.tls.as_ref()) => (accepted, tls_side.as_ref()),
+        };
+        match accepted {
+            Ok((stream, peer)) => accept(stream, peer, &proxy, &workers, keepalive, tls),
+            Err(error) => {
+                // Out of file descriptors and the like: pause instead of spinning.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     // Drain: no new clients; each session stops reading, sends the replies it owes, and
     // closes; whatever is still open at the deadline is dropped.
-    drop(listener);
+    drop(listeners);
     let open = proxy.stats.connected_clients.load(Ordering::Relaxed);
     info!(clients = open, "shutting down; draining clients");
     let _ = stop_tx.send(true);
@@ -105,6 +194,7 @@ pub async fn run(
     for r in refreshers {
         let _ = r.await;
     }
+    let _ = reloader.await;
     // Ends the worker threads, and with them the backend connections.
     drop(workers);
     info!("stopped");
@@ -119,13 +209,64 @@ fn worker_threads(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The next connection on `listener`; never without one.
+async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes the TLS handshake of a client on the TLS listener, within the handshake timeout.
+/// A failure is the client's (a wrong CA, no certificate where one is required, a plain-text
+/// client): it is logged at debug level, as Redis logs it at its verbose level.
+async fn handshake(
+    stream: TcpStream,
+    tls: &TlsSide,
+) -> Option<Box<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let acceptor = TlsAcceptor::from(tls.config.current());
+    match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Err(error)) => {
+            debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(
+                timeout_ms = tls.handshake_timeout.as_millis() as u64,
+                "TLS handshake timed out"
+            );
+            None
+        }
+    }
+}
+
+/// Tells a client over the limit so, as Redis does, and closes it.
+async fn refuse(stream: TcpStream, tls: Option<TlsSide>) {
+    const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
+    async fn say(mut stream: impl AsyncWrite + Unpin) {
+        let _ = stream.write_all(REFUSAL).await;
+        let _ = stream.shutdown().await;
+    }
+    match tls {
+        None => say(stream).await,
+        Some(tls) => {
+            if let Some(stream) = handshake(stream, &tls).await {
+                let _ = tokio::time::timeout(tls.handshake_timeout, say(stream)).await;
+            }
+        }
+    }
+}
+
 fn accept(
     stream: TcpStream,
     peer: SocketAddr,
     proxy: &Arc<Proxy>,
     workers: &Workers,
     keepalive_s: u64,
+    tls: Option<&TlsSide>,
 ) {
+    let tls = tls.cloned();
     let stats = &proxy.stats;
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
@@ -138,12 +279,7 @@ fn accept(
     if connected as usize > proxy.config.server.max_clients {
         stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
         stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let mut stream = stream;
-            let _ = stream
-                .write_all(b"-ERR max number of clients reached\r\n")
-                .await;
-        });
+        tokio::spawn(refuse(stream, tls));
         return;
     }
     // A debug-level span: free when debug logging is off, yet every session line carries the
@@ -162,7 +298,16 @@ fn accept(
         async move {
             debug!("client connected");
             match TcpStream::from_std(stream) {
-                Ok(stream) => session::serve(stream, peer, Arc::clone(&proxy)).await,
+                Ok(stream) => {
+                    // The handshake runs here, on the worker, not on the accept loop.
+                    let stream = match &tls {
+                        None => Some(ClientStream::Tcp(stream)),
+                        Some(tls) => handshake(stream, tls).await.map(ClientStream::Tls),
+                    };
+                    if let Some(stream) = stream {
+                        session::serve(stream, peer, Arc::clone(&proxy)).await;
+                    }
+                }
                 Err(error) => debug!(%error, "cannot register the client socket"),
             }
             proxy

@@ -1,19 +1,23 @@
-//! How bytes reach a node: a TCP socket normally, or any other byte stream a [`Connector`]
-//! hands out (scripted in-process nodes in tests; TLS later). Everything above this module
-//! (handshake, framing, pipelining, retries) is the same whatever the transport.
+//! How bytes reach a node: a TCP socket normally, TLS over it for a backend with `tls = true`,
+//! or any other byte stream a [`Connector`] hands out (scripted in-process nodes in tests).
+//! Everything above this module (handshake, framing, pipelining, retries, Sentinel queries) is
+//! the same whatever the transport, so every kind of backend connection gets TLS from here.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::NodeAddr;
+use crate::tls::Reloading;
 
 /// TCP keepalive idle time on node connections: a node that vanished without a FIN (a deleted
 /// pod) is noticed even on a connection with nothing in flight.
@@ -132,14 +136,61 @@ impl fmt::Debug for dyn Connector {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TcpConnector;
 
+impl TcpConnector {
+    async fn open(addr: &NodeAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(addr.as_str()).await?;
+        stream.set_nodelay(true)?;
+        let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+        Ok(stream)
+    }
+}
+
 impl Connector for TcpConnector {
     fn connect<'a>(&'a self, addr: &'a NodeAddr) -> Connecting<'a> {
+        Box::pin(async move { Ok(Transport::Tcp(TcpConnector::open(addr).await?)) })
+    }
+}
+
+/// TLS over [`TcpConnector`]'s sockets, with the backend's configuration as it is when the
+/// connection opens (it is reloaded when its files change).
+pub struct TlsConnector {
+    config: Arc<Reloading<rustls::ClientConfig>>,
+    /// The name every node's certificate must be valid for; `None` checks each node's own
+    /// host (nodes announce IPs, so their certificates then need IP subject names).
+    server_name: Option<ServerName<'static>>,
+}
+
+impl TlsConnector {
+    /// Connects with `config`, checking certificates against `server_name` unless it is
+    /// empty (validated with the configuration: a name that does not parse counts as empty).
+    pub fn new(config: Arc<Reloading<rustls::ClientConfig>>, server_name: &str) -> TlsConnector {
+        let server_name = ServerName::try_from(server_name.to_string()).ok();
+        TlsConnector {
+            config,
+            server_name,
+        }
+    }
+}
+
+impl Connector for TlsConnector {
+    fn connect<'a>(&'a self, addr: &'a NodeAddr) -> Connecting<'a> {
         Box::pin(async move {
-            let stream = TcpStream::connect(addr.as_str()).await?;
-            stream.set_nodelay(true)?;
-            let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE);
-            socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
-            Ok(Transport::Tcp(stream))
+            let name = match &self.server_name {
+                Some(name) => name.clone(),
+                None => {
+                    let host = addr.host().trim_start_matches('[').trim_end_matches(']');
+                    ServerName::try_from(host.to_string()).map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidInput, format!("TLS: {host}: {e}"))
+                    })?
+                }
+            };
+            let stream = TcpConnector::open(addr).await?;
+            let tls = tokio_rustls::TlsConnector::from(self.config.current())
+                .connect(name, stream)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+            Ok(Transport::Other(Box::new(tls)))
         })
     }
 }

@@ -4,13 +4,16 @@
 //! # Layout
 //! - this module: the tree's root, the server section, loading and the top-level checks;
 //! - `backend`: one backend's settings (`[backends.NAME]`) and their checks;
-//! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks.
+//! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks;
+//! - `tls`: `[server.tls]` and the checks of every TLS key.
 
 mod backend;
 mod routing;
+mod tls;
 
 pub use backend::{BackendKind, ClusterConfig, ReadFrom};
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
+pub use tls::ServerTlsConfig;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -67,7 +70,7 @@ impl Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on.
+    /// Address to listen on; empty means no plain listener (when `tls.listen` is set).
     pub listen: String,
     /// Worker threads serving clients, each with its own event loop and backend connections;
     /// 0 means one per CPU core.
@@ -111,6 +114,8 @@ pub struct ServerConfig {
     /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
     /// `MIGRATE`, ...); keyless ones go to one master.
     pub allow_admin_commands: bool,
+    /// The TLS listener (`[server.tls]`).
+    pub tls: ServerTlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -142,6 +147,7 @@ impl Default for ServerConfig {
                 soft_limit_bytes: 8 * 1024 * 1024,
                 soft_limit_s: 60,
             },
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -275,19 +281,19 @@ impl Config {
                 format!("{:?} is not an IP:port address", s.admin_listen),
             );
         }
-        let announce_ok = s
-            .announce_address
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| {
-                !host.is_empty() && !host.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-        if !s.announce_address.is_empty() && !announce_ok {
+        if !s.announce_address.is_empty() && !is_announce_address(&s.announce_address) {
             problem(
                 "server.announce_address".into(),
                 format!("{:?} is not HOST:PORT", s.announce_address),
             );
         }
-        if s.listen.parse::<SocketAddr>().is_err() {
+        if s.listen.is_empty() && !s.tls.enabled() {
+            problem(
+                "server.listen".into(),
+                "empty, and no TLS listener (server.tls.listen) either: clients could not connect"
+                    .into(),
+            );
+        } else if !s.listen.is_empty() && s.listen.parse::<SocketAddr>().is_err() {
             problem(
                 "server.listen".into(),
                 format!("{:?} is not an IP:port address", s.listen),
@@ -341,6 +347,7 @@ impl Config {
                 backend::validate_backend(section, name, c, &mut problems);
             }
         }
+        tls::validate_server_tls(&self.server.tls, &mut problems);
         routing::validate_routing(self, &mut problems);
         problems
     }
@@ -360,6 +367,13 @@ impl Config {
         };
         section.entry(DEFAULT_CLUSTER.to_string()).or_default()
     }
+}
+
+/// `HOST:PORT` as announced to clients: a non-empty host without spaces and a port above 0.
+fn is_announce_address(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 /// Whether an environment variable is meant as configuration: `RESPGATE_<SECTION>__<KEY>`.

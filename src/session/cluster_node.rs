@@ -19,11 +19,9 @@ pub(super) fn command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Opt
     };
     let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
     let mut out = ReplyBuf::new(state.protocol);
-    let announced = Announced::for_client(
-        &proxy.config.server.announce_address,
-        proxy.listen_addr,
-        state.handle().local,
-    );
+    let local = state.handle().local;
+    let (configured, listen) = proxy.listener_of(local);
+    let announced = Announced::for_client(configured, listen, local);
     let ip = announced.ip.to_string();
     let port = i64::from(announced.port);
     let node_id = announced.node_id.as_str();
