@@ -13,6 +13,8 @@ use respgate::protocol::Protocol;
 pub struct Proxy {
     /// The port clients connect to.
     pub port: u16,
+    /// The TLS listener's port ([`Proxy::start_with_tls`]); 0 without one.
+    pub tls_port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -63,9 +65,27 @@ impl Proxy {
     /// Starts a proxy with `config` (its listen address is ignored) without waiting for the
     /// topology.
     pub fn start_with(config: Config) -> Proxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        Proxy::launch(config, false)
+    }
+
+    /// Like [`Proxy::start_with`], with a TLS listener on a free port beside the plain one
+    /// (`config.server.tls` gives its certificate; its `listen` address is ignored).
+    pub fn start_with_tls(config: Config) -> Proxy {
+        Proxy::launch(config, true)
+    }
+
+    fn launch(config: Config, tls: bool) -> Proxy {
+        let bind = || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            listener.set_nonblocking(true).expect("nonblocking");
+            listener
+        };
+        let listener = bind();
         let port = listener.local_addr().expect("local addr").port();
-        listener.set_nonblocking(true).expect("nonblocking");
+        let tls_listener = tls.then(bind);
+        let tls_port = tls_listener
+            .as_ref()
+            .map_or(0, |l| l.local_addr().expect("local addr").port());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -75,7 +95,13 @@ impl Proxy {
                 .expect("runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                respgate::run(listener, config, async {
+                let tls = tls_listener
+                    .map(|l| tokio::net::TcpListener::from_std(l).expect("TLS listener"));
+                let listeners = respgate::Listeners {
+                    plain: Some(listener),
+                    tls,
+                };
+                respgate::serve(listeners, config, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -85,6 +111,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            tls_port,
             stop: Some(stop),
             thread: Some(thread),
         }
