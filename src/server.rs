@@ -29,8 +29,8 @@ pub struct Listeners {
     pub tls: Option<TcpListener>,
 }
 
-/// The TLS listener's settings, as each accepted connection needs them.
-#[derive(Clone)]
+/// The TLS listener's settings, as each accepted connection needs them (shared: a plain
+/// client's task carries one pointer for them).
 struct TlsSide {
     config: Arc<Reloading<rustls::ServerConfig>>,
     handshake_timeout: Duration,
@@ -97,10 +97,10 @@ pub async fn serve(
     let tls = TlsConfigs::load(&config)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let tls_side = match (&listeners.tls, &tls.listener) {
-        (Some(_), Some(reloading)) => Some(TlsSide {
+        (Some(_), Some(reloading)) => Some(Arc::new(TlsSide {
             config: Arc::clone(reloading),
             handshake_timeout: Duration::from_millis(config.server.tls.handshake_timeout_ms),
-        }),
+        })),
         (Some(_), None) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -242,7 +242,7 @@ async fn handshake(
 }
 
 /// Tells a client over the limit so, as Redis does, and closes it.
-async fn refuse(stream: TcpStream, tls: Option<TlsSide>) {
+async fn refuse(stream: TcpStream, tls: Option<Arc<TlsSide>>) {
     const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
     async fn say(mut stream: impl AsyncWrite + Unpin) {
         let _ = stream.write_all(REFUSAL).await;
@@ -264,7 +264,7 @@ fn accept(
     proxy: &Arc<Proxy>,
     workers: &Workers,
     keepalive_s: u64,
-    tls: Option<&TlsSide>,
+    tls: Option<&Arc<TlsSide>>,
 ) {
     let tls = tls.cloned();
     let stats = &proxy.stats;
@@ -298,16 +298,21 @@ fn accept(
         async move {
             debug!("client connected");
             match TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    // The handshake runs here, on the worker, not on the accept loop.
-                    let stream = match &tls {
-                        None => Some(ClientStream::Tcp(stream)),
-                        Some(tls) => handshake(stream, tls).await.map(ClientStream::Tls),
-                    };
-                    if let Some(stream) = stream {
+                // Every client's task is as large as its largest state, so TLS must not add
+                // to the plain path's: the handshake (rustls's state) is boxed, and it runs
+                // here, on the worker, not on the accept loop.
+                Ok(stream) => match &tls {
+                    None => {
+                        let stream = ClientStream::Tcp(stream);
                         session::serve(stream, peer, Arc::clone(&proxy)).await;
                     }
-                }
+                    Some(tls) => {
+                        if let Some(stream) = Box::pin(handshake(stream, tls)).await {
+                            let stream = ClientStream::Tls(stream);
+                            session::serve(stream, peer, Arc::clone(&proxy)).await;
+                        }
+                    }
+                },
                 Err(error) => debug!(%error, "cannot register the client socket"),
             }
             proxy

@@ -124,7 +124,9 @@ impl ClientStream {
                 let _ = stream.shutdown().await;
             }
             ClientStream::Tls(stream) => {
-                let _ = tokio::time::timeout(TLS_CLOSE_TIMEOUT, stream.shutdown()).await;
+                // Boxed: the timer would otherwise size every session's future.
+                let closing = Box::pin(tokio::time::timeout(TLS_CLOSE_TIMEOUT, stream.shutdown()));
+                let _ = closing.await;
             }
         }
     }
