@@ -11,7 +11,6 @@ use crate::clients::ClientRegistry;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::keyspace::{BackendId, RouteTable};
-use crate::tls::TlsConfigs;
 use crate::workers::WorkerSet;
 use arc_swap::ArcSwap;
 
@@ -55,23 +54,19 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster,
-    /// with backend connections for each of `workers`, over TLS where `tls` says so. `listen`
-    /// holds the address clients connect to and the TLS listener's, if any.
+    /// with backend connections for each of `workers`. `listen` holds the address clients
+    /// connect to and the TLS listener's, if any.
     pub fn new(
         config: Config,
         listen: (SocketAddr, Option<SocketAddr>),
         shutdown: watch::Receiver<bool>,
         workers: WorkerSet,
-        tls: &TlsConfigs,
     ) -> Arc<Proxy> {
         let list = config.backend_list();
         let names: Vec<String> = list.iter().map(|(name, _)| name.clone()).collect();
         let backends = list
             .into_iter()
-            .map(|(name, c)| {
-                let connector = tls.connector(&name, &c);
-                Cluster::with_connector(&name, c, workers.clone(), connector)
-            })
+            .map(|(name, c)| Cluster::new(&name, c, workers.clone()))
             .collect();
         let (listen_addr, tls_listen_addr) = listen;
         let routes = ArcSwap::from_pointee(RouteTable::from_config(&config, &names));

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, debug_span, info, warn};
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::session::{self, ClientStream};
-use crate::tls::{Reloading, TlsConfigs};
+use crate::tls::Reloading;
 use crate::workers::Workers;
 
 /// The sockets clients connect to: plain, TLS, or both.
@@ -80,6 +80,7 @@ pub fn bind_configured(addr: &str, backlog: u32, key: &str) -> std::io::Result<T
 
 /// Serves clients on `listeners` until `shutdown` completes. The TLS listener's certificate
 /// and every TLS backend's files are loaded first: a file that does not load stops the start.
+/// They are read again when they change (see [`crate::tls`]).
 pub async fn serve(
     listeners: Listeners,
     config: Config,
@@ -94,11 +95,14 @@ pub async fn serve(
             "no listener: server.listen and server.tls.listen are both empty",
         ));
     };
-    let tls = TlsConfigs::load(&config)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    let tls_side = match (&listeners.tls, &tls.listener) {
+    let invalid = |e: crate::tls::TlsError| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+    };
+    crate::tls::check_backends(&config).map_err(invalid)?;
+    let tls_config = crate::tls::listener(&config).map_err(invalid)?;
+    let tls_side = match (&listeners.tls, tls_config) {
         (Some(_), Some(reloading)) => Some(Arc::new(TlsSide {
-            config: Arc::clone(reloading),
+            config: reloading,
             handshake_timeout: Duration::from_millis(config.server.tls.handshake_timeout_ms),
         })),
         (Some(_), None) => {
@@ -111,18 +115,12 @@ pub async fn serve(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let reload_interval = Duration::from_millis(config.server.tls.reload_interval_ms);
     let proxy = Proxy::new(
         config,
         (local, tls_addr),
         stop_rx.clone(),
         workers.set().clone(),
-        &tls,
     );
-    let reloader = {
-        let stop_rx = stop_rx.clone();
-        tokio::spawn(async move { tls.reload_every(reload_interval, stop_rx).await })
-    };
     let refreshers: Vec<_> = proxy
         .backends
         .iter()
@@ -194,7 +192,6 @@ pub async fn serve(
     for r in refreshers {
         let _ = r.await;
     }
-    let _ = reloader.await;
     // Ends the worker threads, and with them the backend connections.
     drop(workers);
     info!("stopped");

@@ -15,20 +15,20 @@ use common::proxy::{Proxy, config_for};
 use common::tls::{CertFiles, NodeTls, TestCa, TlsClient, client_config, replace};
 use respgate::config::{Config, DEFAULT_CLUSTER, ServerTlsConfig};
 
-/// How long a reload may take to show, with the tests' 100 ms reload interval.
+/// How long a reload may take to show: files are looked at once a second at most, when a
+/// handshake needs them.
 const RELOAD_WAIT: Duration = Duration::from_secs(15);
 
 fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// `[server.tls]` serving `listener`, checking its files every 100 ms.
+/// `[server.tls]` serving `listener`.
 fn listener_config(listener: &CertFiles) -> ServerTlsConfig {
     ServerTlsConfig {
         listen: "127.0.0.1:0".into(),
         cert_file: path(&listener.cert),
         key_file: path(&listener.key),
-        reload_interval_ms: 100,
         ..ServerTlsConfig::default()
     }
 }
@@ -249,6 +249,28 @@ fn wait_for_certificate(port: u16, config: &std::sync::Arc<rustls::ClientConfig>
     }
 }
 
+/// Connects new clients until the proxy has refused a changed file (the files are looked at
+/// when a handshake needs them); returns a client connected after that.
+fn wait_for_refusal(
+    port: u16,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    admin_port: u16,
+) -> TlsClient {
+    let before = reloads(admin_port, "refused");
+    let deadline = Instant::now() + RELOAD_WAIT;
+    loop {
+        drop(TlsClient::connect(port, config).unwrap());
+        if reloads(admin_port, "refused") > before {
+            return TlsClient::connect(port, config).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the changed file was never looked at"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The DER of the first certificate in the PEM file `cert`.
 fn der(cert: &Path) -> Vec<u8> {
     use rustls::pki_types::CertificateDer;
@@ -286,31 +308,13 @@ fn a_rotated_certificate_serves_new_clients_while_connected_ones_stay() {
     assert_eq!(connected.server_certificate(), first);
 
     // A certificate file that does not parse is refused: the rotated one stays in force.
-    let refused_before = reloads(admin_port, "refused");
     replace(&listener.cert, b"-----BEGIN CERTIFICATE-----\nnot base64\n");
-    let deadline = Instant::now() + RELOAD_WAIT;
-    while reloads(admin_port, "refused") == refused_before {
-        assert!(
-            Instant::now() < deadline,
-            "the broken file was never looked at"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let after = TlsClient::connect(proxy.tls_port, &trusting).unwrap();
+    let after = wait_for_refusal(proxy.tls_port, &trusting, admin_port);
     assert_eq!(after.server_certificate(), second);
     // So is a key that is not the certificate's.
-    let refused_before = reloads(admin_port, "refused");
     let other = ca.issue("other", &["127.0.0.1"]);
     replace(&listener.cert, &std::fs::read(&other.cert).unwrap());
-    let deadline = Instant::now() + RELOAD_WAIT;
-    while reloads(admin_port, "refused") == refused_before {
-        assert!(
-            Instant::now() < deadline,
-            "the mismatched key was never looked at"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut after = TlsClient::connect(proxy.tls_port, &trusting).unwrap();
+    let mut after = wait_for_refusal(proxy.tls_port, &trusting, admin_port);
     assert_eq!(after.server_certificate(), second);
     assert_eq!(after.command(&["PING"]), b"+PONG\r\n");
     assert_eq!(connected.command(&["PING"]), b"+PONG\r\n");

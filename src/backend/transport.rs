@@ -7,7 +7,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::NodeAddr;
-use crate::tls::Reloading;
+use crate::config::ClusterConfig;
+use crate::tls::{Reloading, client_config};
 
 /// TCP keepalive idle time on node connections: a node that vanished without a FIN (a deleted
 /// pod) is noticed even on a connection with nothing in flight.
@@ -153,23 +154,54 @@ impl Connector for TcpConnector {
 }
 
 /// TLS over [`TcpConnector`]'s sockets, with the backend's configuration as it is when the
-/// connection opens (it is reloaded when its files change).
+/// connection opens: its files are read at the first connection and looked at again (see
+/// [`Reloading`]) when later ones open.
 pub struct TlsConnector {
-    config: Arc<Reloading<rustls::ClientConfig>>,
+    /// `backends.NAME`, for messages.
+    section: String,
+    settings: ClusterConfig,
+    /// Built at the first connection; until then (or while it does not load) each connection
+    /// fails with the reason, naming the key and file.
+    config: Mutex<Option<Arc<Reloading<rustls::ClientConfig>>>>,
     /// The name every node's certificate must be valid for; `None` checks each node's own
     /// host (nodes announce IPs, so their certificates then need IP subject names).
     server_name: Option<ServerName<'static>>,
 }
 
 impl TlsConnector {
-    /// Connects with `config`, checking certificates against `server_name` unless it is
-    /// empty (validated with the configuration: a name that does not parse counts as empty).
-    pub fn new(config: Arc<Reloading<rustls::ClientConfig>>, server_name: &str) -> TlsConnector {
-        let server_name = ServerName::try_from(server_name.to_string()).ok();
+    /// Connects to the nodes of the backend `section` (`backends.NAME`) configured by
+    /// `settings`, checking certificates against its `tls_server_name` unless that is empty
+    /// (validated with the configuration: a name that does not parse counts as empty).
+    pub fn new(section: &str, settings: &ClusterConfig) -> TlsConnector {
         TlsConnector {
-            config,
-            server_name,
+            section: section.into(),
+            server_name: ServerName::try_from(settings.tls_server_name.clone()).ok(),
+            settings: settings.clone(),
+            config: Mutex::new(None),
         }
+    }
+
+    /// The configuration in force, built the first time.
+    fn config(&self) -> io::Result<Arc<rustls::ClientConfig>> {
+        let mut slot = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let reloading = match slot.as_ref() {
+            Some(reloading) => Arc::clone(reloading),
+            None => {
+                let (section, settings) = (self.section.clone(), self.settings.clone());
+                let files = [
+                    &self.settings.tls_ca_file,
+                    &self.settings.tls_cert_file,
+                    &self.settings.tls_key_file,
+                ];
+                let built = Reloading::load(&self.section, &files, move || {
+                    client_config(&section, &settings)
+                })
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                Arc::clone(slot.insert(Arc::new(built)))
+            }
+        };
+        drop(slot);
+        Ok(reloading.current())
     }
 }
 
@@ -185,8 +217,9 @@ impl Connector for TlsConnector {
                     })?
                 }
             };
+            let config = self.config()?;
             let stream = TcpConnector::open(addr).await?;
-            let tls = tokio_rustls::TlsConnector::from(self.config.current())
+            let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, stream)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;

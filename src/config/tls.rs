@@ -28,9 +28,6 @@ pub struct ServerTlsConfig {
     /// `server.announce_address` for the plain one). Empty means the TLS listen address, or the
     /// address the client connected to when listening on a wildcard.
     pub announce_address: String,
-    /// How often every certificate, key and CA file the proxy reads (this section's and each
-    /// backend's) is checked for changes, in milliseconds; 0 never reloads them.
-    pub reload_interval_ms: u64,
 }
 
 impl Default for ServerTlsConfig {
@@ -42,7 +39,6 @@ impl Default for ServerTlsConfig {
             client_ca_file: String::new(),
             handshake_timeout_ms: 10_000,
             announce_address: String::new(),
-            reload_interval_ms: 5_000,
         }
     }
 }

@@ -1,13 +1,23 @@
 //! A configuration built from files and rebuilt when they change: a new build replaces the old
 //! one atomically for whoever loads it next, and a build that fails leaves the old one in place.
+//!
+//! The files are looked at when the configuration is needed (a handshake, a connection to a
+//! node), at most once per [`LOOK_INTERVAL`]: a `stat` per file, nothing beside a handshake's
+//! cost. No task watches them, so a configuration lives exactly as long as what uses it (a
+//! backend's connector, the TLS listener).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use tracing::{info, warn};
 
 use super::TlsError;
+use crate::metrics as m;
+
+/// Least time between two looks at a configuration's files.
+pub const LOOK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What identifies one version of a file: rewriting it in place changes its modification time
 /// (and usually its length); replacing it by a rename changes its inode too.
@@ -35,13 +45,18 @@ impl Stamp {
 /// Builds a configuration from its files.
 type Build<T> = Box<dyn Fn() -> Result<T, TlsError> + Send + Sync>;
 
+/// The files as last looked at, whether that build succeeded or not (a broken file is reported
+/// once, not at every look, and tried again when it changes), and when.
+struct Look {
+    stamps: Vec<Option<Stamp>>,
+    at: Instant,
+}
+
 /// A configuration of type `T` and the files it was built from.
 pub struct Reloading<T> {
     name: String,
     files: Vec<PathBuf>,
-    /// The files as last looked at, whether that build succeeded or not: a broken file is
-    /// reported once, not at every look, and tried again when it changes.
-    stamps: Mutex<Vec<Option<Stamp>>>,
+    look: Mutex<Look>,
     build: Build<T>,
     current: ArcSwap<T>,
 }
@@ -64,46 +79,65 @@ impl<T> Reloading<T> {
         Ok(Reloading {
             name: name.into(),
             files,
-            stamps: Mutex::new(stamps),
+            look: Mutex::new(Look {
+                stamps,
+                at: Instant::now(),
+            }),
             build: Box::new(build),
             current: ArcSwap::from_pointee(first),
         })
     }
 
-    /// The configuration in force.
+    /// The configuration in force, after a look at the files if [`LOOK_INTERVAL`] has passed
+    /// since the last one. A rebuild is logged and counted in `respgate_tls_reloads_total`;
+    /// so is a refusal, with the file at fault.
     pub fn current(&self) -> Arc<T> {
+        // Whoever finds another caller looking goes on with the configuration in force.
+        if let Ok(mut look) = self.look.try_lock()
+            && look.at.elapsed() >= LOOK_INTERVAL
+        {
+            look.at = Instant::now();
+            match self.rebuild_if_changed(&mut look.stamps) {
+                Ok(false) => {}
+                Ok(true) => {
+                    info!(
+                        config = %self.name,
+                        "TLS files changed; new handshakes use them, open connections keep theirs"
+                    );
+                    metrics::counter!(m::TLS_RELOADS, "result" => "ok").increment(1);
+                }
+                Err(error) => {
+                    warn!(
+                        config = %self.name,
+                        %error,
+                        "TLS files changed but do not load; refused, the previous ones stay in force"
+                    );
+                    metrics::counter!(m::TLS_RELOADS, "result" => "refused").increment(1);
+                }
+            }
+        }
         self.current.load_full()
     }
-}
 
-/// A [`Reloading`] of any type, for the loop that looks at them all.
-pub trait Reload: Send + Sync {
-    /// The configuration's name, as in the configuration file (`server.tls`, `backends.NAME`).
-    fn name(&self) -> &str;
-
-    /// Rebuilds the configuration when a file changed since the last look: `Ok(true)` when
-    /// the new one is in force, `Ok(false)` when nothing changed, an error when the files do
-    /// not load (the old configuration stays).
-    fn reload_if_changed(&self) -> Result<bool, TlsError>;
-}
-
-impl<T: Send + Sync> Reload for Reloading<T> {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn reload_if_changed(&self) -> Result<bool, TlsError> {
+    /// Rebuilds the configuration when a file changed since `stamps`: `Ok(true)` when the new
+    /// one is in force, `Ok(false)` when nothing changed, an error when the files do not load
+    /// (the old configuration stays).
+    fn rebuild_if_changed(&self, stamps: &mut Vec<Option<Stamp>>) -> Result<bool, TlsError> {
         let now: Vec<Option<Stamp>> = self.files.iter().map(Stamp::of).collect();
-        {
-            let mut stamps = self.stamps.lock().unwrap_or_else(|p| p.into_inner());
-            if *stamps == now {
-                return Ok(false);
-            }
-            *stamps = now;
+        if *stamps == now {
+            return Ok(false);
         }
+        *stamps = now;
         let fresh = (self.build)()?;
         self.current.store(Arc::new(fresh));
         Ok(true)
+    }
+
+    /// Looks at the files now, whatever the interval (for tests).
+    #[cfg(test)]
+    fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let mut look = self.look.lock().unwrap_or_else(|p| p.into_inner());
+        self.rebuild_if_changed(&mut look.stamps)
     }
 }
 
@@ -129,7 +163,7 @@ mod tests {
         let file = path.to_string_lossy().into_owned();
         let p = path.clone();
         let r = Reloading::load("test", &[&file, &String::new()], move || number(&p)).unwrap();
-        assert_eq!(*r.current(), 1);
+        assert_eq!(*r.current.load_full(), 1);
         assert!(!r.reload_if_changed().unwrap(), "nothing changed");
 
         // A rename, as `kubectl` and most deployment tools replace files.
@@ -137,17 +171,17 @@ mod tests {
         std::fs::write(&next, "2").unwrap();
         std::fs::rename(&next, &path).unwrap();
         assert!(r.reload_if_changed().unwrap());
-        assert_eq!(*r.current(), 2);
+        assert_eq!(*r.current.load_full(), 2);
 
         std::fs::write(&next, "broken").unwrap();
         std::fs::rename(&next, &path).unwrap();
         assert!(r.reload_if_changed().is_err());
-        assert_eq!(*r.current(), 2, "the previous build stays");
+        assert_eq!(*r.current.load_full(), 2, "the previous build stays");
         assert!(!r.reload_if_changed().unwrap(), "reported once");
 
         std::fs::write(&next, "3").unwrap();
         std::fs::rename(&next, &path).unwrap();
         assert!(r.reload_if_changed().unwrap());
-        assert_eq!(*r.current(), 3);
+        assert_eq!(*r.current.load_full(), 3);
     }
 }
