@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the per-request hot paths: request decoding, slot hashing, routing
 //! one command (lookup, keys, slot), a key through the route table, and framing a backend reply.
 //! The `*_in_1k_reads` cases feed the input 1 KB at a time, as a slow peer would, to show that
-//! resuming costs nothing extra.
+//! resuming costs nothing extra. `acl/*` measure the permission check of a restricted user
+//! (sessions of unrestricted users, and every session of a proxy without `[users]`, skip it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -255,8 +256,55 @@ fn encode_and_frame(c: &mut Criterion) {
     });
 }
 
+/// The permission check of a restricted user on `GET`: beside `route/get`, what a restricted
+/// user adds to a request (a second lookup, the command's bit, the key against the patterns).
+fn acl(c: &mut Criterion) {
+    use respgate::acl::{Glob, Users};
+    use respgate::config::{ClusterConfig, Config, UserConfig};
+    let mut config = Config::default();
+    config.backends.insert(
+        "main".into(),
+        ClusterConfig {
+            seeds: vec!["127.0.0.1:7000".into()],
+            ..ClusterConfig::default()
+        },
+    );
+    config.users.insert(
+        "app".into(),
+        UserConfig {
+            passwords: vec!["pw".into()],
+            commands: "+@all -@dangerous".into(),
+            keys: vec!["~tenant:*".into(), "~user:*:profile".into()],
+            ..UserConfig::default()
+        },
+    );
+    let users = Users::compile(&config, &|_| None).expect("users");
+    let mut table = table();
+    table.grant(&users);
+    let user = users.all().iter().find(|u| u.name == "app").expect("app");
+    let routes = RouteTable::single(BackendId(0));
+    let args: Vec<Bytes> = ["GET", "user:1000:profile"]
+        .iter()
+        .map(|s| Bytes::from(*s))
+        .collect();
+    let mut scratch = Vec::new();
+    c.bench_function("acl/get_restricted", |b| {
+        b.iter(|| {
+            let Lookup::Found(spec) = table.lookup(black_box(&args)) else {
+                panic!("get is known");
+            };
+            black_box(user.check(spec, &args, &routes, &mut scratch).is_ok())
+        })
+    });
+    let glob = Glob::new(b"user:*:profile");
+    c.bench_function("acl/glob_star_middle", |b| {
+        b.iter(|| black_box(glob.matches(black_box(b"user:1000:profile"))))
+    });
+}
+
 criterion_group!(
     benches,
+    acl,
     decode,
     slot,
     route,

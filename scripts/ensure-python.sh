@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Makes the Python virtual environment the integration tests use (tests/wire.rs runs
-# tests/python/*.py with it): .venv-tests/ in the repository (gitignored), with the pinned packages
-# of tests/python/requirements.txt. Installs python3 and python3-venv with apt-get when python3 is
-# missing or cannot make a virtual environment. Idempotent, and silent when the environment is
+# Makes the Python virtual environment the integration tests use (tests/clients.rs runs
+# tests/clients/python/*.py with it): .venv-tests/ in the repository (gitignored), with the
+# pinned packages of tests/clients/python/requirements.txt. Installs python3 and python3-venv
+# with apt-get when python3 is missing or cannot make a virtual environment. Idempotent, and silent when the environment is
 # already up to date: it is rebuilt only when requirements.txt changed since it was made.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 venv=.venv-tests
-requirements=tests/python/requirements.txt
+requirements=tests/clients/python/requirements.txt
 # A copy of the requirements the environment was built from: equal means nothing to do.
 stamp=$venv/requirements.installed
 

@@ -18,6 +18,12 @@ step "python3 and the pinned redis-py the integration tests drive (.venv-tests)"
 bash scripts/ensure-python.sh
 .venv-tests/bin/python -c 'import redis, sys; print("redis-py", redis.__version__, "on Python", sys.version.split()[0])'
 
+step "Node.js and the pinned ioredis and node-redis the integration tests drive (.node-tests)"
+bash scripts/ensure-node.sh
+(cd tests/clients/node && ../../../.node-tests/node -e \
+  'const p = (n) => require(n + "/package.json").version;
+   console.log("ioredis", p("ioredis"), "node-redis", p("redis"), "on Node.js", process.version)')
+
 step "cargo fmt --check"
 cargo fmt --check
 
@@ -26,6 +32,9 @@ cargo clippy --all-targets -- -D warnings
 
 step "cargo build --all-targets"
 cargo build --all-targets
+
+step "deploy/: every Kubernetes overlay rendered, validated and run offline (scripts/check-deploy.sh)"
+bash scripts/check-deploy.sh
 
 # Doc tests before the main run, so the test runner's summary is the last thing printed.
 step "cargo test --doc"

@@ -1,5 +1,7 @@
 //! The operator's side door: a small HTTP listener with `/metrics` (Prometheus text), `/ready`
-//! (200 once every cluster serves every slot, for a readiness probe) and `/live`.
+//! (200 once every cluster serves every slot, for a readiness probe), `/live`, `/config` (the
+//! configuration in force as TOML, every secret redacted) and `POST /reload` (see
+//! [`crate::reload`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,6 +14,7 @@ use tracing::{debug, info, warn};
 use crate::cluster::SLOT_COUNT;
 use crate::metrics as m;
 use crate::proxy::Proxy;
+use crate::reload::{Outcome, Reloader, Trigger};
 
 /// Longest HTTP request head read.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -31,19 +34,23 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    reloader: Arc<Reloader>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let handle = metrics_handle();
     if let Ok(addr) = listener.local_addr() {
-        info!(listen = %addr, "admin endpoints listening (/metrics, /ready, /live)");
+        info!(listen = %addr, "admin endpoints listening (/metrics, /ready, /live, /config, POST /reload)");
     }
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let proxy = Arc::clone(&proxy);
+                    let reloader = Arc::clone(&reloader);
                     tokio::spawn(async move {
-                        if let Err(error) = answer(stream, &proxy, handle).await {
+                        if let Err(error) = answer(stream, &reloader, handle).await {
                             debug!(%error, "admin request failed");
                         }
                     });
@@ -64,19 +71,32 @@ fn publish(proxy: &Proxy) {
     metrics::counter!(m::COMMANDS).absolute(stats.total_commands.load(Relaxed));
     metrics::counter!(m::CLIENT_CONNECTIONS).absolute(stats.total_connections.load(Relaxed));
     metrics::gauge!(m::CLIENTS_CONNECTED).set(stats.connected_clients.load(Relaxed) as f64);
-    for cluster in &proxy.backends {
+    for cluster in proxy.snapshot().backends() {
         let map = cluster.slot_map();
         let name = cluster.name().to_string();
         metrics::gauge!(m::SLOTS_SERVED, "backend" => name.clone()).set(map.slots_served() as f64);
         metrics::gauge!(m::MASTERS, "backend" => name).set(map.masters().len() as f64);
     }
+    let reloads = &proxy.reloads;
+    metrics::gauge!(m::CONFIG_GENERATION).set(proxy.generation() as f64);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD).set(reloads.last_unix.load(Relaxed) as f64);
+    metrics::gauge!(m::CONFIG_LAST_RELOAD_OK).set(if reloads.last_status() == "failed" {
+        0.0
+    } else {
+        1.0
+    });
+    // Both outcomes are listed from the start, so that a rate over them is defined.
+    for outcome in ["ok", "failed"] {
+        metrics::counter!(m::CONFIG_RELOADS, "outcome" => outcome).increment(0);
+    }
 }
 
 async fn answer(
     mut stream: TcpStream,
-    proxy: &Proxy,
+    reloader: &Reloader,
     metrics: &PrometheusHandle,
 ) -> std::io::Result<()> {
+    let proxy = reloader.proxy();
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
@@ -89,16 +109,39 @@ async fn answer(
         head.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
     let line = String::from_utf8_lossy(&head);
-    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or("GET");
+    let path = words.next().unwrap_or("/");
     let (status, body) = match path {
+        "/reload" if method == "POST" => {
+            let outcome = reloader.try_reload(Trigger::Http).await;
+            let status = match &outcome {
+                Outcome::Applied { .. } | Outcome::Unchanged { .. } => "200 OK",
+                Outcome::Refused { .. } => "400 Bad Request",
+                Outcome::Busy => "409 Conflict",
+            };
+            (status, outcome.report())
+        }
+        "/reload" => (
+            "405 Method Not Allowed",
+            "POST /reload reloads the configuration\n".to_string(),
+        ),
         "/metrics" => {
             publish(proxy);
             ("200 OK", metrics.render())
         }
         "/live" => ("200 OK", "live\n".to_string()),
+        "/config" => match proxy.config().to_redacted_toml() {
+            Ok(text) => ("200 OK", text),
+            Err(error) => (
+                "500 Internal Server Error",
+                format!("the configuration could not be shown: {error}\n"),
+            ),
+        },
         "/ready" => {
-            let unready: Vec<&str> = proxy
-                .backends
+            let snapshot = proxy.snapshot();
+            let unready: Vec<&str> = snapshot
+                .backends()
                 .iter()
                 .filter(|c| c.slot_map().slots_served() < usize::from(SLOT_COUNT))
                 .map(|c| c.name())
@@ -114,7 +157,7 @@ async fn answer(
         }
         _ => (
             "404 Not Found",
-            "try /metrics, /ready or /live\n".to_string(),
+            "try /metrics, /ready, /live, /config or POST /reload\n".to_string(),
         ),
     };
     let response = format!(

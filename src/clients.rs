@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+
+use crate::backend::NodeAddr;
+use crate::keyspace::BackendId;
 
 /// What `CLIENT LIST` shows of a client that changes while it is connected.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +23,23 @@ pub struct ClientDetails {
     pub lib_ver: Option<Bytes>,
     /// 2 or 3.
     pub resp: u8,
+    /// The user it is logged in as; `None` before it has (shown as `default`, as Redis does).
+    pub user: Option<std::sync::Arc<str>>,
+    /// The full name of the last command (`client|list`), as `CLIENT LIST` shows it in `cmd=`;
+    /// `None` before the first.
+    pub cmd: Option<Box<str>>,
+}
+
+/// Where a client's blocking command waits: the node that holds it, and how that node knows
+/// the client's own connection, so `CLIENT UNBLOCK` can be passed on.
+#[derive(Debug, Clone)]
+pub struct BlockedOn {
+    /// The backend of the node.
+    pub backend: BackendId,
+    /// The node the command waits on.
+    pub node: NodeAddr,
+    /// The node's `CLIENT ID` of the client's own connection, when the node told it.
+    pub node_client_id: Option<i64>,
 }
 
 /// One connected client.
@@ -40,12 +60,18 @@ pub struct ClientHandle {
     pub owed_bytes: AtomicU64,
     /// Name, library, protocol, last command.
     pub details: Mutex<ClientDetails>,
+    /// Commands queued since `MULTI`, or -1 outside a transaction (`multi=` in `CLIENT LIST`).
+    pub multi: AtomicI64,
+    /// Set while a blocking command waits on a node: `blocked_clients` in `INFO`, flag `b` in
+    /// `CLIENT LIST`, and where `CLIENT UNBLOCK` goes.
+    pub blocked: Mutex<Option<BlockedOn>>,
     /// Notified to make the session close the connection.
     pub kill: Notify,
 }
 
 impl ClientHandle {
-    /// A line in the format of Redis's `CLIENT LIST`, for the fields that mean something here.
+    /// A line in the format of Redis's `CLIENT LIST`, every field in Redis 7's order; those
+    /// that describe one server's buffers (`qbuf`, `rbs`, ...) are 0, as for an idle client.
     pub fn line(&self) -> String {
         let d = self
             .details
@@ -63,19 +89,55 @@ impl ClientHandle {
                 .last_active_ms
                 .load(Ordering::Relaxed)
                 .min(age.as_millis() as u64);
+        let multi = self.multi.load(Ordering::Relaxed);
+        let mut flags = String::new();
+        if multi >= 0 {
+            flags.push('x');
+        }
+        if self.is_blocked() {
+            flags.push('b');
+        }
+        if flags.is_empty() {
+            flags.push('N');
+        }
+        let omem = self.owed_bytes.load(Ordering::Relaxed);
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 omem={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={flags} db=0 sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
             self.id,
             self.peer,
             self.local,
             text(&d.name),
             age.as_secs(),
             idle / 1000,
-            self.owed_bytes.load(Ordering::Relaxed),
+            d.cmd.as_deref().unwrap_or("NULL"),
+            d.user.as_deref().unwrap_or("default"),
             d.resp.max(2),
             text(&d.lib_name),
             text(&d.lib_ver),
         )
+    }
+
+    /// Whether a blocking command of this client waits on a node now.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked_on().is_some()
+    }
+
+    /// Where this client's blocking command waits, if one does.
+    pub fn blocked_on(&self) -> Option<BlockedOn> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records where this client's blocking command waits (`Some`) or that it is done (`None`).
+    pub fn set_blocked(&self, on: Option<BlockedOn>) {
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = on;
+    }
+
+    /// Records the full name of the command the client sent last, for `cmd=` in `CLIENT LIST`.
+    pub fn set_command(&self, name: &str) {
+        self.details.lock().unwrap_or_else(|p| p.into_inner()).cmd = Some(name.into());
     }
 }
 
@@ -114,6 +176,8 @@ impl ClientRegistry {
                 resp: 2,
                 ..ClientDetails::default()
             }),
+            multi: AtomicI64::new(-1),
+            blocked: Mutex::new(None),
             kill: Notify::new(),
         });
         self.lock().insert(id, Arc::clone(&handle));
@@ -128,6 +192,16 @@ impl ClientRegistry {
         let mut all: Vec<_> = self.lock().values().cloned().collect();
         all.sort_by_key(|c| c.id);
         all
+    }
+
+    /// The client with this id, if connected.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// How many clients have a blocking command waiting on a node (`blocked_clients`).
+    pub fn blocked(&self) -> usize {
+        self.lock().values().filter(|c| c.is_blocked()).count()
     }
 
     /// Bytes of replies owed to all clients together.

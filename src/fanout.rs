@@ -1,9 +1,11 @@
 //! Commands about the whole keyspace, sent to every master and combined: `DBSIZE`, `KEYS`,
 //! `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`, `SCRIPT LOAD/FLUSH/EXISTS`, `FUNCTION LOAD/DELETE/FLUSH`,
-//! `INFO keyspace`, and `SCAN` (one master at a time, the cursor saying which).
+//! and `SCAN` (one master at a time, the cursor saying which).
 //!
 //! Which commands go to every master, and how their replies combine, is the command's
 //! [`Policy`](crate::command::Policy), decided when the command table loads.
+
+mod random_key;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::join_all;
@@ -17,7 +19,7 @@ use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, parse_int, put_decimal};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// How the masters' replies combine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,14 +35,12 @@ pub enum Combine {
     /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`: 1 only where every master
     /// has the script).
     And,
-    /// The first non-null reply (`RANDOMKEY`).
-    AnyNonNull,
+    /// A key from a master chosen at random, weighted by its key count (`RANDOMKEY`).
+    RandomKey,
     /// Arrays merged without repeats (`PUBSUB CHANNELS`).
     Union,
     /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
     SumPairs,
-    /// `INFO keyspace` summed into `# Keyspace`, appended to the proxy's own `INFO` text.
-    Keyspace(String),
 }
 
 /// A command for every master.
@@ -54,6 +54,9 @@ pub struct FanOut {
     pub combine: Combine,
     /// Whether it only reads.
     pub access: Access,
+    /// Whether it goes on each master's control connection: `SCRIPT` and `FUNCTION`, which
+    /// act on the server, so they do not wait behind a script running on a shared connection.
+    pub control: bool,
 }
 
 /// The fan-out of `raw`, a command whose policy is [`Policy::EveryMaster`] with `gather` and
@@ -67,7 +70,7 @@ pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> Fan
         Gather::AllOk => Combine::AllOk,
         Gather::First => Combine::First,
         Gather::And => Combine::And,
-        Gather::AnyNonNull => Combine::AnyNonNull,
+        Gather::RandomKey => Combine::RandomKey,
         Gather::Union => Combine::Union,
         Gather::SumPairs => Combine::SumPairs,
     };
@@ -76,18 +79,7 @@ pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> Fan
         payload: raw.clone(),
         combine,
         access,
-    }
-}
-
-/// `INFO keyspace` from every master, to be appended to `local` (the proxy's own `INFO` text).
-pub fn keyspace(local: String) -> FanOut {
-    let mut payload = BytesMut::new();
-    encode_command(&mut payload, &["INFO", "keyspace"]);
-    FanOut {
-        name: "INFO".into(),
-        payload: payload.freeze(),
-        combine: Combine::Keyspace(local),
-        access: Access::Read,
+        control: spec_name.starts_with("script|") || spec_name.starts_with("function|"),
     }
 }
 
@@ -96,9 +88,9 @@ pub fn keyspace(local: String) -> FanOut {
 /// One master of one backend.
 type Master<'a> = (BackendId, &'a Cluster, Arc<NodePool>);
 
-fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
+pub(crate) fn all_masters(proxy: ProxyRef<'_>) -> Result<Vec<Master<'_>>, Bytes> {
     let mut all = Vec::new();
-    for (index, cluster) in proxy.backends.iter().enumerate() {
+    for (index, cluster) in proxy.backends().iter().enumerate() {
         let backend = BackendId(index as u16);
         let mut masters = cluster.slot_map().masters().to_vec();
         if masters.is_empty() {
@@ -116,26 +108,23 @@ fn all_masters(proxy: &Proxy) -> Result<Vec<Master<'_>>, Bytes> {
 
 /// Sends the command to every master of every backend at once and combines the replies.
 pub async fn run(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     fanout: FanOut,
     protocol: Protocol,
     db: u8,
     affinity: usize,
 ) -> Bytes {
+    if fanout.combine == Combine::RandomKey {
+        return random_key::run(proxy, &fanout.payload, protocol, db, affinity).await;
+    }
     let masters = match all_masters(proxy) {
         Ok(masters) => masters,
         Err(error) => return error,
     };
-    // INFO is read on RESP2 connections whatever the client speaks, so its text is a bulk.
-    let node_protocol = if matches!(fanout.combine, Combine::Keyspace(_)) {
-        Protocol::Resp2
-    } else {
-        protocol
-    };
     let routes = proxy.routes();
     // Keys that come back (`KEYS`, `RANDOMKEY`) from a backend whose route strips a prefix get
     // it back; a `KEYS` pattern that starts with it loses it on the way there.
-    let carries_keys = matches!(fanout.combine, Combine::Concat | Combine::AnyNonNull);
+    let carries_keys = matches!(fanout.combine, Combine::Concat);
     let replies = join_all(masters.into_iter().map(|(backend, cluster, pool)| {
         let prefix = carries_keys
             .then(|| routes.stripped_prefix(backend).cloned())
@@ -148,9 +137,13 @@ pub async fn run(
             let reply = cluster
                 .execute(
                     payload,
-                    Target::Node(pool),
+                    if fanout.control {
+                        Target::Control(pool)
+                    } else {
+                        Target::Node(pool)
+                    },
                     fanout.access,
-                    node_protocol,
+                    protocol,
                     db,
                     affinity,
                 )
@@ -268,40 +261,8 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes 
             }
             out.finish()
         }
-        Combine::AnyNonNull => replies
-            .iter()
-            .zip(&parsed)
-            .find(|(_, p)| !matches!(p, Parsed::Null))
-            .map(|(r, _)| r.clone())
-            .unwrap_or_else(|| {
-                out.null();
-                out.finish()
-            }),
-        Combine::Keyspace(local) => {
-            let mut text = local.clone();
-            if !text.is_empty() {
-                text.push_str("\r\n");
-            }
-            text.push_str("# Keyspace\r\n");
-            let (mut keys, mut expires) = (0i64, 0i64);
-            for reply in replies {
-                let body = String::from_utf8_lossy(reply);
-                for line in body.lines().filter_map(|l| l.strip_prefix("db0:")) {
-                    for field in line.split(',') {
-                        match field.split_once('=') {
-                            Some(("keys", n)) => keys += n.trim().parse::<i64>().unwrap_or(0),
-                            Some(("expires", n)) => expires += n.trim().parse::<i64>().unwrap_or(0),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-            if keys > 0 {
-                text.push_str(&format!("db0:keys={keys},expires={expires},avg_ttl=0\r\n"));
-            }
-            out.verbatim(text.as_bytes());
-            out.finish()
-        }
+        // Run by their own modules, never combined here.
+        Combine::RandomKey => unexpected(fanout),
     }
 }
 
@@ -376,7 +337,7 @@ fn strip_pattern(payload: &Bytes, index: usize, prefix: &[u8]) -> Bytes {
 }
 
 /// A reply of keys (one bulk, or an array of bulks) with `prefix` put back on each key.
-fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Bytes {
+pub(crate) fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Bytes {
     let with_prefix = |element: &[u8]| prefixed_bulk(element, prefix);
     match reply.first() {
         Some(b'$') => with_prefix(reply).map_or_else(|| reply.clone(), Bytes::from),
@@ -430,7 +391,7 @@ const NODE_BITS: u32 = 10;
 /// the master's index (in address order) in its low bits and that master's own cursor above.
 /// A full iteration returns every key once as long as no slot moves meanwhile.
 pub async fn scan(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     args: &[Bytes],
     protocol: Protocol,
     db: u8,

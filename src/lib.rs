@@ -15,18 +15,27 @@
 //!   failover, lost connections, within one retry budget.
 //! - [`multikey`]: splits `MGET`/`MSET`/`DEL`/... across slots and merges the replies.
 //! - [`fanout`]: whole-keyspace commands (`DBSIZE`, `SCAN`, `FLUSHALL`, ...) over every master.
+//! - [`broadcast`]: commands about the servers (`CONFIG SET` to every node, `CONFIG GET` from
+//!   one master, `INFO` from every master) on each node's control connection.
 //! - [`backend`]: connections to nodes. One [`backend::NodeConn`] type owns transport, buffer
 //!   and framing for every use (shared pipelined connections, a client's own, Pub/Sub, the
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
 //!   scripted nodes.
 //!
-//! [`tls`] loads and reloads the certificates of the TLS listener and of TLS backends.
-//! [`config`] holds the typed configuration, [`metrics`] the metric names, [`admin`] the
-//! `/metrics`, `/ready` and `/live` endpoints.
+//! [`acl`] holds the users clients log in as and the permission check a restricted user's
+//! requests pass before anything else. [`config`] holds the typed configuration, [`proxy`] the
+//! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users
+//! among it), [`reload`] puts a new configuration in force without dropping a client,
+//! [`metrics`] has the metric names, [`admin`] the `/metrics`, `/ready`, `/live`, `/config`
+//! and `/reload` endpoints.
+//! [`tls`] loads, and reads again when they change, the certificates of the TLS listener and
+//! of TLS backends.
 
+pub mod acl;
 pub mod admin;
 pub mod announce;
 pub mod backend;
+pub mod broadcast;
 pub mod clients;
 pub mod cluster;
 pub mod command;
@@ -37,10 +46,11 @@ pub mod metrics;
 pub mod multikey;
 pub mod protocol;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod tls;
 pub mod workers;
 
 pub use config::Config;
-pub use server::{Listeners, bind, run, serve};
+pub use server::{Listeners, bind, run, run_with, serve};

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use respgate::config::{Config, ConfigError, Overrides};
+use respgate::reload::{ConfigSource, LogFilter, Trigger};
 use tracing::error;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 // jemalloc, with a background thread that purges freed pages (`start_allocator_purging`), is the
 // allocator because it gives memory back after a burst. Measured in `benches/RESULTS.md`
@@ -70,29 +74,56 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in files, pipes or container logs.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let log_filter = init_logs();
     start_allocator_purging();
-    let config = match Config::load(cli.config.as_deref(), &overrides) {
+    let source = ConfigSource {
+        file: cli.config.clone(),
+        overrides,
+    };
+    let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(2);
         }
     };
-    match serve(config) {
+    if let Err(e) = log_filter(&config.log.level) {
+        error!("log.level: {e}");
+    }
+    match serve(config, source, log_filter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` until the configuration is read. Returns what applies
+/// `log.level` (at start and on every reload): nothing while `RUST_LOG` is set, which wins.
+fn init_logs() -> LogFilter {
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let initial = rust_log
+        .as_deref()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::<EnvFilter, Registry>::new(initial);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours only for a person at a terminal, not in files, pipes or container logs.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .init();
+    Box::new(move |level: &str| {
+        if rust_log.is_some() {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 /// jemalloc returns freed pages to the system only as it decays them (`dirty_decay_ms`, 10 s by
@@ -121,7 +152,7 @@ fn start_allocator_purging() {
 #[cfg(not(feature = "jemalloc"))]
 fn start_allocator_purging() {}
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, source: ConfigSource, log_filter: LogFilter) -> anyhow::Result<()> {
     // This runtime accepts clients, refreshes the topology and serves the admin endpoint;
     // sessions run on `server.threads` worker threads of their own.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -136,9 +167,31 @@ fn serve(config: Config) -> anyhow::Result<()> {
             plain: bind(&config.server.listen, "server.listen")?,
             tls: bind(&config.server.tls.listen, "server.tls.listen")?,
         };
-        respgate::serve(listeners, config, shutdown_signal()).await?;
+        let options = respgate::reload::Options {
+            source: Some(source),
+            log_filter: Some(log_filter),
+            requests: Some(reload_signal()?),
+        };
+        respgate::serve(listeners, config, options, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// A reload request per SIGHUP; several arriving during one reload make one more.
+fn reload_signal() -> std::io::Result<tokio::sync::mpsc::Receiver<Trigger>> {
+    let (requests, received) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let _ = requests.try_send(Trigger::Signal);
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(requests);
+    Ok(received)
 }
 
 /// Completes on SIGINT or SIGTERM.

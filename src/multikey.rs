@@ -15,7 +15,7 @@ use crate::cluster::{Access, Slot, Target};
 use crate::keyspace::{BackendId, Place, RouteTable};
 use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyKind, frame_reply, reply};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// How the parts' replies combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +173,7 @@ fn group_positions<K: Copy + Eq + Hash>(
 
 /// Runs every part at once, each on its backend, and merges the replies.
 pub async fn run(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     split: Split,
     protocol: Protocol,
     db: u8,

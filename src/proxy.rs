@@ -1,18 +1,27 @@
-//! The proxy's shared state: its clusters, counters and identity, handed to every session.
+//! The proxy's shared state, handed to every session: what lives as long as the process
+//! (counters, the client list, identity) and the [`Snapshot`] of the configuration in force with
+//! what is built from it (users, backends, routes), replaced whole by a reload.
+//!
+//! A session pins one snapshot and reads through a [`ProxyRef`]: a request sees one snapshot from
+//! start to end, so a [`BackendId`] always indexes the backends its route table was made for,
+//! and a user's id the users its command table's permissions were granted for.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
+use crate::acl::Users;
 use crate::clients::ClientRegistry;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Lifeline};
+use crate::command::CommandTable;
 use crate::config::Config;
 use crate::keyspace::{BackendId, RouteTable};
-use crate::workers::WorkerSet;
-use arc_swap::ArcSwap;
+use crate::reload::ReloadStats;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -27,67 +36,103 @@ pub struct ProxyStats {
     pub rejected_connections: AtomicU64,
     /// Clients closed for overcoming their output limit.
     pub closed_by_output_limit: AtomicU64,
+    /// Failed logins (`acl_access_denied_auth`).
+    pub auth_failures: AtomicU64,
+    /// Requests refused for their command (`acl_access_denied_cmd`).
+    pub denied_commands: AtomicU64,
+    /// Requests refused for a key, or the backend a key or command reaches
+    /// (`acl_access_denied_key`).
+    pub denied_keys: AtomicU64,
+    /// Requests refused for a channel (`acl_access_denied_channel`).
+    pub denied_channels: AtomicU64,
 }
 
-/// State shared by all sessions.
-pub struct Proxy {
-    /// The configuration in force.
+/// A backend, with the lifeline of its background tasks.
+pub type RunningBackend = (Arc<Cluster>, Arc<Lifeline>);
+
+/// The configuration in force and what is built from it, immutable: a reload makes a new one.
+///
+/// Whatever else is derived from the configuration belongs here too, so that it changes with
+/// it in one step: the users of `[users.*]` and the permissions recorded for them on the
+/// command table ([`Snapshot::commands`]).
+pub struct Snapshot {
+    /// The configuration.
     pub config: Config,
-    /// The backends, in name order: a backend's index is its [`BackendId`].
-    pub backends: Vec<Arc<Cluster>>,
-    /// Which keys go to which backend; swapped whole on reload.
-    routes: ArcSwap<RouteTable>,
-    /// Counters.
-    pub stats: ProxyStats,
-    /// When the proxy started.
-    pub started: Instant,
-    /// The address clients connect to: the plain listener's, else the TLS listener's.
-    pub listen_addr: SocketAddr,
-    /// The TLS listener's address, when there is one.
-    pub tls_listen_addr: Option<SocketAddr>,
-    /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
-    pub clients: Arc<ClientRegistry>,
-    /// Turns true when the proxy shuts down: sessions finish what they owe and close.
-    pub shutdown: watch::Receiver<bool>,
-    next_client_id: AtomicU64,
+    /// The users clients log in as, compiled from `config` (passwords read from their files
+    /// and variables when the snapshot was made).
+    users: Users,
+    /// Whether any user is restricted: only then do command tables carry permissions.
+    restricted_users: bool,
+    /// The command table with the permissions of `users` recorded on it, made the first time
+    /// a request needs it (a backend loads its table after the snapshot is made), and again
+    /// if the table it came from changes.
+    granted: ArcSwapOption<Granted>,
+    /// The backends, in name order: a backend's index is its [`BackendId`] in `routes`.
+    backends: Vec<Arc<Cluster>>,
+    /// Keep the backends' topology refreshers running while a snapshot names them; shared with
+    /// the other snapshots that hold the same backends.
+    lifelines: Vec<Arc<Lifeline>>,
+    /// Which keys go to which of `backends`.
+    routes: RouteTable,
+    /// 1 for the configuration the proxy started with, one more at each reload that changed it.
+    pub generation: u64,
 }
 
-impl Proxy {
-    /// Builds the shared state for `config`, creating one [`Cluster`] per configured cluster,
-    /// with backend connections for each of `workers`. `listen` holds the address clients
-    /// connect to and the TLS listener's, if any.
+/// A backend's command table, and the copy of it that records which users may run each
+/// command.
+struct Granted {
+    source: Arc<CommandTable>,
+    table: Arc<CommandTable>,
+}
+
+impl Snapshot {
+    /// A snapshot of `config`, with its compiled `users`, over `backends` (each with its
+    /// lifeline), which must be `config.backend_list()` in order.
     pub fn new(
         config: Config,
-        listen: (SocketAddr, Option<SocketAddr>),
-        shutdown: watch::Receiver<bool>,
-        workers: WorkerSet,
-    ) -> Arc<Proxy> {
-        let list = config.backend_list();
-        let names: Vec<String> = list.iter().map(|(name, _)| name.clone()).collect();
-        let backends = list
-            .into_iter()
-            .map(|(name, c)| Cluster::new(&name, c, workers.clone()))
-            .collect();
-        let (listen_addr, tls_listen_addr) = listen;
-        let routes = ArcSwap::from_pointee(RouteTable::from_config(&config, &names));
-        Arc::new(Proxy {
+        users: Users,
+        backends: Vec<RunningBackend>,
+        generation: u64,
+    ) -> Snapshot {
+        let (backends, lifelines): (Vec<_>, Vec<_>) = backends.into_iter().unzip();
+        let names: Vec<String> = backends.iter().map(|c| c.name().to_string()).collect();
+        let routes = RouteTable::from_config(&config, &names);
+        // The users and what is derived from them (a user's backends by id, the permissions
+        // recorded on the command table) belong to the snapshot beside the routes, so that a
+        // reload replaces them in the same step and a request sees one consistent set. The
+        // users are compiled by the caller, before any backend starts: compiling reads files
+        // and can fail, and a reload that fails must start nothing.
+        Snapshot {
             config,
+            restricted_users: users.any_restricted(),
+            users,
+            granted: ArcSwapOption::empty(),
             backends,
+            lifelines,
             routes,
-            stats: ProxyStats::default(),
-            started: Instant::now(),
-            listen_addr,
-            tls_listen_addr,
-            clients: Arc::new(ClientRegistry::default()),
-            shutdown,
-            next_client_id: AtomicU64::new(1),
-        })
+            generation,
+        }
+    }
+
+    /// Each backend with its lifeline, for a reload to carry the unchanged ones over.
+    pub fn running(&self) -> impl Iterator<Item = (&Arc<Cluster>, &Arc<Lifeline>)> {
+        self.backends.iter().zip(&self.lifelines)
+    }
+
+    /// The backends; a backend's index is its [`BackendId`].
+    pub fn backends(&self) -> &[Arc<Cluster>] {
+        &self.backends
+    }
+
+    /// Which keys go to which backend.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
     }
 
     /// The backend of keys no route matches, and of keyless commands.
     pub fn default_cluster(&self) -> Option<&Arc<Cluster>> {
         self.backends
-            .get(self.routes.load().default_backend().index())
+            .get(self.routes.default_backend().index())
             .or_else(|| self.backends.first())
     }
 
@@ -99,36 +144,257 @@ impl Proxy {
             .or_else(|| self.default_cluster())
     }
 
-    /// The route table in force. A guard, not a clone of the `Arc`: every routed request
-    /// reads it, and a guard costs no reference-count traffic shared across worker threads.
-    pub fn routes(&self) -> arc_swap::Guard<Arc<RouteTable>> {
-        self.routes.load()
+    /// The id of the backend called `name`.
+    pub fn backend_id(&self, name: &str) -> Option<BackendId> {
+        self.backends
+            .iter()
+            .position(|c| c.name() == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(BackendId)
     }
 
-    /// The command table: the first backend's that has loaded one (every backend runs Redis,
-    /// whose commands are the same).
-    pub fn commands(&self) -> Option<Arc<crate::command::CommandTable>> {
-        self.default_cluster()
+    /// The id here of backend `id` of `older`, if it carried over to this snapshot: the same
+    /// cluster, under the same name (its connections and what was sent on them are the same).
+    pub fn carried_over(&self, older: &Snapshot, id: BackendId) -> Option<BackendId> {
+        let cluster = older.backends.get(id.index())?;
+        let here = self.backend_id(cluster.name())?;
+        self.backends
+            .get(here.index())
+            .filter(|c| Arc::ptr_eq(c, cluster))
+            .map(|_| here)
+    }
+
+    /// The users clients log in as.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    /// The command table: the default backend's, or the first other backend's that has loaded
+    /// one (every backend runs Redis, whose commands are the same), with the permissions of
+    /// this snapshot's users recorded on it when any user is restricted.
+    pub fn commands(&self) -> Option<Arc<CommandTable>> {
+        let source = self
+            .default_cluster()
             .and_then(|c| c.commands())
-            .or_else(|| self.backends.iter().find_map(|c| c.commands()))
+            .or_else(|| self.backends.iter().find_map(|c| c.commands()))?;
+        if !self.restricted_users {
+            return Some(source);
+        }
+        if let Some(granted) = self.granted.load().as_ref()
+            && Arc::ptr_eq(&granted.source, &source)
+        {
+            return Some(Arc::clone(&granted.table));
+        }
+        // Once per snapshot and table: a backend's table is loaded once, and carried-over
+        // backends keep theirs, but another snapshot's users may differ. Two requests racing
+        // here both make the same table; either is kept.
+        let mut table = CommandTable::clone(&source);
+        table.grant(&self.users);
+        let table = Arc::new(table);
+        self.granted.store(Some(Arc::new(Granted {
+            source,
+            table: Arc::clone(&table),
+        })));
+        Some(table)
+    }
+}
+
+/// State shared by all sessions.
+pub struct Proxy {
+    /// The configuration in force and its backends and routes; swapped whole on reload.
+    current: ArcSwap<Snapshot>,
+    /// The generation of `current`, read by every session before each request: a plain load,
+    /// cheaper than looking at `current` itself.
+    generation: AtomicU64,
+    /// Wakes every session: to drain, or to let go of an old snapshot.
+    announcements: watch::Sender<Announcement>,
+    /// Reloads and their outcomes, for `INFO` and `/metrics`.
+    pub reloads: ReloadStats,
+    /// Counters.
+    pub stats: ProxyStats,
+    /// When the proxy started.
+    pub started: Instant,
+    /// The address clients connect to: the plain listener's, else the TLS listener's.
+    pub listen_addr: SocketAddr,
+    /// The TLS listener's address, when there is one.
+    pub tls_listen_addr: Option<SocketAddr>,
+    /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
+    pub clients: Arc<ClientRegistry>,
+    next_client_id: AtomicU64,
+}
+
+impl Proxy {
+    /// The shared state, with `snapshot` in force, for clients connecting to `listen_addr`
+    /// (and to `tls_listen_addr` with TLS).
+    pub fn new(
+        snapshot: Snapshot,
+        listen_addr: SocketAddr,
+        tls_listen_addr: Option<SocketAddr>,
+    ) -> Arc<Proxy> {
+        let generation = snapshot.generation;
+        Arc::new(Proxy {
+            current: ArcSwap::from_pointee(snapshot),
+            generation: AtomicU64::new(generation),
+            announcements: watch::Sender::new(Announcement {
+                draining: false,
+                generation,
+            }),
+            reloads: ReloadStats::default(),
+            stats: ProxyStats::default(),
+            started: Instant::now(),
+            listen_addr,
+            tls_listen_addr,
+            clients: Arc::new(ClientRegistry::default()),
+            next_client_id: AtomicU64::new(1),
+        })
     }
 
-    /// What to announce to a client that reached the proxy at `local`: the announce setting and
-    /// the listen address of the listener it came through (the TLS one, or the plain one).
-    pub fn listener_of(&self, local: SocketAddr) -> (&str, SocketAddr) {
+    /// The listen address of the listener a client reached at `local` came through, and
+    /// whether it is the TLS one (whose announce setting is `server.tls.announce_address`).
+    pub fn listener_of(&self, local: SocketAddr) -> (SocketAddr, bool) {
         match self.tls_listen_addr {
             Some(tls)
                 if tls.port() == local.port()
                     && (tls.ip().is_unspecified() || tls.ip() == local.ip()) =>
             {
-                (&self.config.server.tls.announce_address, tls)
+                (tls, true)
             }
-            _ => (&self.config.server.announce_address, self.listen_addr),
+            _ => (self.listen_addr, false),
         }
+    }
+
+    /// The snapshot in force, for a session to pin: a reference-count increment, so not per
+    /// request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The configuration in force now, through a guard: no reference-count traffic. Sessions
+    /// read the one of their pinned snapshot instead, through [`ProxyRef::config`].
+    pub fn config(&self) -> ConfigGuard {
+        ConfigGuard(self.current.load())
+    }
+
+    /// The generation of the snapshot in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Makes `snapshot` the one in force. Each session moves to it before its next request,
+    /// once the requests it has in flight are answered; idle ones at once.
+    pub fn install(&self, snapshot: Arc<Snapshot>) {
+        let generation = snapshot.generation;
+        self.current.store(snapshot);
+        self.generation.store(generation, Ordering::Release);
+        self.announcements
+            .send_modify(|a| a.generation = generation);
+    }
+
+    /// Tells every session the proxy is shutting down: each finishes what it owes and closes.
+    pub fn drain(&self) {
+        self.announcements.send_modify(|a| a.draining = true);
+    }
+
+    /// Whether a newer snapshot than `pinned` is in force: a session checks before each
+    /// request.
+    pub fn is_newer_than(&self, pinned: &Snapshot) -> bool {
+        self.generation.load(Ordering::Relaxed) != pinned.generation
+    }
+
+    /// What a session listens to: shutdown, and new snapshots. It sees changes made after
+    /// this call; whether the proxy is draining already, [`Announcement::draining`] of the
+    /// current value says.
+    pub fn announcements(&self) -> watch::Receiver<Announcement> {
+        self.announcements.subscribe()
     }
 
     /// A fresh client id, as `CLIENT ID` reports.
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// What the proxy tells every session at once. One channel for both, so that an idle session
+/// waits on one thing more than its socket, as cheap as waiting for shutdown alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announcement {
+    /// The proxy is shutting down: finish what is owed, then close.
+    pub draining: bool,
+    /// The generation of the snapshot in force.
+    pub generation: u64,
+}
+
+/// The configuration in force, held for a moment (see [`Proxy::config`]).
+pub struct ConfigGuard(arc_swap::Guard<Arc<Snapshot>>);
+
+impl Deref for ConfigGuard {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0.config
+    }
+}
+
+/// The proxy as one request sees it: the process-wide state (through `Deref`) and the snapshot
+/// the request started under, for the configuration, backends and routes. Two references,
+/// copied freely; it costs no reference-count traffic.
+#[derive(Clone, Copy)]
+pub struct ProxyRef<'a> {
+    proxy: &'a Proxy,
+    snapshot: &'a Snapshot,
+}
+
+impl<'a> ProxyRef<'a> {
+    /// `proxy` as seen through `snapshot`.
+    pub fn new(proxy: &'a Proxy, snapshot: &'a Snapshot) -> Self {
+        ProxyRef { proxy, snapshot }
+    }
+
+    /// The pinned snapshot.
+    pub fn snapshot(self) -> &'a Snapshot {
+        self.snapshot
+    }
+
+    /// The configuration of the pinned snapshot.
+    pub fn config(self) -> &'a Config {
+        &self.snapshot.config
+    }
+
+    /// See [`Snapshot::backends`].
+    pub fn backends(self) -> &'a [Arc<Cluster>] {
+        self.snapshot.backends()
+    }
+
+    /// See [`Snapshot::routes`].
+    pub fn routes(self) -> &'a RouteTable {
+        self.snapshot.routes()
+    }
+
+    /// See [`Snapshot::default_cluster`].
+    pub fn default_cluster(self) -> Option<&'a Arc<Cluster>> {
+        self.snapshot.default_cluster()
+    }
+
+    /// See [`Snapshot::backend`].
+    pub fn backend(self, id: BackendId) -> Option<&'a Arc<Cluster>> {
+        self.snapshot.backend(id)
+    }
+
+    /// See [`Snapshot::users`].
+    pub fn users(self) -> &'a Users {
+        self.snapshot.users()
+    }
+
+    /// See [`Snapshot::commands`].
+    pub fn commands(self) -> Option<Arc<CommandTable>> {
+        self.snapshot.commands()
+    }
+}
+
+impl Deref for ProxyRef<'_> {
+    type Target = Proxy;
+
+    fn deref(&self) -> &Proxy {
+        self.proxy
     }
 }

@@ -14,8 +14,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
+use crate::acl::Users;
 use crate::config::Config;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Snapshot};
+use crate::reload::{self, Reloader, Starter};
 use crate::session::{self, ClientStream};
 use crate::tls::Reloading;
 use crate::workers::Workers;
@@ -46,11 +48,23 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves clients on `listener`, and on the TLS listener `server.tls.listen` when it is set,
-/// until `shutdown` completes.
+/// Serves clients on `listener` until `shutdown` completes, with `config` fixed: a reload is
+/// refused, having nothing to read again.
 pub async fn run(
     listener: TcpListener,
     config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    run_with(listener, config, reload::Options::default(), shutdown).await
+}
+
+/// Serves clients on `listener`, and on the TLS listener `server.tls.listen` when it is set,
+/// until `shutdown` completes, reloading the configuration as `options` allow (see
+/// [`crate::reload`]).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    options: reload::Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let tls = match config.server.tls.listen.as_str() {
@@ -65,7 +79,7 @@ pub async fn run(
         plain: Some(listener),
         tls,
     };
-    serve(listeners, config, shutdown).await
+    serve(listeners, config, options, shutdown).await
 }
 
 /// Binds `addr`, the value of `key`; an error names both.
@@ -78,12 +92,14 @@ pub fn bind_configured(addr: &str, backlog: u32, key: &str) -> std::io::Result<T
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}")))
 }
 
-/// Serves clients on `listeners` until `shutdown` completes. The TLS listener's certificate
-/// and every TLS backend's files are loaded first: a file that does not load stops the start.
-/// They are read again when they change (see [`crate::tls`]).
+/// Serves clients on `listeners` until `shutdown` completes, reloading the configuration as
+/// `options` allow. The TLS listener's certificate and every TLS backend's files are loaded
+/// first: a file that does not load stops the start. They are read again when they change
+/// (see [`crate::tls`]).
 pub async fn serve(
     listeners: Listeners,
     config: Config,
+    options: reload::Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let plain_addr = listeners.plain.as_ref().map(TcpListener::local_addr);
@@ -115,24 +131,43 @@ pub async fn serve(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let proxy = Proxy::new(
-        config,
-        (local, tls_addr),
-        stop_rx.clone(),
-        workers.set().clone(),
-    );
-    let refreshers: Vec<_> = proxy
-        .backends
-        .iter()
-        .map(|c| c.spawn_refresher(stop_rx.clone()))
-        .collect();
-    if !proxy.config.server.admin_listen.is_empty() {
-        let addr = proxy.config.server.admin_listen.clone();
+    let users = Users::compile(&config, &|name| std::env::var(name).ok()).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, listed.join("; "))
+    })?;
+    let starter = Starter::new(workers.set().clone(), stop_rx.clone());
+    let (backends, _) = starter.build(&config, None);
+    let proxy = Proxy::new(Snapshot::new(config, users, backends, 1), local, tls_addr);
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&proxy),
+        starter,
+        options.source,
+        options.log_filter,
+    ));
+    if let Some(file) = reloader.file() {
+        let file = file.to_path_buf();
+        tokio::spawn(reload::watch_file(
+            Arc::clone(&reloader),
+            file,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(mut requests) = options.requests {
+        let reloader = Arc::clone(&reloader);
+        tokio::spawn(async move {
+            while let Some(trigger) = requests.recv().await {
+                reloader.reload(trigger).await;
+            }
+        });
+    }
+    let admin_listen = proxy.config().server.admin_listen.clone();
+    if !admin_listen.is_empty() {
+        let addr = admin_listen;
         match TcpListener::bind(&addr).await {
             Ok(admin) => {
                 tokio::spawn(crate::admin::serve(
                     admin,
-                    Arc::clone(&proxy),
+                    Arc::clone(&reloader),
                     stop_rx.clone(),
                 ));
             }
@@ -147,11 +182,10 @@ pub async fn serve(
     info!(
         listen = ?plain_addr,
         tls_listen = ?tls_addr,
-        backends = proxy.backends.len(),
+        backends = proxy.snapshot().backends().len(),
         threads = workers.set().len(),
         "listening"
     );
-    let keepalive = proxy.config.server.tcp_keepalive_s;
 
     tokio::pin!(shutdown);
     loop {
@@ -161,7 +195,7 @@ pub async fn serve(
             accepted = accept_on(listeners.tls.as_ref()) => (accepted, tls_side.as_ref()),
         };
         match accepted {
-            Ok((stream, peer)) => accept(stream, peer, &proxy, &workers, keepalive, tls),
+            Ok((stream, peer)) => accept(stream, peer, &proxy, &workers, tls),
             Err(error) => {
                 // Out of file descriptors and the like: pause instead of spinning.
                 warn!(%error, "accept failed");
@@ -174,9 +208,10 @@ pub async fn serve(
     drop(listeners);
     let open = proxy.stats.connected_clients.load(Ordering::Relaxed);
     info!(clients = open, "shutting down; draining clients");
+    proxy.drain();
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now()
-        + Duration::from_millis(proxy.config.server.shutdown_timeout_ms);
+        + Duration::from_millis(proxy.config().server.shutdown_timeout_ms);
     while proxy.stats.connected_clients.load(Ordering::Relaxed) > 0
         && tokio::time::Instant::now() < deadline
     {
@@ -189,9 +224,7 @@ pub async fn serve(
             "drain deadline passed; closing the remaining clients"
         );
     }
-    for r in refreshers {
-        let _ = r.await;
-    }
+    reloader.join_refreshers().await;
     // Ends the worker threads, and with them the backend connections.
     drop(workers);
     info!("stopped");
@@ -260,10 +293,13 @@ fn accept(
     peer: SocketAddr,
     proxy: &Arc<Proxy>,
     workers: &Workers,
-    keepalive_s: u64,
     tls: Option<&Arc<TlsSide>>,
 ) {
     let tls = tls.cloned();
+    let (keepalive_s, max_clients) = {
+        let config = proxy.config();
+        (config.server.tcp_keepalive_s, config.server.max_clients)
+    };
     let stats = &proxy.stats;
     stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
@@ -273,7 +309,7 @@ fn accept(
     }
     let connected = stats.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
     let proxy = Arc::clone(proxy);
-    if connected as usize > proxy.config.server.max_clients {
+    if connected as usize > max_clients {
         stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
         stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(refuse(stream, tls));

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use respgate::config::{
-    ClusterConfig, Config, DEFAULT_CLUSTER, Overrides, RoutingConfig, ServerConfig,
+    ClusterConfig, Config, DEFAULT_CLUSTER, LogConfig, Overrides, RoutingConfig, ServerConfig,
 };
 
 fn respgate() -> Command {
@@ -40,6 +40,7 @@ fn example_config_is_valid_and_states_every_default() {
         Config::load_from(Some(path.as_ref()), &[], &Overrides::default()).expect("load example");
     assert_eq!(config.server, ServerConfig::default());
     assert_eq!(config.routing, RoutingConfig::default());
+    assert_eq!(config.log, LogConfig::default());
     assert!(config.clusters.is_empty(), "the example uses [backends]");
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
@@ -240,4 +241,51 @@ fn the_sentinel_example_passes_check_config_and_routes_sessions_to_the_sentinel_
         .map(|r| (r.prefix.as_str(), r.backend.as_str()))
         .collect();
     assert_eq!(routes, [("session:", "sessions")]);
+}
+
+#[test]
+fn check_config_reports_user_problems_by_key_and_never_shows_a_password() {
+    let base = "[backends.main]\nseeds = [\"127.0.0.1:7000\"]\n";
+    let stderr = refused(&format!(
+        "{base}[users.app]\npasswords = [\"inline-secret-1\"]\npassword_file = \"/nonexistent/respgate-pw\"\n\
+         commands = \"+@read +@nope\"\nkeys = [\"app:*\"]\nchannels = [\"news\"]\nbackends = [\"archive\"]\n\
+         [users.nopw]\ncommands = \"+@all\"\n"
+    ));
+    for expected in [
+        "users.app.password_file: cannot read \"/nonexistent/respgate-pw\"",
+        "users.app.commands: \"+@nope\": no ACL category named \"nope\"",
+        "users.app.keys[0]: \"app:*\" is not ~pattern",
+        "users.app.channels[0]: \"news\" is not &pattern",
+        "users.app.backends[0]: no backend named \"archive\"",
+        "users.nopw: no password",
+    ] {
+        assert!(stderr.contains(expected), "want {expected:?} in\n{stderr}");
+    }
+    assert!(!stderr.contains("inline-secret-1"), "{stderr}");
+
+    let output = check_config(&format!(
+        "{base}[server]\npassword = \"server-secret-1\"\n[users.app]\npasswords = [\"inline-secret-1\"]\ncommands = \"+@all -@dangerous\"\nkeys = [\"~app:*\", \"%R~shared:*\"]\nchannels = [\"&news.*\"]\n"
+    ));
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{shown}");
+    assert!(!shown.contains("secret-1"), "{shown}");
+}
+
+#[test]
+fn the_users_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/users.toml");
+    let output = respgate()
+        .args(["--check-config", path])
+        .env("RESPGATE_EXAMPLE_APP_PASSWORD", "x")
+        .output()
+        .expect("run respgate");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -1,6 +1,6 @@
 //! The wire layer end to end: replies Redis can produce that stress a framer (deep nesting,
-//! RESP3 sets of maps, large arrays), a large request sent slowly, and a real cluster client
-//! (redis-py) through the proxy.
+//! RESP3 sets of maps, large arrays) and a large request sent slowly. Real client libraries
+//! through the proxy are tests/clients.rs.
 //!
 //! The proxy runs as its own process (the built `respgate` binary), not in-process: a reply that
 //! overflows a worker's stack aborts the process, and in-process that would take the whole test
@@ -12,10 +12,9 @@
 
 mod common;
 
-use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,8 +28,6 @@ use respgate::cluster::Slot;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the proxy may take to serve every slot after it starts.
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the redis-py script may run.
-const PYTHON_TIMEOUT: Duration = Duration::from_secs(120);
 /// Lines of the proxy's log quoted when a test fails.
 const LOG_TAIL_LINES: usize = 30;
 
@@ -717,76 +714,5 @@ fn mget_of_100000_keys_across_slots_returns_every_value_in_order() {
     for port in cluster.master_ports() {
         let n: u64 = cluster.cli(port, &["DBSIZE"]).parse().expect("DBSIZE");
         assert!(n > 20_000, "master {port} holds {n} keys");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A real cluster client.
-
-/// The Python of the virtual environment `scripts/ensure-python.sh` makes.
-fn venv_python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tests/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: make it with `bash scripts/ensure-python.sh` (scripts/test.sh runs it); \
-         it installs python3 and the pinned redis-py of tests/python/requirements.txt",
-        python.display()
-    );
-    python
-}
-
-#[test]
-fn redis_py_cluster_client_with_defaults_sets_and_gets_through_the_proxy() {
-    let python = venv_python();
-    let (_cluster, mut proxy) = start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cluster_client.py");
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .args(["127.0.0.1", &proxy.port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the redis-py script");
-    let deadline = Instant::now() + PYTHON_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for python") {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        sleep(Duration::from_millis(50));
-    };
-    let output = child.wait_with_output().expect("python output");
-    let mut report = String::new();
-    let _ = write!(
-        report,
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    match status {
-        Some(status) if status.success() => {}
-        Some(status) => panic!(
-            "the redis-py script failed ({status}):\n{report}\n{}",
-            proxy.state()
-        ),
-        None => panic!(
-            "the redis-py script ran past {PYTHON_TIMEOUT:?}:\n{report}\n{}",
-            proxy.state()
-        ),
-    }
-    // What the script wrote is in the cluster, as a plain client through the proxy reads it.
-    let mut client = proxy.client();
-    for i in [0, 57, 99] {
-        let key = format!("py:key:{i}");
-        let want = format!("py-value-{i}");
-        let got = proxy.call(&mut client, &[b"GET", key.as_bytes()], "GET after redis-py");
-        assert_eq!(
-            String::from_utf8_lossy(&got),
-            format!("${}\r\n{want}\r\n", want.len())
-        );
     }
 }

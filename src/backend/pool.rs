@@ -23,6 +23,10 @@ pub struct NodePool {
     per_worker: Box<[SlotConns]>,
     /// For every other thread (the topology refresher, tests).
     elsewhere: SlotConns,
+    /// One connection per protocol that carries no client's data commands: administrative
+    /// commands and `INFO` go there, so they are never queued behind a long script or a
+    /// `WAIT` that holds a shared connection, as on one Redis they would not be.
+    control: [OnceLock<SharedConn>; 2],
 }
 
 impl NodePool {
@@ -36,6 +40,7 @@ impl NodePool {
             workers,
             per_worker,
             elsewhere: [OnceLock::new(), OnceLock::new()],
+            control: [OnceLock::new(), OnceLock::new()],
         }
     }
 
@@ -57,6 +62,36 @@ impl NodePool {
         db: u8,
     ) -> Result<Reply, BackendError> {
         let conn = self.connection(protocol, affinity);
+        self.await_reply(conn, payload, asking, db).await
+    }
+
+    /// Sends one command on the node's control connection (see [`NodePool`]'s `control`) and
+    /// waits for its reply within the request timeout.
+    pub async fn send_control(
+        &self,
+        protocol: Protocol,
+        payload: Bytes,
+        db: u8,
+    ) -> Result<Reply, BackendError> {
+        let conn = self.control[protocol.index()].get_or_init(|| {
+            SharedConn::spawn(
+                self.addr.clone(),
+                protocol,
+                Arc::clone(&self.settings),
+                &self.workers,
+                self.workers.current_slot(),
+            )
+        });
+        self.await_reply(conn, payload, false, db).await
+    }
+
+    async fn await_reply(
+        &self,
+        conn: &SharedConn,
+        payload: Bytes,
+        asking: bool,
+        db: u8,
+    ) -> Result<Reply, BackendError> {
         let reply = conn.send(payload, asking, db)?;
         match timeout(self.settings.request_timeout, reply).await {
             Ok(Ok(result)) => result,

@@ -1,6 +1,7 @@
 //! One Redis Cluster: its slot map, how the map is learned and refreshed, and how a command is
 //! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
 
+mod lifeline;
 mod redirect;
 mod retry;
 mod scripts;
@@ -25,6 +26,7 @@ use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
 
+pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
 pub use scripts::ScriptCache;
@@ -41,6 +43,9 @@ pub enum Target {
     AnyMaster,
     /// This node: one part of a command sent to every master.
     Node(Arc<NodePool>),
+    /// This node, on its control connection: a command about the server (`SCRIPT`,
+    /// `FUNCTION`) that must not wait behind clients' requests on the shared connections.
+    Control(Arc<NodePool>),
 }
 
 impl std::fmt::Debug for Target {
@@ -49,6 +54,7 @@ impl std::fmt::Debug for Target {
             Target::Slot(slot) => write!(f, "Slot({})", slot.get()),
             Target::AnyMaster => f.write_str("AnyMaster"),
             Target::Node(pool) => write!(f, "Node({})", pool.addr()),
+            Target::Control(pool) => write!(f, "Control({})", pool.addr()),
         }
     }
 }
@@ -146,9 +152,20 @@ impl Cluster {
         &self.name
     }
 
+    /// The configuration this cluster was made from.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
     /// The current slot map.
     pub fn slot_map(&self) -> Arc<SlotMap> {
         self.map.load_full()
+    }
+
+    /// Whether a node has told the proxy where the keys live and what the commands are: the
+    /// backend can serve requests without making them wait.
+    pub fn is_known(&self) -> bool {
+        !self.map.load().is_empty() && self.commands.load().is_some()
     }
 
     /// The command table read from the cluster, once a node has answered.
@@ -256,10 +273,14 @@ impl Cluster {
                     None => return reply::error(&self.failing_over_error()),
                 }
             }
-            let outcome = match pool
-                .send(protocol, affinity, payload.clone(), asking, db)
-                .await
-            {
+            let sent = match &target {
+                Target::Control(_) => pool.send_control(protocol, payload.clone(), db).await,
+                _ => {
+                    pool.send(protocol, affinity, payload.clone(), asking, db)
+                        .await
+                }
+            };
+            let outcome = match sent {
                 Ok(reply) if self.replaced_while_writing(&target, access, &pool, &reply) => {
                     // The node acknowledged a write after the cluster made another node master
                     // of the slot (it was paused, then resumed): the write will be undone when
@@ -337,6 +358,11 @@ impl Cluster {
         self.resolve(target).map(|pool| pool.addr().clone())
     }
 
+    /// The shared connections to `addr`, for a command meant for that one node.
+    pub fn pool(&self, addr: &NodeAddr) -> Arc<NodePool> {
+        self.backends.pool(addr)
+    }
+
     /// The connection settings of this cluster's nodes.
     pub fn conn_settings(&self) -> &ConnSettings {
         self.backends.settings()
@@ -353,7 +379,7 @@ impl Cluster {
         let map = self.map.load();
         match target {
             Target::Slot(slot) => map.master(*slot).cloned(),
-            Target::Node(pool) => Some(Arc::clone(pool)),
+            Target::Node(pool) | Target::Control(pool) => Some(Arc::clone(pool)),
             Target::AnyMaster => {
                 let n = self.round_robin.fetch_add(1, Ordering::Relaxed);
                 map.any_master(n).cloned()

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use redis_protocol::resp2::types::OwnedFrame;
-use tokio::sync::watch;
 use tracing::{debug, info};
 
-use super::Cluster;
 use super::topology::{TopologyError, ask};
+use super::{Cluster, StopSignal};
 use crate::backend::{ConnSettings, NodeAddr, NodeConn};
 use crate::protocol::Protocol;
 use crate::protocol::request::encode_command;
@@ -179,16 +178,16 @@ fn healthy_replica(entry: &OwnedFrame) -> Option<NodeAddr> {
 }
 
 /// Subscribes to the events of every sentinel of `cluster`, each on a task of its own, asking
-/// for a refresh at each event, until `shutdown` turns true.
-pub(super) fn watch_sentinels(cluster: &Arc<Cluster>, shutdown: &watch::Receiver<bool>) {
+/// for a refresh at each event, until `stop` fires.
+pub(super) fn watch_sentinels(cluster: &Arc<Cluster>, stop: &StopSignal) {
     for sentinel in &cluster.config.sentinels {
         let cluster = Arc::clone(cluster);
         let sentinel = NodeAddr::new(sentinel);
-        let mut shutdown = shutdown.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = watch_one(&cluster, &sentinel) => {}
-                _ = shutdown.changed() => {}
+                _ = stop.stopped() => {}
             }
         });
     }

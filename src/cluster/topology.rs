@@ -9,10 +9,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use thiserror::Error;
-use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::{Cluster, SlotMap};
+use super::{Cluster, SlotMap, StopSignal};
 use crate::backend::{BackendError, ConnSettings, NodeAddr, request_once};
 use crate::cluster::SLOT_COUNT;
 use crate::command::parse_command_reply;
@@ -415,14 +414,12 @@ fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
 }
 
 impl Cluster {
-    /// Starts the task that keeps the slot map current until `shutdown` turns true.
-    pub fn spawn_refresher(
-        self: &Arc<Self>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Starts the task that keeps the slot map current until `stop` fires (and, for a
+    /// Sentinel group, the tasks that listen to the sentinels' events).
+    pub fn spawn_refresher(self: &Arc<Self>, mut stop: StopSignal) -> tokio::task::JoinHandle<()> {
         let cluster = Arc::clone(self);
         if cluster.config.kind == BackendKind::Sentinel {
-            super::sentinel::watch_sentinels(&cluster, &shutdown);
+            super::sentinel::watch_sentinels(&cluster, &stop);
         }
         tokio::spawn(async move {
             let interval = Duration::from_millis(cluster.config.refresh_interval_ms);
@@ -479,10 +476,10 @@ impl Cluster {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = on_request => {}
-                    _ = shutdown.changed() => return,
+                    _ = stop.stopped() => return,
                 }
                 tokio::time::sleep(min_gap).await;
-                if *shutdown.borrow() {
+                if stop.is_stopped() {
                     return;
                 }
             }

@@ -54,6 +54,38 @@ pub struct KeySpec {
     pub begin: SearchBegin,
     /// How keys are found from there.
     pub find: SearchKeys,
+    /// What the command does with these keys, for read- and write-only key permissions.
+    pub access: KeyAccess,
+}
+
+/// What a command does with the keys of one key spec, from its flags (`ACCESS`, `INSERT`,
+/// `DELETE`, `UPDATE`, `NOT_KEY`), as Redis's ACL reads them: a `%R~` pattern allows keys
+/// whose value is read, a `%W~` pattern keys that are written; a key doing neither (`EXISTS`)
+/// needs only some pattern.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyAccess {
+    /// The value is read or returned (`ACCESS`).
+    pub read: bool,
+    /// The key is written, created or deleted (`INSERT`, `DELETE`, `UPDATE`).
+    pub write: bool,
+    /// Not a key but routed like one: the shard channel of `SPUBLISH`/`SSUBSCRIBE` (`NOT_KEY`).
+    pub not_key: bool,
+}
+
+impl KeyAccess {
+    /// The access a key spec's flags (in any case) describe.
+    pub fn from_flags<'a>(flags: impl IntoIterator<Item = &'a str>) -> KeyAccess {
+        let mut access = KeyAccess::default();
+        for flag in flags {
+            match flag.to_ascii_lowercase().as_str() {
+                "access" => access.read = true,
+                "insert" | "delete" | "update" => access.write = true,
+                "not_key" => access.not_key = true,
+                _ => {}
+            }
+        }
+        access
+    }
 }
 
 /// Appends the keys of `args` to `out`. Positions beyond the arguments are ignored: the backend
@@ -66,6 +98,26 @@ pub(super) fn positions(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>
         for key_spec in &spec.key_specs {
             from_spec(key_spec, args, out);
         }
+    }
+}
+
+/// Appends the positions of the command's keys with what it does with each: by key spec, so
+/// each key has its spec's access; legacy positions have no flags.
+pub(super) fn positions_with_access(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    out: &mut Vec<(usize, KeyAccess)>,
+) {
+    let mut found = Vec::new();
+    if spec.key_specs.is_empty() {
+        legacy(spec, args, &mut found);
+        out.extend(found.into_iter().map(|p| (p, KeyAccess::default())));
+        return;
+    }
+    for key_spec in &spec.key_specs {
+        found.clear();
+        from_spec(key_spec, args, &mut found);
+        out.extend(found.iter().map(|&p| (p, key_spec.access)));
     }
 }
 
@@ -202,6 +254,7 @@ mod tests {
                 first_key: 1,
                 key_step: 1,
             },
+            access: KeyAccess::default(),
         }]);
         assert_eq!(keys(&eval, "EVAL s 2 k1 k2 arg"), ["k1", "k2"]);
         assert!(keys(&eval, "EVAL s 0 arg").is_empty());
@@ -221,6 +274,7 @@ mod tests {
                 key_step: 1,
                 limit: 2,
             },
+            access: KeyAccess::default(),
         }]);
         assert_eq!(
             keys(&xread, "XREAD COUNT 2 STREAMS s1 s2 0 0"),
@@ -241,6 +295,7 @@ mod tests {
                 key_step: 1,
                 limit: 0,
             },
+            access: KeyAccess::default(),
         }]);
         assert_eq!(keys(&spec, "GEORADIUS k 1 2 3 m STORE dst"), ["dst"]);
     }

@@ -14,11 +14,14 @@ pub mod policy;
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use tracing::warn;
 
-pub use keys::{KeySpec, SearchBegin, SearchKeys};
+use crate::acl::{Categories, CommandFacts, UserSet, Users};
+
+pub use keys::{KeyAccess, KeySpec, SearchBegin, SearchKeys};
 pub use parse::{CommandTableError, parse_command_reply};
 pub use policy::{
-    Gather, LocalKind, OwnKind, PROXY_COMMANDS, Policy, Refusal, ScriptKind, SplitKind,
+    AdminReach, Gather, LocalKind, OwnKind, PROXY_COMMANDS, Policy, Refusal, ScriptKind, SplitKind,
     SubscriptionKind, Transaction, proxy_command,
 };
 
@@ -34,6 +37,8 @@ pub struct CommandSpec {
     pub arity: i64,
     /// Flags such as `write`, `readonly`, `blocking`, `movablekeys`.
     pub flags: Vec<String>,
+    /// Its ACL categories (`@read`, `@fast`, ...).
+    pub categories: Categories,
     /// Legacy key positions: first key, last key (negative counts from the end), step.
     pub first_key: i64,
     /// See `first_key`.
@@ -47,6 +52,10 @@ pub struct CommandSpec {
     /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
     /// flags (replacing any value given), so it is computed once, when the table loads.
     pub policy: Policy,
+    /// The users who may run it, set by [`CommandTable::grant`] for the users of the
+    /// configuration snapshot the table is used under; only restricted users are ever checked
+    /// against it.
+    pub allowed: UserSet,
 }
 
 impl CommandSpec {
@@ -75,6 +84,12 @@ impl CommandSpec {
     /// Collects the positions in `args` of its keys into `out` (the command name is 0).
     pub fn key_positions(&self, args: &[Bytes], out: &mut Vec<usize>) {
         keys::positions(self, args, out);
+    }
+
+    /// Collects the positions in `args` of its keys, each with what the command does with
+    /// it, into `out`.
+    pub fn key_access(&self, args: &[Bytes], out: &mut Vec<(usize, KeyAccess)>) {
+        keys::positions_with_access(self, args, out);
     }
 }
 
@@ -144,6 +159,58 @@ impl CommandTable {
                 _ => Lookup::UnknownSubcommand,
             },
         }
+    }
+
+    /// Records on every command (and subcommand) which of `users` may run it, by their rules:
+    /// decided once here for a snapshot's users, so a request tests one bit. Commands Redis lets anyone run
+    /// (`no_auth`: `AUTH`, `HELLO`, `QUIT`) are everyone's. Rules naming a command the table
+    /// lacks are logged: they allow nothing.
+    pub fn grant(&mut self, users: &Users) {
+        if !users.any_restricted() {
+            return;
+        }
+        let everyone = |spec: &CommandSpec| spec.has_flag("no_auth");
+        for spec in self.commands.values_mut() {
+            let facts = CommandFacts {
+                name: &spec.name,
+                categories: spec.categories,
+                container: None,
+                module: spec.has_flag("module"),
+            };
+            let open = everyone(spec);
+            spec.allowed = UserSet::of(users, |u| open || u.may_run(&facts));
+            let container = Some((spec.name.as_str(), spec.categories));
+            for sub in spec.subcommands.values_mut() {
+                let facts = CommandFacts {
+                    name: &sub.name,
+                    categories: sub.categories,
+                    container,
+                    module: sub.has_flag("module"),
+                };
+                let open = everyone(sub);
+                sub.allowed = UserSet::of(users, |u| open || u.may_run(&facts));
+            }
+        }
+        for (user, command) in users.mentioned_commands() {
+            let (name, sub) = match command.split_once('|') {
+                Some((name, sub)) => (name, Some(sub)),
+                None => (command.as_str(), None),
+            };
+            let known = self
+                .commands
+                .get(name)
+                .is_some_and(|spec| sub.is_none_or(|sub| spec.subcommands.contains_key(sub)));
+            if !known {
+                warn!(user = %user, rule = %command, "a command rule names a command the backend does not have; it allows nothing");
+            }
+        }
+    }
+
+    /// Every command and subcommand (for `ACL CAT`).
+    pub fn all_specs(&self) -> impl Iterator<Item = &CommandSpec> {
+        self.commands
+            .values()
+            .flat_map(|spec| std::iter::once(spec).chain(spec.subcommands.values()))
     }
 
     /// The top-level command called `name` in any case.

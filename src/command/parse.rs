@@ -3,7 +3,8 @@
 use redis_protocol::resp2::types::OwnedFrame;
 use thiserror::Error;
 
-use super::{CommandSpec, CommandTable, KeySpec, SearchBegin, SearchKeys};
+use super::{CommandSpec, CommandTable, KeyAccess, KeySpec, SearchBegin, SearchKeys};
+use crate::acl::Categories;
 
 /// The `COMMAND` reply did not have the documented shape.
 #[derive(Debug, Error)]
@@ -45,6 +46,10 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
             .collect(),
         _ => Vec::new(),
     };
+    let categories = match fields.get(6) {
+        Some(OwnedFrame::Array(items)) => Categories::from_names(items.iter().filter_map(text)),
+        _ => Categories::default(),
+    };
     let key_specs = match fields.get(8) {
         Some(OwnedFrame::Array(items)) => items.iter().map(parse_key_spec).collect(),
         _ => Vec::new(),
@@ -67,10 +72,12 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
         step: int(5)?,
         name,
         flags,
+        categories,
         key_specs,
         subcommands,
         // Set by `CommandTable::new`, once the whole entry is known.
         policy: Default::default(),
+        allowed: Default::default(),
     })
 }
 
@@ -121,7 +128,15 @@ fn parse_key_spec(frame: &OwnedFrame) -> KeySpec {
             _ => SearchKeys::Unknown,
         }
     });
-    KeySpec { begin, find }
+    let access = match field(frame, "flags") {
+        Some(OwnedFrame::Array(flags)) => KeyAccess::from_flags(flags.iter().filter_map(text)),
+        _ => KeyAccess::default(),
+    };
+    KeySpec {
+        begin,
+        find,
+        access,
+    }
 }
 
 fn text(frame: &OwnedFrame) -> Option<&str> {

@@ -50,12 +50,17 @@ pub enum Policy {
     Local(LocalKind),
     /// Also told to the proxy's script cache, then routed like [`ScriptKind::then`].
     Script(ScriptKind),
-    /// Administrative: forwarded by key when `server.allow_admin_commands` is set, refused
-    /// with [`Refusal::Admin`] otherwise.
-    Admin {
-        /// Whether it only reads.
-        access: Access,
-    },
+    /// Administrative: refused with [`Refusal::Admin`] unless `server.allow_admin_commands`
+    /// is set, then sent where its [`AdminReach`] says.
+    Admin(AdminReach),
+    /// About the server rather than the data (`CONFIG GET`): answered by one master of the
+    /// default backend, on its control connection. Every node was given the same settings
+    /// (`CONFIG SET` reaches them all), so one answers for all.
+    OneMaster,
+    /// `SCRIPT KILL`, `FUNCTION KILL`: sent to every node (the one running the busy script is
+    /// not known) on its control connection; `+OK` when one killed its script, `NOTBUSY` when
+    /// none ran one.
+    KillScript,
     /// Always refused.
     Refused(Refusal),
 }
@@ -68,6 +73,24 @@ impl Default for Policy {
             access: Access::Write,
         }
     }
+}
+
+/// Where an administrative command goes, once allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminReach {
+    /// Forwarded by its keys like any command (`MIGRATE`); a keyless one to any master of the
+    /// default backend (`FAILOVER`, `SWAPDB`, `ACL ...`, `MODULE ...`).
+    ByKey {
+        /// Whether it only reads.
+        access: Access,
+    },
+    /// Every node of every backend, replicas too, so a failover keeps what it set
+    /// (`CONFIG SET`, `CONFIG RESETSTAT`, `CONFIG REWRITE`).
+    EveryNode,
+    /// Every master of every backend, where the data is (`SAVE`, `BGSAVE`, `BGREWRITEAOF`).
+    EveryMaster,
+    /// `DEBUG`: where depends on the subcommand, decided per request.
+    Debug,
 }
 
 /// The multi-key commands split across slots.
@@ -114,8 +137,8 @@ pub enum Gather {
     First,
     /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`).
     And,
-    /// The first non-null reply (`RANDOMKEY`).
-    AnyNonNull,
+    /// `RANDOMKEY`: a key from a master chosen at random, weighted by its number of keys.
+    RandomKey,
     /// Arrays merged without repeats (`PUBSUB CHANNELS`).
     Union,
     /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
@@ -212,6 +235,8 @@ pub enum LocalKind {
     Asking,
     /// `RESET`.
     Reset,
+    /// `ACL ...`: the proxy's users, not the backend's.
+    Acl,
 }
 
 /// Commands the proxy's script cache must hear of, so that it can heal `NOSCRIPT`.
@@ -277,6 +302,7 @@ impl Refusal {
 
 /// The proxy's own commands, sorted by name (a unit test checks it) for [`proxy_command`].
 pub const PROXY_COMMANDS: &[(&str, Policy)] = &[
+    ("acl", Policy::Local(LocalKind::Acl)),
     ("asking", Policy::Local(LocalKind::Asking)),
     ("auth", Policy::Local(LocalKind::Auth)),
     ("client", Policy::Local(LocalKind::Client)),
@@ -377,7 +403,18 @@ impl Policy {
             return Policy::Refused(Refusal::NeverThroughProxy);
         }
         if ADMIN.contains(&name) || ADMIN.contains(&base) {
-            return Policy::Admin { access };
+            return Policy::Admin(match name {
+                "config|set" | "config|resetstat" | "config|rewrite" => AdminReach::EveryNode,
+                "save" | "bgsave" | "bgrewriteaof" => AdminReach::EveryMaster,
+                "debug" => AdminReach::Debug,
+                _ => AdminReach::ByKey { access },
+            });
+        }
+        if name == "config|get" {
+            return Policy::OneMaster;
+        }
+        if name == "script|kill" || name == "function|kill" {
+            return Policy::KillScript;
         }
         if NEEDS_OWN_CONNECTION.contains(&base) {
             return Policy::Refused(Refusal::NotSupportedYet);
@@ -397,7 +434,7 @@ impl Policy {
             "scan" => Policy::Scan,
             "dbsize" | "pubsub|numpat" => every(Gather::Sum, Access::Read),
             "keys" => every(Gather::Concat, Access::Read),
-            "randomkey" => every(Gather::AnyNonNull, Access::Read),
+            "randomkey" => every(Gather::RandomKey, Access::Read),
             "flushall" | "flushdb" | "function|flush" => every(Gather::AllOk, Access::Write),
             "function|load" | "function|delete" => every(Gather::First, Access::Write),
             "script|exists" => every(Gather::And, Access::Read),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Problem;
 
@@ -12,7 +12,7 @@ use super::Problem;
 /// server is its own single node) and then shares the pools, framing and retry engine of every
 /// other kind. Kinds whose settings differ get them as fields of `ClusterConfig` that only they
 /// read, validated per kind in [`validate_backend`].
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
     /// A Redis Cluster: 16384 hash slots over masters, learned from the seeds.
@@ -42,7 +42,7 @@ impl BackendKind {
 }
 
 /// Where read-only commands go.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReadFrom {
     /// Every command goes to the master (Redis Cluster's own default).
@@ -59,7 +59,7 @@ pub enum ReadFrom {
 /// One backend behind the proxy (`[backends.NAME]`, or the older `[clusters.NAME]`): what it is,
 /// how to reach it, and the limits of the proxy's connections to it. The fields besides `kind`
 /// apply to every kind.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// What the backend is, and so how the proxy learns where each key lives.

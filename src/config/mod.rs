@@ -5,21 +5,31 @@
 //! - this module: the tree's root, the server section, loading and the top-level checks;
 //! - `backend`: one backend's settings (`[backends.NAME]`) and their checks;
 //! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks;
+//! - `users`: `[users.NAME]` and [`Secret`], the type passwords are held in (checked by
+//!   [`crate::acl::Users::compile`]);
+//! - `restart`: the settings a reload cannot change;
+//! - `redact`: the configuration as `/config` shows it, secrets replaced;
 //! - `tls`: `[server.tls]` and the checks of every TLS key.
 
 mod backend;
+mod redact;
+mod restart;
 mod routing;
 mod tls;
+mod users;
 
 pub use backend::{BackendKind, ClusterConfig, ReadFrom};
+pub use redact::REDACTED;
+pub use restart::RestartNeeded;
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
 pub use tls::ServerTlsConfig;
+pub use users::{Secret, UserConfig, read_secrets};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Name of the backend that `--cluster` defines.
@@ -28,7 +38,7 @@ pub const DEFAULT_CLUSTER: &str = "default";
 pub const ENV_PREFIX: &str = "RESPGATE";
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The client-facing side.
@@ -40,6 +50,28 @@ pub struct Config {
     pub backends: BTreeMap<String, ClusterConfig>,
     /// Which keys go to which backend.
     pub routing: RoutingConfig,
+    /// The users clients log in as, by name, with what each may do.
+    pub users: BTreeMap<String, UserConfig>,
+    /// What the proxy logs.
+    pub log: LogConfig,
+}
+
+/// The proxy's logs (`[log]`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// What to log: a level (`error`, `warn`, `info`, `debug`, `trace`) or `tracing` filter
+    /// directives such as `info,respgate::cluster=debug`. The `RUST_LOG` environment variable,
+    /// when set, wins over it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
 }
 
 impl Config {
@@ -67,7 +99,7 @@ impl Config {
 }
 
 /// The client-facing listener and per-client limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on; empty means no plain listener (when `tls.listen` is set).
@@ -102,20 +134,27 @@ pub struct ServerConfig {
     /// On shutdown, time allowed for clients to receive the replies they are owed before they
     /// are closed, in milliseconds.
     pub shutdown_timeout_ms: u64,
-    /// Password clients must give (`AUTH`, or `HELLO ... AUTH`) before other commands; empty
-    /// means none, as Redis's `requirepass`.
-    pub password: String,
-    /// The user name clients authenticate as with the two-argument `AUTH user password`.
+    /// Password of the user named `username`, who may do everything; clients give it
+    /// (`AUTH`, or `HELLO ... AUTH`) before other commands, as Redis's `requirepass`. Empty:
+    /// that user takes any password, and clients are logged in as it from the start, unless
+    /// `[users]` are configured (then it exists only as `[users.NAME]` defines it).
+    pub password: Secret,
+    /// The default user's name: whom one-argument `AUTH password` logs in as.
     pub username: String,
     /// Output limits of ordinary clients (Redis's `client-output-buffer-limit normal`).
     pub client_output_limit_normal: OutputLimit,
     /// Output limits of subscribed clients (Redis's `client-output-buffer-limit pubsub`).
     pub client_output_limit_pubsub: OutputLimit,
-    /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `ACL SETUSER`,
-    /// `MIGRATE`, ...); keyless ones go to one master.
+    /// Let clients run administrative commands (`CONFIG SET`, `SAVE`, `DEBUG`, `MIGRATE`,
+    /// ...): `CONFIG SET/RESETSTAT/REWRITE` go to every node, `SAVE`/`BGSAVE` to
+    /// every master, `DEBUG` where its subcommand acts, the others by key or to one master.
+    /// (`ACL` is about the proxy's own users.)
     pub allow_admin_commands: bool,
     /// The TLS listener (`[server.tls]`).
     pub tls: ServerTlsConfig,
+    /// How often the configuration file is checked for changes, which are then reloaded, in
+    /// milliseconds; 0 turns the check off (`SIGHUP` and `POST /reload` still reload).
+    pub config_watch_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -133,9 +172,10 @@ impl Default for ServerConfig {
             client_idle_timeout_s: 0,
             allow_admin_commands: false,
             shutdown_timeout_ms: 10_000,
+            config_watch_interval_ms: 1000,
             admin_listen: String::new(),
             announce_address: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             username: "default".into(),
             client_output_limit_normal: OutputLimit {
                 hard_limit_bytes: 64 * 1024 * 1024,
@@ -156,7 +196,7 @@ impl Default for ServerConfig {
 /// the replies nodes have answered that the client has not read yet, whether in the proxy or
 /// in its socket's send buffer. Over the hard limit, or over the soft limit for longer than
 /// `soft_limit_s`, the client is closed; over the soft limit, its next requests wait unread.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputLimit {
     /// Close the client at once when owed more than this many bytes; 0 means no hard limit.
@@ -229,7 +269,6 @@ impl Config {
         let mut environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
             .separator("__")
-            .list_separator(",")
             .try_parsing(true)
             .source(Some(
                 env.iter()
@@ -237,16 +276,35 @@ impl Config {
                     .cloned()
                     .collect(),
             ));
-        // Lists are comma separated; the backend names are only known from the variables.
+        // Lists are comma separated; the backend and user names are only known from the variables. The
+        // separator is set only with list keys: with a separator and no list key, the config
+        // crate splits every variable, and a lone RESPGATE_SERVER__PASSWORD becomes a list.
         for (name, _) in env {
             let lower = name.to_ascii_lowercase();
+            for list in [
+                "passwords",
+                "password_file",
+                "password_env",
+                "keys",
+                "channels",
+                "backends",
+            ] {
+                if let Some(rest) = lower.strip_prefix("respgate_users__")
+                    && let Some(user) = rest.strip_suffix(&format!("__{list}"))
+                {
+                    environment = environment
+                        .list_separator(",")
+                        .with_list_parse_key(&format!("users.{user}.{list}"));
+                }
+            }
             for section in ["clusters", "backends"] {
                 for list in ["seeds", "replicas", "sentinels"] {
                     if let Some(rest) = lower.strip_prefix(&format!("respgate_{section}__"))
                         && let Some(backend) = rest.strip_suffix(&format!("__{list}"))
                     {
-                        environment =
-                            environment.with_list_parse_key(&format!("{section}.{backend}.{list}"));
+                        environment = environment
+                            .list_separator(",")
+                            .with_list_parse_key(&format!("{section}.{backend}.{list}"));
                     }
                 }
             }
@@ -262,7 +320,12 @@ impl Config {
         if let Some(seeds) = &overrides.seeds {
             config.default_backend_entry().seeds = seeds.clone();
         }
-        let problems = config.validate();
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(variable, _)| variable == name)
+                .map(|(_, value)| value.clone())
+        };
+        let problems = config.validate_in(&lookup);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -271,7 +334,13 @@ impl Config {
     }
 
     /// Every problem with the values, each with its key; empty when the config is usable.
+    /// Password variables are read from the process's environment.
     pub fn validate(&self) -> Vec<Problem> {
+        self.validate_in(&|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::validate`] with password variables read through `env`.
+    pub fn validate_in(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut problem = |key: String, message: String| problems.push(Problem { key, message });
         let s = &self.server;
@@ -349,6 +418,18 @@ impl Config {
         }
         tls::validate_server_tls(&self.server.tls, &mut problems);
         routing::validate_routing(self, &mut problems);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(Problem {
+                key: "log.level".into(),
+                message: format!(
+                    "{:?} is not a level or filter directives: {e}",
+                    self.log.level
+                ),
+            });
+        }
+        if let Err(user_problems) = crate::acl::Users::compile(self, env) {
+            problems.extend(user_problems);
+        }
         problems
     }
 }
@@ -431,6 +512,21 @@ mod tests {
         assert_eq!(config.server.max_pipeline, 9);
         assert_eq!(config.server.listen, "127.0.0.1:3");
         assert_eq!(config.clusters[DEFAULT_CLUSTER].seeds, ["b:1", "c:2"]);
+    }
+
+    #[test]
+    fn string_variables_without_a_list_variable_stay_strings() {
+        let vars = env(&[
+            ("RESPGATE_SERVER__PASSWORD", "a,b"),
+            ("RESPGATE_BACKENDS__DEFAULT__PASSWORD", "secret"),
+        ]);
+        let overrides = Overrides {
+            seeds: Some(vec!["a:1".into()]),
+            ..Overrides::default()
+        };
+        let config = Config::load_from(None, &vars, &overrides).unwrap();
+        assert_eq!(config.server.password.expose(), b"a,b");
+        assert_eq!(config.backends[DEFAULT_CLUSTER].password, "secret");
     }
 
     #[test]
@@ -528,11 +624,67 @@ mod tests {
     }
 
     #[test]
+    fn log_level_takes_a_level_or_filter_directives() {
+        let mut config = Config::default();
+        config.clusters.insert(
+            "default".into(),
+            ClusterConfig {
+                seeds: vec!["a:1".into()],
+                ..ClusterConfig::default()
+            },
+        );
+        for good in ["warn", "info,respgate::cluster=debug"] {
+            config.log.level = good.into();
+            assert_eq!(config.validate(), [], "{good}");
+        }
+        config.log.level = "respgate=loud".into();
+        let keys: Vec<String> = config.validate().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["log.level"]);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[server]\nlisten_on = \"x\"\n").unwrap();
         let err = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("listen_on"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod users_tests {
+    use super::*;
+
+    #[test]
+    fn users_load_from_the_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[backends.main]\nseeds = [\"a:1\"]\n[users.app]\npassword_env = \"APP_PW\"\ncommands = \"+@read\"\nkeys = [\"~app:*\"]\n[users.Admin]\npasswords = [\"x\"]\n",
+        )
+        .unwrap();
+        let vars: Vec<(String, String)> = [
+            ("APP_PW", "from-env"),
+            ("RESPGATE_USERS__APP__CHANNELS", "&a,&b"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Config::load_from(Some(&path), &vars, &Overrides::default()).unwrap();
+        let app = &config.users["app"];
+        assert_eq!(app.password_env, ["APP_PW"]);
+        assert_eq!(app.channels, ["&a", "&b"]);
+        assert_eq!(app.keys, ["~app:*"]);
+        // Names keep their case in the file (Redis's user names are case-sensitive).
+        assert!(config.users.contains_key("Admin"));
+        // Without the variable, the problem names it.
+        let err = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("users.app.password_env: $APP_PW is not set"),
+            "{err}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{Config, Problem};
@@ -14,7 +14,7 @@ use crate::cluster::SLOT_COUNT;
 const LAST_SLOT: u16 = SLOT_COUNT - 1;
 
 /// Which keys go to which backend.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// The backend of every key no route matches, and of keyless commands; may be left empty
@@ -25,7 +25,7 @@ pub struct RoutingConfig {
 }
 
 /// One prefix route: to one backend (`backend`), or split by slot range over several (`slots`).
-#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouteConfig {
     /// Keys starting with this text match.
@@ -41,7 +41,7 @@ pub struct RouteConfig {
 }
 
 /// One range of a slot split: keys of a split prefix whose slot is in `range` go to `backend`.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlotRangeConfig {
     /// `FIRST-LAST` (inclusive), or one slot number.

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 
 use rustls_pki_types::ServerName;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ClusterConfig, Problem};
 
-/// The TLS listener for clients, and how often certificate files are checked for changes.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// The TLS listener for clients.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerTlsConfig {
     /// Address of the TLS listener; empty means none. It serves beside `server.listen` (which

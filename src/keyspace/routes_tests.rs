@@ -256,8 +256,12 @@ fn rules() -> impl Strategy<Value = Vec<PrefixRule>> {
         )),
     ];
     prop::collection::vec((text(6), any::<bool>(), destination), 0..24).prop_map(|rules| {
+        // One rule per prefix, as the configuration's validation requires ("one prefix, one
+        // route"): the trie keeps the first rule of a prefix only.
+        let mut seen = std::collections::HashSet::new();
         rules
             .into_iter()
+            .filter(|(prefix, _, _)| seen.insert(prefix.clone()))
             .map(|(prefix, strip, to)| PrefixRule {
                 prefix: Bytes::from(prefix),
                 strip,

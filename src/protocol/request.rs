@@ -166,6 +166,19 @@ impl RequestParser {
         self
     }
 
+    /// Changes every limit at once (a reload): a request partly parsed already is held to the
+    /// new limits for the rest of it.
+    pub fn set_limits(
+        &mut self,
+        max_bulk_len: u64,
+        max_multibulk_len: u64,
+        max_request_bytes: u64,
+    ) {
+        self.max_bulk_len = max_bulk_len;
+        self.max_multibulk_len = max_multibulk_len;
+        self.max_request_bytes = max_request_bytes;
+    }
+
     /// How many bytes this parser has looked at since it was made, the digits it parsed and
     /// the CRLF after each argument included (argument data is skipped, not scanned). Lets
     /// tests prove that parsing costs a small constant per byte received, however it is split.

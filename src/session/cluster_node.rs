@@ -10,17 +10,23 @@ use crate::cluster::{Access, SLOT_COUNT, Slot, Target};
 use crate::protocol::Request;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// `CLUSTER` as seen by a cluster-aware client: the proxy is one master owning every slot.
-pub(super) fn command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Option<Action> {
+pub(super) fn command(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Option<Action> {
     let Some(sub) = args.get(1) else {
         return Some(Action::Reply(reply::error(&wrong_arity_named(b"cluster"))));
     };
     let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
     let mut out = ReplyBuf::new(state.protocol);
     let local = state.handle().local;
-    let (configured, listen) = proxy.listener_of(local);
+    let (listen, tls) = proxy.listener_of(local);
+    let server = &proxy.config().server;
+    let configured = if tls {
+        &server.tls.announce_address
+    } else {
+        &server.announce_address
+    };
     let announced = Announced::for_client(configured, listen, local);
     let ip = announced.ip.to_string();
     let port = i64::from(announced.port);
@@ -38,7 +44,7 @@ pub(super) fn command(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Opt
         "info" => {
             // As clients see it, the proxy is ok only when every backend is.
             let served = proxy
-                .backends
+                .backends()
                 .iter()
                 .map(|b| b.slot_map().slots_served())
                 .min()

@@ -8,10 +8,12 @@
 
 use bytes::Bytes;
 
+use super::acl::{self, Permit};
 use super::own::OwnOp;
 use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
 use super::route::{place_of_channel, route};
 use super::{ClientState, local, txn};
+use crate::broadcast::{Broadcast, Combine, Reach};
 use crate::cluster::{Access, Cluster, Slot, Target};
 use crate::command::{
     CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
@@ -25,7 +27,7 @@ use crate::protocol::Request;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::{encode_command, parse_int};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 use bytes::BytesMut;
 
 /// What the session does with a request.
@@ -50,6 +52,11 @@ pub enum Action {
     Split(Split),
     /// Send to every master and combine the replies.
     FanOut(FanOut),
+    /// Send to several nodes (or one master) on their control connections and combine the
+    /// replies.
+    Broadcast(Broadcast),
+    /// `INFO` with sections made from the masters' figures.
+    Info(super::info::InfoRequest),
     /// `SCAN` across masters.
     Scan(Vec<Bytes>),
     /// Work on the client's own connection, alone and in order.
@@ -71,7 +78,7 @@ pub enum Action {
 /// other by the backend's, then one `match` on the command's [`Policy`].
 pub fn dispatch(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     request: Request,
 ) -> Action {
@@ -81,6 +88,15 @@ pub fn dispatch(
     let own = name.and_then(proxy_command);
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
+    }
+    // AUTH, HELLO, QUIT and RESET are everyone's (Redis's `no_auth`), even before the
+    // command table is known.
+    if state.restricted && !own.is_some_and(Policy::allowed_before_auth) {
+        match acl::permit(state, proxy, name, &request) {
+            Permit::Allowed => {}
+            Permit::Refused(action) => return action,
+            Permit::AwaitTable => return await_backend(proxy, request),
+        }
     }
     if let Some(name) = name {
         // Rare (a subscribed RESP2 client), so the list stays with the rest of Pub/Sub.
@@ -92,17 +108,15 @@ pub fn dispatch(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
             )));
         }
+        if own.is_some() || state.txn.is_some() {
+            note_command(state, proxy, name, &request.args);
+        }
         if let Some(action) = before_table(state, proxy, cluster, own, &request) {
             return action;
         }
     }
     let Some(table) = proxy.commands() else {
-        // No backend has answered yet (all down at start, a Sentinel group without a known
-        // master): the request waits for one within the retry budget, as routed requests do.
-        for backend in &proxy.backends {
-            backend.request_refresh();
-        }
-        return Action::AwaitBackend(request);
+        return await_backend(proxy, request);
     };
     let lookup = name.map_or(Lookup::Unknown, |name| {
         table.lookup_lowercased(name, &request.args)
@@ -117,7 +131,34 @@ pub fn dispatch(
     if !spec.arity_ok(request.args.len()) {
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
+    state.note_command(&spec.name);
     by_policy(state, proxy, cluster, spec, spec.policy, request)
+}
+
+/// Notes the command `name` (lowercase) with `args` as the client's last, by its full name
+/// (`client|list`) when the backend's table knows it.
+fn note_command(state: &mut ClientState, proxy: ProxyRef<'_>, name: &str, args: &[Bytes]) {
+    if state.last_command() == name {
+        // The same command without subcommands again (`PING` after `PING`): nothing to look up.
+        return;
+    }
+    match proxy.commands() {
+        Some(table) => {
+            if let Lookup::Found(spec) = table.lookup_lowercased(name, args) {
+                state.note_command(&spec.name);
+            }
+        }
+        None => state.note_command(name),
+    }
+}
+
+/// No backend has answered yet (all down at start, a Sentinel group without a known master):
+/// the request waits for one within the retry budget, as routed requests do.
+fn await_backend(proxy: ProxyRef<'_>, request: Request) -> Action {
+    for backend in proxy.backends() {
+        backend.request_refresh();
+    }
+    Action::AwaitBackend(request)
 }
 
 /// What is decided before the backend's table is needed: subscriptions (taken even inside
@@ -126,7 +167,7 @@ pub fn dispatch(
 /// count Redis refuses (with Redis's error).
 fn before_table(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     own: Option<Policy>,
     request: &Request,
@@ -145,8 +186,8 @@ fn before_table(
     if taken.is_some() {
         return taken;
     }
-    if state.txn.is_some() {
-        return Some(txn::in_multi(state, proxy, cluster, own, request));
+    if state.txn.is_some() && queued_in_multi(own) {
+        return Some(txn::in_multi(state, proxy, cluster, own, request).into());
     }
     match own? {
         Policy::Own(OwnKind::Transaction(kind)) => txn::handle(state, proxy, kind, request),
@@ -155,10 +196,53 @@ fn before_table(
     }
 }
 
+/// Whether a request with this own-command policy (`None`: not one of the proxy's commands) is
+/// for the transaction while `MULTI` is open. As in Redis, `QUIT` and `RESET` act at once; the
+/// subscriptions are taken before.
+fn queued_in_multi(own: Option<Policy>) -> bool {
+    !matches!(
+        own,
+        Some(Policy::Subscription(_) | Policy::Local(LocalKind::Quit | LocalKind::Reset))
+    )
+}
+
+/// Decides `request` as the next step of the open transaction, for a session whose earlier
+/// steps wait to be sent together; gives the request back when it is not a step of the
+/// transaction (the transaction ended, or the request acts at once), to be dispatched as usual
+/// once they are done.
+pub fn in_transaction(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    cluster: &Cluster,
+    request: Request,
+) -> Result<txn::TxnStep, Request> {
+    if state.txn.is_none() || state.subscribed || !state.authenticated {
+        return Err(request);
+    }
+    let mut name_buf = [0u8; MAX_NAME_LEN];
+    let Some(name) = lowercase(request.name(), &mut name_buf) else {
+        return Err(request);
+    };
+    let own = proxy_command(name);
+    if !queued_in_multi(own) {
+        return Err(request);
+    }
+    if state.restricted && !own.is_some_and(Policy::allowed_before_auth) {
+        match acl::permit(state, proxy, Some(name), &request) {
+            Permit::Allowed => {}
+            // A refusal inside MULTI is a reply, and has made EXEC fail.
+            Permit::Refused(Action::Reply(refused)) => return Ok(txn::TxnStep::Reply(refused)),
+            Permit::Refused(_) | Permit::AwaitTable => return Err(request),
+        }
+    }
+    note_command(state, proxy, name, &request.args);
+    Ok(txn::in_multi(state, proxy, cluster, own, &request))
+}
+
 /// Acts on `policy`, the policy of `spec`, for a request whose arity is already checked.
 fn by_policy(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     spec: &CommandSpec,
     policy: Policy,
@@ -168,12 +252,12 @@ fn by_policy(
         Policy::Forward { access } => forward(state, proxy, spec, request, access),
         Policy::Split { kind, access } => {
             let routes = proxy.routes();
-            match route(state, &routes, spec, &request.args) {
+            match route(state, routes, spec, &request.args) {
                 Ok(mut routed) => {
                     let payload = routed.payload(request.raw);
                     forward_to(state, routed.backend, payload, routed.target, access)
                 }
-                Err(error) => match multikey::plan(kind.name(), &request.args, &routes) {
+                Err(error) => match multikey::plan(kind.name(), &request.args, routes) {
                     Some(split) => Action::Split(split),
                     None => Action::Reply(reply::error(&error.message(proxy))),
                 },
@@ -189,7 +273,7 @@ fn by_policy(
             let routes = proxy.routes();
             let (backend, target) = match request.args.get(1) {
                 Some(channel) => {
-                    let place = place_of_channel(&routes, channel);
+                    let place = place_of_channel(routes, channel);
                     (place.backend, Target::Slot(place.slot))
                 }
                 None => (routes.default_backend(), Target::AnyMaster),
@@ -224,13 +308,25 @@ fn by_policy(
             }
             by_policy(state, proxy, cluster, spec, kind.then(), request)
         }
-        Policy::Admin { access } => {
-            if proxy.config.server.allow_admin_commands {
-                forward(state, proxy, spec, request, access)
+        Policy::Admin(reach) => {
+            if proxy.config().server.allow_admin_commands {
+                super::admin::admin(state, proxy, spec, reach, request)
             } else {
                 Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
             }
         }
+        Policy::OneMaster => Action::Broadcast(Broadcast::new(
+            &spec.name,
+            request.raw,
+            Reach::OneMaster,
+            Combine::AllSucceed,
+        )),
+        Policy::KillScript => Action::Broadcast(Broadcast::new(
+            &spec.name,
+            request.raw,
+            Reach::EveryNode,
+            Combine::AnyKilled,
+        )),
         Policy::Refused(refusal) => Action::Reply(reply::error(&refusal.message(&spec.name))),
         // The proxy's own commands come here only when `before_table` left them to the
         // backend's table, whose arity check then refuses them; should a backend accept the
@@ -243,15 +339,15 @@ fn by_policy(
 
 /// Forwards `request` whole to the backend and slot of its keys; `CROSSSLOT` when they
 /// differ.
-fn forward(
+pub(super) fn forward(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     request: Request,
     access: Access,
 ) -> Action {
     let routes = proxy.routes();
-    match route(state, &routes, spec, &request.args) {
+    match route(state, routes, spec, &request.args) {
         Ok(mut routed) => {
             let payload = routed.payload(request.raw);
             forward_to(state, routed.backend, payload, routed.target, access)
@@ -261,7 +357,7 @@ fn forward(
 }
 
 /// Forwards `payload` to `target` on `backend`, remembering the place of a write for `WAIT`.
-fn forward_to(
+pub(super) fn forward_to(
     state: &mut ClientState,
     backend: BackendId,
     payload: Bytes,
@@ -285,12 +381,12 @@ fn forward_to(
 /// A command that may block, on the client's own connection to the slot of its keys.
 fn blocking(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     request: Request,
 ) -> Action {
     let routes = proxy.routes();
-    match route(state, &routes, spec, &request.args) {
+    match route(state, routes, spec, &request.args) {
         Ok(mut routed) => Action::Own(OwnOp::Blocking {
             backend: routed.backend,
             payload: routed.payload(request.raw),
@@ -366,7 +462,7 @@ fn subscription(
 /// replicas. WAIT holds that connection while it waits, so its timeout is capped at half the
 /// request timeout: when replicas lag, the client gets the count reached so far, as from any
 /// WAIT that times out, and other clients are held no longer than that.
-fn wait(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn wait(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let (Some(replicas), Some(timeout)) = (
         args.get(1).and_then(|a| parse_int(a)),
         args.get(2).and_then(|a| parse_int(a)),

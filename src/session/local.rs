@@ -6,27 +6,24 @@
 //! static table of the proxy's own commands ([`PROXY_COMMANDS`](crate::command::PROXY_COMMANDS)),
 //! so they work before the backend's command table is known.
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
+use crate::acl::LoginError;
 use crate::clients::KillFilter;
-use crate::cluster::{Cluster, SLOT_COUNT};
+use crate::cluster::{Access, Cluster, Target};
 use crate::command::LocalKind;
-use crate::fanout;
 use crate::protocol::reply::{self, ReplyBuf};
-use crate::protocol::request::parse_int;
+use crate::protocol::request::{encode_command, parse_int};
 use crate::protocol::{Protocol, Request};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Answers `request`, one of the proxy's own commands (its policy is `Local(kind)`). `None`
 /// means a request to follow the normal path instead.
 pub fn handle(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     kind: LocalKind,
     request: &Request,
@@ -67,7 +64,7 @@ pub fn handle(
             // Another database only where every backend a key can reach has one: Sentinel groups
             // and standalone servers, never a Redis Cluster (which has only database 0).
             let databases = proxy
-                .backends
+                .backends()
                 .iter()
                 .map(|b| b.databases())
                 .min()
@@ -92,20 +89,16 @@ pub fn handle(
             if let Some(bad) = arity((2..=3).contains(&argc)) {
                 return Some(bad);
             }
-            let server = &proxy.config.server;
             let (user, password) = match args.as_slice() {
                 [_, password] => (None, password),
-                [_, user, password] => (Some(user), password),
+                [_, user, password] => (Some(user.as_ref()), password),
                 _ => return None,
             };
-            if server.password.is_empty() && user.is_none() {
-                out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-            } else if credentials_ok(server, user.map(|u| u.as_ref()), password) {
-                state.authenticated = true;
-                out.simple("OK");
-            } else {
-                out.error(WRONGPASS);
-            }
+            match super::acl::login(state, proxy, user, password) {
+                Ok(()) => out.simple("OK"),
+                Err(LoginError::DefaultHasNoPassword) => out.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+                Err(LoginError::WrongPass) => out.error(WRONGPASS),
+            };
         }
         LocalKind::Hello => {
             let action = hello(state, proxy, cluster, args);
@@ -117,14 +110,9 @@ pub fn handle(
             state.publish();
             return Some(action);
         }
-        LocalKind::Info => {
-            let (text, keyspace) = info(proxy, cluster, args);
-            if keyspace {
-                return Some(Action::FanOut(fanout::keyspace(text)));
-            }
-            out.verbatim(text.as_bytes());
-        }
+        LocalKind::Info => return Some(super::info::action(proxy, args, state.protocol)),
         LocalKind::Cluster => return super::cluster_node::command(state, proxy, args),
+        LocalKind::Acl => return Some(super::acl::command(state, proxy, args)),
         LocalKind::ReadOnly | LocalKind::ReadWrite | LocalKind::Asking => {
             if let Some(bad) = arity(argc == 1) {
                 return Some(bad);
@@ -135,11 +123,12 @@ pub fn handle(
             state.protocol = Protocol::Resp2;
             state.name = None;
             state.txn = None;
+            state.note_multi(-1);
             state.watched = None;
             state.db = 0;
             state.subscribed = false;
             state.reset = true;
-            state.authenticated = proxy.config.server.password.is_empty();
+            state.login(proxy.users().at_connect());
             state.reply_mode = super::ReplyMode::On;
             state.publish();
             return Some(Action::Reply(Bytes::from_static(b"+RESET\r\n")));
@@ -148,10 +137,14 @@ pub fn handle(
     Some(Action::Reply(out.finish()))
 }
 
-fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> Action {
+fn hello(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    cluster: &Cluster,
+    args: &[Bytes],
+) -> Action {
     let mut protocol = state.protocol;
     let mut setname = None;
-    let was_authenticated = state.authenticated;
     if let Some(version) = args.get(1) {
         protocol = match parse_int(version) {
             None => {
@@ -169,10 +162,9 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
             if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
                 let user = args.get(i + 1).map(|u| u.as_ref());
                 let password = args.get(i + 2).cloned().unwrap_or_default();
-                if !credentials_ok(&proxy.config.server, user, &password) {
+                if super::acl::login(state, proxy, user, &password).is_err() {
                     return Action::Reply(reply::error(WRONGPASS));
                 }
-                state.authenticated = true;
                 i += 3;
             } else if option.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
                 let name = args.get(i + 1).cloned().unwrap_or_default();
@@ -190,7 +182,6 @@ fn hello(state: &mut ClientState, proxy: &Proxy, cluster: &Cluster, args: &[Byte
         }
     }
     if !state.authenticated {
-        state.authenticated = was_authenticated;
         return Action::Reply(reply::error(NOAUTH_HELLO));
     }
     state.protocol = protocol;
@@ -216,28 +207,6 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 /// Redis's reply to `HELLO` without `AUTH` from a client that must authenticate.
 const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 
-/// Whether `user`/`password` match the configured client credentials. With no password
-/// configured, the default user accepts any password, as Redis's `nopass` default user does.
-fn credentials_ok(
-    server: &crate::config::ServerConfig,
-    user: Option<&[u8]>,
-    password: &[u8],
-) -> bool {
-    let user_ok = user.is_none_or(|u| u == server.username.as_bytes());
-    if server.password.is_empty() {
-        return user_ok;
-    }
-    // Compare every byte whatever the first difference, so the time taken says nothing.
-    let expected = server.password.as_bytes();
-    let same = expected.len() == password.len()
-        && expected
-            .iter()
-            .zip(password)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    user_ok && same
-}
-
 const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 
 /// Redis accepts client names of printable ASCII without spaces.
@@ -245,7 +214,7 @@ fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let Some(sub) = args.get(1) else {
         return Action::Reply(reply::error(&wrong_arity_named(b"client")));
     };
@@ -321,6 +290,7 @@ fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
             out.verbatim(lines.as_bytes());
         }
         "kill" => return client_kill(state, proxy, args),
+        "unblock" => return client_unblock(state, proxy, args),
         "reply" => {
             let mode = args.get(2).map(|m| m.to_ascii_lowercase());
             match (argc, mode.as_deref()) {
@@ -355,7 +325,7 @@ fn client(state: &mut ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
 
 /// `CLIENT KILL addr` (the old form: `+OK` or an error) or `CLIENT KILL <filter> <value> ...`
 /// (the number killed), over the proxy's own clients.
-fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
+fn client_kill(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
     if args.len() == 3 {
         let filter = KillFilter {
@@ -404,114 +374,72 @@ fn client_kill(state: &ClientState, proxy: &Proxy, args: &[Bytes]) -> Action {
     Action::Reply(out.finish())
 }
 
-/// The proxy's own `INFO` text, and whether the keyspace section (summed over the masters) is
-/// wanted too.
-fn info(proxy: &Proxy, cluster: &Cluster, args: &[Bytes]) -> (String, bool) {
-    let wanted: Vec<String> = args
-        .iter()
-        .skip(1)
-        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-        .collect();
-    let show = |section: &str| {
-        wanted.is_empty()
-            || wanted
-                .iter()
-                .any(|w| w == section || w == "all" || w == "everything" || w == "default")
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` for one of the proxy's clients: passed on to the node
+/// its blocking command waits on (on the node's control connection, which never waits behind
+/// clients' requests), naming the client's own connection there, so the node
+/// answers the blocked client (a timeout's reply, or `-UNBLOCKED ...`) and this caller (`:1`).
+/// A client that is not blocked, or not known, gets `:0` here, as from Redis.
+fn client_unblock(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
+    if args.len() < 3 {
+        return Action::Reply(reply::error(
+            "ERR wrong number of arguments for 'client|unblock' command",
+        ));
+    }
+    if args.len() > 4 {
+        let sub = args
+            .get(1)
+            .map(|s| String::from_utf8_lossy(s))
+            .unwrap_or_default();
+        return Action::Reply(reply::error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{sub}'. Try CLIENT HELP."
+        )));
+    }
+    let reason = args.get(3);
+    if let Some(reason) = reason
+        && !reason.eq_ignore_ascii_case(b"TIMEOUT")
+        && !reason.eq_ignore_ascii_case(b"ERROR")
+    {
+        return Action::Reply(reply::error(
+            "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+        ));
+    }
+    let Some(id) = args.get(2).and_then(|a| parse_int(a)) else {
+        return Action::Reply(reply::error("ERR value is not an integer or out of range"));
     };
-    let stats = &proxy.stats;
-    let uptime = proxy.started.elapsed().as_secs();
-    let version = redis_version(cluster);
-    let mut text = String::new();
-    if show("server") {
-        let _ = write!(
-            text,
-            "# Server\r\nredis_version:{version}\r\nredis_mode:cluster\r\nrespgate_version:{}\r\nos:{}\r\narch_bits:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n\r\n",
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            usize::BITS,
-            std::process::id(),
-            proxy.listen_addr.port(),
-            uptime / 86_400,
-        );
+    let blocked = u64::try_from(id)
+        .ok()
+        .and_then(|id| proxy.clients.get(id))
+        .and_then(|client| client.blocked_on());
+    let target = blocked.and_then(|on| {
+        let node_id = on.node_client_id?;
+        let cluster = proxy.backend(on.backend)?;
+        Some((on.backend, cluster.pool(&on.node), node_id))
+    });
+    let Some((backend, pool, node_id)) = target else {
+        let mut out = ReplyBuf::new(state.protocol);
+        out.integer(0);
+        return Action::Reply(out.finish());
+    };
+    let mut command: Vec<&[u8]> = vec![b"CLIENT", b"UNBLOCK"];
+    let node_id = node_id.to_string();
+    command.push(node_id.as_bytes());
+    if let Some(reason) = reason {
+        command.push(reason);
     }
-    if show("clients") {
-        let _ = write!(
-            text,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nclient_output_bytes:{}\r\nclients_closed_by_output_limit:{}\r\nclient_output_buffer_limit:{}\r\n\r\n",
-            stats.connected_clients.load(Ordering::Relaxed),
-            proxy.config.server.max_clients,
-            proxy.clients.owed_bytes(),
-            stats.closed_by_output_limit.load(Ordering::Relaxed),
-            output_limits(&proxy.config.server),
-        );
+    let mut payload = bytes::BytesMut::new();
+    encode_command(&mut payload, &command);
+    Action::Forward {
+        backend,
+        payload: payload.freeze(),
+        target: Target::Control(pool),
+        access: Access::Write,
     }
-    if show("stats") {
-        let _ = write!(
-            text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
-            stats.total_connections.load(Ordering::Relaxed),
-            stats.total_commands.load(Ordering::Relaxed),
-            stats.rejected_connections.load(Ordering::Relaxed),
-        );
-    }
-    if show("cluster") {
-        text.push_str("# Cluster\r\ncluster_enabled:1\r\n\r\n");
-    }
-    if show("proxy") {
-        let _ = write!(
-            text,
-            "# Proxy\r\nproxy:respgate\r\nclusters:{}\r\n",
-            proxy.backends.len()
-        );
-        for c in &proxy.backends {
-            let map = c.slot_map();
-            let s = &c.stats;
-            let name = c.name();
-            let _ = write!(
-                text,
-                "cluster_{name}:state={},masters={},nodes={},slots_served={},refreshes={},moved={},ask={},retries={},backend_errors={}\r\n",
-                if map.slots_served() == usize::from(SLOT_COUNT) {
-                    "ok"
-                } else {
-                    "fail"
-                },
-                map.masters().len(),
-                map.nodes().len(),
-                map.slots_served(),
-                s.refreshes.load(Ordering::Relaxed),
-                s.moved.load(Ordering::Relaxed),
-                s.ask.load(Ordering::Relaxed),
-                s.retries.load(Ordering::Relaxed),
-                s.backend_errors.load(Ordering::Relaxed),
-            );
-        }
-        text.push_str("\r\n");
-    }
-    if text.ends_with("\r\n\r\n") {
-        text.truncate(text.len() - 2);
-    }
-    (text, show("keyspace"))
 }
 
 /// The version the backends report, which clients read to pick features; before any node has
 /// answered, the oldest version whose commands the proxy handles.
-fn redis_version(cluster: &Cluster) -> String {
+pub(super) fn redis_version(cluster: &Cluster) -> String {
     cluster
         .redis_version()
         .map_or_else(|| "7.0.0".to_string(), |v| v.to_string())
-}
-
-/// The output limits as Redis's `CONFIG GET client-output-buffer-limit` shows them.
-fn output_limits(server: &crate::config::ServerConfig) -> String {
-    let class = |name: &str, l: &crate::config::OutputLimit| {
-        format!(
-            "{name} {} {} {}",
-            l.hard_limit_bytes, l.soft_limit_bytes, l.soft_limit_s
-        )
-    };
-    format!(
-        "{} {}",
-        class("normal", &server.client_output_limit_normal),
-        class("pubsub", &server.client_output_limit_pubsub)
-    )
 }

@@ -7,9 +7,16 @@
 //! Work that needs a connection of the client's own (transactions, blocking commands, Pub/Sub)
 //! waits until every earlier reply is out and holds later requests until it is done, so the
 //! client's order holds across connections.
+//!
+//! A session pins one snapshot of the configuration (see [`crate::proxy`]) and moves to a newer
+//! one between requests (see `switch`).
 
+mod acl;
+mod admin;
+mod blocked;
 mod cluster_node;
 mod dispatch;
+mod info;
 mod local;
 mod outbound;
 mod own;
@@ -17,6 +24,7 @@ mod pubsub;
 mod route;
 mod state;
 mod stream;
+mod switch;
 mod txn;
 
 use std::future::Future;
@@ -33,7 +41,7 @@ use tracing::{debug, warn};
 
 use crate::metrics as m;
 use crate::protocol::{Protocol, RequestParser, reply};
-use crate::proxy::Proxy;
+use crate::proxy::{Announcement, Proxy, ProxyRef, Snapshot};
 use crate::{fanout, multikey};
 use outbound::{Outbound, Standing, counted};
 use pubsub::Subscriptions;
@@ -58,6 +66,8 @@ enum Flow {
     Idle,
     /// Close the connection.
     Close,
+    /// A newer configuration is in force and nothing is in flight: move to it, then go on.
+    Move,
 }
 
 /// What a session keeps while its client is idle.
@@ -68,11 +78,14 @@ struct Conn<'a> {
     last_activity: tokio::time::Instant,
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     idle_timeout: Option<Duration>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Shutdown and new configurations.
+    announcements: tokio::sync::watch::Receiver<Announcement>,
     parser: RequestParser,
     max_pipeline: usize,
     proxy: &'a Proxy,
-    cluster: &'a crate::cluster::Cluster,
+    /// The client's subscriptions: kept across phases only to move them to a new configuration
+    /// (a subscribed session stays active).
+    subs: Option<Box<Subscriptions>>,
 }
 
 /// Serves one client until it quits, disconnects or breaks the protocol.
@@ -81,17 +94,19 @@ struct Conn<'a> {
 /// [`active`] (boxed, freed again when nothing is owed), so ten thousand idle clients cost
 /// little memory.
 pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
-    let Some(cluster) = proxy.default_cluster().cloned() else {
+    // Listened to before the snapshot is read, so a reload in between is not missed.
+    let announcements = proxy.announcements();
+    if announcements.borrow().draining {
         return;
-    };
-    let server = &proxy.config.server;
-    let idle_timeout = (server.client_idle_timeout_s > 0)
-        .then(|| Duration::from_secs(server.client_idle_timeout_s));
+    }
+    let mut snapshot = proxy.snapshot();
+    let server = &snapshot.config.server;
+    let idle_timeout = switch::idle_timeout(server);
     let id = proxy.next_client_id();
     let local = stream.local_addr().unwrap_or(proxy.listen_addr);
     let registered = proxy.clients.register(id, peer, local);
     let mut c = Conn {
-        state: ClientState::new(id, peer, server.password.is_empty(), registered),
+        state: ClientState::new(id, peer, snapshot.users().at_connect(), registered),
         io: stream,
         // No read buffer while idle: it is taken when bytes arrive and given back once they
         // are parsed.
@@ -100,30 +115,54 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         // Only sessions with an idle timeout carry a timer, allocated once.
         idle_timer: idle_timeout.map(|t| Box::pin(tokio::time::sleep(t))),
         idle_timeout,
-        shutdown: proxy.shutdown.clone(),
+        announcements,
         parser: RequestParser::new(server.proto_max_bulk_len, server.max_multibulk_len)
             .with_max_request_bytes(server.max_request_bytes),
         max_pipeline: server.max_pipeline,
         proxy: &proxy,
-        cluster: &cluster,
+        subs: None,
     };
     loop {
+        // A configuration newer than the session's came into force while it was active or
+        // idle: move to it, then serve under it what the client sent meanwhile (and its
+        // subscriptions, which need the active phase).
+        if c.proxy.is_newer_than(&snapshot) && switch::may_switch(&c.state) {
+            if !switch::to_newest(&mut c, &mut snapshot).await {
+                break;
+            }
+            if !c.inbuf.is_empty() || c.subs.is_some() {
+                if Box::pin(active(&mut c, &snapshot)).await == Flow::Close {
+                    break;
+                }
+                continue;
+            }
+        }
         if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
             timer.as_mut().reset(c.last_activity + timeout);
         }
-        let woke = tokio::select! {
-            readable = c.io.readable() => readable.is_ok(),
+        let flow = tokio::select! {
+            readable = c.io.readable() => match readable {
+                Ok(()) => Box::pin(active(&mut c, &snapshot)).await,
+                Err(_) => Flow::Close,
+            },
             _ = c.state.registered.handle.kill.notified() => {
                 debug!(client = c.state.id, "killed by CLIENT KILL");
-                false
+                Flow::Close
             }
-            _ = c.shutdown.changed() => false,
+            // Draining closes an idle client; a new configuration is moved to above.
+            Ok(()) = c.announcements.changed() => {
+                if c.announcements.borrow_and_update().draining {
+                    Flow::Close
+                } else {
+                    Flow::Move
+                }
+            }
             _ = idle(&mut c.idle_timer) => {
                 debug!(client = c.state.id, "idle timeout; closing");
-                false
+                Flow::Close
             }
         };
-        if !woke || Box::pin(active(&mut c)).await == Flow::Close {
+        if flow == Flow::Close {
             break;
         }
     }
@@ -131,8 +170,13 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
 }
 
 /// The client has sent bytes: read, answer and route requests, and write replies, until
-/// nothing is owed ([`Flow::Idle`]) or the connection must close.
-async fn active(c: &mut Conn<'_>) -> Flow {
+/// nothing is owed ([`Flow::Idle`]) or the connection must close. Every request of this phase
+/// sees `snapshot`.
+async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
+    let proxy = ProxyRef::new(c.proxy, snapshot);
+    let Some(cluster) = proxy.default_cluster().map(Arc::as_ref) else {
+        return Flow::Close;
+    };
     // Counted here while the node's answer waits for the client: see `outbound`.
     let handle = Arc::clone(&c.state.registered.handle);
     let owed = &handle.owed_bytes;
@@ -147,7 +191,10 @@ async fn active(c: &mut Conn<'_>) -> Flow {
     let mut retried: Option<crate::protocol::Request> = None;
     let mut own_running = false;
     // Made on the first (un)subscribe: most clients never subscribe.
-    let mut subs: Option<Box<Subscriptions>> = None;
+    let mut subs: Option<Box<Subscriptions>> = c.subs.take();
+    // A newer configuration is in force: no new request starts until this phase has moved
+    // to it.
+    let mut move_due = false;
     // The idle wait saw the socket readable: take what is there first.
     if client_gone(c) {
         return Flow::Close;
@@ -162,15 +209,16 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                     let protocol = c.state.protocol;
                     let db = c.state.db;
-                    let future: Slow<'_> = Box::pin(own::run(c.proxy, own, op, protocol, db));
+                    let client = Arc::clone(&c.state.registered.handle);
+                    let future: Slow<'_> = Box::pin(own::run(proxy, own, op, protocol, db, client));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                     own_running = true;
                 }
                 Some(Held::AwaitBackend(request)) => {
-                    if wait_for_commands(c.proxy, c.cluster).await {
+                    if wait_for_commands(proxy, cluster).await {
                         retried = Some(request);
                     } else {
-                        let error = reply::error(&c.cluster.unreachable_error());
+                        let error = reply::error(&cluster.unreachable_error());
                         pending.push_back(counted(Either::Left(ready(error)), owed));
                     }
                 }
@@ -178,7 +226,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     let protocol = c.state.protocol;
                     let subscriptions =
                         subs.get_or_insert_with(|| Box::new(Subscriptions::new(protocol)));
-                    match subscriptions.start(c.proxy, kind, names).await {
+                    match subscriptions.start(proxy, kind, names).await {
                         Ok(now) => out.push_uncounted(now, owed),
                         Err(error) => {
                             let error = reply::error(&format!("ERR respgate: {error}"));
@@ -195,12 +243,19 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         while !closing
             && !paused
             && !own_running
-            && held.is_none()
+            && (held.is_none() || retried.is_none() && joinable(&held, &c.state, c.max_pipeline))
+            && !move_due
             && !subs.as_ref().is_some_and(|s| s.busy())
             && pending.len() < c.max_pipeline
         {
+            // A request decided again was counted when it was first parsed.
+            let again = retried.is_some();
             let parsed = match retried.take() {
                 Some(request) => Ok(Some(request)),
+                None if c.proxy.is_newer_than(snapshot) && switch::may_switch(&c.state) => {
+                    move_due = true;
+                    break;
+                }
                 None => c.parser.parse(&mut c.inbuf),
             };
             let request = match parsed {
@@ -215,9 +270,18 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     break;
                 }
             };
-            c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+            if !again {
+                c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(Held::Own(own::OwnOp::Txn(batch))) = held.as_mut() {
+                // A pipelined transaction: its next request joins the batch waiting to be sent.
+                match dispatch::in_transaction(&mut c.state, proxy, cluster, request) {
+                    Ok(step) => batch.join(step),
+                    Err(request) => retried = Some(request),
+                }
+                continue;
+            }
             let (protocol, affinity, db) = (c.state.protocol, c.state.affinity, c.state.db);
-            let (proxy, cluster) = (c.proxy, c.cluster);
             let action = dispatch::dispatch(&mut c.state, proxy, cluster, request);
             if c.state.silenced() {
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
@@ -259,6 +323,15 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                         Box::pin(fanout::run(proxy, fanout, protocol, db, affinity));
                     pending.push_back(counted(Either::Right(Either::Right(future)), owed));
                 }
+                Action::Broadcast(broadcast) => {
+                    let future: Slow<'_> =
+                        Box::pin(crate::broadcast::run(proxy, broadcast, protocol));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                }
+                Action::Info(request) => {
+                    let future: Slow<'_> = Box::pin(info::run(proxy, request, protocol));
+                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                }
                 Action::Scan(args) => {
                     let future: Slow<'_> = Box::pin(async move {
                         fanout::scan(proxy, &args, protocol, db, affinity).await
@@ -288,9 +361,9 @@ async fn active(c: &mut Conn<'_>) -> Flow {
             return Flow::Close;
         }
         let limit = if c.state.subscribed {
-            &c.proxy.config.server.client_output_limit_pubsub
+            &proxy.config().server.client_output_limit_pubsub
         } else {
-            &c.proxy.config.server.client_output_limit_normal
+            &proxy.config().server.client_output_limit_normal
         };
         match out.standing(
             owed.load(Ordering::Relaxed),
@@ -324,6 +397,15 @@ async fn active(c: &mut Conn<'_>) -> Flow {
         if subs.as_ref().is_some_and(|s| s.is_done()) {
             subs = None;
         }
+        if move_due
+            && pending.is_empty()
+            && out.is_empty()
+            && held.is_none()
+            && !subs.as_ref().is_some_and(|s| s.busy())
+        {
+            c.subs = subs;
+            return Flow::Move;
+        }
         if pending.is_empty() && out.is_empty() && held.is_none() && subs.is_none() && !closing {
             return Flow::Idle;
         }
@@ -351,16 +433,17 @@ async fn active(c: &mut Conn<'_>) -> Flow {
                     return Flow::Close;
                 }
             }
-            _ = c.shutdown.changed(), if !closing => {
-                // The proxy is draining: finish what is owed, then close.
-                closing = true;
+            Ok(()) = c.announcements.changed(), if !closing => {
+                // Draining: finish what is owed, then close. A new configuration needs nothing
+                // here: the next request (a subscriber's included, on this wake) moves to it.
+                closing = c.announcements.borrow_and_update().draining;
             }
             _ = c.state.registered.handle.kill.notified() => {
                 debug!(client = c.state.id, "killed by CLIENT KILL");
                 return Flow::Close;
             }
             _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
-            frame = next_for_subscriber(&mut subs, c.proxy) => {
+            frame = next_for_subscriber(&mut subs, proxy) => {
                 let Ok(frame) = frame else {
                     debug!(client = c.state.id, "subscriptions lost; closing");
                     return Flow::Close;
@@ -378,7 +461,7 @@ async fn active(c: &mut Conn<'_>) -> Flow {
 
 /// Waits, within the default backend's retry budget, until some backend has told the proxy its
 /// commands; false when none did.
-async fn wait_for_commands(proxy: &Proxy, cluster: &crate::cluster::Cluster) -> bool {
+async fn wait_for_commands(proxy: ProxyRef<'_>, cluster: &crate::cluster::Cluster) -> bool {
     let mut attempts = cluster.attempts();
     while proxy.commands().is_none() {
         let Some(delay) = attempts.next_delay() else {
@@ -392,7 +475,7 @@ async fn wait_for_commands(proxy: &Proxy, cluster: &crate::cluster::Cluster) -> 
 /// The next bytes for a subscribed client; never completes without subscriptions.
 async fn next_for_subscriber(
     subs: &mut Option<Box<Subscriptions>>,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
 ) -> Result<Bytes, crate::backend::BackendError> {
     match subs {
         Some(subs) => subs.next(proxy).await,
@@ -439,7 +522,7 @@ fn note_activity(c: &mut Conn<'_>) {
 
 /// Runs `action` for a client that asked for no replies, and drops its reply.
 async fn silently(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     action: Action,
     protocol: Protocol,
     db: u8,
@@ -467,15 +550,34 @@ async fn silently(
         Action::Scan(args) => {
             fanout::scan(proxy, &args, protocol, db, affinity).await;
         }
+        Action::Broadcast(broadcast) => {
+            crate::broadcast::run(proxy, broadcast, protocol).await;
+        }
         // Own-connection work and subscriptions keep their replies: silencing them would
-        // desynchronise the client from its subscription stream.
-        Action::Reply(_)
+        // desynchronise the client from its subscription stream; a silenced INFO changes
+        // nothing.
+        Action::Info(_)
+        | Action::Reply(_)
         | Action::Close(_)
         | Action::Own(_)
         | Action::Pubsub { .. }
         | Action::AwaitBackend(_) => {}
     }
     Bytes::new()
+}
+
+/// Whether the next request may join `held`: a transaction batch still open, while the
+/// client is in `MULTI` and wants its replies.
+fn joinable(held: &Option<Held>, state: &ClientState, max_pipeline: usize) -> bool {
+    match held {
+        Some(Held::Own(own::OwnOp::Txn(batch))) => {
+            !batch.ended()
+                && batch.parts.len() < max_pipeline
+                && state.txn.is_some()
+                && state.reply_mode == ReplyMode::On
+        }
+        _ => false,
+    }
 }
 
 /// Work that must wait until every earlier reply is out.

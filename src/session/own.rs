@@ -7,17 +7,32 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Mutex;
 
+use super::blocked::{Blocked, Unblock};
 use crate::backend::{BackendError, NodeAddr, NodeConn, Reply};
-use crate::cluster::{Access, Cluster, Next, Target};
+use crate::clients::ClientHandle;
+use crate::cluster::{Access, Cluster, Next, Redirect, ResolveAgainst, Target};
 use crate::keyspace::{BackendId, Place};
-use crate::protocol::{Protocol, reply};
-use crate::proxy::Proxy;
+use crate::protocol::{Protocol, ReplyKind, reply};
+use crate::proxy::ProxyRef;
 
 /// `ASKING` in RESP.
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// `CLIENT ID` in RESP: asked before the first blocking command on a connection, in the same
+/// write, so `CLIENT UNBLOCK` can name the connection to its node at no extra round trip.
+const CLIENT_ID: &[u8] = b"*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n";
+/// Redis's reply to `EXEC` once the transaction is gone.
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+
+/// A client's own connection to a node, and what the node said of it.
+#[derive(Debug)]
+pub struct OwnConn {
+    conn: NodeConn,
+    /// The node's `CLIENT ID` for this connection, once asked.
+    node_client_id: Option<i64>,
+}
 
 /// The client's own connection, if it has one open.
-pub type OwnConnection = Arc<Mutex<Option<NodeConn>>>;
+pub type OwnConnection = Arc<Mutex<Option<OwnConn>>>;
 
 /// One operation on the client's own connection.
 #[derive(Debug)]
@@ -38,15 +53,8 @@ pub enum OwnOp {
         /// The keys' backend and slot.
         place: Place,
     },
-    /// `MULTI`, the queued commands and `EXEC` in one write; the client gets `EXEC`'s reply.
-    Exec {
-        /// `MULTI` + commands + `EXEC`.
-        payload: Bytes,
-        /// Number of replies to read (commands + 2).
-        replies: usize,
-        /// Where the transaction runs; `None` when it touches no key.
-        place: Option<Place>,
-    },
+    /// Commands of a transaction for its node, possibly ending with `EXEC` or `DISCARD`.
+    Txn(TxnBatch),
     /// Close the connection (`UNWATCH`, `DISCARD`): Redis forgets its watches with it.
     Release {
         /// The reply for the client.
@@ -54,35 +62,87 @@ pub enum OwnOp {
     },
 }
 
-/// Runs `op` on the client's own connection, opening one to the right node when needed.
+/// Requests of an open transaction sent to its node in one write: the node queues each (or
+/// refuses it, `BUSY` included) as it would for a client of its own, and `EXEC` runs them.
+/// Consecutive requests the client pipelined join one batch, so a pipelined transaction costs
+/// one round trip.
+#[derive(Debug)]
+pub struct TxnBatch {
+    /// The transaction's backend and slot; `None` when it touches no key.
+    pub(super) place: Option<Place>,
+    /// Whether a `WATCH` chose the node: the transaction must run on the connection that holds
+    /// the watch, or not at all.
+    pub(super) watched: bool,
+    /// Whether the batch starts with `MULTI`; otherwise one is open on the own connection.
+    pub(super) opens: bool,
+    /// What is written to the node.
+    pub(super) payload: BytesMut,
+    /// The client's replies, in order.
+    pub(super) parts: Vec<Part>,
+    /// Close the own connection afterwards (`DISCARD`, or `EXEC` of a transaction that the
+    /// proxy already knows is aborted): the node forgets the transaction and the watches.
+    pub(super) release: bool,
+}
+
+/// One reply of a [`TxnBatch`].
+#[derive(Debug)]
+pub enum Part {
+    /// A node reply the client does not see: `MULTI`'s, or a command's the proxy answered
+    /// `QUEUED` itself while the transaction's node was not known yet.
+    Skip,
+    /// A reply the proxy made.
+    Local(Bytes),
+    /// The node's reply to a queued command.
+    Queued,
+    /// The node's reply to `EXEC`.
+    Exec,
+}
+
+impl TxnBatch {
+    /// Whether the transaction ends with this batch (`EXEC` or `DISCARD`).
+    pub fn ended(&self) -> bool {
+        self.release || self.parts.iter().any(|p| matches!(p, Part::Exec))
+    }
+}
+
+/// Runs `op` on the client's own connection, opening one to the right node when needed;
+/// `client` is the client's entry, marked blocked while a blocking command waits.
 pub async fn run(
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     own: OwnConnection,
     op: OwnOp,
     protocol: Protocol,
     db: u8,
+    client: Arc<ClientHandle>,
 ) -> Bytes {
     let mut own = own.lock().await;
     let own = &mut *own;
     let backend = match &op {
         OwnOp::Blocking { backend, .. } => *backend,
         OwnOp::Watch { place, .. } => place.backend,
-        OwnOp::Exec { place, .. } => place.map_or(proxy.routes().default_backend(), |p| p.backend),
+        OwnOp::Txn(batch) => batch
+            .place
+            .map_or(proxy.routes().default_backend(), |p| p.backend),
         OwnOp::Release { .. } => proxy.routes().default_backend(),
     };
     let Some(cluster) = proxy.backend(backend) else {
         return reply::error("ERR respgate: no backend configured");
     };
-    run_on(cluster, own, op, protocol, db).await
+    let blocked = Blocked {
+        client: &client,
+        backend,
+    };
+    run_on(cluster, own, op, protocol, db, Some(blocked)).await
 }
 
 /// Runs `op` on the own connection `own`, on `cluster`, the backend the operation's keys are on.
 async fn run_on(
     cluster: &Cluster,
-    own: &mut Option<NodeConn>,
+    own: &mut Option<OwnConn>,
     op: OwnOp,
     protocol: Protocol,
     db: u8,
+    blocked: Option<Blocked<'_>>,
 ) -> Bytes {
     match op {
         OwnOp::Release { reply } => {
@@ -91,48 +151,152 @@ async fn run_on(
         }
         OwnOp::Blocking {
             payload, target, ..
-        } => call_routed(cluster, own, payload, target, protocol, db).await,
+        } => call_routed(cluster, own, payload, target, protocol, db, blocked).await,
         OwnOp::Watch { payload, place } => {
-            call_routed(
-                cluster,
-                own,
-                payload,
-                Target::Slot(place.slot),
-                protocol,
-                db,
-            )
-            .await
+            let target = Target::Slot(place.slot);
+            call_routed(cluster, own, payload, target, protocol, db, None).await
         }
-        OwnOp::Exec {
-            payload,
-            replies,
-            place,
-        } => {
-            // A WATCH already chose the node; otherwise the transaction's slot does.
-            let node = match (own.as_ref(), place) {
-                (Some(conn), _) => Some(conn.addr().clone()),
-                (None, Some(place)) => cluster.node_for(&Target::Slot(place.slot)),
-                (None, None) => cluster.node_for(&Target::AnyMaster),
-            };
-            let Some(node) = node else {
-                return reply::error(&cluster.unreachable_error());
-            };
-            let called = match ensure(cluster, own, &node, protocol, db).await {
-                Ok(conn) => conn.call(&payload, replies).await,
-                Err(error) => Err(error),
-            };
-            match called {
-                Ok(mut all) => all
-                    .pop()
-                    .map(|r| r.bytes)
-                    .unwrap_or_else(|| reply::error("ERR respgate: no reply to EXEC")),
-                Err(error) => {
-                    *own = None;
-                    cluster.backend_error(&error)
-                }
+        OwnOp::Txn(batch) => run_txn(cluster, own, batch, protocol, db).await,
+    }
+}
+
+/// Sends a transaction batch and builds the client's replies from the node's.
+async fn run_txn(
+    cluster: &Cluster,
+    own: &mut Option<OwnConn>,
+    batch: TxnBatch,
+    protocol: Protocol,
+    db: u8,
+) -> Bytes {
+    let expected = batch
+        .parts
+        .iter()
+        .filter(|p| !matches!(p, Part::Local(_)))
+        .count();
+    let called = match txn_conn(cluster, own, &batch, protocol, db).await {
+        Ok(conn) => {
+            let node = conn.conn.addr().clone();
+            // Queuing is quick and EXEC runs what a shared connection would run: the request
+            // timeout bounds both.
+            let limit = cluster.conn_settings().request_timeout;
+            let call = tokio::time::timeout(limit, conn.conn.call(&batch.payload, expected));
+            match call.await.unwrap_or_else(|_| {
+                Err(BackendError::Timeout {
+                    addr: node.clone(),
+                    timeout_ms: limit.as_millis() as u64,
+                })
+            }) {
+                Ok(replies) => Ok((node, replies)),
+                // Written, perhaps run: only the node knows, and the connection is dropped.
+                Err(error) => Err((cluster.backend_error(&error), true)),
             }
         }
+        Err(unsent) => Err(unsent),
+    };
+    let (node, replies) = match called {
+        Ok(called) => called,
+        Err((error, written)) => {
+            *own = None;
+            return failed(&batch, &error, written);
+        }
+    };
+    if batch.release {
+        *own = None;
     }
+    let mut out = BytesMut::new();
+    let mut replies = replies.into_iter();
+    for part in &batch.parts {
+        let reply = match part {
+            Part::Local(bytes) => {
+                out.extend_from_slice(bytes);
+                continue;
+            }
+            Part::Skip | Part::Queued | Part::Exec => replies.next(),
+        };
+        let Some(reply) = reply else {
+            out.extend_from_slice(&reply::error("ERR respgate: the node sent too few replies"));
+            continue;
+        };
+        match part {
+            Part::Queued => out.extend_from_slice(&queued_reply(cluster, &node, &reply)),
+            Part::Exec => out.extend_from_slice(&reply.bytes),
+            Part::Skip | Part::Local(_) => {}
+        }
+    }
+    out.freeze()
+}
+
+/// The connection a transaction batch goes on, or why it cannot be sent (and whether anything
+/// of it may have run: never, here).
+async fn txn_conn<'a>(
+    cluster: &Cluster,
+    own: &'a mut Option<OwnConn>,
+    batch: &TxnBatch,
+    protocol: Protocol,
+    db: u8,
+) -> Result<&'a mut OwnConn, (Bytes, bool)> {
+    if !batch.opens || batch.watched {
+        // The transaction (or the watch it depends on) lives on this connection, or nowhere.
+        return match own.as_mut() {
+            Some(conn) => Ok(conn),
+            None if batch.opens => Err((reply::error(WATCH_LOST), false)),
+            None => Err((reply::error(TXN_LOST), false)),
+        };
+    }
+    let target = batch
+        .place
+        .map_or(Target::AnyMaster, |p| Target::Slot(p.slot));
+    let Some(node) = cluster.node_for(&target) else {
+        return Err((reply::error(&cluster.unreachable_error()), false));
+    };
+    match ensure(cluster, own, &node, protocol, db).await {
+        Ok(conn) => Ok(conn),
+        Err(error) => Err((cluster.backend_error(&error), false)),
+    }
+}
+
+/// Why a queued command is answered with an error once the node's transaction is gone.
+const TXN_LOST: &str =
+    "ERR respgate: the connection holding this transaction was lost; EXEC will abort it";
+/// Why a transaction whose watch was lost cannot be opened.
+const WATCH_LOST: &str =
+    "ERR respgate: the connection holding the WATCH was lost; EXEC will abort the transaction";
+
+/// The client's replies to a batch that failed with `error`: the queued commands get it;
+/// `EXEC` gets it too when it was `written` (its fate is unknown) or opened the transaction
+/// (nothing ran), and `EXECABORT` when the transaction it would run is gone.
+fn failed(batch: &TxnBatch, error: &Bytes, written: bool) -> Bytes {
+    let mut out = BytesMut::new();
+    for part in &batch.parts {
+        match part {
+            Part::Skip => {}
+            Part::Local(bytes) => out.extend_from_slice(bytes),
+            Part::Queued => out.extend_from_slice(error),
+            Part::Exec if written || batch.opens => out.extend_from_slice(error),
+            Part::Exec => out.extend_from_slice(&reply::error(EXECABORT)),
+        }
+    }
+    out.freeze()
+}
+
+/// The client's reply to a command the node was asked to queue: the node's, except that a
+/// redirect (the slot moved since the transaction chose its node) becomes an error the
+/// client can act on. The node has flagged its transaction, so `EXEC` aborts as in Redis.
+fn queued_reply(cluster: &Cluster, node: &NodeAddr, reply: &Reply) -> Bytes {
+    let Some(redirect) = reply.error_text().and_then(Redirect::parse) else {
+        return reply.bytes.clone();
+    };
+    let slot = match redirect {
+        Redirect::Moved { slot, addr } => {
+            cluster.moved(slot, &addr.resolve_against(node));
+            slot
+        }
+        Redirect::Ask { slot, .. } => slot,
+    };
+    reply::error(&format!(
+        "ERR respgate: slot {} moved to another node while the transaction was queued; EXEC will abort it",
+        slot.get()
+    ))
 }
 
 /// Sends one command over the own connection to the node of `target`, following what the
@@ -140,11 +304,12 @@ async fn run_on(
 /// the cluster's retry budget. A blocking command is a write: once sent, it is never resent.
 async fn call_routed(
     cluster: &Cluster,
-    own: &mut Option<NodeConn>,
+    own: &mut Option<OwnConn>,
     payload: Bytes,
     target: Target,
     protocol: Protocol,
     db: u8,
+    blocked: Option<Blocked<'_>>,
 ) -> Bytes {
     let mut attempts = cluster.attempts();
     let mut next: Option<(NodeAddr, bool)> = None;
@@ -173,7 +338,12 @@ async fn call_routed(
                 None => return reply::error(&cluster.failing_over_error()),
             }
         }
-        let outcome = attempt(cluster, own, &node, &payload, asking, protocol, db).await;
+        let attempt = Attempt {
+            payload: &payload,
+            asking,
+            blocked,
+        };
+        let outcome = attempt.run(cluster, own, &node, protocol, db).await;
         if outcome.is_err() {
             // Whatever state the connection had is unknown now.
             *own = None;
@@ -187,52 +357,102 @@ async fn call_routed(
     }
 }
 
-/// One attempt of `payload` on the own connection to `node`, `ASKING` first when `asking`.
-async fn attempt(
-    cluster: &Cluster,
-    own: &mut Option<NodeConn>,
-    node: &NodeAddr,
-    payload: &[u8],
+/// One attempt of a command on the own connection.
+struct Attempt<'a> {
+    payload: &'a [u8],
+    /// `ASKING` first.
     asking: bool,
-    protocol: Protocol,
-    db: u8,
-) -> Result<Reply, BackendError> {
-    let conn = ensure(cluster, own, node, protocol, db).await?;
-    let mut replies = if asking {
-        let mut both = BytesMut::with_capacity(ASKING.len() + payload.len());
-        both.put_slice(ASKING);
-        both.put_slice(payload);
-        conn.call(&both, 2).await?
-    } else {
-        conn.call(payload, 1).await?
-    };
-    replies
-        .pop()
-        .ok_or_else(|| BackendError::Lost { addr: node.clone() })
+    /// A blocking command's client, marked blocked from when the command is written until its
+    /// reply.
+    blocked: Option<Blocked<'a>>,
+}
+
+impl Attempt<'_> {
+    async fn run(
+        &self,
+        cluster: &Cluster,
+        own: &mut Option<OwnConn>,
+        node: &NodeAddr,
+        protocol: Protocol,
+        db: u8,
+    ) -> Result<Reply, BackendError> {
+        let own = ensure(cluster, own, node, protocol, db).await?;
+        let ask_id = self.blocked.is_some() && own.node_client_id.is_none();
+        let mut out = BytesMut::with_capacity(self.payload.len() + 32);
+        if ask_id {
+            out.put_slice(CLIENT_ID);
+        }
+        if self.asking {
+            out.put_slice(ASKING);
+        }
+        out.put_slice(self.payload);
+        own.conn.write_all(&out).await?;
+        if ask_id {
+            let id = next_reply(&mut own.conn).await?;
+            own.node_client_id = integer(&id);
+        }
+        if self.asking {
+            next_reply(&mut own.conn).await?;
+        }
+        let Some(blocked) = self.blocked else {
+            return next_reply(&mut own.conn).await;
+        };
+        let _unblock = Unblock(blocked.client);
+        let node_client_id = own.node_client_id;
+        let reply = next_reply(&mut own.conn);
+        let marking = blocked.mark_when_blocked(cluster, node, node_client_id);
+        tokio::select! {
+            biased;
+            reply = reply => reply,
+            () = marking => Err(BackendError::Lost { addr: node.clone() }),
+        }
+    }
+}
+
+/// The next reply on `conn`, skipping RESP3 pushes.
+async fn next_reply(conn: &mut NodeConn) -> Result<Reply, BackendError> {
+    loop {
+        let reply = conn.read_reply().await?;
+        if reply.kind != ReplyKind::Push {
+            return Ok(reply);
+        }
+    }
+}
+
+/// The value of an integer reply.
+fn integer(reply: &Reply) -> Option<i64> {
+    let digits = reply.bytes.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The own connection, reopened when it is to another node or speaks another protocol.
 async fn ensure<'a>(
     cluster: &Cluster,
-    own: &'a mut Option<NodeConn>,
+    own: &'a mut Option<OwnConn>,
     node: &NodeAddr,
     protocol: Protocol,
     db: u8,
-) -> Result<&'a mut NodeConn, BackendError> {
-    let reusable = own
-        .as_ref()
-        .is_some_and(|c| c.addr() == node && c.protocol() == protocol && c.db() == db);
+) -> Result<&'a mut OwnConn, BackendError> {
+    let reusable = own.as_ref().is_some_and(|c| {
+        c.conn.addr() == node && c.conn.protocol() == protocol && c.conn.db() == db
+    });
     if !reusable {
         *own = None;
         let mut conn = NodeConn::open(node, protocol, cluster.conn_settings()).await?;
         if db != 0 {
             conn.select(db).await?;
         }
-        *own = Some(conn);
+        *own = Some(OwnConn {
+            conn,
+            node_client_id: None,
+        });
     }
     own.as_mut()
         .ok_or_else(|| BackendError::Lost { addr: node.clone() })
 }
+
+#[cfg(test)]
+mod txn_tests;
 
 #[cfg(test)]
 mod tests {
@@ -263,7 +483,7 @@ mod tests {
             payload,
             target: Target::Slot(Slot::new(5).unwrap()),
         };
-        run_on(&cluster, &mut None, op, Protocol::Resp2, 0).await
+        run_on(&cluster, &mut None, op, Protocol::Resp2, 0, None).await
     }
 
     #[tokio::test(start_paused = true)]

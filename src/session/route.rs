@@ -10,7 +10,7 @@ use crate::command::CommandSpec;
 use crate::keyspace::{BackendId, Place, RouteTable};
 use crate::protocol::Request;
 use crate::protocol::reply::CROSSSLOT;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Where a request goes, from its keys.
 #[derive(Debug)]
@@ -53,7 +53,7 @@ pub(super) enum RouteError {
 impl RouteError {
     /// The error reply: Redis Cluster's `CROSSSLOT`, naming the backends when keys span
     /// several, so clients treat both alike.
-    pub fn message(&self, proxy: &Proxy) -> String {
+    pub fn message(&self, proxy: ProxyRef<'_>) -> String {
         match self {
             RouteError::CrossSlot => CROSSSLOT.to_string(),
             RouteError::CrossBackend(ids) => {
@@ -158,8 +158,16 @@ fn rewrite_keys(routes: &RouteTable, args: &[Bytes], positions: &[usize]) -> Byt
 }
 
 /// Where a channel lives: channels route by the same rules as keys (the backend sees the
-/// channel as the client wrote it: no prefix is stripped from channels).
+/// channel as the client wrote it: no prefix is stripped from channels). One key's keyspace
+/// channel (`__keyspace@0__:<key>`) lives where its key does, the only node that publishes it.
 pub(super) fn place_of_channel(routes: &RouteTable, channel: &[u8]) -> Place {
+    if let Some(key) = super::pubsub::keyspace_key(channel) {
+        let route = routes.route(key);
+        return Place {
+            backend: route.backend,
+            slot: routes.slot_on(route.backend, key.get(route.strip..).unwrap_or_default()),
+        };
+    }
     let backend = routes.route(channel).backend;
     Place {
         backend,

@@ -2,12 +2,15 @@
 //! transaction being queued, its database, and its entry in the proxy's client list.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::{own, txn};
+use crate::acl::User;
 use crate::clients::Registered;
+use crate::command::KeyAccess;
 use crate::protocol::Protocol;
 
 /// What the proxy remembers of one client.
@@ -46,11 +49,21 @@ pub struct ClientState {
     /// `RESET` was asked: drop subscriptions and the own connection.
     pub(super) reset: bool,
     /// Whether the client may run commands: gave the password, or none is configured.
+    /// Always `user.is_some()`; kept apart as the one test every request makes.
     pub authenticated: bool,
+    /// The user it is logged in as (set with [`ClientState::login`]).
+    pub user: Option<Arc<User>>,
+    /// Whether `user` is restricted, so that its requests are checked.
+    pub(super) restricted: bool,
+    /// Scratch list of the current request's key positions for the permission check.
+    pub(super) acl_keys: Vec<(usize, KeyAccess)>,
     /// `CLIENT REPLY`: whether replies are sent.
     pub reply_mode: ReplyMode,
     /// This client's entry in the proxy's client list.
     pub(super) registered: Registered,
+    /// The full name of the last command, as last copied into the entry: the entry is locked
+    /// only when the command changes.
+    last_cmd: String,
 }
 
 /// `CLIENT REPLY ON | OFF | SKIP`.
@@ -78,6 +91,7 @@ impl ClientState {
         details.name = self.name.clone();
         details.lib_name = self.lib_name.clone();
         details.lib_ver = self.lib_ver.clone();
+        details.user = self.user.as_ref().map(|u| Arc::from(u.name.as_str()));
         details.resp = if self.protocol == Protocol::Resp3 {
             3
         } else {
@@ -85,9 +99,41 @@ impl ClientState {
         };
     }
 
+    /// Logs the client in as `user`, or out (`None`: it must authenticate).
+    pub fn login(&mut self, user: Option<Arc<User>>) {
+        self.authenticated = user.is_some();
+        self.restricted = user.as_ref().is_some_and(|u| u.restricted());
+        self.user = user;
+        self.publish();
+    }
+
     /// This client's entry in the proxy's client list.
     pub fn handle(&self) -> &crate::clients::ClientHandle {
         &self.registered.handle
+    }
+
+    /// The full name of the client's last command.
+    pub(super) fn last_command(&self) -> &str {
+        &self.last_cmd
+    }
+
+    /// Notes `name` (full lowercase name, `client|list`) as the client's last command, for
+    /// `CLIENT LIST`'s `cmd=`.
+    pub(super) fn note_command(&mut self, name: &str) {
+        if self.last_cmd != name {
+            self.last_cmd.clear();
+            self.last_cmd.push_str(name);
+            self.registered.handle.set_command(name);
+        }
+    }
+
+    /// Notes the number of commands queued in the open transaction (-1: none is open), for
+    /// `CLIENT LIST`'s `multi=` and flag `x`.
+    pub(super) fn note_multi(&self, queued: i64) {
+        self.registered
+            .handle
+            .multi
+            .store(queued, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the reply to the request being dispatched is to be dropped.
@@ -111,10 +157,10 @@ impl ClientState {
     pub(super) fn new(
         id: u64,
         peer: SocketAddr,
-        authenticated: bool,
+        user: Option<Arc<User>>,
         registered: Registered,
     ) -> Self {
-        ClientState {
+        let mut state = ClientState {
             id,
             protocol: Protocol::Resp2,
             name: None,
@@ -131,9 +177,17 @@ impl ClientState {
             own: None,
             subscribed: false,
             reset: false,
-            authenticated,
+            authenticated: false,
+            user: None,
+            restricted: false,
+            acl_keys: Vec::new(),
             reply_mode: ReplyMode::On,
             registered,
+            last_cmd: String::new(),
+        };
+        if user.is_some() {
+            state.login(user);
         }
+        state
     }
 }

@@ -1,9 +1,13 @@
 //! Transactions: `WATCH`, `MULTI`, queued commands, `EXEC`/`DISCARD`, `UNWATCH`.
 //!
-//! Commands between `MULTI` and `EXEC` are checked and queued here (the client gets `+QUEUED`
-//! as from Redis); `EXEC` sends `MULTI`, the queue and `EXEC` in one write on the client's own
-//! connection, to the master of the transaction's one slot. A key in another slot is refused
-//! with `CROSSSLOT` and, like any queuing error in Redis, makes `EXEC` fail with `EXECABORT`.
+//! Commands between `MULTI` and `EXEC` are checked here (unknown commands, arity, keys in
+//! another slot, which like any queuing error in Redis make `EXEC` fail with `EXECABORT`), then
+//! queued by the transaction's node itself: once the transaction's slot is known, `MULTI` and
+//! each command go to that slot's master on the client's own connection, and the client gets
+//! the node's reply (`+QUEUED`, or `-BUSY` while a script runs there, ...), so what is queued
+//! and what aborts `EXEC` is what Redis decides. Commands before the first key are answered
+//! `+QUEUED` by the proxy and sent with it. Pipelined requests join one write (see
+//! [`TxnBatch`]).
 //!
 //! The session comes here for the commands whose [`Policy`] is
 //! `Own(OwnKind::Transaction(..))`, and for every request while `MULTI` is open.
@@ -12,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::ClientState;
 use super::dispatch::{Action, unknown_command, unknown_subcommand, wrong_arity};
-use super::own::OwnOp;
+use super::own::{OwnOp, Part, TxnBatch};
 use super::route::{RouteError, route, route_positions};
 use crate::cluster::Cluster;
 use crate::command::{Lookup, OwnKind, Policy, Transaction};
@@ -20,26 +24,114 @@ use crate::keyspace::Place;
 use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::encode_command;
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// A transaction being queued.
 #[derive(Debug, Default)]
 pub struct Txn {
-    /// `MULTI` and the queued commands, in RESP.
-    queued: BytesMut,
-    /// Number of queued commands.
+    /// `MULTI` and the commands queued before the transaction's node was known, in RESP, until
+    /// they are sent.
+    unsent: BytesMut,
+    /// Number of commands in `unsent`.
+    unsent_count: usize,
+    /// Number of commands queued (`multi=` in `CLIENT LIST`).
     count: usize,
     /// The one backend and slot every key must be in, once known.
     place: Option<Place>,
+    /// Whether `place` is a `WATCH`'s: the transaction runs on the watch's connection.
+    watched: bool,
+    /// Whether `MULTI` went to the node.
+    sent: bool,
     /// A queuing error happened: `EXEC` aborts.
     dirty: bool,
+}
+
+/// What the transaction does with one request.
+#[derive(Debug)]
+pub enum TxnStep {
+    /// Answered by the proxy.
+    Reply(Bytes),
+    /// Work on the own connection.
+    Own(OwnOp),
+}
+
+impl From<TxnStep> for Action {
+    fn from(step: TxnStep) -> Action {
+        match step {
+            TxnStep::Reply(bytes) => Action::Reply(bytes),
+            TxnStep::Own(op) => Action::Own(op),
+        }
+    }
+}
+
+impl Txn {
+    /// A batch of `payload` with its reply `part`: the first also opens the transaction on the
+    /// node with `MULTI` and the commands queued so far.
+    fn batch(&mut self, payload: &[u8], part: Part) -> TxnBatch {
+        let opens = !self.sent;
+        let (mut out, mut parts) = if opens {
+            self.sent = true;
+            let skipped = 1 + std::mem::take(&mut self.unsent_count);
+            let parts = std::iter::repeat_with(|| Part::Skip)
+                .take(skipped)
+                .collect();
+            (std::mem::take(&mut self.unsent), parts)
+        } else {
+            (
+                BytesMut::with_capacity(payload.len()),
+                Vec::with_capacity(1),
+            )
+        };
+        out.extend_from_slice(payload);
+        parts.push(part);
+        TxnBatch {
+            place: self.place,
+            watched: self.watched,
+            opens,
+            payload: out,
+            parts,
+            release: false,
+        }
+    }
+}
+
+impl TxnBatch {
+    /// Adds `step`, the next request of the same transaction, to this batch.
+    pub fn join(&mut self, step: TxnStep) {
+        match step {
+            TxnStep::Reply(bytes) => self.parts.push(Part::Local(bytes)),
+            TxnStep::Own(OwnOp::Txn(next)) => {
+                self.payload.extend_from_slice(&next.payload);
+                self.parts.extend(next.parts);
+                self.release |= next.release;
+            }
+            TxnStep::Own(OwnOp::Release { reply }) => {
+                self.parts.push(Part::Local(reply));
+                self.release = true;
+            }
+            // The transaction never makes these; answered rather than lost should it happen.
+            TxnStep::Own(OwnOp::Blocking { .. } | OwnOp::Watch { .. }) => {
+                self.parts.push(Part::Local(reply::error(
+                    "ERR respgate: not allowed inside a transaction",
+                )))
+            }
+        }
+    }
+}
+
+/// Makes the open transaction, if any, fail at `EXEC`: a command was refused while queuing
+/// (by the permission check, before it reached [`in_multi`]).
+pub(super) fn fail_queued(state: &mut ClientState) {
+    if let Some(txn) = state.txn.as_mut() {
+        txn.dirty = true;
+    }
 }
 
 /// Handles a transaction command outside `MULTI`. `None` means a request Redis would refuse for
 /// its argument count, which follows the normal path to get Redis's error.
 pub fn handle(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     kind: Transaction,
     request: &Request,
 ) -> Option<Action> {
@@ -48,10 +140,12 @@ pub fn handle(
         Transaction::Multi if argc == 1 => {
             let mut txn = Txn {
                 place: state.watched,
+                watched: state.watched.is_some(),
                 ..Txn::default()
             };
-            encode_command(&mut txn.queued, &["MULTI"]);
+            encode_command(&mut txn.unsent, &["MULTI"]);
             state.txn = Some(txn);
+            state.note_multi(0);
             Action::Reply(Bytes::from_static(reply::OK))
         }
         Transaction::Exec if argc == 1 => Action::Reply(reply::error("ERR EXEC without MULTI")),
@@ -69,7 +163,7 @@ pub fn handle(
             state.positions.clear();
             state.positions.extend(1..argc);
             let routes = proxy.routes();
-            let mut routed = match route_positions(state, &routes, &request.args) {
+            let mut routed = match route_positions(state, routes, &request.args) {
                 Ok(routed) => routed,
                 Err(error) => return Some(Action::Reply(reply::error(&error.message(proxy)))),
             };
@@ -92,44 +186,41 @@ pub fn handle(
 /// checked and queued. `own` is the request's policy if it is one of the proxy's own commands.
 pub fn in_multi(
     state: &mut ClientState,
-    proxy: &Proxy,
+    proxy: ProxyRef<'_>,
     cluster: &Cluster,
     own: Option<Policy>,
     request: &Request,
-) -> Action {
+) -> TxnStep {
     let kind = match own {
         Some(Policy::Own(OwnKind::Transaction(kind))) => Some(kind),
         _ => None,
     };
     match kind {
         Some(end @ (Transaction::Exec | Transaction::Discard)) => {
-            let txn = state.txn.take().unwrap_or_default();
+            let mut txn = state.txn.take().unwrap_or_default();
             state.watched = None;
+            state.note_multi(-1);
             if end == Transaction::Discard {
-                return Action::Own(OwnOp::Release {
+                return TxnStep::Own(OwnOp::Release {
                     reply: Bytes::from_static(reply::OK),
                 });
             }
             if txn.dirty {
-                return Action::Own(OwnOp::Release {
+                return TxnStep::Own(OwnOp::Release {
                     reply: reply::error(
                         "EXECABORT Transaction discarded because of previous errors.",
                     ),
                 });
             }
-            let mut payload = txn.queued;
-            encode_command(&mut payload, &["EXEC"]);
-            return Action::Own(OwnOp::Exec {
-                payload: payload.freeze(),
-                replies: txn.count + 2,
-                place: txn.place,
-            });
+            let mut exec = BytesMut::new();
+            encode_command(&mut exec, &["EXEC"]);
+            return TxnStep::Own(OwnOp::Txn(txn.batch(&exec, Part::Exec)));
         }
         Some(Transaction::Multi) => {
-            return Action::Reply(reply::error("ERR MULTI calls can not be nested"));
+            return TxnStep::Reply(reply::error("ERR MULTI calls can not be nested"));
         }
         Some(Transaction::Watch) => {
-            return Action::Reply(reply::error("ERR WATCH inside MULTI is not allowed"));
+            return TxnStep::Reply(reply::error("ERR WATCH inside MULTI is not allowed"));
         }
         Some(Transaction::Unwatch) | None => {}
     }
@@ -147,7 +238,7 @@ pub fn in_multi(
             Lookup::Found(spec) => {
                 let routes = proxy.routes();
                 let txn_place = state.txn.as_ref().and_then(|t| t.place);
-                match route(state, &routes, spec, &request.args) {
+                match route(state, routes, spec, &request.args) {
                     Err(error) => Some(error.message(proxy)),
                     Ok(mut routed) => {
                         queued = routed.payload(queued);
@@ -179,17 +270,27 @@ pub fn in_multi(
         },
     };
     let Some(txn) = state.txn.as_mut() else {
-        return Action::Reply(reply::error("ERR respgate: no transaction"));
+        return TxnStep::Reply(reply::error("ERR respgate: no transaction"));
     };
-    match refusal {
-        Some(error) => {
-            txn.dirty = true;
-            Action::Reply(reply::error(&error))
-        }
-        None => {
-            txn.queued.extend_from_slice(&queued);
-            txn.count += 1;
-            Action::Reply(Bytes::from_static(b"+QUEUED\r\n"))
-        }
+    if let Some(error) = refusal {
+        txn.dirty = true;
+        return TxnStep::Reply(reply::error(&error));
     }
+    txn.count += 1;
+    let count = txn.count as i64;
+    let step = match (txn.dirty, txn.place) {
+        // `EXEC` aborts whatever the node would say.
+        (true, _) => TxnStep::Reply(Bytes::from_static(QUEUED)),
+        (false, Some(_)) => TxnStep::Own(OwnOp::Txn(txn.batch(&queued, Part::Queued))),
+        (false, None) => {
+            txn.unsent.extend_from_slice(&queued);
+            txn.unsent_count += 1;
+            TxnStep::Reply(Bytes::from_static(QUEUED))
+        }
+    };
+    state.note_multi(count);
+    step
 }
+
+/// Redis's reply to a command queued in a transaction.
+const QUEUED: &[u8] = b"+QUEUED\r\n";

@@ -10,6 +10,7 @@
 
 pub mod checker;
 pub mod proxy;
+pub mod reload;
 pub mod sentinel;
 pub mod tls;
 

@@ -65,27 +65,65 @@ impl Proxy {
     /// Starts a proxy with `config` (its listen address is ignored) without waiting for the
     /// topology.
     pub fn start_with(config: Config) -> Proxy {
-        Proxy::launch(config, false)
+        Proxy::launch(config, respgate::reload::Options::default())
+    }
+
+    /// Starts a proxy configured by the file at `path` (its listen address is ignored), which
+    /// reloads from that file, without waiting for the topology.
+    pub fn start_from_file(path: &std::path::Path) -> Proxy {
+        let source = respgate::reload::ConfigSource {
+            file: Some(path.to_path_buf()),
+            overrides: respgate::config::Overrides::default(),
+        };
+        let config = source
+            .load()
+            .unwrap_or_else(|e| panic!("invalid test config: {e}"));
+        let options = respgate::reload::Options {
+            source: Some(source),
+            ..respgate::reload::Options::default()
+        };
+        Proxy::launch(config, options)
+    }
+
+    fn launch(config: Config, options: respgate::reload::Options) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        Proxy::start_on(listener, None, config, options)
     }
 
     /// Like [`Proxy::start_with`], with a TLS listener on a free port beside the plain one
     /// (`config.server.tls` gives its certificate; its `listen` address is ignored).
     pub fn start_with_tls(config: Config) -> Proxy {
-        Proxy::launch(config, true)
+        let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let options = respgate::reload::Options::default();
+        Proxy::start_on(bind(), Some(bind()), config, options)
     }
 
-    fn launch(config: Config, tls: bool) -> Proxy {
-        let bind = || {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            listener.set_nonblocking(true).expect("nonblocking");
-            listener
-        };
-        let listener = bind();
+    /// Starts a proxy in front of `seeds` that announces the address clients reach it at,
+    /// `127.0.0.1:PORT`, as `server.announce_address` (as one behind a load balancer announces
+    /// the balancer's), and waits until it serves every slot.
+    pub fn start_announcing_itself(seeds: &[String]) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let mut config = config_for(seeds);
+        config.server.announce_address = listener.local_addr().expect("local addr").to_string();
+        let proxy = Proxy::start_on(listener, None, config, respgate::reload::Options::default());
+        proxy.wait_until_serving();
+        proxy
+    }
+
+    /// Runs a proxy with `config` on `listener` (and `tls_listener` for TLS), reloading as
+    /// `options` allow.
+    fn start_on(
+        listener: std::net::TcpListener,
+        tls_listener: Option<std::net::TcpListener>,
+        config: Config,
+        options: respgate::reload::Options,
+    ) -> Proxy {
         let port = listener.local_addr().expect("local addr").port();
-        let tls_listener = tls.then(bind);
-        let tls_port = tls_listener
-            .as_ref()
-            .map_or(0, |l| l.local_addr().expect("local addr").port());
+        listener.set_nonblocking(true).expect("nonblocking");
+        let tls_port = tls_listener.as_ref().map_or(0, |l| {
+            l.set_nonblocking(true).expect("nonblocking");
+            l.local_addr().expect("local addr").port()
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -101,7 +139,7 @@ impl Proxy {
                     plain: Some(listener),
                     tls,
                 };
-                respgate::serve(listeners, config, async {
+                respgate::serve(listeners, config, options, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -191,7 +229,8 @@ impl Raw {
         Raw::try_connect(port).unwrap_or_else(|e| panic!("connect to {port}: {e}"))
     }
 
-    fn try_connect(port: u16) -> std::io::Result<Raw> {
+    /// Connects to `127.0.0.1:port`, or says why not.
+    pub fn try_connect(port: u16) -> std::io::Result<Raw> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Raw {
@@ -252,4 +291,25 @@ impl Raw {
             }
         }
     }
+}
+
+/// Sends `method path` to the admin endpoint on `port`; the status code and the body. An
+/// admin endpoint not listening yet answers status 0.
+pub fn admin_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

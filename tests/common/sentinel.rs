@@ -550,8 +550,15 @@ pub struct StandaloneServer {
 impl StandaloneServer {
     /// Starts the server and waits until it answers.
     pub fn start() -> StandaloneServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`StandaloneServer::start`], passing `args` (e.g. `&["--enable-debug-command",
+    /// "yes"]`) after the harness's own.
+    pub fn start_with(args: &[&str]) -> StandaloneServer {
         let mut fleet = Fleet::new("respgate-standalone-");
-        let port = fleet.spawn_server(&[]);
+        let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+        let port = fleet.spawn_server(&args);
         StandaloneServer { fleet, port }
     }
 

@@ -8,19 +8,28 @@
 //! on one connection; a `PUBLISH` through the proxy counts pattern subscribers only when that
 //! connection happens to be on the channel's master.
 //!
+//! Keyspace notifications are published only on the node where the key is: an event channel,
+//! or a pattern that may match a notification channel, is held on every master too (see
+//! [`notify`]), those extra connections passing on notifications only.
+//!
 //! The proxy keeps what the client is subscribed to, as one Redis would, and answers each
 //! (un)subscribe in the order asked, with the counts over all its connections, once every node
 //! involved has confirmed. Messages that arrive meanwhile wait behind the confirmations. When a
 //! connection is lost (a failover), its subscriptions are placed again where they belong now,
 //! within the cluster's retry budget; if that fails the client is closed, as Redis would.
 
+mod follow;
+mod notify;
 mod sets;
+mod spread;
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, warn};
 
+pub(super) use self::notify::keyspace_key;
+use self::notify::needs_every_master;
 use self::sets::{Set, Sets, adds, kind_named, set_of};
 use super::route::place_of_channel;
 use crate::backend::{BackendError, NodeAddr, NodeConn};
@@ -31,7 +40,7 @@ use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
-use crate::proxy::Proxy;
+use crate::proxy::ProxyRef;
 
 /// Commands allowed while a RESP2 client is subscribed, as in Redis.
 pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
@@ -55,6 +64,9 @@ struct Link {
     holds: Sets,
     /// Confirmations of a renewal after a failover: the client saw them already.
     swallow: Vec<(SubscriptionKind, Bytes)>,
+    /// What of `holds` is held here only for the keyspace notifications of this node: other
+    /// messages of these come through the connection that holds them in full.
+    events_only: Sets,
 }
 
 impl Link {
@@ -102,6 +114,20 @@ impl Subscriptions {
         !self.client.is_empty() || self.awaiting.iter().any(|a| adds(a.kind))
     }
 
+    /// Whether `allowed` says yes of every channel, sharded channel and pattern (`true` for
+    /// a pattern) the client is subscribed to.
+    pub fn all(&self, mut allowed: impl FnMut(&[u8], bool) -> bool) -> bool {
+        [Set::Channels, Set::Sharded, Set::Patterns]
+            .into_iter()
+            .all(|set| {
+                let pattern = set == Set::Patterns;
+                self.client
+                    .get(set)
+                    .iter()
+                    .all(|name| allowed(name, pattern))
+            })
+    }
+
     /// Whether confirmations are still owed: the client's next requests wait until they are out.
     pub fn busy(&self) -> bool {
         !self.awaiting.is_empty()
@@ -116,17 +142,15 @@ impl Subscriptions {
     /// unsubscribes); returns what the client can be told at once.
     pub async fn start(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         names: Vec<Bytes>,
     ) -> Result<Bytes, BackendError> {
         let set = set_of(kind);
-        // Patterns match channels of every backend: beside the default backend, which
-        // confirms them to the client, every other backend holds them too.
-        let mirrors: Vec<(SubscriptionKind, Bytes)> = if set == Set::Patterns {
-            names.iter().map(|n| (kind, n.clone())).collect()
+        let named = if adds(kind) || !names.is_empty() {
+            names.clone()
         } else {
-            Vec::new()
+            self.client.get(set).iter().cloned().collect()
         };
         if adds(kind) {
             // Patterns all go where the first one goes.
@@ -180,57 +204,13 @@ impl Subscriptions {
             }
         }
         self.send_awaited(proxy, kind).await?;
-        self.mirror_patterns(proxy, &mirrors).await;
+        if adds(kind) {
+            self.mirror_patterns(proxy, kind, &named).await;
+            self.spread(proxy, kind, &named).await;
+        } else {
+            self.unplace_everywhere(kind, &named).await;
+        }
         Ok(self.ready())
-    }
-
-    /// Sends pattern (un)subscriptions to every backend but the default one, their
-    /// confirmations swallowed: the default backend's confirm them to the client.
-    async fn mirror_patterns(&mut self, proxy: &Proxy, mirrors: &[(SubscriptionKind, Bytes)]) {
-        if mirrors.is_empty() || proxy.backends.len() < 2 {
-            return;
-        }
-        let default = proxy.routes().default_backend();
-        for index in 0..proxy.backends.len() {
-            let backend = BackendId(index as u16);
-            if backend == default {
-                continue;
-            }
-            for (kind, name) in mirrors {
-                let sent = if adds(*kind) {
-                    self.place(proxy, *kind, name, Some(backend)).await
-                } else {
-                    self.unplace(*kind, name, backend).await
-                };
-                if let Err(error) = sent {
-                    debug!(%error, "pattern not mirrored on a backend");
-                }
-            }
-        }
-    }
-
-    /// Drops pattern `name` from the connection of `backend` that holds it, its confirmation
-    /// swallowed.
-    async fn unplace(
-        &mut self,
-        kind: SubscriptionKind,
-        name: &Bytes,
-        backend: BackendId,
-    ) -> Result<(), BackendError> {
-        let set = set_of(kind);
-        let Some(link) = self
-            .links
-            .iter_mut()
-            .find(|l| l.backend == backend && l.holds.get(set).contains(name))
-        else {
-            return Ok(());
-        };
-        let mut payload = BytesMut::new();
-        encode_command(&mut payload, &[kind.name().as_bytes(), name]);
-        link.conn.write_all(&payload).await?;
-        link.holds.get_mut(set).remove(name);
-        link.swallow.push((kind, name.clone()));
-        Ok(())
     }
 
     /// Where a new subscription of `name` goes: its slot's master on the backend its name
@@ -238,7 +218,7 @@ impl Subscriptions {
     /// (the default backend when `None`; any master there for the first).
     fn home(
         &self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         set: Set,
         name: &Bytes,
         backend: Option<BackendId>,
@@ -260,7 +240,7 @@ impl Subscriptions {
                 (backend, Target::AnyMaster)
             }
             Set::Channels | Set::Sharded => {
-                let place = place_of_channel(&routes, name);
+                let place = place_of_channel(routes, name);
                 (place.backend, Target::Slot(place.slot))
             }
         };
@@ -282,7 +262,7 @@ impl Subscriptions {
     /// Sends the not yet confirmed entries of `kind` to their nodes, one command per node.
     async fn send_awaited(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
     ) -> Result<(), BackendError> {
         let mut by_node: Vec<((BackendId, NodeAddr), Vec<Bytes>)> = Vec::new();
@@ -303,6 +283,8 @@ impl Subscriptions {
         for ((backend, node), names) in by_node {
             let link = self.link(proxy, backend, &node).await?;
             for name in &names {
+                // Asked of this node, the subscription is held here in full.
+                link.events_only.get_mut(set).remove(name);
                 if adds(kind) {
                     link.holds.get_mut(set).insert(name.clone());
                 } else {
@@ -324,7 +306,7 @@ impl Subscriptions {
     /// The connection to `node`, opened when there is none.
     async fn link(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         backend: BackendId,
         node: &NodeAddr,
     ) -> Result<&mut Link, BackendError> {
@@ -341,6 +323,7 @@ impl Subscriptions {
                     conn,
                     holds: Sets::default(),
                     swallow: Vec::new(),
+                    events_only: Sets::default(),
                 });
                 self.links.len() - 1
             }
@@ -353,7 +336,7 @@ impl Subscriptions {
     /// The next bytes for the client: confirmations, messages. Never completes while there
     /// are no connections. An error means the subscriptions could not be renewed after a
     /// connection was lost.
-    pub async fn next(&mut self, proxy: &Proxy) -> Result<Bytes, BackendError> {
+    pub async fn next(&mut self, proxy: ProxyRef<'_>) -> Result<Bytes, BackendError> {
         loop {
             if self.links.is_empty() {
                 return std::future::pending().await;
@@ -396,6 +379,13 @@ impl Subscriptions {
             Some((kind, name))
         });
         let Some((kind, name)) = parsed else {
+            if self
+                .links
+                .get(index)
+                .is_some_and(|l| l.drops(&frame, self.protocol))
+            {
+                return Bytes::new();
+            }
             // A message: it waits behind confirmations still owed.
             if self.awaiting.is_empty() {
                 return frame;
@@ -473,7 +463,7 @@ impl Subscriptions {
 
     /// Places the subscriptions of lost link `index` again where they belong now, retrying
     /// within the cluster's budget.
-    async fn renew(&mut self, proxy: &Proxy, index: usize) -> Result<(), BackendError> {
+    async fn renew(&mut self, proxy: ProxyRef<'_>, index: usize) -> Result<(), BackendError> {
         if index >= self.links.len() {
             return Ok(());
         }
@@ -490,18 +480,31 @@ impl Subscriptions {
                 entry.confirmed = true;
             }
         }
-        let mut orphans: Vec<(SubscriptionKind, Bytes)> = Vec::new();
+        // Each with whether it was held there for notifications only: those go back on every
+        // master (the promoted replica among them), the others where they belong now.
+        let mut orphans: Vec<(SubscriptionKind, Bytes, bool)> = Vec::new();
         for (kind, set) in [
-            (SubscriptionKind::Subscribe, &lost.holds.channels),
-            (SubscriptionKind::Psubscribe, &lost.holds.patterns),
-            (SubscriptionKind::Ssubscribe, &lost.holds.sharded),
+            (SubscriptionKind::Subscribe, Set::Channels),
+            (SubscriptionKind::Psubscribe, Set::Patterns),
+            (SubscriptionKind::Ssubscribe, Set::Sharded),
         ] {
-            orphans.extend(set.iter().map(|name| (kind, name.clone())));
+            let events_only = lost.events_only.get(set);
+            orphans.extend(
+                lost.holds
+                    .get(set)
+                    .iter()
+                    .map(|name| (kind, name.clone(), events_only.contains(name))),
+            );
         }
         let mut attempts = cluster.attempts();
         while !orphans.is_empty() {
             cluster.request_refresh();
             let Some(delay) = attempts.next_delay() else {
+                if orphans.iter().all(|(_, _, events_only)| *events_only) {
+                    // The client keeps every message but some node's notifications.
+                    warn!(node = %addr, "keyspace notifications of a node not renewed");
+                    break;
+                }
                 return Err(BackendError::Unreachable {
                     addr,
                     reason: format!(
@@ -512,9 +515,20 @@ impl Subscriptions {
             };
             tokio::time::sleep(delay).await;
             let mut left = Vec::new();
-            for (kind, name) in orphans {
-                if self.place(proxy, kind, &name, Some(backend)).await.is_err() {
-                    left.push((kind, name));
+            for (kind, name, events_only) in orphans {
+                let placed = if events_only {
+                    self.spread_one(proxy, kind, &name).await
+                } else {
+                    self.place(proxy, kind, &name, Some(backend)).await
+                };
+                if placed.is_err() {
+                    left.push((kind, name, events_only));
+                } else if !events_only
+                    && needs_every_master(&name, set_of(kind) == Set::Patterns)
+                    && self.spread_one(proxy, kind, &name).await.is_err()
+                {
+                    // The promoted replica needs it too, once the map names it.
+                    left.push((kind, name, true));
                 }
             }
             orphans = left;
@@ -527,7 +541,7 @@ impl Subscriptions {
     /// confirmation swallowed.
     async fn place(
         &mut self,
-        proxy: &Proxy,
+        proxy: ProxyRef<'_>,
         kind: SubscriptionKind,
         name: &Bytes,
         backend: Option<BackendId>,
@@ -539,6 +553,8 @@ impl Subscriptions {
         encode_command(&mut payload, &[kind.name().as_bytes(), name]);
         link.conn.write_all(&payload).await?;
         link.holds.get_mut(set).insert(name.clone());
+        // Placed here as its home, it is held in full.
+        link.events_only.get_mut(set).remove(name);
         link.swallow.push((kind, name.clone()));
         Ok(())
     }

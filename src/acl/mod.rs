@@ -1,0 +1,408 @@
+//! The proxy's users: who may log in (`AUTH`, `HELLO ... AUTH`) and what each may run, touch
+//! and reach, checked before a request goes anywhere.
+//!
+//! # Layout
+//! - this module: [`Users`], compiled from `[users.NAME]` and `server.password` when the proxy
+//!   starts and at each reload (passwords read from files and the environment then), and
+//!   logging in;
+//! - `rules`: command rules (`+@all -@dangerous +get`) and the ACL categories;
+//! - `glob`: Redis's glob patterns, for keys and channels, matched without recursion;
+//! - `check`: the per-request check and its `NOPERM` replies.
+//!
+//! What a user may run is decided per command once per configuration snapshot and command
+//! table ([`CommandTable::grant`](crate::command::CommandTable::grant), called by
+//! [`Snapshot::commands`](crate::proxy::Snapshot::commands)): each command carries the set of
+//! users allowed to run it, so a request tests one bit. A user with every permission (the
+//! `default` user of a proxy without `[users]`) is *unrestricted* and skips the check
+//! altogether: a session tests one flag.
+//!
+//! A reload compiles the users again into the new snapshot. A session moving to it looks its
+//! user up by name there: the new rules and passwords apply to it, it stays logged in through
+//! a password change, and it is disconnected if its user was removed, as Redis disconnects the
+//! clients of a user `ACL DELUSER` deletes.
+
+mod check;
+mod glob;
+pub mod rules;
+
+use std::sync::Arc;
+
+pub use check::Denial;
+pub use glob::Glob;
+pub use rules::{CATEGORIES, Categories, CommandFacts, CommandRules};
+
+use crate::config::{Config, Problem, Secret, read_secrets};
+
+/// Position of a user in [`Users`]: the bit that stands for it in a command's
+/// [`UserSet`].
+pub type UserId = usize;
+
+/// One key pattern: `~pattern` (read and write), `%R~`, `%W~`.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyPattern {
+    glob: Glob,
+    read: bool,
+    write: bool,
+}
+
+/// One user, compiled.
+#[derive(Debug)]
+pub struct User {
+    /// The name, as `ACL WHOAMI` and `CLIENT LIST` show it.
+    pub name: String,
+    id: UserId,
+    enabled: bool,
+    nopass: bool,
+    passwords: Vec<Secret>,
+    commands: CommandRules,
+    all_commands: bool,
+    /// `None`: every key.
+    keys: Option<Vec<KeyPattern>>,
+    /// `None`: every channel.
+    channels: Option<Vec<Glob>>,
+    /// `None`: every backend; else allowed or not, by backend id.
+    backends: Option<Vec<bool>>,
+}
+
+impl User {
+    /// A user with every permission and the given passwords (none: any password).
+    fn unrestricted(name: &str, id: UserId, passwords: Vec<Secret>) -> User {
+        User {
+            name: name.to_string(),
+            id,
+            enabled: true,
+            nopass: passwords.is_empty(),
+            passwords,
+            commands: CommandRules::default(),
+            all_commands: true,
+            keys: None,
+            channels: None,
+            backends: None,
+        }
+    }
+
+    /// Whether any command, key, channel or backend is out of reach: only then are its
+    /// requests checked.
+    pub fn restricted(&self) -> bool {
+        !self.all_commands
+            || self.keys.is_some()
+            || self.channels.is_some()
+            || self.backends.is_some()
+    }
+
+    /// Whether `password` is one of the user's (any is, for `nopass`). Every password is
+    /// compared in full, so the time taken says nothing of how much of one matched.
+    fn accepts(&self, password: &[u8]) -> bool {
+        if self.nopass {
+            return true;
+        }
+        self.passwords.iter().fold(false, |found, secret| {
+            let expected = secret.expose();
+            let same = expected.len() == password.len()
+                && expected
+                    .iter()
+                    .zip(password)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            found | same
+        })
+    }
+
+    /// Whether the command rules allow the command `facts` describes.
+    pub fn may_run(&self, facts: &CommandFacts<'_>) -> bool {
+        self.all_commands || self.commands.allows(facts)
+    }
+}
+
+/// Why a login failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    /// No such user, user disabled, or wrong password: Redis does not say which.
+    WrongPass,
+    /// One-argument `AUTH` while the default user takes any password.
+    DefaultHasNoPassword,
+}
+
+/// Every user, compiled; shared by the sessions and the command tables.
+#[derive(Debug, Default)]
+pub struct Users {
+    users: Vec<Arc<User>>,
+    /// Who one-argument `AUTH` and a client that never authenticates are: `server.username`.
+    default_name: String,
+    /// The command names rules mention, with the user, to report those the table lacks.
+    mentioned: Vec<(String, String)>,
+}
+
+impl Users {
+    /// Compiles `[users]` and `server.password`, reading password files and variables from
+    /// `env`; every problem is reported with its key, none with a password.
+    pub fn compile(
+        config: &Config,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Users, Vec<Problem>> {
+        let server = &config.server;
+        let mut problems = Vec::new();
+        let mut users: Vec<Arc<User>> = Vec::new();
+        let default_name = server.username.clone();
+        if !server.password.is_empty() {
+            users.push(Arc::new(User::unrestricted(
+                &default_name,
+                0,
+                vec![server.password.clone()],
+            )));
+            if config.users.contains_key(&default_name) {
+                problems.push(Problem {
+                    key: format!("users.{default_name}"),
+                    message: format!(
+                        "server.password is the password of user {default_name:?} (server.username) already: set it in one of the two places"
+                    ),
+                });
+            }
+        } else if config.users.is_empty() {
+            // No credentials at all: every client is the default user, as before users existed.
+            users.push(Arc::new(User::unrestricted(&default_name, 0, Vec::new())));
+        }
+        let backend_names: Vec<String> = config
+            .backend_list()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let mut mentioned = Vec::new();
+        for (name, user) in &config.users {
+            let key = |field: &str| format!("users.{name}.{field}");
+            let mut problem =
+                |key: String, message: String| problems.push(Problem { key, message });
+            if name.is_empty()
+                || name
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                problem(
+                    format!("users.{name}"),
+                    "a user name is not empty and has no spaces or control characters".into(),
+                );
+            }
+            let (passwords, secret_problems) = read_secrets(user, env);
+            for (field, message) in secret_problems {
+                problem(key(&field), message);
+            }
+            let has_source = !user.passwords.is_empty()
+                || !user.password_file.is_empty()
+                || !user.password_env.is_empty();
+            if user.nopass && has_source {
+                problem(
+                    key("nopass"),
+                    "nopass takes any password: give no passwords with it".into(),
+                );
+            } else if !user.nopass && !has_source {
+                problem(
+                    format!("users.{name}"),
+                    "no password: give passwords, password_file or password_env (or nopass = true)"
+                        .into(),
+                );
+            }
+            let commands = match CommandRules::parse(&user.commands) {
+                Ok(rules) => rules,
+                Err(bad) => {
+                    for message in bad {
+                        problem(key("commands"), message);
+                    }
+                    CommandRules::default()
+                }
+            };
+            mentioned.extend(
+                commands
+                    .command_names()
+                    .map(|command| (name.clone(), command.to_string())),
+            );
+            let mut keys = Some(Vec::new());
+            for (i, entry) in user.keys.iter().enumerate() {
+                match key_pattern(entry) {
+                    Ok(None) => keys = None,
+                    Ok(Some(pattern)) => {
+                        if let Some(list) = keys.as_mut() {
+                            list.push(pattern);
+                        }
+                    }
+                    Err(message) => problem(key(&format!("keys[{i}]")), message),
+                }
+            }
+            let mut channels = Some(Vec::new());
+            for (i, entry) in user.channels.iter().enumerate() {
+                if entry == "allchannels" || entry == "&*" {
+                    channels = None;
+                } else if let Some(pattern) = entry.strip_prefix('&') {
+                    if let Some(list) = channels.as_mut() {
+                        list.push(Glob::new(pattern.as_bytes()));
+                    }
+                } else {
+                    problem(
+                        key(&format!("channels[{i}]")),
+                        format!("{entry:?} is not &pattern or allchannels, as Redis writes them"),
+                    );
+                }
+            }
+            let backends = if user.backends.is_empty() {
+                None
+            } else {
+                let mut allowed = vec![false; backend_names.len()];
+                for (i, backend) in user.backends.iter().enumerate() {
+                    match backend_names.iter().position(|b| b == backend) {
+                        Some(index) => {
+                            if let Some(slot) = allowed.get_mut(index) {
+                                *slot = true;
+                            }
+                        }
+                        None => problem(
+                            key(&format!("backends[{i}]")),
+                            format!("no backend named {backend:?}"),
+                        ),
+                    }
+                }
+                Some(allowed)
+            };
+            users.push(Arc::new(User {
+                name: name.clone(),
+                id: users.len(),
+                enabled: user.enabled,
+                nopass: user.nopass,
+                passwords,
+                all_commands: commands.allows_all(),
+                commands,
+                keys,
+                channels,
+                backends,
+            }));
+        }
+        if problems.is_empty() {
+            Ok(Users {
+                users,
+                default_name,
+                mentioned,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether `other` has the same users with the same passwords. Of two compilations of one
+    /// configuration only the passwords read from files and variables can differ, so a reload
+    /// that finds the configuration unchanged asks this to know whether they did.
+    pub fn same_passwords(&self, other: &Users) -> bool {
+        self.users.len() == other.users.len()
+            && self
+                .users
+                .iter()
+                .zip(&other.users)
+                .all(|(a, b)| a.name == b.name && a.passwords == b.passwords)
+    }
+
+    /// The user called `name`: who a client logged in as `name` under other users is once it
+    /// moves to these. `None` when there is none (a reload removed the user); a disabled user
+    /// is returned, as Redis keeps the clients of a user turned `off`.
+    pub fn get(&self, name: &str) -> Option<Arc<User>> {
+        self.named(name.as_bytes()).cloned()
+    }
+
+    /// Every user, by id.
+    pub fn all(&self) -> &[Arc<User>] {
+        &self.users
+    }
+
+    /// Command names the rules mention, with the user mentioning them.
+    pub fn mentioned_commands(&self) -> &[(String, String)] {
+        &self.mentioned
+    }
+
+    /// Whether any user is restricted: only then do command tables carry permissions.
+    pub fn any_restricted(&self) -> bool {
+        self.users.iter().any(|u| u.restricted())
+    }
+
+    /// The user a new connection is before any `AUTH`: the default user when it is enabled
+    /// and takes any password (Redis's `nopass` default user); `None` means the client must
+    /// authenticate.
+    pub fn at_connect(&self) -> Option<Arc<User>> {
+        self.named(self.default_name.as_bytes())
+            .filter(|u| u.enabled && u.nopass)
+            .cloned()
+    }
+
+    /// Logs in as `user` (the default user when `None`, as one-argument `AUTH`) with
+    /// `password`.
+    pub fn login(&self, user: Option<&[u8]>, password: &[u8]) -> Result<Arc<User>, LoginError> {
+        let name = user.unwrap_or(self.default_name.as_bytes());
+        let found = self.named(name);
+        if user.is_none() && found.is_some_and(|u| u.nopass) {
+            return Err(LoginError::DefaultHasNoPassword);
+        }
+        match found {
+            Some(u) if u.enabled && u.accepts(password) => Ok(Arc::clone(u)),
+            _ => Err(LoginError::WrongPass),
+        }
+    }
+
+    fn named(&self, name: &[u8]) -> Option<&Arc<User>> {
+        self.users.iter().find(|u| u.name.as_bytes() == name)
+    }
+}
+
+/// One `keys` entry: `None` for every key (`allkeys`, `~*`).
+fn key_pattern(entry: &str) -> Result<Option<KeyPattern>, String> {
+    if entry == "allkeys" || entry == "~*" {
+        return Ok(None);
+    }
+    let (read, write, pattern) = if let Some(p) = entry.strip_prefix('~') {
+        (true, true, p)
+    } else if let Some((access, p)) = entry
+        .strip_prefix('%')
+        .and_then(|rest| rest.split_once('~'))
+    {
+        let read = access.contains(['R', 'r']);
+        let write = access.contains(['W', 'w']);
+        if access.is_empty() || !access.chars().all(|c| "RWrw".contains(c)) {
+            return Err(format!(
+                "{entry:?}: the access before ~ is R, W or RW (as in %R~pattern)"
+            ));
+        }
+        (read, write, p)
+    } else {
+        return Err(format!(
+            "{entry:?} is not ~pattern, %R~pattern, %W~pattern, %RW~pattern or allkeys, as Redis writes them"
+        ));
+    };
+    Ok(Some(KeyPattern {
+        glob: Glob::new(pattern.as_bytes()),
+        read,
+        write,
+    }))
+}
+
+/// A set of users (bits by [`UserId`]): who may run one command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserSet(Box<[u64]>);
+
+impl UserSet {
+    /// The users for whom `allowed` says yes.
+    pub fn of(users: &Users, mut allowed: impl FnMut(&User) -> bool) -> UserSet {
+        let mut words = vec![0u64; users.users.len().div_ceil(64)];
+        for user in &users.users {
+            if allowed(user)
+                && let Some(word) = words.get_mut(user.id / 64)
+            {
+                *word |= 1 << (user.id % 64);
+            }
+        }
+        UserSet(words.into_boxed_slice())
+    }
+
+    /// Whether `user` is in the set.
+    pub fn contains(&self, user: UserId) -> bool {
+        self.0
+            .get(user / 64)
+            .is_some_and(|word| word >> (user % 64) & 1 == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! `RANDOMKEY` over every master: a master chosen at random, weighted by how many keys it
+//! holds, so each key of the whole keyspace is about as likely as on one Redis.
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+
+use super::{all_masters, reprefix};
+use crate::cluster::{Access, Target};
+use crate::protocol::reply::ReplyBuf;
+use crate::protocol::request::{encode_command, parse_int};
+use crate::protocol::{Protocol, ReplyKind, frame_reply};
+use crate::proxy::ProxyRef;
+
+/// `RANDOMKEY`: `DBSIZE` of every master, then `RANDOMKEY` on one chosen with probability in
+/// proportion to its size. A master that answers nil (its keys went meanwhile) is left out and
+/// another chosen, each master at most once; nil only when no master has a key.
+pub async fn run(
+    proxy: ProxyRef<'_>,
+    payload: &Bytes,
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+) -> Bytes {
+    let masters = match all_masters(proxy) {
+        Ok(masters) => masters,
+        Err(error) => return error,
+    };
+    let mut dbsize = bytes::BytesMut::new();
+    encode_command(&mut dbsize, &["DBSIZE"]);
+    let dbsize = dbsize.freeze();
+    let sizes = join_all(masters.iter().map(|(_, cluster, pool)| {
+        let target = Target::Node(pool.clone());
+        cluster.execute(dbsize.clone(), target, Access::Read, protocol, db, affinity)
+    }))
+    .await;
+    let mut weights = Vec::with_capacity(sizes.len());
+    for reply in sizes {
+        match integer(&reply, protocol) {
+            Some(n) => weights.push(u64::try_from(n).unwrap_or(0)),
+            // An error (the node is down, ...) says best why there is no answer.
+            None => return reply,
+        }
+    }
+    let routes = proxy.routes();
+    while let Some(chosen) = pick(&weights, fastrand::u64(..)) {
+        let Some((backend, cluster, pool)) = masters.get(chosen) else {
+            break;
+        };
+        let target = Target::Node(pool.clone());
+        let reply = cluster
+            .execute(
+                payload.clone(),
+                target,
+                Access::Read,
+                protocol,
+                db,
+                affinity,
+            )
+            .await;
+        if !is_null(&reply, protocol) {
+            return match routes.stripped_prefix(*backend) {
+                Some(prefix) => reprefix(&reply, prefix, protocol),
+                None => reply,
+            };
+        }
+        if let Some(weight) = weights.get_mut(chosen) {
+            *weight = 0;
+        }
+    }
+    let mut out = ReplyBuf::new(protocol);
+    out.null();
+    out.finish()
+}
+
+/// The index chosen by `roll` (any `u64`) among `weights`, each in proportion to its weight;
+/// `None` when every weight is 0.
+fn pick(weights: &[u64], roll: u64) -> Option<usize> {
+    let total: u64 = weights.iter().fold(0u64, |sum, w| sum.saturating_add(*w));
+    if total == 0 {
+        return None;
+    }
+    let mut at = roll % total;
+    for (i, weight) in weights.iter().enumerate() {
+        if at < *weight {
+            return Some(i);
+        }
+        at -= weight;
+    }
+    None
+}
+
+/// The value of an integer reply; `None` for anything else (an error).
+fn integer(reply: &[u8], protocol: Protocol) -> Option<i64> {
+    match frame_reply(reply, protocol) {
+        Ok(Some(frame)) if !matches!(frame.kind, ReplyKind::Error(..)) => {}
+        _ => return None,
+    }
+    parse_int(reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
+}
+
+/// Whether `reply` is a nil (`$-1` in RESP2, `_` in RESP3).
+fn is_null(reply: &[u8], protocol: Protocol) -> bool {
+    match protocol {
+        Protocol::Resp2 => reply.starts_with(b"$-1\r\n") || reply.starts_with(b"*-1\r\n"),
+        Protocol::Resp3 => reply.starts_with(b"_\r\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_index_is_picked_in_proportion_to_its_weight() {
+        let weights = [1, 0, 3];
+        let picks: Vec<Option<usize>> = (0..4).map(|roll| pick(&weights, roll)).collect();
+        assert_eq!(picks, [Some(0), Some(2), Some(2), Some(2)]);
+        assert_eq!(pick(&[0, 0], 7), None, "no key anywhere");
+        assert_eq!(pick(&[u64::MAX, 5], u64::MAX - 1), Some(0), "no overflow");
+    }
+}

@@ -1,0 +1,85 @@
+//! Moving a session to the newest configuration snapshot, between two requests.
+//!
+//! A session notices a reload before it starts its next request. It stops taking new requests,
+//! lets those in flight finish under the snapshot they started with, then moves: the next
+//! request is read, routed and limited by the new configuration. An idle session moves at
+//! once, so that a backend a reload removed is not kept alive by idle clients.
+//!
+//! What the client built up moves with it: its subscriptions are placed where the new routes
+//! put them ([`Subscriptions::follow`](super::pubsub::Subscriptions)); the place of its last
+//! write (where `WAIT` goes) is kept when its backend carried over. A transaction (`MULTI` or
+//! `WATCH`) finishes under the snapshot it began with, and the session moves after it. A
+//! client's own connection (blocking commands) stays until a command needs another node.
+//! The client's user is looked up by name among the new users: it stays logged in when its
+//! password changes, as in Redis, takes the new rules, and is closed if the user was removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::{ClientState, Conn};
+use crate::config::ServerConfig;
+use crate::keyspace::Place;
+use crate::proxy::{ProxyRef, Snapshot};
+
+/// Whether the client may move to another snapshot now: not inside a transaction, whose keys'
+/// place was decided under the one in force.
+pub(super) fn may_switch(state: &ClientState) -> bool {
+    state.txn.is_none() && state.watched.is_none()
+}
+
+/// The idle timeout `server` sets, if any.
+pub(super) fn idle_timeout(server: &ServerConfig) -> Option<Duration> {
+    (server.client_idle_timeout_s > 0).then(|| Duration::from_secs(server.client_idle_timeout_s))
+}
+
+/// Moves the session from `pinned` to the snapshot in force, when it is newer and the client
+/// may move. False when the client must be closed: its user was removed, or its subscriptions
+/// could not be placed or are no longer its user's to hold.
+pub(super) async fn to_newest(c: &mut Conn<'_>, pinned: &mut Arc<Snapshot>) -> bool {
+    if !c.proxy.is_newer_than(pinned) || !may_switch(&c.state) {
+        return true;
+    }
+    let newest = c.proxy.snapshot();
+    if !super::acl::follow_user(&mut c.state, c.subs.as_deref(), newest.users()) {
+        debug!(
+            client = c.state.id,
+            "its user was removed by a reload, or lost a channel it is subscribed to; closing"
+        );
+        return false;
+    }
+    let proxy = ProxyRef::new(c.proxy, &newest);
+    if let Some(subs) = c.subs.as_mut()
+        && let Err(error) = subs.follow(pinned, proxy).await
+    {
+        debug!(client = c.state.id, %error, "subscriptions lost in a reload; closing");
+        return false;
+    }
+    c.state.last_write = c.state.last_write.and_then(|place| {
+        Some(Place {
+            backend: newest.carried_over(pinned, place.backend)?,
+            slot: place.slot,
+        })
+    });
+    let server = &newest.config.server;
+    c.parser.set_limits(
+        server.proto_max_bulk_len,
+        server.max_multibulk_len,
+        server.max_request_bytes,
+    );
+    c.max_pipeline = server.max_pipeline;
+    c.idle_timeout = idle_timeout(server);
+    c.idle_timer = match (c.idle_timeout, c.idle_timer.take()) {
+        (None, _) => None,
+        (Some(_), Some(timer)) => Some(timer),
+        (Some(timeout), None) => Some(Box::pin(tokio::time::sleep(timeout))),
+    };
+    debug!(
+        client = c.state.id,
+        generation = newest.generation,
+        "moved to a new configuration"
+    );
+    *pinned = newest;
+    true
+}
