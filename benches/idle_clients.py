@@ -7,7 +7,8 @@ reads the reply (so that the server has accepted the connection and served it on
 on stdout and holds every connection open, sending nothing, until it receives SIGUSR1 or
 SIGTERM or --hold-s seconds pass. Then it closes them all, prints "closed", and exits 0. It
 exits 1 (after closing what it opened) if fewer than --clients connections answered +PONG
-(were opened, with --no-ping). Standard library only.
+(were opened, with --no-ping). With --tls-ca FILE each connection speaks TLS, trusting the CAs
+in FILE (the server's certificate must be valid for --host). Standard library only.
 """
 
 import argparse
@@ -15,6 +16,7 @@ import collections
 import resource
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -49,7 +51,10 @@ def main() -> int:
                         help="send nothing on the connections (then they are only accepted)")
     parser.add_argument("--hold-s", type=float, default=120.0,
                         help="longest time to hold the connections before closing them")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="speak TLS, trusting the CA certificates in FILE")
     args = parser.parse_args()
+    tls = ssl.create_default_context(cafile=args.tls_ca) if args.tls_ca else None
 
     raise_fd_limit(args.clients + 64)
     release = threading.Event()
@@ -66,6 +71,8 @@ def main() -> int:
                 break
             try:
                 s = socket.create_connection((args.host, args.port), timeout=args.timeout_s)
+                if tls is not None:
+                    s = tls.wrap_socket(s, server_hostname=args.host)
             except OSError as e:
                 errors[f"connect: {e.strerror or e}"] += 1
                 continue

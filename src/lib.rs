@@ -29,6 +29,8 @@
 //! [`metrics`] has the metric names and handles, [`health`] whether the proxy is ready,
 //! [`slowlog`] the slowest requests, [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
 //! `/config` and `/reload` endpoints.
+//! [`tls`] loads, and reads again when they change, the certificates of the TLS listener and
+//! of TLS backends.
 
 pub mod acl;
 pub mod admin;
@@ -50,7 +52,8 @@ pub mod reload;
 pub mod server;
 pub mod session;
 pub mod slowlog;
+pub mod tls;
 pub mod workers;
 
 pub use config::Config;
-pub use server::{bind, run, run_with};
+pub use server::{Listeners, bind, run, run_with, serve};

@@ -1,7 +1,6 @@
 //! The `respgate` binary: command line, configuration, logging, runtime, then `respgate::run`.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -190,15 +189,20 @@ fn serve(config: Config, source: ConfigSource, log_filter: LogFilter) -> anyhow:
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let addr: SocketAddr = config.server.listen.parse()?;
-        let listener = respgate::bind(addr, config.server.backlog)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let bind = |addr: &str, key: &str| match addr {
+            "" => Ok(None),
+            addr => respgate::server::bind_configured(addr, config.server.backlog, key).map(Some),
+        };
+        let listeners = respgate::Listeners {
+            plain: bind(&config.server.listen, "server.listen")?,
+            tls: bind(&config.server.tls.listen, "server.tls.listen")?,
+        };
         let options = respgate::reload::Options {
             source: Some(source),
             log_filter: Some(log_filter),
             requests: Some(reload_signal()?),
         };
-        respgate::run_with(listener, config, options, shutdown_signal()).await?;
+        respgate::serve(listeners, config, options, shutdown_signal()).await?;
         Ok(())
     })
 }

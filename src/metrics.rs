@@ -91,6 +91,8 @@ pub const CONFIG_RELOADS: &str = "respgate_config_reloads_total";
 pub const CONFIG_LAST_RELOAD: &str = "respgate_config_last_reload_timestamp_seconds";
 /// Gauge: 1 when the last reload succeeded (or none happened yet), 0 when it was refused.
 pub const CONFIG_LAST_RELOAD_OK: &str = "respgate_config_last_reload_successful";
+/// Counter: certificate reloads, labelled `result` = `ok` | `refused` (files that did not load).
+pub const TLS_RELOADS: &str = "respgate_tls_reloads_total";
 
 /// Every metric: name, Prometheus type, labels, meaning. The README's table and the Grafana
 /// dashboard are checked against it.
@@ -247,5 +249,11 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
         "gauge",
         "",
         "1 when the last reload succeeded (or none happened yet), 0 when it was refused",
+    ),
+    (
+        TLS_RELOADS,
+        "counter",
+        "result",
+        "certificate files read again after they changed: ok, or refused (the old ones kept)",
     ),
 ];

@@ -226,8 +226,10 @@ pub struct Proxy {
     pub stats: ProxyStats,
     /// When the proxy started.
     pub started: Instant,
-    /// The address clients connect to.
+    /// The address clients connect to: the plain listener's, else the TLS listener's.
     pub listen_addr: SocketAddr,
+    /// The TLS listener's address, when there is one.
+    pub tls_listen_addr: Option<SocketAddr>,
     /// Connected clients, for `CLIENT LIST` and `CLIENT KILL`.
     pub clients: Arc<ClientRegistry>,
     /// Starting, ready or shutting down (see [`crate::health`]).
@@ -238,8 +240,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// The shared state, with `snapshot` in force.
-    pub fn new(snapshot: Snapshot, listen_addr: SocketAddr) -> Arc<Proxy> {
+    /// The shared state, with `snapshot` in force, for clients connecting to `listen_addr`
+    /// (and to `tls_listen_addr` with TLS).
+    pub fn new(
+        snapshot: Snapshot,
+        listen_addr: SocketAddr,
+        tls_listen_addr: Option<SocketAddr>,
+    ) -> Arc<Proxy> {
         let generation = snapshot.generation;
         Arc::new(Proxy {
             current: ArcSwap::from_pointee(snapshot),
@@ -252,11 +259,26 @@ impl Proxy {
             stats: ProxyStats::default(),
             started: Instant::now(),
             listen_addr,
+            tls_listen_addr,
             clients: Arc::new(ClientRegistry::default()),
             lifecycle: Lifecycle::default(),
             slowlog: SlowLog::default(),
             next_client_id: AtomicU64::new(1),
         })
+    }
+
+    /// The listen address of the listener a client reached at `local` came through, and
+    /// whether it is the TLS one (whose announce setting is `server.tls.announce_address`).
+    pub fn listener_of(&self, local: SocketAddr) -> (SocketAddr, bool) {
+        match self.tls_listen_addr {
+            Some(tls)
+                if tls.port() == local.port()
+                    && (tls.ip().is_unspecified() || tls.ip() == local.ip()) =>
+            {
+                (tls, true)
+            }
+            _ => (self.listen_addr, false),
+        }
     }
 
     /// The snapshot in force, for a session to pin: a reference-count increment, so not per

@@ -1,4 +1,5 @@
-//! The listener: socket options, the accept loop, the client limit, and shutdown.
+//! The listeners (plain, TLS or both): socket options, the accept loop, TLS handshakes, the
+//! client limit, and shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,9 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::acl::Users;
@@ -17,8 +19,25 @@ use crate::config::Config;
 use crate::health;
 use crate::proxy::{Proxy, Snapshot};
 use crate::reload::{self, Reloader, Starter};
-use crate::session;
+use crate::session::{self, ClientStream};
+use crate::tls::Reloading;
 use crate::workers::Workers;
+
+/// The sockets clients connect to: plain, TLS, or both.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The plain listener (`server.listen`).
+    pub plain: Option<TcpListener>,
+    /// The TLS listener (`server.tls.listen`).
+    pub tls: Option<TcpListener>,
+}
+
+/// The TLS listener's settings, as each accepted connection needs them (shared: a plain
+/// client's task carries one pointer for them).
+struct TlsSide {
+    config: Arc<Reloading<rustls::ServerConfig>>,
+    handshake_timeout: Duration,
+}
 
 /// Binds the client listener with address reuse and the configured backlog.
 pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
@@ -40,22 +59,84 @@ pub async fn run(
     run_with(listener, config, reload::Options::default(), shutdown).await
 }
 
-/// Serves clients on `listener` until `shutdown` completes, reloading the configuration as
-/// `options` allow (see [`crate::reload`]); then drains in phases:
-///
-/// 1. at once: not ready (`/ready` answers 503), yet still accepting and serving new clients
-///    for `shutdown_delay_ms`, so the load balancer stops sending clients before the socket
-///    closes;
-/// 2. then accepting stops; every client gets the replies it is owed and is closed between
-///    requests (an idle one at once);
-/// 3. at `shutdown_timeout_ms` after shutdown began, whatever is still open is dropped.
+/// Serves clients on `listener`, and on the TLS listener `server.tls.listen` when it is set,
+/// until `shutdown` completes, reloading the configuration as `options` allow (see
+/// [`crate::reload`]).
 pub async fn run_with(
     listener: TcpListener,
     config: Config,
     options: reload::Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let local = listener.local_addr()?;
+    let tls = match config.server.tls.listen.as_str() {
+        "" => None,
+        addr => Some(bind_configured(
+            addr,
+            config.server.backlog,
+            "server.tls.listen",
+        )?),
+    };
+    let listeners = Listeners {
+        plain: Some(listener),
+        tls,
+    };
+    serve(listeners, config, options, shutdown).await
+}
+
+/// Binds `addr`, the value of `key`; an error names both.
+pub fn bind_configured(addr: &str, backlog: u32, key: &str) -> std::io::Result<TcpListener> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|_| invalid(format!("{key}: {addr:?} is not an IP:port address")))?;
+    bind(parsed, backlog)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({key}): {e}")))
+}
+
+/// Serves clients on `listeners` until `shutdown` completes, reloading the configuration as
+/// `options` allow. The TLS listener's certificate and every TLS backend's files are loaded
+/// first: a file that does not load stops the start. They are read again when they change
+/// (see [`crate::tls`]). On shutdown it drains in phases:
+///
+/// 1. at once: not ready (`/ready` answers 503), yet still accepting and serving new clients
+///    for `shutdown_delay_ms`, so the load balancer stops sending clients before the sockets
+///    close;
+/// 2. then accepting stops; every client gets the replies it is owed and is closed between
+///    requests (an idle one at once);
+/// 3. at `shutdown_timeout_ms` after shutdown began, whatever is still open is dropped.
+pub async fn serve(
+    listeners: Listeners,
+    config: Config,
+    options: reload::Options,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let plain_addr = listeners.plain.as_ref().map(TcpListener::local_addr);
+    let tls_addr = listeners.tls.as_ref().map(TcpListener::local_addr);
+    let (plain_addr, tls_addr) = (plain_addr.transpose()?, tls_addr.transpose()?);
+    let Some(local) = plain_addr.or(tls_addr) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no listener: server.listen and server.tls.listen are both empty",
+        ));
+    };
+    let invalid = |e: crate::tls::TlsError| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+    };
+    crate::tls::check_backends(&config).map_err(invalid)?;
+    let tls_config = crate::tls::listener(&config).map_err(invalid)?;
+    let tls_side = match (&listeners.tls, tls_config) {
+        (Some(_), Some(reloading)) => Some(Arc::new(TlsSide {
+            config: reloading,
+            handshake_timeout: Duration::from_millis(config.server.tls.handshake_timeout_ms),
+        })),
+        (Some(_), None) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a TLS listener without server.tls.listen, cert_file and key_file",
+            ));
+        }
+        (None, _) => None,
+    };
     // Before any backend or command table resolves its metric handles.
     crate::metrics::install();
     // The refreshers, the reload triggers and the admin endpoint stop when `stop` turns true:
@@ -68,7 +149,7 @@ pub async fn run_with(
     })?;
     let starter = Starter::new(workers.set().clone(), stop_rx.clone());
     let (backends, _) = starter.build(&config, None);
-    let proxy = Proxy::new(Snapshot::new(config, users, backends, 1), local);
+    let proxy = Proxy::new(Snapshot::new(config, users, backends, 1), local, tls_addr);
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&proxy),
         starter,
@@ -115,13 +196,15 @@ pub async fn run_with(
         Duration::from_millis(200),
     ));
     info!(
-        listen = %local,
+        listen = ?plain_addr,
+        tls_listen = ?tls_addr,
         backends = proxy.snapshot().backends().len(),
         threads = workers.set().len(),
         "listening"
     );
     let mut acceptor = Acceptor {
-        listener: &listener,
+        listeners: &listeners,
+        tls: tls_side.as_ref(),
         proxy: &proxy,
         workers: &workers,
         at_limit: false,
@@ -146,7 +229,7 @@ pub async fn run_with(
         "shutdown: not ready; still accepting clients until the delay ends"
     );
     acceptor.until(tokio::time::sleep_until(accept_until)).await;
-    drop(listener);
+    drop(listeners);
     info!(
         clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
         "shutdown: stopped accepting; draining clients"
@@ -182,7 +265,8 @@ fn worker_threads(configured: usize) -> usize {
 
 /// The accept loop's state.
 struct Acceptor<'a> {
-    listener: &'a TcpListener,
+    listeners: &'a Listeners,
+    tls: Option<&'a Arc<TlsSide>>,
     proxy: &'a Arc<Proxy>,
     workers: &'a Workers,
     /// Whether `max_clients` was reached and not left since: the limit is logged once per
@@ -191,32 +275,83 @@ struct Acceptor<'a> {
 }
 
 impl Acceptor<'_> {
-    /// Accepts clients until `until` completes.
+    /// Accepts clients on both listeners until `until` completes.
     async fn until(&mut self, until: impl Future<Output = ()>) {
         tokio::pin!(until);
         loop {
-            tokio::select! {
+            let (accepted, tls) = tokio::select! {
                 _ = &mut until => return,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let refused = accept(stream, peer, self.proxy, self.workers);
-                        match refused {
-                            Some(max_clients) if !self.at_limit => {
-                                warn!(%peer, max_clients, "client limit reached; refusing new clients");
-                            }
-                            None if self.at_limit => {
-                                info!("below the client limit again; accepting clients");
-                            }
-                            _ => {}
+                accepted = accept_on(self.listeners.plain.as_ref()) => (accepted, None),
+                accepted = accept_on(self.listeners.tls.as_ref()) => (accepted, self.tls),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let refused = accept(stream, peer, self.proxy, self.workers, tls);
+                    match refused {
+                        Some(max_clients) if !self.at_limit => {
+                            warn!(%peer, max_clients, "client limit reached; refusing new clients");
                         }
-                        self.at_limit = refused.is_some();
+                        None if self.at_limit => {
+                            info!("below the client limit again; accepting clients");
+                        }
+                        _ => {}
                     }
-                    Err(error) => {
-                        // Out of file descriptors and the like: pause instead of spinning.
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
+                    self.at_limit = refused.is_some();
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The next connection on `listener`; never without one.
+async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes the TLS handshake of a client on the TLS listener, within the handshake timeout.
+/// A failure is the client's (a wrong CA, no certificate where one is required, a plain-text
+/// client): it is logged at debug level, as Redis logs it at its verbose level.
+async fn handshake(
+    stream: TcpStream,
+    tls: &TlsSide,
+) -> Option<Box<tokio_rustls::server::TlsStream<TcpStream>>> {
+    let acceptor = TlsAcceptor::from(tls.config.current());
+    match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Err(error)) => {
+            debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(
+                timeout_ms = tls.handshake_timeout.as_millis() as u64,
+                "TLS handshake timed out"
+            );
+            None
+        }
+    }
+}
+
+/// Tells a client over the limit so, as Redis does, and closes it.
+async fn refuse(stream: TcpStream, tls: Option<Arc<TlsSide>>) {
+    const REFUSAL: &[u8] = b"-ERR max number of clients reached\r\n";
+    async fn say(mut stream: impl AsyncWrite + Unpin) {
+        let _ = stream.write_all(REFUSAL).await;
+        let _ = stream.shutdown().await;
+    }
+    match tls {
+        None => say(stream).await,
+        Some(tls) => {
+            if let Some(stream) = handshake(stream, &tls).await {
+                let _ = tokio::time::timeout(tls.handshake_timeout, say(stream)).await;
             }
         }
     }
@@ -229,7 +364,9 @@ fn accept(
     peer: SocketAddr,
     proxy: &Arc<Proxy>,
     workers: &Workers,
+    tls: Option<&Arc<TlsSide>>,
 ) -> Option<usize> {
+    let tls = tls.cloned();
     let (keepalive_s, max_clients) = {
         let config = proxy.config();
         (config.server.tcp_keepalive_s, config.server.max_clients)
@@ -246,12 +383,7 @@ fn accept(
     if connected as usize > max_clients {
         stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
         stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let mut stream = stream;
-            let _ = stream
-                .write_all(b"-ERR max number of clients reached\r\n")
-                .await;
-        });
+        tokio::spawn(refuse(stream, tls));
         return Some(max_clients);
     }
     // A debug-level span: free when debug logging is off, yet every session line carries the
@@ -270,7 +402,21 @@ fn accept(
         async move {
             debug!("client connected");
             match TcpStream::from_std(stream) {
-                Ok(stream) => session::serve(stream, peer, Arc::clone(&proxy)).await,
+                // Every client's task is as large as its largest state, so TLS must not add
+                // to the plain path's: the handshake (rustls's state) is boxed, and it runs
+                // here, on the worker, not on the accept loop.
+                Ok(stream) => match &tls {
+                    None => {
+                        let stream = ClientStream::Tcp(stream);
+                        session::serve(stream, peer, Arc::clone(&proxy)).await;
+                    }
+                    Some(tls) => {
+                        if let Some(stream) = Box::pin(handshake(stream, tls)).await {
+                            let stream = ClientStream::Tls(stream);
+                            session::serve(stream, peer, Arc::clone(&proxy)).await;
+                        }
+                    }
+                },
                 Err(error) => debug!(%error, "cannot register the client socket"),
             }
             proxy

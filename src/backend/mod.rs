@@ -24,7 +24,7 @@ use crate::protocol::ReplyKind;
 pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
 pub use pool::{Backends, NodePool};
 pub use shared::SharedConn;
-pub use transport::{Connector, TcpConnector, Transport};
+pub use transport::{Connector, TcpConnector, TlsConnector, Transport};
 
 /// A node's `host:port`, as the cluster announces it.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -273,12 +273,13 @@ pub struct NodeWriter {
 impl NodeWriter {
     /// Writes all of `payload`; a failure means the connection is gone.
     pub async fn write_all(&mut self, payload: &[u8]) -> Result<(), BackendError> {
-        self.io
-            .write_all(payload)
-            .await
-            .map_err(|_| BackendError::Lost {
-                addr: self.addr.clone(),
-            })
+        let lost = |_| BackendError::Lost {
+            addr: self.addr.clone(),
+        };
+        self.io.write_all(payload).await.map_err(lost)?;
+        // TLS takes bytes it has not sent yet (whatever the socket did not take once its
+        // buffer was full): only a flush sends them. On TCP a flush costs nothing.
+        self.io.flush().await.map_err(lost)
     }
 }
 
@@ -302,4 +303,50 @@ pub async fn request_once(
         .into_iter()
         .next()
         .ok_or(BackendError::Lost { addr: addr.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, BufWriter, DuplexStream};
+
+    use super::*;
+    use crate::backend::transport::{Connecting, Connector, Transport};
+    use crate::config::ClusterConfig;
+
+    /// Hands out one stream that keeps what is written until it is flushed, as TLS keeps the
+    /// encrypted bytes the socket did not take.
+    struct Buffering(Mutex<Option<DuplexStream>>);
+
+    impl Connector for Buffering {
+        fn connect<'a>(&'a self, _addr: &'a NodeAddr) -> Connecting<'a> {
+            let stream = self.0.lock().unwrap().take();
+            Box::pin(async move {
+                let stream = stream.ok_or(std::io::ErrorKind::ConnectionRefused)?;
+                Ok(Transport::Other(Box::new(BufWriter::new(stream))))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn what_the_writer_wrote_leaves_a_transport_that_buffers() {
+        let (ours, mut node) = tokio::io::duplex(1 << 16);
+        let settings = ConnSettings {
+            connector: Arc::new(Buffering(Mutex::new(Some(ours)))),
+            ..ConnSettings::from(&ClusterConfig::default())
+        };
+        let conn = NodeConn::open(&NodeAddr::new("node:1"), Protocol::Resp2, &settings)
+            .await
+            .unwrap();
+        let (_reader, mut writer) = conn.split();
+        writer.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+        let mut got = [0u8; 14];
+        let read = tokio::time::timeout(Duration::from_secs(5), node.read_exact(&mut got)).await;
+        assert!(read.is_ok(), "the request never left the proxy");
+        assert_eq!(&got, b"*1\r\n$4\r\nPING\r\n");
+    }
 }

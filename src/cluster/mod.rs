@@ -20,9 +20,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::backend::{
-    BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply, TcpConnector,
-};
+use crate::backend::{BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply};
 use crate::command::CommandTable;
 use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
@@ -125,11 +123,12 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster with an empty slot map; [`Cluster::spawn_refresher`] learns the topology.
     pub fn new(name: &str, config: ClusterConfig, workers: WorkerSet) -> Arc<Cluster> {
-        Cluster::with_connector(name, config, workers, Arc::new(TcpConnector))
+        let connector = crate::tls::connector(name, &config);
+        Cluster::with_connector(name, config, workers, connector)
     }
 
-    /// A cluster whose nodes are reached through `connector`: TCP in production, scripted
-    /// in-process nodes in tests.
+    /// A cluster whose nodes are reached through `connector`: TCP or TLS in production (as
+    /// [`Cluster::new`] chooses from the configuration), scripted in-process nodes in tests.
     pub fn with_connector(
         name: &str,
         config: ClusterConfig,

@@ -112,6 +112,18 @@ pub struct ClusterConfig {
     pub reconnect_backoff_min_ms: u64,
     /// Longest delay between reconnect attempts, in milliseconds.
     pub reconnect_backoff_max_ms: u64,
+    /// Speak TLS to every node of the backend (and to its sentinels).
+    pub tls: bool,
+    /// PEM file with the CAs that sign the nodes' certificates (`tls = true`).
+    pub tls_ca_file: String,
+    /// PEM file with the certificate the proxy presents to nodes that verify clients
+    /// (`tls-auth-clients`); empty means none.
+    pub tls_cert_file: String,
+    /// PEM file with the private key of `tls_cert_file`.
+    pub tls_key_file: String,
+    /// The name the nodes' certificates must be valid for; empty means the host of the address
+    /// dialled (an IP, as nodes announce, or a host name).
+    pub tls_server_name: String,
 }
 
 impl Default for ClusterConfig {
@@ -139,6 +151,11 @@ impl Default for ClusterConfig {
             retry_timeout_ms: 8000,
             reconnect_backoff_min_ms: 50,
             reconnect_backoff_max_ms: 2000,
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_server_name: String::new(),
         }
     }
 }
@@ -289,6 +306,7 @@ pub(super) fn validate_backend(
             "must not be less than reconnect_backoff_min_ms".into(),
         );
     }
+    super::tls::validate_backend_tls(&key, c, problems);
 }
 
 /// `host:port` with a non-empty host and a port number.

@@ -8,18 +8,21 @@
 //! - `users`: `[users.NAME]` and [`Secret`], the type passwords are held in (checked by
 //!   [`crate::acl::Users::compile`]);
 //! - `restart`: the settings a reload cannot change;
-//! - `redact`: the configuration as `/config` shows it, secrets replaced.
+//! - `redact`: the configuration as `/config` shows it, secrets replaced;
+//! - `tls`: `[server.tls]` and the checks of every TLS key.
 
 mod backend;
 mod redact;
 mod restart;
 mod routing;
+mod tls;
 mod users;
 
 pub use backend::{BackendKind, ClusterConfig, ReadFrom};
 pub use redact::REDACTED;
 pub use restart::RestartNeeded;
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
+pub use tls::ServerTlsConfig;
 pub use users::{Secret, UserConfig, read_secrets};
 
 use std::collections::BTreeMap;
@@ -123,7 +126,7 @@ impl Config {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address to listen on.
+    /// Address to listen on; empty means no plain listener (when `tls.listen` is set).
     pub listen: String,
     /// Worker threads serving clients, each with its own event loop and backend connections;
     /// 0 means one per CPU core.
@@ -189,6 +192,8 @@ pub struct ServerConfig {
     /// every master, `DEBUG` where its subcommand acts, the others by key or to one master.
     /// (`ACL` is about the proxy's own users.)
     pub allow_admin_commands: bool,
+    /// The TLS listener (`[server.tls]`).
+    pub tls: ServerTlsConfig,
     /// How often the configuration file is checked for changes, which are then reloaded, in
     /// milliseconds; 0 turns the check off (`SIGHUP` and `POST /reload` still reload).
     pub config_watch_interval_ms: u64,
@@ -229,6 +234,7 @@ impl Default for ServerConfig {
                 soft_limit_bytes: 8 * 1024 * 1024,
                 soft_limit_s: 60,
             },
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -391,19 +397,19 @@ impl Config {
                 format!("{:?} is not an IP:port address", s.admin_listen),
             );
         }
-        let announce_ok = s
-            .announce_address
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| {
-                !host.is_empty() && !host.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
-            });
-        if !s.announce_address.is_empty() && !announce_ok {
+        if !s.announce_address.is_empty() && !is_announce_address(&s.announce_address) {
             problem(
                 "server.announce_address".into(),
                 format!("{:?} is not HOST:PORT", s.announce_address),
             );
         }
-        if s.listen.parse::<SocketAddr>().is_err() {
+        if s.listen.is_empty() && !s.tls.enabled() {
+            problem(
+                "server.listen".into(),
+                "empty, and no TLS listener (server.tls.listen) either: clients could not connect"
+                    .into(),
+            );
+        } else if !s.listen.is_empty() && s.listen.parse::<SocketAddr>().is_err() {
             problem(
                 "server.listen".into(),
                 format!("{:?} is not an IP:port address", s.listen),
@@ -472,6 +478,7 @@ impl Config {
                 backend::validate_backend(section, name, c, &mut problems);
             }
         }
+        tls::validate_server_tls(&self.server.tls, &mut problems);
         routing::validate_routing(self, &mut problems);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(Problem {
@@ -503,6 +510,13 @@ impl Config {
         };
         section.entry(DEFAULT_CLUSTER.to_string()).or_default()
     }
+}
+
+/// `HOST:PORT` as announced to clients: a non-empty host without spaces and a port above 0.
+fn is_announce_address(s: &str) -> bool {
+    s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(' ') && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 /// Whether an environment variable is meant as configuration: `RESPGATE_<SECTION>__<KEY>`.

@@ -68,6 +68,39 @@ impl Config {
             &mut next.admin_timeout_ms,
             &mut held,
         );
+        // The TLS listener's files are read again when they change; which files they are,
+        // like the listener itself, is fixed at start.
+        let (running_tls, next_tls) = (&running.tls, &mut next.tls);
+        hold(
+            "server.tls.listen",
+            &running_tls.listen,
+            &mut next_tls.listen,
+            &mut held,
+        );
+        hold(
+            "server.tls.cert_file",
+            &running_tls.cert_file,
+            &mut next_tls.cert_file,
+            &mut held,
+        );
+        hold(
+            "server.tls.key_file",
+            &running_tls.key_file,
+            &mut next_tls.key_file,
+            &mut held,
+        );
+        hold(
+            "server.tls.client_ca_file",
+            &running_tls.client_ca_file,
+            &mut next_tls.client_ca_file,
+            &mut held,
+        );
+        hold(
+            "server.tls.handshake_timeout_ms",
+            &running_tls.handshake_timeout_ms,
+            &mut next_tls.handshake_timeout_ms,
+            &mut held,
+        );
         hold(
             "log.format",
             &self.log.format,

@@ -326,6 +326,14 @@ impl Reloader {
                 };
             }
         };
+        // Likewise the TLS backends' files: one that does not load refuses the reload, rather
+        // than leave a new backend failing every connection.
+        if let Err(error) = crate::tls::check_backends(&config) {
+            return Outcome::Refused {
+                generation: old.generation,
+                problems: vec![error.to_string()],
+            };
+        }
         if config == old.config && users.same_passwords(old.users()) {
             return Outcome::Unchanged {
                 generation: old.generation,

@@ -19,11 +19,15 @@ pub(super) fn command(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) 
     };
     let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
     let mut out = ReplyBuf::new(state.protocol);
-    let announced = Announced::for_client(
-        &proxy.config().server.announce_address,
-        proxy.listen_addr,
-        state.handle().local,
-    );
+    let local = state.handle().local;
+    let (listen, tls) = proxy.listener_of(local);
+    let server = &proxy.config().server;
+    let configured = if tls {
+        &server.tls.announce_address
+    } else {
+        &server.announce_address
+    };
+    let announced = Announced::for_client(configured, listen, local);
     let ip = announced.ip.to_string();
     let port = i64::from(announced.port);
     let node_id = announced.node_id.as_str();

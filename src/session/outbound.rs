@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
+use super::ClientStream;
 use crate::config::OutputLimit;
 
 /// Most replies handed to the kernel in one write.
@@ -55,6 +55,8 @@ pub(super) enum Standing {
 #[derive(Debug, Default)]
 pub(super) struct Outbound {
     queue: VecDeque<Bytes>,
+    /// The stream still holds bytes it took (encrypted TLS bytes the socket did not take).
+    stream_holds: bool,
     over_soft_since: Option<Instant>,
 }
 
@@ -72,9 +74,9 @@ impl Outbound {
         self.push(reply);
     }
 
-    /// Whether everything is written.
+    /// Whether everything is written, down to the socket.
     pub(super) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && !self.stream_holds
     }
 
     /// Writes as much as the socket takes now, without waiting; what is written no longer
@@ -82,10 +84,22 @@ impl Outbound {
     /// `sent` counts the bytes written.
     pub(super) fn flush(
         &mut self,
-        wr: &OwnedWriteHalf,
+        io: &mut ClientStream,
         owed: &AtomicU64,
         sent: &AtomicU64,
     ) -> io::Result<()> {
+        let result = self.write(io, owed, sent);
+        self.stream_holds = io.holds_output();
+        result
+    }
+
+    fn write(
+        &mut self,
+        io: &mut ClientStream,
+        owed: &AtomicU64,
+        sent: &AtomicU64,
+    ) -> io::Result<()> {
+        io.flush_now()?;
         while !self.queue.is_empty() {
             let written = {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -95,7 +109,7 @@ impl Outbound {
                     count += 1;
                 }
                 let slices = slices.get(..count).unwrap_or_default();
-                match wr.try_write_vectored(slices) {
+                match io.write_now(slices) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),

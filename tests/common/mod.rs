@@ -13,6 +13,7 @@ pub mod http;
 pub mod proxy;
 pub mod reload;
 pub mod sentinel;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -129,6 +130,8 @@ pub fn free_port_pair() -> u16 {
 /// One `redis-server` child process and the directory holding its config, data and logs.
 struct Node {
     port: u16,
+    /// The TLS port of a TLS cluster's node, beside the plain `port` the harness uses.
+    tls_port: Option<u16>,
     child: Child,
     dir: PathBuf,
     alive: bool,
@@ -141,6 +144,8 @@ pub struct RedisCluster {
     nodes: Vec<Node>,
     extra_args: Vec<String>,
     password: Option<String>,
+    /// TLS ports beside the plain ones, and the cluster bus over TLS.
+    tls: Option<tls::NodeTls>,
     dir: TempDir,
 }
 
@@ -155,6 +160,23 @@ impl RedisCluster {
     /// every `redis-server` after the harness's own. With `--requirepass` the harness also sets
     /// `--masterauth` and authenticates its own commands, `cli` included.
     pub fn start_with(masters: usize, replicas: usize, extra_args: &[&str]) -> RedisCluster {
+        Self::start_inner(masters, replicas, extra_args, None)
+    }
+
+    /// Like [`RedisCluster::start`], each node with a TLS port (see [`RedisCluster::tls_seeds`])
+    /// beside its plain one, and the cluster bus and replication over TLS (`tls-cluster`,
+    /// `tls-replication`): TLS clients are told TLS ports, plain ones (the harness's) plain
+    /// ports.
+    pub fn start_tls(masters: usize, replicas: usize, tls: tls::NodeTls) -> RedisCluster {
+        Self::start_inner(masters, replicas, &[], Some(tls))
+    }
+
+    fn start_inner(
+        masters: usize,
+        replicas: usize,
+        extra_args: &[&str],
+        tls: Option<tls::NodeTls>,
+    ) -> RedisCluster {
         require_redis();
         assert!(
             masters >= 3,
@@ -177,6 +199,7 @@ impl RedisCluster {
             nodes: Vec::new(),
             extra_args,
             password,
+            tls,
             dir,
         };
         for _ in 0..masters * (1 + replicas) {
@@ -184,7 +207,14 @@ impl RedisCluster {
             cluster.node_mut(port).member = true;
         }
         let mut create = cluster.redis_cli();
-        create.args(["--cluster", "create"]).args(cluster.seeds());
+        match &cluster.tls {
+            // The nodes meet at the addresses given here: over TLS, at their TLS ports.
+            Some(tls) => create
+                .args(tls.cli_args())
+                .args(["--cluster", "create"])
+                .args(cluster.tls_seeds()),
+            None => create.args(["--cluster", "create"]).args(cluster.seeds()),
+        };
         create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
         match create.output() {
             Ok(output) if output.status.success() => {}
@@ -204,6 +234,16 @@ impl RedisCluster {
     pub fn seeds(&self) -> Vec<String> {
         self.ports()
             .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// `127.0.0.1:port` of every live node's TLS port, in start order (a TLS cluster's).
+    pub fn tls_seeds(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|node| node.alive)
+            .filter_map(|node| node.tls_port)
             .map(|port| format!("127.0.0.1:{port}"))
             .collect()
     }
@@ -408,6 +448,13 @@ impl RedisCluster {
             server
                 .args(NODE_CONFIG.split_whitespace())
                 .args(&self.extra_args);
+            // With tls-cluster the bus listens at the TLS port + 10000: a pair of its own.
+            let tls_port = self.tls.as_ref().map(|_| free_port_pair());
+            if let (Some(tls), Some(tls_port)) = (&self.tls, tls_port) {
+                server
+                    .args(["--tls-port", &tls_port.to_string()])
+                    .args(tls.server_args());
+            }
             server
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -418,6 +465,7 @@ impl RedisCluster {
             let (alive, member) = (true, false);
             self.nodes.push(Node {
                 port,
+                tls_port,
                 child,
                 dir,
                 alive,

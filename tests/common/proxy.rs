@@ -13,6 +13,8 @@ use respgate::protocol::Protocol;
 pub struct Proxy {
     /// The port clients connect to.
     pub port: u16,
+    /// The TLS listener's port ([`Proxy::start_with_tls`]); 0 without one.
+    pub tls_port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -87,7 +89,15 @@ impl Proxy {
     fn launch(mut config: Config, options: respgate::reload::Options) -> Proxy {
         config.server.shutdown_delay_ms = 0;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        Proxy::start_on(listener, config, options)
+        Proxy::start_on(listener, None, config, options)
+    }
+
+    /// Like [`Proxy::start_with`], with a TLS listener on a free port beside the plain one
+    /// (`config.server.tls` gives its certificate; its `listen` address is ignored).
+    pub fn start_with_tls(config: Config) -> Proxy {
+        let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let options = respgate::reload::Options::default();
+        Proxy::start_on(bind(), Some(bind()), config, options)
     }
 
     /// Starts a proxy in front of `seeds` that announces the address clients reach it at,
@@ -97,19 +107,25 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         let mut config = config_for(seeds);
         config.server.announce_address = listener.local_addr().expect("local addr").to_string();
-        let proxy = Proxy::start_on(listener, config, respgate::reload::Options::default());
+        let proxy = Proxy::start_on(listener, None, config, respgate::reload::Options::default());
         proxy.wait_until_serving();
         proxy
     }
 
-    /// Runs a proxy with `config` on `listener`, reloading as `options` allow.
+    /// Runs a proxy with `config` on `listener` (and `tls_listener` for TLS), reloading as
+    /// `options` allow.
     fn start_on(
         listener: std::net::TcpListener,
+        tls_listener: Option<std::net::TcpListener>,
         config: Config,
         options: respgate::reload::Options,
     ) -> Proxy {
         let port = listener.local_addr().expect("local addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
+        let tls_port = tls_listener.as_ref().map_or(0, |l| {
+            l.set_nonblocking(true).expect("nonblocking");
+            l.local_addr().expect("local addr").port()
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -119,7 +135,13 @@ impl Proxy {
                 .expect("runtime");
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                respgate::run_with(listener, config, options, async {
+                let tls = tls_listener
+                    .map(|l| tokio::net::TcpListener::from_std(l).expect("TLS listener"));
+                let listeners = respgate::Listeners {
+                    plain: Some(listener),
+                    tls,
+                };
+                respgate::serve(listeners, config, options, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -129,6 +151,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            tls_port,
             stop: Some(stop),
             thread: Some(thread),
         }
