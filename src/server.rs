@@ -196,7 +196,7 @@ pub async fn serve(
         Duration::from_millis(200),
     ));
     info!(
-        listen = ?plain_addr,
+        listen = %local,
         tls_listen = ?tls_addr,
         backends = proxy.snapshot().backends().len(),
         threads = workers.set().len(),

@@ -138,6 +138,9 @@ fn publish(proxy: &Proxy) {
     for outcome in ["ok", "failed"] {
         metrics::counter!(m::CONFIG_RELOADS, "outcome" => outcome).increment(0);
     }
+    for result in ["ok", "refused"] {
+        metrics::counter!(m::TLS_RELOADS, "result" => result).increment(0);
+    }
     metrics::counter!(m::AUTH_FAILURES).increment(0);
     for kind in ["command", "key", "channel", "backend"] {
         metrics::counter!(m::ACL_DENIED, "kind" => kind).increment(0);
