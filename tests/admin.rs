@@ -24,21 +24,6 @@ fn admin_cluster() -> (RedisCluster, Proxy) {
     (cluster, proxy)
 }
 
-/// One key per master, in master port order.
-fn key_per_master(cluster: &RedisCluster) -> Vec<String> {
-    let mut masters = cluster.master_ports();
-    masters.sort_unstable();
-    masters
-        .iter()
-        .map(|&port| {
-            (0..10_000)
-                .map(|i| format!("key:{i}"))
-                .find(|k| cluster.slot_owner(Slot::for_key(k.as_bytes()).get()) == port)
-                .expect("a key for every master")
-        })
-        .collect()
-}
-
 fn text(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply).into_owned()
 }
@@ -58,7 +43,7 @@ fn config_set_reaches_every_node_so_every_key_follows_the_setting() {
             "node {port}, master or replica, has the setting"
         );
     }
-    for key in key_per_master(&cluster) {
+    for key in cluster.key_per_master("key:") {
         raw.command(&["HSET", &key, "a", "1", "b", "2", "c", "3"]);
         assert_eq!(
             raw.command(&["OBJECT", "ENCODING", &key]),
@@ -121,7 +106,7 @@ fn config_set_refused_by_nodes_starts_as_redis_and_names_them() {
 fn config_resetstat_clears_every_nodes_counters() {
     let (cluster, proxy) = admin_cluster();
     let mut raw = proxy.raw();
-    for key in key_per_master(&cluster) {
+    for key in cluster.key_per_master("key:") {
         raw.command(&["GET", &key]);
     }
     let misses = |port: u16| {
@@ -146,7 +131,7 @@ fn debug_acts_where_its_subcommand_acts() {
     let mut alone = Raw::connect(reference.port);
     let empty = raw.command(&["DEBUG", "DIGEST"]);
     assert_eq!(empty, alone.command(&["DEBUG", "DIGEST"]), "empty dataset");
-    let keys = key_per_master(&cluster);
+    let keys = cluster.key_per_master("key:");
     // One master with keys, then two, then three: the digest is one Redis's at every step.
     for key in &keys {
         for server in [&mut raw, &mut alone] {

@@ -10,22 +10,6 @@ use std::process::Command;
 
 use common::RedisCluster;
 use common::proxy::{Proxy, Raw};
-use respgate::cluster::Slot;
-
-/// One key per master, in master port order.
-fn key_per_master(cluster: &RedisCluster) -> Vec<String> {
-    let mut masters = cluster.master_ports();
-    masters.sort_unstable();
-    masters
-        .iter()
-        .map(|&port| {
-            (0..10_000)
-                .map(|i| format!("info:{i}"))
-                .find(|k| cluster.slot_owner(Slot::for_key(k.as_bytes()).get()) == port)
-                .expect("a key for every master")
-        })
-        .collect()
-}
 
 /// The value of `field` in INFO text.
 fn field(info: &str, name: &str) -> String {
@@ -126,7 +110,7 @@ fn counts_are_summed_over_every_master() {
     let cluster = RedisCluster::start(3, 1);
     let proxy = Proxy::start(&cluster.seeds());
     let mut raw = proxy.raw();
-    let keys = key_per_master(&cluster);
+    let keys = cluster.key_per_master("info:");
     let before = raw.info("all");
     for key in &keys {
         raw.command(&["SET", key, "v", "EX", "1000"]);

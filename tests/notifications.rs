@@ -33,26 +33,6 @@ fn notifying_cluster() -> (RedisCluster, Proxy) {
     (cluster, proxy)
 }
 
-/// One key per master, in master port order.
-fn key_per_master(cluster: &RedisCluster) -> Vec<String> {
-    keys_per_master(cluster, "watched:")
-}
-
-/// One key starting with `prefix` per master, in master port order.
-fn keys_per_master(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
-    let mut masters = cluster.master_ports();
-    masters.sort_unstable();
-    masters
-        .iter()
-        .map(|&port| {
-            (0..10_000)
-                .map(|i| format!("{prefix}{i}"))
-                .find(|k| cluster.slot_owner(Slot::for_key(k.as_bytes()).get()) == port)
-                .expect("a key for every master")
-        })
-        .collect()
-}
-
 /// Reads messages until every one of `wanted` (channel, payload) has come, within 30 s;
 /// returns every (channel, payload) read.
 fn read_until(
@@ -85,7 +65,7 @@ fn read_until(
 #[test]
 fn event_patterns_receive_the_events_of_every_master() {
     let (cluster, proxy) = notifying_cluster();
-    let keys = key_per_master(&cluster);
+    let keys = cluster.key_per_master("watched:");
     let mut writer = proxy.client();
     let mut conn = proxy.client();
     let mut pubsub = conn.as_pubsub();
@@ -141,7 +121,7 @@ fn event_patterns_receive_the_events_of_every_master() {
 #[test]
 fn one_keys_channel_is_subscribed_where_the_key_lives() {
     let (cluster, proxy) = notifying_cluster();
-    let keys = key_per_master(&cluster);
+    let keys = cluster.key_per_master("watched:");
     let mut writer = proxy.client();
     let mut conn = proxy.client();
     let mut pubsub = conn.as_pubsub();
@@ -167,7 +147,7 @@ fn one_keys_channel_is_subscribed_where_the_key_lives() {
 #[test]
 fn an_event_channel_hears_every_master() {
     let (cluster, proxy) = notifying_cluster();
-    let keys = key_per_master(&cluster);
+    let keys = cluster.key_per_master("watched:");
     let mut writer = proxy.client();
     let mut conn = proxy.client();
     let mut pubsub = conn.as_pubsub();
@@ -214,9 +194,10 @@ fn notification_subscriptions_hear_the_masters_of_a_backend_a_reload_adds() {
         subscriber.command(&["SUBSCRIBE", "sync"]),
         b"*3\r\n$9\r\nsubscribe\r\n$4\r\nsync\r\n:3\r\n"
     );
-    let keys: Vec<String> = key_per_master(&main)
+    let keys: Vec<String> = main
+        .key_per_master("watched:")
         .into_iter()
-        .chain(keys_per_master(&other, "other:"))
+        .chain(other.key_per_master("other:"))
         .collect();
     let mut writer = proxy.proxy.raw();
     let mut wanted = BTreeSet::new();

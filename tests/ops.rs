@@ -45,14 +45,6 @@ fn wait_ready_status(admin: u16, status: u16) -> String {
     panic!("/ready never answered {status}; last {last:?}");
 }
 
-/// A key whose slot the master on `port` serves.
-fn key_on(cluster: &RedisCluster, port: u16, prefix: &str) -> String {
-    (0..100_000)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|k| cluster.slot_owner(Slot::for_key(k.as_bytes()).get()) == port)
-        .expect("a key on every master")
-}
-
 #[test]
 fn metrics_list_every_metric_with_its_labels_after_traffic() {
     let cluster = RedisCluster::start(3, 0);
@@ -131,7 +123,7 @@ fn a_moved_followed_and_own_connections_are_counted() {
     let (_, before) = get(admin, "/metrics");
     assert_eq!(sample(&before, moved), Some(0.0), "{before}");
     let masters = cluster.master_ports();
-    let key = key_on(&cluster, masters[0], "moving:");
+    let key = cluster.key_on(masters[0], "moving:");
     let slot = Slot::for_key(key.as_bytes()).get();
     let mut raw = proxy.raw();
     assert_eq!(raw.command(&["SET", &key, "1"]), b"+OK\r\n");
@@ -323,7 +315,7 @@ fn slowlog_keeps_requests_with_their_backend_and_node() {
     raw.command(&["SLOWLOG", "RESET"]);
     raw.command(&["CLIENT", "SETNAME", "slow-one"]);
     let owner = cluster.master_ports()[0];
-    let key = key_on(&cluster, owner, "slow:");
+    let key = cluster.key_on(owner, "slow:");
     assert_eq!(raw.command(&["SET", &key, "v"]), b"+OK\r\n");
     let entries = text(&raw.command(&["SLOWLOG", "GET", "1"]));
     let node = format!("127.0.0.1:{owner}");

@@ -307,6 +307,34 @@ impl RedisCluster {
             .master
     }
 
+    /// A key starting with `prefix` whose slot the master on `port` serves (the slot map read
+    /// once, not once per candidate key).
+    pub fn key_on(&self, port: u16, prefix: &str) -> String {
+        let reference = self.reference_port();
+        let ranges = self
+            .slot_ranges(reference)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (0..100_000)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|key| {
+                let slot = respgate::cluster::Slot::for_key(key.as_bytes()).get();
+                ranges
+                    .iter()
+                    .any(|r| (r.start..=r.end).contains(&slot) && r.master == port)
+            })
+            .unwrap_or_else(|| panic!("no key starting with {prefix:?} on the master on {port}"))
+    }
+
+    /// One key starting with `prefix` per master, in master port order.
+    pub fn key_per_master(&self, prefix: &str) -> Vec<String> {
+        let mut masters = self.master_ports();
+        masters.sort_unstable();
+        masters
+            .iter()
+            .map(|&port| self.key_on(port, prefix))
+            .collect()
+    }
+
     /// Process id of the node on `port`.
     pub fn pid(&self, port: u16) -> u32 {
         self.node(port).child.id()
