@@ -40,6 +40,10 @@ pub struct ProxyStats {
     pub closed_by_output_limit: AtomicU64,
     /// Failed logins (`acl_access_denied_auth`).
     pub auth_failures: AtomicU64,
+    /// When a failed login was last logged, in whole seconds since start plus one (0: never).
+    pub auth_failure_logged_s: AtomicU64,
+    /// `auth_failures` when a failed login was last logged.
+    pub auth_failures_at_log: AtomicU64,
     /// Requests refused for their command (`acl_access_denied_cmd`).
     pub denied_commands: AtomicU64,
     /// Requests refused for a key, or the backend a key or command reaches

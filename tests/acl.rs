@@ -424,6 +424,33 @@ fn passwords_from_the_environment_and_files_log_in_and_never_reach_the_log() {
         .unwrap_or_else(|| panic!("no log line for the failed AUTH:\n{logged}"));
     assert!(line.contains("\"app\""), "{line}");
     assert!(line.contains("127.0.0.1:"), "{line}");
+    // A client guessing as fast as it can send gets a log line a second at most, not one per
+    // guess: 500 guesses pipelined, then a correct AUTH to know they were all answered.
+    let guesses: Vec<u8> = (0..500)
+        .flat_map(|i| {
+            let guess = format!("guess-{i}");
+            format!(
+                "*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n${}\r\n{guess}\r\n",
+                guess.len()
+            )
+            .into_bytes()
+        })
+        .collect();
+    raw.send(&guesses);
+    for _ in 0..500 {
+        assert_eq!(text(raw.reply()), WRONGPASS);
+    }
+    assert_eq!(
+        command(&mut raw, &["AUTH", "app", "file-secret-1"]),
+        "+OK\r\n"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let logged = std::fs::read_to_string(&process.log).unwrap();
+    let lines = logged.matches("authentication failed").count();
+    assert!(
+        (1..50).contains(&lines),
+        "{lines} log lines for 501 failed logins:\n{logged}"
+    );
     for secret in [
         "env-secret-1",
         "file-secret-1",

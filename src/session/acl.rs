@@ -88,7 +88,24 @@ pub(super) fn login(
         Err(error) => {
             if error == LoginError::WrongPass {
                 metrics::counter!(m::AUTH_FAILURES).increment(1);
-                proxy.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                let stats = &proxy.stats;
+                let total = stats.auth_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                // At most one line a second: a client guessing passwords as fast as it can send
+                // them must not turn each 40-byte AUTH into a log line. The line says how many
+                // failures it stands for; the counters have every one.
+                let now_s = proxy.started.elapsed().as_secs() + 1;
+                let last_s = stats.auth_failure_logged_s.load(Ordering::Relaxed);
+                if now_s <= last_s
+                    || stats
+                        .auth_failure_logged_s
+                        .compare_exchange(last_s, now_s, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_err()
+                {
+                    return Err(error);
+                }
+                let unlogged = total
+                    .saturating_sub(stats.auth_failures_at_log.swap(total, Ordering::Relaxed))
+                    .saturating_sub(1);
                 // The name as the client sent it, cut short and escaped: it is theirs.
                 let name = user.map_or_else(
                     || "(default)".to_string(),
@@ -97,7 +114,13 @@ pub(super) fn login(
                         format!("{shown:?}")
                     },
                 );
-                warn!(client = state.id, peer = %state.peer, user = %name, "authentication failed");
+                warn!(
+                    client = state.id,
+                    peer = %state.peer,
+                    user = %name,
+                    unlogged_failures_before = unlogged,
+                    "authentication failed"
+                );
             }
             Err(error)
         }
