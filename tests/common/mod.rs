@@ -118,13 +118,48 @@ pub fn free_port_pair() -> u16 {
         let port = PORT_MIN + u16::try_from(offset).expect("offset below PORT_COUNT");
         let bus = port + BUS_PORT_OFFSET;
         let bindable = |p| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if !reserved.contains(&port) && !reserved.contains(&bus) && bindable(port) && bindable(bus)
+        if !reserved.contains(&port)
+            && !reserved.contains(&bus)
+            && bindable(port)
+            && bindable(bus)
+            && claim_across_processes(port)
         {
             reserved.extend([port, bus]);
             return port;
         }
     }
     panic!("no free port pair (p, p + {BUS_PORT_OFFSET}) from {PORT_MIN} on 127.0.0.1");
+}
+
+/// Lock files of the port pairs this process holds, kept open (and so locked) until it exits.
+static PORT_CLAIMS: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+/// Claims `port` (and its bus port) for this process against every other test process: an
+/// exclusive lock on a file named for it, released by the kernel when this process ends,
+/// however it ends. A port that is merely free now is not enough, since a test stops a server
+/// and starts it again on the same port (a sentinel, a node), and another test process must
+/// not take the port in between.
+fn claim_across_processes(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("respgate-test-ports");
+    if fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let Ok(file) = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{port}.lock")))
+    else {
+        return true;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    PORT_CLAIMS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(file);
+    true
 }
 
 /// One `redis-server` child process and the directory holding its config, data and logs.
