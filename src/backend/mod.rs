@@ -6,6 +6,7 @@
 
 mod node_conn;
 mod pool;
+pub mod ring;
 #[cfg(test)]
 pub(crate) mod scripted;
 mod shared;
@@ -23,7 +24,7 @@ use crate::protocol::ReplyKind;
 
 pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
 pub use pool::{Backends, NodePool};
-pub use shared::SharedConn;
+pub use shared::{ReplySlot, SharedConn};
 pub use transport::{Connector, TcpConnector, TlsConnector, Transport};
 
 /// A node's `host:port`, as the cluster announces it.

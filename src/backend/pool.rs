@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::time::timeout;
 use tracing::{info, warn};
 
-use super::{BackendError, ConnSettings, NodeAddr, Reply, SharedConn};
+use super::ring::RingSlot;
+use super::{BackendError, ConnSettings, NodeAddr, Reply, ReplySlot, SharedConn};
 use crate::metrics::NodeInstruments;
 use crate::protocol::Protocol;
 use crate::workers::WorkerSet;
@@ -72,6 +73,40 @@ impl NodePool {
     ) -> Result<Reply, BackendError> {
         let conn = self.connection(protocol, affinity);
         self.await_reply(conn, payload, asking, db).await
+    }
+
+    /// Queues one command whose reply goes to `slot` of its client's ring, on the connection
+    /// `affinity` picks (as [`NodePool::send`] does). The session that holds the ring keeps the
+    /// time limit; [`NodePool::note`] counts the outcome.
+    pub fn submit(
+        &self,
+        protocol: Protocol,
+        affinity: usize,
+        payload: Bytes,
+        db: u8,
+        slot: RingSlot,
+    ) -> Result<(), BackendError> {
+        self.instruments.requests.increment(1);
+        let conn = self.connection(protocol, affinity);
+        conn.send_to(payload, false, db, ReplySlot::Ring(slot))
+            .map_err(|(error, _)| {
+                self.instruments.errors.increment(1);
+                error
+            })
+    }
+
+    /// Counts the outcome of a command queued with [`NodePool::submit`].
+    pub fn note(&self, outcome: &Result<Reply, BackendError>) {
+        match outcome {
+            Ok(_) => {}
+            Err(BackendError::Timeout { .. }) => self.instruments.timeouts.increment(1),
+            Err(_) => self.instruments.errors.increment(1),
+        }
+    }
+
+    /// The time allowed for one reply.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        self.settings.request_timeout
     }
 
     /// Sends one command on the node's control connection (see [`NodePool`]'s `control`) and

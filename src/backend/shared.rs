@@ -14,6 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::debug;
 
 use super::pool::NodeHealth;
+use super::ring::RingSlot;
 use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
 use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyKind};
@@ -24,7 +25,34 @@ const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// Most bytes gathered into one write.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-type ReplySlot = oneshot::Sender<Result<Reply, BackendError>>;
+/// Where a command's reply goes: a channel of its own, or a slot of its client's ring (the
+/// session's one path for forwarded commands, see [`super::ring`]).
+#[derive(Debug)]
+pub enum ReplySlot {
+    /// A channel of its own.
+    Channel(oneshot::Sender<Result<Reply, BackendError>>),
+    /// A slot of the client's ring.
+    Ring(RingSlot),
+}
+
+impl ReplySlot {
+    fn send(self, outcome: Result<Reply, BackendError>) {
+        match self {
+            ReplySlot::Channel(tx) => {
+                let _ = tx.send(outcome);
+            }
+            ReplySlot::Ring(slot) => slot.fill(outcome),
+        }
+    }
+
+    /// Whether nobody waits for the reply any more.
+    fn is_closed(&self) -> bool {
+        match self {
+            ReplySlot::Channel(tx) => tx.is_closed(),
+            ReplySlot::Ring(slot) => slot.is_closed(),
+        }
+    }
+}
 
 /// `SELECT 0` in RESP: puts a shared connection back on database 0 after a command for
 /// another database.
@@ -97,6 +125,20 @@ impl SharedConn {
         db: u8,
     ) -> Result<oneshot::Receiver<Result<Reply, BackendError>>, BackendError> {
         let (reply, rx) = oneshot::channel();
+        self.send_to(payload, asking, db, ReplySlot::Channel(reply))
+            .map_err(|(error, _)| error)?;
+        Ok(rx)
+    }
+
+    /// Queues `payload` (one command, preceded by `ASKING` when `asking`); its reply goes to
+    /// `reply`. When the queue is full the slot comes back with the error, unfilled.
+    pub fn send_to(
+        &self,
+        payload: Bytes,
+        asking: bool,
+        db: u8,
+        reply: ReplySlot,
+    ) -> Result<(), (BackendError, ReplySlot)> {
         self.jobs
             .try_send(Job {
                 payload,
@@ -104,10 +146,18 @@ impl SharedConn {
                 db,
                 reply,
             })
-            .map_err(|_| BackendError::Overloaded {
-                addr: self.addr.clone(),
-            })?;
-        Ok(rx)
+            .map_err(|error| {
+                let job = match error {
+                    mpsc::error::TrySendError::Full(job)
+                    | mpsc::error::TrySendError::Closed(job) => job,
+                };
+                (
+                    BackendError::Overloaded {
+                        addr: self.addr.clone(),
+                    },
+                    job.reply,
+                )
+            })
     }
 }
 
@@ -151,7 +201,7 @@ async fn run(
                     tokio::select! {
                         _ = tokio::time::sleep_until(retry_at) => break,
                         job = jobs.recv() => match job {
-                            Some(job) => { let _ = job.reply.send(Err(error.clone())); }
+                            Some(job) => job.reply.send(Err(error.clone())),
                             None => return,
                         },
                     }
@@ -233,7 +283,7 @@ async fn serve(
                 continue;
             }
             if let Some(slot) = front.reply.take() {
-                let _ = slot.send(Ok(reply));
+                slot.send(Ok(reply));
             }
             if front.after > 0 {
                 front.skip = front.after;
@@ -252,7 +302,7 @@ async fn serve(
     };
     for w in lock(&waiting).drain(..) {
         if let Some(slot) = w.reply {
-            let _ = slot.send(Err(BackendError::Lost { addr: addr.clone() }));
+            slot.send(Err(BackendError::Lost { addr: addr.clone() }));
         }
     }
     ended

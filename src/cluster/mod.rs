@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::debug;
 
+use crate::backend::ring::RingSlot;
 use crate::backend::{BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply};
 use crate::command::CommandTable;
 use crate::config::{BackendKind, ClusterConfig, ReadFrom};
@@ -33,6 +34,14 @@ pub use scripts::ScriptCache;
 pub use slot::{SLOT_COUNT, Slot};
 pub use slot_map::SlotMap;
 pub use topology::{NodeInfo, TopologyError, View, parse_cluster_nodes};
+
+/// What follows one attempt in [`Cluster::serve_after`].
+enum Step {
+    /// The reply to give, and the node that gave it.
+    Done(Bytes, Option<Arc<NodePool>>),
+    /// Another attempt.
+    Again,
+}
 
 /// Where a command goes.
 #[derive(Clone)]
@@ -277,12 +286,101 @@ impl Cluster {
         db: u8,
         affinity: usize,
     ) -> (Bytes, Option<Arc<NodePool>>) {
+        self.serve_after(None, payload, target, access, protocol, db, affinity)
+            .await
+    }
+
+    /// Makes the first attempt of a command at once, its reply going to `slot` of the client's
+    /// ring: the session's path for a forwarded command. `None` when the command needs more than
+    /// one plain attempt can give (a replica read, a control connection, writes held during a
+    /// failover, no route yet, a full queue): the caller gives the slot up and runs
+    /// [`Cluster::serve`]. The outcome, once in the ring, goes to [`Cluster::settle`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &self,
+        payload: &Bytes,
+        target: &Target,
+        access: Access,
+        protocol: Protocol,
+        db: u8,
+        affinity: usize,
+        slot: RingSlot,
+    ) -> Option<Arc<NodePool>> {
+        if matches!(target, Target::Control(_))
+            || access == Access::Read && self.config.read_from != ReadFrom::Master
+            || access == Access::Write && self.writes_held()
+        {
+            return None;
+        }
+        let pool = self.resolve(target)?;
+        pool.submit(protocol, affinity, payload.clone(), db, slot)
+            .ok()?;
+        Some(pool)
+    }
+
+    /// What the first attempt made by [`Cluster::start`] on `pool` came to: the reply bytes
+    /// when they are final (a reply that is not an error, from the node that still serves the
+    /// slot), else the outcome back, for [`Cluster::serve_after`] to judge.
+    pub fn settle(
+        &self,
+        pool: &NodePool,
+        target: &Target,
+        access: Access,
+        outcome: Result<Reply, BackendError>,
+    ) -> Result<Bytes, Result<Reply, BackendError>> {
+        pool.note(&outcome);
+        match outcome {
+            Ok(reply)
+                if reply.error_text().is_none()
+                    && !self.replaced_while_writing(target, access, pool, &reply) =>
+            {
+                Ok(reply.bytes)
+            }
+            outcome => Err(outcome),
+        }
+    }
+
+    /// [`Cluster::serve`], after a first attempt on a pool that came to an outcome (`first`),
+    /// when there was one: the one retry engine for every forwarded command.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn serve_after(
+        &self,
+        mut first: Option<(Arc<NodePool>, Result<Reply, BackendError>)>,
+        payload: Bytes,
+        target: Target,
+        access: Access,
+        protocol: Protocol,
+        db: u8,
+        affinity: usize,
+    ) -> (Bytes, Option<Arc<NodePool>>) {
         let mut attempts = self.attempts();
         let mut script_loaded = false;
         // Set by a redirect: the node to send to next, and whether `ASKING` goes first.
         let mut redirected: Option<(Arc<NodePool>, bool)> = None;
         let mut to_replica = access == Access::Read && self.config.read_from != ReadFrom::Master;
         loop {
+            if let Some((pool, outcome)) = first.take() {
+                match self
+                    .judge_outcome(
+                        &mut attempts,
+                        outcome,
+                        &payload,
+                        &target,
+                        access,
+                        protocol,
+                        db,
+                        affinity,
+                        &mut script_loaded,
+                        &mut redirected,
+                        (pool, false, false),
+                        &mut to_replica,
+                    )
+                    .await
+                {
+                    Step::Done(bytes, pool) => return (bytes, pool),
+                    Step::Again => continue,
+                }
+            }
             let replica = match (to_replica, &target, &redirected) {
                 (true, Target::Slot(slot), None) => {
                     self.map.load().replica(*slot, affinity).cloned()
@@ -321,49 +419,94 @@ impl Cluster {
                         .await
                 }
             };
-            let outcome = match sent {
-                Ok(reply) if self.replaced_while_writing(&target, access, &pool, &reply) => {
-                    // The node acknowledged a write after the cluster made another node master
-                    // of the slot (it was paused, then resumed): the write will be undone when
-                    // it rejoins as a replica, so an OK would be a lie.
-                    Err(BackendError::Lost {
-                        addr: pool.addr().clone(),
-                    })
+            match self
+                .judge_outcome(
+                    &mut attempts,
+                    sent,
+                    &payload,
+                    &target,
+                    access,
+                    protocol,
+                    db,
+                    affinity,
+                    &mut script_loaded,
+                    &mut redirected,
+                    (pool, asking, on_replica),
+                    &mut to_replica,
+                )
+                .await
+            {
+                Step::Done(bytes, pool) => return (bytes, pool),
+                Step::Again => {}
+            }
+        }
+    }
+
+    /// One attempt's outcome on `pool` (sent with `ASKING` when `asking`, to a replica when
+    /// `on_replica`): the reply to give, or another attempt (after the pause or redirect
+    /// [`Cluster::judge`] chose, noted in `redirected`).
+    #[allow(clippy::too_many_arguments)]
+    async fn judge_outcome(
+        &self,
+        attempts: &mut Attempts,
+        sent: Result<Reply, BackendError>,
+        payload: &Bytes,
+        target: &Target,
+        access: Access,
+        protocol: Protocol,
+        db: u8,
+        affinity: usize,
+        script_loaded: &mut bool,
+        redirected: &mut Option<(Arc<NodePool>, bool)>,
+        (pool, asking, on_replica): (Arc<NodePool>, bool, bool),
+        to_replica: &mut bool,
+    ) -> Step {
+        let outcome = match sent {
+            Ok(reply) if self.replaced_while_writing(target, access, &pool, &reply) => {
+                // The node acknowledged a write after the cluster made another node master
+                // of the slot (it was paused, then resumed): the write will be undone when
+                // it rejoins as a replica, so an OK would be a lie.
+                Err(BackendError::Lost {
+                    addr: pool.addr().clone(),
+                })
+            }
+            Ok(reply)
+                if !*script_loaded
+                    && reply
+                        .error_text()
+                        .is_some_and(|text| text.starts_with(b"NOSCRIPT")) =>
+            {
+                // The node lacks a script the proxy has seen (a promoted replica does not
+                // inherit the script cache): load it there and send the command again.
+                *script_loaded = true;
+                let Some(load) = self.scripts.load_command_for(payload) else {
+                    return Step::Done(reply.bytes, Some(pool));
+                };
+                let loaded = pool.send(protocol, affinity, load, false, db).await;
+                if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
+                    return Step::Done(reply.bytes, Some(pool));
                 }
-                Ok(reply)
-                    if !script_loaded
-                        && reply
-                            .error_text()
-                            .is_some_and(|text| text.starts_with(b"NOSCRIPT")) =>
-                {
-                    // The node lacks a script the proxy has seen (a promoted replica does not
-                    // inherit the script cache): load it there and send the command again.
-                    script_loaded = true;
-                    let Some(load) = self.scripts.load_command_for(&payload) else {
-                        return (reply.bytes, Some(pool));
-                    };
-                    let loaded = pool.send(protocol, affinity, load, false, db).await;
-                    if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
-                        return (reply.bytes, Some(pool));
-                    }
-                    redirected = Some((pool, asking));
-                    continue;
-                }
-                Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
-                    // The replica failed this read: the master answers it instead.
-                    debug!(backend = %self.name, %error, "replica failed a read; asking the master");
-                    to_replica = false;
-                    continue;
-                }
-                outcome => outcome,
-            };
-            match self.judge(&mut attempts, outcome, access, pool.addr()) {
-                Next::Reply(reply) => return (reply.bytes, Some(pool)),
-                Next::Fail(error) => return (error, Some(pool)),
-                Next::Redirect { to, asking } => {
-                    redirected = Some((self.backends.pool(&to), asking));
-                }
-                Next::Retry(delay) => tokio::time::sleep(delay).await,
+                *redirected = Some((pool, asking));
+                return Step::Again;
+            }
+            Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
+                // The replica failed this read: the master answers it instead.
+                debug!(backend = %self.name, %error, "replica failed a read; asking the master");
+                *to_replica = false;
+                return Step::Again;
+            }
+            outcome => outcome,
+        };
+        match self.judge(attempts, outcome, access, pool.addr()) {
+            Next::Reply(reply) => Step::Done(reply.bytes, Some(pool)),
+            Next::Fail(error) => Step::Done(error, Some(pool)),
+            Next::Redirect { to, asking } => {
+                *redirected = Some((self.backends.pool(&to), asking));
+                Step::Again
+            }
+            Next::Retry(delay) => {
+                tokio::time::sleep(delay).await;
+                Step::Again
             }
         }
     }

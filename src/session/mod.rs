@@ -19,6 +19,7 @@ mod dispatch;
 mod info;
 mod local;
 mod outbound;
+mod owed;
 mod own;
 mod pubsub;
 mod route;
@@ -28,7 +29,6 @@ mod switch;
 mod tally;
 mod txn;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,15 +36,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::{Either, FutureExt, ready};
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::future::FutureExt;
 use tracing::{debug, info, warn};
 
+use crate::backend::ring::ReplyRing;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::{Announcement, Proxy, ProxyRef, Snapshot};
 use crate::{fanout, multikey};
-use outbound::{Outbound, Standing, counted};
+use outbound::{Outbound, Standing};
+use owed::{Deadline, Forwarded, Owed, Slow};
 use pubsub::Subscriptions;
+use std::future::poll_fn;
 use tally::{Client, Timed, is_error, tallied};
 
 pub use dispatch::Action;
@@ -56,9 +58,6 @@ const READ_BUF: usize = 2 * 1024;
 /// Most bytes buffered ahead while own-connection work holds the pipeline; also the output
 /// buffer capacity kept between writes.
 const IDLE_READ_BUF_MAX: usize = 64 * 1024;
-
-/// A reply still being worked out on a path less common than a plain forward.
-type Slow<'a> = Pin<Box<dyn Future<Output = Bytes> + Send + 'a>>;
 
 /// What the active phase of a session ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +86,10 @@ struct Conn<'a> {
     /// The client's subscriptions: kept across phases only to move them to a new configuration
     /// (a subscribed session stays active).
     subs: Option<Box<Subscriptions>>,
+    /// Where the nodes put this client's replies: made on its first request, kept.
+    ring: Option<Arc<ReplyRing>>,
+    /// The one timer of its forwarded commands.
+    deadline: Deadline,
 }
 
 /// Serves one client until it quits, disconnects or breaks the protocol.
@@ -122,6 +125,8 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         max_pipeline: server.max_pipeline,
         proxy: &proxy,
         subs: None,
+        ring: None,
+        deadline: Deadline::default(),
     };
     loop {
         // A configuration newer than the session's came into force while it was active or
@@ -187,7 +192,11 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         handle: &handle,
     };
     let mut out = Outbound::default();
-    let mut pending = FuturesOrdered::new();
+    let ring = Arc::clone(
+        c.ring
+            .get_or_insert_with(|| ReplyRing::new(Arc::clone(&handle))),
+    );
+    let mut pending = Owed::new(owed);
     let mut closing = false;
     // The proxy is shutting down: work on, but close once nothing is owed.
     let mut draining = false;
@@ -220,7 +229,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     let entry = Arc::clone(&c.state.registered.handle);
                     let run = own::run(proxy, own, op, protocol, db, entry);
                     let future: Slow<'_> = Box::pin(tallied(run, timed, client));
-                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                    pending.push_slow(future);
                     own_running = true;
                 }
                 Some(Held::AwaitBackend(request)) => {
@@ -228,7 +237,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                         retried = Some(request);
                     } else {
                         let error = reply::error(&cluster.unreachable_error());
-                        pending.push_back(counted(Either::Left(ready(error)), owed));
+                        pending.push_ready(error);
                     }
                 }
                 Some(Held::Pubsub { kind, names }) => {
@@ -239,7 +248,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                         Ok(now) => out.push_uncounted(now, owed),
                         Err(error) => {
                             let error = reply::error(&format!("ERR respgate: {error}"));
-                            pending.push_back(counted(Either::Left(ready(error)), owed));
+                            pending.push_ready(error);
                         }
                     }
                     c.state.subscribed = subscriptions.is_subscribed();
@@ -282,7 +291,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                         .protocol_errors
                         .fetch_add(1, Ordering::Relaxed);
                     let error = reply::error(&format!("ERR {error}"));
-                    pending.push_back(counted(Either::Left(ready(error)), owed));
+                    pending.push_ready(error);
                     closing = true;
                     break;
                 }
@@ -315,17 +324,17 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
                 let action = Box::pin(silently(proxy, action, protocol, db, affinity));
                 let future: Slow<'_> = action;
-                pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                pending.push_slow(future);
                 continue;
             }
             match action {
                 Action::Reply(bytes) => {
                     tally::count(dispatched, is_error(&bytes), &proxy);
-                    pending.push_back(counted(Either::Left(ready(bytes)), owed))
+                    pending.push_ready(bytes)
                 }
                 Action::Close(bytes) => {
                     tally::count(dispatched, is_error(&bytes), &proxy);
-                    pending.push_back(counted(Either::Left(ready(bytes)), owed));
+                    pending.push_ready(bytes);
                     closing = true;
                 }
                 // The common case stays unboxed: one future type, no allocation of its own.
@@ -337,39 +346,63 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 } => {
                     let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
                     let timed = timed(cluster);
-                    let served = cluster
-                        .serve(payload, target, access, protocol, db, affinity)
-                        .map(move |(bytes, node)| {
-                            timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
-                            bytes
-                        });
-                    pending.push_back(counted(Either::Right(Either::Left(served)), owed))
+                    let slot = ring.reserve();
+                    let seq = slot.seq();
+                    match cluster.start(&payload, &target, access, protocol, db, affinity, slot) {
+                        Some(pool) => {
+                            let deadline = c.last_activity + pool.request_timeout();
+                            c.deadline.arm(deadline);
+                            pending.push_forwarded(Forwarded {
+                                seq,
+                                deadline,
+                                cluster,
+                                pool,
+                                payload,
+                                target,
+                                access,
+                                protocol,
+                                db,
+                                affinity,
+                                timed,
+                            });
+                        }
+                        None => {
+                            ring.forget(seq);
+                            let served = cluster
+                                .serve(payload, target, access, protocol, db, affinity)
+                                .map(move |(bytes, node)| {
+                                    timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
+                                    bytes
+                                });
+                            pending.push_slow(Box::pin(served));
+                        }
+                    }
                 }
                 Action::Split(split) => {
                     let run = multikey::run(proxy, split, protocol, db, affinity);
                     let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                    pending.push_slow(future);
                 }
                 Action::FanOut(fanout) => {
                     let run = fanout::run(proxy, fanout, protocol, db, affinity);
                     let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                    pending.push_slow(future);
                 }
                 Action::Broadcast(broadcast) => {
                     let run = crate::broadcast::run(proxy, broadcast, protocol);
                     let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                    pending.push_slow(future);
                 }
                 Action::Info(request) => {
                     let run = info::run(proxy, request, protocol);
                     let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                    pending.push_slow(future);
                 }
                 Action::Scan(args) => {
                     let run =
                         async move { fanout::scan(proxy, &args, protocol, db, affinity).await };
                     let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_back(counted(Either::Right(Either::Right(future)), owed));
+                    pending.push_slow(future);
                 }
                 Action::Own(op) => held = Some(Held::Own(op, timed(cluster))),
                 Action::Pubsub { kind, names } => {
@@ -391,9 +424,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             c.inbuf = BytesMut::new();
         }
         // Everything ready goes to the client now, in order, without waiting for the socket.
-        while let Some(Some(reply)) = pending.next().now_or_never() {
-            out.push(reply);
-        }
+        pending.drain(&ring, client, &mut |reply| out.push(reply));
         if !out.is_empty() && out.flush(&mut c.io, owed, sent).is_err() {
             return Flow::Close;
         }
@@ -465,7 +496,14 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         let soft_deadline = out.soft_deadline(limit);
         tokio::select! {
             biased;
-            Some(reply) = pending.next(), if !pending.is_empty() => out.push(reply),
+            () = poll_fn(|cx| pending.poll_progress(cx, &ring)), if !pending.is_empty() => {
+                pending.drain(&ring, client, &mut |reply| out.push(reply));
+            }
+            () = c.deadline.fired(), if pending.has_forwarded() => {
+                if let Some(next) = pending.expire(tokio::time::Instant::now(), &ring, client) {
+                    c.deadline.rearm(next);
+                }
+            }
             writable = c.io.writable(), if !out.is_empty() => {
                 if writable.is_err() {
                     return Flow::Close;

@@ -8,13 +8,11 @@
 //! `client-output-buffer-limit`.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::ClientStream;
@@ -22,18 +20,6 @@ use crate::config::OutputLimit;
 
 /// Most replies handed to the kernel in one write.
 const MAX_SLICES: usize = 64;
-
-/// Wraps a reply's future so that the reply counts as owed to the client once it completes,
-/// even while an earlier reply still holds it back.
-pub(super) fn counted<'a, F>(reply: F, owed: &'a AtomicU64) -> impl Future<Output = Bytes> + 'a
-where
-    F: Future<Output = Bytes> + 'a,
-{
-    reply.map(move |bytes: Bytes| {
-        owed.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        bytes
-    })
-}
 
 /// What the limits say about a client now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

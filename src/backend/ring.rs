@@ -1,0 +1,293 @@
+//! One client's replies in flight on the shared connections: a numbered slot per request, filled
+//! by the node connection that reads the reply, taken by the client's session in request order.
+//!
+//! It does for every forwarded request what a oneshot channel, a timer and an entry in an
+//! ordered set of futures did for each one: the session allocates nothing per request, is woken
+//! through one waker, and keeps one deadline for all its requests (see `session`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+
+use super::{BackendError, Reply};
+use crate::clients::ClientHandle;
+
+/// A reply, or why there is none.
+pub type Outcome = Result<Reply, BackendError>;
+
+/// The slots of one client.
+#[derive(Debug)]
+pub struct ReplyRing {
+    slots: Mutex<Slots>,
+    waker: AtomicWaker,
+    /// The client the replies are for: a filled slot counts as owed to it at once, so a client
+    /// that does not read is bounded by its output limits however many replies wait behind an
+    /// earlier one.
+    client: Arc<ClientHandle>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    /// The number of `states[0]`.
+    first: u64,
+    states: VecDeque<State>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Sent or queued; no reply yet.
+    Waiting,
+    /// The reply (or the failure), not taken yet.
+    Filled(Outcome),
+    /// Taken, or given up by the session (timed out): a late reply is dropped.
+    Gone,
+}
+
+/// Where one request's reply goes: a slot of a client's ring.
+#[derive(Debug)]
+pub struct RingSlot {
+    ring: Arc<ReplyRing>,
+    seq: u64,
+}
+
+impl ReplyRing {
+    /// An empty ring for `client`.
+    pub fn new(client: Arc<ClientHandle>) -> Arc<Self> {
+        Arc::new(ReplyRing {
+            slots: Mutex::new(Slots::default()),
+            waker: AtomicWaker::new(),
+            client,
+        })
+    }
+
+    /// A new slot, after every slot handed out before.
+    pub fn reserve(self: &Arc<Self>) -> RingSlot {
+        let mut slots = self.lock();
+        let seq = slots.first + slots.states.len() as u64;
+        slots.states.push_back(State::Waiting);
+        RingSlot {
+            ring: Arc::clone(self),
+            seq,
+        }
+    }
+
+    /// The outcome of slot `seq` if it is filled, taking it.
+    pub fn take(&self, seq: u64) -> Option<Outcome> {
+        let mut slots = self.lock();
+        let state = slots.get_mut(seq)?;
+        if !matches!(state, State::Filled(_)) {
+            return None;
+        }
+        let State::Filled(outcome) = std::mem::replace(state, State::Gone) else {
+            return None;
+        };
+        slots.trim();
+        Some(outcome)
+    }
+
+    /// Gives slot `seq` up: its reply, if one comes, is dropped, and a request still queued is
+    /// not sent. Returns the reply that was already there, uncounted.
+    pub fn forget(&self, seq: u64) -> Option<Outcome> {
+        let mut slots = self.lock();
+        let state = slots.get_mut(seq)?;
+        let before = std::mem::replace(state, State::Gone);
+        slots.trim();
+        drop(slots);
+        match before {
+            State::Filled(outcome) => {
+                self.uncount(&outcome);
+                Some(outcome)
+            }
+            State::Waiting | State::Gone => None,
+        }
+    }
+
+    /// Whether slot `seq` holds its outcome, not taken yet.
+    pub fn is_filled(&self, seq: u64) -> bool {
+        matches!(self.lock().get(seq), Some(State::Filled(_)))
+    }
+
+    /// Registers the session's waker: it is woken when any slot is filled.
+    pub fn register(&self, cx: &mut Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+
+    /// Slots handed out and not yet taken or given up.
+    pub fn outstanding(&self) -> usize {
+        self.lock().states.len()
+    }
+
+    /// Gives back memory a long pipeline left, once nothing is outstanding.
+    pub fn shrink(&self) {
+        let mut slots = self.lock();
+        if slots.states.is_empty() && slots.states.capacity() > 16 {
+            slots.states = VecDeque::new();
+        }
+    }
+
+    fn fill(&self, seq: u64, outcome: Outcome) {
+        let mut slots = self.lock();
+        let Some(state) = slots.get_mut(seq) else {
+            return;
+        };
+        if !matches!(state, State::Waiting) {
+            return;
+        }
+        if let Ok(reply) = &outcome {
+            self.client
+                .owed_bytes
+                .fetch_add(reply.bytes.len() as u64, Ordering::Relaxed);
+        }
+        *state = State::Filled(outcome);
+        drop(slots);
+        self.waker.wake();
+    }
+
+    fn wants(&self, seq: u64) -> bool {
+        matches!(self.lock().get(seq), Some(State::Waiting))
+    }
+
+    fn uncount(&self, outcome: &Outcome) {
+        if let Ok(reply) = outcome {
+            self.client
+                .owed_bytes
+                .fetch_sub(reply.bytes.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Slots {
+    fn index(&self, seq: u64) -> Option<usize> {
+        seq.checked_sub(self.first)
+            .and_then(|i| usize::try_from(i).ok())
+    }
+
+    fn get(&self, seq: u64) -> Option<&State> {
+        self.index(seq).and_then(|i| self.states.get(i))
+    }
+
+    fn get_mut(&mut self, seq: u64) -> Option<&mut State> {
+        self.index(seq).and_then(|i| self.states.get_mut(i))
+    }
+
+    /// Drops the slots at the front that nobody will read again.
+    fn trim(&mut self) {
+        while matches!(self.states.front(), Some(State::Gone)) {
+            self.states.pop_front();
+            self.first += 1;
+        }
+    }
+}
+
+impl RingSlot {
+    /// The slot's number in its ring.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Puts the outcome in the slot and wakes the session.
+    pub fn fill(self, outcome: Outcome) {
+        self.ring.fill(self.seq, outcome);
+    }
+
+    /// Whether the session gave the request up (timed out, or the client went away): a queued
+    /// request that nobody waits for is not sent.
+    pub fn is_closed(&self) -> bool {
+        Arc::strong_count(&self.ring) == 1 || !self.ring.wants(self.seq)
+    }
+}
+
+/// Polls slot `seq` of `ring`: ready with its outcome once filled, else registers the waker.
+pub fn poll_slot(ring: &ReplyRing, seq: u64, cx: &mut Context<'_>) -> Poll<Outcome> {
+    if let Some(outcome) = ring.take(seq) {
+        return Poll::Ready(outcome);
+    }
+    ring.register(cx);
+    // Filled between the look and the registration: the wake went to the old waker.
+    match ring.take(seq) {
+        Some(outcome) => Poll::Ready(outcome),
+        None => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::ReplyKind;
+
+    fn client() -> Arc<ClientHandle> {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let registry = Arc::new(crate::clients::ClientRegistry::default());
+        Arc::clone(&registry.register(1, addr, addr).handle)
+    }
+
+    fn reply(text: &'static [u8]) -> Outcome {
+        Ok(Reply {
+            bytes: Bytes::from_static(text),
+            kind: ReplyKind::Value,
+        })
+    }
+
+    #[test]
+    fn replies_are_taken_by_number_whatever_order_they_fill_in() {
+        let handle = client();
+        let ring = ReplyRing::new(Arc::clone(&handle));
+        let a = ring.reserve();
+        let b = ring.reserve();
+        let (sa, sb) = (a.seq(), b.seq());
+        b.fill(reply(b"+B\r\n"));
+        assert_eq!(
+            handle.owed_bytes.load(Ordering::Relaxed),
+            4,
+            "counted as owed once filled"
+        );
+        assert!(ring.take(sa).is_none());
+        a.fill(reply(b"+A\r\n"));
+        assert_eq!(&ring.take(sa).unwrap().unwrap().bytes[..], b"+A\r\n");
+        assert_eq!(&ring.take(sb).unwrap().unwrap().bytes[..], b"+B\r\n");
+        assert_eq!(ring.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_forgotten_slot_drops_its_late_reply_and_is_not_wanted() {
+        let handle = client();
+        let ring = ReplyRing::new(Arc::clone(&handle));
+        let a = ring.reserve();
+        let b = ring.reserve();
+        let sb = b.seq();
+        assert!(ring.forget(a.seq()).is_none());
+        assert!(a.is_closed(), "a queued request given up is not sent");
+        assert!(!b.is_closed());
+        a.fill(reply(b"+late\r\n"));
+        assert_eq!(handle.owed_bytes.load(Ordering::Relaxed), 0);
+        b.fill(reply(b"+B\r\n"));
+        assert!(ring.forget(sb).is_some());
+        assert_eq!(
+            handle.owed_bytes.load(Ordering::Relaxed),
+            0,
+            "forgetting uncounts"
+        );
+        assert_eq!(ring.outstanding(), 0);
+    }
+
+    #[test]
+    fn a_slot_whose_ring_is_dropped_is_closed() {
+        let ring = ReplyRing::new(client());
+        let a = ring.reserve();
+        drop(ring);
+        assert!(a.is_closed());
+    }
+}
