@@ -4,14 +4,14 @@
 # standalone redis-servers as an outside reference proxy, all in the same run, alternating the
 # targets over several rounds and reporting medians.
 #
-# Usage: bash benches/load.sh            (every case, about 8 minutes on 2 cores)
+# Usage: bash benches/load.sh            (every case, about 10 minutes on 2 cores)
 #        CASES="set get" bash benches/load.sh
 #
 # Cases (CASES, any of these words, in any order; they always run in the order listed):
 #   set, get   SET and GET of VALUE_SIZE-byte values, CLIENTS clients, at each of PIPELINES
-#   mset       MSET of 10 keys, pipeline 1. Direct, redis-benchmark --cluster gives the 10 keys one
-#              hash tag (a single-slot MSET); through a proxy the keys carry no tag, so the proxy
-#              splits the MSET by slot (respgate) or by server (twemproxy)
+#   mset       MSET of 10 keys, at each of MSET_PIPELINES. Direct, redis-benchmark --cluster gives
+#              the 10 keys one hash tag (a single-slot MSET); through a proxy the keys carry no tag,
+#              so the proxy splits the MSET by slot (respgate) or by server (twemproxy)
 #   cN         GET, pipeline 1, with N concurrent clients (c1000, c10000, ...)
 #   big        GET of BIG_VALUE_SIZE-byte values (100 KB) over BIG_KEYS keys written first
 #   idle       IDLE_CLIENTS idle connections to each proxy: its RSS before, with them open, and
@@ -29,7 +29,9 @@
 #   KEYSPACE=100000       random key range (-r) for set, get, mset and cN
 #   VALUE_SIZE=3          value size in bytes (-d) for set and mset
 #   PIPELINES="1 16"      pipeline depths (-P) for set and get
-#   MSET_REQUESTS=100000  MSET requests per run (each sets 10 keys)
+#   MSET_PIPELINES="1 16" pipeline depths (-P) for mset
+#   MSET_REQUESTS=100000  MSET requests per run (each sets 10 keys) at pipeline 1
+#   MSET_PIPELINED_REQUESTS=300000  MSET requests per run at pipeline depths above 1
 #   BIG_VALUE_SIZE=102400 BIG_KEYS=1000 BIG_REQUESTS=50000   the big case
 #   IDLE_CLIENTS=10000 IDLE_SETTLE_S=10 IDLE_CYCLES=2        the idle case
 #   IDLE_PING=1           each idle connection is served one PING first; 0 sends nothing
@@ -70,7 +72,9 @@ CLIENTS=${CLIENTS:-50}
 KEYSPACE=${KEYSPACE:-100000}
 VALUE_SIZE=${VALUE_SIZE:-3}
 PIPELINES=${PIPELINES:-1 16}
+MSET_PIPELINES=${MSET_PIPELINES:-1 16}
 MSET_REQUESTS=${MSET_REQUESTS:-100000}
+MSET_PIPELINED_REQUESTS=${MSET_PIPELINED_REQUESTS:-300000}
 BIG_VALUE_SIZE=${BIG_VALUE_SIZE:-102400}
 BIG_KEYS=${BIG_KEYS:-1000}
 BIG_REQUESTS=${BIG_REQUESTS:-50000}
@@ -99,10 +103,11 @@ want() { [[ " $TARGETS " == *" $1 "* ]]; }
 want_case() { [[ " $CASES " == *" $1 "* ]]; }
 
 for n in REQUESTS PIPELINED_REQUESTS MANY_REQUESTS CLIENTS KEYSPACE VALUE_SIZE ROUNDS MSET_REQUESTS \
-         BIG_VALUE_SIZE BIG_KEYS BIG_REQUESTS IDLE_CLIENTS IDLE_SETTLE_S IDLE_CYCLES BENCH_TIMEOUT; do
+         MSET_PIPELINED_REQUESTS BIG_VALUE_SIZE BIG_KEYS BIG_REQUESTS IDLE_CLIENTS IDLE_SETTLE_S IDLE_CYCLES BENCH_TIMEOUT; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
 done
 for p in $PIPELINES; do [[ $p =~ ^[1-9][0-9]*$ ]] || die "PIPELINES holds '$p'"; done
+for p in $MSET_PIPELINES; do [[ $p =~ ^[1-9][0-9]*$ ]] || die "MSET_PIPELINES holds '$p'"; done
 [[ $IDLE_PING == 0 || $IDLE_PING == 1 ]] || die "IDLE_PING must be 0 or 1, got '$IDLE_PING'"
 for t in $TARGETS; do
     [[ $t == direct || $t == proxy || $t == twemproxy ]] \
@@ -576,7 +581,11 @@ for p in $PIPELINES; do
     done
 done
 if want_case mset; then
-    SPECS+=("MSET10 P1;MSET (10 keys);$MSET_REQUESTS;$CLIENTS;$KEYSPACE;$VALUE_SIZE;-t mset -P 1 -c $CLIENTS -r $KEYSPACE -d $VALUE_SIZE")
+    for p in $MSET_PIPELINES; do
+        n=$MSET_REQUESTS
+        ((p == 1)) || n=$MSET_PIPELINED_REQUESTS
+        SPECS+=("MSET10 P$p;MSET (10 keys);$n;$CLIENTS;$KEYSPACE;$VALUE_SIZE;-t mset -P $p -c $CLIENTS -r $KEYSPACE -d $VALUE_SIZE")
+    done
 fi
 for c in "${MANY[@]}"; do
     SPECS+=("GET P1 c$c;GET;$MANY_REQUESTS;$c;$KEYSPACE;$VALUE_SIZE;-t get -P 1 -c $c -r $KEYSPACE -d $VALUE_SIZE")
@@ -735,7 +744,7 @@ table() {
 
 echo
 echo "respgate load benchmark  $STARTED  rev $REV  $(nproc) cores  load average $LOAD_AT_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
-echo "rounds=$ROUNDS (medians); clients=$CLIENTS keyspace=$KEYSPACE value=${VALUE_SIZE}B; requests per run: $REQUESTS set/get P1, $PIPELINED_REQUESTS pipelined, $MSET_REQUESTS MSET, $MANY_REQUESTS cN, $BIG_REQUESTS big"
+echo "rounds=$ROUNDS (medians); clients=$CLIENTS keyspace=$KEYSPACE value=${VALUE_SIZE}B; requests per run: $REQUESTS set/get P1, $PIPELINED_REQUESTS pipelined, $MSET_REQUESTS MSET P1, $MSET_PIPELINED_REQUESTS MSET pipelined, $MANY_REQUESTS cN, $BIG_REQUESTS big"
 if want proxy; then echo "respgate binary: $BIN  (server.threads=${RESPGATE_SERVER__THREADS:-1})"; fi
 echo "proxy = respgate in front of the cluster; twem = twemproxy $(nutcracker --version 2>&1 | sed -n 's/.*nutcracker-//p' | head -n 1) in front of 3 standalone masters"
 echo
