@@ -5,7 +5,7 @@
 # in front of the same cluster as respgate, all in the same run, alternating the targets over
 # several rounds and reporting medians.
 #
-# Usage: bash benches/load.sh    (every case: about 10 minutes on 2 cores, more with predixy)
+# Usage: bash benches/load.sh    (every case: about 9 minutes on 2 cores, more with predixy)
 #        CASES="set get" bash benches/load.sh
 #        PREDIXY_BIN=/path/to/predixy bash benches/load.sh
 #
