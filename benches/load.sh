@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # End-to-end load benchmark: redis-benchmark straight at a Redis Cluster (cluster-aware mode),
-# through respgate in front of that cluster, and through twemproxy (nutcracker) in front of
-# standalone redis-servers as an outside reference proxy, all in the same run, alternating the
-# targets over several rounds and reporting medians.
+# through respgate in front of that cluster, through twemproxy (nutcracker) in front of
+# standalone redis-servers as an outside reference proxy, and, given PREDIXY_BIN, through predixy
+# in front of the same cluster as respgate, all in the same run, alternating the targets over
+# several rounds and reporting medians.
 #
-# Usage: bash benches/load.sh            (every case, about 8 minutes on 2 cores)
+# Usage: bash benches/load.sh    (every case: about 9 minutes on 2 cores, more with predixy)
 #        CASES="set get" bash benches/load.sh
+#        PREDIXY_BIN=/path/to/predixy bash benches/load.sh
 #
 # Cases (CASES, any of these words, in any order; they always run in the order listed):
 #   set, get   SET and GET of VALUE_SIZE-byte values, CLIENTS clients, at each of PIPELINES
-#   mset       MSET of 10 keys, pipeline 1. Direct, redis-benchmark --cluster gives the 10 keys one
-#              hash tag (a single-slot MSET); through a proxy the keys carry no tag, so the proxy
-#              splits the MSET by slot (respgate) or by server (twemproxy)
+#   mset       MSET of 10 keys, at each of MSET_PIPELINES. Direct, redis-benchmark --cluster gives
+#              the 10 keys one hash tag (a single-slot MSET); through a proxy the keys carry no tag,
+#              so the proxy splits the MSET by slot (respgate, predixy) or by server (twemproxy)
 #   cN         GET, pipeline 1, with N concurrent clients (c1000, c10000, ...)
 #   big        GET of BIG_VALUE_SIZE-byte values (100 KB) over BIG_KEYS keys written first
 #   idle       IDLE_CLIENTS idle connections to each proxy: its RSS before, with them open, and
@@ -20,7 +22,8 @@
 #
 # Environment (all optional):
 #   CASES="set get mset c1000 c10000 big idle"
-#   TARGETS="direct proxy twemproxy"   any of them; "proxy" is respgate
+#   TARGETS="direct proxy twemproxy"   any of them; "proxy" is respgate. With PREDIXY_BIN the
+#                         default adds "predixy", and TARGETS may name it.
 #   ROUNDS=3              runs per target and case, target order rotated each round; medians shown
 #   REQUESTS=400000       requests per run (-n) for set and get at pipeline 1
 #   PIPELINED_REQUESTS=1000000  requests per run for set and get at pipeline depths above 1
@@ -29,12 +32,19 @@
 #   KEYSPACE=100000       random key range (-r) for set, get, mset and cN
 #   VALUE_SIZE=3          value size in bytes (-d) for set and mset
 #   PIPELINES="1 16"      pipeline depths (-P) for set and get
-#   MSET_REQUESTS=100000  MSET requests per run (each sets 10 keys)
+#   MSET_PIPELINES="1 16" pipeline depths (-P) for mset
+#   MSET_REQUESTS=100000  MSET requests per run (each sets 10 keys) at pipeline 1
+#   MSET_PIPELINED_REQUESTS=300000  MSET requests per run at pipeline depths above 1
 #   BIG_VALUE_SIZE=102400 BIG_KEYS=1000 BIG_REQUESTS=50000   the big case
 #   IDLE_CLIENTS=10000 IDLE_SETTLE_S=10 IDLE_CYCLES=2        the idle case
 #   IDLE_PING=1           each idle connection is served one PING first; 0 sends nothing
 #   BENCH_TIMEOUT=300     seconds before one redis-benchmark run is abandoned
 #   PROXY_BIN=path        benchmark this respgate binary instead of building target/release/respgate
+#   PREDIXY_BIN=path      a predixy binary (joyieldInc/predixy, built outside this repository, see
+#                         benches/RESULTS.md): adds the target "predixy", run with WorkerThreads 1
+#                         in front of the same cluster as respgate, reading from masters only
+#                         (as respgate does by default). Without it no predixy figures are taken,
+#                         and the CSV's predixy_* columns hold NA.
 #   KEEP_DATA_ON_FAILURE=1  keep the temporary directory (node logs, proxy logs) after a failure
 #   RESPGATE_*            passed on to respgate, which reads them as configuration overrides (so
 #                         no other variable here may start with RESPGATE_). The script sets
@@ -52,7 +62,8 @@
 # on free loopback ports with their data in a temporary directory. It starts respgate in front of
 # the cluster and nutcracker (hash fnv1a_64, ketama, server_connections 1) in front of the
 # standalone masters (every server and both proxies with a listen backlog of 1024 and room for
-# 20,000 clients), checks that both route correctly, and runs the cases. For each proxy run it
+# 20,000 clients), and predixy if asked for (its listen backlog is fixed at 511, and it has no
+# client limit), checks that each proxy routes correctly, and runs the cases. For each proxy run it
 # records the proxy's CPU time (utime+stime from /proc) per million requests and its resident
 # memory after the run and at peak (sampled every 0.2 s). Results: tables on stdout, one CSV row
 # per case in target/bench/load-<date>.csv, every single run in target/bench/load-<date>-runs.csv,
@@ -61,7 +72,12 @@
 set -euo pipefail
 
 CASES=${CASES:-set get mset c1000 c10000 big idle}
-TARGETS=${TARGETS:-direct proxy twemproxy}
+PREDIXY_BIN=${PREDIXY_BIN:-}
+if [[ -n $PREDIXY_BIN ]]; then
+    TARGETS=${TARGETS:-direct proxy twemproxy predixy}
+else
+    TARGETS=${TARGETS:-direct proxy twemproxy}
+fi
 ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-400000}
 PIPELINED_REQUESTS=${PIPELINED_REQUESTS:-1000000}
@@ -70,7 +86,9 @@ CLIENTS=${CLIENTS:-50}
 KEYSPACE=${KEYSPACE:-100000}
 VALUE_SIZE=${VALUE_SIZE:-3}
 PIPELINES=${PIPELINES:-1 16}
+MSET_PIPELINES=${MSET_PIPELINES:-1 16}
 MSET_REQUESTS=${MSET_REQUESTS:-100000}
+MSET_PIPELINED_REQUESTS=${MSET_PIPELINED_REQUESTS:-300000}
 BIG_VALUE_SIZE=${BIG_VALUE_SIZE:-102400}
 BIG_KEYS=${BIG_KEYS:-1000}
 BIG_REQUESTS=${BIG_REQUESTS:-50000}
@@ -99,15 +117,20 @@ want() { [[ " $TARGETS " == *" $1 "* ]]; }
 want_case() { [[ " $CASES " == *" $1 "* ]]; }
 
 for n in REQUESTS PIPELINED_REQUESTS MANY_REQUESTS CLIENTS KEYSPACE VALUE_SIZE ROUNDS MSET_REQUESTS \
-         BIG_VALUE_SIZE BIG_KEYS BIG_REQUESTS IDLE_CLIENTS IDLE_SETTLE_S IDLE_CYCLES BENCH_TIMEOUT; do
+         MSET_PIPELINED_REQUESTS BIG_VALUE_SIZE BIG_KEYS BIG_REQUESTS IDLE_CLIENTS IDLE_SETTLE_S IDLE_CYCLES BENCH_TIMEOUT; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer, got '${!n}'"
 done
 for p in $PIPELINES; do [[ $p =~ ^[1-9][0-9]*$ ]] || die "PIPELINES holds '$p'"; done
+for p in $MSET_PIPELINES; do [[ $p =~ ^[1-9][0-9]*$ ]] || die "MSET_PIPELINES holds '$p'"; done
 [[ $IDLE_PING == 0 || $IDLE_PING == 1 ]] || die "IDLE_PING must be 0 or 1, got '$IDLE_PING'"
 for t in $TARGETS; do
-    [[ $t == direct || $t == proxy || $t == twemproxy ]] \
-        || die "TARGETS may hold 'direct', 'proxy' and 'twemproxy', got '$t'"
+    [[ $t == direct || $t == proxy || $t == twemproxy || $t == predixy ]] \
+        || die "TARGETS may hold 'direct', 'proxy', 'twemproxy' and 'predixy', got '$t'"
 done
+if want predixy; then
+    [[ -n $PREDIXY_BIN ]] || die "TARGETS names predixy: set PREDIXY_BIN to a predixy binary"
+    [[ -x $PREDIXY_BIN ]] || die "PREDIXY_BIN=$PREDIXY_BIN is not an executable"
+fi
 MANY=()   # client counts of the cN cases
 for c in $CASES; do
     case $c in
@@ -121,6 +144,7 @@ done
 PIDS=()        # redis-server processes
 PROXY_PID=
 TWEM_PID=
+PREDIXY_PID=
 BENCH_PID=
 SAMPLER_PID=
 IDLE_PID=
@@ -151,6 +175,7 @@ cleanup() {
     # The proxies first, so that they do not log the nodes going away; then the nodes together.
     if [[ -n $PROXY_PID ]]; then stop_pids "$PROXY_PID"; fi
     if [[ -n $TWEM_PID ]]; then stop_pids "$TWEM_PID"; fi
+    if [[ -n $PREDIXY_PID ]]; then stop_pids "$PREDIXY_PID"; fi
     if ((${#PIDS[@]})); then stop_pids "${PIDS[@]}"; fi
     if [[ -n $DATA_DIR && -s $DATA_DIR/respgate.log ]]; then
         mkdir -p "$OUT_DIR" && cp "$DATA_DIR/respgate.log" "$OUT_DIR/load-$STAMP-respgate.log" \
@@ -212,15 +237,16 @@ if want proxy; then [[ -x $BIN ]] || die "$BIN is not an executable"; fi
 
 # --- ports ---------------------------------------------------------------------------------------
 # Cluster node ports base..base+5, respgate on base+10, twemproxy on base+11 (its stats on
-# base+12), the cluster bus ports (cluster-port) on base+20..base+25, twemproxy's redis-servers on
-# base+30..base+35. All below 32768, where Linux starts handing out ephemeral ports to outgoing
-# connections (net.ipv4.ip_local_port_range), so a busy machine cannot take one mid-start.
+# base+12), predixy on base+13, the cluster bus ports (cluster-port) on base+20..base+25,
+# twemproxy's redis-servers on base+30..base+35. All below 32768, where Linux starts handing out
+# ephemeral ports to outgoing connections (net.ipv4.ip_local_port_range), so a busy machine
+# cannot take one mid-start.
 port_busy() { ss -Hltn "sport = :$1" | grep -q .; }
 BASE=
 for _ in $(seq 30); do
     candidate=$((10000 + RANDOM % 22000))
     ok=1
-    for p in $(seq "$candidate" $((candidate + NODES - 1))) $(seq $((candidate + 10)) $((candidate + 12))) \
+    for p in $(seq "$candidate" $((candidate + NODES - 1))) $(seq $((candidate + 10)) $((candidate + 13))) \
              $(seq $((candidate + 20)) $((candidate + 20 + NODES - 1))) \
              $(seq $((candidate + 30)) $((candidate + 30 + TWEM_NODES - 1))); do
         if port_busy "$p"; then ok=0; break; fi
@@ -233,6 +259,7 @@ mapfile -t TWEM_NODE_PORTS < <(seq $((BASE + 30)) $((BASE + 30 + TWEM_NODES - 1)
 PROXY_PORT=$((BASE + 10))
 TWEM_PORT=$((BASE + 11))
 TWEM_STATS_PORT=$((BASE + 12))
+PREDIXY_PORT=$((BASE + 13))
 BUS_OFFSET=20
 
 # wait_until SECONDS DESCRIPTION COMMAND...: poll every 0.1 s.
@@ -354,6 +381,42 @@ if want twemproxy; then
     done
 fi
 
+# check_routing NAME PORT: a benchmark of a proxy that answers errors quickly would be
+# meaningless, so prove that writes through the proxy in front of the cluster land in the
+# cluster and that reads through it see what was written directly.
+check_routing() {
+    local name=$1 port=$2 checks=200 got i
+    log "checking that $name routes correctly"
+    for i in $(seq "$checks"); do echo "SET load-check:$name:$i v$i"; done \
+        | redis-cli -h 127.0.0.1 -p "$port" >"$DATA_DIR/check-set.out" 2>&1 || true
+    got=$(grep -cx 'OK' "$DATA_DIR/check-set.out" || true)
+    [[ $got -eq $checks ]] || { head -n 5 "$DATA_DIR/check-set.out" >&2
+        die "only $got of $checks SETs through $name answered OK"; }
+    # redis-cli -c follows redirects and says so on stdout ("-> Redirected to slot ...").
+    for i in $(seq "$checks"); do echo "GET load-check:$name:$i"; done \
+        | redis-cli -c -h 127.0.0.1 -p "$DIRECT_PORT" 2>&1 | grep -v '^-> Redirected' \
+        >"$DATA_DIR/check-direct.out" || true
+    for i in $(seq "$checks"); do echo "SET load-check:$name:$i w$i"; done \
+        | redis-cli -c -h 127.0.0.1 -p "$DIRECT_PORT" >/dev/null 2>&1 || true
+    for i in $(seq "$checks"); do echo "GET load-check:$name:$i"; done \
+        | redis-cli -h 127.0.0.1 -p "$port" >"$DATA_DIR/check-proxy.out" 2>&1 || true
+    [[ $(seq "$checks" | sed 's/^/v/') == "$(cat "$DATA_DIR/check-direct.out")" ]] \
+        || die "values written through $name do not read back from the cluster"
+    [[ $(seq "$checks" | sed 's/^/w/') == "$(cat "$DATA_DIR/check-proxy.out")" ]] \
+        || { head -n 5 "$DATA_DIR/check-proxy.out" >&2
+             die "GET through $name does not return what was written to the cluster"; }
+    # The mset case's MSET spans slots: the proxy must split it, not refuse it (CROSSSLOT).
+    local mset=()
+    for i in $(seq 10); do mset+=("load-check:$name:m$i" "m$i"); done
+    got=$(redis-cli -h 127.0.0.1 -p "$port" mset "${mset[@]}" 2>&1 || true)
+    [[ $got == OK ]] || die "MSET of 10 keys through $name answered '$got'"
+    for i in $(seq 10); do echo "GET load-check:$name:m$i"; done \
+        | redis-cli -c -h 127.0.0.1 -p "$DIRECT_PORT" 2>&1 | grep -v '^-> Redirected' \
+        >"$DATA_DIR/check-mset.out" || true
+    [[ $(seq 10 | sed 's/^/m/') == "$(cat "$DATA_DIR/check-mset.out")" ]] \
+        || die "an MSET through $name does not read back from the cluster"
+}
+
 # --- respgate ------------------------------------------------------------------------------------
 if want proxy; then
     log "starting respgate on 127.0.0.1:$PROXY_PORT"
@@ -367,29 +430,54 @@ if want proxy; then
     wait_until 30 "respgate to answer PING" proxy_up
     alive "$PROXY_PID" \
         || { tail -n 50 "$DATA_DIR/respgate.log" >&2; die "respgate exited during start-up"; }
+    check_routing respgate "$PROXY_PORT"
+fi
 
-    # A benchmark of a proxy that answers errors quickly would be meaningless: prove that writes
-    # through it land in the cluster and that reads through it see what was written directly.
-    log "checking that respgate routes correctly"
-    checks=200
-    for i in $(seq "$checks"); do echo "SET load-check:$i v$i"; done \
-        | redis-cli -h 127.0.0.1 -p "$PROXY_PORT" >"$DATA_DIR/check-set.out" 2>&1 || true
-    got=$(grep -cx 'OK' "$DATA_DIR/check-set.out" || true)
-    [[ $got -eq $checks ]] || { head -n 5 "$DATA_DIR/check-set.out" >&2
-        die "only $got of $checks SETs through respgate answered OK"; }
-    # redis-cli -c follows redirects and says so on stdout ("-> Redirected to slot ...").
-    for i in $(seq "$checks"); do echo "GET load-check:$i"; done \
-        | redis-cli -c -h 127.0.0.1 -p "$DIRECT_PORT" 2>&1 | grep -v '^-> Redirected' \
-        >"$DATA_DIR/check-direct.out" || true
-    for i in $(seq "$checks"); do echo "SET load-check:$i w$i"; done \
-        | redis-cli -c -h 127.0.0.1 -p "$DIRECT_PORT" >/dev/null 2>&1 || true
-    for i in $(seq "$checks"); do echo "GET load-check:$i"; done \
-        | redis-cli -h 127.0.0.1 -p "$PROXY_PORT" >"$DATA_DIR/check-proxy.out" 2>&1 || true
-    [[ $(seq "$checks" | sed 's/^/v/') == "$(cat "$DATA_DIR/check-direct.out")" ]] \
-        || die "values written through respgate do not read back from the cluster"
-    [[ $(seq "$checks" | sed 's/^/w/') == "$(cat "$DATA_DIR/check-proxy.out")" ]] \
-        || { head -n 5 "$DATA_DIR/check-proxy.out" >&2
-             die "GET through respgate does not return what was written to the cluster"; }
+# --- predixy -------------------------------------------------------------------------------------
+# One worker thread, like respgate here and twemproxy; reads on masters only, as respgate does by
+# default (MasterReadPriority 100, no replica reads); no Authority section, which predixy takes as
+# one password-less admin user, so that no command is refused (redis-benchmark's CONFIG GET too).
+# Its log is quiet but for notices and errors, which go to a file.
+if want predixy; then
+    PREDIXY_CONF=$DATA_DIR/predixy.conf
+    {
+        echo "Name respgate-load"
+        echo "Bind 127.0.0.1:$PREDIXY_PORT"
+        echo "WorkerThreads 1"
+        echo "ClientTimeout 0"
+        echo "Log $DATA_DIR/predixy.log"
+        echo "LogVerbSample 0"
+        echo "LogDebugSample 0"
+        echo "LogInfoSample 0"
+        echo "LogNoticeSample 1"
+        echo "LogWarnSample 1"
+        echo "LogErrorSample 1"
+        echo "ClusterServerPool {"
+        echo "    MasterReadPriority 100"
+        echo "    StaticSlaveReadPriority 0"
+        echo "    DynamicSlaveReadPriority 0"
+        echo "    RefreshInterval 1"
+        echo "    ServerTimeout 1"
+        echo "    ServerFailureLimit 10"
+        echo "    ServerRetryTimeout 1"
+        echo "    KeepAlive 120"
+        echo "    Servers {"
+        for a in "${seeds[@]}"; do echo "        + $a"; done
+        echo "    }"
+        echo "}"
+    } >"$PREDIXY_CONF"
+    log "starting predixy $("$PREDIXY_BIN" --version 2>&1 | sed -n 's/.*predixy-//p') on 127.0.0.1:$PREDIXY_PORT"
+    "$PREDIXY_BIN" "$PREDIXY_CONF" >"$DATA_DIR/predixy.out" 2>&1 </dev/null &
+    PREDIXY_PID=$!
+    # predixy answers PING itself before it has learnt the slot map, so wait for a write to land.
+    predixy_up() {
+        alive "$PREDIXY_PID" || return 0
+        [[ $(redis-cli -h 127.0.0.1 -p "$PREDIXY_PORT" set load-check:predixy-up 1 2>/dev/null) == OK ]]
+    }
+    wait_until 30 "predixy to accept a SET" predixy_up
+    alive "$PREDIXY_PID" || { tail -n 50 "$DATA_DIR/predixy.out" "$DATA_DIR/predixy.log" >&2
+                              die "predixy exited during start-up"; }
+    check_routing predixy "$PREDIXY_PORT"
 fi
 
 # --- measurements ------------------------------------------------------------------------------
@@ -424,9 +512,10 @@ keyspace_stats() {
 
 # The proxies' memory with no client yet (after the routing checks' clients left).
 sleep 1
-RSS_START_PROXY=NA RSS_START_TWEM=NA
+RSS_START_PROXY=NA RSS_START_TWEM=NA RSS_START_PREDIXY=NA
 if want proxy; then RSS_START_PROXY=$(rss_kib "$PROXY_PID"); fi
 if want twemproxy; then RSS_START_TWEM=$(rss_kib "$TWEM_PID"); fi
+if want predixy; then RSS_START_PREDIXY=$(rss_kib "$PREDIXY_PID"); fi
 
 # median: of the numbers on stdin ("NA" when there are none).
 median() {
@@ -452,10 +541,20 @@ target_args() {
         direct) echo "--cluster -h 127.0.0.1 -p $DIRECT_PORT" ;;
         proxy) echo "-h 127.0.0.1 -p $PROXY_PORT" ;;
         twemproxy) echo "-h 127.0.0.1 -p $TWEM_PORT" ;;
+        predixy) echo "-h 127.0.0.1 -p $PREDIXY_PORT" ;;
     esac
 }
 target_pid() {
-    case $1 in proxy) echo "$PROXY_PID" ;; twemproxy) echo "$TWEM_PID" ;; *) echo "" ;; esac
+    case $1 in
+        proxy) echo "$PROXY_PID" ;;
+        twemproxy) echo "$TWEM_PID" ;;
+        predixy) echo "$PREDIXY_PID" ;;
+        *) echo "" ;;
+    esac
+}
+# target_port TARGET: the port a proxy target listens on.
+target_port() {
+    case $1 in proxy) echo "$PROXY_PORT" ;; twemproxy) echo "$TWEM_PORT" ;; predixy) echo "$PREDIXY_PORT" ;; esac
 }
 target_servers() {
     case $1 in twemproxy) echo "${TWEM_NODE_PORTS[*]}" ;; *) echo "${NODE_PORTS[*]}" ;; esac
@@ -468,6 +567,7 @@ check_alive() {
     case $1 in
         proxy) tail -n 50 "$DATA_DIR/respgate.log" >&2 ;;
         twemproxy) tail -n 50 "$DATA_DIR/nutcracker.out" "$DATA_DIR/nutcracker.log" >&2 ;;
+        predixy) tail -n 50 "$DATA_DIR/predixy.out" "$DATA_DIR/predixy.log" >&2 ;;
     esac
     die "$1 exited during a run"
 }
@@ -576,7 +676,11 @@ for p in $PIPELINES; do
     done
 done
 if want_case mset; then
-    SPECS+=("MSET10 P1;MSET (10 keys);$MSET_REQUESTS;$CLIENTS;$KEYSPACE;$VALUE_SIZE;-t mset -P 1 -c $CLIENTS -r $KEYSPACE -d $VALUE_SIZE")
+    for p in $MSET_PIPELINES; do
+        n=$MSET_REQUESTS
+        ((p == 1)) || n=$MSET_PIPELINED_REQUESTS
+        SPECS+=("MSET10 P$p;MSET (10 keys);$n;$CLIENTS;$KEYSPACE;$VALUE_SIZE;-t mset -P $p -c $CLIENTS -r $KEYSPACE -d $VALUE_SIZE")
+    done
 fi
 for c in "${MANY[@]}"; do
     SPECS+=("GET P1 c$c;GET;$MANY_REQUESTS;$c;$KEYSPACE;$VALUE_SIZE;-t get -P 1 -c $c -r $KEYSPACE -d $VALUE_SIZE")
@@ -596,7 +700,7 @@ FAILED=0
 idle_case() {
     local target=$1 cycle=$2 pid port before open after out=$DATA_DIR/idle.out rc=0 line secs per returned
     pid=$(target_pid "$target")
-    if [[ $target == proxy ]]; then port=$PROXY_PORT; else port=$TWEM_PORT; fi
+    port=$(target_port "$target")
     before=$(rss_kib "$pid")
     log "idle: $IDLE_CLIENTS connections to $target, cycle $cycle/$IDLE_CYCLES"
     # Remove the last cycle's output first: the holder truncates it only once it runs.
@@ -639,13 +743,15 @@ idle_case() {
 # (buffers the allocator keeps) does not blur the per-connection figure.
 if want_case idle; then
     echo "date,git_rev,target,cycle,clients,rss_before_kib,rss_open_kib,rss_after_kib,kib_per_connection,returned_pct,connect_s" >"$IDLE_CSV"
-    for t in proxy twemproxy; do
+    for t in proxy twemproxy predixy; do
         want "$t" || continue
         for cycle in $(seq "$IDLE_CYCLES"); do idle_case "$t" "$cycle"; done
     done
 fi
 
-ALL_TARGETS=(direct proxy twemproxy)
+# The targets that run, in a fixed order that each round rotates.
+ACTIVE=()
+for t in direct proxy twemproxy predixy; do if want "$t"; then ACTIVE+=("$t"); fi; done
 for spec in "${SPECS[@]}"; do
     IFS=';' read -r name title n clients keyspace value args <<<"$spec"
     read -ra bench_args <<<"$args"
@@ -653,8 +759,9 @@ for spec in "${SPECS[@]}"; do
         # Write every key of the big keyspace first, with enough random draws that few are missed
         # (the runs' get_miss_pct column says how many). redis-benchmark --cluster gives each
         # master's clients their own hash tag, so direct keys are per master: 3 x BIG_KEYS.
-        for t in "${ALL_TARGETS[@]}"; do
-            want "$t" || continue
+        for t in "${ACTIVE[@]}"; do
+            # predixy reads the same cluster, under the same key names, as respgate.
+            if [[ $t == predixy ]] && want proxy; then continue; fi
             per=$((BIG_KEYS * 6))
             [[ $t != direct ]] || per=$((per * 3))
             log "$name: writing $BIG_KEYS values of $BIG_VALUE_SIZE bytes through $t ($per SETs)"
@@ -664,9 +771,8 @@ for spec in "${SPECS[@]}"; do
     for r in $(seq "$ROUNDS"); do
         # Rotate the order every round so that no target always runs on a warmer machine.
         order=()
-        for i in 0 1 2; do order+=("${ALL_TARGETS[(i + r - 1) % 3]}"); done
+        for i in "${!ACTIVE[@]}"; do order+=("${ACTIVE[(i + r - 1) % ${#ACTIVE[@]}]}"); done
         for t in "${order[@]}"; do
-            want "$t" || continue
             log "$name: $t round $r/$ROUNDS"
             if run_bench "$t" "$title" "$n" "${bench_args[@]}"; then
                 read -r rps p50 p99 cpu rss peak miss <<<"$RUN"
@@ -680,11 +786,12 @@ for spec in "${SPECS[@]}"; do
 done
 
 # The proxies' memory once the load has stopped: does it come back?
-RSS_END_PROXY=NA RSS_END_TWEM=NA
+RSS_END_PROXY=NA RSS_END_TWEM=NA RSS_END_PREDIXY=NA
 if ((${#SPECS[@]})); then
     sleep "$IDLE_SETTLE_S"
     if want proxy; then RSS_END_PROXY=$(rss_kib "$PROXY_PID"); fi
     if want twemproxy; then RSS_END_TWEM=$(rss_kib "$TWEM_PID"); fi
+    if want predixy; then RSS_END_PREDIXY=$(rss_kib "$PREDIXY_PID"); fi
 fi
 
 # --- report ------------------------------------------------------------------------------------
@@ -702,6 +809,9 @@ fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN { if (v == "NA") print v; else print
 
 HEADER="case,direct_rps,proxy_rps,proxy_over_direct,proxy_cpu_s_per_1m_req,direct_p50_ms,direct_p99_ms,proxy_p50_ms,proxy_p99_ms,proxy_rss_mib"
 HEADER+=",proxy_peak_rss_mib,twem_rps,twem_over_direct,twem_cpu_s_per_1m_req,twem_p50_ms,twem_p99_ms,twem_rss_mib,twem_peak_rss_mib"
+# Last, so that the columns before them stay where they were before predixy joined; NA when it
+# did not run.
+HEADER+=",predixy_rps,predixy_over_direct,predixy_cpu_s_per_1m_req,predixy_p50_ms,predixy_p99_ms,predixy_rss_mib,predixy_peak_rss_mib"
 echo "date,git_rev,requests,clients,keyspace,value_bytes,rounds,$HEADER" >"$CSV"
 ROWS="$HEADER"
 SHORT=
@@ -709,7 +819,7 @@ for spec in "${SPECS[@]}"; do
     IFS=';' read -r name title n clients keyspace value args <<<"$spec"
     d_rps=$(median_of "$name" direct rps)
     row="$name,$(fmt "$d_rps")"
-    for t in proxy twemproxy; do
+    for t in proxy twemproxy predixy; do
         rps=$(median_of "$name" "$t" rps)
         cols="$(fmt "$rps"),$(ratio "$rps" "$d_rps"),$(fmt "$(median_of "$name" "$t" proxy_cpu_s_per_1m)" 2)"
         if [[ $t == proxy ]]; then
@@ -735,16 +845,27 @@ table() {
 
 echo
 echo "respgate load benchmark  $STARTED  rev $REV  $(nproc) cores  load average $LOAD_AT_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
-echo "rounds=$ROUNDS (medians); clients=$CLIENTS keyspace=$KEYSPACE value=${VALUE_SIZE}B; requests per run: $REQUESTS set/get P1, $PIPELINED_REQUESTS pipelined, $MSET_REQUESTS MSET, $MANY_REQUESTS cN, $BIG_REQUESTS big"
+echo "rounds=$ROUNDS (medians); clients=$CLIENTS keyspace=$KEYSPACE value=${VALUE_SIZE}B; requests per run: $REQUESTS set/get P1, $PIPELINED_REQUESTS pipelined, $MSET_REQUESTS MSET P1, $MSET_PIPELINED_REQUESTS MSET pipelined, $MANY_REQUESTS cN, $BIG_REQUESTS big"
 if want proxy; then echo "respgate binary: $BIN  (server.threads=${RESPGATE_SERVER__THREADS:-1})"; fi
 echo "proxy = respgate in front of the cluster; twem = twemproxy $(nutcracker --version 2>&1 | sed -n 's/.*nutcracker-//p' | head -n 1) in front of 3 standalone masters"
+# The predixy columns only when it ran, so that a run without it prints what it always did.
+RATE_COLS=(proxy_rps proxy_over_direct twem_rps twem_over_direct)
+LATENCY_COLS=(direct_p50_ms direct_p99_ms proxy_p50_ms proxy_p99_ms twem_p50_ms twem_p99_ms)
+CPU_COLS=(proxy_cpu_s_per_1m_req twem_cpu_s_per_1m_req)
+RSS_COLS=(proxy_rss_mib proxy_peak_rss_mib twem_rss_mib twem_peak_rss_mib)
+if want predixy; then
+    echo "predixy = predixy $("$PREDIXY_BIN" --version 2>&1 | sed -n 's/.*predixy-//p') ($PREDIXY_BIN, WorkerThreads 1) in front of the same cluster as respgate"
+    RATE_COLS+=(predixy_rps predixy_over_direct)
+    LATENCY_COLS+=(predixy_p50_ms predixy_p99_ms)
+    CPU_COLS+=(predixy_cpu_s_per_1m_req)
+    RSS_COLS+=(predixy_rss_mib predixy_peak_rss_mib)
+fi
 echo
 echo "Throughput and latency"
-table case direct_rps proxy_rps proxy_over_direct twem_rps twem_over_direct \
-    direct_p50_ms direct_p99_ms proxy_p50_ms proxy_p99_ms twem_p50_ms twem_p99_ms
+table case direct_rps "${RATE_COLS[@]}" "${LATENCY_COLS[@]}"
 echo
 echo "Proxy cost (CPU seconds per million requests; RSS after the case's runs and peak during them)"
-table case proxy_cpu_s_per_1m_req twem_cpu_s_per_1m_req proxy_rss_mib proxy_peak_rss_mib twem_rss_mib twem_peak_rss_mib
+table case "${CPU_COLS[@]}" "${RSS_COLS[@]}"
 misses=$(awk -F',' 'NR > 1 && $11 != "NA" && $11 + 0 > 5 {
                       printf "%s%s %s round %s: %s%%", sep, $1, $2, $3, $11; sep = ", " }' "$RUNS_CSV")
 if [[ -n $misses ]]; then
@@ -760,7 +881,7 @@ if [[ -n $SHORT ]]; then
     echo "      redis-benchmark --cluster ends a run on a 250 ms timer tick, so direct rps may be"
     echo "      understated by up to 0.25 s / run time: raise the requests for runs of 5 s or more."
 fi
-if want_case idle && { want proxy || want twemproxy; }; then
+if want_case idle && { want proxy || want twemproxy || want predixy; }; then
     echo
     if [[ $IDLE_PING == 1 ]]; then served="each served one PING, then idle"; else served="nothing sent"; fi
     echo "Idle connections ($IDLE_CLIENTS, $served; RSS in MiB)"
@@ -769,7 +890,7 @@ if want_case idle && { want proxy || want twemproxy; }; then
         { printf "%s,%s,%.1f,%.1f,%.1f,%s,%s,%s\n", ($3 == "proxy" ? "respgate" : $3), $4, $6 / 1024,
                  $7 / 1024, $8 / 1024, $9, $10, $11 }' "$IDLE_CSV" | { column -s, -t 2>/dev/null || tr ',' '\t'; }
 fi
-if want proxy || want twemproxy; then
+if want proxy || want twemproxy || want predixy; then
     echo
     echo "RSS in MiB: with no client yet, at peak (VmHWM), and ${IDLE_SETTLE_S} s after the last load case"
 fi
@@ -778,6 +899,9 @@ if want proxy; then
 fi
 if want twemproxy; then
     echo "  twemproxy  $(mib "$RSS_START_TWEM")  $(mib "$(hwm_kib "$TWEM_PID")")  $(mib "$RSS_END_TWEM")"
+fi
+if want predixy; then
+    echo "  predixy    $(mib "$RSS_START_PREDIXY")  $(mib "$(hwm_kib "$PREDIXY_PID")")  $(mib "$RSS_END_PREDIXY")"
 fi
 echo
 echo "CSV: $CSV"
