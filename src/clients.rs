@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use crate::backend::NodeAddr;
 use crate::keyspace::BackendId;
@@ -67,8 +67,8 @@ pub struct ClientHandle {
     /// Set while a blocking command waits on a node: `blocked_clients` in `INFO`, flag `b` in
     /// `CLIENT LIST`, and where `CLIENT UNBLOCK` goes.
     pub blocked: Mutex<Option<BlockedOn>>,
-    /// Notified to make the session close the connection.
-    pub kill: Notify,
+    /// Wakes the session for what does not come on its socket.
+    pub signal: Signal,
 }
 
 impl ClientHandle {
@@ -158,6 +158,39 @@ pub struct KillFilter {
     pub skip: Option<u64>,
 }
 
+/// Wakes a session for what does not come on its socket: `CLIENT KILL`, and the proxy's
+/// announcements (see [`crate::proxy::Proxy::announcements`]). One waker a session registers
+/// as it waits, where a future per event source cost a registration and a removal on every
+/// wait, that is, on every request at pipeline 1.
+#[derive(Debug, Default)]
+pub struct Signal {
+    killed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    /// Asks the session to close the connection.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Whether the session was asked to close.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Wakes the session, wherever it waits.
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// Registers the waiting session's waker; look at what to wait for after this.
+    pub fn register(&self, cx: &mut std::task::Context<'_>) {
+        self.waker.register(cx.waker());
+    }
+}
+
 /// Every connected client, by id.
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
@@ -180,7 +213,7 @@ impl ClientRegistry {
             }),
             multi: AtomicI64::new(-1),
             blocked: Mutex::new(None),
-            kill: Notify::new(),
+            signal: Signal::default(),
             subscribed: AtomicBool::new(false),
         });
         self.lock().insert(id, Arc::clone(&handle));
@@ -250,9 +283,16 @@ impl ClientRegistry {
             .cloned()
             .collect();
         for client in &matching {
-            client.kill.notify_one();
+            client.signal.kill();
         }
         matching.len()
+    }
+
+    /// Wakes every session, to look at an announcement (a new configuration, shutdown).
+    pub fn wake_all(&self) {
+        for client in self.lock().values() {
+            client.signal.wake();
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ClientHandle>>> {

@@ -310,11 +310,13 @@ impl Proxy {
         self.generation.store(generation, Ordering::Release);
         self.announcements
             .send_modify(|a| a.generation = generation);
+        self.clients.wake_all();
     }
 
     /// Tells every session the proxy is shutting down: each finishes what it owes and closes.
     pub fn drain(&self) {
         self.announcements.send_modify(|a| a.draining = true);
+        self.clients.wake_all();
     }
 
     /// Whether a newer snapshot than `pinned` is in force: a session checks before each

@@ -151,13 +151,12 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 Ok(()) => Box::pin(active(&mut c, &snapshot)).await,
                 Err(_) => Flow::Close,
             },
-            _ = c.state.registered.handle.kill.notified() => {
-                debug!(client = c.state.id, "killed by CLIENT KILL");
-                Flow::Close
-            }
-            // Draining closes an idle client; a new configuration is moved to above.
-            Ok(()) = c.announcements.changed() => {
-                if c.announcements.borrow_and_update().draining {
+            () = signalled(&c.state.registered.handle, &c.announcements) => {
+                if c.state.registered.handle.signal.is_killed() {
+                    debug!(client = c.state.id, "killed by CLIENT KILL");
+                    Flow::Close
+                } else if c.announcements.borrow_and_update().draining {
+                    // Draining closes an idle client; a new configuration is moved to above.
                     Flow::Close
                 } else {
                     Flow::Move
@@ -518,15 +517,15 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     return Flow::Close;
                 }
             }
-            Ok(()) = c.announcements.changed(), if !draining => {
+            () = signalled(&handle, &c.announcements) => {
+                if handle.signal.is_killed() {
+                    debug!(client = c.state.id, "killed by CLIENT KILL");
+                    return Flow::Close;
+                }
                 // Draining: requests already sent are answered (a pipeline in full), then the
                 // client is closed between requests. A new configuration needs nothing here:
                 // the next request (a subscriber's included, on this wake) moves to it.
-                draining = c.announcements.borrow_and_update().draining;
-            }
-            _ = c.state.registered.handle.kill.notified() => {
-                debug!(client = c.state.id, "killed by CLIENT KILL");
-                return Flow::Close;
+                draining |= c.announcements.borrow_and_update().draining;
             }
             _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
             frame = next_for_subscriber(&mut subs, proxy) => {
@@ -569,6 +568,22 @@ async fn next_for_subscriber(
     }
 }
 
+/// Completes when the client was killed, or the proxy announced something (a new
+/// configuration, shutdown) the session has not looked at.
+fn signalled<'s>(
+    handle: &'s crate::clients::ClientHandle,
+    announcements: &'s tokio::sync::watch::Receiver<Announcement>,
+) -> impl std::future::Future<Output = ()> + 's {
+    poll_fn(move |cx| {
+        handle.signal.register(cx);
+        if handle.signal.is_killed() || announcements.has_changed().unwrap_or(false) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
 /// Completes at `deadline`; never without one.
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -580,6 +595,26 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// Reads what the client has sent into the input buffer, without waiting; true when the
 /// client is gone (its commands already sent still run on the nodes).
 fn client_gone(c: &mut Conn<'_>) -> bool {
+    if c.inbuf.is_empty() {
+        // Nothing buffered: read into the stack and keep only what came, so that a client
+        // holds no read buffer between requests and a small request costs a small allocation
+        // (a buffer of `READ_BUF` each time fell in a size class the allocator serves slowly).
+        let read = match c.io.read_now_sized::<READ_BUF>() {
+            Some(Ok(bytes)) if bytes.is_empty() => return true,
+            Some(Ok(bytes)) => {
+                c.inbuf = bytes;
+                c.inbuf.len()
+            }
+            Some(Err(e)) => return e.kind() != std::io::ErrorKind::WouldBlock,
+            None => return false,
+        };
+        c.proxy
+            .stats
+            .net_input_bytes
+            .fetch_add(read as u64, Ordering::Relaxed);
+        note_activity(c);
+        return false;
+    }
     if c.inbuf.capacity() - c.inbuf.len() < READ_BUF / 4 {
         c.inbuf.reserve(READ_BUF);
     }

@@ -8,6 +8,7 @@
 //! are out).
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::FutureExt;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -74,6 +75,23 @@ impl ClientStream {
         match self {
             ClientStream::Tcp(stream) => stream.read_buf(buf).now_or_never(),
             ClientStream::Tls(stream) => stream.read_buf(buf).now_or_never(),
+        }
+    }
+
+    /// [`ClientStream::read_now`] through a buffer of `N` bytes on the stack: what came, in a
+    /// buffer of its own size (empty at the end of the stream).
+    pub(super) fn read_now_sized<const N: usize>(&mut self) -> Option<io::Result<BytesMut>> {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); N];
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut read = ReadBuf::uninit(&mut scratch);
+        let polled = match self {
+            ClientStream::Tcp(stream) => Pin::new(stream).poll_read(&mut cx, &mut read),
+            ClientStream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(&mut cx, &mut read),
+        };
+        match polled {
+            Poll::Ready(Ok(())) => Some(Ok(BytesMut::from(read.filled()))),
+            Poll::Ready(Err(e)) => Some(Err(e)),
+            Poll::Pending => None,
         }
     }
 
