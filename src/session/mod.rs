@@ -232,7 +232,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     own_running = true;
                 }
                 Some(Held::AwaitBackend(request)) => {
-                    if wait_for_commands(proxy, cluster).await {
+                    if Box::pin(wait_for_commands(proxy, cluster)).await {
                         retried = Some(request);
                     } else {
                         let error = reply::error(&cluster.unreachable_error());
@@ -243,7 +243,9 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     let protocol = c.state.protocol;
                     let subscriptions =
                         subs.get_or_insert_with(|| Box::new(Subscriptions::new(protocol)));
-                    match subscriptions.start(proxy, kind, names).await {
+                    // Boxed, as the wait below: rare, and large enough to double every active
+                    // phase's allocation.
+                    match Box::pin(subscriptions.start(proxy, kind, names)).await {
                         Ok(now) => out.push_uncounted(now, owed),
                         Err(error) => {
                             let error = reply::error(&format!("ERR respgate: {error}"));

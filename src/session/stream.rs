@@ -7,6 +7,7 @@
 //! encrypted bytes the socket did not take yet (so the session is not done writing until they
 //! are out).
 
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -48,21 +49,25 @@ impl ClientStream {
     /// Completes when a read may find bytes (or the end of the stream).
     pub(super) async fn readable(&self) -> io::Result<()> {
         match self {
-            ClientStream::Tcp(stream) => stream.readable().await,
+            // The socket's one reader slot (`poll_read_ready`), not `readable()`: that adds a
+            // waiter to a shared list under a lock on every wait, and only the session reads.
+            ClientStream::Tcp(stream) => poll_fn(|cx| stream.poll_read_ready(cx)).await,
             ClientStream::Tls(stream) => {
                 // rustls wants no more input while it holds decrypted bytes not read yet, or
                 // once the client said close_notify: either way a read answers at once.
                 if !stream.get_ref().1.wants_read() {
                     return Ok(());
                 }
-                stream.get_ref().0.readable().await
+                let tcp = stream.get_ref().0;
+                poll_fn(|cx| tcp.poll_read_ready(cx)).await
             }
         }
     }
 
     /// Completes when the socket may take bytes.
     pub(super) async fn writable(&self) -> io::Result<()> {
-        self.tcp().writable().await
+        let tcp = self.tcp();
+        poll_fn(|cx| tcp.poll_write_ready(cx)).await
     }
 
     /// Reads what is there into `buf` without waiting: `None` when nothing is, `Some(Ok(0))` at
