@@ -19,7 +19,9 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 // measurable CPU cost per request; glibc returns such memory only through `malloc_trim`, which
 // this crate cannot call (`unsafe_code = "forbid"`). mimalloc held 19 MiB before any client and
 // 41-50 MiB after idle clients or 100 KB values. `cargo build --no-default-features` builds with
-// the system allocator instead; `_RJEM_MALLOC_CONF` tunes jemalloc at run time.
+// the system allocator instead. jemalloc's thread cache is sized at build time by
+// `JEMALLOC_SYS_WITH_MALLOC_CONF` in `.cargo/config.toml` (which says why); `_RJEM_MALLOC_CONF`
+// overrides any option at run time (then the background thread below is left to it too).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -20,6 +20,7 @@ mod family;
 mod histogram;
 mod publish;
 
+pub(crate) use commands::publish as publish_command_counters;
 pub use commands::{CommandCounters, OTHER, command_counters};
 pub use family::Family;
 pub use histogram::{BUCKETS_SECONDS, LatencyHistogram};

@@ -2,21 +2,22 @@
 //! command table (and a table loaded again) shares them, so a count never restarts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
-
-use metrics::Counter;
 
 /// Most distinct command names counted; later ones count as `other`, so a node that declares
 /// endless commands cannot grow the registry or the label set without bound.
 const MAX_NAMES: usize = 4096;
 
-/// The counters of one command name, registered with the recorder on first use (so `/metrics`
-/// lists only commands that ran).
+/// The counters of one command name: plain atomics, copied into the recorder at each scrape
+/// ([`publish`]), so a request costs one relaxed addition rather than a recorder handle's
+/// (a lazily made handle behind a `OnceLock`, called through a trait object, bumping a
+/// generation too). A command is listed once it has run.
 #[derive(Debug)]
 pub struct CommandCounters {
     name: &'static str,
-    ok: OnceLock<Counter>,
-    error: OnceLock<Counter>,
+    ok: AtomicU64,
+    error: AtomicU64,
 }
 
 /// The counters of commands no backend declares (and of names past [`MAX_NAMES`]).
@@ -26,43 +27,51 @@ impl CommandCounters {
     const fn new(name: &'static str) -> Self {
         CommandCounters {
             name,
-            ok: OnceLock::new(),
-            error: OnceLock::new(),
+            ok: AtomicU64::new(0),
+            error: AtomicU64::new(0),
         }
     }
 
     /// Counts one command whose reply was an error or not.
     #[inline]
     pub fn count(&self, error: bool) {
-        let (cell, result) = if error {
-            (&self.error, "error")
-        } else {
-            (&self.ok, "ok")
-        };
-        cell.get_or_init(
-            || metrics::counter!(super::COMMANDS, "command" => self.name, "result" => result),
-        )
-        .increment(1);
+        if error { &self.error } else { &self.ok }.fetch_add(1, Relaxed);
     }
 
     /// The label value.
     pub fn name(&self) -> &str {
         self.name
     }
+
+    /// Copies the counts into the recorder; a result never seen is not listed.
+    fn publish(&self) {
+        for (result, count) in [("ok", &self.ok), ("error", &self.error)] {
+            let count = count.load(Relaxed);
+            if count > 0 {
+                metrics::counter!(super::COMMANDS, "command" => self.name, "result" => result)
+                    .absolute(count);
+            }
+        }
+    }
+}
+
+/// Every command name's counters made so far.
+fn names() -> std::sync::MutexGuard<'static, HashMap<String, &'static CommandCounters>> {
+    static NAMES: OnceLock<Mutex<HashMap<String, &'static CommandCounters>>> = OnceLock::new();
+    NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// The counters of command `name` (lowercase, `container|sub` for a subcommand); `other` for an
 /// unknown name or once [`MAX_NAMES`] are taken. Each is made once and lives as long as the
 /// process: the names are a bounded set.
 pub fn command_counters(name: &str) -> &'static CommandCounters {
-    static NAMES: OnceLock<Mutex<HashMap<String, &'static CommandCounters>>> = OnceLock::new();
     if name == OTHER.name {
         return &OTHER;
     }
-    let mut names = NAMES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut names = names();
     if let Some(found) = names.get(name) {
         return found;
     }
@@ -73,6 +82,14 @@ pub fn command_counters(name: &str) -> &'static CommandCounters {
     let made: &'static CommandCounters = Box::leak(Box::new(CommandCounters::new(name)));
     names.insert(name.to_string(), made);
     made
+}
+
+/// Copies every command's counts into the recorder (at each scrape).
+pub fn publish() {
+    OTHER.publish();
+    for counters in names().values() {
+        counters.publish();
+    }
 }
 
 #[cfg(test)]
@@ -89,5 +106,24 @@ mod tests {
             command_counters("object|encoding").name(),
             "object|encoding"
         );
+    }
+
+    #[test]
+    fn counts_reach_the_recorder_at_a_scrape() {
+        let handle = super::super::install();
+        let counters = command_counters("counted-at-scrape-test");
+        counters.count(false);
+        counters.count(false);
+        counters.count(true);
+        publish();
+        let text = handle.render();
+        let line = |result: &str| {
+            format!(
+                "respgate_commands_total{{command=\"counted-at-scrape-test\",result=\"{result}\"}}"
+            )
+        };
+        assert!(text.contains(&format!("{} 2\n", line("ok"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", line("error"))), "{text}");
+        assert!(!text.contains("command=\"never-ran\""), "{text}");
     }
 }

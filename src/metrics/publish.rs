@@ -122,6 +122,7 @@ fn publish(proxy: &Proxy) {
     metrics::counter!(m::CLIENT_BYTES, "direction" => "in").absolute(load(&stats.net_input_bytes));
     metrics::counter!(m::CLIENT_BYTES, "direction" => "out")
         .absolute(load(&stats.net_output_bytes));
+    m::publish_command_counters();
     metrics::gauge!(m::SUBSCRIBERS).set(proxy.clients.subscribers() as f64);
     metrics::gauge!(m::CLIENT_OUTPUT_BYTES).set(proxy.clients.owed_bytes() as f64);
     let ready = crate::health::readiness(proxy).is_ready();

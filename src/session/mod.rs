@@ -639,8 +639,13 @@ fn client_gone(c: &mut Conn<'_>) -> bool {
 
 /// Records that the client sent something, for the idle timeout and `CLIENT LIST`.
 fn note_activity(c: &mut Conn<'_>) {
-    c.last_activity = tokio::time::Instant::now();
-    let since = c.state.handle().connected_at.elapsed().as_millis() as u64;
+    // One clock reading for both (it also times the requests this read brought).
+    let now = tokio::time::Instant::now();
+    c.last_activity = now;
+    let since = now
+        .into_std()
+        .saturating_duration_since(c.state.handle().connected_at)
+        .as_millis() as u64;
     c.state
         .handle()
         .last_active_ms
