@@ -22,8 +22,8 @@ use crate::config::ClusterConfig;
 use crate::protocol::ReplyKind;
 
 pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
-pub use pool::{Backends, NodePool};
-pub use shared::SharedConn;
+pub use pool::{Backends, NodePool, PendingBatch};
+pub use shared::{Batched, SharedConn};
 pub use transport::{Connector, TcpConnector, TlsConnector, Transport};
 
 /// A node's `host:port`, as the cluster announces it.
