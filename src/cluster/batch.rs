@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Access, Cluster, Next, Slot, Target};
+use super::{Access, Cluster, Next, Slot, SlotMap, Target};
 use crate::backend::{BackendError, NodePool, Reply};
 use crate::config::ReadFrom;
 
@@ -61,22 +61,35 @@ impl Cluster {
     /// [`Cluster::serve`] judges an attempt: a final reply, or a pause before the command runs
     /// again on its own. A write whose fate is unknown (connection lost after writing, timeout,
     /// acknowledged by a master since replaced) is final: it is never sent twice.
+    ///
+    /// `map` is the slot map as it is now, after the reply (one look for a whole batch).
     pub fn settle(
         &self,
+        map: &SlotMap,
         slot: Slot,
         access: Access,
         node: &FirstNode,
         outcome: Result<Reply, BackendError>,
     ) -> Settled {
-        let target = Target::Slot(slot);
         let outcome = match outcome {
-            Ok(reply) if self.replaced_while_writing(&target, access, &node.pool, &reply) => {
+            // The common case, with nothing to judge: a reply from the node still master of
+            // the slot (or a read).
+            Ok(reply)
+                if reply.error_text().is_none()
+                    && (access == Access::Read
+                        || map
+                            .master(slot)
+                            .is_some_and(|master| Arc::ptr_eq(master, &node.pool))) =>
+            {
+                return Settled::Reply(reply.bytes);
+            }
+            Ok(reply)
+                if self.replaced_while_writing(&Target::Slot(slot), access, &node.pool, &reply) =>
+            {
                 Err(BackendError::Lost {
                     addr: node.pool.addr().clone(),
                 })
             }
-            // The common case, with nothing to judge.
-            Ok(reply) if reply.error_text().is_none() => return Settled::Reply(reply.bytes),
             Err(_) if node.replica && self.config.read_from == ReadFrom::PreferReplica => {
                 // The replica failed this read: `execute` tries again, the master if need be.
                 return Settled::Again(Duration::ZERO);

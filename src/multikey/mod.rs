@@ -58,7 +58,10 @@ struct KeyRef {
 #[derive(Debug, Clone)]
 pub struct Split {
     kind: SplitKind,
-    /// The client's command, its name first.
+    /// The client's command as it sent it.
+    raw: Bytes,
+    /// The client's command's arguments, its name first; for a multibulk request, slices of
+    /// `raw`.
     args: Vec<Bytes>,
     /// Every key, grouped by part, each part's in the client's order.
     keys: Vec<KeyRef>,
@@ -202,6 +205,7 @@ pub async fn run(
     let mut replies: Vec<Bytes> = vec![Bytes::new(); split.parts.len()];
     for ((index, batch), pending) in batches.iter().enumerate().zip(pending) {
         let batched = pending.replies().await;
+        let map = batch.cluster.slot_map();
         let mut answers = batched.replies.into_iter();
         let members = split
             .parts
@@ -221,7 +225,7 @@ pub async fn run(
             };
             match batch
                 .cluster
-                .settle(part.slot, access, &batch.node, outcome)
+                .settle(&map, part.slot, access, &batch.node, outcome)
             {
                 Settled::Reply(bytes) => *reply = bytes,
                 Settled::Again(delay) => flight.again = Some(delay),

@@ -11,24 +11,25 @@ use super::{KeyRef, Part, Split};
 use crate::cluster::Access;
 use crate::command::policy::SplitKind;
 use crate::keyspace::{Place, RouteTable};
-use crate::protocol::request::put_decimal;
+use crate::protocol::Request;
 
 /// Groups searched one by one before a map takes over: a few slots (the common split, say ten
 /// keys over three masters) cost a few comparisons and no hashing at all.
 const LINEAR_GROUPS: usize = 16;
 
-/// Plans the split of `args` (the client's command, its name first) if its keys span several
-/// slots or backends (`routes` says which backend each key is on, and which prefix it loses
-/// there). `None` means: not a command that splits (an odd `MSET` is the backend's error to
-/// give), or a single slot (forward it whole).
-pub fn plan(kind: SplitKind, args: Vec<Bytes>, routes: &RouteTable) -> Option<Split> {
+/// Plans the split of `request` if its keys span several slots or backends (`routes` says
+/// which backend each key is on, and which prefix it loses there). `None` means: not a command
+/// that splits (an odd `MSET` is the backend's error to give), or a single slot (forward it
+/// whole).
+pub fn plan(kind: SplitKind, request: Request, routes: &RouteTable) -> Option<Split> {
+    let Request { raw, args } = request;
     let step = kind.step();
     let body = args.get(1..)?;
     if body.is_empty() || body.len() % step != 0 {
         return None;
     }
     let count = body.len() / step;
-    let mut groups: Groups<Place> = Groups::default();
+    let mut groups: Groups<Place> = Groups::with_capacity(count.min(LINEAR_GROUPS + 1));
     // Each key's group, in the client's order; then sorted by group into `keys`.
     let mut located: Vec<(u32, KeyRef)> = Vec::with_capacity(count);
     for (position, chunk) in body.chunks(step).enumerate() {
@@ -84,6 +85,7 @@ pub fn plan(kind: SplitKind, args: Vec<Bytes>, routes: &RouteTable) -> Option<Sp
     }
     Some(Split {
         kind,
+        raw,
         args,
         keys,
         parts,
@@ -121,17 +123,25 @@ impl Split {
 
     /// Appends `part`'s sub-command to `out`: the client's command name, then its keys (each
     /// stripped of the prefix its route removes) with their values, in the client's order.
+    ///
+    /// What the proxy does not rewrite is copied as the client encoded it, a key and its value
+    /// in one copy, rather than encoded again argument by argument (five small copies each).
     pub fn encode(&self, part: &Part, out: &mut BytesMut) {
         let step = self.kind.step();
         let keys = self.part_keys(part);
-        out.put_u8(b'*');
-        put_decimal(out, (1 + keys.len() * step) as u64);
-        out.put_slice(b"\r\n");
-        if let Some(command) = self.args.first() {
-            put_bulk(out, command);
+        put_header(out, b'*', 1 + keys.len() * step);
+        match self.as_sent(0, 0) {
+            Some(command) => out.put_slice(command),
+            None => put_bulk(out, self.args.first().map_or(&[][..], |a| &a[..])),
         }
         for key in keys {
             let first = 1 + key.position as usize * step;
+            if key.strip == 0
+                && let Some(chunk) = self.as_sent(first, first + step - 1)
+            {
+                out.put_slice(chunk);
+                continue;
+            }
             let Some(chunk) = self.args.get(first..first + step) else {
                 continue;
             };
@@ -147,12 +157,58 @@ impl Split {
     }
 }
 
+impl Split {
+    /// The bytes the client sent for arguments `first..=last`, each with its `$` header and
+    /// CRLF; `None` when they cannot be told (an inline command, re-encoded, or an empty
+    /// argument, which is not a slice of `raw`).
+    ///
+    /// The parser makes every argument of a multibulk request a slice of `raw`, so an
+    /// argument's header begins right after the CRLF that ends the previous argument (or the
+    /// `*N` line, for the first).
+    pub(super) fn as_sent(&self, first: usize, last: usize) -> Option<&[u8]> {
+        let offset = |arg: &Bytes| -> Option<usize> {
+            let at = (arg.as_ptr() as usize).checked_sub(self.raw.as_ptr() as usize)?;
+            (!arg.is_empty() && at + arg.len() + 2 <= self.raw.len()).then_some(at)
+        };
+        let start = match first.checked_sub(1) {
+            None => self.raw.iter().position(|&b| b == b'\r')? + 2,
+            Some(previous) => {
+                let previous = self.args.get(previous)?;
+                offset(previous)? + previous.len() + 2
+            }
+        };
+        for arg in self.args.get(first..last)? {
+            offset(arg)?;
+        }
+        let last = self.args.get(last)?;
+        let end = offset(last)? + last.len() + 2;
+        let sent = self.raw.get(start..end)?;
+        (sent.first() == Some(&b'$')).then_some(sent)
+    }
+}
+
 fn put_bulk(out: &mut BytesMut, arg: &[u8]) {
-    out.put_u8(b'$');
-    put_decimal(out, arg.len() as u64);
-    out.put_slice(b"\r\n");
+    put_header(out, b'$', arg.len());
     out.put_slice(arg);
     out.put_slice(b"\r\n");
+}
+
+/// Appends a header line, `*3\r\n` or `$5\r\n`, in one copy.
+fn put_header(out: &mut BytesMut, kind: u8, mut n: usize) {
+    let mut line = [0u8; 24];
+    let mut at = line.len() - 2;
+    line[at..].copy_from_slice(b"\r\n");
+    loop {
+        at -= 1;
+        line[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    line[at] = kind;
+    out.put_slice(&line[at..]);
 }
 
 /// Distinct values in order of first appearance, each with how often it came.
@@ -168,10 +224,11 @@ pub(super) struct Groups<K> {
     index: Option<HashMap<K, u32, BuildHasherDefault<SmallKeyHasher>>>,
 }
 
-impl<K> Default for Groups<K> {
-    fn default() -> Self {
+impl<K> Groups<K> {
+    /// No groups yet, room for `groups` of them before growing.
+    pub(super) fn with_capacity(groups: usize) -> Self {
         Groups {
-            groups: Vec::new(),
+            groups: Vec::with_capacity(groups),
             index: None,
         }
     }

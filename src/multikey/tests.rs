@@ -4,6 +4,7 @@ use super::plan::Groups;
 use super::*;
 use crate::cluster::Slot;
 use crate::keyspace::RouteTable;
+use crate::protocol::Request;
 use bytes::BufMut;
 use std::hash::Hash;
 
@@ -11,8 +12,52 @@ fn single() -> RouteTable {
     RouteTable::single(BackendId(0))
 }
 
-fn args(a: &[&str]) -> Vec<Bytes> {
-    a.iter().map(|s| Bytes::from(s.to_string())).collect()
+/// `a` as the parser makes it of a client's multibulk request: the arguments slices of `raw`.
+fn args(a: &[&str]) -> Request {
+    let encoded = Request::from_args(a.iter().map(|s| Bytes::from(s.to_string())).collect());
+    let mut buf = BytesMut::from(&encoded.raw[..]);
+    let mut parser = crate::protocol::RequestParser::new(u64::MAX, u64::MAX);
+    parser.parse(&mut buf).unwrap().unwrap()
+}
+
+fn encoded(split: &Split, part: &Part) -> Bytes {
+    let mut out = BytesMut::new();
+    split.encode(part, &mut out);
+    out.freeze()
+}
+
+#[test]
+fn parts_are_encoded_alike_from_the_clients_bytes_or_afresh() {
+    let words = ["MSET", "a", "1", "b", "", "{a}x", "3", "c", "4"];
+    let parsed = plan(SplitKind::Mset, args(&words), &single()).unwrap();
+    // An inline command is re-encoded: its arguments are not slices of its bytes.
+    let fresh = Request::from_args(words.iter().map(|s| Bytes::from(s.to_string())).collect());
+    let fresh = plan(SplitKind::Mset, fresh, &single()).unwrap();
+    assert_eq!(parsed.as_sent(0, 0), Some(&b"$4\r\nMSET\r\n"[..]));
+    assert_eq!(
+        parsed.as_sent(1, 2),
+        Some(&b"$1\r\na\r\n$1\r\n1\r\n"[..]),
+        "a key and its value as the client sent them"
+    );
+    assert_eq!(
+        parsed.as_sent(3, 4),
+        None,
+        "an empty value is encoded afresh"
+    );
+    assert_eq!(fresh.as_sent(1, 2), None);
+    let mut all = Vec::new();
+    for (a, b) in parsed.parts().iter().zip(fresh.parts()) {
+        assert_eq!(encoded(&parsed, a), encoded(&fresh, b));
+        all.push(encoded(&parsed, a));
+    }
+    assert_eq!(
+        all,
+        [
+            &b"*5\r\n$4\r\nMSET\r\n$1\r\na\r\n$1\r\n1\r\n$4\r\n{a}x\r\n$1\r\n3\r\n"[..],
+            b"*3\r\n$4\r\nMSET\r\n$1\r\nb\r\n$0\r\n\r\n",
+            b"*3\r\n$4\r\nMSET\r\n$1\r\nc\r\n$1\r\n4\r\n",
+        ]
+    );
 }
 
 #[test]
@@ -73,7 +118,12 @@ fn many_keys_are_grouped_by_slot_and_merged_back_in_client_order() {
     let keys = 100_000;
     let mut request = vec![Bytes::from_static(b"MGET")];
     request.extend((0..keys).map(|i| Bytes::from(format!("key:{i}"))));
-    let split = plan(SplitKind::Mget, request.clone(), &single()).unwrap();
+    let split = plan(
+        SplitKind::Mget,
+        Request::from_args(request.clone()),
+        &single(),
+    )
+    .unwrap();
     assert_eq!(split.keys(), keys);
     assert!(
         split.parts().len() > 16_000,
@@ -160,7 +210,7 @@ fn operations_to_group(keys: usize) -> usize {
     OPERATIONS.with(|n| n.set(0));
     // Spread like real keys: every one of the 16384 slots in use.
     let values = (0..keys).map(|i| Counted(((i * 7919) % 16384) as u16));
-    let mut groups = Groups::default();
+    let mut groups = Groups::with_capacity(0);
     for value in values {
         groups.add(value);
     }
