@@ -33,12 +33,17 @@ pub enum Settled {
 }
 
 impl Cluster {
-    /// Where a first attempt of a command for `slot` goes, as [`Cluster::serve`] chooses it: a
-    /// replica for a read when `read_from` allows, else the slot's master. `None` when the
-    /// first attempt would have to wait (writes held for a failover, slot not served): that is
-    /// for [`Cluster::execute`] to do.
-    pub fn first_node(&self, slot: Slot, access: Access, affinity: usize) -> Option<FirstNode> {
-        let map = self.map.load();
+    /// Where a first attempt of a command for `slot` goes on `map` (the current slot map, one
+    /// look for a whole split), as [`Cluster::serve`] chooses it: a replica for a read when
+    /// `read_from` allows, else the slot's master. `None` when the first attempt would have to
+    /// wait (writes held for a failover, slot not served): that is for [`Cluster::execute`].
+    pub fn first_node(
+        &self,
+        map: &SlotMap,
+        slot: Slot,
+        access: Access,
+        affinity: usize,
+    ) -> Option<FirstNode> {
         if access == Access::Read
             && self.config.read_from != ReadFrom::Master
             && let Some(replica) = map.replica(slot, affinity)

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use crate::cluster::{Access, Cluster, FirstNode, Settled, Slot, Target};
+use crate::cluster::{Access, Cluster, FirstNode, Settled, Slot, SlotMap, Target};
 use crate::command::policy::SplitKind;
 use crate::keyspace::BackendId;
 use crate::protocol::{Protocol, reply};
@@ -63,6 +63,9 @@ pub struct Split {
     /// The client's command's arguments, its name first; for a multibulk request, slices of
     /// `raw`.
     args: Vec<Bytes>,
+    /// Where the command's name is in `raw`, with its `$` header (empty when it must be
+    /// encoded afresh): the start of every part.
+    command: Range<usize>,
     /// Every key, grouped by part, each part's in the client's order.
     keys: Vec<KeyRef>,
     /// The parts, one per slot, in order of their first key.
@@ -138,9 +141,18 @@ pub async fn run(
     let access = split.access();
     let mut batches: Vec<Batch<'_>> = Vec::new();
     let mut flights: Vec<Flight> = Vec::with_capacity(split.parts.len());
+    // The slot map of the backend looked at last: one look for all its parts.
+    let mut map: Option<(BackendId, Arc<SlotMap>)> = None;
     for part in &split.parts {
         let cluster = proxy.backend(part.backend).map(Arc::as_ref);
-        let first = cluster.and_then(|c| c.first_node(part.slot, access, affinity).map(|n| (c, n)));
+        let first = cluster.and_then(|cluster| {
+            let current = match &map {
+                Some((backend, map)) if *backend == part.backend => map,
+                _ => &map.insert((part.backend, cluster.slot_map())).1,
+            };
+            let node = cluster.first_node(current, part.slot, access, affinity)?;
+            Some((cluster, node))
+        });
         let batch = first.map(|(cluster, node)| {
             let same = batches.iter().position(|b| {
                 std::ptr::eq(b.cluster, cluster) && Arc::ptr_eq(&b.node.pool, &node.pool)
@@ -233,38 +245,68 @@ pub async fn run(
         }
     }
 
-    // The rare parts that need more than their first attempt: each on its own.
+    // The rare parts that need more than their first attempt: each on its own, in a future
+    // of its own so the common case does not carry its size.
     if flights.iter().any(|flight| flight.again.is_some()) {
-        let alone = split
-            .parts
-            .iter()
-            .zip(&flights)
-            .zip(replies.iter_mut())
-            .filter_map(|((part, flight), reply)| {
-                let delay = flight.again?;
-                let payload = buffer.slice(flight.bytes.clone());
-                Some(async move {
-                    *reply = match proxy.backend(part.backend) {
-                        Some(cluster) => {
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            cluster
-                                .execute(
-                                    payload,
-                                    Target::Slot(part.slot),
-                                    access,
-                                    protocol,
-                                    db,
-                                    affinity,
-                                )
-                                .await
-                        }
-                        None => reply::error("ERR respgate: no backend configured"),
-                    };
-                })
-            });
-        join_all(alone).await;
+        let context = Context {
+            proxy,
+            access,
+            protocol,
+            db,
+            affinity,
+        };
+        Box::pin(run_alone(context, &split, &flights, &buffer, &mut replies)).await;
     }
     merge(&split, &replies, protocol)
+}
+
+/// What a part run on its own needs of the client's request.
+struct Context<'a> {
+    proxy: ProxyRef<'a>,
+    access: Access,
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+}
+
+/// Runs each part whose flight says so through [`Cluster::execute`], all at once, after its
+/// pause, its reply into `replies`.
+async fn run_alone(
+    context: Context<'_>,
+    split: &Split,
+    flights: &[Flight],
+    buffer: &Bytes,
+    replies: &mut [Bytes],
+) {
+    let context = &context;
+    let alone = split
+        .parts
+        .iter()
+        .zip(flights)
+        .zip(replies.iter_mut())
+        .filter_map(|((part, flight), reply)| {
+            let delay = flight.again?;
+            let payload = buffer.slice(flight.bytes.clone());
+            Some(async move {
+                *reply = match context.proxy.backend(part.backend) {
+                    Some(cluster) => {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        cluster
+                            .execute(
+                                payload,
+                                Target::Slot(part.slot),
+                                context.access,
+                                context.protocol,
+                                context.db,
+                                context.affinity,
+                            )
+                            .await
+                    }
+                    None => reply::error("ERR respgate: no backend configured"),
+                };
+            })
+        });
+    join_all(alone).await;
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -60,36 +61,38 @@ pub fn plan(kind: SplitKind, request: Request, routes: &RouteTable) -> Option<Sp
     if groups.len() < 2 {
         return None;
     }
-    // A counting sort by group: linear, and each part's keys stay in the client's order.
+    // A counting sort by group: linear, and each part's keys stay in the client's order. Each
+    // part's `end` is where its next key goes until all are placed.
     let mut parts = Vec::with_capacity(groups.len());
-    let mut next = Vec::with_capacity(groups.len());
     let mut start = 0u32;
     for (place, size) in groups.iter() {
-        next.push(start);
         parts.push(Part {
             backend: place.backend,
             slot: place.slot,
             start,
-            end: start + size,
+            end: start,
         });
         start += size;
     }
     let mut keys = vec![KeyRef::default(); count];
     for (group, key) in located {
-        if let Some(at) = next.get_mut(group as usize) {
-            if let Some(entry) = keys.get_mut(*at as usize) {
+        if let Some(part) = parts.get_mut(group as usize) {
+            if let Some(entry) = keys.get_mut(part.end as usize) {
                 *entry = key;
             }
-            *at += 1;
+            part.end += 1;
         }
     }
-    Some(Split {
+    let mut split = Split {
         kind,
         raw,
         args,
+        command: 0..0,
         keys,
         parts,
-    })
+    };
+    split.command = split.span_as_sent(0, 0).unwrap_or(0..0);
+    Some(split)
 }
 
 impl SplitKind {
@@ -130,9 +133,9 @@ impl Split {
         let step = self.kind.step();
         let keys = self.part_keys(part);
         put_header(out, b'*', 1 + keys.len() * step);
-        match self.as_sent(0, 0) {
-            Some(command) => out.put_slice(command),
-            None => put_bulk(out, self.args.first().map_or(&[][..], |a| &a[..])),
+        match self.raw.get(self.command.clone()) {
+            Some(command) if !command.is_empty() => out.put_slice(command),
+            _ => put_bulk(out, self.args.first().map_or(&[][..], |a| &a[..])),
         }
         for key in keys {
             let first = 1 + key.position as usize * step;
@@ -166,6 +169,11 @@ impl Split {
     /// argument's header begins right after the CRLF that ends the previous argument (or the
     /// `*N` line, for the first).
     pub(super) fn as_sent(&self, first: usize, last: usize) -> Option<&[u8]> {
+        self.raw.get(self.span_as_sent(first, last)?)
+    }
+
+    /// Where [`Split::as_sent`]'s bytes are in `raw`.
+    fn span_as_sent(&self, first: usize, last: usize) -> Option<Range<usize>> {
         let offset = |arg: &Bytes| -> Option<usize> {
             let at = (arg.as_ptr() as usize).checked_sub(self.raw.as_ptr() as usize)?;
             (!arg.is_empty() && at + arg.len() + 2 <= self.raw.len()).then_some(at)
@@ -183,7 +191,7 @@ impl Split {
         let last = self.args.get(last)?;
         let end = offset(last)? + last.len() + 2;
         let sent = self.raw.get(start..end)?;
-        (sent.first() == Some(&b'$')).then_some(sent)
+        (sent.first() == Some(&b'$')).then_some(start..end)
     }
 }
 
