@@ -112,3 +112,7 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;
