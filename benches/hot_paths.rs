@@ -3,6 +3,7 @@
 //! The `*_in_1k_reads` cases feed the input 1 KB at a time, as a slow peer would, to show that
 //! resuming costs nothing extra. `acl/*` measure the permission check of a restricted user
 //! (sessions of unrestricted users, and every session of a proxy without `[users]`, skip it).
+//! `multikey/*` measure the proxy's own work for a command split across slots.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -327,8 +328,44 @@ fn acl(c: &mut Criterion) {
     });
 }
 
+/// The proxy's own work for a split `MSET` of 10 keys in 10 slots (redis-benchmark's `-t
+/// mset`): the plan (keys grouped by slot), every part encoded into one buffer, and the merge
+/// of the parts' `+OK`. The request is parsed once; each iteration plans a clone of it.
+fn multikey(c: &mut Criterion) {
+    use respgate::command::SplitKind;
+    use respgate::multikey::{merge, plan};
+    let mut words = vec!["MSET".to_string()];
+    for i in 0..10 {
+        words.extend([format!("key:{:012}", i * 7919), "xxx".to_string()]);
+    }
+    let mut encoded = BytesMut::new();
+    encode_command(&mut encoded, &words);
+    let mut parser = RequestParser::new(512 * 1024 * 1024, 1024 * 1024);
+    let request = parser.parse(&mut encoded).unwrap().unwrap();
+    let routes = RouteTable::single(BackendId(0));
+    let split = plan(SplitKind::Mset, request.clone(), &routes).unwrap();
+    assert_eq!(split.parts().len(), 10, "10 keys in 10 slots");
+    let replies = vec![Bytes::from_static(b"+OK\r\n"); 10];
+    c.bench_function("multikey/mset_10_slots_plan_encode_merge", |b| {
+        b.iter_batched(
+            || request.clone(),
+            |request| {
+                let split = plan(SplitKind::Mset, request, &routes).unwrap();
+                let mut out = BytesMut::with_capacity(split.encoded_capacity());
+                for part in split.parts() {
+                    split.encode(part, &mut out);
+                }
+                black_box(out);
+                merge(&split, &replies, Protocol::Resp2)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
 criterion_group!(
     benches,
+    multikey,
     request_metrics,
     acl,
     decode,

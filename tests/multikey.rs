@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::RedisCluster;
-use common::proxy::Proxy;
+use common::proxy::{Proxy, config_for};
 use redis::Commands;
 use respgate::cluster::Slot;
 
@@ -117,4 +117,126 @@ fn split_mget_passes_resp3_elements_through() {
         raw.command(&["MGET", &keys[0], &keys[1], &keys[2]]),
         b"*3\r\n$1\r\na\r\n_\r\n$1\r\nc\r\n"
     );
+}
+
+/// A proxy on `cluster` that learns the slot map only when a node tells it otherwise: a slot
+/// moved behind its back stays stale until a `MOVED` says where it went.
+fn proxy_with_a_stale_map(cluster: &RedisCluster) -> Proxy {
+    let mut config = config_for(&cluster.seeds());
+    config
+        .clusters
+        .get_mut("default")
+        .expect("the default backend")
+        .refresh_interval_ms = 600_000;
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    proxy
+}
+
+#[test]
+fn split_mset_and_mget_follow_a_slot_moved_mid_way() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = proxy_with_a_stale_map(&cluster);
+    let mut raw = proxy.raw();
+    let masters = cluster.master_ports();
+    // Two keys on each master; the first master's first key is in the slot that moves, so its
+    // part goes to that master in one batch with the other key's part.
+    let keys: Vec<String> = ["a:", "b:"]
+        .iter()
+        .flat_map(|prefix| cluster.key_per_master(prefix))
+        .collect();
+    let moving = cluster.key_on(masters[0], "a:");
+    let slot = Slot::for_key(moving.as_bytes()).get();
+    let from = cluster.slot_owner(slot);
+    let to = masters.iter().copied().find(|&p| p != from).unwrap();
+    let mset = |round: &str| -> Vec<String> {
+        let mut args = vec!["MSET".to_string()];
+        for key in &keys {
+            args.extend([key.clone(), format!("{round}-{key}")]);
+        }
+        args
+    };
+    let args = mset("before");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(raw.command(&args), b"+OK\r\n");
+
+    cluster.migrate_slot(slot, from, to);
+    let moved_before = proxy.stat("moved");
+    let args = mset("after");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(
+        raw.command(&args),
+        b"+OK\r\n",
+        "the part for the moved slot followed MOVED"
+    );
+    assert!(proxy.stat("moved") > moved_before, "a MOVED was followed");
+    assert_eq!(
+        cluster.cli(to, &["GET", &moving]),
+        format!("after-{moving}"),
+        "written where the slot is now"
+    );
+    for key in &keys {
+        let owner = cluster.slot_owner(Slot::for_key(key.as_bytes()).get());
+        assert_eq!(cluster.cli(owner, &["GET", key]), format!("after-{key}"));
+    }
+
+    // And back, for a read: the proxy's map is stale again.
+    cluster.migrate_slot(slot, to, from);
+    let moved_before = proxy.stat("moved");
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    mget.push("missing:key");
+    let mut expected = format!("*{}\r\n", keys.len() + 1);
+    for key in &keys {
+        let value = format!("after-{key}");
+        expected.push_str(&format!("${}\r\n{value}\r\n", value.len()));
+    }
+    expected.push_str("$-1\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&raw.command(&mget)),
+        expected,
+        "every value in the client's order"
+    );
+    assert!(proxy.stat("moved") > moved_before, "a MOVED was followed");
+}
+
+#[test]
+fn split_mget_follows_ask_for_the_part_of_a_migrating_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = proxy_with_a_stale_map(&cluster);
+    let mut raw = proxy.raw();
+    let masters = cluster.master_ports();
+    let keys = cluster.key_per_master("k:");
+    for key in &keys {
+        assert_eq!(raw.command(&["SET", key, key]), b"+OK\r\n");
+    }
+    let slot = Slot::for_key(keys[0].as_bytes()).get();
+    let from = cluster.slot_owner(slot);
+    let to = masters.iter().copied().find(|&p| p != from).unwrap();
+    cluster.begin_migration(slot, from, to);
+    // The slot's only key moves: its node answers ASK for it.
+    assert_eq!(
+        cluster.cli(
+            from,
+            &[
+                "MIGRATE",
+                "127.0.0.1",
+                &to.to_string(),
+                &keys[0],
+                "0",
+                "5000"
+            ]
+        ),
+        "OK"
+    );
+    let asks_before = proxy.stat("ask");
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    let mut expected = format!("*{}\r\n", keys.len());
+    for key in &keys {
+        expected.push_str(&format!("${}\r\n{key}\r\n", key.len()));
+    }
+    assert_eq!(String::from_utf8_lossy(&raw.command(&mget)), expected);
+    assert!(proxy.stat("ask") > asks_before, "an ASK was followed");
+    cluster.finish_migration(slot, from, to);
 }

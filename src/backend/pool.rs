@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::time::timeout;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{info, warn};
 
 use super::ring::RingSlot;
-use super::{BackendError, ConnSettings, NodeAddr, Reply, ReplySlot, SharedConn};
+use super::{BackendError, Batched, ConnSettings, NodeAddr, Reply, ReplySlot, SharedConn};
 use crate::metrics::NodeInstruments;
 use crate::protocol::Protocol;
 use crate::workers::WorkerSet;
@@ -89,10 +90,7 @@ impl NodePool {
         self.instruments.requests.increment(1);
         let conn = self.connection(protocol, affinity);
         conn.send_to(payload, false, db, ReplySlot::Ring(slot))
-            .map_err(|(error, _)| {
-                self.instruments.errors.increment(1);
-                error
-            })
+            .inspect_err(|_| self.instruments.errors.increment(1))
     }
 
     /// Counts the outcome of a command queued with [`NodePool::submit`].
@@ -161,6 +159,27 @@ impl NodePool {
         result
     }
 
+    /// Queues `commands` commands (`payload`, one after the other) as one job on the connection
+    /// [`NodePool::send`] would use for `affinity`, and returns at once: several batches to
+    /// several nodes are in flight together, each awaited with [`PendingBatch::replies`]
+    /// within the request timeout from now.
+    pub fn send_batch(
+        &self,
+        protocol: Protocol,
+        affinity: usize,
+        payload: Bytes,
+        commands: usize,
+        db: u8,
+    ) -> PendingBatch<'_> {
+        self.instruments.requests.increment(commands as u64);
+        let conn = self.connection(protocol, affinity);
+        PendingBatch {
+            pool: self,
+            deadline: Instant::now() + self.settings.request_timeout,
+            queued: conn.send_batch(payload, commands, db),
+        }
+    }
+
     /// Shared connections to the node established now, over every worker and protocol.
     pub fn connections_up(&self) -> usize {
         self.health.up.load(Ordering::Relaxed)
@@ -204,6 +223,52 @@ impl NodePool {
                 })
                 .collect()
         })
+    }
+}
+
+/// A batch of commands queued by [`NodePool::send_batch`], its replies not yet awaited.
+pub struct PendingBatch<'a> {
+    pool: &'a NodePool,
+    deadline: Instant,
+    queued: Result<oneshot::Receiver<Batched>, BackendError>,
+}
+
+impl PendingBatch<'_> {
+    /// The batch's replies, waiting until the request timeout that began when it was queued.
+    /// Past it, or when the connection ended with the batch unwritten, no command has a reply
+    /// and `failure` says why (`Timeout`: they may have run).
+    pub async fn replies(self) -> Batched {
+        let pool = self.pool;
+        let batched = match self.queued {
+            Ok(reply) => match timeout_at(self.deadline, reply).await {
+                Ok(Ok(batched)) => batched,
+                // The connection task ended with the batch queued: it was never written.
+                Ok(Err(_)) => Batched {
+                    replies: Vec::new(),
+                    failure: Some(BackendError::Unreachable {
+                        addr: pool.addr.clone(),
+                        reason: "connection closed".into(),
+                    }),
+                },
+                Err(_) => Batched {
+                    replies: Vec::new(),
+                    failure: Some(BackendError::Timeout {
+                        addr: pool.addr.clone(),
+                        timeout_ms: pool.settings.request_timeout.as_millis() as u64,
+                    }),
+                },
+            },
+            Err(overloaded) => Batched {
+                replies: Vec::new(),
+                failure: Some(overloaded),
+            },
+        };
+        match &batched.failure {
+            None => {}
+            Some(BackendError::Timeout { .. }) => pool.instruments.timeouts.increment(1),
+            Some(_) => pool.instruments.errors.increment(1),
+        }
+        batched
     }
 }
 

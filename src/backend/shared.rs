@@ -54,6 +54,70 @@ impl ReplySlot {
     }
 }
 
+/// The replies to a batch of commands sent as one job (see [`SharedConn::send_batch`]).
+#[derive(Debug)]
+pub struct Batched {
+    /// The replies that arrived, one per command, in the commands' order.
+    pub replies: Vec<Reply>,
+    /// Why the commands after `replies` have none: `Lost` when they were written (they may
+    /// have run), another error when they were not. `None` when every command answered.
+    pub failure: Option<BackendError>,
+}
+
+type BatchSlot = oneshot::Sender<Batched>;
+
+/// Where a job's replies go.
+enum Sink {
+    /// A single command's reply.
+    One(ReplySlot),
+    /// The replies of `commands` commands, handed over together once all have arrived.
+    Many { slot: BatchSlot, commands: usize },
+}
+
+impl Sink {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sink::One(slot) => slot.is_closed(),
+            Sink::Many { slot, .. } => slot.is_closed(),
+        }
+    }
+
+    /// Reports that the job was not sent.
+    fn fail(self, error: BackendError) {
+        match self {
+            Sink::One(slot) => slot.send(Err(error)),
+            Sink::Many { slot, .. } => {
+                let _ = slot.send(Batched {
+                    replies: Vec::new(),
+                    failure: Some(error),
+                });
+            }
+        }
+    }
+}
+
+/// A batch job's replies, gathered as they arrive.
+struct Gathering {
+    slot: BatchSlot,
+    replies: Vec<Reply>,
+    commands: usize,
+}
+
+impl Gathering {
+    /// Takes one reply; true once the batch has all of its replies.
+    fn push(&mut self, reply: Reply) -> bool {
+        self.replies.push(reply);
+        self.replies.len() >= self.commands
+    }
+
+    fn finish(self, failure: Option<BackendError>) {
+        let _ = self.slot.send(Batched {
+            replies: self.replies,
+            failure,
+        });
+    }
+}
+
 /// `SELECT 0` in RESP: puts a shared connection back on database 0 after a command for
 /// another database.
 const SELECT_0: &[u8] = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n";
@@ -64,12 +128,14 @@ struct Job {
     /// The database the command is for: other than 0, the command goes between `SELECT db`
     /// and `SELECT 0`, written as one, so the shared connection stays on database 0.
     db: u8,
-    reply: ReplySlot,
+    reply: Sink,
 }
 
 struct Waiting {
     /// Where the command's reply goes; taken once it is sent.
     reply: Option<ReplySlot>,
+    /// Where a batch job's replies go, gathered until the last; taken once they are sent.
+    batch: Option<Gathering>,
     /// Replies to drop before the next one that counts (the `+OK` of `ASKING` or `SELECT`).
     skip: u8,
     /// Replies to drop after the command's own (the `+OK` of `SELECT 0`).
@@ -125,39 +191,60 @@ impl SharedConn {
         db: u8,
     ) -> Result<oneshot::Receiver<Result<Reply, BackendError>>, BackendError> {
         let (reply, rx) = oneshot::channel();
-        self.send_to(payload, asking, db, ReplySlot::Channel(reply))
-            .map_err(|(error, _)| error)?;
+        self.send_to(payload, asking, db, ReplySlot::Channel(reply))?;
         Ok(rx)
     }
 
     /// Queues `payload` (one command, preceded by `ASKING` when `asking`); its reply goes to
-    /// `reply`. When the queue is full the slot comes back with the error, unfilled.
+    /// `reply`. When the queue is full, `reply` is dropped unfilled.
     pub fn send_to(
         &self,
         payload: Bytes,
         asking: bool,
         db: u8,
         reply: ReplySlot,
-    ) -> Result<(), (BackendError, ReplySlot)> {
+    ) -> Result<(), BackendError> {
         self.jobs
             .try_send(Job {
                 payload,
                 asking,
                 db,
-                reply,
+                reply: Sink::One(reply),
             })
-            .map_err(|error| {
-                let job = match error {
-                    mpsc::error::TrySendError::Full(job)
-                    | mpsc::error::TrySendError::Closed(job) => job,
-                };
-                (
-                    BackendError::Overloaded {
-                        addr: self.addr.clone(),
-                    },
-                    job.reply,
-                )
+            .map_err(|_| BackendError::Overloaded {
+                addr: self.addr.clone(),
             })
+    }
+
+    /// Queues `payload`, `commands` commands one after the other, as one job: written
+    /// together, their replies handed over together once the last has arrived, so a split
+    /// command's parts for this node cost one queued job and one wake-up, not one per part.
+    pub fn send_batch(
+        &self,
+        payload: Bytes,
+        commands: usize,
+        db: u8,
+    ) -> Result<oneshot::Receiver<Batched>, BackendError> {
+        let (slot, rx) = oneshot::channel();
+        if commands == 0 {
+            // No reply would ever complete it: done now.
+            let _ = slot.send(Batched {
+                replies: Vec::new(),
+                failure: None,
+            });
+            return Ok(rx);
+        }
+        self.jobs
+            .try_send(Job {
+                payload,
+                asking: false,
+                db,
+                reply: Sink::Many { slot, commands },
+            })
+            .map_err(|_| BackendError::Overloaded {
+                addr: self.addr.clone(),
+            })?;
+        Ok(rx)
     }
 }
 
@@ -201,7 +288,7 @@ async fn run(
                     tokio::select! {
                         _ = tokio::time::sleep_until(retry_at) => break,
                         job = jobs.recv() => match job {
-                            Some(job) => job.reply.send(Err(error.clone())),
+                            Some(job) => job.reply.fail(error.clone()),
                             None => return,
                         },
                     }
@@ -275,14 +362,21 @@ async fn serve(
             };
             if front.skip > 0 {
                 front.skip -= 1;
-                if front.skip == 0 && front.reply.is_none() {
+                if front.skip == 0 && front.reply.is_none() && front.batch.is_none() {
                     queue.pop_front();
                     drop(queue);
                     room.notify_one();
                 }
                 continue;
             }
-            if let Some(slot) = front.reply.take() {
+            if let Some(gathering) = front.batch.as_mut() {
+                if !gathering.push(reply) {
+                    continue;
+                }
+                if let Some(done) = front.batch.take() {
+                    done.finish(None);
+                }
+            } else if let Some(slot) = front.reply.take() {
                 slot.send(Ok(reply));
             }
             if front.after > 0 {
@@ -304,6 +398,9 @@ async fn serve(
         if let Some(slot) = w.reply {
             slot.send(Err(BackendError::Lost { addr: addr.clone() }));
         }
+        if let Some(gathering) = w.batch {
+            gathering.finish(Some(BackendError::Lost { addr: addr.clone() }));
+        }
     }
     ended
 }
@@ -324,8 +421,20 @@ fn push_job(batch: &mut BytesMut, waiting: &Mutex<VecDeque<Waiting>>, job: Job) 
     if job.db > 0 {
         batch.put_slice(SELECT_0);
     }
+    let (reply, batch) = match job.reply {
+        Sink::One(slot) => (Some(slot), None),
+        Sink::Many { slot, commands } => (
+            None,
+            Some(Gathering {
+                slot,
+                replies: Vec::with_capacity(commands),
+                commands,
+            }),
+        ),
+    };
     lock(waiting).push_back(Waiting {
-        reply: Some(job.reply),
+        reply,
+        batch,
         skip: u8::from(job.asking) + u8::from(job.db > 0),
         after: u8::from(job.db > 0),
     });

@@ -1,6 +1,7 @@
 //! One Redis Cluster: its slot map, how the map is learned and refreshed, and how a command is
 //! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
 
+mod batch;
 mod lifeline;
 mod redirect;
 mod retry;
@@ -27,6 +28,7 @@ use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
 
+pub use batch::{FirstNode, Settled};
 pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};

@@ -279,7 +279,7 @@ fn by_policy(
                     let payload = routed.payload(request.raw);
                     forward_to(state, routed.backend, payload, routed.target, access)
                 }
-                Err(error) => match multikey::plan(kind.name(), &request.args, routes) {
+                Err(error) => match multikey::plan(kind, request, routes) {
                     Some(split) => Action::Split(split),
                     None => Action::Reply(reply::error(&error.message(proxy))),
                 },

@@ -1,0 +1,118 @@
+//! Commands sent to a node together, as one batch (the parts of a split command that go to the
+//! same node): where a first attempt goes, and what its outcome leaves to do.
+//!
+//! A batch is only a first attempt. Each command's outcome goes through [`Cluster::judge`], the
+//! one retry engine, like any attempt of [`Cluster::serve`]; whatever is not final then (a
+//! redirect, a retry) is the command's alone and runs through [`Cluster::execute`], so the
+//! redirect, retry and write-safety rules are the same for batched and single commands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{Access, Cluster, Next, Slot, SlotMap, Target};
+use crate::backend::{BackendError, NodePool, Reply};
+use crate::config::ReadFrom;
+
+/// The node a first attempt goes to.
+pub struct FirstNode {
+    /// Its connections.
+    pub pool: Arc<NodePool>,
+    /// Whether it is a replica serving a read (per `read_from`).
+    pub replica: bool,
+}
+
+/// What a batched command's first attempt leaves to do.
+#[derive(Debug)]
+pub enum Settled {
+    /// Give the client this: the node's reply (an error reply included) or the proxy's error.
+    Reply(Bytes),
+    /// Run the command again on its own with [`Cluster::execute`], after this pause.
+    Again(Duration),
+}
+
+impl Cluster {
+    /// Where a first attempt of a command for `slot` goes on `map` (the current slot map, one
+    /// look for a whole split), as [`Cluster::serve`] chooses it: a replica for a read when
+    /// `read_from` allows, else the slot's master. `None` when the first attempt would have to
+    /// wait (writes held for a failover, slot not served): that is for [`Cluster::execute`].
+    pub fn first_node(
+        &self,
+        map: &SlotMap,
+        slot: Slot,
+        access: Access,
+        affinity: usize,
+    ) -> Option<FirstNode> {
+        if access == Access::Read
+            && self.config.read_from != ReadFrom::Master
+            && let Some(replica) = map.replica(slot, affinity)
+        {
+            return Some(FirstNode {
+                pool: Arc::clone(replica),
+                replica: true,
+            });
+        }
+        if access == Access::Write && self.writes_held() {
+            return None;
+        }
+        map.master(slot).map(|pool| FirstNode {
+            pool: Arc::clone(pool),
+            replica: false,
+        })
+    }
+
+    /// Judges the `outcome` of a command for `slot` sent in a batch to `node`, as
+    /// [`Cluster::serve`] judges an attempt: a final reply, or a pause before the command runs
+    /// again on its own. A write whose fate is unknown (connection lost after writing, timeout,
+    /// acknowledged by a master since replaced) is final: it is never sent twice.
+    ///
+    /// `map` is the slot map as it is now, after the reply (one look for a whole batch).
+    pub fn settle_part(
+        &self,
+        map: &SlotMap,
+        slot: Slot,
+        access: Access,
+        node: &FirstNode,
+        outcome: Result<Reply, BackendError>,
+    ) -> Settled {
+        let outcome = match outcome {
+            // The common case, with nothing to judge: a reply from the node still master of
+            // the slot (or a read).
+            Ok(reply)
+                if reply.error_text().is_none()
+                    && (access == Access::Read
+                        || map
+                            .master(slot)
+                            .is_some_and(|master| Arc::ptr_eq(master, &node.pool))) =>
+            {
+                return Settled::Reply(reply.bytes);
+            }
+            Ok(reply)
+                if self.replaced_while_writing(&Target::Slot(slot), access, &node.pool, &reply) =>
+            {
+                Err(BackendError::Lost {
+                    addr: node.pool.addr().clone(),
+                })
+            }
+            Err(_) if node.replica && self.config.read_from == ReadFrom::PreferReplica => {
+                // The replica failed this read: `execute` tries again, the master if need be.
+                return Settled::Again(Duration::ZERO);
+            }
+            outcome => outcome,
+        };
+        let mut attempts = self.attempts();
+        match self.judge(&mut attempts, outcome, access, node.pool.addr()) {
+            Next::Reply(reply) => Settled::Reply(reply.bytes),
+            Next::Fail(error) => Settled::Reply(error),
+            // `judge` has already pointed the slot at the node a `MOVED` names: `execute`
+            // goes there. An `ASK` is asked again of the slot's master, which answers it again.
+            Next::Redirect { .. } => Settled::Again(Duration::ZERO),
+            Next::Retry(delay) => Settled::Again(delay),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;

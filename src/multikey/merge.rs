@@ -1,0 +1,129 @@
+//! Merging a split command's replies into the client's one reply.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::Split;
+use crate::command::policy::SplitKind;
+use crate::protocol::request::{parse_int, put_decimal};
+use crate::protocol::{Protocol, ReplyKind, frame_reply, reply};
+
+/// How the parts' replies combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// `MGET`: each part's array elements go back to their keys' positions.
+    Values,
+    /// `MSET`: `+OK` when every part answered `+OK`.
+    AllOk,
+    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: the parts' integers summed.
+    Sum,
+}
+
+impl Merge {
+    /// How `kind`'s replies combine.
+    pub fn of(kind: SplitKind) -> Merge {
+        match kind {
+            SplitKind::Mget => Merge::Values,
+            SplitKind::Mset => Merge::AllOk,
+            SplitKind::Del | SplitKind::Unlink | SplitKind::Exists | SplitKind::Touch => Merge::Sum,
+        }
+    }
+}
+
+/// Combines the parts' replies (in `split`'s parts order) into the client's reply.
+///
+/// The replies are read as they are when they have the expected shape (`+OK`, integers,
+/// arrays of the part's length), which is the rule; only otherwise are they framed, to find
+/// the error that stands for the whole command.
+pub fn merge(split: &Split, replies: &[Bytes], protocol: Protocol) -> Bytes {
+    let merged = match split.merge() {
+        Merge::AllOk => replies
+            .iter()
+            .all(|r| r[..] == *reply::OK)
+            .then(|| Bytes::from_static(reply::OK)),
+        Merge::Sum => sum(replies).map(|total| {
+            let mut out = reply::ReplyBuf::new(protocol);
+            out.integer(total);
+            out.finish()
+        }),
+        Merge::Values => values(split, replies, protocol),
+    };
+    if let Some(merged) = merged {
+        return merged;
+    }
+    // Any error stands for the whole command.
+    for (part, reply) in split.parts.iter().zip(replies) {
+        if let Some(text) = error_text(reply, protocol) {
+            if split.merge() == Merge::AllOk {
+                return reply::error(&format!(
+                    "ERR respgate: {} partly failed: the part for slot {} answered: {}; the other parts were applied",
+                    split.name(),
+                    part.slot.get(),
+                    String::from_utf8_lossy(text)
+                ));
+            }
+            return reply.clone();
+        }
+    }
+    match split.merge() {
+        Merge::AllOk => Bytes::from_static(reply::OK),
+        Merge::Sum | Merge::Values => unexpected(split),
+    }
+}
+
+/// The sum of integer replies; `None` if one is not an integer.
+fn sum(replies: &[Bytes]) -> Option<i64> {
+    let mut total: i64 = 0;
+    for reply in replies {
+        let digits = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+        total = total.checked_add(parse_int(digits)?)?;
+    }
+    Some(total)
+}
+
+/// The parts' array elements put back in the client's order; `None` if a reply is not an
+/// array of its part's length.
+fn values(split: &Split, replies: &[Bytes], protocol: Protocol) -> Option<Bytes> {
+    let mut slots: Vec<Option<&[u8]>> = vec![None; split.keys()];
+    for (part, reply) in split.parts.iter().zip(replies) {
+        if reply.first() != Some(&b'*') {
+            return None;
+        }
+        let elements = crate::fanout::array_elements(reply, protocol)?;
+        let positions = split.positions(part);
+        if elements.len() != positions.len() {
+            return None;
+        }
+        for (position, element) in positions.zip(elements) {
+            *slots.get_mut(position)? = Some(element);
+        }
+    }
+    let mut out = BytesMut::with_capacity(replies.iter().map(Bytes::len).sum::<usize>() + 16);
+    out.put_u8(b'*');
+    put_decimal(&mut out, split.keys() as u64);
+    out.put_slice(b"\r\n");
+    for element in slots {
+        out.put_slice(element?);
+    }
+    Some(out.freeze())
+}
+
+/// The text of `reply` if it is an error; only an error is framed.
+fn error_text(reply: &[u8], protocol: Protocol) -> Option<&[u8]> {
+    if !matches!(reply.first(), Some(b'-' | b'!')) {
+        return None;
+    }
+    match frame_reply(reply, protocol) {
+        Ok(Some(frame)) => match frame.kind {
+            ReplyKind::Error(start, end) => reply.get(start..end),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn unexpected(split: &Split) -> Bytes {
+    reply::error(&format!(
+        "ERR respgate: unexpected reply to a part of {}",
+        split.name()
+    ))
+}
