@@ -12,15 +12,22 @@ use futures_util::task::AtomicWaker;
 use crate::backend::NodeAddr;
 use crate::keyspace::BackendId;
 
-/// What `CLIENT LIST` shows of a client that changes while it is connected.
+/// The names a client gives itself: boxed where they are kept, as most clients give none.
 #[derive(Debug, Clone, Default)]
-pub struct ClientDetails {
+pub struct ClientNames {
     /// `CLIENT SETNAME`.
     pub name: Option<Bytes>,
     /// `CLIENT SETINFO LIB-NAME`.
     pub lib_name: Option<Bytes>,
     /// `CLIENT SETINFO LIB-VER`.
     pub lib_ver: Option<Bytes>,
+}
+
+/// What `CLIENT LIST` shows of a client that changes while it is connected.
+#[derive(Debug, Clone, Default)]
+pub struct ClientDetails {
+    /// Its name and library, if it gave any.
+    pub names: Option<Box<ClientNames>>,
     /// 2 or 3.
     pub resp: u8,
     /// The user it is logged in as; `None` before it has (shown as `default`, as Redis does).
@@ -66,7 +73,7 @@ pub struct ClientHandle {
     pub multi: AtomicI64,
     /// Set while a blocking command waits on a node: `blocked_clients` in `INFO`, flag `b` in
     /// `CLIENT LIST`, and where `CLIENT UNBLOCK` goes.
-    pub blocked: Mutex<Option<BlockedOn>>,
+    pub blocked: Mutex<Option<Box<BlockedOn>>>,
     /// Wakes the session for what does not come on its socket.
     pub signal: Signal,
 }
@@ -80,9 +87,9 @@ impl ClientHandle {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let text = |b: &Option<Bytes>| {
-            b.as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
+        let names = d.names.as_deref();
+        let text = |b: Option<&Bytes>| {
+            b.map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default()
         };
         let age = self.connected_at.elapsed();
@@ -108,14 +115,14 @@ impl ClientHandle {
             self.id,
             self.peer,
             self.local,
-            text(&d.name),
+            text(names.and_then(|n| n.name.as_ref())),
             age.as_secs(),
             idle / 1000,
             d.cmd.as_deref().unwrap_or("NULL"),
             d.user.as_deref().unwrap_or("default"),
             d.resp.max(2),
-            text(&d.lib_name),
-            text(&d.lib_ver),
+            text(names.and_then(|n| n.lib_name.as_ref())),
+            text(names.and_then(|n| n.lib_ver.as_ref())),
         )
     }
 
@@ -129,12 +136,13 @@ impl ClientHandle {
         self.blocked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .as_deref()
+            .cloned()
     }
 
     /// Records where this client's blocking command waits (`Some`) or that it is done (`None`).
     pub fn set_blocked(&self, on: Option<BlockedOn>) {
-        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = on;
+        *self.blocked.lock().unwrap_or_else(|p| p.into_inner()) = on.map(Box::new);
     }
 
     /// Records the full name of the command the client sent last, for `cmd=` in `CLIENT LIST`.

@@ -116,7 +116,7 @@ pub(super) fn login(
                 );
                 warn!(
                     client = state.id,
-                    peer = %state.peer,
+                    peer = %state.peer(),
                     user = %name,
                     unlogged_failures_before = unlogged,
                     "authentication failed"

@@ -127,7 +127,9 @@ pub fn handle(
         }
         LocalKind::Reset => {
             state.protocol = Protocol::Resp2;
-            state.name = None;
+            if let Some(names) = state.names.as_mut() {
+                names.name = None;
+            }
             state.txn = None;
             state.note_multi(-1);
             state.watched = None;
@@ -192,7 +194,7 @@ fn hello(
     }
     state.protocol = protocol;
     if let Some(name) = setname {
-        state.name = (!name.is_empty()).then_some(name);
+        state.names_mut().name = (!name.is_empty()).then_some(name);
     }
     let version = redis_version(cluster);
     let mut out = ReplyBuf::new(protocol);
@@ -241,14 +243,14 @@ fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Actio
             if !valid_client_name(&name) {
                 return Action::Reply(reply::error(BAD_NAME));
             }
-            state.name = (!name.is_empty()).then_some(name);
+            state.names_mut().name = (!name.is_empty()).then_some(name);
             out.simple("OK");
         }
         "getname" => {
             if argc != 2 {
                 return wrong();
             }
-            match &state.name {
+            match state.names.as_ref().and_then(|n| n.name.as_ref()) {
                 Some(name) => out.bulk(name),
                 None => out.null(),
             };
@@ -275,8 +277,8 @@ fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Actio
                 )));
             }
             match attr.as_slice() {
-                b"lib-name" => state.lib_name = Some(value),
-                b"lib-ver" => state.lib_ver = Some(value),
+                b"lib-name" => state.names_mut().lib_name = Some(value),
+                b"lib-ver" => state.names_mut().lib_ver = Some(value),
                 _ => {
                     return Action::Reply(reply::error(&format!(
                         "ERR Unrecognized option '{}'",

@@ -110,7 +110,7 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let local = stream.local_addr().unwrap_or(proxy.listen_addr);
     let registered = proxy.clients.register(id, peer, local);
     let mut c = Conn {
-        state: ClientState::new(id, peer, snapshot.users().at_connect(), registered),
+        state: ClientState::new(id, snapshot.users().at_connect(), registered),
         io: stream,
         // No read buffer while idle: it is taken when bytes arrive and given back once they
         // are parsed.
@@ -133,7 +133,9 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         // idle: move to it, then serve under it what the client sent meanwhile (and its
         // subscriptions, which need the active phase).
         if c.proxy.is_newer_than(&snapshot) && switch::may_switch(&c.state) {
-            if !switch::to_newest(&mut c, &mut snapshot).await {
+            // Boxed: a reload is rare, and moving subscriptions would otherwise size every idle
+            // client's task.
+            if !Box::pin(switch::to_newest(&mut c, &mut snapshot)).await {
                 break;
             }
             if !c.inbuf.is_empty() || c.subs.is_some() {
@@ -283,7 +285,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 Err(error) => {
                     info!(
                         client = c.state.id,
-                        peer = %c.state.peer,
+                        peer = %c.state.peer(),
                         %error,
                         "client closed for a protocol error"
                     );
@@ -444,7 +446,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             Standing::Close { owed, limit } => {
                 warn!(
                     client = c.state.id,
-                    peer = %c.state.peer,
+                    peer = %c.state.peer(),
                     owed_bytes = owed,
                     limit_bytes = limit,
                     class = if c.state.subscribed { "pubsub" } else { "normal" },
@@ -706,7 +708,7 @@ fn closed_idle(c: &Conn<'_>) {
         .fetch_add(1, Ordering::Relaxed);
     info!(
         client = c.state.id,
-        peer = %c.state.peer,
+        peer = %c.state.peer(),
         idle_timeout_s = c.idle_timeout.map_or(0, |t| t.as_secs()),
         "client closed by its idle timeout"
     );
@@ -746,5 +748,36 @@ async fn idle(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
     match timer {
         Some(timer) => timer.as_mut().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    /// The size of the future `f` returns.
+    fn future_size<F, A, B, C>(_: fn(A, B, C) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    /// An idle client costs its task, as large as the session's future, and its entry in the
+    /// client list: the bounds keep the task inside jemalloc's 1,024-byte size class (`serve`
+    /// plus tokio's task header and the accept loop's wrapper) and the entry, in its `Arc`,
+    /// inside the 256-byte one. `benches/tls_memory.sh` measures the whole.
+    #[test]
+    fn an_idle_session_stays_small() {
+        let sizes = [
+            ("serve's future", future_size(super::serve), 800),
+            ("Conn", size_of::<super::Conn<'static>>(), 512),
+            ("ClientState", size_of::<super::ClientState>(), 240),
+            (
+                "ClientHandle",
+                size_of::<crate::clients::ClientHandle>(),
+                240,
+            ),
+        ];
+        for (what, size, bound) in sizes {
+            assert!(size <= bound, "{what} is {size} bytes, more than {bound}");
+        }
     }
 }

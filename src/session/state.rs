@@ -3,13 +3,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
-
-use bytes::Bytes;
 
 use super::{own, txn};
 use crate::acl::User;
-use crate::clients::Registered;
+use crate::clients::{ClientNames, Registered};
 use crate::command::KeyAccess;
 use crate::protocol::Protocol;
 
@@ -20,20 +17,12 @@ pub struct ClientState {
     pub id: u64,
     /// Protocol chosen with `HELLO`.
     pub protocol: Protocol,
-    /// `CLIENT SETNAME`.
-    pub name: Option<Bytes>,
-    /// `CLIENT SETINFO LIB-NAME`.
-    pub lib_name: Option<Bytes>,
-    /// `CLIENT SETINFO LIB-VER`.
-    pub lib_ver: Option<Bytes>,
-    /// The client's address.
-    pub peer: SocketAddr,
+    /// `CLIENT SETNAME` and `CLIENT SETINFO`, if the client gave any.
+    pub names: Option<Box<ClientNames>>,
     /// Which shared backend connection this client uses on each node.
     pub affinity: usize,
     /// The database chosen with `SELECT` (only backends without slots have others than 0).
     pub db: u8,
-    /// When the connection was accepted.
-    pub connected_at: Instant,
     /// Scratch list of the current request's key positions, reused across requests.
     pub(super) positions: Vec<usize>,
     /// The transaction being queued after `MULTI`.
@@ -90,9 +79,7 @@ impl ClientState {
             .details
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        details.name = self.name.clone();
-        details.lib_name = self.lib_name.clone();
-        details.lib_ver = self.lib_ver.clone();
+        details.names = self.names.clone();
         details.user = self.user.as_ref().map(|u| Arc::from(u.name.as_str()));
         details.resp = if self.protocol == Protocol::Resp3 {
             3
@@ -107,6 +94,16 @@ impl ClientState {
         self.restricted = user.as_ref().is_some_and(|u| u.restricted());
         self.user = user;
         self.publish();
+    }
+
+    /// The names the client gave itself, made on the first.
+    pub(super) fn names_mut(&mut self) -> &mut ClientNames {
+        self.names.get_or_insert_with(Default::default)
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.registered.handle.peer
     }
 
     /// This client's entry in the proxy's client list.
@@ -156,22 +153,13 @@ impl ClientState {
 }
 
 impl ClientState {
-    pub(super) fn new(
-        id: u64,
-        peer: SocketAddr,
-        user: Option<Arc<User>>,
-        registered: Registered,
-    ) -> Self {
+    pub(super) fn new(id: u64, user: Option<Arc<User>>, registered: Registered) -> Self {
         let mut state = ClientState {
             id,
             protocol: Protocol::Resp2,
-            name: None,
-            lib_name: None,
-            lib_ver: None,
-            peer,
+            names: None,
             affinity: id as usize,
             db: 0,
-            connected_at: Instant::now(),
             positions: Vec::new(),
             txn: None,
             watched: None,

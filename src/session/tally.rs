@@ -72,7 +72,12 @@ impl Timed<'_> {
                 .handle
                 .details
                 .lock()
-                .map(|d| d.name.clone().unwrap_or_default())
+                .map(|d| {
+                    d.names
+                        .as_ref()
+                        .and_then(|n| n.name.clone())
+                        .unwrap_or_default()
+                })
                 .unwrap_or_default();
             client.proxy.slowlog.push(
                 SlowRequest {
