@@ -37,6 +37,28 @@ pub use slot::{SLOT_COUNT, Slot};
 pub use slot_map::SlotMap;
 pub use topology::{NodeInfo, TopologyError, View, parse_cluster_nodes};
 
+/// The command [`Cluster::serve_after`] sends, as each attempt needs it.
+#[derive(Clone, Copy)]
+struct Sending<'s> {
+    payload: &'s Bytes,
+    target: &'s Target,
+    access: Access,
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+}
+
+/// What [`Cluster::serve_after`]'s attempts so far leave for the next.
+struct Progress {
+    attempts: Attempts,
+    /// Whether a missing script was loaded already (once per command).
+    script_loaded: bool,
+    /// Set by a redirect: the node to send to next, and whether `ASKING` goes first.
+    redirected: Option<(Arc<NodePool>, bool)>,
+    /// Whether a read still goes to a replica.
+    to_replica: bool,
+}
+
 /// What follows one attempt in [`Cluster::serve_after`].
 enum Step {
     /// The reply to give, and the node that gave it.
@@ -355,46 +377,42 @@ impl Cluster {
         db: u8,
         affinity: usize,
     ) -> (Bytes, Option<Arc<NodePool>>) {
-        let mut attempts = self.attempts();
-        let mut script_loaded = false;
-        // Set by a redirect: the node to send to next, and whether `ASKING` goes first.
-        let mut redirected: Option<(Arc<NodePool>, bool)> = None;
-        let mut to_replica = access == Access::Read && self.config.read_from != ReadFrom::Master;
+        let sending = Sending {
+            payload: &payload,
+            target: &target,
+            access,
+            protocol,
+            db,
+            affinity,
+        };
+        let mut progress = Progress {
+            attempts: self.attempts(),
+            script_loaded: false,
+            redirected: None,
+            to_replica: access == Access::Read && self.config.read_from != ReadFrom::Master,
+        };
         loop {
             if let Some((pool, outcome)) = first.take() {
                 match self
-                    .judge_outcome(
-                        &mut attempts,
-                        outcome,
-                        &payload,
-                        &target,
-                        access,
-                        protocol,
-                        db,
-                        affinity,
-                        &mut script_loaded,
-                        &mut redirected,
-                        (pool, false, false),
-                        &mut to_replica,
-                    )
+                    .judge_outcome(&sending, &mut progress, outcome, (pool, false, false))
                     .await
                 {
                     Step::Done(bytes, pool) => return (bytes, pool),
                     Step::Again => continue,
                 }
             }
-            let replica = match (to_replica, &target, &redirected) {
+            let replica = match (progress.to_replica, &target, &progress.redirected) {
                 (true, Target::Slot(slot), None) => {
                     self.map.load().replica(*slot, affinity).cloned()
                 }
                 _ => None,
             };
             let on_replica = replica.is_some();
-            let (pool, asking) = match redirected.take().or(replica.map(|r| (r, false))) {
+            let (pool, asking) = match progress.redirected.take().or(replica.map(|r| (r, false))) {
                 Some(next) => next,
                 None => match self.resolve(&target) {
                     Some(pool) => (pool, false),
-                    None => match attempts.next_delay() {
+                    None => match progress.attempts.next_delay() {
                         Some(delay) => {
                             tokio::time::sleep(delay).await;
                             continue;
@@ -406,7 +424,7 @@ impl Cluster {
             if access == Access::Write && self.writes_held() {
                 // A failover is under way: a write now could be acknowledged by the master
                 // about to be demoted, and lost. Wait for the new master.
-                match attempts.next_delay() {
+                match progress.attempts.next_delay() {
                     Some(delay) => {
                         tokio::time::sleep(delay).await;
                         continue;
@@ -422,20 +440,7 @@ impl Cluster {
                 }
             };
             match self
-                .judge_outcome(
-                    &mut attempts,
-                    sent,
-                    &payload,
-                    &target,
-                    access,
-                    protocol,
-                    db,
-                    affinity,
-                    &mut script_loaded,
-                    &mut redirected,
-                    (pool, asking, on_replica),
-                    &mut to_replica,
-                )
+                .judge_outcome(&sending, &mut progress, sent, (pool, asking, on_replica))
                 .await
             {
                 Step::Done(bytes, pool) => return (bytes, pool),
@@ -447,22 +452,27 @@ impl Cluster {
     /// One attempt's outcome on `pool` (sent with `ASKING` when `asking`, to a replica when
     /// `on_replica`): the reply to give, or another attempt (after the pause or redirect
     /// [`Cluster::judge`] chose, noted in `redirected`).
-    #[allow(clippy::too_many_arguments)]
     async fn judge_outcome(
         &self,
-        attempts: &mut Attempts,
+        sending: &Sending<'_>,
+        progress: &mut Progress,
         sent: Result<Reply, BackendError>,
-        payload: &Bytes,
-        target: &Target,
-        access: Access,
-        protocol: Protocol,
-        db: u8,
-        affinity: usize,
-        script_loaded: &mut bool,
-        redirected: &mut Option<(Arc<NodePool>, bool)>,
         (pool, asking, on_replica): (Arc<NodePool>, bool, bool),
-        to_replica: &mut bool,
     ) -> Step {
+        let Sending {
+            payload,
+            target,
+            access,
+            protocol,
+            db,
+            affinity,
+        } = *sending;
+        let Progress {
+            attempts,
+            script_loaded,
+            redirected,
+            to_replica,
+        } = progress;
         let outcome = match sent {
             Ok(reply) if self.replaced_while_writing(target, access, &pool, &reply) => {
                 // The node acknowledged a write after the cluster made another node master
