@@ -6,7 +6,7 @@
 //! through one waker, and keeps one deadline for all its requests (see `session`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -23,6 +23,8 @@ pub type Outcome = Result<Reply, BackendError>;
 pub struct ReplyRing {
     slots: Mutex<Slots>,
     waker: AtomicWaker,
+    /// The session ended: nothing is read any more.
+    closed: AtomicBool,
     /// The client the replies are for: a filled slot counts as owed to it at once, so a client
     /// that does not read is bounded by its output limits however many replies wait behind an
     /// earlier one.
@@ -59,6 +61,7 @@ impl ReplyRing {
         Arc::new(ReplyRing {
             slots: Mutex::new(Slots::default()),
             waker: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
             client,
         })
     }
@@ -120,6 +123,13 @@ impl ReplyRing {
         self.lock().states.len()
     }
 
+    /// The session ended: replies still due are dropped as they come, and requests still
+    /// queued are not sent.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        *self.lock() = Slots::default();
+    }
+
     /// Gives back memory a long pipeline left, once nothing is outstanding.
     pub fn shrink(&self) {
         let mut slots = self.lock();
@@ -147,7 +157,7 @@ impl ReplyRing {
     }
 
     fn wants(&self, seq: u64) -> bool {
-        matches!(self.lock().get(seq), Some(State::Waiting))
+        !self.closed.load(Ordering::Acquire) && matches!(self.lock().get(seq), Some(State::Waiting))
     }
 
     fn uncount(&self, outcome: &Outcome) {
@@ -202,7 +212,7 @@ impl RingSlot {
     /// Whether the session gave the request up (timed out, or the client went away): a queued
     /// request that nobody waits for is not sent.
     pub fn is_closed(&self) -> bool {
-        Arc::strong_count(&self.ring) == 1 || !self.ring.wants(self.seq)
+        !self.ring.wants(self.seq)
     }
 }
 
@@ -284,10 +294,18 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_whose_ring_is_dropped_is_closed() {
-        let ring = ReplyRing::new(client());
+    fn a_closed_ring_wants_nothing_more() {
+        let handle = client();
+        let ring = ReplyRing::new(Arc::clone(&handle));
         let a = ring.reserve();
-        drop(ring);
-        assert!(a.is_closed());
+        let b = ring.reserve();
+        a.fill(reply(b"+A\r\n"));
+        ring.close();
+        assert!(
+            b.is_closed(),
+            "a queued request of a session that ended is not sent"
+        );
+        b.fill(reply(b"+B\r\n"));
+        assert_eq!(ring.outstanding(), 0);
     }
 }

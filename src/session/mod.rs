@@ -172,6 +172,13 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         if flow == Flow::Close {
             break;
         }
+        // A long pipeline's slots are not kept by a client that waits.
+        if let Some(ring) = &c.ring {
+            ring.shrink();
+        }
+    }
+    if let Some(ring) = &c.ring {
+        ring.close();
     }
     c.io.close().await;
 }
