@@ -253,3 +253,66 @@ fn a_proxy_started_before_the_cluster_answers_clusterdown_then_serves() {
     proxy.wait_until_serving();
     assert_eq!(raw.command(&["SET", "k", "v"]), b"+OK\r\n");
 }
+
+#[test]
+fn a_hung_master_times_a_write_out_once_and_its_late_reply_answers_no_one() {
+    // A master stops answering (SIGSTOP stands in for a hung node): a write to it is answered
+    // with the timeout once, never sent twice; the other masters serve meanwhile; and when the
+    // node wakes up, its late reply to the timed-out write must not be taken for the reply to
+    // the client's next command on that shared connection.
+    let cluster = RedisCluster::start(3, 0);
+    let ports = cluster.ports();
+    let hung = ports[0];
+    let key = cluster.key_on(hung, "hung");
+    let other = cluster.key_on(ports[1], "other");
+    let mut config = config_for(&cluster.seeds());
+    {
+        let backend = config.clusters.get_mut("default").unwrap();
+        backend.request_timeout_ms = 300;
+        backend.retry_timeout_ms = 1000;
+    }
+    let proxy = Proxy::start_with(config);
+    let mut raw = proxy.raw();
+    assert_eq!(raw.command(&["SET", &key, "before"]), b"+OK\r\n");
+    assert_eq!(raw.command(&["SET", &other, "there"]), b"+OK\r\n");
+
+    let pid = cluster.pid(hung).to_string();
+    let resume = Resume(pid.clone());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reply = String::from_utf8_lossy(&raw.command(&["SET", &key, "after"])).into_owned();
+    assert!(
+        reply.starts_with("-ERR respgate: backend")
+            && reply.contains("did not reply within 300 ms; the command may or may not have run"),
+        "{reply}"
+    );
+    let mut second = proxy.raw();
+    assert_eq!(
+        second.command(&["GET", &other]),
+        b"$5\r\nthere\r\n",
+        "the other masters serve while one hangs"
+    );
+    drop(resume);
+
+    // The node woke up and answered the write late: the next command on the same connection
+    // gets its own reply (the value), not that late +OK.
+    let mut value = Vec::new();
+    for _ in 0..50 {
+        value = raw.command(&["GET", &key]);
+        if value.first() == Some(&b'$') {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        value == b"$5\r\nafter\r\n" || value == b"$6\r\nbefore\r\n",
+        "{}",
+        String::from_utf8_lossy(&value)
+    );
+    assert_eq!(raw.command(&["PING"]), b"+PONG\r\n");
+}
