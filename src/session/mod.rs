@@ -1,8 +1,9 @@
 //! One client connection: read requests, answer or route each, write replies in request order.
 //!
-//! Requests are parsed as they arrive and each becomes a future in an ordered queue: a reply the
-//! proxy makes itself is ready at once, a routed one completes when its node answers. Replies
-//! are written in request order, batched into one write when several are ready.
+//! Requests are parsed as they arrive and each takes its place in the queue of replies owed
+//! (`owed`): a reply the proxy makes itself is ready at once, a forwarded one arrives in the
+//! client's reply ring when its node answers, other work is a future. Replies are written in
+//! request order, batched into one write when several are ready.
 //!
 //! Work that needs a connection of the client's own (transactions, blocking commands, Pub/Sub)
 //! waits until every earlier reply is out and holds later requests until it is done, so the
