@@ -78,7 +78,8 @@ impl Future for Tagged<'_> {
 /// The queue of replies owed, in request order.
 pub(super) struct Owed<'a> {
     entries: VecDeque<Entry<'a>>,
-    slow: FuturesUnordered<Tagged<'a>>,
+    /// Made on first use: most phases have none, and an empty set costs an allocation.
+    slow: Option<FuturesUnordered<Tagged<'a>>>,
     next_tag: u64,
     /// Bytes owed to the client, what its output limits bound.
     counter: &'a AtomicU64,
@@ -89,7 +90,7 @@ impl<'a> Owed<'a> {
     pub(super) fn new(counter: &'a AtomicU64) -> Self {
         Owed {
             entries: VecDeque::new(),
-            slow: FuturesUnordered::new(),
+            slow: None,
             next_tag: 0,
             counter,
         }
@@ -127,7 +128,9 @@ impl<'a> Owed<'a> {
     pub(super) fn push_slow(&mut self, future: Slow<'a>) {
         let tag = self.tag();
         self.entries.push_back(Entry::Slow(tag));
-        self.slow.push(Tagged { tag, future });
+        self.slow
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(Tagged { tag, future });
         let waker = futures_util::task::noop_waker_ref();
         self.poll_slow(&mut Context::from_waker(waker));
     }
@@ -140,7 +143,10 @@ impl<'a> Owed<'a> {
     /// Polls the futures; true when one completed.
     fn poll_slow(&mut self, cx: &mut Context<'_>) -> bool {
         let mut done = false;
-        while let Poll::Ready(Some((tag, bytes))) = self.slow.poll_next_unpin(cx) {
+        let Some(slow) = self.slow.as_mut() else {
+            return false;
+        };
+        while let Poll::Ready(Some((tag, bytes))) = slow.poll_next_unpin(cx) {
             done = true;
             self.counter
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -202,7 +208,9 @@ impl<'a> Owed<'a> {
                         Err(future) => {
                             let tag = self.tag();
                             self.entries.push_front(Entry::Slow(tag));
-                            self.slow.push(Tagged { tag, future });
+                            self.slow
+                                .get_or_insert_with(FuturesUnordered::new)
+                                .push(Tagged { tag, future });
                             let waker = futures_util::task::noop_waker_ref();
                             self.poll_slow(&mut Context::from_waker(waker));
                         }
@@ -256,7 +264,9 @@ impl<'a> Owed<'a> {
                 Ok(bytes) => Entry::Ready(bytes),
                 Err(future) => {
                     let tag = self.tag();
-                    self.slow.push(Tagged { tag, future });
+                    self.slow
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(Tagged { tag, future });
                     Entry::Slow(tag)
                 }
             };
