@@ -29,6 +29,7 @@ mod stream;
 mod switch;
 mod tally;
 mod txn;
+mod wait;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -49,6 +50,7 @@ use owed::{Deadline, Forwarded, Owed, Slow};
 use pubsub::Subscriptions;
 use std::future::poll_fn;
 use tally::{Client, Timed, is_error, tallied};
+use wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_commands};
 
 pub use dispatch::Action;
 pub use state::{ClientState, ReplyMode};
@@ -556,54 +558,6 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
     }
 }
 
-/// Waits, within the default backend's retry budget, until some backend has told the proxy its
-/// commands; false when none did.
-async fn wait_for_commands(proxy: ProxyRef<'_>, cluster: &crate::cluster::Cluster) -> bool {
-    let mut attempts = cluster.attempts();
-    while proxy.commands().is_none() {
-        let Some(delay) = attempts.next_delay() else {
-            return false;
-        };
-        tokio::time::sleep(delay).await;
-    }
-    true
-}
-
-/// The next bytes for a subscribed client; never completes without subscriptions.
-async fn next_for_subscriber(
-    subs: &mut Option<Box<Subscriptions>>,
-    proxy: ProxyRef<'_>,
-) -> Result<Bytes, crate::backend::BackendError> {
-    match subs {
-        Some(subs) => subs.next(proxy).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Completes when the client was killed, or the proxy announced something (a new
-/// configuration, shutdown) the session has not looked at.
-fn signalled<'s>(
-    handle: &'s crate::clients::ClientHandle,
-    announcements: &'s tokio::sync::watch::Receiver<Announcement>,
-) -> impl std::future::Future<Output = ()> + 's {
-    poll_fn(move |cx| {
-        handle.signal.register(cx);
-        if handle.signal.is_killed() || announcements.has_changed().unwrap_or(false) {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-}
-
-/// Completes at `deadline`; never without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Reads what the client has sent into the input buffer, without waiting; true when the
 /// client is gone (its commands already sent still run on the nodes).
 fn client_gone(c: &mut Conn<'_>) -> bool {
@@ -751,41 +705,5 @@ enum Held<'a> {
     },
 }
 
-/// Completes when the idle timer fires; never without one.
-async fn idle(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
-    match timer {
-        Some(timer) => timer.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use std::mem::size_of;
-
-    /// The size of the future `f` returns.
-    fn future_size<F, A, B, C>(_: fn(A, B, C) -> F) -> usize {
-        size_of::<F>()
-    }
-
-    /// An idle client costs its task, as large as the session's future, and its entry in the
-    /// client list: the bounds keep the task inside jemalloc's 1,024-byte size class (`serve`
-    /// plus tokio's task header and the accept loop's wrapper) and the entry, in its `Arc`,
-    /// inside the 256-byte one. `benches/tls_memory.sh` measures the whole.
-    #[test]
-    fn an_idle_session_stays_small() {
-        let sizes = [
-            ("serve's future", future_size(super::serve), 800),
-            ("Conn", size_of::<super::Conn<'static>>(), 512),
-            ("ClientState", size_of::<super::ClientState>(), 240),
-            (
-                "ClientHandle",
-                size_of::<crate::clients::ClientHandle>(),
-                240,
-            ),
-        ];
-        for (what, size, bound) in sizes {
-            assert!(size <= bound, "{what} is {size} bytes, more than {bound}");
-        }
-    }
-}
+mod tests;
