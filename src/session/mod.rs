@@ -38,7 +38,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::FutureExt;
 use tracing::{debug, info, warn};
 
 use crate::backend::ring::ReplyRing;
@@ -46,7 +45,7 @@ use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::{Announcement, Proxy, ProxyRef, Snapshot};
 use crate::{fanout, multikey};
 use outbound::{Outbound, Standing};
-use owed::{Deadline, Forwarded, Owed, Slow};
+use owed::{Command, Deadline, Forwarded, Owed, Slow};
 use pubsub::Subscriptions;
 use std::future::poll_fn;
 use tally::{Client, Timed, is_error, tallied};
@@ -358,36 +357,41 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     access,
                 } => {
                     let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
-                    let timed = timed(cluster);
+                    let command = Command {
+                        cluster,
+                        payload,
+                        target,
+                        access,
+                        protocol,
+                        db,
+                        affinity,
+                        timed: timed(cluster),
+                    };
                     let slot = ring.reserve();
                     let seq = slot.seq();
-                    match cluster.start(&payload, &target, access, protocol, db, affinity, slot) {
+                    let started = cluster.start(
+                        &command.payload,
+                        &command.target,
+                        access,
+                        protocol,
+                        db,
+                        affinity,
+                        slot,
+                    );
+                    match started {
                         Some(pool) => {
                             let deadline = c.last_activity + pool.request_timeout();
                             c.deadline.arm(deadline);
                             pending.push_forwarded(Forwarded {
                                 seq,
                                 deadline,
-                                cluster,
                                 pool,
-                                payload,
-                                target,
-                                access,
-                                protocol,
-                                db,
-                                affinity,
-                                timed,
+                                command,
                             });
                         }
                         None => {
                             ring.forget(seq);
-                            let served = cluster
-                                .serve(payload, target, access, protocol, db, affinity)
-                                .map(move |(bytes, node)| {
-                                    timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
-                                    bytes
-                                });
-                            pending.push_slow(Box::pin(served));
+                            pending.push_slow(command.serve(None, client));
                         }
                     }
                 }

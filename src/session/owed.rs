@@ -33,11 +33,17 @@ pub(super) struct Forwarded<'a> {
     pub(super) seq: u64,
     /// When it fails with a timeout.
     pub(super) deadline: Instant,
-    /// The backend that serves it.
-    pub(super) cluster: &'a Cluster,
     /// The node it was queued on.
     pub(super) pool: Arc<NodePool>,
     /// The command, kept for a retry.
+    pub(super) command: Command<'a>,
+}
+
+/// A command to forward, with what a retry and its count need.
+pub(super) struct Command<'a> {
+    /// The backend that serves it.
+    pub(super) cluster: &'a Cluster,
+    /// The command in RESP.
     pub(super) payload: Bytes,
     /// Where it goes, for a retry.
     pub(super) target: Target,
@@ -49,6 +55,34 @@ pub(super) struct Forwarded<'a> {
     pub(super) affinity: usize,
     /// How it is counted once answered.
     pub(super) timed: Timed<'a>,
+}
+
+impl<'a> Command<'a> {
+    /// The command on the one retry engine ([`Cluster::serve_after`]), going on from its first
+    /// attempt's node and outcome when it made one; counted once answered.
+    pub(super) fn serve(
+        self,
+        first: Option<(Arc<NodePool>, Outcome)>,
+        client: Client<'a>,
+    ) -> Slow<'a> {
+        let Command {
+            cluster,
+            payload,
+            target,
+            access,
+            protocol,
+            db,
+            affinity,
+            timed,
+        } = self;
+        Box::pin(async move {
+            let (bytes, node) = cluster
+                .serve_after(first, payload, target, access, protocol, db, affinity)
+                .await;
+            timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
+            bytes
+        })
+    }
 }
 
 enum Entry<'a> {
@@ -123,16 +157,11 @@ impl<'a> Owed<'a> {
         self.entries.push_back(Entry::Ring(Box::new(forwarded)));
     }
 
-    /// Queues a future, and polls it once so that what it sends is queued on its nodes before
-    /// any later request of the client.
+    /// Queues a future (see [`Owed::start`]).
     pub(super) fn push_slow(&mut self, future: Slow<'a>) {
         let tag = self.tag();
         self.entries.push_back(Entry::Slow(tag));
-        self.slow
-            .get_or_insert_with(FuturesUnordered::new)
-            .push(Tagged { tag, future });
-        let waker = futures_util::task::noop_waker_ref();
-        self.poll_slow(&mut Context::from_waker(waker));
+        self.start(tag, future);
     }
 
     fn tag(&mut self) -> u64 {
@@ -208,11 +237,7 @@ impl<'a> Owed<'a> {
                         Err(future) => {
                             let tag = self.tag();
                             self.entries.push_front(Entry::Slow(tag));
-                            self.slow
-                                .get_or_insert_with(FuturesUnordered::new)
-                                .push(Tagged { tag, future });
-                            let waker = futures_util::task::noop_waker_ref();
-                            self.poll_slow(&mut Context::from_waker(waker));
+                            self.start(tag, future);
                         }
                     }
                 }
@@ -260,22 +285,21 @@ impl<'a> Owed<'a> {
                     timeout_ms: forwarded.pool.request_timeout().as_millis() as u64,
                 }),
             };
-            let entry = match self.settle(*forwarded, outcome, client) {
-                Ok(bytes) => Entry::Ready(bytes),
+            match self.settle(*forwarded, outcome, client) {
+                Ok(bytes) => {
+                    if let Some(slot) = self.entries.get_mut(i) {
+                        *slot = Entry::Ready(bytes);
+                    }
+                }
                 Err(future) => {
                     let tag = self.tag();
-                    self.slow
-                        .get_or_insert_with(FuturesUnordered::new)
-                        .push(Tagged { tag, future });
-                    Entry::Slow(tag)
+                    if let Some(slot) = self.entries.get_mut(i) {
+                        *slot = Entry::Slow(tag);
+                    }
+                    self.start(tag, future);
                 }
-            };
-            if let Some(slot) = self.entries.get_mut(i) {
-                *slot = entry;
             }
         }
-        let waker = futures_util::task::noop_waker_ref();
-        self.poll_slow(&mut Context::from_waker(waker));
         next
     }
 
@@ -287,46 +311,34 @@ impl<'a> Owed<'a> {
         outcome: Outcome,
         client: Client<'a>,
     ) -> Result<Bytes, Slow<'a>> {
-        let Forwarded {
-            cluster,
-            pool,
-            payload,
-            target,
-            access,
-            protocol,
-            db,
-            affinity,
-            timed,
-            ..
-        } = forwarded;
+        let Forwarded { pool, command, .. } = forwarded;
         let counted = outcome
             .as_ref()
             .map_or(0, |reply: &Reply| reply.bytes.len());
-        match cluster.settle(&pool, &target, access, outcome) {
+        match command
+            .cluster
+            .settle(&pool, &command.target, command.access, outcome)
+        {
             Ok(bytes) => {
-                timed.finish(&bytes, Some(pool.addr()), client);
+                command.timed.finish(&bytes, Some(pool.addr()), client);
                 Ok(bytes)
             }
             Err(outcome) => {
                 // The future's reply is counted when it completes.
                 self.counter.fetch_sub(counted as u64, Ordering::Relaxed);
-                Err(Box::pin(async move {
-                    let (bytes, node) = cluster
-                        .serve_after(
-                            Some((pool, outcome)),
-                            payload,
-                            target,
-                            access,
-                            protocol,
-                            db,
-                            affinity,
-                        )
-                        .await;
-                    timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
-                    bytes
-                }))
+                Err(command.serve(Some((pool, outcome)), client))
             }
         }
+    }
+
+    /// Puts the future tagged `tag` (whose entry is in place) in the set, and polls it once so
+    /// that what it sends is queued on its nodes before any later request of the client.
+    fn start(&mut self, tag: u64, future: Slow<'a>) {
+        self.slow
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(Tagged { tag, future });
+        let waker = futures_util::task::noop_waker_ref();
+        self.poll_slow(&mut Context::from_waker(waker));
     }
 }
 
