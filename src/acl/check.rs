@@ -7,8 +7,11 @@
 use bytes::Bytes;
 
 use super::User;
-use crate::command::{CommandSpec, KeyAccess, OwnKind, Policy, ScriptKind, SubscriptionKind};
+use crate::command::{
+    CommandSpec, KeyAccess, KeysProc, OwnKind, Policy, ScriptKind, SubscriptionKind,
+};
 use crate::keyspace::{BackendId, RouteTable};
+use crate::protocol::request::parse_int;
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +24,9 @@ pub enum Denial {
     Channel,
     /// A keyless command reaches a backend the user may not reach.
     Backend,
+    /// `SORT`'s `BY` pattern or `GET`, for a user who may not read every key: which keys they
+    /// read depends on the data, so Redis refuses them to such a user (`sortCommandGeneric`).
+    SortOption(&'static str),
 }
 
 impl Denial {
@@ -42,6 +48,9 @@ impl Denial {
                 "NOPERM this user has no permissions to access one of the backends the command reaches"
                     .into()
             }
+            Denial::SortOption(option) => format!(
+                "ERR {option} option of SORT denied due to insufficient ACL permissions."
+            ),
         }
     }
 }
@@ -141,6 +150,16 @@ impl User {
                 return Err(Denial::Channel);
             }
         }
+        if matches!(spec.keys_proc, KeysProc::Sort | KeysProc::SortRo) && !self.reads_every_key() {
+            // A cluster node refuses BY and GET patterns to everyone, before the ACL, with its
+            // own words; the proxy speaks only for the backends that would run them.
+            let backend = args.get(1).map(|key| backend_of(routes, key));
+            if backend.is_some_and(|b| !routes.has_slots(b))
+                && let Some(option) = sort_option_needing_every_key(args, spec.keys_proc)
+            {
+                return Err(Denial::SortOption(option));
+            }
+        }
         if self.backends.is_none() || keyed {
             return Ok(());
         }
@@ -177,6 +196,14 @@ impl User {
         })
     }
 
+    /// Whether the user may read every key (`allkeys`, `~*`, `%R~*`): Redis's
+    /// `ACLUserCheckCmdWithUnrestrictedKeyAccess`, which `SORT ... BY`/`GET` need.
+    fn reads_every_key(&self) -> bool {
+        self.keys
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| p.read && p.glob.is_literally(b"*")))
+    }
+
     /// Whether a key pattern allows `key` for `access`.
     fn may_touch(&self, key: &[u8], access: KeyAccess) -> bool {
         let Some(patterns) = &self.keys else {
@@ -193,6 +220,41 @@ impl User {
             .as_ref()
             .is_none_or(|allowed| allowed.get(backend.index()).copied().unwrap_or(false))
     }
+}
+
+/// The first `SORT` option that reads keys named by the data (`BY` with a `*` pattern, any
+/// `GET`), walking the options as `sortCommandGeneric` does: an option it would refuse first
+/// (a bad `LIMIT`, a syntax error) stops the walk, and the backend answers it.
+fn sort_option_needing_every_key(args: &[Bytes], proc: KeysProc) -> Option<&'static str> {
+    let is = |arg: &Bytes, word: &str| arg.eq_ignore_ascii_case(word.as_bytes());
+    let mut i = 2;
+    while let Some(arg) = args.get(i) {
+        let left = args.len() - i - 1;
+        if is(arg, "asc") || is(arg, "desc") || is(arg, "alpha") {
+            // No argument of its own.
+        } else if is(arg, "limit") && left >= 2 {
+            let ints = args
+                .get(i + 1..=i + 2)
+                .is_some_and(|n| n.iter().all(|n| parse_int(n).is_some()));
+            if !ints {
+                return None;
+            }
+            i += 2;
+        } else if proc == KeysProc::Sort && is(arg, "store") && left >= 1 {
+            i += 1;
+        } else if is(arg, "by") && left >= 1 {
+            if args.get(i + 1).is_some_and(|p| p.contains(&b'*')) {
+                return Some("BY");
+            }
+            i += 1;
+        } else if is(arg, "get") && left >= 1 {
+            return Some("GET");
+        } else {
+            return None;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The backend a key (or channel) routes to.

@@ -88,11 +88,164 @@ impl KeyAccess {
     }
 }
 
-/// Appends the keys of `args` to `out`. Positions beyond the arguments are ignored: the backend
-/// reports a malformed command itself.
-/// Appends the positions in `args` of the command's keys to `out`, by key specs when present.
+/// Redis's own key-finding function, for the commands whose key specs cannot say which
+/// arguments are keys or what is done with them: a spec with `VARIABLE_FLAGS` (`SET`,
+/// `BITFIELD`), an `INCOMPLETE` one (`MIGRATE ... KEYS`) or an unknown begin search (`SORT`'s
+/// `STORE`). Redis 7.0 calls the command's `getkeys_proc` for these, both to route and for the
+/// ACL; the proxy does the same, by name, decided when the command table loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KeysProc {
+    /// The key specs (or the legacy positions) say it all.
+    #[default]
+    Specs,
+    /// `SET`: a write, and a read too when `GET` is among the options (`setGetKeys`).
+    Set,
+    /// `BITFIELD`: a read when it only has `GET` (and `OVERFLOW`) operations, else a write
+    /// (`bitfieldGetKeys`).
+    Bitfield,
+    /// `SORT`: the sorted key is read, the last `STORE` destination written (`sortGetKeys`).
+    Sort,
+    /// `SORT_RO`: the sorted key, read.
+    SortRo,
+    /// `MIGRATE`: the key, or with `KEYS` (and an empty key) the keys after it
+    /// (`migrateGetKeys`).
+    Migrate,
+}
+
+impl KeysProc {
+    /// The procedure for the command (or subcommand) called `name`, lowercase.
+    pub fn of(name: &str) -> KeysProc {
+        match name {
+            "set" => KeysProc::Set,
+            "bitfield" => KeysProc::Bitfield,
+            "sort" => KeysProc::Sort,
+            "sort_ro" => KeysProc::SortRo,
+            "migrate" => KeysProc::Migrate,
+            _ => KeysProc::Specs,
+        }
+    }
+
+    /// Appends the positions of the keys in `args` with their access, as Redis's procedure
+    /// finds them.
+    fn find(self, args: &[Bytes], out: &mut Vec<(usize, KeyAccess)>) {
+        const READ: KeyAccess = KeyAccess {
+            read: true,
+            write: false,
+            not_key: false,
+        };
+        const WRITE: KeyAccess = KeyAccess {
+            read: false,
+            write: true,
+            not_key: false,
+        };
+        const READ_WRITE: KeyAccess = KeyAccess {
+            read: true,
+            write: true,
+            not_key: false,
+        };
+        let is = |i: usize, word: &str| {
+            args.get(i)
+                .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
+        };
+        let argc = args.len();
+        if argc < 2 {
+            return;
+        }
+        match self {
+            KeysProc::Specs => {}
+            KeysProc::Set => {
+                let get = (3..argc).any(|i| is(i, "get"));
+                out.push((1, if get { READ_WRITE } else { WRITE }));
+            }
+            KeysProc::Bitfield => {
+                let mut readonly = true;
+                let mut i = 2;
+                while i < argc {
+                    let remaining = argc - i - 1;
+                    if is(i, "get") && remaining >= 2 {
+                        i += 3;
+                    } else if (is(i, "set") || is(i, "incrby")) && remaining >= 3 {
+                        readonly = false;
+                        break;
+                    } else if is(i, "overflow") && remaining >= 1 {
+                        i += 2;
+                    } else {
+                        // A syntax error: Redis assumes a write, the safer guess.
+                        readonly = false;
+                        break;
+                    }
+                }
+                out.push((1, if readonly { READ } else { READ_WRITE }));
+            }
+            KeysProc::SortRo => out.push((1, READ)),
+            KeysProc::Sort => {
+                out.push((1, READ));
+                let mut store = None;
+                let mut i = 2;
+                while i < argc {
+                    if is(i, "limit") {
+                        i += 2;
+                    } else if is(i, "store") && i + 1 < argc {
+                        // The last STORE wins, as in SORT itself.
+                        store = Some(i + 1);
+                    } else if is(i, "get") || is(i, "by") {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if let Some(store) = store {
+                    out.push((store, WRITE));
+                }
+            }
+            KeysProc::Migrate => {
+                // The key spec finds `KEYS` searching back from the last but one argument;
+                // only then does Redis ask `migrateGetKeys`.
+                if !(1..argc.saturating_sub(1)).any(|i| is(i, "keys")) {
+                    if argc > 3 {
+                        out.push((3, READ_WRITE));
+                    }
+                    return;
+                }
+                let mut first = 3;
+                let mut count = 1;
+                let mut i = 6;
+                while i < argc {
+                    if is(i, "keys") {
+                        if args.get(3).is_some_and(|k| !k.is_empty()) {
+                            // A syntax error MIGRATE reports itself.
+                            count = 0;
+                        } else {
+                            first = i + 1;
+                            count = argc - first;
+                        }
+                        break;
+                    }
+                    if is(i, "auth") {
+                        i += 1;
+                    } else if is(i, "auth2") {
+                        i += 2;
+                    }
+                    i += 1;
+                }
+                out.extend(
+                    (first..first + count)
+                        .filter(|&p| p < argc)
+                        .map(|p| (p, READ_WRITE)),
+                );
+            }
+        }
+    }
+}
+
+/// Appends the positions in `args` of the command's keys to `out`: by Redis's own procedure
+/// where the command has one, else by key specs when present. Positions beyond the arguments
+/// are ignored: the backend reports a malformed command itself.
 pub(super) fn positions(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>) {
-    if spec.key_specs.is_empty() {
+    if spec.keys_proc != KeysProc::Specs {
+        let mut found = Vec::new();
+        spec.keys_proc.find(args, &mut found);
+        out.extend(found.into_iter().map(|(p, _)| p));
+    } else if spec.key_specs.is_empty() {
         legacy(spec, args, out);
     } else {
         for key_spec in &spec.key_specs {
@@ -101,13 +254,18 @@ pub(super) fn positions(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>
     }
 }
 
-/// Appends the positions of the command's keys with what it does with each: by key spec, so
-/// each key has its spec's access; legacy positions have no flags.
+/// Appends the positions of the command's keys with what it does with each: by Redis's own
+/// procedure where the command has one, else by key spec, so each key has its spec's access;
+/// legacy positions have no flags.
 pub(super) fn positions_with_access(
     spec: &CommandSpec,
     args: &[Bytes],
     out: &mut Vec<(usize, KeyAccess)>,
 ) {
+    if spec.keys_proc != KeysProc::Specs {
+        spec.keys_proc.find(args, out);
+        return;
+    }
     let mut found = Vec::new();
     if spec.key_specs.is_empty() {
         legacy(spec, args, &mut found);
@@ -298,5 +456,88 @@ mod tests {
             access: KeyAccess::default(),
         }]);
         assert_eq!(keys(&spec, "GEORADIUS k 1 2 3 m STORE dst"), ["dst"]);
+    }
+
+    /// Positions and (read, write) of `line`'s keys, by the procedure of command `name`.
+    fn by_proc(name: &str, line: &str) -> Vec<(usize, bool, bool)> {
+        let spec = CommandSpec {
+            keys_proc: KeysProc::of(name),
+            ..CommandSpec::default()
+        };
+        let mut out = Vec::new();
+        positions_with_access(&spec, &args(line), &mut out);
+        out.into_iter().map(|(p, a)| (p, a.read, a.write)).collect()
+    }
+
+    #[test]
+    fn set_reads_its_key_only_with_get() {
+        assert_eq!(by_proc("set", "SET k v"), [(1, false, true)]);
+        assert_eq!(by_proc("set", "SET k v EX 10"), [(1, false, true)]);
+        assert_eq!(by_proc("set", "SET k v get"), [(1, true, true)]);
+        // GET as the value is not the option.
+        assert_eq!(by_proc("set", "SET k get"), [(1, false, true)]);
+    }
+
+    #[test]
+    fn bitfield_with_only_gets_is_a_read() {
+        assert_eq!(
+            by_proc("bitfield", "BITFIELD k GET u8 0"),
+            [(1, true, false)]
+        );
+        assert_eq!(
+            by_proc("bitfield", "BITFIELD k OVERFLOW SAT GET u8 0 GET i4 8"),
+            [(1, true, false)]
+        );
+        assert_eq!(
+            by_proc("bitfield", "BITFIELD k GET u8 0 SET u8 0 1"),
+            [(1, true, true)]
+        );
+        assert_eq!(
+            by_proc("bitfield", "BITFIELD k INCRBY u8 0 1"),
+            [(1, true, true)]
+        );
+        // A syntax error is taken for a write, as Redis takes it.
+        assert_eq!(by_proc("bitfield", "BITFIELD k GET u8"), [(1, true, true)]);
+        assert_eq!(by_proc("bitfield", "BITFIELD k"), [(1, true, false)]);
+    }
+
+    #[test]
+    fn sort_writes_its_last_store_destination() {
+        assert_eq!(by_proc("sort", "SORT k"), [(1, true, false)]);
+        assert_eq!(
+            by_proc("sort", "SORT k BY w_* LIMIT 0 1 GET # STORE d"),
+            [(1, true, false), (10, false, true)]
+        );
+        assert_eq!(
+            by_proc("sort", "SORT k STORE a STORE b"),
+            [(1, true, false), (5, false, true)]
+        );
+        // A GET pattern named "store" is skipped with GET, not taken for the option.
+        assert_eq!(by_proc("sort", "SORT k GET store"), [(1, true, false)]);
+        assert_eq!(by_proc("sort_ro", "SORT_RO k STORE d"), [(1, true, false)]);
+    }
+
+    #[test]
+    fn migrate_takes_the_keys_after_keys_only_with_an_empty_key() {
+        let empty = |line: &str| {
+            let mut a = args(line);
+            a[3] = Bytes::new();
+            let spec = CommandSpec {
+                keys_proc: KeysProc::Migrate,
+                ..CommandSpec::default()
+            };
+            let mut out = Vec::new();
+            positions_with_access(&spec, &a, &mut out);
+            out.into_iter().map(|(p, _)| p).collect::<Vec<_>>()
+        };
+        assert_eq!(by_proc("migrate", "MIGRATE h 1 k 0 10"), [(3, true, true)]);
+        assert_eq!(empty("MIGRATE h 1 _ 0 10 KEYS a b"), [7, 8]);
+        assert_eq!(empty("MIGRATE h 1 _ 0 10 AUTH keys KEYS a"), [9]);
+        assert_eq!(
+            empty("MIGRATE h 1 _ 0 10 COPY REPLACE AUTH2 u p KEYS a"),
+            [12]
+        );
+        // A key and KEYS together is MIGRATE's syntax error: no keys.
+        assert!(by_proc("migrate", "MIGRATE h 1 k 0 10 KEYS a").is_empty());
     }
 }

@@ -20,7 +20,7 @@ use tracing::warn;
 use crate::acl::{Categories, CommandFacts, UserSet, Users};
 use crate::metrics::{CommandCounters, Family};
 
-pub use keys::{KeyAccess, KeySpec, SearchBegin, SearchKeys};
+pub use keys::{KeyAccess, KeySpec, KeysProc, SearchBegin, SearchKeys};
 pub use parse::{CommandTableError, parse_command_reply};
 pub use policy::{
     AdminReach, Gather, LocalKind, OwnKind, PROXY_COMMANDS, Policy, Refusal, ScriptKind, SplitKind,
@@ -55,6 +55,9 @@ pub struct CommandSpec {
     pub step: i64,
     /// Key specifications (Redis 7); used instead of the legacy positions when present.
     pub key_specs: Vec<KeySpec>,
+    /// Redis's own key-finding procedure, for the few commands whose key specs cannot say;
+    /// set by [`CommandTable::new`] from the name.
+    pub keys_proc: KeysProc,
     /// Subcommands of a container command such as `OBJECT`, by lowercase subcommand name.
     pub subcommands: NameMap<CommandSpec>,
     /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
@@ -240,6 +243,7 @@ impl CommandTable {
 /// Sets the policy of `spec` and of its subcommands, from their names and flags.
 fn assign_policies(spec: &mut CommandSpec) {
     spec.policy = Policy::of(&spec.name, &spec.flags);
+    spec.keys_proc = KeysProc::of(&spec.name);
     spec.counters = Some(crate::metrics::command_counters(&spec.name));
     for sub in spec.subcommands.values_mut() {
         assign_policies(sub);

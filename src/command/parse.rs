@@ -3,7 +3,7 @@
 use redis_protocol::resp2::types::OwnedFrame;
 use thiserror::Error;
 
-use super::{CommandSpec, CommandTable, KeyAccess, KeySpec, SearchBegin, SearchKeys};
+use super::{CommandSpec, CommandTable, KeyAccess, KeySpec, KeysProc, SearchBegin, SearchKeys};
 use crate::acl::Categories;
 use crate::metrics::Family;
 
@@ -71,6 +71,7 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
         _ => Default::default(),
     };
     Ok(CommandSpec {
+        keys_proc: KeysProc::default(),
         arity: int(1)?,
         first_key: int(3)?,
         last_key: int(4)?,

@@ -113,6 +113,16 @@ impl RouteTable {
         }
     }
 
+    /// Whether `backend` is a Redis Cluster, whose keys spread over hash slots (not one server,
+    /// nor a Sentinel group).
+    pub fn has_slots(&self, backend: BackendId) -> bool {
+        !self
+            .unslotted
+            .get(backend.index())
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// Whether every key goes to the default backend (no rules): routing costs nothing.
     pub fn is_single(&self) -> bool {
         self.rules.is_empty()

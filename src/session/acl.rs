@@ -10,12 +10,13 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::dispatch::{Action, unknown_subcommand, wrong_arity_named};
+use super::own::OwnOp;
 use super::{ClientState, txn};
 use std::sync::atomic::Ordering;
 
 use super::pubsub::Subscriptions;
 use crate::acl::{CATEGORIES, Categories, Denial, LoginError, Users};
-use crate::command::Lookup;
+use crate::command::{Lookup, OwnKind, Policy, Transaction};
 use crate::metrics as m;
 use crate::protocol::Request;
 use crate::protocol::reply::{self, ReplyBuf};
@@ -57,15 +58,34 @@ pub(super) fn permit(
     let routes = proxy.routes();
     match user.check(spec, &request.args, routes, &mut state.acl_keys) {
         Ok(()) => Permit::Allowed,
+        // Not an ACL refusal in Redis but SORT's own error when it runs: queued inside MULTI,
+        // it fails at EXEC on the node, which holds the transaction as the user.
+        Err(Denial::SortOption(_)) if state.txn.is_some() => Permit::Allowed,
         Err(denial) => {
             let (counter, kind) = match denial {
                 Denial::Command(_) => (&proxy.stats.denied_commands, "command"),
                 Denial::Key => (&proxy.stats.denied_keys, "key"),
                 Denial::Backend => (&proxy.stats.denied_keys, "backend"),
                 Denial::Channel => (&proxy.stats.denied_channels, "channel"),
+                Denial::SortOption(_) => {
+                    return Permit::Refused(Action::Reply(reply::error(&denial.message())));
+                }
             };
             counter.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::ACL_DENIED, "kind" => kind).increment(1);
+            if spec.policy == Policy::Own(OwnKind::Transaction(Transaction::Exec)) {
+                // Redis discards the transaction (and the watches) and says why in EXEC's one
+                // reply, inside MULTI or not.
+                if state.txn.take().is_some() {
+                    state.note_multi(-1);
+                }
+                state.watched = None;
+                let reply = reply::error(&format!(
+                    "EXECABORT Transaction discarded because of: {}",
+                    denial.message()
+                ));
+                return Permit::Refused(Action::Own(OwnOp::Release { reply }));
+            }
             txn::fail_queued(state);
             Permit::Refused(Action::Reply(reply::error(&denial.message())))
         }

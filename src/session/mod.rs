@@ -494,6 +494,11 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             // A subscriber is never between requests: it is closed once it has what it is owed.
             closing = true;
         }
+        if own_running && pending.is_empty() {
+            // Work on the own connection that was done at once (closing it for a `DISCARD` or
+            // an aborted `EXEC`) left what the client pipelined after it unparsed: go on.
+            continue;
+        }
         if pending.is_empty() && out.is_empty() && held.is_none() && subs.is_none() && !closing {
             // Between requests: an ordinary client waits for its next one, unless the proxy
             // drains.
