@@ -23,12 +23,14 @@
 
 mod check;
 mod glob;
+mod node_user;
 pub mod rules;
 
 use std::sync::Arc;
 
 pub use check::Denial;
 pub use glob::Glob;
+pub use node_user::{NODE_USER_PREFIX, NodeUser};
 pub use rules::{CATEGORIES, Categories, CommandFacts, CommandRules};
 
 use crate::config::{Config, Problem, Secret, read_secrets};
@@ -62,6 +64,9 @@ pub struct User {
     channels: Option<Vec<Glob>>,
     /// `None`: every backend; else allowed or not, by backend id.
     backends: Option<Vec<bool>>,
+    /// Its twin on the nodes, which its scripts run as: for a user whose commands, keys or
+    /// channels are restricted (a user restricted only in backends needs none).
+    node_user: Option<NodeUser>,
 }
 
 impl User {
@@ -78,7 +83,13 @@ impl User {
             keys: None,
             channels: None,
             backends: None,
+            node_user: None,
         }
+    }
+
+    /// Its twin on the nodes, when its scripts must run with its rights there.
+    pub fn node_user(&self) -> Option<&NodeUser> {
+        self.node_user.as_ref()
     }
 
     /// Whether any command, key, channel or backend is out of reach: only then are its
@@ -261,13 +272,17 @@ impl Users {
                 }
                 Some(allowed)
             };
+            let all_commands = commands.allows_all();
+            let node_user = (!all_commands || keys.is_some() || channels.is_some())
+                .then(|| NodeUser::of(name, user));
             users.push(Arc::new(User {
+                node_user,
                 name: name.clone(),
                 id: users.len(),
                 enabled: user.enabled,
                 nopass: user.nopass,
                 passwords,
-                all_commands: commands.allows_all(),
+                all_commands,
                 commands,
                 keys,
                 channels,

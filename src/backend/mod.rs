@@ -79,6 +79,29 @@ impl Reply {
     }
 }
 
+/// Who a connection acts as on its node when not as the backend's own user: one of the proxy's
+/// restricted users, made on the node with `ACL SETUSER`, so that the node holds what runs
+/// there (a script's calls above all) to that user's rights. Built by
+/// [`NodeUser::login`](crate::acl::NodeUser::login).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeLogin {
+    /// The user's name on the node.
+    pub user: String,
+    /// Its password there: derived, never configured, never shown.
+    pub password: String,
+    /// `ACL SETUSER` with all its arguments, which makes the user (or resets it to these
+    /// rules) when logging in fails.
+    pub setuser: Vec<String>,
+}
+
+impl std::fmt::Debug for NodeLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeLogin")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A request to a backend failed without a reply.
 #[derive(Debug, Clone, Error)]
 pub enum BackendError {

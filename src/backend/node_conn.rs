@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::transport::{ReadHalf, WriteHalf};
-use super::{BackendError, ConnSettings, NodeAddr, Reply};
+use super::{BackendError, ConnSettings, NodeAddr, NodeLogin, Reply};
 use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyFramer, ReplyKind};
 
@@ -162,6 +162,39 @@ impl NodeConn {
             Some(text) => Err(BackendError::Refused {
                 addr: self.addr().clone(),
                 reason: String::from_utf8_lossy(text).into_owned(),
+            }),
+        }
+    }
+
+    /// Logs the connection in as `login`'s user. When the node does not know the user with
+    /// that password (a new node, a promoted replica, rules changed by a reload, a restart),
+    /// `ACL SETUSER` makes it first: the node is kept in step by the connections that need it,
+    /// with no list of nodes to follow. `Refused` says the node cannot hold the user (the
+    /// backend's own user may not run `ACL SETUSER`, or ACLs are managed elsewhere).
+    pub async fn log_in_as(&mut self, login: &NodeLogin) -> Result<(), BackendError> {
+        let mut auth = BytesMut::new();
+        encode_command(&mut auth, &["AUTH", &login.user, &login.password]);
+        let first = self.call(&auth, 1).await?;
+        if first.iter().all(|r| r.error_text().is_none()) {
+            return Ok(());
+        }
+        let mut out = BytesMut::new();
+        encode_command(&mut out, &login.setuser);
+        out.extend_from_slice(&auth);
+        let replies = self.call(&out, 2).await?;
+        let refusal = replies
+            .iter()
+            .zip(["ACL SETUSER", "AUTH"])
+            .find_map(|(reply, step)| Some((step, reply.error_text()?)));
+        match refusal {
+            None => Ok(()),
+            Some((step, text)) => Err(BackendError::Refused {
+                addr: self.addr().clone(),
+                reason: format!(
+                    "it cannot hold the user {:?} that a restricted user's scripts run as ({step}: {}); see the README, \"Users and permissions\"",
+                    login.user,
+                    String::from_utf8_lossy(text)
+                ),
             }),
         }
     }

@@ -58,6 +58,9 @@ pub struct CommandSpec {
     /// Redis's own key-finding procedure, for the few commands whose key specs cannot say;
     /// set by [`CommandTable::new`] from the name.
     pub keys_proc: KeysProc,
+    /// Whether it runs a script or function (`EVAL`, `EVALSHA`, `FCALL` and their `_RO`
+    /// forms), whose calls only the node can check; set by [`CommandTable::new`].
+    pub runs_code: bool,
     /// Subcommands of a container command such as `OBJECT`, by lowercase subcommand name.
     pub subcommands: NameMap<CommandSpec>,
     /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
@@ -244,11 +247,22 @@ impl CommandTable {
 fn assign_policies(spec: &mut CommandSpec) {
     spec.policy = Policy::of(&spec.name, &spec.flags);
     spec.keys_proc = KeysProc::of(&spec.name);
+    spec.runs_code = RUNS_CODE.contains(&spec.name.as_str());
     spec.counters = Some(crate::metrics::command_counters(&spec.name));
     for sub in spec.subcommands.values_mut() {
         assign_policies(sub);
     }
 }
+
+/// The commands that run a script or function.
+const RUNS_CODE: [&str; 6] = [
+    "eval",
+    "eval_ro",
+    "evalsha",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
 
 /// Calls `f` with the ASCII-lowercased `name` as `&str` without allocating; `None` when the
 /// name is too long or not UTF-8 (no command has such a name).

@@ -123,6 +123,18 @@ impl RouteTable {
             .unwrap_or(false)
     }
 
+    /// Whether some rule strips its prefix from keys it sends to `backend`: there keys go by
+    /// other names than the client's.
+    pub fn strips_into(&self, backend: BackendId) -> bool {
+        self.rules.iter().any(|rule| {
+            rule.strip
+                && match &rule.to {
+                    Destination::Backend(to) => *to == backend,
+                    Destination::BySlot(to) => to.contains(&backend),
+                }
+        })
+    }
+
     /// Whether every key goes to the default backend (no rules): routing costs nothing.
     pub fn is_single(&self) -> bool {
         self.rules.is_empty()

@@ -60,7 +60,10 @@ pub(super) fn permit(
         Ok(()) => Permit::Allowed,
         // Not an ACL refusal in Redis but SORT's own error when it runs: queued inside MULTI,
         // it fails at EXEC on the node, which holds the transaction as the user.
-        Err(Denial::SortOption(_)) if state.txn.is_some() => Permit::Allowed,
+        Err(Denial::SortOption(_)) if state.txn.is_some() => {
+            txn::needs_user(state);
+            Permit::Allowed
+        }
         Err(denial) => {
             let (counter, kind) = match denial {
                 Denial::Command(_) => (&proxy.stats.denied_commands, "command"),

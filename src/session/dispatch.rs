@@ -370,6 +370,14 @@ pub(super) fn forward(
 ) -> Action {
     let routes = proxy.routes();
     match route(state, routes, spec, &request.args) {
+        Ok(mut routed) if spec.runs_code && state.as_node_user() => {
+            // The node checks each call the script makes against the user's twin.
+            Action::Own(OwnOp::Script {
+                backend: routed.backend,
+                payload: routed.payload(request.raw),
+                target: routed.target,
+            })
+        }
         Ok(mut routed) => {
             let payload = routed.payload(request.raw);
             forward_to(state, routed.backend, payload, routed.target, access)

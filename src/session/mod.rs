@@ -237,7 +237,8 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     let protocol = c.state.protocol;
                     let db = c.state.db;
                     let entry = Arc::clone(&c.state.registered.handle);
-                    let run = own::run(proxy, own, op, protocol, db, entry);
+                    let user = c.state.user.clone();
+                    let run = own::run(proxy, own, op, protocol, db, entry, user);
                     let future: Slow<'_> = Box::pin(tallied(run, timed, client));
                     pending.push_slow(future);
                     own_running = true;

@@ -8,7 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Mutex;
 
 use super::blocked::{Blocked, Unblock};
-use crate::backend::{BackendError, NodeAddr, NodeConn, Reply};
+use crate::acl::User;
+use crate::backend::{BackendError, NodeAddr, NodeConn, NodeLogin, Reply};
 use crate::clients::ClientHandle;
 use crate::cluster::{Access, Cluster, Next, Redirect, ResolveAgainst, Target};
 use crate::keyspace::{BackendId, Place};
@@ -29,6 +30,23 @@ pub struct OwnConn {
     conn: NodeConn,
     /// The node's `CLIENT ID` for this connection, once asked.
     node_client_id: Option<i64>,
+    /// Who it was to act as: the password of the client's user's twin on the node, `None`
+    /// for the backend's own user. A connection is kept only for the same.
+    wanted: Option<String>,
+    /// Why the node could not log it in as the twin, when it was asked to and could not: it
+    /// then acts as the backend's own user, and runs nothing that needs the user's rights.
+    refused: Option<BackendError>,
+}
+
+impl OwnConn {
+    /// An error when what runs here must run with the client's user's rights and the node
+    /// could not give them.
+    fn lacks_user(&self, needs_user: bool) -> Result<(), BackendError> {
+        match &self.refused {
+            Some(refused) if needs_user => Err(refused.clone()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The client's own connection, if it has one open.
@@ -52,6 +70,16 @@ pub enum OwnOp {
         payload: Bytes,
         /// The keys' backend and slot.
         place: Place,
+    },
+    /// A restricted user's script or function (`EVAL`, `EVALSHA`, `FCALL`, ...), run as the
+    /// user's twin on the node, which holds every call the script makes to the user's rights.
+    Script {
+        /// The backend of its keys.
+        backend: BackendId,
+        /// The command.
+        payload: Bytes,
+        /// Where its keys live.
+        target: Target,
     },
     /// Commands of a transaction for its node, possibly ending with `EXEC` or `DISCARD`.
     Txn(TxnBatch),
@@ -82,6 +110,9 @@ pub struct TxnBatch {
     /// Close the own connection afterwards (`DISCARD`, or `EXEC` of a transaction that the
     /// proxy already knows is aborted): the node forgets the transaction and the watches.
     pub(super) release: bool,
+    /// The transaction holds something only the node can hold to the user's rights (a
+    /// restricted user's script, `SORT ... GET`): it runs only as the user's twin.
+    pub(super) needs_user: bool,
 }
 
 /// One reply of a [`TxnBatch`].
@@ -106,7 +137,8 @@ impl TxnBatch {
 }
 
 /// Runs `op` on the client's own connection, opening one to the right node when needed;
-/// `client` is the client's entry, marked blocked while a blocking command waits.
+/// `client` is the client's entry, marked blocked while a blocking command waits. `user` is
+/// the client's user: a restricted user's own connection acts as its twin on the nodes.
 pub async fn run(
     proxy: ProxyRef<'_>,
     own: OwnConnection,
@@ -114,11 +146,12 @@ pub async fn run(
     protocol: Protocol,
     db: u8,
     client: Arc<ClientHandle>,
+    user: Option<Arc<User>>,
 ) -> Bytes {
     let mut own = own.lock().await;
     let own = &mut *own;
     let backend = match &op {
-        OwnOp::Blocking { backend, .. } => *backend,
+        OwnOp::Blocking { backend, .. } | OwnOp::Script { backend, .. } => *backend,
         OwnOp::Watch { place, .. } => place.backend,
         OwnOp::Txn(batch) => batch
             .place
@@ -132,7 +165,38 @@ pub async fn run(
         client: &client,
         backend,
     };
-    run_on(cluster, own, op, protocol, db, Some(blocked)).await
+    // Keys reach a backend whose route strips their prefix without it, where the user's
+    // patterns would not match them: there the connection stays the backend's own user, and
+    // the user's scripts are refused.
+    let user = user.as_deref().and_then(User::node_user);
+    let login = user.map(|user| match proxy.routes().strips_into(backend) {
+        false => Ok(user.login(cluster.conn_settings().password.as_deref())),
+        true => Err(BackendError::Refused {
+            addr: NodeAddr::new("(any)"),
+            reason: format!(
+                "keys reach backend {backend:?} through a route that strips their prefix, so the user {:?} that a restricted user's scripts run as cannot be held to its key patterns there; see the README, \"Users and permissions\"",
+                user.name()
+            ),
+        }),
+    });
+    let as_user = AsUser {
+        login: login.as_ref(),
+        protocol,
+        db,
+    };
+    run_on(cluster, own, op, as_user, Some(blocked)).await
+}
+
+/// Who the own connection acts as, and how it is set up.
+#[derive(Clone, Copy)]
+struct AsUser<'a> {
+    /// The client's user's twin on the nodes, or why it cannot be had on this backend; `None`
+    /// for an unrestricted user, who needs none.
+    login: Option<&'a Result<NodeLogin, BackendError>>,
+    /// The client's protocol.
+    protocol: Protocol,
+    /// The client's database.
+    db: u8,
 }
 
 /// Runs `op` on the own connection `own`, on `cluster`, the backend the operation's keys are on.
@@ -140,8 +204,7 @@ async fn run_on(
     cluster: &Cluster,
     own: &mut Option<OwnConn>,
     op: OwnOp,
-    protocol: Protocol,
-    db: u8,
+    as_user: AsUser<'_>,
     blocked: Option<Blocked<'_>>,
 ) -> Bytes {
     match op {
@@ -151,12 +214,15 @@ async fn run_on(
         }
         OwnOp::Blocking {
             payload, target, ..
-        } => call_routed(cluster, own, payload, target, protocol, db, blocked).await,
+        } => call_routed(cluster, own, payload, target, as_user, blocked, false).await,
+        OwnOp::Script {
+            payload, target, ..
+        } => call_routed(cluster, own, payload, target, as_user, None, true).await,
         OwnOp::Watch { payload, place } => {
             let target = Target::Slot(place.slot);
-            call_routed(cluster, own, payload, target, protocol, db, None).await
+            call_routed(cluster, own, payload, target, as_user, None, false).await
         }
-        OwnOp::Txn(batch) => run_txn(cluster, own, batch, protocol, db).await,
+        OwnOp::Txn(batch) => run_txn(cluster, own, batch, as_user).await,
     }
 }
 
@@ -165,15 +231,22 @@ async fn run_txn(
     cluster: &Cluster,
     own: &mut Option<OwnConn>,
     batch: TxnBatch,
-    protocol: Protocol,
-    db: u8,
+    as_user: AsUser<'_>,
 ) -> Bytes {
     let expected = batch
         .parts
         .iter()
         .filter(|p| !matches!(p, Part::Local(_)))
         .count();
-    let called = match txn_conn(cluster, own, &batch, protocol, db).await {
+    let conn = match txn_conn(cluster, own, &batch, as_user).await {
+        Ok(conn) => match conn.lacks_user(batch.needs_user) {
+            Ok(()) => Ok(conn),
+            // Nothing of this batch is sent, and the node forgets what was queued before.
+            Err(refused) => Err((cluster.backend_error(&refused), false)),
+        },
+        Err(unsent) => Err(unsent),
+    };
+    let called = match conn {
         Ok(conn) => {
             let node = conn.conn.addr().clone();
             // Queuing is quick and EXEC runs what a shared connection would run: the request
@@ -232,8 +305,7 @@ async fn txn_conn<'a>(
     cluster: &Cluster,
     own: &'a mut Option<OwnConn>,
     batch: &TxnBatch,
-    protocol: Protocol,
-    db: u8,
+    as_user: AsUser<'_>,
 ) -> Result<&'a mut OwnConn, (Bytes, bool)> {
     if !batch.opens || batch.watched {
         // The transaction (or the watch it depends on) lives on this connection, or nowhere.
@@ -249,7 +321,7 @@ async fn txn_conn<'a>(
     let Some(node) = cluster.node_for(&target) else {
         return Err((reply::error(&cluster.unreachable_error()), false));
     };
-    match ensure(cluster, own, &node, protocol, db).await {
+    match ensure(cluster, own, &node, as_user).await {
         Ok(conn) => Ok(conn),
         Err(error) => Err((cluster.backend_error(&error), false)),
     }
@@ -302,14 +374,15 @@ fn queued_reply(cluster: &Cluster, node: &NodeAddr, reply: &Reply) -> Bytes {
 /// Sends one command over the own connection to the node of `target`, following what the
 /// cluster's retry engine says after each attempt (redirects, waits for a failover), within
 /// the cluster's retry budget. A blocking command is a write: once sent, it is never resent.
+/// `needs_user`: it runs only as the client's user's twin (a restricted user's script).
 async fn call_routed(
     cluster: &Cluster,
     own: &mut Option<OwnConn>,
     payload: Bytes,
     target: Target,
-    protocol: Protocol,
-    db: u8,
+    as_user: AsUser<'_>,
     blocked: Option<Blocked<'_>>,
+    needs_user: bool,
 ) -> Bytes {
     let mut attempts = cluster.attempts();
     let mut next: Option<(NodeAddr, bool)> = None;
@@ -342,8 +415,9 @@ async fn call_routed(
             payload: &payload,
             asking,
             blocked,
+            needs_user,
         };
-        let outcome = attempt.run(cluster, own, &node, protocol, db).await;
+        let outcome = attempt.run(cluster, own, &node, as_user).await;
         if outcome.is_err() {
             // Whatever state the connection had is unknown now.
             *own = None;
@@ -365,6 +439,8 @@ struct Attempt<'a> {
     /// A blocking command's client, marked blocked from when the command is written until its
     /// reply.
     blocked: Option<Blocked<'a>>,
+    /// It runs only as the client's user's twin.
+    needs_user: bool,
 }
 
 impl Attempt<'_> {
@@ -373,10 +449,10 @@ impl Attempt<'_> {
         cluster: &Cluster,
         own: &mut Option<OwnConn>,
         node: &NodeAddr,
-        protocol: Protocol,
-        db: u8,
+        as_user: AsUser<'_>,
     ) -> Result<Reply, BackendError> {
-        let own = ensure(cluster, own, node, protocol, db).await?;
+        let own = ensure(cluster, own, node, as_user).await?;
+        own.lacks_user(self.needs_user)?;
         let ask_id = self.blocked.is_some() && own.node_client_id.is_none();
         let mut out = BytesMut::with_capacity(self.payload.len() + 32);
         if ask_id {
@@ -425,28 +501,73 @@ fn integer(reply: &Reply) -> Option<i64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// The own connection, reopened when it is to another node or speaks another protocol.
+/// The own connection, reopened when it is to another node, speaks another protocol, is on
+/// another database or acts as another user.
 async fn ensure<'a>(
     cluster: &Cluster,
     own: &'a mut Option<OwnConn>,
     node: &NodeAddr,
-    protocol: Protocol,
-    db: u8,
+    as_user: AsUser<'_>,
 ) -> Result<&'a mut OwnConn, BackendError> {
+    let AsUser {
+        login,
+        protocol,
+        db,
+    } = as_user;
+    let wanted = login.map(|login| match login {
+        Ok(login) => login.password.as_str(),
+        Err(_) => "",
+    });
     let reusable = own.as_ref().is_some_and(|c| {
-        c.conn.addr() == node && c.conn.protocol() == protocol && c.conn.db() == db
+        c.conn.addr() == node
+            && c.conn.protocol() == protocol
+            && c.conn.db() == db
+            && c.wanted.as_deref() == wanted
     });
     if !reusable {
         *own = None;
-        let mut conn = NodeConn::open(node, protocol, cluster.conn_settings())
+        let settings = cluster.conn_settings();
+        let mut conn = NodeConn::open(node, protocol, settings)
             .await?
             .held_in(&cluster.stats.own_connections);
         if db != 0 {
             conn.select(db).await?;
         }
+        let mut node_client_id = None;
+        let mut refused = None;
+        match login {
+            None => {}
+            Some(Err(cannot)) => refused = Some(cannot.clone()),
+            Some(Ok(login)) => {
+                // Asked while the connection is still the backend's user: the twin may not
+                // run CLIENT.
+                let limit = settings.connect_timeout;
+                let set_up = async {
+                    let id = conn.call(CLIENT_ID, 1).await?;
+                    node_client_id = id.first().and_then(integer);
+                    conn.log_in_as(login).await
+                };
+                match tokio::time::timeout(limit, set_up).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error @ BackendError::Refused { .. })) => refused = Some(error),
+                    Ok(Err(error)) => return Err(error),
+                    Err(_) => {
+                        return Err(BackendError::Unreachable {
+                            addr: node.clone(),
+                            reason: format!(
+                                "no login as the client's user within {} ms",
+                                limit.as_millis()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         *own = Some(OwnConn {
             conn,
-            node_client_id: None,
+            node_client_id,
+            wanted: wanted.map(str::to_string),
+            refused,
         });
     }
     own.as_mut()
@@ -485,7 +606,12 @@ mod tests {
             payload,
             target: Target::Slot(Slot::new(5).unwrap()),
         };
-        run_on(&cluster, &mut None, op, Protocol::Resp2, 0, None).await
+        let as_user = AsUser {
+            login: None,
+            protocol: Protocol::Resp2,
+            db: 0,
+        };
+        run_on(&cluster, &mut None, op, as_user, None).await
     }
 
     #[tokio::test(start_paused = true)]
@@ -502,6 +628,120 @@ mod tests {
         assert_eq!(&got[..], b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
         assert_eq!(nodes.received(A), ["BLPOP q 0"]);
         assert_eq!(nodes.received(B), ["BLPOP q 0", "BLPOP q 0"]);
+    }
+
+    /// `op` on slot 5 served by `A` of `nodes`, as the twin `login`.
+    async fn as_twin(
+        nodes: &std::sync::Arc<ScriptedNodes>,
+        op: impl Fn(Bytes, Target) -> OwnOp,
+        command: &[&str],
+        login: &Result<NodeLogin, BackendError>,
+    ) -> String {
+        let cluster = Cluster::with_connector(
+            "test",
+            ClusterConfig::default(),
+            WorkerSet::inline(),
+            nodes.clone(),
+        );
+        cluster.serve_all_slots_from(&NodeAddr::new(A));
+        let payload =
+            Request::from_args(command.iter().map(|a| Bytes::from(a.to_string())).collect()).raw;
+        let as_user = AsUser {
+            login: Some(login),
+            protocol: Protocol::Resp2,
+            db: 0,
+        };
+        let op = op(payload, Target::Slot(Slot::new(5).unwrap()));
+        let got = run_on(&cluster, &mut None, op, as_user, None).await;
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    fn script(payload: Bytes, target: Target) -> OwnOp {
+        OwnOp::Script {
+            backend: BackendId(0),
+            payload,
+            target,
+        }
+    }
+
+    fn twin() -> NodeLogin {
+        NodeLogin {
+            user: "respgate:app".into(),
+            password: "derived".into(),
+            setuser: ["ACL", "SETUSER", "respgate:app", "reset", "on", "~app:*"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restricted_users_script_runs_as_its_twin_made_on_a_node_that_lacks_it() {
+        let nodes = ScriptedNodes::new();
+        nodes.node(A, |args, seen| match args.first().map(String::as_str) {
+            Some("CLIENT") => Act::Reply(b":7\r\n".to_vec()),
+            // The node does not know the twin yet: the first login fails.
+            Some("AUTH") if seen == 1 => {
+                Act::Reply(b"-WRONGPASS invalid username-password pair\r\n".to_vec())
+            }
+            _ => Act::Reply(b"+OK\r\n".to_vec()),
+        });
+        let mut login = twin();
+        let got = as_twin(
+            &nodes,
+            script,
+            &["EVAL", "return 1", "0"],
+            &Ok(login.clone()),
+        )
+        .await;
+        assert_eq!(got, "+OK\r\n");
+        assert_eq!(
+            nodes.received(A),
+            [
+                "CLIENT ID",
+                "AUTH respgate:app derived",
+                "ACL SETUSER respgate:app reset on ~app:*",
+                "AUTH respgate:app derived",
+                "EVAL return 1 0"
+            ]
+        );
+        // A node that knows it: one login, no SETUSER.
+        let nodes = ScriptedNodes::new();
+        nodes.node(A, |_, _| Act::Reply(b"+OK\r\n".to_vec()));
+        login.password = "known".into();
+        as_twin(&nodes, script, &["FCALL", "f", "0"], &Ok(login)).await;
+        assert_eq!(
+            nodes.received(A),
+            ["CLIENT ID", "AUTH respgate:app known", "FCALL f 0"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_cannot_hold_the_twin_refuses_its_scripts_and_serves_the_rest() {
+        let nodes = ScriptedNodes::new();
+        nodes.node(A, |args, _| match args.first().map(String::as_str) {
+            Some("CLIENT") => Act::Reply(b":7\r\n".to_vec()),
+            Some("AUTH") => Act::Reply(b"-WRONGPASS invalid username-password pair\r\n".to_vec()),
+            Some("ACL") => Act::Reply(
+                b"-NOPERM this user has no permissions to run the 'acl|setuser' command\r\n"
+                    .to_vec(),
+            ),
+            _ => Act::Reply(b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n".to_vec()),
+        });
+        let login = Ok(twin());
+        let got = as_twin(&nodes, script, &["EVAL", "return 1", "0"], &login).await;
+        assert!(
+            got.starts_with("-ERR respgate: backend 10.0.0.1:6379 refused the connection's setup: it cannot hold the user \"respgate:app\"")
+                && got.contains("ACL SETUSER: NOPERM"),
+            "{got}"
+        );
+        assert!(!nodes.received(A).iter().any(|c| c.starts_with("EVAL")));
+        let blocking = |payload, target| OwnOp::Blocking {
+            backend: BackendId(0),
+            payload,
+            target,
+        };
+        let got = as_twin(&nodes, blocking, &["BLPOP", "q", "0"], &login).await;
+        assert_eq!(got, "*2\r\n$1\r\nq\r\n$1\r\nx\r\n");
     }
 
     #[tokio::test(start_paused = true)]

@@ -96,6 +96,11 @@ impl ClientState {
         self.publish();
     }
 
+    /// Whether the client's user has a twin on the nodes that its scripts must run as.
+    pub(super) fn as_node_user(&self) -> bool {
+        self.restricted && self.user.as_ref().is_some_and(|u| u.node_user().is_some())
+    }
+
     /// The names the client gave itself, made on the first.
     pub(super) fn names_mut(&mut self) -> &mut ClientNames {
         self.names.get_or_insert_with(Default::default)

@@ -44,6 +44,8 @@ pub struct Txn {
     sent: bool,
     /// A queuing error happened: `EXEC` aborts.
     dirty: bool,
+    /// Something queued runs only as the user's twin on the node (see [`TxnBatch`]).
+    needs_user: bool,
 }
 
 /// What the transaction does with one request.
@@ -91,6 +93,7 @@ impl Txn {
             payload: out,
             parts,
             release: false,
+            needs_user: self.needs_user,
         }
     }
 }
@@ -104,18 +107,27 @@ impl TxnBatch {
                 self.payload.extend_from_slice(&next.payload);
                 self.parts.extend(next.parts);
                 self.release |= next.release;
+                self.needs_user |= next.needs_user;
             }
             TxnStep::Own(OwnOp::Release { reply }) => {
                 self.parts.push(Part::Local(reply));
                 self.release = true;
             }
             // The transaction never makes these; answered rather than lost should it happen.
-            TxnStep::Own(OwnOp::Blocking { .. } | OwnOp::Watch { .. }) => {
+            TxnStep::Own(OwnOp::Blocking { .. } | OwnOp::Script { .. } | OwnOp::Watch { .. }) => {
                 self.parts.push(Part::Local(reply::error(
                     "ERR respgate: not allowed inside a transaction",
                 )))
             }
         }
+    }
+}
+
+/// Marks the open transaction, if any, as one that runs only as the user's twin on the node:
+/// a command the node must hold to the user's rights was queued.
+pub(super) fn needs_user(state: &mut ClientState) {
+    if let Some(txn) = state.txn.as_mut() {
+        txn.needs_user = true;
     }
 }
 
@@ -236,6 +248,9 @@ pub fn in_multi(
                 Some("ERR Command not allowed inside a transaction".to_string())
             }
             Lookup::Found(spec) => {
+                if spec.runs_code && state.as_node_user() {
+                    needs_user(state);
+                }
                 let routes = proxy.routes();
                 let txn_place = state.txn.as_ref().and_then(|t| t.place);
                 match route(state, routes, spec, &request.args) {

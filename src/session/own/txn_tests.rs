@@ -40,11 +40,17 @@ fn batch(commands: &[&[&str]], opens: bool, parts: Vec<Part>) -> OwnOp {
         payload,
         parts,
         release: false,
+        needs_user: false,
     })
 }
 
 async fn run(cluster: &Cluster, own: &mut Option<OwnConn>, op: OwnOp) -> String {
-    let reply = run_on(cluster, own, op, Protocol::Resp2, 0, None).await;
+    let as_user = AsUser {
+        login: None,
+        protocol: Protocol::Resp2,
+        db: 0,
+    };
+    let reply = run_on(cluster, own, op, as_user, None).await;
     String::from_utf8_lossy(&reply).into_owned()
 }
 
