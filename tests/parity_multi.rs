@@ -186,3 +186,52 @@ fn a_pipelined_transaction_gets_the_replies_of_redis_in_order() {
         "the aborted INCRs did not run"
     );
 }
+
+/// Transactions aborted while queuing, each sent in one write with what follows it, as client
+/// libraries send them: every kind of queuing error, before and after the first key, ended by
+/// `EXEC` or `DISCARD`.
+fn aborted_pipelines_seen_on(port: u16) -> Vec<String> {
+    let errors: [&[&str]; 5] = [
+        &["NOSUCHCMD"],
+        &["GET"],
+        &["WATCH", "{a}k"],
+        &["MULTI"],
+        &["SUBSCRIBE"],
+    ];
+    let mut seen = Vec::new();
+    for error in errors {
+        for keyed_first in [false, true] {
+            for end in ["EXEC", "DISCARD"] {
+                let mut raw = Raw::connect(port);
+                let end = [end];
+                let mut commands: Vec<&[&str]> = vec![&["MULTI"]];
+                if keyed_first {
+                    commands.push(&["INCR", "{a}n"]);
+                }
+                commands.extend([error, &end[..], &["PING"], &["GET", "{a}n"]]);
+                let mut out = BytesMut::new();
+                for command in &commands {
+                    respgate::protocol::request::encode_command(&mut out, command);
+                }
+                raw.send(&out);
+                seen.extend(commands.iter().map(|_| text(raw.reply())));
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_transaction_aborted_inside_a_pipeline_leaves_the_rest_answered_in_order() {
+    let server = StandaloneServer::start();
+    let cluster = RedisCluster::start(3, 0);
+    let proxy = Proxy::start(&cluster.seeds());
+    let redis = aborted_pipelines_seen_on(server.port);
+    let ours = aborted_pipelines_seen_on(proxy.port);
+    for (i, (theirs, mine)) in redis.iter().zip(&ours).enumerate() {
+        assert_eq!(mine, theirs, "reply {i}");
+    }
+    assert_eq!(ours.len(), redis.len());
+    assert!(redis.iter().filter(|r| *r == "+PONG\r\n").count() == 20);
+    assert!(redis.iter().any(|r| r.starts_with("-EXECABORT")));
+}

@@ -194,3 +194,115 @@ fn a_subscriber_whose_user_loses_its_channel_is_closed_and_others_keep_theirs() 
         b"*3\r\n$7\r\nmessage\r\n$8\r\nsports.1\r\n$4\r\ngoal\r\n"
     );
 }
+
+/// `EVAL` of a script that reads `key`, undeclared, as the client on `raw`.
+fn script_reads(raw: &mut Raw, key: &str) -> String {
+    command(
+        raw,
+        &["EVAL", "return redis.call('get', ARGV[1])", "1", "n:1", key],
+    )
+}
+
+const SCRIPT_KEY_DENIED: &str = "-ERR The user executing the script can't access at least one of the keys mentioned in the command arguments script: ";
+
+#[test]
+fn a_restricted_users_scripts_follow_its_rules_through_a_reload_and_a_node_that_forgot_its_twin() {
+    let main = StandaloneServer::start();
+    main.cli(&["SET", "x:1", "secret"]);
+    let admin = common::free_port();
+    let app = |keys: &str| {
+        format!(
+            "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
+             [users.app]\npasswords = [\"app-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [{keys}]\n"
+        )
+    };
+    let proxy = start(admin, &with_users(admin, &main, &app("\"~n:*\"")));
+    let mut client = logged_in(&proxy, "app", "app-pw");
+    assert!(script_reads(&mut client, "x:1").starts_with(SCRIPT_KEY_DENIED));
+    assert_eq!(script_reads(&mut client, "n:1"), "$-1\r\n");
+    // Its twin on the node has its rules, under a name of the proxy's.
+    let twin = main.cli(&["ACL", "GETUSER", "respgate:app"]);
+    assert!(twin.contains("~n:*"), "{twin}");
+
+    // A reload widens the user's keys: the logged-in client's scripts may read x: now.
+    let report = proxy.reload_ok(&with_users(admin, &main, &app("\"~n:*\", \"%R~x:*\"")));
+    assert!(report.contains("reloaded"), "{report}");
+    assert_eq!(script_reads(&mut client, "x:1"), "$6\r\nsecret\r\n");
+    // ... to read, not to write.
+    let write = command(
+        &mut client,
+        &[
+            "EVAL",
+            "return redis.call('set', ARGV[1], 'v')",
+            "1",
+            "n:1",
+            "x:1",
+        ],
+    );
+    assert!(write.starts_with(SCRIPT_KEY_DENIED), "{write}");
+
+    // A node that forgot the twin (restarted, replaced) gets it again on the next login. The
+    // node closes the twin's connections as it deletes it: the first script after may find
+    // its connection gone.
+    main.cli(&["ACL", "DELUSER", "respgate:app"]);
+    eventually(
+        "a script runs as the twin again",
+        || script_reads(&mut client, "x:1"),
+        |reply| reply == "$6\r\nsecret\r\n",
+    );
+    assert!(script_reads(&mut client, "y:1").starts_with(SCRIPT_KEY_DENIED));
+    // Back to the narrow rules: so is the twin on the node.
+    proxy.reload_ok(&with_users(admin, &main, &app("\"~n:*\"")));
+    assert!(script_reads(&mut client, "x:1").starts_with(SCRIPT_KEY_DENIED));
+}
+
+#[test]
+fn a_backend_that_cannot_hold_users_refuses_restricted_scripts_and_serves_the_rest() {
+    let main = StandaloneServer::start();
+    // The proxy's own user on the node may do everything but manage users.
+    main.cli(&[
+        "ACL",
+        "SETUSER",
+        "proxy",
+        "on",
+        ">proxy-pw",
+        "+@all",
+        "-acl",
+        "~*",
+        "&*",
+    ]);
+    let admin = common::free_port();
+    let users = "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
+                 [users.app]\npasswords = [\"app-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [\"~n:*\"]\n";
+    let text = server(admin, 0, "")
+        + &standalone("main", &main).replace(
+            "request_timeout_ms",
+            "username = \"proxy\"\npassword = \"proxy-pw\"\nrequest_timeout_ms",
+        )
+        + &routing("main", &[])
+        + users;
+    let proxy = start(admin, &text);
+    let mut client = logged_in(&proxy, "app", "app-pw");
+    let refused = script_reads(&mut client, "n:2");
+    assert!(
+        refused.starts_with("-ERR respgate: backend 127.0.0.1:")
+            && refused.contains("cannot hold the user \"respgate:app\" that a restricted user's scripts run as (ACL SETUSER: NOPERM")
+            && refused.contains("see the README, \"Users and permissions\""),
+        "{refused}"
+    );
+    // Its transactions and blocking commands go on as the backend's user.
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "n:1", "v"]), "+QUEUED\r\n");
+    assert_eq!(command(&mut client, &["EXEC"]), "*1\r\n+OK\r\n");
+    assert_eq!(command(&mut client, &["BLPOP", "n:q", "0.01"]), "*-1\r\n");
+    // A transaction holding a script does not run at all.
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "n:1", "w"]), "+QUEUED\r\n");
+    let queued = script_reads(&mut client, "n:1");
+    assert!(queued.contains("cannot hold the user"), "{queued}");
+    assert!(command(&mut client, &["EXEC"]).starts_with("-"));
+    assert_eq!(command(&mut client, &["GET", "n:1"]), "$1\r\nv\r\n");
+    // The default user's scripts keep the shared path.
+    let mut default = proxy.proxy.raw();
+    assert_eq!(script_reads(&mut default, "n:1"), "$1\r\nv\r\n");
+}

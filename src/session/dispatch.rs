@@ -135,6 +135,9 @@ pub fn dispatch(
         family: spec.family,
     };
     if !spec.arity_ok(request.args.len()) {
+        // A proxy command refused here inside MULTI (a `SUBSCRIBE` without channels) is a
+        // queuing error as any other: EXEC aborts.
+        txn::fail_queued(state);
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
     state.note_command(&spec.name);
