@@ -481,3 +481,86 @@ fn a_proxy_without_users_costs_clients_no_login() {
         "+OK\r\n"
     );
 }
+
+/// A healthy replica of the master on `master_port`.
+fn replica_of(cluster: &RedisCluster, master_port: u16) -> u16 {
+    let master_id = cluster.node_id(master_port);
+    let nodes = cluster.cli(master_port, &["CLUSTER", "NODES"]);
+    // <id> <ip:port@cport> <flags> <master-id> ...
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (addr, flags, master) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+            (flags.contains("slave") && !flags.contains("fail") && *master == master_id)
+                .then(|| addr.split('@').next()?.rsplit(':').next()?.parse().ok())
+                .flatten()
+        })
+        .next()
+        .unwrap_or_else(|| panic!("master {master_port} has no healthy replica:\n{nodes}"))
+}
+
+#[test]
+fn a_restricted_users_scripts_keep_its_rights_on_a_replica_promoted_by_failover() {
+    let cluster = RedisCluster::start(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(&cluster, &dir);
+    let master = cluster.slot_owner(respgate::cluster::Slot::for_key(b"{t}").get());
+    cluster.cli(master, &["SET", "other{t}", "secret"]);
+    let mut app = login(&proxy, "app", APP_OLD);
+    let read = |app: &mut Raw, key: &str| {
+        command(
+            app,
+            &[
+                "EVAL",
+                "return redis.call('get', ARGV[1])",
+                "1",
+                "app:{t}",
+                key,
+            ],
+        )
+    };
+    let denied = "-ERR The user executing the script can't access at least one of the keys mentioned in the command arguments script: ";
+    assert!(read(&mut app, "other{t}").starts_with(denied));
+    assert_eq!(command(&mut app, &["SET", "app:{t}", "mine"]), "+OK\r\n");
+    assert_eq!(read(&mut app, "app:{t}"), "$4\r\nmine\r\n");
+
+    // The replica never saw the twin; once promoted, the first login there makes it.
+    let replica = replica_of(&cluster, master);
+    assert!(
+        cluster
+            .cli(replica, &["ACL", "USERS"])
+            .lines()
+            .all(|u| u != "respgate:app")
+    );
+    cluster.cli(replica, &["CLUSTER", "FAILOVER"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.cli(replica, &["ROLE"]).starts_with("master") {
+        assert!(
+            Instant::now() < deadline,
+            "replica {replica} never promoted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.wait_for_ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The first script after may find its connection to the old master gone.
+        let reply = read(&mut app, "app:{t}");
+        if reply == "$4\r\nmine\r\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "scripts never served again: {reply}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(read(&mut app, "other{t}").starts_with(denied));
+    assert!(
+        cluster
+            .cli(replica, &["ACL", "USERS"])
+            .lines()
+            .any(|u| u == "respgate:app")
+    );
+}

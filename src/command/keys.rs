@@ -125,9 +125,9 @@ impl KeysProc {
         }
     }
 
-    /// Appends the positions of the keys in `args` with their access, as Redis's procedure
-    /// finds them.
-    fn find(self, args: &[Bytes], out: &mut Vec<(usize, KeyAccess)>) {
+    /// Gives `out` the position of each key in `args` with its access, as Redis's procedure
+    /// finds them; allocates nothing (`SET` comes this way on every request).
+    fn find(self, args: &[Bytes], mut out: impl FnMut(usize, KeyAccess)) {
         const READ: KeyAccess = KeyAccess {
             read: true,
             write: false,
@@ -155,7 +155,7 @@ impl KeysProc {
             KeysProc::Specs => {}
             KeysProc::Set => {
                 let get = (3..argc).any(|i| is(i, "get"));
-                out.push((1, if get { READ_WRITE } else { WRITE }));
+                out(1, if get { READ_WRITE } else { WRITE });
             }
             KeysProc::Bitfield => {
                 let mut readonly = true;
@@ -175,11 +175,11 @@ impl KeysProc {
                         break;
                     }
                 }
-                out.push((1, if readonly { READ } else { READ_WRITE }));
+                out(1, if readonly { READ } else { READ_WRITE });
             }
-            KeysProc::SortRo => out.push((1, READ)),
+            KeysProc::SortRo => out(1, READ),
             KeysProc::Sort => {
-                out.push((1, READ));
+                out(1, READ);
                 let mut store = None;
                 let mut i = 2;
                 while i < argc {
@@ -194,7 +194,7 @@ impl KeysProc {
                     i += 1;
                 }
                 if let Some(store) = store {
-                    out.push((store, WRITE));
+                    out(store, WRITE);
                 }
             }
             KeysProc::Migrate => {
@@ -202,7 +202,7 @@ impl KeysProc {
                 // only then does Redis ask `migrateGetKeys`.
                 if !(1..argc.saturating_sub(1)).any(|i| is(i, "keys")) {
                     if argc > 3 {
-                        out.push((3, READ_WRITE));
+                        out(3, READ_WRITE);
                     }
                     return;
                 }
@@ -227,11 +227,9 @@ impl KeysProc {
                     }
                     i += 1;
                 }
-                out.extend(
-                    (first..first + count)
-                        .filter(|&p| p < argc)
-                        .map(|p| (p, READ_WRITE)),
-                );
+                for position in (first..first + count).filter(|&p| p < argc) {
+                    out(position, READ_WRITE);
+                }
             }
         }
     }
@@ -242,9 +240,7 @@ impl KeysProc {
 /// are ignored: the backend reports a malformed command itself.
 pub(super) fn positions(spec: &CommandSpec, args: &[Bytes], out: &mut Vec<usize>) {
     if spec.keys_proc != KeysProc::Specs {
-        let mut found = Vec::new();
-        spec.keys_proc.find(args, &mut found);
-        out.extend(found.into_iter().map(|(p, _)| p));
+        spec.keys_proc.find(args, |position, _| out.push(position));
     } else if spec.key_specs.is_empty() {
         legacy(spec, args, out);
     } else {
@@ -263,7 +259,8 @@ pub(super) fn positions_with_access(
     out: &mut Vec<(usize, KeyAccess)>,
 ) {
     if spec.keys_proc != KeysProc::Specs {
-        spec.keys_proc.find(args, out);
+        spec.keys_proc
+            .find(args, |position, access| out.push((position, access)));
         return;
     }
     let mut found = Vec::new();
