@@ -160,20 +160,32 @@ fn route(c: &mut Criterion) {
     // backend through the route table (one backend, no routes) and its slot there.
     let routes = RouteTable::single(BackendId(0));
     let mut positions = Vec::new();
-    c.bench_function("route/get", |b| {
-        b.iter(|| {
-            let Lookup::Found(spec) = table.lookup(black_box(&args)) else {
-                panic!("get is known");
-            };
-            assert!(spec.arity_ok(args.len()));
-            positions.clear();
-            spec.key_positions(&args, &mut positions);
-            black_box(positions.first().and_then(|&i| args.get(i)).map(|key| {
-                let backend = routes.route(key).backend;
-                (backend, routes.slot_on(backend, key))
-            }))
-        })
-    });
+    for (name, args) in [
+        ("route/get", args.clone()),
+        // SET's keys come from Redis's own procedure (`setGetKeys`), not its key specs.
+        (
+            "route/set",
+            ["SET", "user:1000:profile", "v", "EX", "100"]
+                .iter()
+                .map(|s| Bytes::from(*s))
+                .collect(),
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let Lookup::Found(spec) = table.lookup(black_box(&args)) else {
+                    panic!("the command is known");
+                };
+                assert!(spec.arity_ok(args.len()));
+                positions.clear();
+                spec.key_positions(&args, &mut positions);
+                black_box(positions.first().and_then(|&i| args.get(i)).map(|key| {
+                    let backend = routes.route(key).backend;
+                    (backend, routes.slot_on(backend, key))
+                }))
+            })
+        });
+    }
 }
 
 /// How many keys the route benches cycle through: a power of two, so the next index is a mask
