@@ -373,3 +373,61 @@ fn a_namespace_split_by_slot_range_puts_each_key_on_the_cluster_of_its_slot() {
     assert_eq!(direct_get(&low, "other"), "x");
     assert_eq!(direct_get(&high, "other"), "");
 }
+
+#[test]
+fn a_script_loaded_through_the_proxy_runs_on_every_backend_after_its_nodes_lose_it() {
+    let main = RedisCluster::start(3, 0);
+    let archive = RedisCluster::start(3, 0);
+    let group = common::sentinel::SentinelGroup::start(1);
+    let mut config = config_with(vec![
+        ("main", cluster_backend(&main.seeds())),
+        ("archive", cluster_backend(&archive.seeds())),
+        (
+            "sessions",
+            respgate::config::ClusterConfig {
+                kind: respgate::config::BackendKind::Sentinel,
+                sentinels: group.sentinel_addrs(),
+                master_name: common::sentinel::MASTER_NAME.into(),
+                request_timeout_ms: 2000,
+                refresh_interval_ms: 1000,
+                ..respgate::config::ClusterConfig::default()
+            },
+        ),
+    ]);
+    for (prefix, backend) in [("archive:", "archive"), ("sess:", "sessions")] {
+        config.routing.routes.push(RouteConfig {
+            prefix: prefix.into(),
+            backend: backend.into(),
+            ..RouteConfig::default()
+        });
+    }
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let mut raw = proxy.raw();
+    let keys = ["main:k", "archive:k", "sess:k"];
+    for key in keys {
+        assert_eq!(command(&mut raw, &["SET", key, key]), "+OK\r\n");
+    }
+    let loaded = command(
+        &mut raw,
+        &["SCRIPT", "LOAD", "return redis.call('get', KEYS[1])"],
+    );
+    let sha = loaded.lines().nth(1).unwrap().to_string();
+    for key in keys {
+        let got = command(&mut raw, &["EVALSHA", &sha, "1", key]);
+        assert_eq!(got, format!("${}\r\n{key}\r\n", key.len()));
+    }
+
+    // Every node of every backend loses its scripts, as after a restart or a failover to a
+    // fresh replica.
+    for port in main.ports().into_iter().chain(archive.ports()) {
+        main.cli(port, &["SCRIPT", "FLUSH"]);
+    }
+    for port in group.server_ports() {
+        group.cli(port, &["SCRIPT", "FLUSH"]);
+    }
+    for key in keys {
+        let got = command(&mut raw, &["EVALSHA", &sha, "1", key]);
+        assert_eq!(got, format!("${}\r\n{key}\r\n", key.len()), "{key}");
+    }
+}

@@ -1,8 +1,9 @@
 //! Scripts the proxy has seen, so a `NOSCRIPT` from a node that lacks one (a replica promoted by
 //! a failover does not inherit the script cache) is healed by loading it there.
 //!
-//! The session tells the cache of `EVAL`, `EVAL_RO` and `SCRIPT LOAD` (remembered) and of
-//! `SCRIPT FLUSH` (emptied), as their command [`Policy`](crate::command::Policy) says. Bodies
+//! The session tells the cache of every backend of `EVAL`, `EVAL_RO` and `SCRIPT LOAD`
+//! (remembered, one copy shared by all) and of `SCRIPT FLUSH` (emptied), as their command
+//! [`Policy`](crate::command::Policy) says: an `EVALSHA` may name keys of any backend. Bodies
 //! are copied out of the request, so a remembered script keeps only itself alive, and the cache
 //! is bounded in count and in bytes, forgetting the oldest first.
 
@@ -65,12 +66,24 @@ impl ScriptCache {
     /// Remembers `body` (from `EVAL` or `SCRIPT LOAD`), as a copy of its own: `body` is usually
     /// a slice of the client's request buffer, which must not stay alive with it.
     pub fn remember(&self, body: &[u8]) {
-        if body.len() > self.max_bytes {
-            return;
-        }
+        Self::remember_in([self], body);
+    }
+
+    /// Remembers `body` in each of `caches` (every backend's), sharing one copy of it.
+    pub fn remember_in<'a>(caches: impl IntoIterator<Item = &'a ScriptCache>, body: &[u8]) {
         let sha = sha1_smol::Sha1::from(body).digest().to_string();
+        let mut copy: Option<Bytes> = None;
+        for cache in caches {
+            if body.len() <= cache.max_bytes {
+                let body = copy.get_or_insert_with(|| Bytes::copy_from_slice(body));
+                cache.insert(&sha, body);
+            }
+        }
+    }
+
+    fn insert(&self, sha: &str, body: &Bytes) {
         let mut scripts = self.lock();
-        if scripts.by_sha.contains_key(&sha) {
+        if scripts.by_sha.contains_key(sha) {
             return;
         }
         while !scripts.order.is_empty()
@@ -80,8 +93,8 @@ impl ScriptCache {
             scripts.forget_oldest();
         }
         scripts.bytes += body.len();
-        scripts.order.push_back(sha.clone());
-        scripts.by_sha.insert(sha, Bytes::copy_from_slice(body));
+        scripts.order.push_back(sha.to_string());
+        scripts.by_sha.insert(sha.to_string(), body.clone());
     }
 
     /// Forgets every script, as `SCRIPT FLUSH` through the proxy empties the nodes' caches.

@@ -15,7 +15,7 @@ use super::route::{place_of_channel, route};
 use super::tally::Dispatched;
 use super::{ClientState, local, txn};
 use crate::broadcast::{Broadcast, Combine, Reach};
-use crate::cluster::{Access, Cluster, Slot, Target};
+use crate::cluster::{Access, Cluster, ScriptCache, Slot, Target};
 use crate::command::{
     CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
     SubscriptionKind, lowercase, proxy_command, with_lowercase,
@@ -141,7 +141,7 @@ pub fn dispatch(
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
     state.note_command(&spec.name);
-    by_policy(state, proxy, cluster, spec, spec.policy, request)
+    by_policy(state, proxy, spec, spec.policy, request)
 }
 
 /// Notes the command `name` (lowercase) with `args` as the client's last, by its full name
@@ -268,7 +268,6 @@ pub fn in_transaction(
 fn by_policy(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
-    cluster: &Cluster,
     spec: &CommandSpec,
     policy: Policy,
     request: Request,
@@ -318,20 +317,25 @@ fn by_policy(
             }
         }
         Policy::Script(kind) => {
-            match kind {
-                ScriptKind::Eval { .. } => {
-                    if let Some(body) = request.args.get(1) {
-                        cluster.scripts.remember(body);
+            // Every backend's cache hears of it: an `EVALSHA` may name keys of any backend,
+            // and `SCRIPT LOAD`/`FLUSH` reach every backend's masters.
+            let body = match kind {
+                ScriptKind::Eval { .. } => request.args.get(1),
+                ScriptKind::Load => request.args.get(2),
+                ScriptKind::Flush => None,
+            };
+            match body {
+                Some(body) => {
+                    ScriptCache::remember_in(proxy.backends().iter().map(|b| &b.scripts), body)
+                }
+                None if kind == ScriptKind::Flush => {
+                    for backend in proxy.backends() {
+                        backend.scripts.flush();
                     }
                 }
-                ScriptKind::Load => {
-                    if let Some(body) = request.args.get(2) {
-                        cluster.scripts.remember(body);
-                    }
-                }
-                ScriptKind::Flush => cluster.scripts.flush(),
+                None => {}
             }
-            by_policy(state, proxy, cluster, spec, kind.then(), request)
+            by_policy(state, proxy, spec, kind.then(), request)
         }
         Policy::Admin(reach) => {
             if proxy.config().server.allow_admin_commands {
