@@ -9,11 +9,11 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use respgate::cluster::Slot;
 use respgate::command::{CommandSpec, CommandTable, Lookup};
 use respgate::keyspace::{BackendId, Destination, PrefixRule, RouteTable};
 use respgate::protocol::request::encode_command;
 use respgate::protocol::{Protocol, ReplyFramer, RequestParser, frame_reply};
+use respgate::slot::Slot;
 use std::hint::black_box;
 
 fn spec(name: &str, arity: i64, first: i64, last: i64, step: i64) -> CommandSpec {

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tracing::info;
 
-use crate::cluster::SLOT_COUNT;
 use crate::keyspace::BackendId;
 use crate::proxy::Proxy;
+use crate::slot::SLOT_COUNT;
 
 /// The proxy's place in its life: starting, ready, shutting down.
 #[derive(Debug, Default)]
@@ -103,7 +103,7 @@ fn unserved(proxy: &Proxy) -> Vec<(String, usize)> {
         let missing = (0..SLOT_COUNT)
             .filter(|&slot| routes.routes_slot_to(id, slot))
             .filter(|&slot| {
-                crate::cluster::Slot::new(slot)
+                crate::slot::Slot::new(slot)
                     .and_then(|slot| map.master_index(slot))
                     .and_then(|i| healthy.get(i))
                     .is_none_or(|up| !up)

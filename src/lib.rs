@@ -10,7 +10,7 @@
 //!   replies in request order and bounds what the client is owed in bytes.
 //! - [`command`]: the command table from the backend's `COMMAND`, with key positions and each
 //!   command's [`command::Policy`] (what the proxy does with it), decided when the table loads.
-//! - [`cluster`]: hash slots, the slot map and its refresh, routing, and the one retry engine
+//! - [`cluster`]: the slot map (of [`slot`]s: hash slots) and its refresh, routing, and the one retry engine
 //!   ([`cluster::Cluster::judge`]) that every path to a node feeds: `MOVED`, `ASK`, `TRYAGAIN`,
 //!   failover, lost connections, within one retry budget.
 //! - [`multikey`]: splits `MGET`/`MSET`/`DEL`/... across slots and merges the replies.
@@ -51,6 +51,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod slot;
 pub mod slowlog;
 pub mod tls;
 pub mod workers;

@@ -505,7 +505,7 @@ fn a_restricted_users_scripts_keep_its_rights_on_a_replica_promoted_by_failover(
     let cluster = RedisCluster::start(3, 1);
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy(&cluster, &dir);
-    let master = cluster.slot_owner(respgate::cluster::Slot::for_key(b"{t}").get());
+    let master = cluster.slot_owner(respgate::slot::Slot::for_key(b"{t}").get());
     cluster.cli(master, &["SET", "other{t}", "secret"]);
     let mut app = login(&proxy, "app", APP_OLD);
     let read = |app: &mut Raw, key: &str| {

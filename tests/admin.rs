@@ -11,7 +11,7 @@ use std::process::Command;
 use common::RedisCluster;
 use common::proxy::{Proxy, Raw, config_for};
 use common::sentinel::StandaloneServer;
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 /// A 3+3 cluster whose nodes accept `DEBUG`, and a proxy in front of it that lets
 /// administrative commands through.

@@ -35,7 +35,7 @@ fn two_clusters(main: &RedisCluster, archive: &RedisCluster, strip: bool) -> Pro
 
 /// `GET key` straight from the master owning it in `cluster`.
 fn direct_get(cluster: &RedisCluster, key: &str) -> String {
-    let slot = respgate::cluster::Slot::for_key(key.as_bytes()).get();
+    let slot = respgate::slot::Slot::for_key(key.as_bytes()).get();
     cluster.cli(cluster.slot_owner(slot), &["GET", key])
 }
 
@@ -345,7 +345,7 @@ fn a_namespace_split_by_slot_range_puts_each_key_on_the_cluster_of_its_slot() {
     for i in 0..200 {
         let key = format!("user:{i}");
         assert_eq!(command(&mut client, &["SET", &key, "v"]), "+OK\r\n");
-        let slot = respgate::cluster::Slot::for_key(key.as_bytes()).get();
+        let slot = respgate::slot::Slot::for_key(key.as_bytes()).get();
         let (home, other) = if slot < 8192 {
             (&low, &high)
         } else {
@@ -364,7 +364,7 @@ fn a_namespace_split_by_slot_range_puts_each_key_on_the_cluster_of_its_slot() {
         ),
         "+OK\r\n"
     );
-    let slot = respgate::cluster::Slot::for_key(b"{user:42}:a").get();
+    let slot = respgate::slot::Slot::for_key(b"{user:42}:a").get();
     let home = if slot < 8192 { &low } else { &high };
     assert_eq!(direct_get(home, "{user:42}:a"), "1");
     assert_eq!(direct_get(home, "{user:42}:b"), "2");

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::RedisCluster;
 use common::proxy::Proxy;
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 /// How long one client script may run.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);

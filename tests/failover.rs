@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::RedisCluster;
 use common::proxy::{Proxy, config_for};
 use redis::Commands;
-use respgate::cluster::Slot;
 use respgate::config::ReadFrom;
+use respgate::slot::Slot;
 
 /// `cmdstat_<name>` calls on a node, from `INFO commandstats`.
 fn calls(cluster: &RedisCluster, port: u16, name: &str) -> u64 {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use common::RedisCluster;
 use common::proxy::{Proxy, config_for};
 use redis::Commands;
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 /// `count` keys, each in a different slot.
 fn keys_in_distinct_slots(count: usize) -> Vec<String> {

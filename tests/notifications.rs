@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::RedisCluster;
 use common::proxy::{Proxy, config_for};
 use common::reload::{Reloadable, cluster, routing, server};
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 /// A 3+3 cluster, a proxy that lets `CONFIG SET` through, and notifications of every kind
 /// turned on through it.

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use common::RedisCluster;
 use common::http::{get, sample, try_get};
 use common::proxy::{Proxy, cluster_backend, config_for, config_with};
-use respgate::cluster::Slot;
 use respgate::config::{ClusterConfig, Config, RouteConfig};
+use respgate::slot::Slot;
 
 /// A proxy with admin endpoints on a free port; returns it and the admin port.
 fn with_admin(mut config: Config) -> (Proxy, u16) {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::RedisCluster;
 use common::proxy::Proxy;
 use redis::Commands;
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 #[test]
 fn multi_exec_runs_the_queued_commands_atomically() {

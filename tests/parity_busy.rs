@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use common::RedisCluster;
 use common::proxy::{Proxy, Raw, config_for};
 use common::sentinel::StandaloneServer;
-use respgate::cluster::Slot;
 use respgate::config::DEFAULT_CLUSTER;
+use respgate::slot::Slot;
 
 /// A script that never ends by itself.
 const SPIN: &str = "while true do end";

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use common::RedisCluster;
 use common::proxy::{Proxy, Raw};
 use common::sentinel::StandaloneServer;
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 fn text(reply: Vec<u8>) -> String {
     String::from_utf8_lossy(&reply).into_owned()

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use common::RedisCluster;
 use common::proxy::Proxy;
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 /// `count` keys whose slots are on the master at `port`, tagged `prefix`.
 fn keys_on(cluster: &RedisCluster, port: u16, prefix: &str, count: usize) -> Vec<String> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::RedisCluster;
 use common::proxy::{Proxy, config_for};
 use redis::Commands;
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 /// One key per hash slot, `key:<n>` with the smallest `n` landing in each slot.
 fn key_per_slot() -> Vec<String> {

@@ -136,7 +136,7 @@ fn sharded_subscriptions_follow_their_slots_to_several_masters() {
     let cluster = RedisCluster::start(3, 0);
     let proxy = Proxy::start(&cluster.seeds());
     // Channels on different masters.
-    let owner = |c: &str| cluster.slot_owner(respgate::cluster::Slot::for_key(c.as_bytes()).get());
+    let owner = |c: &str| cluster.slot_owner(respgate::slot::Slot::for_key(c.as_bytes()).get());
     let first = "orders";
     let second = (0..100)
         .map(|i| format!("shipments{i}"))
@@ -186,7 +186,7 @@ fn sharded_subscriptions_move_to_the_promoted_replica() {
     let proxy = Proxy::start(&cluster.seeds());
     let mut subscriber = proxy.raw();
     subscriber.command(&["SSUBSCRIBE", "ticks"]);
-    let owner = cluster.slot_owner(respgate::cluster::Slot::for_key(b"ticks").get());
+    let owner = cluster.slot_owner(respgate::slot::Slot::for_key(b"ticks").get());
     cluster.kill(owner);
     cluster.wait_for_ok();
     let mut publisher = proxy.raw();
@@ -263,7 +263,7 @@ fn one_publishers_messages_arrive_in_order() {
 fn subscribing_to_channels_on_several_masters_confirms_in_order_with_the_clients_counts() {
     let cluster = RedisCluster::start(3, 0);
     let proxy = Proxy::start(&cluster.seeds());
-    let owner = |c: &str| cluster.slot_owner(respgate::cluster::Slot::for_key(c.as_bytes()).get());
+    let owner = |c: &str| cluster.slot_owner(respgate::slot::Slot::for_key(c.as_bytes()).get());
     // Three channels on three different masters.
     let mut channels: Vec<String> = Vec::new();
     for i in 0..1000 {

@@ -19,7 +19,7 @@ use common::reload::{
     Reloadable, cluster, command, eventually, info_field, replace_file, routing, server, standalone,
 };
 use common::sentinel::{StandaloneServer, cli};
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 /// `GET key` on the master of `cluster` owning its slot, bypassing the proxy.
 fn get_on(cluster: &RedisCluster, key: &str) -> String {

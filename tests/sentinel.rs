@@ -88,7 +88,7 @@ fn command(raw: &mut Raw, args: &[&str]) -> String {
 
 /// `GET key` straight from the master owning it in `cluster`.
 fn cluster_get(cluster: &RedisCluster, key: &str) -> String {
-    let slot = respgate::cluster::Slot::for_key(key.as_bytes()).get();
+    let slot = respgate::slot::Slot::for_key(key.as_bytes()).get();
     cluster.cli(cluster.slot_owner(slot), &["GET", key])
 }
 

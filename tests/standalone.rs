@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::proxy::{Proxy, Raw};
 use common::sentinel::StandaloneServer;
-use respgate::cluster::Slot;
 use respgate::config::{BackendKind, ClusterConfig, Config};
+use respgate::slot::Slot;
 
 /// A proxy whose only backend, `solo`, is `server`.
 fn standalone_proxy(server: &StandaloneServer) -> Proxy {

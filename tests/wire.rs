@@ -22,7 +22,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::RedisCluster;
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 /// How long a test waits for one reply before calling it lost.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Access, Cluster, Next, Slot, SlotMap, Target};
+use super::{Access, Cluster, Next, SlotMap, Target};
 use crate::backend::{BackendError, NodePool, Reply};
 use crate::config::ReadFrom;
+use crate::slot::Slot;
 
 /// The node a first attempt goes to.
 pub struct FirstNode {

@@ -7,12 +7,12 @@ mod redirect;
 mod retry;
 mod scripts;
 mod sentinel;
-pub mod slot;
 mod slot_map;
 #[cfg(test)]
 mod tests;
 mod topology;
 
+use crate::slot::Slot;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,7 +33,6 @@ pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
 pub use scripts::ScriptCache;
-pub use slot::{SLOT_COUNT, Slot};
 pub use slot_map::SlotMap;
 pub use topology::{NodeInfo, TopologyError, View, parse_cluster_nodes};
 
@@ -628,7 +627,7 @@ impl Cluster {
     pub(crate) fn serve_all_slots_from(&self, addr: &NodeAddr) {
         let ranges = [topology::SlotRange {
             start: 0,
-            end: SLOT_COUNT - 1,
+            end: crate::slot::SLOT_COUNT - 1,
             master: addr.clone(),
             replicas: Vec::new(),
         }];

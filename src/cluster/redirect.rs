@@ -1,7 +1,7 @@
 //! `MOVED` and `ASK` error replies.
 
-use super::Slot;
 use crate::backend::NodeAddr;
+use crate::slot::Slot;
 
 /// A redirect a node answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]

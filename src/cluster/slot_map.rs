@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::topology::SlotRange;
-use super::{SLOT_COUNT, Slot};
 use crate::backend::{Backends, NodeAddr, NodePool};
+use crate::slot::{SLOT_COUNT, Slot};
 
 /// Marks a slot no master serves.
 const UNSERVED: u16 = u16::MAX;

@@ -2,6 +2,7 @@
 //! when nodes redirect, stall, drop connections or refuse them, and that no write is sent twice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::slot::Slot;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -13,10 +13,10 @@ use tracing::{debug, error, info, warn};
 
 use super::{Cluster, SlotMap, StopSignal};
 use crate::backend::{BackendError, ConnSettings, NodeAddr, request_once};
-use crate::cluster::SLOT_COUNT;
 use crate::command::parse_command_reply;
 use crate::config::{BackendKind, ReadFrom};
 use crate::protocol::{Protocol, ReplyFramer};
+use crate::slot::SLOT_COUNT;
 
 /// One range of `CLUSTER SLOTS`.
 #[derive(Debug, Clone, PartialEq, Eq)]

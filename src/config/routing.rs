@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{Config, Problem};
-use crate::cluster::SLOT_COUNT;
+use crate::slot::SLOT_COUNT;
 
 /// The highest slot number.
 const LAST_SLOT: u16 = SLOT_COUNT - 1;

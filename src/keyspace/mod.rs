@@ -45,5 +45,5 @@ pub struct Place {
     /// The backend.
     pub backend: BackendId,
     /// The slot of the key as forwarded (after any prefix is stripped).
-    pub slot: crate::cluster::Slot,
+    pub slot: crate::slot::Slot,
 }

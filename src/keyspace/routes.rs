@@ -9,9 +9,9 @@ use bytes::Bytes;
 
 use super::trie::{Match, PrefixTrie};
 use super::{BackendId, Route};
-use crate::cluster::slot::hash_tag;
-use crate::cluster::{SLOT_COUNT, Slot};
 use crate::config::{Config, RouteConfig};
+use crate::slot::hash_tag;
+use crate::slot::{SLOT_COUNT, Slot};
 
 /// Where the keys of one prefix go. (Moving a prefix between backends online will add a
 /// destination naming two backends, the old and the new.)

@@ -217,7 +217,7 @@ fn naive(rules: &[PrefixRule], default: BackendId, key: &[u8]) -> Route {
     let (rule, literal) = match longest(key, false) {
         Some(r) => (Some(r), true),
         None => {
-            let tagged = match crate::cluster::slot::hash_tag(key) {
+            let tagged = match crate::slot::hash_tag(key) {
                 Some(tag) if key.first() == Some(&b'{') => longest(tag, true),
                 _ => None,
             };

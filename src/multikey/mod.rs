@@ -24,11 +24,12 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use crate::cluster::{Access, Cluster, FirstNode, Settled, Slot, SlotMap, Target};
+use crate::cluster::{Access, Cluster, FirstNode, Settled, SlotMap, Target};
 use crate::command::policy::SplitKind;
 use crate::keyspace::BackendId;
 use crate::protocol::{Protocol, reply};
 use crate::proxy::ProxyRef;
+use crate::slot::Slot;
 
 pub use merge::{Merge, merge};
 pub use plan::plan;

@@ -2,9 +2,9 @@
 
 use super::plan::Groups;
 use super::*;
-use crate::cluster::Slot;
 use crate::keyspace::RouteTable;
 use crate::protocol::Request;
+use crate::slot::Slot;
 use bytes::BufMut;
 use std::hash::Hash;
 

@@ -6,11 +6,12 @@ use bytes::Bytes;
 use super::ClientState;
 use super::dispatch::{Action, wrong_arity_named};
 use crate::announce::Announced;
-use crate::cluster::{Access, SLOT_COUNT, Slot, Target};
+use crate::cluster::{Access, Target};
 use crate::protocol::Request;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
 use crate::proxy::ProxyRef;
+use crate::slot::{SLOT_COUNT, Slot};
 
 /// `CLUSTER` as seen by a cluster-aware client: the proxy is one master owning every slot.
 pub(super) fn command(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Option<Action> {

@@ -15,7 +15,7 @@ use super::route::{place_of_channel, route};
 use super::tally::Dispatched;
 use super::{ClientState, local, txn};
 use crate::broadcast::{Broadcast, Combine, Reach};
-use crate::cluster::{Access, Cluster, ScriptCache, Slot, Target};
+use crate::cluster::{Access, Cluster, ScriptCache, Target};
 use crate::command::{
     CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
     SubscriptionKind, lowercase, proxy_command, with_lowercase,
@@ -29,6 +29,7 @@ use crate::protocol::reply::ReplyBuf;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::{encode_command, parse_int};
 use crate::proxy::ProxyRef;
+use crate::slot::Slot;
 use bytes::BytesMut;
 
 /// What the session does with a request.

@@ -15,7 +15,7 @@ use redis::{
     AsyncConnectionConfig, AsyncTypedCommands, Cmd, ProtocolVersion, PushKind, RedisError, Value,
     cmd, pipe,
 };
-use respgate::cluster::Slot;
+use respgate::slot::Slot;
 
 use crate::Run;
 use crate::redis_rs_conn::{Conn, DIALED, Recorded};

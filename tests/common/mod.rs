@@ -352,7 +352,7 @@ impl RedisCluster {
         (0..100_000)
             .map(|i| format!("{prefix}{i}"))
             .find(|key| {
-                let slot = respgate::cluster::Slot::for_key(key.as_bytes()).get();
+                let slot = respgate::slot::Slot::for_key(key.as_bytes()).get();
                 ranges
                     .iter()
                     .any(|r| (r.start..=r.end).contains(&slot) && r.master == port)

@@ -18,11 +18,12 @@ use bytes::{Bytes, BytesMut};
 
 use super::dispatch::Action;
 use crate::broadcast::{self, Reach};
-use crate::cluster::{Cluster, SLOT_COUNT};
+use crate::cluster::Cluster;
 use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::encode_command;
 use crate::proxy::ProxyRef;
+use crate::slot::SLOT_COUNT;
 use merge::NodeInfo;
 
 /// Every section, in Redis's order, then the proxy's own.

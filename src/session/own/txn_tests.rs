@@ -4,9 +4,9 @@
 
 use super::*;
 use crate::backend::scripted::{Act, ScriptedNodes};
-use crate::cluster::Slot;
 use crate::config::ClusterConfig;
 use crate::protocol::request::encode_command;
+use crate::slot::Slot;
 use crate::workers::WorkerSet;
 
 const A: &str = "10.0.0.1:6379";

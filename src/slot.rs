@@ -1,4 +1,5 @@
-//! Hash slots: CRC16 (XMODEM) of the key, or of its hash tag, modulo 16384.
+//! Hash slots: CRC16 (XMODEM) of the key, or of its hash tag, modulo 16384. At the bottom of
+//! the house: configuration, routes, the slot map and sessions all speak of slots.
 
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: u16 = 16384;
