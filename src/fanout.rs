@@ -13,12 +13,13 @@ use futures_util::future::join_all;
 use std::sync::Arc;
 
 use crate::backend::NodePool;
-use crate::cluster::{Access, Cluster, Target};
+use crate::cluster::{Cluster, Target};
+use crate::command::Access;
 use crate::command::Gather;
 use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, parse_int, put_decimal};
-use crate::protocol::{Protocol, ReplyKind, frame_reply};
+use crate::protocol::{Protocol, ReplyKind, array_elements, frame_reply};
 use crate::proxy::ProxyRef;
 
 /// How the masters' replies combine.
@@ -301,21 +302,6 @@ fn parse(reply: &[u8], protocol: Protocol) -> Parsed<'_> {
         }
         _ => Parsed::Other,
     }
-}
-
-/// The raw bytes of each element of an array (or set) reply.
-pub fn array_elements(reply: &[u8], protocol: Protocol) -> Option<Vec<&[u8]>> {
-    let rest = reply.get(1..)?;
-    let header_end = rest.iter().position(|&b| b == b'\r')?;
-    let count = usize::try_from(parse_int(rest.get(..header_end)?)?).ok()?;
-    let mut at = 1 + header_end + 2;
-    let mut elements = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
-        let frame = frame_reply(reply.get(at..)?, protocol).ok()??;
-        elements.push(reply.get(at..at + frame.len)?);
-        at += frame.len;
-    }
-    Some(elements)
 }
 
 /// `payload` with its argument `index` (a `KEYS` pattern) stripped of `prefix` when it starts

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Access, Cluster, Next, SlotMap, Target};
+use super::{Cluster, Next, SlotMap, Target};
 use crate::backend::{BackendError, NodePool, Reply};
+use crate::command::Access;
 use crate::config::ReadFrom;
 use crate::slot::Slot;
 

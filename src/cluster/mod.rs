@@ -23,7 +23,7 @@ use tracing::debug;
 
 use crate::backend::ring::RingSlot;
 use crate::backend::{BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply};
-use crate::command::CommandTable;
+use crate::command::{Access, CommandTable};
 use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
@@ -663,17 +663,6 @@ impl Cluster {
         self.map.rcu(|map| map.with_slot_moved(slot, pool));
         self.request_refresh();
     }
-}
-
-/// What a command does to the data, which decides where it may run and whether it may run twice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Read-only: may go to a replica (per `read_from`), and may be sent again when an earlier
-    /// sending may have run, since running it twice changes nothing.
-    Read,
-    /// Anything else: runs on the master, and is sent again only when the earlier sending
-    /// surely did not reach the node.
-    Write,
 }
 
 /// A redirect's `host:port`, which may leave the host empty (meaning: the node that replied).

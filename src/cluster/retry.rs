@@ -13,8 +13,9 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{Access, Cluster, Redirect, ResolveAgainst};
+use super::{Cluster, Redirect, ResolveAgainst};
 use crate::backend::{BackendError, NodeAddr, Reply};
+use crate::command::Access;
 use crate::config::ClusterConfig;
 use crate::protocol::reply;
 

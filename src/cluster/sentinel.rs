@@ -130,7 +130,7 @@ async fn from_sentinel(
 
 /// The channel and payload of a Pub/Sub `message` push, as text.
 fn message(frame: &[u8]) -> Option<(String, String)> {
-    let parts = crate::fanout::array_elements(frame, Protocol::Resp2)?;
+    let parts = crate::protocol::array_elements(frame, Protocol::Resp2)?;
     let [kind, channel, payload] = parts.as_slice() else {
         return None;
     };

@@ -8,7 +8,16 @@
 //! with or without `BLOCK`, the admin switch in the config) is checked per request, inside that
 //! policy's arm.
 
-use crate::cluster::Access;
+/// What a command does to the data, which decides where it may run and whether it may run twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only: may go to a replica (per `read_from`), and may be sent again when an earlier
+    /// sending may have run, since running it twice changes nothing.
+    Read,
+    /// Anything else: runs on the master, and is sent again only when the earlier sending
+    /// surely did not reach the node.
+    Write,
+}
 
 /// What the proxy does with one command (or subcommand).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::{all_masters, reprefix};
-use crate::cluster::{Access, Target};
+use crate::cluster::Target;
+use crate::command::Access;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
 use crate::protocol::{Protocol, ReplyKind, frame_reply};

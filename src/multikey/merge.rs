@@ -88,7 +88,7 @@ fn values(split: &Split, replies: &[Bytes], protocol: Protocol) -> Option<Bytes>
         if reply.first() != Some(&b'*') {
             return None;
         }
-        let elements = crate::fanout::array_elements(reply, protocol)?;
+        let elements = crate::protocol::array_elements(reply, protocol)?;
         let positions = split.positions(part);
         if elements.len() != positions.len() {
             return None;

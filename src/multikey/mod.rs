@@ -24,7 +24,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
-use crate::cluster::{Access, Cluster, FirstNode, Settled, SlotMap, Target};
+use crate::cluster::{Cluster, FirstNode, Settled, SlotMap, Target};
+use crate::command::Access;
 use crate::command::policy::SplitKind;
 use crate::keyspace::BackendId;
 use crate::protocol::{Protocol, reply};

@@ -9,7 +9,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{KeyRef, Part, Split};
-use crate::cluster::Access;
+use crate::command::Access;
 use crate::command::policy::SplitKind;
 use crate::keyspace::{Place, RouteTable};
 use crate::protocol::Request;

@@ -501,6 +501,24 @@ pub fn frame_reply(buf: &[u8], protocol: Protocol) -> Result<Option<ReplyFrame>,
     ReplyFramer::new(protocol).next_frame(buf)
 }
 
+/// The raw bytes of each element of an array (or set) reply.
+pub fn array_elements(reply: &[u8], protocol: Protocol) -> Option<Vec<&[u8]>> {
+    let rest = reply.get(1..)?;
+    let header_end = rest.iter().position(|&b| b == b'\r')?;
+    let count = usize::try_from(crate::protocol::request::parse_int(
+        rest.get(..header_end)?,
+    )?)
+    .ok()?;
+    let mut at = 1 + header_end + 2;
+    let mut elements = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let frame = frame_reply(reply.get(at..)?, protocol).ok()??;
+        elements.push(reply.get(at..at + frame.len)?);
+        at += frame.len;
+    }
+    Some(elements)
+}
+
 #[cfg(test)]
 #[path = "frame_tests.rs"]
 mod tests;

@@ -12,7 +12,7 @@ pub mod request;
 #[cfg(test)]
 mod proptests;
 
-pub use frame::{FrameError, ReplyFrame, ReplyFramer, ReplyKind, frame_reply};
+pub use frame::{FrameError, ReplyFrame, ReplyFramer, ReplyKind, array_elements, frame_reply};
 pub use request::{ProtocolError, Request, RequestParser};
 
 /// The RESP version a client or a backend connection speaks.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::clients::{BlockedOn, ClientHandle};
-use crate::cluster::{Access, Cluster, Target};
+use crate::cluster::{Cluster, Target};
+use crate::command::Access;
 use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
 use crate::protocol::request::encode_command;

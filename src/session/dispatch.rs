@@ -15,9 +15,9 @@ use super::route::{place_of_channel, route};
 use super::tally::Dispatched;
 use super::{ClientState, local, txn};
 use crate::broadcast::{Broadcast, Combine, Reach};
-use crate::cluster::{Access, Cluster, ScriptCache, Target};
+use crate::cluster::{Cluster, ScriptCache, Target};
 use crate::command::{
-    CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
+    Access, CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
     SubscriptionKind, lowercase, proxy_command, with_lowercase,
 };
 use crate::fanout::{self, FanOut};

@@ -21,7 +21,8 @@ use super::tally::{Client, Timed};
 use crate::backend::NodePool;
 use crate::backend::ring::{Outcome, ReplyRing};
 use crate::backend::{BackendError, Reply};
-use crate::cluster::{Access, Cluster, Target};
+use crate::cluster::{Cluster, Target};
+use crate::command::Access;
 use crate::protocol::Protocol;
 
 /// A reply still being worked out on a path less common than a plain forward.

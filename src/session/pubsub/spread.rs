@@ -11,9 +11,9 @@ use super::sets::{Set, adds, set_of};
 use super::{Link, Subscriptions, bulk};
 use crate::backend::{BackendError, NodeAddr};
 use crate::command::SubscriptionKind;
-use crate::fanout::array_elements;
 use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
+use crate::protocol::array_elements;
 use crate::protocol::request::encode_command;
 use crate::proxy::ProxyRef;
 
