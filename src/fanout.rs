@@ -18,7 +18,7 @@ use crate::command::Access;
 use crate::command::Gather;
 use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
-use crate::protocol::request::{encode_command, parse_int, put_decimal};
+use crate::protocol::request::{encode_command, is_option, parse_int, put_decimal};
 use crate::protocol::{Protocol, ReplyKind, array_elements, frame_reply};
 use crate::proxy::ProxyRef;
 
@@ -412,7 +412,7 @@ pub async fn scan(
         let prefix = routes.stripped_prefix(backend);
         let mut sent = request.clone();
         if let Some(prefix) = prefix
-            && let Some(at) = sent.iter().position(|a| a.eq_ignore_ascii_case(b"MATCH"))
+            && let Some(at) = sent.iter().position(|a| is_option(a, "MATCH"))
             && let Some(pattern) = sent.get_mut(at + 1)
             && pattern.starts_with(prefix)
         {

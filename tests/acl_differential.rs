@@ -153,7 +153,7 @@ fn split(line: &str) -> Vec<String> {
             rest = rest[end..].trim_start();
         }
     }
-    args
+    args.into_iter().map(|a| a.replace("\\0", "\0")).collect()
 }
 
 /// The key prefixes: each user's patterns allow some of them for some access.

@@ -221,13 +221,24 @@ fn a_restricted_users_scripts_follow_its_rules_through_a_reload_and_a_node_that_
     assert!(script_reads(&mut client, "x:1").starts_with(SCRIPT_KEY_DENIED));
     assert_eq!(script_reads(&mut client, "n:1"), "$-1\r\n");
     // Its twin on the node has its rules, under a name of the proxy's.
-    let twin = main.cli(&["ACL", "GETUSER", "respgate:app"]);
+    let twins = || -> Vec<String> {
+        main.cli(&["ACL", "USERS"])
+            .lines()
+            .filter(|u| u.starts_with("respgate:app:"))
+            .map(str::to_string)
+            .collect()
+    };
+    let first = twins();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let twin = main.cli(&["ACL", "GETUSER", &first[0]]);
     assert!(twin.contains("~n:*"), "{twin}");
 
     // A reload widens the user's keys: the logged-in client's scripts may read x: now.
     let report = proxy.reload_ok(&with_users(admin, &main, &app("\"~n:*\", \"%R~x:*\"")));
     assert!(report.contains("reloaded"), "{report}");
     assert_eq!(script_reads(&mut client, "x:1"), "$6\r\nsecret\r\n");
+    // Under a twin of its own: a proxy still on the old rules keeps the narrow one.
+    assert_eq!(twins().len(), 2);
     // ... to read, not to write.
     let write = command(
         &mut client,
@@ -244,7 +255,9 @@ fn a_restricted_users_scripts_follow_its_rules_through_a_reload_and_a_node_that_
     // A node that forgot the twin (restarted, replaced) gets it again on the next login. The
     // node closes the twin's connections as it deletes it: the first script after may find
     // its connection gone.
-    main.cli(&["ACL", "DELUSER", "respgate:app"]);
+    for twin in twins() {
+        main.cli(&["ACL", "DELUSER", &twin]);
+    }
     eventually(
         "a script runs as the twin again",
         || script_reads(&mut client, "x:1"),
@@ -286,7 +299,8 @@ fn a_backend_that_cannot_hold_users_refuses_restricted_scripts_and_serves_the_re
     let refused = script_reads(&mut client, "n:2");
     assert!(
         refused.starts_with("-ERR respgate: backend 127.0.0.1:")
-            && refused.contains("cannot hold the user \"respgate:app\" that a restricted user's scripts run as (ACL SETUSER: NOPERM")
+            && refused.contains("cannot hold the user \"respgate:app:")
+            && refused.contains("that a restricted user's scripts run as (ACL SETUSER: NOPERM")
             && refused.contains("see the README, \"Users and permissions\""),
         "{refused}"
     );

@@ -11,7 +11,7 @@ use crate::command::{
     CommandSpec, KeyAccess, KeysProc, OwnKind, Policy, ScriptKind, SubscriptionKind,
 };
 use crate::keyspace::{BackendId, RouteTable};
-use crate::protocol::request::parse_int;
+use crate::protocol::request::{is_option, parse_int};
 
 /// Why a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +24,16 @@ pub enum Denial {
     Channel,
     /// A keyless command reaches a backend the user may not reach.
     Backend,
-    /// `SORT`'s `BY` pattern or `GET`, for a user who may not read every key: which keys they
-    /// read depends on the data, so Redis refuses them to such a user (`sortCommandGeneric`).
-    SortOption(&'static str),
+    /// `SORT`'s `BY` pattern or `GET` (the option named), for a user who may not read every
+    /// key: which keys they read depends on the data, so Redis refuses them to such a user
+    /// (`sortCommandGeneric`). `in_cluster`: the key's backend is a Redis Cluster, whose node
+    /// refuses them first, for being in cluster mode.
+    SortOption {
+        /// `BY` or `GET`.
+        option: &'static str,
+        /// Whether the backend is a Redis Cluster.
+        in_cluster: bool,
+    },
 }
 
 impl Denial {
@@ -48,9 +55,14 @@ impl Denial {
                 "NOPERM this user has no permissions to access one of the backends the command reaches"
                     .into()
             }
-            Denial::SortOption(option) => format!(
-                "ERR {option} option of SORT denied due to insufficient ACL permissions."
-            ),
+            Denial::SortOption {
+                option,
+                in_cluster: true,
+            } => format!("ERR {option} option of SORT denied in Cluster mode."),
+            Denial::SortOption {
+                option,
+                in_cluster: false,
+            } => format!("ERR {option} option of SORT denied due to insufficient ACL permissions."),
         }
     }
 }
@@ -150,15 +162,18 @@ impl User {
                 return Err(Denial::Channel);
             }
         }
-        if matches!(spec.keys_proc, KeysProc::Sort | KeysProc::SortRo) && !self.reads_every_key() {
-            // A cluster node refuses BY and GET patterns to everyone, before the ACL, with its
-            // own words; the proxy speaks only for the backends that would run them.
+        if matches!(spec.keys_proc, KeysProc::Sort | KeysProc::SortRo)
+            && !self.reads_every_key()
+            && let Some(option) = sort_option_needing_every_key(args, spec.keys_proc)
+        {
+            // A Redis 7.0 cluster node refuses these to everyone, for being in cluster mode,
+            // before it looks at the ACL: its words then. Later ones (7.4, Valkey 8) run them
+            // when the pattern shares the key's slot, so the proxy refuses them itself.
             let backend = args.get(1).map(|key| backend_of(routes, key));
-            if backend.is_some_and(|b| !routes.has_slots(b))
-                && let Some(option) = sort_option_needing_every_key(args, spec.keys_proc)
-            {
-                return Err(Denial::SortOption(option));
-            }
+            return Err(Denial::SortOption {
+                option,
+                in_cluster: backend.is_some_and(|b| routes.has_slots(b)),
+            });
         }
         if self.backends.is_none() || keyed {
             return Ok(());
@@ -226,7 +241,7 @@ impl User {
 /// `GET`), walking the options as `sortCommandGeneric` does: an option it would refuse first
 /// (a bad `LIMIT`, a syntax error) stops the walk, and the backend answers it.
 fn sort_option_needing_every_key(args: &[Bytes], proc: KeysProc) -> Option<&'static str> {
-    let is = |arg: &Bytes, word: &str| arg.eq_ignore_ascii_case(word.as_bytes());
+    let is = |arg: &Bytes, word: &str| is_option(arg, word);
     let mut i = 2;
     while let Some(arg) = args.get(i) {
         let left = args.len() - i - 1;

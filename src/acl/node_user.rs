@@ -2,17 +2,19 @@
 //! the user who sent it.
 //!
 //! The proxy cannot read a script, so it lets Redis do what Redis does: check every call the
-//! script makes against the user running it. Each restricted user has a twin on the nodes,
-//! `respgate:NAME`, with the same command, key and channel rules, made by the proxy with
-//! `ACL SETUSER`. A restricted user's scripts, and everything on its own connection (blocking
-//! commands, transactions), run on a connection logged in as that twin.
+//! script makes against the user running it. Each restricted user has a twin on the nodes with
+//! the same command, key and channel rules, made by the proxy with `ACL SETUSER`. A restricted
+//! user's scripts, and everything on its own connection (blocking commands, transactions), run
+//! on a connection logged in as that twin.
 //!
-//! The twin's password is derived, never configured: a SHA-256 of the user's name, its rules
-//! and the backend's password, so every proxy replica with the same configuration agrees on it
-//! without talking to the others, and changed rules give a new password. A connection logging
-//! in with a password the node does not know (a new node, a replica promoted by a failover, a
-//! restarted node, rules changed by a reload) makes the twin again first; there is no list of
-//! nodes to keep in step. The node stores only the password's hash (`#...`).
+//! The twin's name carries a hash of its rules (`respgate:NAME:1a2b3c4d5e6f`): proxies whose
+//! configurations differ for a while (a rolling reload, a canary) each have their own twin,
+//! and one never widens the rights the other's connections act with, as `ACL SETUSER` on a
+//! shared name would. Its password is derived, never configured: a SHA-256 of the name and the
+//! backend's password, so every replica with the same configuration agrees on it without
+//! talking to the others. A connection logging in with a password the node does not know (a
+//! new node, a replica promoted by a failover, a restarted node) makes the twin first: there is
+//! no list of nodes to keep in step. The node stores only the password's hash (`#...`).
 
 use crate::backend::NodeLogin;
 use crate::config::UserConfig;
@@ -28,8 +30,8 @@ const PLUMBING: &str = "+asking";
 /// One restricted user's twin on the nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeUser {
-    /// The name on the nodes.
-    name: String,
+    /// The proxy user's name.
+    user: String,
     /// The rules, as `ACL SETUSER` takes them, in order.
     rules: Vec<String>,
 }
@@ -43,47 +45,73 @@ impl NodeUser {
         rules.extend(config.channels.iter().cloned());
         rules.push(PLUMBING.to_string());
         NodeUser {
-            name: format!("{NODE_USER_PREFIX}{name}"),
+            user: name.to_string(),
             rules,
         }
     }
 
-    /// The name on the nodes.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The proxy user it is the twin of.
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
-    /// How to log in as the twin on a backend whose own password is `backend_password`.
-    pub fn login(&self, backend_password: Option<&str>) -> NodeLogin {
-        let mut seed = Vec::with_capacity(256);
+    /// How to log in as the twin on a backend whose own password is `backend_password` and
+    /// whose nodes know the commands `known` says yes to: a rule naming a command the nodes
+    /// lack (a module's, present on another backend) is left out, as `ACL SETUSER` would
+    /// refuse it, and the user may not run it there anyway.
+    pub fn login(&self, backend_password: Option<&str>, known: impl Fn(&str) -> bool) -> NodeLogin {
+        let rules: Vec<&String> = self
+            .rules
+            .iter()
+            .filter(|rule| named_command(rule).is_none_or(|name| known(&name)))
+            .collect();
+        let mut digest = Vec::with_capacity(256);
+        for rule in &rules {
+            digest.extend_from_slice(rule.as_bytes());
+            digest.push(0);
+        }
+        let hash = sha256_hex(&digest);
+        let name = format!(
+            "{NODE_USER_PREFIX}{}:{}",
+            self.user,
+            hash.get(..12).unwrap_or(&hash)
+        );
+        let mut seed = Vec::with_capacity(128);
         for part in [
             "respgate node user",
-            &self.name,
+            &name,
             backend_password.unwrap_or_default(),
         ] {
             seed.extend_from_slice(part.as_bytes());
-            seed.push(0);
-        }
-        for rule in &self.rules {
-            seed.extend_from_slice(rule.as_bytes());
             seed.push(0);
         }
         let password = sha256_hex(&seed);
         let mut setuser = vec![
             "ACL".to_string(),
             "SETUSER".to_string(),
-            self.name.clone(),
+            name.clone(),
             "reset".to_string(),
             "on".to_string(),
             format!("#{}", sha256_hex(password.as_bytes())),
         ];
-        setuser.extend(self.rules.iter().cloned());
+        setuser.extend(rules.into_iter().cloned());
         NodeLogin {
-            user: self.name.clone(),
+            user: name,
             password,
             setuser,
         }
     }
+}
+
+/// The command (lowercase, without subcommand) a rule names: `+get`, `-config|set`; `None` for
+/// categories and the other rules.
+fn named_command(rule: &str) -> Option<String> {
+    let name = rule.strip_prefix(['+', '-'])?;
+    if name.starts_with('@') {
+        return None;
+    }
+    let base = name.split('|').next().unwrap_or(name);
+    Some(base.to_ascii_lowercase())
 }
 
 /// SHA-256 of `data` in lowercase hex, as `ACL SETUSER #hash` takes it.
@@ -105,17 +133,17 @@ mod tests {
     }
 
     #[test]
-    fn the_twin_has_the_users_rules_and_a_password_only_its_rules_and_backend_give() {
+    fn the_twin_has_the_users_rules_and_a_name_and_password_only_its_rules_and_backend_give() {
         let app = NodeUser::of(
             "app",
             &user("+@all -@dangerous", &["~app:*", "%R~shared:*"]),
         );
-        let login = app.login(Some("backend-secret"));
-        assert_eq!(login.user, "respgate:app");
-        assert_eq!(
-            login.setuser[..5],
-            ["ACL", "SETUSER", "respgate:app", "reset", "on"]
-        );
+        let login = app.login(Some("backend-secret"), |_| true);
+        assert!(login.user.starts_with("respgate:app:"), "{}", login.user);
+        assert_eq!(login.user.len(), "respgate:app:".len() + 12);
+        assert_eq!(login.setuser[..2], ["ACL", "SETUSER"]);
+        assert_eq!(login.setuser[2], login.user);
+        assert_eq!(login.setuser[3..5], ["reset", "on"]);
         let hash = &login.setuser[5];
         assert!(hash.starts_with('#') && hash.len() == 65, "{hash}");
         assert_eq!(hash[1..], sha256_hex(login.password.as_bytes()));
@@ -130,11 +158,28 @@ mod tests {
                 "+asking"
             ]
         );
-        // The same on every replica; another backend or other rules, another password.
-        assert_eq!(login, app.login(Some("backend-secret")));
-        assert_ne!(login.password, app.login(Some("other")).password);
+        // The same on every replica; another backend, another password; other rules, another
+        // twin.
+        assert_eq!(login, app.login(Some("backend-secret"), |_| true));
+        let elsewhere = app.login(Some("other"), |_| true);
+        assert_eq!(elsewhere.user, login.user);
+        assert_ne!(elsewhere.password, login.password);
         let wider = NodeUser::of("app", &user("+@all", &["~app:*", "%R~shared:*"]));
-        assert_ne!(login.password, wider.login(Some("backend-secret")).password);
+        assert_ne!(
+            login.user,
+            wider.login(Some("backend-secret"), |_| true).user
+        );
         assert!(!format!("{login:?}").contains(&login.password));
+    }
+
+    #[test]
+    fn rules_naming_commands_the_backend_lacks_are_left_out() {
+        let app = NodeUser::of("app", &user("+@all -json.get +config|get -FT.SEARCH", &[]));
+        let login = app.login(None, |name| !name.contains('.'));
+        assert_eq!(
+            login.setuser[6..],
+            ["resetchannels", "+@all", "+config|get", "+asking"]
+        );
+        assert_ne!(login.user, app.login(None, |_| true).user);
     }
 }

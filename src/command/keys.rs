@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::CommandSpec;
-use crate::protocol::request::parse_int;
+use crate::protocol::request::{is_option, parse_int};
 
 /// Where the search for a key spec's keys begins.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,10 +143,7 @@ impl KeysProc {
             write: true,
             not_key: false,
         };
-        let is = |i: usize, word: &str| {
-            args.get(i)
-                .is_some_and(|a| a.eq_ignore_ascii_case(word.as_bytes()))
-        };
+        let is = |i: usize, word: &str| args.get(i).is_some_and(|a| is_option(a, word));
         let argc = args.len();
         if argc < 2 {
             return;
@@ -343,7 +340,7 @@ fn find_keyword(args: &[Bytes], keyword: &str, start_from: i64) -> Option<i64> {
         usize::try_from(i)
             .ok()
             .and_then(|i| args.get(i))
-            .is_some_and(|a| a.eq_ignore_ascii_case(keyword.as_bytes()))
+            .is_some_and(|a| is_option(a, keyword))
     };
     if start_from >= 0 {
         (start_from..argc).find(|&i| matches(i))

@@ -463,6 +463,16 @@ impl RequestParser {
     }
 }
 
+/// Whether `arg` is the option `word` as Redis reads options: case-insensitively and, since
+/// Redis compares them as C strings (`strcasecmp`), only up to a first NUL byte. `GET\0` is the
+/// option `GET` to Redis, so it must be to the proxy too, or an option the proxy does not see
+/// (a `SORT ... GET`, a `STORE` destination) would escape its checks.
+pub fn is_option(arg: &[u8], word: &str) -> bool {
+    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
+    arg.get(..end)
+        .is_some_and(|arg| arg.eq_ignore_ascii_case(word.as_bytes()))
+}
+
 /// Parses a decimal integer as Redis's `string2ll` does: optional `-`, digits, no spaces.
 pub fn parse_int(digits: &[u8]) -> Option<i64> {
     let (negative, body) = match digits.split_first() {

@@ -60,7 +60,7 @@ pub(super) fn permit(
         Ok(()) => Permit::Allowed,
         // Not an ACL refusal in Redis but SORT's own error when it runs: queued inside MULTI,
         // it fails at EXEC on the node, which holds the transaction as the user.
-        Err(Denial::SortOption(_)) if state.txn.is_some() => {
+        Err(Denial::SortOption { .. }) if state.txn.is_some() => {
             txn::needs_user(state);
             Permit::Allowed
         }
@@ -70,7 +70,7 @@ pub(super) fn permit(
                 Denial::Key => (&proxy.stats.denied_keys, "key"),
                 Denial::Backend => (&proxy.stats.denied_keys, "backend"),
                 Denial::Channel => (&proxy.stats.denied_channels, "channel"),
-                Denial::SortOption(_) => {
+                Denial::SortOption { .. } => {
                     return Permit::Refused(Action::Reply(reply::error(&denial.message())));
                 }
             };

@@ -27,7 +27,7 @@ use crate::protocol::Protocol;
 use crate::protocol::Request;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::reply::{self, CROSSSLOT};
-use crate::protocol::request::{encode_command, parse_int};
+use crate::protocol::request::{encode_command, is_option, parse_int};
 use crate::proxy::ProxyRef;
 use crate::slot::Slot;
 use bytes::BytesMut;
@@ -307,11 +307,7 @@ fn by_policy(
         }
         Policy::Own(OwnKind::Blocking) => blocking(state, proxy, spec, request),
         Policy::Own(OwnKind::BlockingWithBlockArg { access }) => {
-            if request
-                .args
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
-            {
+            if request.args.iter().any(|a| is_option(a, "BLOCK")) {
                 blocking(state, proxy, spec, request)
             } else {
                 forward(state, proxy, spec, request, access)

@@ -16,7 +16,7 @@ use crate::cluster::{Cluster, Target};
 use crate::command::Access;
 use crate::command::LocalKind;
 use crate::protocol::reply::{self, ReplyBuf};
-use crate::protocol::request::{encode_command, parse_int};
+use crate::protocol::request::{encode_command, is_option, parse_int};
 use crate::protocol::{Protocol, Request};
 use crate::proxy::ProxyRef;
 
@@ -168,14 +168,14 @@ fn hello(
         let mut i = 2;
         while let Some(option) = args.get(i) {
             let more = args.len() - i - 1;
-            if option.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+            if is_option(option, "AUTH") && more >= 2 {
                 let user = args.get(i + 1).map(|u| u.as_ref());
                 let password = args.get(i + 2).cloned().unwrap_or_default();
                 if super::acl::login(state, proxy, user, &password).is_err() {
                     return Action::Reply(reply::error(WRONGPASS));
                 }
                 i += 3;
-            } else if option.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+            } else if is_option(option, "SETNAME") && more >= 1 {
                 let name = args.get(i + 1).cloned().unwrap_or_default();
                 if !valid_client_name(&name) {
                     return Action::Reply(reply::error(BAD_NAME));
@@ -405,8 +405,8 @@ fn client_unblock(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> A
     }
     let reason = args.get(3);
     if let Some(reason) = reason
-        && !reason.eq_ignore_ascii_case(b"TIMEOUT")
-        && !reason.eq_ignore_ascii_case(b"ERROR")
+        && !is_option(reason, "TIMEOUT")
+        && !is_option(reason, "ERROR")
     {
         return Action::Reply(reply::error(
             "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",

@@ -170,13 +170,19 @@ pub async fn run(
     // patterns would not match them: there the connection stays the backend's own user, and
     // the user's scripts are refused.
     let user = user.as_deref().and_then(User::node_user);
+    let commands = cluster.commands();
+    let known = |name: &str| {
+        commands
+            .as_ref()
+            .is_none_or(|table| table.get(name.as_bytes()).is_some())
+    };
     let login = user.map(|user| match proxy.routes().strips_into(backend) {
-        false => Ok(user.login(cluster.conn_settings().password.as_deref())),
+        false => Ok(user.login(cluster.conn_settings().password.as_deref(), known)),
         true => Err(BackendError::Refused {
             addr: NodeAddr::new("(any)"),
             reason: format!(
-                "keys reach backend {backend:?} through a route that strips their prefix, so the user {:?} that a restricted user's scripts run as cannot be held to its key patterns there; see the README, \"Users and permissions\"",
-                user.name()
+                "keys reach backend {backend:?} through a route that strips their prefix, so the twin of user {:?} that its scripts run as cannot be held to its key patterns there; see the README, \"Users and permissions\"",
+                user.user()
             ),
         }),
     });
@@ -472,7 +478,16 @@ impl Attempt<'_> {
             next_reply(&mut own.conn).await?;
         }
         let Some(blocked) = self.blocked else {
-            return next_reply(&mut own.conn).await;
+            // A script or a WATCH answers within the request timeout, as on a shared connection;
+            // only a blocking command may wait as long as it was told to.
+            let limit = cluster.conn_settings().request_timeout;
+            return match tokio::time::timeout(limit, next_reply(&mut own.conn)).await {
+                Ok(reply) => reply,
+                Err(_) => Err(BackendError::Timeout {
+                    addr: node.clone(),
+                    timeout_ms: limit.as_millis() as u64,
+                }),
+            };
         };
         let _unblock = Unblock(blocked.client);
         let node_client_id = own.node_client_id;
