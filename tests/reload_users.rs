@@ -320,3 +320,40 @@ fn a_backend_that_cannot_hold_users_refuses_restricted_scripts_and_serves_the_re
     let mut default = proxy.proxy.raw();
     assert_eq!(script_reads(&mut default, "n:1"), "$1\r\nv\r\n");
 }
+
+#[test]
+fn a_reload_ends_a_watch_and_the_old_rights_it_held() {
+    let main = StandaloneServer::start();
+    main.cli(&["SET", "x:1", "secret"]);
+    let admin = common::free_port();
+    let user = |keys: &str| {
+        format!(
+            "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
+             [users.p]\npasswords = [\"p-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [{keys}]\n"
+        )
+    };
+    let proxy = start(
+        admin,
+        &with_users(admin, &main, &user("\"~n:*\", \"~x:*\"")),
+    );
+    let mut client = logged_in(&proxy, "p", "p-pw");
+    assert_eq!(command(&mut client, &["WATCH", "n:a"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["GET", "x:1"]), "$6\r\nsecret\r\n");
+
+    // The rules narrow while the client holds its WATCH: they apply at once.
+    proxy.reload_ok(&with_users(admin, &main, &user("\"~n:*\"")));
+    eventually(
+        "the watching client takes its user's new rules",
+        || command(&mut client, &["GET", "x:1"]),
+        |reply| reply.starts_with("-NOPERM"),
+    );
+    // The watch ended with the move: EXEC fails as when a watched key changed.
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "n:a", "1"]), "+QUEUED\r\n");
+    assert_eq!(command(&mut client, &["EXEC"]), "*-1\r\n");
+    assert_eq!(command(&mut client, &["GET", "n:a"]), "$-1\r\n");
+    // The next transaction runs.
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "n:a", "2"]), "+QUEUED\r\n");
+    assert_eq!(command(&mut client, &["EXEC"]), "*1\r\n+OK\r\n");
+}

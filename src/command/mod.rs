@@ -247,22 +247,31 @@ impl CommandTable {
 fn assign_policies(spec: &mut CommandSpec) {
     spec.policy = Policy::of(&spec.name, &spec.flags);
     spec.keys_proc = KeysProc::of(&spec.name);
-    spec.runs_code = RUNS_CODE.contains(&spec.name.as_str());
+    spec.runs_code = runs_code(spec);
     spec.counters = Some(crate::metrics::command_counters(&spec.name));
     for sub in spec.subcommands.values_mut() {
         assign_policies(sub);
     }
 }
 
-/// The commands that run a script or function.
-const RUNS_CODE: [&str; 6] = [
-    "eval",
-    "eval_ro",
-    "evalsha",
-    "evalsha_ro",
-    "fcall",
-    "fcall_ro",
-];
+/// Whether `spec` runs a script or function: Redis's `EVAL`, `EVALSHA`, `FCALL` and their
+/// `_RO` forms, and any other command in the `@scripting` category (a module's, such as
+/// triggers and functions' `TFCALL`) but the ones that manage scripts (`SCRIPT ...`,
+/// `FUNCTION ...`), which run none.
+fn runs_code(spec: &CommandSpec) -> bool {
+    const RUNS_CODE: [&str; 6] = [
+        "eval",
+        "eval_ro",
+        "evalsha",
+        "evalsha_ro",
+        "fcall",
+        "fcall_ro",
+    ];
+    let base = spec.name.split('|').next().unwrap_or(&spec.name);
+    RUNS_CODE.contains(&spec.name.as_str())
+        || (Categories::named("scripting").is_some_and(|c| spec.categories.intersects(c))
+            && !matches!(base, "script" | "function"))
+}
 
 /// Calls `f` with the ASCII-lowercased `name` as `&str` without allocating; `None` when the
 /// name is too long or not UTF-8 (no command has such a name).
@@ -291,6 +300,25 @@ mod tests {
             arity,
             ..CommandSpec::default()
         }
+    }
+
+    #[test]
+    fn commands_that_run_code_are_known_by_name_and_by_the_scripting_category() {
+        let scripting = |name: &str| CommandSpec {
+            categories: Categories::from_names(["@scripting", "@slow"]),
+            ..spec(name, -3)
+        };
+        let table = CommandTable::new([
+            scripting("eval"),
+            scripting("fcall_ro"),
+            scripting("tfcall"),
+            scripting("script|load"),
+            scripting("function|load"),
+            spec("get", 2),
+        ]);
+        let runs = |name: &str| table.commands.get(name).unwrap().runs_code;
+        assert!(runs("eval") && runs("fcall_ro") && runs("tfcall"));
+        assert!(!runs("script|load") && !runs("function|load") && !runs("get"));
     }
 
     #[test]

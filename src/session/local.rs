@@ -134,6 +134,7 @@ pub fn handle(
             state.txn = None;
             state.note_multi(-1);
             state.watched = None;
+            state.watch_broken = false;
             state.db = 0;
             state.subscribed = false;
             state.reset = true;

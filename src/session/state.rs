@@ -31,6 +31,9 @@ pub struct ClientState {
     pub(super) last_write: Option<crate::keyspace::Place>,
     /// The slot of the keys under `WATCH`, if any.
     pub(super) watched: Option<crate::keyspace::Place>,
+    /// A reload ended the client's `WATCH` (its keys' place, its user's rights may have
+    /// changed): the next `EXEC` fails as when a watched key changed.
+    pub(super) watch_broken: bool,
     /// The client's own backend connection, for blocking commands and transactions.
     pub(super) own: Option<own::OwnConnection>,
     /// Whether the client has (or has asked for) subscriptions.
@@ -168,6 +171,7 @@ impl ClientState {
             positions: Vec::new(),
             txn: None,
             watched: None,
+            watch_broken: false,
             last_write: None,
             own: None,
             subscribed: false,

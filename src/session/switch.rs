@@ -7,8 +7,10 @@
 //!
 //! What the client built up moves with it: its subscriptions are placed where the new routes
 //! put them ([`Subscriptions::follow`](super::pubsub::Subscriptions)); the place of its last
-//! write (where `WAIT` goes) is kept when its backend carried over. A transaction (`MULTI` or
-//! `WATCH`) finishes under the snapshot it began with, and the session moves after it. A
+//! write (where `WAIT` goes) is kept when its backend carried over. A transaction open with
+//! `MULTI` finishes under the snapshot it began with, and the session moves after it; a `WATCH`
+//! alone ends with the move (the next `EXEC` fails as when a watched key changed), so that no
+//! client keeps its user's old rights by holding one. A
 //! client's own connection (blocking commands) stays until a command needs another node.
 //! The client's user is looked up by name among the new users: it stays logged in when its
 //! password changes, as in Redis, takes the new rules, and is closed if the user was removed.
@@ -24,9 +26,11 @@ use crate::keyspace::Place;
 use crate::proxy::{ProxyRef, Snapshot};
 
 /// Whether the client may move to another snapshot now: not inside a transaction, whose keys'
-/// place was decided under the one in force.
+/// place was decided under the one in force. A `WATCH` alone does not hold the client back
+/// (nor keep its user's old rights for as long as it is held): moving ends it, and the next
+/// `EXEC` fails as when a watched key changed.
 pub(super) fn may_switch(state: &ClientState) -> bool {
-    state.txn.is_none() && state.watched.is_none()
+    state.txn.is_none()
 }
 
 /// The idle timeout `server` sets, if any.
@@ -42,6 +46,13 @@ pub(super) async fn to_newest(c: &mut Conn<'_>, pinned: &mut Arc<Snapshot>) -> b
         return true;
     }
     let newest = c.proxy.snapshot();
+    if c.state.watched.take().is_some() {
+        c.state.watch_broken = true;
+        // The node forgets the watch with the connection that held it.
+        if let Some(Ok(mut own)) = c.state.own.as_ref().map(|o| o.try_lock()) {
+            *own = None;
+        }
+    }
     if !super::acl::follow_user(&mut c.state, c.subs.as_deref(), newest.users()) {
         debug!(
             client = c.state.id,

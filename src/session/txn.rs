@@ -21,9 +21,9 @@ use super::route::{RouteError, route, route_positions};
 use crate::cluster::Cluster;
 use crate::command::{Lookup, OwnKind, Policy, Transaction};
 use crate::keyspace::Place;
-use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::protocol::request::encode_command;
+use crate::protocol::{Protocol, Request};
 use crate::proxy::ProxyRef;
 
 /// A transaction being queued.
@@ -166,6 +166,7 @@ pub fn handle(
         }
         Transaction::Unwatch if argc == 1 => {
             state.watched = None;
+            state.watch_broken = false;
             Action::Own(OwnOp::Release {
                 reply: Bytes::from_static(reply::OK),
             })
@@ -212,6 +213,7 @@ pub fn in_multi(
             let mut txn = state.txn.take().unwrap_or_default();
             state.watched = None;
             state.note_multi(-1);
+            let watch_broken = std::mem::take(&mut state.watch_broken);
             if end == Transaction::Discard {
                 return TxnStep::Own(OwnOp::Release {
                     reply: Bytes::from_static(reply::OK),
@@ -222,6 +224,16 @@ pub fn in_multi(
                     reply: reply::error(
                         "EXECABORT Transaction discarded because of previous errors.",
                     ),
+                });
+            }
+            if watch_broken {
+                // Redis's reply to EXEC after a watched key changed: a null array.
+                let null: &'static [u8] = match state.protocol {
+                    Protocol::Resp2 => b"*-1\r\n",
+                    Protocol::Resp3 => b"_\r\n",
+                };
+                return TxnStep::Own(OwnOp::Release {
+                    reply: Bytes::from_static(null),
                 });
             }
             let mut exec = BytesMut::new();
