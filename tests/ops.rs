@@ -247,7 +247,9 @@ fn the_admin_listener_bounds_connections_and_closes_slow_requests() {
     let cluster = RedisCluster::start(3, 0);
     let mut config = config_for(&cluster.seeds());
     config.server.admin_max_connections = 2;
-    config.server.admin_timeout_ms = 300;
+    // Long enough that the two slow clients are still held when the third comes, on a loaded
+    // machine too (at 300 ms, a test thread descheduled that long saw them closed already).
+    config.server.admin_timeout_ms = 1500;
     let (_proxy, admin) = with_admin(config);
     let connect = || {
         let s = TcpStream::connect(("127.0.0.1", admin)).unwrap();
@@ -274,7 +276,7 @@ fn the_admin_listener_bounds_connections_and_closes_slow_requests() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(300));
     // A third is over the limit: closed without an answer.
     let mut third = connect();
     let _ = third.write_all(b"GET /live HTTP/1.1\r\n\r\n");

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use tracing::warn;
 
-use super::dispatch::{Action, unknown_subcommand, wrong_arity_named};
+use super::action::{Action, unknown_subcommand, wrong_arity_named};
 use super::own::OwnOp;
 use super::{ClientState, txn};
 use std::sync::atomic::Ordering;

@@ -4,8 +4,9 @@
 //! would crash or restart one node of many.
 
 use super::ClientState;
-use super::dispatch::{Action, forward, forward_to};
+use super::action::Action;
 use super::route::route_positions;
+use super::route::{forward, forward_to};
 use crate::broadcast::{Broadcast, Combine, Reach};
 use crate::cluster::Target;
 use crate::command::Access;

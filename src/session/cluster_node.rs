@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::ClientState;
-use super::dispatch::{Action, wrong_arity_named};
+use super::action::{Action, wrong_arity_named};
 use crate::announce::Announced;
 use crate::cluster::Target;
 use crate::command::Access;

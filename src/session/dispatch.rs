@@ -9,20 +9,22 @@
 use bytes::Bytes;
 
 use super::acl::{self, Permit};
+use super::action::{Action, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::OwnOp;
-use super::pubsub::{ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, subscribed_pong};
-use super::route::{place_of_channel, route};
+use super::pubsub::{
+    ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, place_of_channel, subscribed_pong,
+};
+use super::route::{forward, forward_to, route};
 use super::tally::Dispatched;
 use super::{ClientState, local, txn};
 use crate::broadcast::{Broadcast, Combine, Reach};
 use crate::cluster::{Cluster, ScriptCache, Target};
 use crate::command::{
     Access, CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
-    SubscriptionKind, lowercase, proxy_command, with_lowercase,
+    SubscriptionKind, lowercase, proxy_command,
 };
-use crate::fanout::{self, FanOut};
-use crate::keyspace::{BackendId, Place};
-use crate::multikey::{self, Split};
+use crate::fanout;
+use crate::multikey;
 use crate::protocol::Protocol;
 use crate::protocol::Request;
 use crate::protocol::reply::ReplyBuf;
@@ -31,50 +33,6 @@ use crate::protocol::request::{encode_command, is_option, parse_int};
 use crate::proxy::ProxyRef;
 use crate::slot::Slot;
 use bytes::BytesMut;
-
-/// What the session does with a request.
-#[derive(Debug)]
-pub enum Action {
-    /// Reply with these bytes.
-    Reply(Bytes),
-    /// Reply with these bytes, then close the connection.
-    Close(Bytes),
-    /// Send the request to a node and relay its reply.
-    Forward {
-        /// The backend it goes to.
-        backend: BackendId,
-        /// The command in RESP, usually the client's own bytes.
-        payload: Bytes,
-        /// Where it goes.
-        target: Target,
-        /// Whether it only reads.
-        access: Access,
-    },
-    /// Send one part per slot and merge the replies.
-    Split(Split),
-    /// Send to every master and combine the replies.
-    FanOut(FanOut),
-    /// Send to several nodes (or one master) on their control connections and combine the
-    /// replies.
-    Broadcast(Broadcast),
-    /// `INFO` with sections made from the masters' figures.
-    Info(super::info::InfoRequest),
-    /// `SCAN` across masters.
-    Scan(Vec<Bytes>),
-    /// Work on the client's own connection, alone and in order.
-    Own(OwnOp),
-    /// Wait until a backend has told the proxy its commands, then decide again; the request
-    /// keeps its place in the client's order.
-    AwaitBackend(Request),
-    /// (Un)subscribe `names` (all of that kind when empty, for the unsubscribes) on the
-    /// client's subscription connections.
-    Pubsub {
-        /// Which (un)subscribe.
-        kind: SubscriptionKind,
-        /// The channels or patterns.
-        names: Vec<Bytes>,
-    },
-}
 
 /// Decides what to do with `request`: the proxy's own commands by their static table, any
 /// other by the backend's, then one `match` on the command's [`Policy`].
@@ -363,55 +321,6 @@ fn by_policy(
     }
 }
 
-/// Forwards `request` whole to the backend and slot of its keys; `CROSSSLOT` when they
-/// differ.
-pub(super) fn forward(
-    state: &mut ClientState,
-    proxy: ProxyRef<'_>,
-    spec: &CommandSpec,
-    request: Request,
-    access: Access,
-) -> Action {
-    let routes = proxy.routes();
-    match route(state, routes, spec, &request.args) {
-        Ok(mut routed) if spec.runs_code && state.as_node_user() => {
-            // The node checks each call the script makes against the user's twin.
-            Action::Own(OwnOp::Script {
-                backend: routed.backend,
-                payload: routed.payload(request.raw),
-                target: routed.target,
-            })
-        }
-        Ok(mut routed) => {
-            let payload = routed.payload(request.raw);
-            forward_to(state, routed.backend, payload, routed.target, access)
-        }
-        Err(error) => Action::Reply(reply::error(&error.message(proxy))),
-    }
-}
-
-/// Forwards `payload` to `target` on `backend`, remembering the place of a write for `WAIT`.
-pub(super) fn forward_to(
-    state: &mut ClientState,
-    backend: BackendId,
-    payload: Bytes,
-    target: Target,
-    access: Access,
-) -> Action {
-    if let (Target::Slot(slot), Access::Write) = (&target, access) {
-        state.last_write = Some(Place {
-            backend,
-            slot: *slot,
-        });
-    }
-    Action::Forward {
-        backend,
-        payload,
-        target,
-        access,
-    }
-}
-
 /// A command that may block, on the client's own connection to the slot of its keys.
 fn blocking(
     state: &mut ClientState,
@@ -530,69 +439,5 @@ fn wait(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
         target,
         // On the master, where the write went, whatever `read_from` says.
         access: Access::Write,
-    }
-}
-
-/// Redis's reply to a command it does not know, byte for byte.
-pub fn unknown_command(args: &[Bytes]) -> String {
-    let name = args.first().map(|n| truncated(n, 128)).unwrap_or_default();
-    let mut listed = String::new();
-    for arg in args.iter().skip(1) {
-        if listed.len() >= 128 {
-            break;
-        }
-        let room = 128 - listed.len();
-        listed.push_str(&format!("'{}' ", truncated(arg, room)));
-    }
-    format!("ERR unknown command '{name}', with args beginning with: {listed}")
-}
-
-/// Redis's reply to an unknown subcommand of a container command.
-pub fn unknown_subcommand(args: &[Bytes]) -> String {
-    let sub = args.get(1).map(|s| truncated(s, 128)).unwrap_or_default();
-    let container = args
-        .first()
-        .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
-        .unwrap_or_default();
-    format!("ERR unknown subcommand '{sub}'. Try {container} HELP.")
-}
-
-/// Redis's reply to a wrong argument count.
-pub fn wrong_arity(spec: &CommandSpec) -> String {
-    format!("ERR wrong number of arguments for '{}' command", spec.name)
-}
-
-/// Like `wrong_arity`, for a command known only by name.
-pub fn wrong_arity_named(name: &[u8]) -> String {
-    let name = with_lowercase(name, str::to_string).unwrap_or_default();
-    format!("ERR wrong number of arguments for '{name}' command")
-}
-
-fn truncated(bytes: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(bytes.get(..max.min(bytes.len())).unwrap_or_default()).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> Vec<Bytes> {
-        a.iter().map(|s| Bytes::from(s.to_string())).collect()
-    }
-
-    #[test]
-    fn unknown_command_text_matches_redis() {
-        assert_eq!(
-            unknown_command(&args(&["foo", "a", "b"])),
-            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
-        );
-        assert_eq!(
-            unknown_command(&args(&["foo"])),
-            "ERR unknown command 'foo', with args beginning with: "
-        );
-        assert_eq!(
-            unknown_subcommand(&args(&["object", "xx"])),
-            "ERR unknown subcommand 'xx'. Try OBJECT HELP."
-        );
     }
 }

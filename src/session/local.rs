@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::ClientState;
-use super::dispatch::{Action, wrong_arity_named};
+use super::action::{Action, wrong_arity_named};
 use crate::acl::LoginError;
 use crate::clients::KillFilter;
 use crate::cluster::{Cluster, Target};
@@ -111,7 +111,12 @@ pub fn handle(
             state.publish();
             return Some(action);
         }
-        LocalKind::Info => return Some(super::info::action(proxy, args, state.protocol)),
+        LocalKind::Info => {
+            return Some(match super::info::answer(proxy, args, state.protocol) {
+                Ok(now) => Action::Reply(now),
+                Err(from_masters) => Action::Info(from_masters),
+            });
+        }
         LocalKind::Slowlog => {
             return proxy
                 .slowlog
@@ -198,7 +203,7 @@ fn hello(
     if let Some(name) = setname {
         state.names_mut().name = (!name.is_empty()).then_some(name);
     }
-    let version = redis_version(cluster);
+    let version = super::info::redis_version(cluster);
     let mut out = ReplyBuf::new(protocol);
     out.map(7);
     out.bulk(b"server").bulk(b"redis");
@@ -444,12 +449,4 @@ fn client_unblock(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> A
         target: Target::Control(pool),
         access: Access::Write,
     }
-}
-
-/// The version the backends report, which clients read to pick features; before any node has
-/// answered, the oldest version whose commands the proxy handles.
-pub(super) fn redis_version(cluster: &Cluster) -> String {
-    cluster
-        .redis_version()
-        .map_or_else(|| "7.0.0".to_string(), |v| v.to_string())
 }

@@ -13,6 +13,7 @@
 //! one between requests (see `switch`).
 
 mod acl;
+mod action;
 mod admin;
 mod blocked;
 mod cluster_node;
@@ -51,7 +52,7 @@ use std::future::poll_fn;
 use tally::{Client, Timed, is_error, tallied};
 use wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_commands};
 
-pub use dispatch::Action;
+pub use action::Action;
 pub use state::{ClientState, ReplyMode};
 pub use stream::ClientStream;
 

@@ -5,11 +5,13 @@
 use bytes::Bytes;
 
 use super::ClientState;
+use super::action::Action;
+use super::own::OwnOp;
 use crate::cluster::Target;
-use crate::command::CommandSpec;
+use crate::command::{Access, CommandSpec};
 use crate::keyspace::{BackendId, Place, RouteTable};
 use crate::protocol::Request;
-use crate::protocol::reply::CROSSSLOT;
+use crate::protocol::reply::{self, CROSSSLOT};
 use crate::proxy::ProxyRef;
 
 /// Where a request goes, from its keys.
@@ -157,20 +159,51 @@ fn rewrite_keys(routes: &RouteTable, args: &[Bytes], positions: &[usize]) -> Byt
     Request::from_args(rewritten).raw
 }
 
-/// Where a channel lives: channels route by the same rules as keys (the backend sees the
-/// channel as the client wrote it: no prefix is stripped from channels). One key's keyspace
-/// channel (`__keyspace@0__:<key>`) lives where its key does, the only node that publishes it.
-pub(super) fn place_of_channel(routes: &RouteTable, channel: &[u8]) -> Place {
-    if let Some(key) = super::pubsub::keyspace_key(channel) {
-        let route = routes.route(key);
-        return Place {
-            backend: route.backend,
-            slot: routes.slot_on(route.backend, key.get(route.strip..).unwrap_or_default()),
-        };
+/// Forwards `request` whole to the backend and slot of its keys; `CROSSSLOT` when they
+/// differ.
+pub(super) fn forward(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    spec: &CommandSpec,
+    request: Request,
+    access: Access,
+) -> Action {
+    let routes = proxy.routes();
+    match route(state, routes, spec, &request.args) {
+        Ok(mut routed) if spec.runs_code && state.as_node_user() => {
+            // The node checks each call the script makes against the user's twin.
+            Action::Own(OwnOp::Script {
+                backend: routed.backend,
+                payload: routed.payload(request.raw),
+                target: routed.target,
+            })
+        }
+        Ok(mut routed) => {
+            let payload = routed.payload(request.raw);
+            forward_to(state, routed.backend, payload, routed.target, access)
+        }
+        Err(error) => Action::Reply(reply::error(&error.message(proxy))),
     }
-    let backend = routes.route(channel).backend;
-    Place {
+}
+
+/// Forwards `payload` to `target` on `backend`, remembering the place of a write for `WAIT`.
+pub(super) fn forward_to(
+    state: &mut ClientState,
+    backend: BackendId,
+    payload: Bytes,
+    target: Target,
+    access: Access,
+) -> Action {
+    if let (Target::Slot(slot), Access::Write) = (&target, access) {
+        state.last_write = Some(Place {
+            backend,
+            slot: *slot,
+        });
+    }
+    Action::Forward {
         backend,
-        slot: routes.slot_on(backend, channel),
+        payload,
+        target,
+        access,
     }
 }

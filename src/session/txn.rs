@@ -15,7 +15,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::ClientState;
-use super::dispatch::{Action, unknown_command, unknown_subcommand, wrong_arity};
+use super::action::{Action, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::{OwnOp, Part, TxnBatch};
 use super::route::{RouteError, route, route_positions};
 use crate::cluster::Cluster;

@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 
-use super::dispatch::Action;
 use crate::broadcast::{self, Reach};
 use crate::cluster::Cluster;
 use crate::protocol::Protocol;
@@ -99,15 +98,27 @@ pub struct InfoRequest {
 
 /// `INFO [section ...]`: the reply at once when only the proxy's sections are asked, else the
 /// request for the masters' `INFO`.
-pub(super) fn action(proxy: ProxyRef<'_>, args: &[Bytes], protocol: Protocol) -> Action {
+pub(super) fn answer(
+    proxy: ProxyRef<'_>,
+    args: &[Bytes],
+    protocol: Protocol,
+) -> Result<Bytes, InfoRequest> {
     let sections = wanted(args);
     if sections.iter().any(|s| FROM_MASTERS.contains(s)) {
-        return Action::Info(InfoRequest { sections });
+        return Err(InfoRequest { sections });
     }
     let text = render(proxy, &sections, &[], None);
     let mut out = ReplyBuf::new(protocol);
     out.verbatim(text.as_bytes());
-    Action::Reply(out.finish())
+    Ok(out.finish())
+}
+
+/// The version the backends report, which clients read to pick features; before any node has
+/// answered, the oldest version whose commands the proxy handles.
+pub(super) fn redis_version(cluster: &Cluster) -> String {
+    cluster
+        .redis_version()
+        .map_or_else(|| "7.0.0".to_string(), |v| v.to_string())
 }
 
 /// The sections `args` ask for, each once, in Redis's order; unknown names ask for nothing.
@@ -257,7 +268,7 @@ fn server(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
     let uptime = proxy.started.elapsed().as_secs();
     let version = proxy
         .default_cluster()
-        .map_or_else(|| "7.0.0".to_string(), |c| super::local::redis_version(c));
+        .map_or_else(|| "7.0.0".to_string(), |c| redis_version(c));
     let now_usec = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());

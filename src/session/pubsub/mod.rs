@@ -28,10 +28,9 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, warn};
 
-pub(super) use self::notify::keyspace_key;
 use self::notify::needs_every_master;
+pub(super) use self::notify::place_of_channel;
 use self::sets::{Set, Sets, adds, kind_named, set_of};
-use super::route::place_of_channel;
 use crate::backend::{BackendError, NodeAddr, NodeConn};
 use crate::cluster::Target;
 use crate::command::SubscriptionKind;

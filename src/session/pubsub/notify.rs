@@ -4,6 +4,8 @@
 //! master: an event channel or a pattern that can match one is subscribed on every master, and
 //! one key's channel on that key's master.
 
+use crate::keyspace::{Place, RouteTable};
+
 /// The prefix of one key's channel.
 const KEYSPACE: &[u8] = b"__keyspace@";
 /// The prefix of one event's channel.
@@ -12,6 +14,24 @@ const KEYEVENT: &[u8] = b"__keyevent@";
 /// Whether `channel` is a keyspace notification channel (of either kind).
 pub(crate) fn is_notification(channel: &[u8]) -> bool {
     channel.starts_with(KEYSPACE) || channel.starts_with(KEYEVENT)
+}
+
+/// Where a channel lives: channels route by the same rules as keys (the backend sees the
+/// channel as the client wrote it: no prefix is stripped from channels). One key's keyspace
+/// channel (`__keyspace@0__:<key>`) lives where its key does, the only node that publishes it.
+pub(crate) fn place_of_channel(routes: &RouteTable, channel: &[u8]) -> Place {
+    if let Some(key) = keyspace_key(channel) {
+        let route = routes.route(key);
+        return Place {
+            backend: route.backend,
+            slot: routes.slot_on(route.backend, key.get(route.strip..).unwrap_or_default()),
+        };
+    }
+    let backend = routes.route(channel).backend;
+    Place {
+        backend,
+        slot: routes.slot_on(backend, channel),
+    }
 }
 
 /// The key of a one-key channel `__keyspace@<db>__:<key>`, which lives where the key does.
