@@ -2,7 +2,7 @@
 //! every slot routed to it) and not once it shuts down. What `/ready`, `INFO` and the
 //! `respgate_ready` gauge report.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::info;
@@ -10,30 +10,6 @@ use tracing::info;
 use crate::keyspace::BackendId;
 use crate::proxy::Proxy;
 use crate::slot::SLOT_COUNT;
-
-/// The proxy's place in its life: starting, ready, shutting down.
-#[derive(Debug, Default)]
-pub struct Lifecycle {
-    /// Set once every backend served its routed slots; it stays set while the proxy runs: a
-    /// master lost later is for the cluster's failover to mend, and taking every proxy out of
-    /// the Service at once (they all see the same cluster) would turn a partial outage into a
-    /// total one.
-    started: AtomicBool,
-    /// Set when shutdown begins (`SIGTERM`).
-    shutting_down: AtomicBool,
-}
-
-impl Lifecycle {
-    /// Marks the start of shutdown: from now on the proxy is not ready.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
-    }
-}
 
 /// What `/ready` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
@@ -20,9 +20,8 @@ use crate::clients::ClientRegistry;
 use crate::cluster::{Cluster, Lifeline};
 use crate::command::CommandTable;
 use crate::config::Config;
-use crate::health::Lifecycle;
 use crate::keyspace::{BackendId, RouteTable};
-use crate::reload::ReloadStats;
+use crate::metrics as m;
 use crate::slowlog::SlowLog;
 
 /// Counters shown by `INFO`.
@@ -420,5 +419,68 @@ impl Deref for ProxyRef<'_> {
 
     fn deref(&self) -> &Proxy {
         self.proxy
+    }
+}
+
+/// The proxy's place in its life: starting, ready, shutting down.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// Set once every backend served its routed slots; it stays set while the proxy runs: a
+    /// master lost later is for the cluster's failover to mend, and taking every proxy out of
+    /// the Service at once (they all see the same cluster) would turn a partial outage into a
+    /// total one.
+    pub(crate) started: AtomicBool,
+    /// Set when shutdown begins (`SIGTERM`).
+    shutting_down: AtomicBool,
+}
+
+impl Lifecycle {
+    /// Marks the start of shutdown: from now on the proxy is not ready.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Reloads and their outcomes, for `INFO` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads that put a configuration in force or found it unchanged.
+    pub succeeded: AtomicU64,
+    /// Reloads refused.
+    pub failed: AtomicU64,
+    /// When the last reload ended, in seconds since the Unix epoch; 0 before any.
+    pub last_unix: AtomicU64,
+    /// Whether the last reload succeeded.
+    pub last_ok: AtomicBool,
+}
+
+impl ReloadStats {
+    /// `ok`, `failed`, or `none` before any reload: the last reload's status as `INFO` shows it.
+    pub fn last_status(&self) -> &'static str {
+        if self.last_unix.load(Ordering::Relaxed) == 0 {
+            "none"
+        } else if self.last_ok.load(Ordering::Relaxed) {
+            "ok"
+        } else {
+            "failed"
+        }
+    }
+
+    /// Records the end of a reload that succeeded (`ok`) or was refused.
+    pub(crate) fn record(&self, ok: bool) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs().max(1));
+        let counter = if ok { &self.succeeded } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.last_ok.store(ok, Ordering::Relaxed);
+        self.last_unix.store(now, Ordering::Relaxed);
+        metrics::counter!(m::CONFIG_RELOADS, "outcome" => if ok { "ok" } else { "failed" })
+            .increment(1);
     }
 }

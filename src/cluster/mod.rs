@@ -1,6 +1,7 @@
 //! One Redis Cluster: its slot map, how the map is learned and refreshed, and how a command is
 //! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
 
+mod ask;
 mod batch;
 mod lifeline;
 mod redirect;
@@ -28,13 +29,14 @@ use crate::config::{BackendKind, ClusterConfig, ReadFrom};
 use crate::protocol::{Protocol, reply};
 use crate::workers::WorkerSet;
 
+pub use ask::TopologyError;
 pub use batch::{FirstNode, Settled};
 pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
 pub use scripts::ScriptCache;
 pub use slot_map::SlotMap;
-pub use topology::{NodeInfo, TopologyError, View, parse_cluster_nodes};
+pub use topology::{NodeInfo, View, parse_cluster_nodes};
 
 /// The command [`Cluster::serve_after`] sends, as each attempt needs it.
 #[derive(Clone, Copy)]

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{debug, info};
 
-use super::topology::{TopologyError, ask};
+use super::ask::{TopologyError, ask};
 use super::{Cluster, StopSignal};
 use crate::backend::{ConnSettings, NodeAddr, NodeConn};
 use crate::protocol::Protocol;

@@ -6,16 +6,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
-use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
+use super::ask::{TopologyError, ask};
 use super::{Cluster, SlotMap, StopSignal};
-use crate::backend::{BackendError, ConnSettings, NodeAddr, request_once};
+use crate::backend::{BackendError, NodeAddr};
 use crate::command::parse_command_reply;
 use crate::config::{BackendKind, ReadFrom};
-use crate::protocol::{Protocol, ReplyFramer};
 use crate::slot::SLOT_COUNT;
 
 /// One range of `CLUSTER SLOTS`.
@@ -29,43 +27,6 @@ pub struct SlotRange {
     pub master: NodeAddr,
     /// Its replicas.
     pub replicas: Vec<NodeAddr>,
-}
-
-/// The topology could not be learned from a node.
-#[derive(Debug, Error)]
-pub enum TopologyError {
-    /// The node could not be asked.
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    /// The node answered with an error (for example, cluster support disabled).
-    #[error("{addr} answered {command} with: {reply}")]
-    Refused {
-        /// The node.
-        addr: NodeAddr,
-        /// The command asked.
-        command: &'static str,
-        /// The error reply.
-        reply: String,
-    },
-    /// No sentinel named a master that confirms it is one.
-    #[error("no sentinel names a usable master for '{master_name}': {reason}")]
-    NoMaster {
-        /// The master's name in the sentinels' configuration.
-        master_name: String,
-        /// What the sentinels and nodes said, last first.
-        reason: String,
-    },
-    /// Nodes answered, but none serves any slot: the cluster is not created yet.
-    #[error("the nodes serve no slot yet; is the cluster created (redis-cli --cluster create)?")]
-    NoSlots,
-    /// The reply did not have the documented shape.
-    #[error("{addr} sent an unexpected {command} reply")]
-    Malformed {
-        /// The node.
-        addr: NodeAddr,
-        /// The command asked.
-        command: &'static str,
-    },
 }
 
 /// One node as `CLUSTER NODES` describes it.
@@ -196,41 +157,6 @@ async fn query(
     ask(addr, &args, cluster.backends.settings(), command).await
 }
 
-/// Sends `args` to `addr` on a connection of its own (with `settings`) and decodes the reply;
-/// `command` names it in errors.
-pub(super) async fn ask(
-    addr: &NodeAddr,
-    args: &[&str],
-    settings: &ConnSettings,
-    command: &'static str,
-) -> Result<OwnedFrame, TopologyError> {
-    let reply = request_once(addr, args, settings).await?;
-    if let Some(text) = reply.error_text() {
-        return Err(TopologyError::Refused {
-            addr: addr.clone(),
-            command,
-            reply: String::from_utf8_lossy(text).into_owned(),
-        });
-    }
-    // The decoder below recurses: a reply nested deeper than any topology reply is refused
-    // before it sees it, so a broken or hostile node cannot exhaust the refresher's stack.
-    let mut framer = ReplyFramer::new(Protocol::Resp2);
-    let shallow = matches!(framer.next_frame(&reply.bytes), Ok(Some(_)))
-        && framer.last_depth() <= MAX_TOPOLOGY_DEPTH;
-    let decoded = if shallow {
-        decode(&reply.bytes).ok().flatten()
-    } else {
-        None
-    };
-    match decoded {
-        Some((frame, _)) => Ok(frame),
-        _ => Err(TopologyError::Malformed {
-            addr: addr.clone(),
-            command,
-        }),
-    }
-}
-
 /// Asks `addr` for its view of the cluster.
 async fn view_of(cluster: &Cluster, addr: NodeAddr) -> (NodeAddr, Result<View, TopologyError>) {
     let result = async {
@@ -281,10 +207,6 @@ async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), Topolo
     cluster.commands.store(Some(Arc::new(table)));
     Ok(())
 }
-
-/// Deepest nesting a topology or command-table reply may have (`COMMAND` in RESP2 nests 4
-/// levels: commands, a command, its key specs, a key spec's fields).
-const MAX_TOPOLOGY_DEPTH: usize = 8;
 
 /// How long to wait for more views once one has arrived: a stopped node must not hold up a
 /// refresh, but the views of live nodes arrive within a few milliseconds of each other.

@@ -25,15 +25,12 @@ pub use watch::watch_file;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
 use crate::acl::Users;
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, Overrides, Problem, RestartNeeded};
-use crate::metrics as m;
 use crate::proxy::{Proxy, Snapshot};
 
 /// How often a reload looks whether the backends it started know their topology.
@@ -187,44 +184,6 @@ impl Outcome {
             Outcome::Busy => out.push_str("another reload is running; try again\n"),
         }
         out
-    }
-}
-
-/// Reloads and their outcomes, for `INFO` and `/metrics`.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    /// Reloads that put a configuration in force or found it unchanged.
-    pub succeeded: AtomicU64,
-    /// Reloads refused.
-    pub failed: AtomicU64,
-    /// When the last reload ended, in seconds since the Unix epoch; 0 before any.
-    pub last_unix: AtomicU64,
-    /// Whether the last reload succeeded.
-    pub last_ok: AtomicBool,
-}
-
-impl ReloadStats {
-    /// `ok`, `failed`, or `none` before any reload: the last reload's status as `INFO` shows it.
-    pub fn last_status(&self) -> &'static str {
-        if self.last_unix.load(Ordering::Relaxed) == 0 {
-            "none"
-        } else if self.last_ok.load(Ordering::Relaxed) {
-            "ok"
-        } else {
-            "failed"
-        }
-    }
-
-    fn record(&self, ok: bool) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs().max(1));
-        let counter = if ok { &self.succeeded } else { &self.failed };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.last_ok.store(ok, Ordering::Relaxed);
-        self.last_unix.store(now, Ordering::Relaxed);
-        metrics::counter!(m::CONFIG_RELOADS, "outcome" => if ok { "ok" } else { "failed" })
-            .increment(1);
     }
 }
 

@@ -1,0 +1,86 @@
+//! Asking one node one question on a connection of its own (`CLUSTER NODES`, `COMMAND`, a
+//! sentinel's `SENTINEL GET-MASTER-ADDR-BY-NAME`), and what can go wrong learning the topology:
+//! shared by the cluster's refresh ([`super::topology`]) and the sentinels' ([`super::sentinel`]).
+
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+use thiserror::Error;
+
+use crate::backend::{BackendError, ConnSettings, NodeAddr, request_once};
+use crate::protocol::{Protocol, ReplyFramer};
+
+/// The topology could not be learned from a node.
+#[derive(Debug, Error)]
+pub enum TopologyError {
+    /// The node could not be asked.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The node answered with an error (for example, cluster support disabled).
+    #[error("{addr} answered {command} with: {reply}")]
+    Refused {
+        /// The node.
+        addr: NodeAddr,
+        /// The command asked.
+        command: &'static str,
+        /// The error reply.
+        reply: String,
+    },
+    /// No sentinel named a master that confirms it is one.
+    #[error("no sentinel names a usable master for '{master_name}': {reason}")]
+    NoMaster {
+        /// The master's name in the sentinels' configuration.
+        master_name: String,
+        /// What the sentinels and nodes said, last first.
+        reason: String,
+    },
+    /// Nodes answered, but none serves any slot: the cluster is not created yet.
+    #[error("the nodes serve no slot yet; is the cluster created (redis-cli --cluster create)?")]
+    NoSlots,
+    /// The reply did not have the documented shape.
+    #[error("{addr} sent an unexpected {command} reply")]
+    Malformed {
+        /// The node.
+        addr: NodeAddr,
+        /// The command asked.
+        command: &'static str,
+    },
+}
+
+/// Deepest nesting a topology or command-table reply may have (`COMMAND` in RESP2 nests 4
+/// levels: commands, a command, its key specs, a key spec's fields).
+const MAX_TOPOLOGY_DEPTH: usize = 8;
+
+/// Sends `args` to `addr` on a connection of its own (with `settings`) and decodes the reply;
+/// `command` names it in errors.
+pub(super) async fn ask(
+    addr: &NodeAddr,
+    args: &[&str],
+    settings: &ConnSettings,
+    command: &'static str,
+) -> Result<OwnedFrame, TopologyError> {
+    let reply = request_once(addr, args, settings).await?;
+    if let Some(text) = reply.error_text() {
+        return Err(TopologyError::Refused {
+            addr: addr.clone(),
+            command,
+            reply: String::from_utf8_lossy(text).into_owned(),
+        });
+    }
+    // The decoder below recurses: a reply nested deeper than any topology reply is refused
+    // before it sees it, so a broken or hostile node cannot exhaust the refresher's stack.
+    let mut framer = ReplyFramer::new(Protocol::Resp2);
+    let shallow = matches!(framer.next_frame(&reply.bytes), Ok(Some(_)))
+        && framer.last_depth() <= MAX_TOPOLOGY_DEPTH;
+    let decoded = if shallow {
+        decode(&reply.bytes).ok().flatten()
+    } else {
+        None
+    };
+    match decoded {
+        Some((frame, _)) => Ok(frame),
+        _ => Err(TopologyError::Malformed {
+            addr: addr.clone(),
+            command,
+        }),
+    }
+}
