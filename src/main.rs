@@ -66,7 +66,11 @@ fn main() -> ExitCode {
         threads: cli.threads,
     };
     if let Some(path) = &cli.check_config {
-        return match Config::load(Some(path), &overrides) {
+        let source = ConfigSource {
+            file: Some(path.clone()),
+            overrides,
+        };
+        return match source.load() {
             Ok(config) => {
                 // Works, but spelled the old way: say so without failing the check.
                 for note in config.deprecations() {

@@ -5,8 +5,9 @@
 //! - this module: the tree's root, the server section, loading and the top-level checks;
 //! - `backend`: one backend's settings (`[backends.NAME]`) and their checks;
 //! - `routing`: `[routing]` (prefix routes, slot splits, the default) and its checks;
-//! - `users`: `[users.NAME]` and [`Secret`], the type passwords are held in (checked by
-//!   [`crate::acl::Users::compile`]);
+//! - `users`: `[users.NAME]` and [`Secret`], the type passwords are held in (checked where
+//!   they are compiled, by `acl::Users::compile`, which this module does not call: the users
+//!   sit above the configuration);
 //! - `restart`: the settings a reload cannot change;
 //! - `redact`: the configuration as `/config` shows it, secrets replaced;
 //! - `tls`: `[server.tls]` and the checks of every TLS key.
@@ -294,6 +295,9 @@ pub enum ConfigError {
 
 impl Config {
     /// Loads the layers (file if given, then environment, then overrides) and validates them.
+    /// The users are checked where they are compiled, once
+    /// ([`Users::compile`](crate::acl::Users::compile)): the proxy's start, each reload and
+    /// `--check-config` do it beside this.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let vars: Vec<(String, String)> = std::env::vars().collect();
         Self::load_from(file, &vars, overrides)
@@ -301,6 +305,28 @@ impl Config {
 
     /// [`Config::load`] with the environment given explicitly (for tests).
     pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let config = Self::read_from(file, env, overrides)?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Loads the layers as [`Config::load`] does, without validating them: for a caller that
+    /// reports every problem at once, the users' with the rest (`--check-config`).
+    pub fn read(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        Self::read_from(file, &vars, overrides)
+    }
+
+    /// [`Config::read`] with the environment given explicitly.
+    fn read_from(
         file: Option<&Path>,
         env: &[(String, String)],
         overrides: &Overrides,
@@ -367,27 +393,12 @@ impl Config {
         if let Some(seeds) = &overrides.seeds {
             config.default_backend_entry().seeds = seeds.clone();
         }
-        let lookup = |name: &str| {
-            env.iter()
-                .find(|(variable, _)| variable == name)
-                .map(|(_, value)| value.clone())
-        };
-        let problems = config.validate_in(&lookup);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        Ok(config)
     }
 
-    /// Every problem with the values, each with its key; empty when the config is usable.
-    /// Password variables are read from the process's environment.
+    /// Every problem with the values, each with its key; empty when the config is usable. The
+    /// users are checked where they are compiled ([`Config::load`] says where).
     pub fn validate(&self) -> Vec<Problem> {
-        self.validate_in(&|name| std::env::var(name).ok())
-    }
-
-    /// [`Config::validate`] with password variables read through `env`.
-    pub fn validate_in(&self, env: &dyn Fn(&str) -> Option<String>) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut problem = |key: String, message: String| problems.push(Problem { key, message });
         let s = &self.server;
@@ -488,9 +499,6 @@ impl Config {
                     self.log.level
                 ),
             });
-        }
-        if let Err(user_problems) = crate::acl::Users::compile(self, env) {
-            problems.extend(user_problems);
         }
         problems
     }
@@ -741,12 +749,14 @@ mod users_tests {
         assert_eq!(app.keys, ["~app:*"]);
         // Names keep their case in the file (Redis's user names are case-sensitive).
         assert!(config.users.contains_key("Admin"));
-        // Without the variable, the problem names it.
-        let err = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
+        // Without the variable, compiling the users names it.
+        let config = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap();
+        let problems = crate::acl::Users::compile(&config, &|_| None).unwrap_err();
         assert!(
-            err.to_string()
-                .contains("users.app.password_env: $APP_PW is not set"),
-            "{err}"
+            problems
+                .iter()
+                .any(|p| p.to_string() == "users.app.password_env: $APP_PW is not set"),
+            "{problems:?}"
         );
     }
 }

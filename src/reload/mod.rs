@@ -50,9 +50,18 @@ pub struct ConfigSource {
 }
 
 impl ConfigSource {
-    /// Reads and checks the configuration.
+    /// Reads and checks the configuration, its users included: every problem at once.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(self.file.as_deref(), &self.overrides)
+        let config = Config::read(self.file.as_deref(), &self.overrides)?;
+        let mut problems = config.validate();
+        if let Err(users) = Users::compile(&config, &|name| std::env::var(name).ok()) {
+            problems.extend(users);
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
     }
 }
 
