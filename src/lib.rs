@@ -22,6 +22,9 @@
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
 //!   scripted nodes.
 //!
+//! Beneath them all, [`slot`] is the hash slot every layer speaks of. The modules import
+//! downwards only: no two import each other, directly or around a circle.
+//!
 //! [`acl`] holds the users clients log in as and the permission check a restricted user's
 //! requests pass before anything else. [`config`] holds the typed configuration, [`proxy`] the
 //! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users

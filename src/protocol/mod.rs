@@ -6,6 +6,7 @@
 //! the backend sent.
 
 pub mod frame;
+mod inline;
 pub mod reply;
 pub mod request;
 

@@ -6,6 +6,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
+use super::inline::inline_request;
+#[cfg(test)]
+use super::inline::split_args;
+
 /// Longest inline request, and longest `*`/`$` header line, Redis accepts (`PROTO_INLINE_MAX_SIZE`).
 pub const INLINE_MAX_BYTES: usize = 64 * 1024;
 
@@ -15,7 +19,7 @@ pub const INLINE_MAX_BYTES: usize = 64 * 1024;
 pub struct ProtocolError(pub String);
 
 impl ProtocolError {
-    fn new(text: impl Into<String>) -> Self {
+    pub(super) fn new(text: impl Into<String>) -> Self {
         ProtocolError(text.into())
     }
 }
@@ -505,110 +509,6 @@ pub fn parse_int(digits: &[u8]) -> Option<i64> {
         }
     }
     Some(if negative { -value } else { value })
-}
-
-/// The request on one inline line (its `\n` included), or `None` for a blank line.
-fn inline_request(line: &[u8]) -> Result<Option<Request>, ProtocolError> {
-    let text = line.strip_suffix(b"\n").unwrap_or(line);
-    let text = text.strip_suffix(b"\r").unwrap_or(text);
-    let args =
-        split_args(text).ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))?;
-    if args.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Request::from_args(
-        args.into_iter().map(Bytes::from).collect(),
-    )))
-}
-
-/// Splits an inline command line into arguments with the quoting rules of Redis's
-/// `sdssplitargs`: double quotes with backslash escapes (`\n`, `\xHH`, ...), single quotes with
-/// `\'`, and a closing quote that must be followed by a space or the end of the line.
-pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut args = Vec::new();
-    let mut i = 0;
-    loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= line.len() {
-            return Some(args);
-        }
-        let mut current = Vec::new();
-        let mut in_double = false;
-        let mut in_single = false;
-        loop {
-            let c = line.get(i).copied();
-            if in_double {
-                match c {
-                    None => return None,
-                    Some(b'\\') if line.get(i + 1) == Some(&b'x') => {
-                        let hex = line.get(i + 2..i + 4).and_then(hex_byte);
-                        match hex {
-                            Some(byte) => {
-                                current.push(byte);
-                                i += 3;
-                            }
-                            None => current.push(b'\\'),
-                        }
-                    }
-                    Some(b'\\') if i + 1 < line.len() => {
-                        i += 1;
-                        current.push(match line[i] {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 0x08,
-                            b'a' => 0x07,
-                            other => other,
-                        });
-                    }
-                    Some(b'"') => {
-                        if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
-                            return None;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    Some(other) => current.push(other),
-                }
-            } else if in_single {
-                match c {
-                    None => return None,
-                    Some(b'\\') if line.get(i + 1) == Some(&b'\'') => {
-                        i += 1;
-                        current.push(b'\'');
-                    }
-                    Some(b'\'') => {
-                        if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
-                            return None;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    Some(other) => current.push(other),
-                }
-            } else {
-                match c {
-                    None => break,
-                    Some(b) if b.is_ascii_whitespace() => break,
-                    Some(b'"') => in_double = true,
-                    Some(b'\'') => in_single = true,
-                    Some(other) => current.push(other),
-                }
-            }
-            i += 1;
-        }
-        args.push(current);
-    }
-}
-
-fn hex_byte(pair: &[u8]) -> Option<u8> {
-    let digit = |b: u8| (b as char).to_digit(16);
-    match pair {
-        [h, l] => Some((digit(*h)? * 16 + digit(*l)?) as u8),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
