@@ -53,21 +53,21 @@ impl WorkerSet {
         }
     }
 
-    /// The slot of the calling thread: its worker index, or [`WorkerSet::len`] off the workers
+    /// The index of the calling thread: its worker's, or [`WorkerSet::len`] off the workers
     /// (the accept loop, the topology refresher, tests).
-    pub fn current_slot(&self) -> usize {
+    pub fn current_index(&self) -> usize {
         INDEX
             .with(Cell::get)
             .filter(|&i| i < self.len())
             .unwrap_or(self.len())
     }
 
-    /// Runs `task` on worker `slot`'s runtime, or on the caller's for a slot past the workers.
-    pub fn spawn_on<F>(&self, slot: usize, task: F)
+    /// Runs `task` on worker `index`'s runtime, or on the caller's for an index past the workers.
+    pub fn spawn_on<F>(&self, index: usize, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        match self.handles.get(slot) {
+        match self.handles.get(index) {
             Some(handle) => drop(handle.spawn(task)),
             None => drop(tokio::spawn(task)),
         }
@@ -195,11 +195,11 @@ mod tests {
     use super::*;
 
     /// Where the next task `workers` places runs.
-    fn next_slot(workers: &Workers) -> usize {
+    fn next_index(workers: &Workers) -> usize {
         let (tx, rx) = std::sync::mpsc::channel();
         let set = workers.set().clone();
         workers.spawn(async move {
-            tx.send(set.current_slot()).unwrap();
+            tx.send(set.current_index()).unwrap();
         });
         rx.recv().unwrap()
     }
@@ -207,10 +207,14 @@ mod tests {
     #[test]
     fn new_clients_share_the_first_worker_until_it_is_busy() {
         let workers = Workers::start(2).unwrap();
-        let slots: Vec<usize> = (0..4).map(|_| next_slot(&workers)).collect();
-        assert_eq!(slots, vec![0; 4], "an idle first worker takes every client");
+        let indexes: Vec<usize> = (0..4).map(|_| next_index(&workers)).collect();
         assert_eq!(
-            workers.set().current_slot(),
+            indexes,
+            vec![0; 4],
+            "an idle first worker takes every client"
+        );
+        assert_eq!(
+            workers.set().current_index(),
             2,
             "the test thread is no worker"
         );
@@ -226,7 +230,7 @@ mod tests {
         });
         std::thread::sleep(SAMPLE_EVERY * 2);
         assert_eq!(
-            next_slot(&workers),
+            next_index(&workers),
             1,
             "a busy first worker takes no new client"
         );

@@ -24,7 +24,7 @@ use crate::protocol::ReplyKind;
 
 pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
 pub use pool::{Backends, NodePool, PendingBatch};
-pub use shared::{Batched, ReplySlot, SharedConn};
+pub use shared::{Batched, ReplyTo, SharedConn};
 pub use transport::{Connector, TcpConnector, TlsConnector, Transport};
 
 /// A node's `host:port`, as the cluster announces it.

@@ -8,8 +8,8 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{info, warn};
 
-use super::ring::RingSlot;
-use super::{BackendError, Batched, ConnSettings, NodeAddr, Reply, ReplySlot, SharedConn};
+use super::ring::RingTicket;
+use super::{BackendError, Batched, ConnSettings, NodeAddr, Reply, ReplyTo, SharedConn};
 use crate::metrics::NodeInstruments;
 use crate::protocol::Protocol;
 use crate::workers::WorkerSet;
@@ -24,7 +24,7 @@ pub struct NodePool {
     addr: NodeAddr,
     settings: Arc<ConnSettings>,
     workers: WorkerSet,
-    /// One per worker, indexed by [`WorkerSet::current_slot`].
+    /// One per worker, indexed by [`WorkerSet::current_index`].
     per_worker: Box<[SlotConns]>,
     /// For every other thread (the topology refresher, tests).
     elsewhere: SlotConns,
@@ -76,7 +76,7 @@ impl NodePool {
         self.await_reply(conn, payload, asking, db).await
     }
 
-    /// Queues one command whose reply goes to `slot` of its client's ring, on the connection
+    /// Queues one command whose reply goes to `ticket` of its client's ring, on the connection
     /// `affinity` picks (as [`NodePool::send`] does). The session that holds the ring keeps the
     /// time limit; [`NodePool::note`] counts the outcome.
     pub fn submit(
@@ -85,11 +85,11 @@ impl NodePool {
         affinity: usize,
         payload: Bytes,
         db: u8,
-        slot: RingSlot,
+        ticket: RingTicket,
     ) -> Result<(), BackendError> {
         self.instruments.requests.increment(1);
         let conn = self.connection(protocol, affinity);
-        conn.send_to(payload, false, db, ReplySlot::Ring(slot))
+        conn.send_to(payload, false, db, ReplyTo::Ring(ticket))
             .inspect_err(|_| self.instruments.errors.increment(1))
     }
 
@@ -121,7 +121,7 @@ impl NodePool {
                 protocol,
                 Arc::clone(&self.settings),
                 &self.workers,
-                self.workers.current_slot(),
+                self.workers.current_index(),
                 Arc::clone(&self.health),
             )
         });
@@ -187,28 +187,31 @@ impl NodePool {
 
     /// Whether some RESP2 connection to the node is established.
     pub fn is_healthy(&self) -> bool {
-        self.per_worker.iter().chain([&self.elsewhere]).any(|slot| {
-            slot[Protocol::Resp2.index()]
-                .get()
-                .is_some_and(|conns| conns.iter().any(SharedConn::is_up))
-        })
+        self.per_worker
+            .iter()
+            .chain([&self.elsewhere])
+            .any(|conns| {
+                conns[Protocol::Resp2.index()]
+                    .get()
+                    .is_some_and(|conns| conns.iter().any(SharedConn::is_up))
+            })
     }
 
     /// Opens every worker's RESP2 connections now, so the first requests do not wait for a dial.
     pub fn warm_up(&self) {
-        for slot in 0..self.workers.len() {
-            let _ = self.connections(slot, Protocol::Resp2);
+        for worker in 0..self.workers.len() {
+            let _ = self.connections(worker, Protocol::Resp2);
         }
     }
 
     fn connection(&self, protocol: Protocol, affinity: usize) -> &SharedConn {
-        let conns = self.connections(self.workers.current_slot(), protocol);
+        let conns = self.connections(self.workers.current_index(), protocol);
         // `connections` never returns an empty list; index 0 exists.
         &conns[affinity % conns.len()]
     }
 
-    fn connections(&self, slot: usize, protocol: Protocol) -> &Vec<SharedConn> {
-        let conns = self.per_worker.get(slot).unwrap_or(&self.elsewhere);
+    fn connections(&self, worker: usize, protocol: Protocol) -> &Vec<SharedConn> {
+        let conns = self.per_worker.get(worker).unwrap_or(&self.elsewhere);
         conns[protocol.index()].get_or_init(|| {
             (0..self.settings.connections_per_node.max(1))
                 .map(|_| {
@@ -217,7 +220,7 @@ impl NodePool {
                         protocol,
                         Arc::clone(&self.settings),
                         &self.workers,
-                        slot,
+                        worker,
                         Arc::clone(&self.health),
                     )
                 })

@@ -1,4 +1,4 @@
-//! One client's replies in flight on the shared connections: a numbered slot per request, filled
+//! One client's replies in flight on the shared connections: a numbered ticket per request, filled
 //! by the node connection that reads the reply, taken by the client's session in request order.
 //!
 //! It does for every forwarded request what a oneshot channel, a timer and an entry in an
@@ -18,21 +18,21 @@ use crate::clients::ClientHandle;
 /// A reply, or why there is none.
 pub type Outcome = Result<Reply, BackendError>;
 
-/// The slots of one client.
+/// The tickets of one client.
 #[derive(Debug)]
 pub struct ReplyRing {
-    slots: Mutex<Slots>,
+    tickets: Mutex<Tickets>,
     waker: AtomicWaker,
     /// The session ended: nothing is read any more.
     closed: AtomicBool,
-    /// The client the replies are for: a filled slot counts as owed to it at once, so a client
+    /// The client the replies are for: a filled ticket counts as owed to it at once, so a client
     /// that does not read is bounded by its output limits however many replies wait behind an
     /// earlier one.
     client: Arc<ClientHandle>,
 }
 
 #[derive(Debug, Default)]
-struct Slots {
+struct Tickets {
     /// The number of `states[0]`.
     first: u64,
     states: VecDeque<State>,
@@ -48,9 +48,9 @@ enum State {
     Gone,
 }
 
-/// Where one request's reply goes: a slot of a client's ring.
+/// Where one request's reply goes: a ticket of a client's ring.
 #[derive(Debug)]
-pub struct RingSlot {
+pub struct RingTicket {
     ring: Arc<ReplyRing>,
     seq: u64,
 }
@@ -59,46 +59,46 @@ impl ReplyRing {
     /// An empty ring for `client`.
     pub fn new(client: Arc<ClientHandle>) -> Arc<Self> {
         Arc::new(ReplyRing {
-            slots: Mutex::new(Slots::default()),
+            tickets: Mutex::new(Tickets::default()),
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
             client,
         })
     }
 
-    /// A new slot, after every slot handed out before.
-    pub fn reserve(self: &Arc<Self>) -> RingSlot {
-        let mut slots = self.lock();
-        let seq = slots.first + slots.states.len() as u64;
-        slots.states.push_back(State::Waiting);
-        RingSlot {
+    /// A new ticket, after every ticket handed out before.
+    pub fn reserve(self: &Arc<Self>) -> RingTicket {
+        let mut tickets = self.lock();
+        let seq = tickets.first + tickets.states.len() as u64;
+        tickets.states.push_back(State::Waiting);
+        RingTicket {
             ring: Arc::clone(self),
             seq,
         }
     }
 
-    /// The outcome of slot `seq` if it is filled, taking it.
+    /// The outcome of ticket `seq` if it is filled, taking it.
     pub fn take(&self, seq: u64) -> Option<Outcome> {
-        let mut slots = self.lock();
-        let state = slots.get_mut(seq)?;
+        let mut tickets = self.lock();
+        let state = tickets.get_mut(seq)?;
         if !matches!(state, State::Filled(_)) {
             return None;
         }
         let State::Filled(outcome) = std::mem::replace(state, State::Gone) else {
             return None;
         };
-        slots.trim();
+        tickets.trim();
         Some(outcome)
     }
 
-    /// Gives slot `seq` up: its reply, if one comes, is dropped, and a request still queued is
+    /// Gives ticket `seq` up: its reply, if one comes, is dropped, and a request still queued is
     /// not sent. Returns the reply that was already there, uncounted.
     pub fn forget(&self, seq: u64) -> Option<Outcome> {
-        let mut slots = self.lock();
-        let state = slots.get_mut(seq)?;
+        let mut tickets = self.lock();
+        let state = tickets.get_mut(seq)?;
         let before = std::mem::replace(state, State::Gone);
-        slots.trim();
-        drop(slots);
+        tickets.trim();
+        drop(tickets);
         match before {
             State::Filled(outcome) => {
                 self.uncount(&outcome);
@@ -108,17 +108,17 @@ impl ReplyRing {
         }
     }
 
-    /// Whether slot `seq` holds its outcome, not taken yet.
+    /// Whether ticket `seq` holds its outcome, not taken yet.
     pub fn is_filled(&self, seq: u64) -> bool {
         matches!(self.lock().get(seq), Some(State::Filled(_)))
     }
 
-    /// Registers the session's waker: it is woken when any slot is filled.
+    /// Registers the session's waker: it is woken when any ticket is filled.
     pub fn register(&self, cx: &mut Context<'_>) {
         self.waker.register(cx.waker());
     }
 
-    /// Slots handed out and not yet taken or given up.
+    /// Tickets handed out and not yet taken or given up.
     pub fn outstanding(&self) -> usize {
         self.lock().states.len()
     }
@@ -127,20 +127,20 @@ impl ReplyRing {
     /// queued are not sent.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        *self.lock() = Slots::default();
+        *self.lock() = Tickets::default();
     }
 
     /// Gives back memory a long pipeline left, once nothing is outstanding.
     pub fn shrink(&self) {
-        let mut slots = self.lock();
-        if slots.states.is_empty() && slots.states.capacity() > 16 {
-            slots.states = VecDeque::new();
+        let mut tickets = self.lock();
+        if tickets.states.is_empty() && tickets.states.capacity() > 16 {
+            tickets.states = VecDeque::new();
         }
     }
 
     fn fill(&self, seq: u64, outcome: Outcome) {
-        let mut slots = self.lock();
-        let Some(state) = slots.get_mut(seq) else {
+        let mut tickets = self.lock();
+        let Some(state) = tickets.get_mut(seq) else {
             return;
         };
         if !matches!(state, State::Waiting) {
@@ -152,7 +152,7 @@ impl ReplyRing {
                 .fetch_add(reply.bytes.len() as u64, Ordering::Relaxed);
         }
         *state = State::Filled(outcome);
-        drop(slots);
+        drop(tickets);
         self.waker.wake();
     }
 
@@ -168,14 +168,14 @@ impl ReplyRing {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Slots> {
-        self.slots
+    fn lock(&self) -> MutexGuard<'_, Tickets> {
+        self.tickets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-impl Slots {
+impl Tickets {
     fn index(&self, seq: u64) -> Option<usize> {
         seq.checked_sub(self.first)
             .and_then(|i| usize::try_from(i).ok())
@@ -189,7 +189,7 @@ impl Slots {
         self.index(seq).and_then(|i| self.states.get_mut(i))
     }
 
-    /// Drops the slots at the front that nobody will read again.
+    /// Drops the tickets at the front that nobody will read again.
     fn trim(&mut self) {
         while matches!(self.states.front(), Some(State::Gone)) {
             self.states.pop_front();
@@ -198,13 +198,13 @@ impl Slots {
     }
 }
 
-impl RingSlot {
-    /// The slot's number in its ring.
+impl RingTicket {
+    /// The ticket's number in its ring.
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
-    /// Puts the outcome in the slot and wakes the session.
+    /// Puts the outcome in the ticket and wakes the session.
     pub fn fill(self, outcome: Outcome) {
         self.ring.fill(self.seq, outcome);
     }
@@ -216,7 +216,7 @@ impl RingSlot {
     }
 }
 
-/// Polls slot `seq` of `ring`: ready with its outcome once filled, else registers the waker.
+/// Polls ticket `seq` of `ring`: ready with its outcome once filled, else registers the waker.
 pub fn poll_slot(ring: &ReplyRing, seq: u64, cx: &mut Context<'_>) -> Poll<Outcome> {
     if let Some(outcome) = ring.take(seq) {
         return Poll::Ready(outcome);

@@ -1,7 +1,7 @@
 //! One long-lived, pipelined connection to a node, shared by many clients.
 //!
 //! A task owns the socket. Requests arrive on a bounded queue, are written in batches, and their
-//! reply slots wait in order; the reader completes them as replies arrive. When the socket fails,
+//! the places their replies go wait in order; the reader completes them as replies arrive. When the socket fails,
 //! requests already written get [`BackendError::Lost`] (their fate is unknown), queued ones wait
 //! for the reconnect, and while the node cannot be reached new requests fail at once.
 
@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::debug;
 
 use super::pool::NodeHealth;
-use super::ring::RingSlot;
+use super::ring::RingTicket;
 use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
 use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyKind};
@@ -25,31 +25,31 @@ const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// Most bytes gathered into one write.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// Where a command's reply goes: a channel of its own, or a slot of its client's ring (the
+/// Where a command's reply goes: a channel of its own, or a ticket of its client's ring (the
 /// session's one path for forwarded commands, see [`super::ring`]).
 #[derive(Debug)]
-pub enum ReplySlot {
+pub enum ReplyTo {
     /// A channel of its own.
     Channel(oneshot::Sender<Result<Reply, BackendError>>),
-    /// A slot of the client's ring.
-    Ring(RingSlot),
+    /// A ticket of the client's ring.
+    Ring(RingTicket),
 }
 
-impl ReplySlot {
+impl ReplyTo {
     fn send(self, outcome: Result<Reply, BackendError>) {
         match self {
-            ReplySlot::Channel(tx) => {
+            ReplyTo::Channel(tx) => {
                 let _ = tx.send(outcome);
             }
-            ReplySlot::Ring(slot) => slot.fill(outcome),
+            ReplyTo::Ring(reply_to) => reply_to.fill(outcome),
         }
     }
 
     /// Whether nobody waits for the reply any more.
     fn is_closed(&self) -> bool {
         match self {
-            ReplySlot::Channel(tx) => tx.is_closed(),
-            ReplySlot::Ring(slot) => slot.is_closed(),
+            ReplyTo::Channel(tx) => tx.is_closed(),
+            ReplyTo::Ring(reply_to) => reply_to.is_closed(),
         }
     }
 }
@@ -64,30 +64,33 @@ pub struct Batched {
     pub failure: Option<BackendError>,
 }
 
-type BatchSlot = oneshot::Sender<Batched>;
+type BatchReplyTo = oneshot::Sender<Batched>;
 
 /// Where a job's replies go.
 enum Sink {
     /// A single command's reply.
-    One(ReplySlot),
+    One(ReplyTo),
     /// The replies of `commands` commands, handed over together once all have arrived.
-    Many { slot: BatchSlot, commands: usize },
+    Many {
+        reply_to: BatchReplyTo,
+        commands: usize,
+    },
 }
 
 impl Sink {
     fn is_closed(&self) -> bool {
         match self {
-            Sink::One(slot) => slot.is_closed(),
-            Sink::Many { slot, .. } => slot.is_closed(),
+            Sink::One(reply_to) => reply_to.is_closed(),
+            Sink::Many { reply_to, .. } => reply_to.is_closed(),
         }
     }
 
     /// Reports that the job was not sent.
     fn fail(self, error: BackendError) {
         match self {
-            Sink::One(slot) => slot.send(Err(error)),
-            Sink::Many { slot, .. } => {
-                let _ = slot.send(Batched {
+            Sink::One(reply_to) => reply_to.send(Err(error)),
+            Sink::Many { reply_to, .. } => {
+                let _ = reply_to.send(Batched {
                     replies: Vec::new(),
                     failure: Some(error),
                 });
@@ -98,7 +101,7 @@ impl Sink {
 
 /// A batch job's replies, gathered as they arrive.
 struct Gathering {
-    slot: BatchSlot,
+    reply_to: BatchReplyTo,
     replies: Vec<Reply>,
     commands: usize,
 }
@@ -111,7 +114,7 @@ impl Gathering {
     }
 
     fn finish(self, failure: Option<BackendError>) {
-        let _ = self.slot.send(Batched {
+        let _ = self.reply_to.send(Batched {
             replies: self.replies,
             failure,
         });
@@ -133,7 +136,7 @@ struct Job {
 
 struct Waiting {
     /// Where the command's reply goes; taken once it is sent.
-    reply: Option<ReplySlot>,
+    reply: Option<ReplyTo>,
     /// Where a batch job's replies go, gathered until the last; taken once they are sent.
     batch: Option<Gathering>,
     /// Replies to drop before the next one that counts (the `+OK` of `ASKING` or `SELECT`).
@@ -152,19 +155,19 @@ pub struct SharedConn {
 
 impl SharedConn {
     /// Starts the task that connects to `addr` and serves requests, on the runtime of worker
-    /// `slot` (see [`WorkerSet::spawn_on`]).
+    /// `worker` (see [`WorkerSet::spawn_on`]).
     pub fn spawn(
         addr: NodeAddr,
         protocol: Protocol,
         settings: Arc<ConnSettings>,
         workers: &WorkerSet,
-        slot: usize,
+        worker: usize,
         health: Arc<NodeHealth>,
     ) -> SharedConn {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
         let up = Arc::new(AtomicBool::new(false));
         workers.spawn_on(
-            slot,
+            worker,
             run(
                 addr.clone(),
                 protocol,
@@ -182,7 +185,7 @@ impl SharedConn {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// Queues `payload` (one command, preceded by `ASKING` when `asking`) and returns the slot
+    /// Queues `payload` (one command, preceded by `ASKING` when `asking`) and returns the channel
     /// its reply will arrive in.
     pub fn send(
         &self,
@@ -191,7 +194,7 @@ impl SharedConn {
         db: u8,
     ) -> Result<oneshot::Receiver<Result<Reply, BackendError>>, BackendError> {
         let (reply, rx) = oneshot::channel();
-        self.send_to(payload, asking, db, ReplySlot::Channel(reply))?;
+        self.send_to(payload, asking, db, ReplyTo::Channel(reply))?;
         Ok(rx)
     }
 
@@ -202,7 +205,7 @@ impl SharedConn {
         payload: Bytes,
         asking: bool,
         db: u8,
-        reply: ReplySlot,
+        reply: ReplyTo,
     ) -> Result<(), BackendError> {
         self.jobs
             .try_send(Job {
@@ -225,10 +228,10 @@ impl SharedConn {
         commands: usize,
         db: u8,
     ) -> Result<oneshot::Receiver<Batched>, BackendError> {
-        let (slot, rx) = oneshot::channel();
+        let (reply_to, rx) = oneshot::channel();
         if commands == 0 {
             // No reply would ever complete it: done now.
-            let _ = slot.send(Batched {
+            let _ = reply_to.send(Batched {
                 replies: Vec::new(),
                 failure: None,
             });
@@ -239,7 +242,7 @@ impl SharedConn {
                 payload,
                 asking: false,
                 db,
-                reply: Sink::Many { slot, commands },
+                reply: Sink::Many { reply_to, commands },
             })
             .map_err(|_| BackendError::Overloaded {
                 addr: self.addr.clone(),
@@ -376,8 +379,8 @@ async fn serve(
                 if let Some(done) = front.batch.take() {
                     done.finish(None);
                 }
-            } else if let Some(slot) = front.reply.take() {
-                slot.send(Ok(reply));
+            } else if let Some(reply_to) = front.reply.take() {
+                reply_to.send(Ok(reply));
             }
             if front.after > 0 {
                 front.skip = front.after;
@@ -395,8 +398,8 @@ async fn serve(
         ended = reader => ended,
     };
     for w in lock(&waiting).drain(..) {
-        if let Some(slot) = w.reply {
-            slot.send(Err(BackendError::Lost { addr: addr.clone() }));
+        if let Some(reply_to) = w.reply {
+            reply_to.send(Err(BackendError::Lost { addr: addr.clone() }));
         }
         if let Some(gathering) = w.batch {
             gathering.finish(Some(BackendError::Lost { addr: addr.clone() }));
@@ -422,11 +425,11 @@ fn push_job(batch: &mut BytesMut, waiting: &Mutex<VecDeque<Waiting>>, job: Job) 
         batch.put_slice(SELECT_0);
     }
     let (reply, batch) = match job.reply {
-        Sink::One(slot) => (Some(slot), None),
-        Sink::Many { slot, commands } => (
+        Sink::One(reply_to) => (Some(reply_to), None),
+        Sink::Many { reply_to, commands } => (
             None,
             Some(Gathering {
-                slot,
+                reply_to,
                 replies: Vec::with_capacity(commands),
                 commands,
             }),

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use crate::backend::ring::RingSlot;
+use crate::backend::ring::RingTicket;
 use crate::backend::{BackendError, Backends, ConnSettings, Connector, NodeAddr, NodePool, Reply};
 use crate::command::{Access, CommandTable};
 use crate::config::{BackendKind, ClusterConfig, ReadFrom};
@@ -315,10 +315,10 @@ impl Cluster {
             .await
     }
 
-    /// Makes the first attempt of a command at once, its reply going to `slot` of the client's
+    /// Makes the first attempt of a command at once, its reply going to `ticket` of the client's
     /// ring: the session's path for a forwarded command. `None` when the command needs more than
     /// one plain attempt can give (a replica read, a control connection, writes held during a
-    /// failover, no route yet, a full queue): the caller gives the slot up and runs
+    /// failover, no route yet, a full queue): the caller gives the ticket up and runs
     /// [`Cluster::serve`]. The outcome, once in the ring, goes to [`Cluster::settle`].
     #[allow(clippy::too_many_arguments)]
     pub fn start(
@@ -329,7 +329,7 @@ impl Cluster {
         protocol: Protocol,
         db: u8,
         affinity: usize,
-        slot: RingSlot,
+        ticket: RingTicket,
     ) -> Option<Arc<NodePool>> {
         if matches!(target, Target::Control(_))
             || access == Access::Read && self.config.read_from != ReadFrom::Master
@@ -338,14 +338,14 @@ impl Cluster {
             return None;
         }
         let pool = self.resolve(target)?;
-        pool.submit(protocol, affinity, payload.clone(), db, slot)
+        pool.submit(protocol, affinity, payload.clone(), db, ticket)
             .ok()?;
         Some(pool)
     }
 
     /// What the first attempt made by [`Cluster::start`] on `pool` came to: the reply bytes
     /// when they are final (a reply that is not an error, from the node that still serves the
-    /// slot), else the outcome back, for [`Cluster::serve_after`] to judge.
+    /// ticket), else the outcome back, for [`Cluster::serve_after`] to judge.
     pub fn settle(
         &self,
         pool: &NodePool,

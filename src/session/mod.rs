@@ -369,8 +369,8 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                         affinity,
                         timed: timed(cluster),
                     };
-                    let slot = ring.reserve();
-                    let seq = slot.seq();
+                    let ticket = ring.reserve();
+                    let seq = ticket.seq();
                     let started = cluster.start(
                         &command.payload,
                         &command.target,
@@ -378,7 +378,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                         protocol,
                         db,
                         affinity,
-                        slot,
+                        ticket,
                     );
                     match started {
                         Some(pool) => {

@@ -1,7 +1,7 @@
 //! The replies a client is owed, in the order it sent its requests.
 //!
 //! Three kinds wait here. A reply the proxy made itself is ready at once. A forwarded command
-//! (the common case) waits in a slot of the client's [`ReplyRing`], filled by the node
+//! (the common case) waits in a ticket of the client's [`ReplyRing`], filled by the node
 //! connection: no future, channel or timer of its own, and one deadline for all of them (the
 //! session's timer). Everything else (split, fanned-out, retried or own-connection work) is a
 //! future, polled in a set beside the queue; only those cost an allocation.
@@ -30,7 +30,7 @@ pub(super) type Slow<'a> = Pin<Box<dyn Future<Output = Bytes> + Send + 'a>>;
 
 /// A command whose first attempt is queued on a node, its reply due in the ring.
 pub(super) struct Forwarded<'a> {
-    /// Its slot in the ring.
+    /// Its ticket in the ring.
     pub(super) seq: u64,
     /// When it fails with a timeout.
     pub(super) deadline: Instant,
@@ -288,14 +288,14 @@ impl<'a> Owed<'a> {
             };
             match self.settle(*forwarded, outcome, client) {
                 Ok(bytes) => {
-                    if let Some(slot) = self.entries.get_mut(i) {
-                        *slot = Entry::Ready(bytes);
+                    if let Some(entry) = self.entries.get_mut(i) {
+                        *entry = Entry::Ready(bytes);
                     }
                 }
                 Err(future) => {
                     let tag = self.tag();
-                    if let Some(slot) = self.entries.get_mut(i) {
-                        *slot = Entry::Slow(tag);
+                    if let Some(entry) = self.entries.get_mut(i) {
+                        *entry = Entry::Slow(tag);
                     }
                     self.start(tag, future);
                 }
