@@ -311,8 +311,11 @@ impl Cluster {
         db: u8,
         affinity: usize,
     ) -> (Bytes, Option<Arc<NodePool>>) {
-        self.serve_after(None, payload, target, access, protocol, db, affinity)
-            .await
+        let started = tokio::time::Instant::now();
+        self.serve_after(
+            None, started, payload, target, access, protocol, db, affinity,
+        )
+        .await
     }
 
     /// Makes the first attempt of a command at once, its reply going to `ticket` of the client's
@@ -368,9 +371,11 @@ impl Cluster {
     /// [`Cluster::serve`], after a first attempt on a pool that came to an outcome (`first`),
     /// when there was one: the one retry engine for every forwarded command.
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     pub async fn serve_after(
         &self,
         mut first: Option<(Arc<NodePool>, Result<Reply, BackendError>)>,
+        started: tokio::time::Instant,
         payload: Bytes,
         target: Target,
         access: Access,
@@ -387,7 +392,10 @@ impl Cluster {
             affinity,
         };
         let mut progress = Progress {
-            attempts: self.attempts(),
+            // The budget counts from the first attempt, made before this engine was asked:
+            // a retry after a first attempt that timed out must still end within
+            // `request_timeout_ms` + `retry_timeout_ms` of the request.
+            attempts: Attempts::since(self.retry_budget, started),
             script_loaded: false,
             redirected: None,
             to_replica: access == Access::Read && self.config.read_from != ReadFrom::Master,

@@ -69,9 +69,14 @@ pub struct Attempts {
 impl Attempts {
     /// A request about to make its first attempt.
     pub fn new(budget: RetryBudget) -> Self {
+        Attempts::since(budget, Instant::now())
+    }
+
+    /// A request whose first attempt was made at `started`.
+    pub fn since(budget: RetryBudget, started: Instant) -> Self {
         Attempts {
             budget,
-            started: Instant::now(),
+            started,
             redirects: 0,
             retries: 0,
         }

@@ -328,3 +328,49 @@ async fn a_node_answering_command_with_a_deeply_nested_reply_cannot_crash_the_re
     assert!(error.contains("COMMAND"), "{error}");
     assert!(nodes.received(A).contains(&"COMMAND".to_string()));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_read_whose_first_attempt_timed_out_ends_within_the_request_and_retry_timeouts() {
+    // The session's first attempt (made before the engine is asked) waited out the request
+    // timeout on a node that no longer answers; the engine's retries must count from then.
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, _| Act::Hang);
+    let cluster = cluster_on(
+        &nodes,
+        ClusterConfig {
+            request_timeout_ms: 5000,
+            retry_timeout_ms: 8000,
+            max_retries: 10,
+            ..config()
+        },
+    );
+    let started = tokio::time::Instant::now();
+    tokio::time::advance(Duration::from_millis(5000)).await;
+    let first = Err(BackendError::Timeout {
+        addr: NodeAddr::new(A),
+        timeout_ms: 5000,
+    });
+    let target = Target::Slot(Slot::new(1).unwrap());
+    let (got, _) = cluster
+        .serve_after(
+            Some((cluster.pool(&NodeAddr::new(A)), first)),
+            started,
+            command(&["GET", "k"]),
+            target,
+            Access::Read,
+            Protocol::Resp2,
+            0,
+            0,
+        )
+        .await;
+    assert!(String::from_utf8_lossy(&got).contains("did not reply within 5000 ms"));
+    let took = started.elapsed();
+    assert!(
+        took <= Duration::from_millis(13_000),
+        "the read ended {took:?} after it was sent: three timeouts in a row"
+    );
+    assert!(
+        took >= Duration::from_millis(10_000),
+        "it was retried once: {took:?}"
+    );
+}
