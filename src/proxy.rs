@@ -373,6 +373,19 @@ impl<'a> ProxyRef<'a> {
         ProxyRef { proxy, snapshot }
     }
 
+    /// Whether the user called `name` has other rights (or is gone) in the configuration in
+    /// force now than `user` has in the pinned one: a reload changed them meanwhile.
+    pub fn rights_changed(self, user: &crate::acl::User) -> bool {
+        if !self.proxy.is_newer_than(self.snapshot) {
+            return false;
+        }
+        let newest = self.proxy.snapshot();
+        newest
+            .users()
+            .get(&user.name)
+            .is_none_or(|now| !now.same_rights(user))
+    }
+
     /// The pinned snapshot.
     pub fn snapshot(self) -> &'a Snapshot {
         self.snapshot

@@ -357,3 +357,38 @@ fn a_reload_ends_a_watch_and_the_old_rights_it_held() {
     assert_eq!(command(&mut client, &["SET", "n:a", "2"]), "+QUEUED\r\n");
     assert_eq!(command(&mut client, &["EXEC"]), "*1\r\n+OK\r\n");
 }
+
+#[test]
+fn a_transaction_queued_under_rules_a_reload_changed_is_discarded_at_exec() {
+    let main = StandaloneServer::start();
+    main.cli(&["SET", "x:1", "secret"]);
+    let admin = common::free_port();
+    let user = |keys: &str| {
+        format!(
+            "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
+             [users.p]\npasswords = [\"p-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [{keys}]\n"
+        )
+    };
+    let proxy = start(
+        admin,
+        &with_users(admin, &main, &user("\"~n:*\", \"~x:*\"")),
+    );
+    let mut client = logged_in(&proxy, "p", "p-pw");
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["GET", "x:1"]), "+QUEUED\r\n");
+    proxy.reload_ok(&with_users(admin, &main, &user("\"~n:*\"")));
+    assert_eq!(
+        command(&mut client, &["EXEC"]),
+        "-EXECABORT Transaction discarded because of: NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call\r\n"
+    );
+    assert!(command(&mut client, &["GET", "x:1"]).starts_with("-NOPERM"));
+    // A reload that leaves the user's rules alone lets its transactions run.
+    assert_eq!(command(&mut client, &["MULTI"]), "+OK\r\n");
+    assert_eq!(command(&mut client, &["SET", "n:1", "v"]), "+QUEUED\r\n");
+    let unchanged = with_users(admin, &main, &user("\"~n:*\"")).replace(
+        "[users.default]",
+        "[users.other]\npasswords = [\"o-pw\"]\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\n[users.default]",
+    );
+    proxy.reload_ok(&unchanged);
+    assert_eq!(command(&mut client, &["EXEC"]), "*1\r\n+OK\r\n");
+}

@@ -67,6 +67,9 @@ pub struct User {
     /// Its twin on the nodes, which its scripts run as: for a user whose commands, keys or
     /// channels are restricted (a user restricted only in backends needs none).
     node_user: Option<NodeUser>,
+    /// Its rules as configured (commands, keys, channels, backends, whether enabled): equal
+    /// for two compilations exactly when the user's rights are the same.
+    rights: String,
 }
 
 impl User {
@@ -84,7 +87,13 @@ impl User {
             channels: None,
             backends: None,
             node_user: None,
+            rights: String::new(),
         }
+    }
+
+    /// Whether `other` (the same user in another configuration) has the same rights.
+    pub fn same_rights(&self, other: &User) -> bool {
+        self.rights == other.rights && self.restricted() == other.restricted()
     }
 
     /// Its twin on the nodes, when its scripts must run with its rights there.
@@ -275,7 +284,12 @@ impl Users {
             let all_commands = commands.allows_all();
             let node_user = (!all_commands || keys.is_some() || channels.is_some())
                 .then(|| NodeUser::of(name, user));
+            let rights = format!(
+                "{}\n{}\n{:?}\n{:?}\n{:?}",
+                user.enabled, user.commands, user.keys, user.channels, user.backends
+            );
             users.push(Arc::new(User {
+                rights,
                 node_user,
                 name: name.clone(),
                 id: users.len(),

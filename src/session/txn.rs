@@ -226,6 +226,17 @@ pub fn in_multi(
                     ),
                 });
             }
+            if state
+                .user
+                .as_deref()
+                .is_some_and(|user| proxy.rights_changed(user))
+            {
+                // Redis checks each queued command again at EXEC; the node holds this queue,
+                // so the proxy discards it whole.
+                return TxnStep::Own(OwnOp::Release {
+                    reply: reply::error(RIGHTS_CHANGED),
+                });
+            }
             if watch_broken {
                 // Redis's reply to EXEC after a watched key changed: a null array.
                 let null: &'static [u8] = match state.protocol {
@@ -318,6 +329,9 @@ pub fn in_multi(
     state.note_multi(count);
     step
 }
+
+/// `EXEC`'s reply when a reload changed the user's rights since `MULTI`.
+const RIGHTS_CHANGED: &str = "EXECABORT Transaction discarded because of: NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call";
 
 /// Redis's reply to a command queued in a transaction.
 const QUEUED: &[u8] = b"+QUEUED\r\n";
