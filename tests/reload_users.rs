@@ -392,3 +392,27 @@ fn a_transaction_queued_under_rules_a_reload_changed_is_discarded_at_exec() {
     proxy.reload_ok(&unchanged);
     assert_eq!(command(&mut client, &["EXEC"]), "*1\r\n+OK\r\n");
 }
+
+#[test]
+fn a_restricted_users_evalsha_is_healed_on_a_node_that_lost_its_scripts() {
+    let main = StandaloneServer::start();
+    let admin = common::free_port();
+    let users = "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
+                 [users.app]\npasswords = [\"app-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [\"~n:*\"]\n";
+    let proxy = start(admin, &with_users(admin, &main, users));
+    let mut client = logged_in(&proxy, "app", "app-pw");
+    assert_eq!(command(&mut client, &["SET", "n:1", "v"]), "+OK\r\n");
+    let loaded = command(
+        &mut client,
+        &["SCRIPT", "LOAD", "return redis.call('get', ARGV[1])"],
+    );
+    let sha = loaded.lines().nth(1).unwrap().to_string();
+    let call = |client: &mut Raw, key: &str| command(client, &["EVALSHA", &sha, "1", "n:1", key]);
+    assert_eq!(call(&mut client, "n:1"), "$1\r\nv\r\n");
+    // The node loses its scripts (a restart, a promoted replica): the proxy loads it again.
+    main.cli(&["SCRIPT", "FLUSH"]);
+    assert_eq!(call(&mut client, "n:1"), "$1\r\nv\r\n");
+    // Still as the user: a key it may not read is refused by the node.
+    main.cli(&["SCRIPT", "FLUSH"]);
+    assert!(call(&mut client, "x:1").starts_with(SCRIPT_KEY_DENIED));
+}

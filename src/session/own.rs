@@ -393,6 +393,7 @@ async fn call_routed(
 ) -> Bytes {
     let mut attempts = cluster.attempts();
     let mut next: Option<(NodeAddr, bool)> = None;
+    let mut script_loaded = false;
     loop {
         let (node, asking) = match next.take() {
             Some(redirected) => redirected,
@@ -429,6 +430,21 @@ async fn call_routed(
             // Whatever state the connection had is unknown now.
             *own = None;
         }
+        if needs_user
+            && !script_loaded
+            && outcome.as_ref().is_ok_and(|reply| {
+                reply
+                    .error_text()
+                    .is_some_and(|text| text.starts_with(b"NOSCRIPT"))
+            })
+            && load_script(cluster, &node, &payload, as_user).await
+        {
+            // The node lacked a script the proxy has seen (a promoted replica): loaded there
+            // by the backend's user (the twin may not load scripts), the call goes again.
+            script_loaded = true;
+            next = Some((node, asking));
+            continue;
+        }
         match cluster.judge(&mut attempts, outcome, Access::Write, &node) {
             Next::Reply(reply) => return reply.bytes,
             Next::Fail(error) => return error,
@@ -436,6 +452,26 @@ async fn call_routed(
             Next::Retry(delay) => tokio::time::sleep(delay).await,
         }
     }
+}
+
+/// Loads on `node`, on its shared connection, the script an `EVALSHA` payload names, if the
+/// proxy has seen it; whether it is loaded now.
+async fn load_script(
+    cluster: &Cluster,
+    node: &NodeAddr,
+    payload: &Bytes,
+    as_user: AsUser<'_>,
+) -> bool {
+    let Some(load) = cluster.scripts.load_command_for(payload) else {
+        return false;
+    };
+    let pool = cluster.pool(node);
+    let limit = cluster.conn_settings().request_timeout;
+    let loaded = tokio::time::timeout(
+        limit,
+        pool.send(as_user.protocol, 0, load, false, as_user.db),
+    );
+    matches!(loaded.await, Ok(Ok(reply)) if reply.error_text().is_none())
 }
 
 /// One attempt of a command on the own connection.
