@@ -162,6 +162,9 @@ pub struct KillFilter {
     pub laddr: Option<String>,
     /// `MAXAGE s`: connected longer than this.
     pub max_age_s: Option<u64>,
+    /// `USER name`: logged in as this user (`default` before any login, as `CLIENT LIST`
+    /// shows it).
+    pub user: Option<String>,
     /// `SKIPME yes` (the default): not the caller.
     pub skip: Option<u64>,
 }
@@ -288,6 +291,12 @@ impl ClientRegistry {
                     .is_none_or(|s| c.connected_at.elapsed().as_secs() >= s)
             })
             .filter(|c| filter.skip != Some(c.id))
+            .filter(|c| {
+                filter.user.as_deref().is_none_or(|wanted| {
+                    let details = c.details.lock().unwrap_or_else(|p| p.into_inner());
+                    details.user.as_deref().unwrap_or("default") == wanted
+                })
+            })
             .cloned()
             .collect();
         for client in &matching {

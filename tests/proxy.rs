@@ -540,6 +540,24 @@ fn client_list_and_kill_cover_the_proxys_own_clients() {
         admin.command(&["CLIENT", "KILL", "127.0.0.1:1"]),
         b"-ERR No such client\r\n"
     );
+    // Without a filter Redis refuses CLIENT KILL (it must not close every client); USER is a
+    // filter as in Redis 7.0.
+    let mut bystander = proxy.raw();
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL"]),
+        b"-ERR wrong number of arguments for 'client|kill' command\r\n"
+    );
+    assert_eq!(bystander.command(&["PING"]), b"+PONG\r\n");
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "USER", "nobody"]),
+        b"-ERR No such user 'nobody'\r\n"
+    );
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "USER", "default"]),
+        b":1\r\n",
+        "every client of the default user but the caller"
+    );
+    assert!(bystander.is_closed());
     // CLIENT REPLY OFF: commands run without replies until ON.
     admin
         .send(b"CLIENT REPLY OFF\r\nSET quiet 1\r\nINCR quiet\r\nCLIENT REPLY ON\r\nGET quiet\r\n");

@@ -342,6 +342,12 @@ fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Actio
 /// (the number killed), over the proxy's own clients.
 fn client_kill(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let text = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned());
+    if args.len() < 3 {
+        // Without a filter Redis refuses it; the proxy would otherwise close every client.
+        return Action::Reply(reply::error(
+            "ERR wrong number of arguments for 'client|kill' command",
+        ));
+    }
     if args.len() == 3 {
         let filter = KillFilter {
             addr: text(2),
@@ -371,6 +377,12 @@ fn client_kill(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Acti
             },
             "addr" => filter.addr = Some(value),
             "laddr" => filter.laddr = Some(value),
+            "user" => {
+                if proxy.users().get(&value).is_none() {
+                    return Action::Reply(reply::error(&format!("ERR No such user '{value}'")));
+                }
+                filter.user = Some(value);
+            }
             "maxage" => match value.parse() {
                 Ok(s) => filter.max_age_s = Some(s),
                 Err(_) => return Action::Reply(reply::error("ERR syntax error")),
