@@ -2,7 +2,6 @@
 //! every slot routed to it) and not once it shuts down. What `/ready`, `INFO` and the
 //! `respgate_ready` gauge report.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::info;
@@ -51,14 +50,14 @@ pub fn readiness(proxy: &Proxy) -> Readiness {
     if life.is_shutting_down() {
         return Readiness::ShuttingDown;
     }
-    if life.started.load(Ordering::Relaxed) {
+    if life.has_started() {
         return Readiness::Ready;
     }
     let unready = unserved(proxy);
     if !unready.is_empty() {
         return Readiness::Starting(unready);
     }
-    if !life.started.swap(true, Ordering::Relaxed) {
+    if life.mark_started() {
         info!(
             backends = proxy.snapshot().backends().len(),
             "ready: every backend serves the slots routed to it"

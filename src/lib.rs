@@ -22,8 +22,10 @@
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
 //!   scripted nodes.
 //!
-//! Beneath them all, [`slot`] is the hash slot every layer speaks of. The modules import
-//! downwards only: no two import each other, directly or around a circle.
+//! Beneath them all, [`slot`] is the hash slot every layer speaks of. Files import downwards:
+//! none imports a file that imports it back, directly or around a circle (`farm-studio look`
+//! draws none). Some folders still reach into each other through different files (`acl` and
+//! `command`, `backend` and `clients` or `tls`, `metrics` and `proxy`).
 //!
 //! [`acl`] holds the users clients log in as and the permission check a restricted user's
 //! requests pass before anything else. [`config`] holds the typed configuration, [`proxy`] the

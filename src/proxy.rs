@@ -373,8 +373,8 @@ impl<'a> ProxyRef<'a> {
         ProxyRef { proxy, snapshot }
     }
 
-    /// Whether the user called `name` has other rights (or is gone) in the configuration in
-    /// force now than `user` has in the pinned one: a reload changed them meanwhile.
+    /// Whether `user` (of the pinned snapshot) has other rights, or is gone, in the configuration
+    /// in force now: a reload changed them meanwhile.
     pub fn rights_changed(self, user: &crate::acl::User) -> bool {
         if !self.proxy.is_newer_than(self.snapshot) {
             return false;
@@ -442,12 +442,22 @@ pub struct Lifecycle {
     /// master lost later is for the cluster's failover to mend, and taking every proxy out of
     /// the Service at once (they all see the same cluster) would turn a partial outage into a
     /// total one.
-    pub(crate) started: AtomicBool,
+    started: AtomicBool,
     /// Set when shutdown begins (`SIGTERM`).
     shutting_down: AtomicBool,
 }
 
 impl Lifecycle {
+    /// Whether every backend has served its routed slots once.
+    pub fn has_started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Notes that every backend serves its routed slots; true the first time.
+    pub fn mark_started(&self) -> bool {
+        !self.started.swap(true, Ordering::Relaxed)
+    }
+
     /// Marks the start of shutdown: from now on the proxy is not ready.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);

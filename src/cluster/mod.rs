@@ -311,11 +311,8 @@ impl Cluster {
         db: u8,
         affinity: usize,
     ) -> (Bytes, Option<Arc<NodePool>>) {
-        let started = tokio::time::Instant::now();
-        self.serve_after(
-            None, started, payload, target, access, protocol, db, affinity,
-        )
-        .await
+        self.serve_after(None, payload, target, access, protocol, db, affinity)
+            .await
     }
 
     /// Makes the first attempt of a command at once, its reply going to `ticket` of the client's
@@ -371,11 +368,9 @@ impl Cluster {
     /// [`Cluster::serve`], after a first attempt on a pool that came to an outcome (`first`),
     /// when there was one: the one retry engine for every forwarded command.
     #[allow(clippy::too_many_arguments)]
-    #[allow(clippy::too_many_arguments)]
     pub async fn serve_after(
         &self,
         mut first: Option<(Arc<NodePool>, Result<Reply, BackendError>)>,
-        started: tokio::time::Instant,
         payload: Bytes,
         target: Target,
         access: Access,
@@ -391,10 +386,17 @@ impl Cluster {
             db,
             affinity,
         };
+        // The budget counts from the first attempt, made before this engine was asked: one that
+        // timed out began a request timeout ago (any other outcome came at once), so a retry
+        // after it still ends within `request_timeout_ms` + `retry_timeout_ms` of the request.
+        let now = tokio::time::Instant::now();
+        let started = match &first {
+            Some((_, Err(BackendError::Timeout { .. }))) => now
+                .checked_sub(self.conn_settings().request_timeout)
+                .unwrap_or(now),
+            _ => now,
+        };
         let mut progress = Progress {
-            // The budget counts from the first attempt, made before this engine was asked:
-            // a retry after a first attempt that timed out must still end within
-            // `request_timeout_ms` + `retry_timeout_ms` of the request.
             attempts: Attempts::since(self.retry_budget, started),
             script_loaded: false,
             redirected: None,

@@ -354,7 +354,6 @@ async fn a_read_whose_first_attempt_timed_out_ends_within_the_request_and_retry_
     let (got, _) = cluster
         .serve_after(
             Some((cluster.pool(&NodeAddr::new(A)), first)),
-            started,
             command(&["GET", "k"]),
             target,
             Access::Read,

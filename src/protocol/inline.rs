@@ -1,24 +1,6 @@
 //! Inline commands (`PING\r\n`, as telnet sends them): one line split into arguments with
 //! the quoting rules of Redis's `sdssplitargs`. The request parser calls it for a line that does
-//! not start with `*`.
-
-use bytes::Bytes;
-
-use super::request::{ProtocolError, Request};
-
-/// The request on one inline line (its `\n` included), or `None` for a blank line.
-pub(super) fn inline_request(line: &[u8]) -> Result<Option<Request>, ProtocolError> {
-    let text = line.strip_suffix(b"\n").unwrap_or(line);
-    let text = text.strip_suffix(b"\r").unwrap_or(text);
-    let args =
-        split_args(text).ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))?;
-    if args.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Request::from_args(
-        args.into_iter().map(Bytes::from).collect(),
-    )))
-}
+//! not start with `*`, and makes the request.
 
 /// Splits an inline command line into arguments with the quoting rules of Redis's
 /// `sdssplitargs`: double quotes with backslash escapes (`\n`, `\xHH`, ...), single quotes with

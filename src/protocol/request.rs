@@ -6,8 +6,6 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::inline::inline_request;
-#[cfg(test)]
 use super::inline::split_args;
 
 /// Longest inline request, and longest `*`/`$` header line, Redis accepts (`PROTO_INLINE_MAX_SIZE`).
@@ -19,7 +17,7 @@ pub const INLINE_MAX_BYTES: usize = 64 * 1024;
 pub struct ProtocolError(pub String);
 
 impl ProtocolError {
-    pub(super) fn new(text: impl Into<String>) -> Self {
+    fn new(text: impl Into<String>) -> Self {
         ProtocolError(text.into())
     }
 }
@@ -509,6 +507,20 @@ pub fn parse_int(digits: &[u8]) -> Option<i64> {
         }
     }
     Some(if negative { -value } else { value })
+}
+
+/// The request on one inline line (its `\n` included), or `None` for a blank line.
+fn inline_request(line: &[u8]) -> Result<Option<Request>, ProtocolError> {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let args =
+        split_args(text).ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))?;
+    if args.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Request::from_args(
+        args.into_iter().map(Bytes::from).collect(),
+    )))
 }
 
 #[cfg(test)]

@@ -135,7 +135,7 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         // A configuration newer than the session's came into force while it was active or
         // idle: move to it, then serve under it what the client sent meanwhile (and its
         // subscriptions, which need the active phase).
-        if c.proxy.is_newer_than(&snapshot) && switch::may_switch(&c.state) {
+        if c.proxy.is_newer_than(&snapshot) && switch::may_switch(&c.state, c.proxy, &snapshot) {
             // Boxed: a reload is rare, and moving subscriptions would otherwise size every idle
             // client's task.
             if !Box::pin(switch::to_newest(&mut c, &mut snapshot)).await {
@@ -284,7 +284,9 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             let again = retried.is_some();
             let parsed = match retried.take() {
                 Some(request) => Ok(Some(request)),
-                None if c.proxy.is_newer_than(snapshot) && switch::may_switch(&c.state) => {
+                None if c.proxy.is_newer_than(snapshot)
+                    && switch::may_switch(&c.state, c.proxy, snapshot) =>
+                {
                     move_due = true;
                     break;
                 }

@@ -77,11 +77,8 @@ impl<'a> Command<'a> {
             timed,
         } = self;
         Box::pin(async move {
-            let started = timed.started;
             let (bytes, node) = cluster
-                .serve_after(
-                    first, started, payload, target, access, protocol, db, affinity,
-                )
+                .serve_after(first, payload, target, access, protocol, db, affinity)
                 .await;
             timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
             bytes

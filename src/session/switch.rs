@@ -8,9 +8,10 @@
 //! What the client built up moves with it: its subscriptions are placed where the new routes
 //! put them ([`Subscriptions::follow`](super::pubsub::Subscriptions)); the place of its last
 //! write (where `WAIT` goes) is kept when its backend carried over. A transaction open with
-//! `MULTI` finishes under the snapshot it began with, and the session moves after it; a `WATCH`
-//! alone ends with the move (the next `EXEC` fails as when a watched key changed), so that no
-//! client keeps its user's old rights by holding one. A
+//! `MULTI` finishes under the snapshot it began with, and the session moves after it; so does
+//! one under `WATCH`, unless the reload changed its user's rights: then the watch ends with the
+//! move (the next `EXEC` fails as when a watched key changed, and the connection holding it is
+//! closed), so that no client keeps old rights by holding one. A
 //! client's own connection (blocking commands) stays until a command needs another node.
 //! The client's user is looked up by name among the new users: it stays logged in when its
 //! password changes, as in Redis, takes the new rules, and is closed if the user was removed.
@@ -23,14 +24,20 @@ use tracing::debug;
 use super::{ClientState, Conn};
 use crate::config::ServerConfig;
 use crate::keyspace::Place;
-use crate::proxy::{ProxyRef, Snapshot};
+use crate::proxy::{Proxy, ProxyRef, Snapshot};
 
-/// Whether the client may move to another snapshot now: not inside a transaction, whose keys'
-/// place was decided under the one in force. A `WATCH` alone does not hold the client back
-/// (nor keep its user's old rights for as long as it is held): moving ends it, and the next
-/// `EXEC` fails as when a watched key changed.
-pub(super) fn may_switch(state: &ClientState) -> bool {
+/// Whether the client may move from `pinned` to the newest snapshot now: not inside a
+/// transaction, whose keys' place was decided under the one in force. A `WATCH` alone holds it
+/// back only while its user's rights stay as they were, so that no client keeps old rights by
+/// holding one: when they changed, moving ends the watch, and the next `EXEC` fails as when a
+/// watched key changed.
+pub(super) fn may_switch(state: &ClientState, proxy: &Proxy, pinned: &Snapshot) -> bool {
     state.txn.is_none()
+        && (state.watched.is_none()
+            || state
+                .user
+                .as_deref()
+                .is_some_and(|user| ProxyRef::new(proxy, pinned).rights_changed(user)))
 }
 
 /// The idle timeout `server` sets, if any.
@@ -42,7 +49,7 @@ pub(super) fn idle_timeout(server: &ServerConfig) -> Option<Duration> {
 /// may move. False when the client must be closed: its user was removed, or its subscriptions
 /// could not be placed or are no longer its user's to hold.
 pub(super) async fn to_newest(c: &mut Conn<'_>, pinned: &mut Arc<Snapshot>) -> bool {
-    if !c.proxy.is_newer_than(pinned) || !may_switch(&c.state) {
+    if !c.proxy.is_newer_than(pinned) || !may_switch(&c.state, c.proxy, pinned) {
         return true;
     }
     let newest = c.proxy.snapshot();

@@ -226,6 +226,16 @@ pub fn in_multi(
                     ),
                 });
             }
+            if watch_broken {
+                // Redis's reply to EXEC after a watched key changed: a null array.
+                let null: &'static [u8] = match state.protocol {
+                    Protocol::Resp2 => b"*-1\r\n",
+                    Protocol::Resp3 => b"_\r\n",
+                };
+                return TxnStep::Own(OwnOp::Release {
+                    reply: Bytes::from_static(null),
+                });
+            }
             if state
                 .user
                 .as_deref()
@@ -235,16 +245,6 @@ pub fn in_multi(
                 // so the proxy discards it whole.
                 return TxnStep::Own(OwnOp::Release {
                     reply: reply::error(RIGHTS_CHANGED),
-                });
-            }
-            if watch_broken {
-                // Redis's reply to EXEC after a watched key changed: a null array.
-                let null: &'static [u8] = match state.protocol {
-                    Protocol::Resp2 => b"*-1\r\n",
-                    Protocol::Resp3 => b"_\r\n",
-                };
-                return TxnStep::Own(OwnOp::Release {
-                    reply: Bytes::from_static(null),
                 });
             }
             let mut exec = BytesMut::new();
