@@ -4,24 +4,10 @@
 
 use super::*;
 use crate::backend::scripted::{Act, ScriptedNodes};
-use crate::config::ClusterConfig;
 use crate::protocol::request::encode_command;
 use crate::slot::Slot;
-use crate::workers::WorkerSet;
 
-const A: &str = "10.0.0.1:6379";
-const B: &str = "10.0.0.2:6379";
-
-fn cluster_on_a(nodes: &Arc<ScriptedNodes>) -> Arc<Cluster> {
-    let cluster = Cluster::with_connector(
-        "test",
-        ClusterConfig::default(),
-        WorkerSet::inline(),
-        nodes.clone(),
-    );
-    cluster.serve_all_slots_from(&NodeAddr::new(A));
-    cluster
-}
+use super::tests::{A, B, cluster_on_a};
 
 /// A batch of `commands` for slot 5, opening the transaction when `opens`, with the client's
 /// replies `parts`.
