@@ -482,24 +482,6 @@ fn a_proxy_without_users_costs_clients_no_login() {
     );
 }
 
-/// A healthy replica of the master on `master_port`.
-fn replica_of(cluster: &RedisCluster, master_port: u16) -> u16 {
-    let master_id = cluster.node_id(master_port);
-    let nodes = cluster.cli(master_port, &["CLUSTER", "NODES"]);
-    // <id> <ip:port@cport> <flags> <master-id> ...
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let (addr, flags, master) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
-            (flags.contains("slave") && !flags.contains("fail") && *master == master_id)
-                .then(|| addr.split('@').next()?.rsplit(':').next()?.parse().ok())
-                .flatten()
-        })
-        .next()
-        .unwrap_or_else(|| panic!("master {master_port} has no healthy replica:\n{nodes}"))
-}
-
 #[test]
 fn a_restricted_users_scripts_keep_its_rights_on_a_replica_promoted_by_failover() {
     let cluster = RedisCluster::start(3, 1);
@@ -526,7 +508,7 @@ fn a_restricted_users_scripts_keep_its_rights_on_a_replica_promoted_by_failover(
     assert_eq!(read(&mut app, "app:{t}"), "$4\r\nmine\r\n");
 
     // The replica never saw the twin; once promoted, the first login there makes it.
-    let replica = replica_of(&cluster, master);
+    let replica = cluster.replica_of(master);
     let twins = |port| {
         cluster
             .cli(port, &["ACL", "USERS"])

@@ -138,25 +138,6 @@ fn is_master(cluster: &RedisCluster, port: u16) -> bool {
         .is_ok_and(|info| info.lines().any(|l| l.trim() == "role:master"))
 }
 
-/// The port of a healthy replica of the master on `master_port`, from its `CLUSTER NODES`.
-fn replica_of(cluster: &RedisCluster, master_port: u16) -> u16 {
-    let master_id = cluster.node_id(master_port);
-    let nodes = cluster.cli(master_port, &["CLUSTER", "NODES"]);
-    // <id> <ip:port@cport> <flags> <master-id> ...
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let (addr, flags, master) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
-            let healthy = !flags.contains("fail") && flags.contains("slave");
-            (healthy && *master == master_id)
-                .then(|| addr.split('@').next()?.rsplit(':').next()?.parse().ok())
-                .flatten()
-        })
-        .next()
-        .unwrap_or_else(|| panic!("master {master_port} has no healthy replica:\n{nodes}"))
-}
-
 /// Runs `redis-cli --cluster <args>` against 127.0.0.1, bounded in time; panics with its output
 /// when it fails.
 fn redis_cli_cluster(args: &[&str]) {
@@ -307,7 +288,7 @@ fn manual_failover_loses_nothing() {
     let bench = Bench::start();
     let cluster = &bench.cluster;
     let master = cluster.slot_owner(0);
-    let replica = replica_of(cluster, master);
+    let replica = cluster.replica_of(master);
     bench.note(&format!(
         "CLUSTER FAILOVER on {replica}, replica of {master}"
     ));
@@ -396,7 +377,7 @@ fn adding_and_removing_a_master_under_load_has_no_errors() {
 fn killed_master_recovers_without_restart() {
     let mut bench = Bench::start();
     let victim = bench.cluster.slot_owner(0);
-    let replica = replica_of(&bench.cluster, victim);
+    let replica = bench.cluster.replica_of(victim);
     bench.note(&format!("SIGKILL master {victim} (replica {replica})"));
     let failed_at = Instant::now();
     bench.cluster.kill(victim);
@@ -434,7 +415,7 @@ fn killed_master_recovers_without_restart() {
 fn stopped_master_recovers_by_itself() {
     let bench = Bench::start();
     let victim = bench.cluster.slot_owner(0);
-    let replica = replica_of(&bench.cluster, victim);
+    let replica = bench.cluster.replica_of(victim);
     bench.note(&format!("SIGSTOP master {victim} (replica {replica})"));
     let failed_at = Instant::now();
     let stopped = Stopped::stop(bench.cluster.pid(victim));

@@ -195,6 +195,16 @@ fn a_subscriber_whose_user_loses_its_channel_is_closed_and_others_keep_theirs() 
     );
 }
 
+/// `[users.*]` of the tests below: the default user with every right, for the harness, and
+/// `name` (password `NAME-pw`), restricted to `+@all -@dangerous` and the key patterns `keys`
+/// (TOML list items).
+fn restricted_user(name: &str, keys: &str) -> String {
+    format!(
+        "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
+         [users.{name}]\npasswords = [\"{name}-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [{keys}]\n"
+    )
+}
+
 /// `EVAL` of a script that reads `key`, undeclared, as the client on `raw`.
 fn script_reads(raw: &mut Raw, key: &str) -> String {
     command(
@@ -210,12 +220,7 @@ fn a_restricted_users_scripts_follow_its_rules_through_a_reload_and_a_node_that_
     let main = StandaloneServer::start();
     main.cli(&["SET", "x:1", "secret"]);
     let admin = common::free_port();
-    let app = |keys: &str| {
-        format!(
-            "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
-             [users.app]\npasswords = [\"app-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [{keys}]\n"
-        )
-    };
+    let app = |keys: &str| restricted_user("app", keys);
     let proxy = start(admin, &with_users(admin, &main, &app("\"~n:*\"")));
     let mut client = logged_in(&proxy, "app", "app-pw");
     assert!(script_reads(&mut client, "x:1").starts_with(SCRIPT_KEY_DENIED));
@@ -285,8 +290,7 @@ fn a_backend_that_cannot_hold_users_refuses_restricted_scripts_and_serves_the_re
         "&*",
     ]);
     let admin = common::free_port();
-    let users = "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
-                 [users.app]\npasswords = [\"app-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [\"~n:*\"]\n";
+    let users = &restricted_user("app", "\"~n:*\"");
     let text = server(admin, 0, "")
         + &standalone("main", &main).replace(
             "request_timeout_ms",
@@ -326,12 +330,7 @@ fn a_reload_ends_a_watch_and_the_old_rights_it_held() {
     let main = StandaloneServer::start();
     main.cli(&["SET", "x:1", "secret"]);
     let admin = common::free_port();
-    let user = |keys: &str| {
-        format!(
-            "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
-             [users.p]\npasswords = [\"p-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [{keys}]\n"
-        )
-    };
+    let user = |keys: &str| restricted_user("p", keys);
     let proxy = start(
         admin,
         &with_users(admin, &main, &user("\"~n:*\", \"~x:*\"")),
@@ -363,12 +362,7 @@ fn a_transaction_queued_under_rules_a_reload_changed_is_discarded_at_exec() {
     let main = StandaloneServer::start();
     main.cli(&["SET", "x:1", "secret"]);
     let admin = common::free_port();
-    let user = |keys: &str| {
-        format!(
-            "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
-             [users.p]\npasswords = [\"p-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [{keys}]\n"
-        )
-    };
+    let user = |keys: &str| restricted_user("p", keys);
     let proxy = start(
         admin,
         &with_users(admin, &main, &user("\"~n:*\", \"~x:*\"")),
@@ -397,8 +391,7 @@ fn a_transaction_queued_under_rules_a_reload_changed_is_discarded_at_exec() {
 fn a_restricted_users_evalsha_is_healed_on_a_node_that_lost_its_scripts() {
     let main = StandaloneServer::start();
     let admin = common::free_port();
-    let users = "[users.default]\nnopass = true\ncommands = \"+@all\"\nkeys = [\"allkeys\"]\nchannels = [\"allchannels\"]\n\
-                 [users.app]\npasswords = [\"app-pw\"]\ncommands = \"+@all -@dangerous\"\nkeys = [\"~n:*\"]\n";
+    let users = &restricted_user("app", "\"~n:*\"");
     let proxy = start(admin, &with_users(admin, &main, users));
     let mut client = logged_in(&proxy, "app", "app-pw");
     assert_eq!(command(&mut client, &["SET", "n:1", "v"]), "+OK\r\n");

@@ -327,6 +327,25 @@ impl RedisCluster {
         Ok(stdout)
     }
 
+    /// The port of a healthy replica of the master on `master_port`, from its `CLUSTER NODES`.
+    pub fn replica_of(&self, master_port: u16) -> u16 {
+        let master_id = self.node_id(master_port);
+        let nodes = self.cli(master_port, &["CLUSTER", "NODES"]);
+        // <id> <ip:port@cport> <flags> <master-id> ...
+        nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let (addr, flags, master) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+                let healthy = !flags.contains("fail") && flags.contains("slave");
+                (healthy && *master == master_id)
+                    .then(|| addr.split('@').next()?.rsplit(':').next()?.parse().ok())
+                    .flatten()
+            })
+            .next()
+            .unwrap_or_else(|| panic!("master {master_port} has no healthy replica:\n{nodes}"))
+    }
+
     /// The cluster node id of the node on `port`.
     pub fn node_id(&self, port: u16) -> String {
         self.cli(port, &["CLUSTER", "MYID"])
