@@ -79,10 +79,7 @@ pub(super) fn permit(
             if spec.policy == Policy::Own(OwnKind::Transaction(Transaction::Exec)) {
                 // Redis discards the transaction (and the watches) and says why in EXEC's one
                 // reply, inside MULTI or not.
-                if state.txn.take().is_some() {
-                    state.note_multi(-1);
-                }
-                state.watched = None;
+                txn::discard(state);
                 let reply = reply::error(&format!(
                     "EXECABORT Transaction discarded because of: {}",
                     denial.message()

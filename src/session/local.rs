@@ -136,10 +136,7 @@ pub fn handle(
             if let Some(names) = state.names.as_mut() {
                 names.name = None;
             }
-            state.txn = None;
-            state.note_multi(-1);
-            state.watched = None;
-            state.watch_broken = false;
+            super::txn::discard(state);
             state.db = 0;
             state.subscribed = false;
             state.reset = true;

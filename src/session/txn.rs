@@ -131,6 +131,16 @@ pub(super) fn needs_user(state: &mut ClientState) {
     }
 }
 
+/// Ends the client's transaction as Redis's `discardTransaction` does: the queue and every
+/// watch go (the caller closes the own connection that held them). Gives back the queue, if
+/// one was open, and whether a reload had broken the watch.
+pub(super) fn discard(state: &mut ClientState) -> (Option<Txn>, bool) {
+    let txn = state.txn.take();
+    state.note_multi(-1);
+    state.watched = None;
+    (txn, std::mem::take(&mut state.watch_broken))
+}
+
 /// Makes the open transaction, if any, fail at `EXEC`: a command was refused while queuing
 /// (by the permission check, before it reached [`in_multi`]).
 pub(super) fn fail_queued(state: &mut ClientState) {
@@ -210,10 +220,8 @@ pub fn in_multi(
     };
     match kind {
         Some(end @ (Transaction::Exec | Transaction::Discard)) => {
-            let mut txn = state.txn.take().unwrap_or_default();
-            state.watched = None;
-            state.note_multi(-1);
-            let watch_broken = std::mem::take(&mut state.watch_broken);
+            let (txn, watch_broken) = discard(state);
+            let mut txn = txn.unwrap_or_default();
             if end == Transaction::Discard {
                 return TxnStep::Own(OwnOp::Release {
                     reply: Bytes::from_static(reply::OK),
