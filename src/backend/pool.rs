@@ -289,7 +289,7 @@ pub struct NodeHealth {
 }
 
 impl NodeHealth {
-    fn new(backend: &str, addr: &NodeAddr) -> Self {
+    pub(super) fn new(backend: &str, addr: &NodeAddr) -> Self {
         NodeHealth {
             backend: backend.to_string(),
             addr: addr.clone(),

@@ -269,7 +269,7 @@ async fn run(
                 backoff = settings.backoff_min;
                 up.store(true, Ordering::Relaxed);
                 health.connected();
-                let ended = serve(conn, &addr, settings.max_inflight, &mut jobs).await;
+                let ended = serve(conn, &addr, &settings, &mut jobs).await;
                 up.store(false, Ordering::Relaxed);
                 match ended {
                     Ended::Dropped => {
@@ -312,9 +312,10 @@ enum Ended {
 async fn serve(
     conn: NodeConn,
     addr: &NodeAddr,
-    max_inflight: usize,
+    settings: &ConnSettings,
     jobs: &mut mpsc::Receiver<Job>,
 ) -> Ended {
+    let max_inflight = settings.max_inflight;
     let (mut rd, mut wr) = conn.split();
     // Both halves run in this one task, so the lock is never contended; it is never held
     // across an await.
@@ -393,10 +394,26 @@ async fn serve(
         }
     };
 
-    let ended = tokio::select! {
-        ended = writer => ended,
-        ended = reader => ended,
+    tokio::pin!(writer, reader);
+    let mut ended = tokio::select! {
+        ended = &mut writer => ended,
+        ended = &mut reader => ended,
     };
+    if matches!(ended, Ended::Dropped) {
+        // The node left the topology, but commands already written to it (an ASK followed to a
+        // node a refresh has not listed yet, a write racing a reshard) still get their replies:
+        // closing now would fail a write that ran. Each waits at most a request timeout.
+        let drained = async {
+            while !lock(&waiting).is_empty() {
+                room.notified().await;
+            }
+        };
+        tokio::select! {
+            () = drained => {}
+            failed = &mut reader => ended = failed,
+            () = tokio::time::sleep(settings.request_timeout) => {}
+        }
+    }
     for w in lock(&waiting).drain(..) {
         if let Some(reply_to) = w.reply {
             reply_to.send(Err(BackendError::Lost { addr: addr.clone() }));
@@ -447,4 +464,76 @@ fn lock(waiting: &Mutex<VecDeque<Waiting>>) -> MutexGuard<'_, VecDeque<Waiting>>
     waiting
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::backend::transport::{Connecting, Connector, Transport};
+    use crate::config::ClusterConfig;
+
+    /// Hands out one in-memory stream, the test's end of which plays the node.
+    struct Once(Mutex<Option<DuplexStream>>);
+
+    impl Connector for Once {
+        fn connect<'a>(&'a self, _addr: &'a NodeAddr) -> Connecting<'a> {
+            let stream = self.0.lock().unwrap().take();
+            Box::pin(async move {
+                let stream = stream.ok_or(std::io::ErrorKind::ConnectionRefused)?;
+                Ok(Transport::Other(Box::new(stream)))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_command_written_before_its_node_left_the_topology_still_gets_its_reply() {
+        let (ours, mut node) = tokio::io::duplex(1 << 16);
+        let settings = Arc::new(ConnSettings {
+            connector: Arc::new(Once(Mutex::new(Some(ours)))),
+            ..ConnSettings::from(&ClusterConfig::default())
+        });
+        let addr = NodeAddr::new("node:1");
+        let health = Arc::new(NodeHealth::new("test", &addr));
+        let conn = SharedConn::spawn(
+            addr,
+            Protocol::Resp2,
+            settings,
+            &WorkerSet::inline(),
+            0,
+            health,
+        );
+        let incr = Bytes::from_static(b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n");
+        let reply = conn.send(incr.clone(), false, 0).unwrap();
+        let mut request = vec![0u8; incr.len()];
+        tokio::time::timeout(Duration::from_secs(5), node.read_exact(&mut request))
+            .await
+            .expect("the INCR never left the proxy")
+            .unwrap();
+        assert_eq!(request, incr);
+        // A refresh drops the node's pool, and so this handle, while the INCR is in flight.
+        drop(conn);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        node.write_all(b":1\r\n").await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), reply)
+            .await
+            .expect("no reply within 5 s")
+            .unwrap()
+            .expect("the INCR ran, so its reply must not be a lost connection");
+        assert_eq!(&reply.bytes[..], b":1\r\n");
+        // With nothing left to answer, the connection closes.
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), node.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "the connection stayed open after its last reply"
+        );
+    }
 }
