@@ -316,3 +316,84 @@ fn a_hung_master_times_a_write_out_once_and_its_late_reply_answers_no_one() {
     );
     assert_eq!(raw.command(&["PING"]), b"+PONG\r\n");
 }
+
+#[test]
+fn a_failed_over_master_is_left_for_its_replica_before_any_request_times_out() {
+    // A master stops answering and the cluster fails it over. With a request timeout far longer
+    // than the failover, the proxy must not wait for a request to time out before it looks at
+    // the topology again: a silent node makes it look at once. New reads of the failed master's
+    // keys go to the promoted replica, and a read already waiting on the silent master is sent
+    // there too.
+    let cluster = RedisCluster::start(3, 1);
+    let master = cluster.slot_owner(0);
+    let replica = cluster.replica_of(master);
+    let key = cluster.key_on(master, "failover");
+    let mut config = config_for(&cluster.seeds());
+    {
+        let backend = config.clusters.get_mut("default").unwrap();
+        backend.request_timeout_ms = 30_000;
+        backend.retry_timeout_ms = 30_000;
+        // No timer comes to the rescue either.
+        backend.refresh_interval_ms = 120_000;
+    }
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let mut raw = proxy.raw();
+    assert_eq!(raw.command(&["SET", &key, "kept"]), b"+OK\r\n");
+    assert_eq!(cluster.cli(master, &["WAIT", "1", "5000"]).trim(), "1");
+
+    let pid = cluster.pid(master).to_string();
+    let _resume = Resume(pid.clone());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (waited_tx, waited_rx) = mpsc::channel();
+    let mut early = proxy.raw();
+    let waiting_key = key.clone();
+    let waiter = std::thread::spawn(move || {
+        waited_tx
+            .send(early.command(&["GET", &waiting_key]))
+            .unwrap();
+    });
+
+    let started = std::time::Instant::now();
+    let promoted = loop {
+        let role = cluster.try_cli(replica, &["ROLE"]).unwrap_or_default();
+        if role.starts_with("master") {
+            break std::time::Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{replica} was not promoted: {role}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Both within half the request timeout of the promotion: a proxy that waited for a
+    // timeout (or the refresh timer) would take 30 s.
+    let limit = Duration::from_secs(15);
+    let mut fresh = proxy.raw();
+    assert_eq!(fresh.command(&["GET", &key]), b"$4\r\nkept\r\n");
+    assert!(
+        promoted.elapsed() < limit,
+        "a new read was served {:?} after the promotion",
+        promoted.elapsed()
+    );
+    let waited = waited_rx
+        .recv_timeout(limit.saturating_sub(promoted.elapsed()))
+        .expect("the read that waited on the silent master was not answered in time");
+    assert_eq!(
+        waited,
+        b"$4\r\nkept\r\n",
+        "{}",
+        String::from_utf8_lossy(&waited)
+    );
+    println!(
+        "both reads answered {:?} after the promotion (request timeout 30 s)",
+        promoted.elapsed()
+    );
+    waiter.join().unwrap();
+}

@@ -18,9 +18,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use thiserror::Error;
+use tokio::sync::Notify;
 
 use crate::config::ClusterConfig;
 use crate::protocol::ReplyKind;
+
+/// Shortest and longest silence after which a node counts as stalled (a quarter of the request
+/// timeout, within these): long enough that a busy node is not suspected at every slow
+/// command, short enough that a failover is noticed well before a request times out.
+const STALL_MIN: Duration = Duration::from_millis(100);
+const STALL_MAX: Duration = Duration::from_millis(500);
 
 pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
 pub use pool::{Backends, NodePool, PendingBatch};
@@ -139,6 +146,12 @@ pub enum BackendError {
         /// The timeout that passed.
         timeout_ms: u64,
     },
+    /// The node left the topology before the request was written; it was not sent.
+    #[error("backend {addr} left the topology before the command was sent")]
+    Retired {
+        /// The node.
+        addr: NodeAddr,
+    },
     /// Too many requests already queued for the node; the request was not sent.
     #[error("backend {addr} is overloaded: too many requests in flight")]
     Overloaded {
@@ -170,6 +183,7 @@ impl BackendError {
             BackendError::Unreachable { .. }
                 | BackendError::Auth { .. }
                 | BackendError::Overloaded { .. }
+                | BackendError::Retired { .. }
         )
     }
 }
@@ -197,6 +211,11 @@ pub struct ConnSettings {
     pub backoff_min: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// How long a node may leave every command on a connection unanswered before it counts
+    /// as stalled.
+    pub stall_after: Duration,
+    /// Woken when a connection stalls: the backend's topology refresher listens.
+    pub on_stall: Arc<Notify>,
 }
 
 impl From<&ClusterConfig> for ConnSettings {
@@ -213,6 +232,8 @@ impl From<&ClusterConfig> for ConnSettings {
             max_inflight: c.max_inflight_per_connection.max(1),
             backoff_min: Duration::from_millis(c.reconnect_backoff_min_ms),
             backoff_max: Duration::from_millis(c.reconnect_backoff_max_ms),
+            stall_after: (c.request_timeout() / 4).clamp(STALL_MIN, STALL_MAX),
+            on_stall: Arc::new(Notify::new()),
         }
     }
 }

@@ -60,6 +60,21 @@ impl NodePool {
         &self.addr
     }
 
+    /// Retires every connection to the node: it left the topology.
+    fn retire(&self) {
+        let shared = self
+            .per_worker
+            .iter()
+            .chain(std::iter::once(&self.elsewhere))
+            .flatten()
+            .filter_map(OnceLock::get)
+            .flatten();
+        let control = self.control.iter().filter_map(OnceLock::get);
+        for conn in shared.chain(control) {
+            conn.retire();
+        }
+    }
+
     /// Sends one command and waits for its reply within the request timeout.
     ///
     /// `affinity` picks the connection: one client always uses the same connection to a node,
@@ -370,12 +385,26 @@ impl Backends {
         }))
     }
 
-    /// Drops the pools of nodes not in `keep`; their connections close once no request holds them.
+    /// Drops the pools of nodes not in `keep` and retires their connections (see
+    /// [`SharedConn::retire`]): requests still holding such a pool are not left waiting on a
+    /// node that no longer serves them.
     pub fn retain(&self, keep: &[NodeAddr]) {
-        let mut pools = self
-            .pools
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        pools.retain(|addr, _| keep.contains(addr));
+        let mut left = Vec::new();
+        {
+            let mut pools = self
+                .pools
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            pools.retain(|addr, pool| {
+                let kept = keep.contains(addr);
+                if !kept {
+                    left.push(Arc::clone(pool));
+                }
+                kept
+            });
+        }
+        for pool in left {
+            pool.retire();
+        }
     }
 }

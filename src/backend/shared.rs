@@ -145,12 +145,36 @@ struct Waiting {
     after: u8,
 }
 
-/// Handle to a connection task; cheap to clone. The task ends when every handle is dropped.
+/// The commands written to a node and waiting for their replies, in order.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Waiting>,
+    /// Replies read so far: unchanged between two looks while commands wait means the node
+    /// answered nothing in between.
+    answered: u64,
+}
+
+impl std::ops::Deref for Queue {
+    type Target = VecDeque<Waiting>;
+    fn deref(&self) -> &Self::Target {
+        &self.waiting
+    }
+}
+
+impl std::ops::DerefMut for Queue {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.waiting
+    }
+}
+
+/// Handle to a connection task; cheap to clone. The task ends when every handle is dropped or
+/// the connection is retired, once the replies still owed on it have arrived.
 #[derive(Clone)]
 pub struct SharedConn {
     jobs: mpsc::Sender<Job>,
     addr: NodeAddr,
     up: Arc<AtomicBool>,
+    retire: Arc<Notify>,
 }
 
 impl SharedConn {
@@ -166,6 +190,7 @@ impl SharedConn {
     ) -> SharedConn {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
         let up = Arc::new(AtomicBool::new(false));
+        let retire = Arc::new(Notify::new());
         workers.spawn_on(
             worker,
             run(
@@ -175,9 +200,30 @@ impl SharedConn {
                 rx,
                 Arc::clone(&up),
                 health,
+                Arc::clone(&retire),
             ),
         );
-        SharedConn { jobs, addr, up }
+        SharedConn {
+            jobs,
+            addr,
+            up,
+            retire,
+        }
+    }
+
+    /// Ends the connection because its node left the topology: commands not written yet fail
+    /// as not sent (so they go where the new map says), commands written get their replies
+    /// unless the node has stopped answering, and new ones are refused.
+    pub fn retire(&self) {
+        self.retire.notify_one();
+    }
+
+    fn refused(&self, error: mpsc::error::TrySendError<Job>) -> BackendError {
+        let addr = self.addr.clone();
+        match error {
+            mpsc::error::TrySendError::Full(_) => BackendError::Overloaded { addr },
+            mpsc::error::TrySendError::Closed(_) => BackendError::Retired { addr },
+        }
     }
 
     /// Whether the connection is established right now.
@@ -214,9 +260,7 @@ impl SharedConn {
                 db,
                 reply: Sink::One(reply),
             })
-            .map_err(|_| BackendError::Overloaded {
-                addr: self.addr.clone(),
-            })
+            .map_err(|e| self.refused(e))
     }
 
     /// Queues `payload`, `commands` commands one after the other, as one job: written
@@ -244,9 +288,7 @@ impl SharedConn {
                 db,
                 reply: Sink::Many { reply_to, commands },
             })
-            .map_err(|_| BackendError::Overloaded {
-                addr: self.addr.clone(),
-            })?;
+            .map_err(|e| self.refused(e))?;
         Ok(rx)
     }
 }
@@ -258,6 +300,7 @@ async fn run(
     mut jobs: mpsc::Receiver<Job>,
     up: Arc<AtomicBool>,
     health: Arc<NodeHealth>,
+    retire: Arc<Notify>,
 ) {
     let mut backoff = settings.backoff_min;
     loop {
@@ -269,7 +312,7 @@ async fn run(
                 backoff = settings.backoff_min;
                 up.store(true, Ordering::Relaxed);
                 health.connected();
-                let ended = serve(conn, &addr, &settings, &mut jobs).await;
+                let ended = serve(conn, &addr, &settings, &mut jobs, &retire).await;
                 up.store(false, Ordering::Relaxed);
                 match ended {
                     Ended::Dropped => {
@@ -290,6 +333,10 @@ async fn run(
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep_until(retry_at) => break,
+                        () = retire.notified() => {
+                            refuse_queued(&mut jobs, &addr);
+                            return;
+                        }
                         job = jobs.recv() => match job {
                             Some(job) => job.reply.fail(error.clone()),
                             None => return,
@@ -303,7 +350,7 @@ async fn run(
 }
 
 enum Ended {
-    /// Every handle was dropped: the node left the topology.
+    /// The node left the topology: every handle was dropped, or the connection was retired.
     Dropped,
     /// The socket failed.
     Failed(String),
@@ -314,12 +361,13 @@ async fn serve(
     addr: &NodeAddr,
     settings: &ConnSettings,
     jobs: &mut mpsc::Receiver<Job>,
+    retire: &Notify,
 ) -> Ended {
     let max_inflight = settings.max_inflight;
     let (mut rd, mut wr) = conn.split();
     // Both halves run in this one task, so the lock is never contended; it is never held
     // across an await.
-    let waiting: Mutex<VecDeque<Waiting>> = Mutex::new(VecDeque::new());
+    let waiting: Mutex<Queue> = Mutex::new(Queue::default());
     let room = Notify::new();
 
     let writer = async {
@@ -361,6 +409,7 @@ async fn serve(
                 continue;
             }
             let mut queue = lock(&waiting);
+            queue.answered += 1;
             let Some(front) = queue.front_mut() else {
                 return Ended::Failed("reply with no request waiting".into());
             };
@@ -394,15 +443,30 @@ async fn serve(
         }
     };
 
-    tokio::pin!(writer, reader);
+    // A node that leaves commands unanswered may have failed: ask for the topology again at
+    // once and while it stays silent, so a failover is seen within a stall, not only after a
+    // request has timed out.
+    let mut silent_since = None;
+    let watchdog = watch_for_stalls(&waiting, settings.stall_after, &mut silent_since, || {
+        settings.on_stall.notify_one();
+        true
+    });
+    // Boxed so it can be dropped before the queue is emptied below: it borrows `jobs`.
+    let mut writer = Box::pin(writer);
+    tokio::pin!(reader);
     let mut ended = tokio::select! {
         ended = &mut writer => ended,
         ended = &mut reader => ended,
+        () = watchdog => Ended::Dropped,
+        () = retire.notified() => Ended::Dropped,
     };
+    drop(writer);
     if matches!(ended, Ended::Dropped) {
+        refuse_queued(jobs, addr);
         // The node left the topology, but commands already written to it (an ASK followed to a
         // node a refresh has not listed yet, a write racing a reshard) still get their replies:
-        // closing now would fail a write that ran. Each waits at most a request timeout.
+        // closing now would fail a write that ran. A node that has stopped answering (the master
+        // a failover replaced) is given up at once, so reads can go to the new master.
         let drained = async {
             while !lock(&waiting).is_empty() {
                 room.notified().await;
@@ -411,6 +475,7 @@ async fn serve(
         tokio::select! {
             () = drained => {}
             failed = &mut reader => ended = failed,
+            () = watch_for_stalls(&waiting, settings.stall_after, &mut silent_since, || false) => {}
             () = tokio::time::sleep(settings.request_timeout) => {}
         }
     }
@@ -425,7 +490,38 @@ async fn serve(
     ended
 }
 
-fn push_job(batch: &mut BytesMut, waiting: &Mutex<VecDeque<Waiting>>, job: Job) {
+/// Fails the commands queued and not written yet as not sent, and refuses new ones.
+fn refuse_queued(jobs: &mut mpsc::Receiver<Job>, addr: &NodeAddr) {
+    jobs.close();
+    while let Ok(job) = jobs.try_recv() {
+        job.reply.fail(BackendError::Retired { addr: addr.clone() });
+    }
+}
+
+/// Looks at the queue every `every`; each time commands have waited through a whole look with
+/// no reply read, calls `on_stall`, and returns once it says false. `before` carries how many
+/// replies had been read at the previous look, if commands were waiting then, from one watch
+/// to the next.
+async fn watch_for_stalls(
+    waiting: &Mutex<Queue>,
+    every: std::time::Duration,
+    before: &mut Option<u64>,
+    mut on_stall: impl FnMut() -> bool,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let now = {
+            let queue = lock(waiting);
+            (!queue.is_empty()).then_some(queue.answered)
+        };
+        if now.is_some() && now == *before && !on_stall() {
+            return;
+        }
+        *before = now;
+    }
+}
+
+fn push_job(batch: &mut BytesMut, waiting: &Mutex<Queue>, job: Job) {
     if job.reply.is_closed() {
         // The client gave up (timeout or disconnect) before the request was written.
         return;
@@ -460,7 +556,7 @@ fn push_job(batch: &mut BytesMut, waiting: &Mutex<VecDeque<Waiting>>, job: Job) 
     });
 }
 
-fn lock(waiting: &Mutex<VecDeque<Waiting>>) -> MutexGuard<'_, VecDeque<Waiting>> {
+fn lock(waiting: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     waiting
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -492,11 +588,14 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_command_written_before_its_node_left_the_topology_still_gets_its_reply() {
-        let (ours, mut node) = tokio::io::duplex(1 << 16);
+    /// A connection to an in-memory node whose end the test holds, with a minute's request
+    /// timeout and the shortest stall.
+    fn connected() -> (SharedConn, DuplexStream) {
+        let (ours, node) = tokio::io::duplex(1 << 16);
         let settings = Arc::new(ConnSettings {
             connector: Arc::new(Once(Mutex::new(Some(ours)))),
+            request_timeout: Duration::from_secs(60),
+            stall_after: Duration::from_millis(100),
             ..ConnSettings::from(&ClusterConfig::default())
         });
         let addr = NodeAddr::new("node:1");
@@ -509,6 +608,39 @@ mod tests {
             0,
             health,
         );
+        (conn, node)
+    }
+
+    #[tokio::test]
+    async fn a_retired_connection_gives_up_on_a_silent_node_and_refuses_new_commands() {
+        let (conn, mut node) = connected();
+        let get = Bytes::from_static(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        let reply = conn.send(get.clone(), false, 0).unwrap();
+        let mut request = vec![0u8; get.len()];
+        tokio::time::timeout(Duration::from_secs(5), node.read_exact(&mut request))
+            .await
+            .expect("the GET never left the proxy")
+            .unwrap();
+        // A failover replaced the node, which stays silent (stopped, cut off).
+        conn.retire();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), reply)
+            .await
+            .expect("a retired connection waited on a silent node")
+            .unwrap();
+        assert!(
+            matches!(outcome, Err(BackendError::Lost { .. })),
+            "{outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(
+            conn.send(get, false, 0),
+            Err(BackendError::Retired { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_command_written_before_its_node_left_the_topology_still_gets_its_reply() {
+        let (conn, mut node) = connected();
         let incr = Bytes::from_static(b"*2\r\n$4\r\nINCR\r\n$1\r\nk\r\n");
         let reply = conn.send(incr.clone(), false, 0).unwrap();
         let mut request = vec![0u8; incr.len()];
@@ -519,7 +651,7 @@ mod tests {
         assert_eq!(request, incr);
         // A refresh drops the node's pool, and so this handle, while the INCR is in flight.
         drop(conn);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
         node.write_all(b":1\r\n").await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(5), reply)
             .await

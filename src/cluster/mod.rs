@@ -130,7 +130,8 @@ pub struct Cluster {
     /// Databases the nodes have (`CONFIG GET databases`), once known; 0 until then. Only a
     /// backend without slots has more than one.
     databases: AtomicU64,
-    refresh: Notify,
+    /// Wakes the refresher: a request saw the topology change, or a node stalled.
+    refresh: Arc<Notify>,
     /// When writes may go to the master again, in milliseconds after `created`; 0 when they
     /// are not held. Set when a sentinel announces a failover of this backend's master, so no
     /// write is acknowledged by a master about to be demoted (and lose it).
@@ -169,8 +170,10 @@ impl Cluster {
         workers: WorkerSet,
         connector: Arc<dyn Connector>,
     ) -> Arc<Cluster> {
+        let refresh = Arc::new(Notify::new());
         let settings = ConnSettings {
             connector,
+            on_stall: Arc::clone(&refresh),
             ..ConnSettings::from(&config)
         };
         Arc::new(Cluster {
@@ -182,7 +185,7 @@ impl Cluster {
             commands: ArcSwapOption::empty(),
             redis_version: ArcSwapOption::empty(),
             databases: AtomicU64::new(0),
-            refresh: Notify::new(),
+            refresh,
             writes_held_until_ms: AtomicU64::new(0),
             created: tokio::time::Instant::now(),
             held_master: Mutex::new(None),
