@@ -378,6 +378,76 @@ fn after_kill_9_of_the_master_writes_resume_within_30_s_without_restarting_the_p
 }
 
 #[test]
+fn a_stopped_master_is_left_for_the_one_the_sentinels_promote_without_waiting_on_it() {
+    // The master freezes (SIGSTOP) under load and the sentinels fail it over. Discovery must not
+    // wait on the frozen master's ROLE for a request timeout (30 s here) because a sentinel
+    // that had not switched yet named it: writes resume soon after the sentinels name the new
+    // master, and the writes waiting on the frozen one end instead of waiting 30 s.
+    let group = SentinelGroup::start(1);
+    let mut config = sentinel_config(&group);
+    config
+        .backends
+        .get_mut("sessions")
+        .unwrap()
+        .request_timeout_ms = 30_000;
+    init_tracing();
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let old = group.master_port();
+    let checker = Checker::start(proxy.port, CLIENTS, COUNTERS);
+    sleep(WARM_UP);
+    let pid = group.pid(old).to_string();
+    let stopped = Stopped::stop(&pid);
+    let stopped_at = Instant::now();
+    let new = group.wait_for_new_master(old);
+    let switched_at = Instant::now();
+    println!(
+        "SIGSTOP of {old}: sentinels named {new} after {} ms",
+        switched_at.duration_since(stopped_at).as_millis()
+    );
+    let acked = checker.acked_so_far();
+    let resumed = wait_until("writes resume after the switch", RESUME_LIMIT, || {
+        checker.acked_so_far() >= acked + RESUMED_ACKS
+    });
+    println!(
+        "writes resumed {} ms after the sentinels named {new}",
+        resumed.as_millis()
+    );
+    drop(stopped);
+    sleep(COOL_DOWN);
+    let report = checker.stop();
+    print_report("SIGSTOP of the master", &report);
+    assert!(
+        resumed < Duration::from_secs(10),
+        "writes resumed {resumed:?} after the switch: the proxy waited on the stopped master"
+    );
+    assert_eq!(report.duplicated, 0, "writes applied twice: {report}");
+    assert!(calls(&group, new, "incr") > 0, "the new master took writes");
+}
+
+/// Sends SIGSTOP to a process now and SIGCONT on drop, so a failing test leaves no stopped
+/// process behind.
+struct Stopped(String);
+
+impl Stopped {
+    fn stop(pid: &str) -> Stopped {
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", pid])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -STOP {pid} failed");
+        Stopped(pid.to_string())
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+#[test]
 fn the_proxy_serves_and_follows_a_failover_with_one_sentinel_down_from_the_start() {
     let mut group = SentinelGroup::start(1);
     // The first sentinel the proxy is given is the one that does not answer.

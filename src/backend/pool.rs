@@ -389,6 +389,16 @@ impl Backends {
     /// [`SharedConn::retire`]): requests still holding such a pool are not left waiting on a
     /// node that no longer serves them.
     pub fn retain(&self, keep: &[NodeAddr]) {
+        self.retire_where(|addr| !keep.contains(addr));
+    }
+
+    /// Drops the pools of `nodes` and retires their connections, as [`Backends::retain`] does:
+    /// for masters a failover demoted, whose connections carry commands sent to a master.
+    pub fn retire(&self, nodes: &[NodeAddr]) {
+        self.retire_where(|addr| nodes.contains(addr));
+    }
+
+    fn retire_where(&self, leaves: impl Fn(&NodeAddr) -> bool) {
         let mut left = Vec::new();
         {
             let mut pools = self
@@ -396,11 +406,11 @@ impl Backends {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             pools.retain(|addr, pool| {
-                let kept = keep.contains(addr);
-                if !kept {
+                let stays = !leaves(addr);
+                if !stays {
                     left.push(Arc::clone(pool));
                 }
-                kept
+                stays
             });
         }
         for pool in left {

@@ -446,8 +446,8 @@ async fn serve(
     // A node that leaves commands unanswered may have failed: ask for the topology again at
     // once and while it stays silent, so a failover is seen within a stall, not only after a
     // request has timed out.
-    let mut silent_since = None;
-    let watchdog = watch_for_stalls(&waiting, settings.stall_after, &mut silent_since, || {
+    let mut silence = Silence::default();
+    let watchdog = watch_for_stalls(&waiting, settings.stall_after, &mut silence, || {
         settings.on_stall.notify_one();
         true
     });
@@ -472,11 +472,13 @@ async fn serve(
                 room.notified().await;
             }
         };
-        tokio::select! {
-            () = drained => {}
-            failed = &mut reader => ended = failed,
-            () = watch_for_stalls(&waiting, settings.stall_after, &mut silent_since, || false) => {}
-            () = tokio::time::sleep(settings.request_timeout) => {}
+        if !silence.still(&waiting) {
+            tokio::select! {
+                () = drained => {}
+                failed = &mut reader => ended = failed,
+                () = watch_for_stalls(&waiting, settings.stall_after, &mut silence, || false) => {}
+                () = tokio::time::sleep(settings.request_timeout) => {}
+            }
         }
     }
     for w in lock(&waiting).drain(..) {
@@ -498,14 +500,29 @@ fn refuse_queued(jobs: &mut mpsc::Receiver<Job>, addr: &NodeAddr) {
     }
 }
 
+/// What the last looks at a connection's queue saw, carried from one watch to the next.
+#[derive(Default)]
+struct Silence {
+    /// How many replies had been read at the last look, if commands were waiting then.
+    answered: Option<u64>,
+    /// Whether the last look found commands that had waited through a whole look unanswered.
+    stalled: bool,
+}
+
+impl Silence {
+    /// Whether the node was stalled at the last look and has answered nothing since.
+    fn still(&self, waiting: &Mutex<Queue>) -> bool {
+        let queue = lock(waiting);
+        self.stalled && !queue.is_empty() && self.answered == Some(queue.answered)
+    }
+}
+
 /// Looks at the queue every `every`; each time commands have waited through a whole look with
-/// no reply read, calls `on_stall`, and returns once it says false. `before` carries how many
-/// replies had been read at the previous look, if commands were waiting then, from one watch
-/// to the next.
+/// no reply read, calls `on_stall`, and returns once it says false.
 async fn watch_for_stalls(
     waiting: &Mutex<Queue>,
     every: std::time::Duration,
-    before: &mut Option<u64>,
+    silence: &mut Silence,
     mut on_stall: impl FnMut() -> bool,
 ) {
     loop {
@@ -514,10 +531,11 @@ async fn watch_for_stalls(
             let queue = lock(waiting);
             (!queue.is_empty()).then_some(queue.answered)
         };
-        if now.is_some() && now == *before && !on_stall() {
+        silence.stalled = now.is_some() && now == silence.answered;
+        silence.answered = now;
+        if silence.stalled && !on_stall() {
             return;
         }
-        *before = now;
     }
 }
 

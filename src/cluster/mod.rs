@@ -136,6 +136,8 @@ pub struct Cluster {
     /// are not held. Set when a sentinel announces a failover of this backend's master, so no
     /// write is acknowledged by a master about to be demoted (and lose it).
     writes_held_until_ms: AtomicU64,
+    /// Wakes the writes held for a failover when they may go on.
+    writes_released: Notify,
     /// When the cluster was made: the origin of `writes_held_until_ms`.
     created: tokio::time::Instant,
     /// The master when writes were held: they go on once another one is in the map.
@@ -187,6 +189,7 @@ impl Cluster {
             databases: AtomicU64::new(0),
             refresh,
             writes_held_until_ms: AtomicU64::new(0),
+            writes_released: Notify::new(),
             created: tokio::time::Instant::now(),
             held_master: Mutex::new(None),
             known_nodes: Mutex::new(Vec::new()),
@@ -256,9 +259,26 @@ impl Cluster {
         now.is_some() && *held != now
     }
 
-    /// Lets writes go to the master again.
+    /// Lets writes go to the master again, and wakes those held.
     pub fn release_writes(&self) {
         self.writes_held_until_ms.store(0, Ordering::Relaxed);
+        self.writes_released.notify_waiters();
+    }
+
+    /// Waits `delay`, or less if held writes are released meanwhile: a held write goes on the
+    /// moment the new master is known, not at its next retry.
+    pub async fn wait_while_held(&self, delay: std::time::Duration) {
+        let released = self.writes_released.notified();
+        tokio::pin!(released);
+        // Registered before the look, so a release between the look and the wait still wakes.
+        released.as_mut().enable();
+        if !self.writes_held() {
+            return;
+        }
+        tokio::select! {
+            () = released => {}
+            () = tokio::time::sleep(delay) => {}
+        }
     }
 
     /// Whether writes are held now.
@@ -440,7 +460,7 @@ impl Cluster {
                 // about to be demoted, and lost. Wait for the new master.
                 match progress.attempts.next_delay() {
                     Some(delay) => {
-                        tokio::time::sleep(delay).await;
+                        self.wait_while_held(delay).await;
                         continue;
                     }
                     None => return (reply::error(&self.failing_over_error()), Some(pool)),

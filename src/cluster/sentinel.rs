@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{debug, info};
 
@@ -58,22 +61,89 @@ impl Cluster {
     }
 }
 
-/// The master and healthy replicas of the Sentinel-managed backend, from the first sentinel
-/// whose master says `ROLE` master.
+/// How long the other sentinels have to answer once one has: a sentinel that is down must not
+/// hold up discovery, but live ones answer within milliseconds of each other.
+const MORE_ANSWERS_GRACE: Duration = Duration::from_millis(100);
+/// How long a named master has to confirm with `ROLE`: one that does not answer at once is
+/// stopped or cut off, and waiting a whole request timeout on it would keep the proxy from the
+/// successor another sentinel already names.
+const ROLE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The master and healthy replicas of the Sentinel-managed backend.
+///
+/// Every sentinel is asked at once. The masters they name are ranked by how many sentinels name
+/// each (a sentinel may lag behind a failover), every one of them is asked `ROLE` at once, and
+/// the best-ranked that says master wins: a stopped old master costs at most [`ROLE_TIMEOUT`],
+/// and one that wakes up still believing it is the master loses to the master the sentinels
+/// now name.
 pub(super) async fn discover(
     cluster: &Cluster,
 ) -> Result<(NodeAddr, Vec<NodeAddr>), TopologyError> {
     let name = cluster.config.master_name.as_str();
     let settings = cluster.sentinel_settings();
     let mut reasons = Vec::new();
-    for sentinel in &cluster.config.sentinels {
-        let sentinel = NodeAddr::new(sentinel);
-        match from_sentinel(cluster, &sentinel, name, &settings).await {
-            Ok(found) => return Ok(found),
+    // Each named master, with the sentinels that name it, in the order first named.
+    let mut named: Vec<(NodeAddr, Vec<NodeAddr>)> = Vec::new();
+    let mut pending: FuturesUnordered<_> = cluster
+        .config
+        .sentinels
+        .iter()
+        .map(|sentinel| {
+            let sentinel = NodeAddr::new(sentinel);
+            let settings = &settings;
+            async move {
+                let named = master_named_by(&sentinel, name, settings).await;
+                (sentinel, named)
+            }
+        })
+        .collect();
+    let mut grace_until = None;
+    loop {
+        let next = match grace_until {
+            Some(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => pending.next().await,
+        };
+        let Some((sentinel, answer)) = next else {
+            break;
+        };
+        match answer {
+            Ok(master) => {
+                match named.iter_mut().find(|(m, _)| *m == master) {
+                    Some((_, by)) => by.push(sentinel),
+                    None => named.push((master, vec![sentinel])),
+                }
+                grace_until.get_or_insert_with(|| tokio::time::Instant::now() + MORE_ANSWERS_GRACE);
+            }
             Err(reason) => {
                 debug!(backend = %cluster.name, %sentinel, %reason, "sentinel gave no usable master");
                 reasons.push(format!("{sentinel}: {reason}"));
             }
+        }
+    }
+    drop(pending);
+    named.sort_by_key(|(_, by)| std::cmp::Reverse(by.len()));
+    let limit = ROLE_TIMEOUT.min(cluster.backends.settings().request_timeout);
+    let roles = join_all(named.iter().map(|(master, _)| async move {
+        tokio::time::timeout(limit, says_master(cluster, master))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "did not answer ROLE within {} ms",
+                    limit.as_millis()
+                ))
+            })
+    }))
+    .await;
+    for ((master, by), role) in named.into_iter().zip(roles) {
+        match role {
+            Ok(()) => {
+                let replicas = replicas_named_by(&by, name, &settings).await;
+                return Ok((master, replicas));
+            }
+            Err(reason) => reasons.push(format!("{master}: {reason}")),
         }
     }
     Err(TopologyError::NoMaster {
@@ -82,12 +152,12 @@ pub(super) async fn discover(
     })
 }
 
-async fn from_sentinel(
-    cluster: &Cluster,
+/// The master `sentinel` names for `name`.
+async fn master_named_by(
     sentinel: &NodeAddr,
     name: &str,
     settings: &ConnSettings,
-) -> Result<(NodeAddr, Vec<NodeAddr>), String> {
+) -> Result<NodeAddr, String> {
     let reply = ask(
         sentinel,
         &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", name],
@@ -96,36 +166,50 @@ async fn from_sentinel(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let master = match reply {
+    match reply {
         OwnedFrame::Array(parts) => match parts.as_slice() {
-            [host, port] => address(host, port).ok_or("unexpected master address")?,
-            _ => return Err("unexpected master address".into()),
+            [host, port] => address(host, port).ok_or_else(|| "unexpected master address".into()),
+            _ => Err("unexpected master address".into()),
         },
-        OwnedFrame::Null => return Err(format!("does not know a master named '{name}'")),
-        _ => return Err("unexpected master address".into()),
-    };
-    // A sentinel may lag behind a failover: the node itself must agree it is the master.
-    let role = ask(&master, &["ROLE"], cluster.backends.settings(), "ROLE")
+        OwnedFrame::Null => Err(format!("does not know a master named '{name}'")),
+        _ => Err("unexpected master address".into()),
+    }
+}
+
+/// Whether `master` itself says `ROLE` master: a sentinel may lag behind a failover.
+async fn says_master(cluster: &Cluster, master: &NodeAddr) -> Result<(), String> {
+    let role = ask(master, &["ROLE"], cluster.backends.settings(), "ROLE")
         .await
         .map_err(|e| e.to_string())?;
     let is_master = matches!(&role, OwnedFrame::Array(parts)
         if matches!(parts.first(), Some(OwnedFrame::BulkString(r)) if r.as_slice() == b"master"));
-    if !is_master {
-        return Err(format!("{master} does not say it is a master"));
+    if is_master {
+        Ok(())
+    } else {
+        Err("does not say it is a master".into())
     }
-    let replicas = match ask(
-        sentinel,
-        &["SENTINEL", "REPLICAS", name],
-        settings,
-        "SENTINEL REPLICAS",
-    )
-    .await
-    {
-        Ok(OwnedFrame::Array(replicas)) => replicas.iter().filter_map(healthy_replica).collect(),
-        // Reads then stay on the master; the master alone is enough to serve.
-        _ => Vec::new(),
-    };
-    Ok((master, replicas))
+}
+
+/// The healthy replicas of `name`, from the first of `sentinels` that lists them.
+async fn replicas_named_by(
+    sentinels: &[NodeAddr],
+    name: &str,
+    settings: &ConnSettings,
+) -> Vec<NodeAddr> {
+    for sentinel in sentinels {
+        if let Ok(OwnedFrame::Array(replicas)) = ask(
+            sentinel,
+            &["SENTINEL", "REPLICAS", name],
+            settings,
+            "SENTINEL REPLICAS",
+        )
+        .await
+        {
+            return replicas.iter().filter_map(healthy_replica).collect();
+        }
+    }
+    // Reads then stay on the master; the master alone is enough to serve.
+    Vec::new()
 }
 
 /// The channel and payload of a Pub/Sub `message` push, as text.

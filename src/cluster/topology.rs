@@ -309,6 +309,18 @@ async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>),
 /// one, and warms up connections to its nodes.
 fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
     let current = cluster.map.load_full();
+    // A master the new map lists only as a replica was demoted: what its connections still
+    // wait for was sent to a master. Fresh pools serve it as a replica, and a stopped old
+    // master's unanswered writes end now rather than when it leaves the map too.
+    let demoted: Vec<NodeAddr> = current
+        .masters()
+        .iter()
+        .map(|pool| pool.addr().clone())
+        .filter(|addr| !ranges.iter().any(|range| range.master == *addr))
+        .collect();
+    if !demoted.is_empty() {
+        cluster.backends.retire(&demoted);
+    }
     let map = SlotMap::from_ranges(ranges, &cluster.backends);
     if !map.same_routes(&current) {
         cluster.instruments.changed.increment(1);

@@ -346,6 +346,15 @@ impl SentinelGroup {
         servers.filter(|&p| p != master).collect()
     }
 
+    /// The process id of the running process on `port`, to stop and continue it.
+    pub fn pid(&self, port: u16) -> u32 {
+        let child = self.fleet.process(port).child.as_ref();
+        child.map_or_else(
+            || self.fleet.fail(&format!("{port} is not running")),
+            Child::id,
+        )
+    }
+
     /// Kills the data node on `port` with SIGKILL (`kill -9`).
     pub fn kill_node(&mut self, port: u16) {
         self.fleet.kill(port);

@@ -218,7 +218,7 @@ async fn call_routed(
             // A failover is under way; see `Cluster::hold_writes`.
             match attempts.next_delay() {
                 Some(delay) => {
-                    tokio::time::sleep(delay).await;
+                    cluster.wait_while_held(delay).await;
                     next = Some((node, asking));
                     continue;
                 }
