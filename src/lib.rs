@@ -32,7 +32,8 @@
 //! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users
 //! among it), [`reload`] puts a new configuration in force without dropping a client,
 //! [`metrics`] has the metric names and handles, [`health`] whether the proxy is ready,
-//! [`slowlog`] the slowest requests, [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
+//! [`slowlog`] the slowest requests, [`subscribers`] what the subscribed clients hold
+//! (for `PUBLISH`'s count), [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
 //! `/config` and `/reload` endpoints.
 //! [`tls`] loads, and reads again when they change, the certificates of the TLS listener and
 //! of TLS backends.
@@ -58,6 +59,7 @@ pub mod server;
 pub mod session;
 pub mod slot;
 pub mod slowlog;
+pub mod subscribers;
 pub mod tls;
 pub mod workers;
 

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::keyspace::{BackendId, RouteTable};
 use crate::metrics as m;
 use crate::slowlog::SlowLog;
+use crate::subscribers::Subscribers;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -239,6 +240,8 @@ pub struct Proxy {
     pub lifecycle: Lifecycle,
     /// The slowest requests (`SLOWLOG`).
     pub slowlog: SlowLog,
+    /// What the subscribed clients hold, for the count `PUBLISH` answers.
+    pub subscribers: Arc<Subscribers>,
     next_client_id: AtomicU64,
 }
 
@@ -266,6 +269,7 @@ impl Proxy {
             clients: Arc::new(ClientRegistry::default()),
             lifecycle: Lifecycle::default(),
             slowlog: SlowLog::default(),
+            subscribers: Arc::default(),
             next_client_id: AtomicU64::new(1),
         })
     }

@@ -254,8 +254,13 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 }
                 Some(Held::Pubsub { kind, names }) => {
                     let protocol = c.state.protocol;
-                    let subscriptions =
-                        subs.get_or_insert_with(|| Box::new(Subscriptions::new(protocol)));
+                    let subscriptions = subs.get_or_insert_with(|| {
+                        Box::new(Subscriptions::new(
+                            protocol,
+                            c.state.id,
+                            Arc::clone(&c.proxy.subscribers),
+                        ))
+                    });
                     // Boxed, as the wait below: rare, and large enough to double every active
                     // phase's allocation.
                     match Box::pin(subscriptions.start(proxy, kind, names)).await {
@@ -398,6 +403,14 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                             pending.push_slow(command.serve(None, client));
                         }
                     }
+                }
+                Action::Publish(publish) => {
+                    let cluster = proxy
+                        .backend(publish.backend)
+                        .map_or(cluster, |b| b.as_ref());
+                    let run = pubsub::publish(proxy, publish, protocol, db, affinity);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
+                    pending.push_slow(future);
                 }
                 Action::Split(split) => {
                     let run = multikey::run(proxy, split, protocol, db, affinity);
@@ -649,6 +662,9 @@ async fn silently(
                     .execute(payload, target, access, protocol, db, affinity)
                     .await;
             }
+        }
+        Action::Publish(publish) => {
+            pubsub::publish(proxy, publish, protocol, db, affinity).await;
         }
         Action::Split(split) => {
             multikey::run(proxy, split, protocol, db, affinity).await;
