@@ -13,7 +13,7 @@ use crate::clients::ClientHandle;
 use crate::cluster::Cluster;
 use crate::metrics::{CommandCounters, Family, OTHER};
 use crate::proxy::{Proxy, ProxyRef};
-use crate::slowlog::{SlowLogLimits, SlowRequest};
+use crate::slowlog::SlowRequest;
 
 /// What dispatch learned of a request's command.
 #[derive(Debug, Clone, Copy)]
@@ -65,8 +65,9 @@ impl Timed<'_> {
         if let Some(histogram) = self.cluster.instruments.latency(self.dispatched.family) {
             histogram.record(elapsed);
         }
-        // From the configuration the request ran under: a reload changes them.
-        let limits = SlowLogLimits::of(&client.proxy.config().server);
+        // From the configuration the request ran under (a reload changes them), or a
+        // `CONFIG SET` since.
+        let limits = client.proxy.slowlog.limits(&client.proxy.config().server);
         if limits.is_slow(elapsed) {
             let name = client
                 .handle
