@@ -66,6 +66,9 @@ pub enum ProxyEffect {
     /// `CONFIG SET`, with its `name value` pairs: the proxy's own settings among them (the
     /// slow log's).
     ConfigSet(Vec<Bytes>),
+    /// `CONFIG RESETSTAT`: the error replies the proxy counted start again (its other figures
+    /// are also `/metrics` counters, which never go back).
+    ResetStat,
 }
 
 impl ProxyEffect {
@@ -74,6 +77,7 @@ impl ProxyEffect {
             ProxyEffect::ConfigSet(pairs) => {
                 proxy.slowlog.config_set(pairs, &proxy.config().server);
             }
+            ProxyEffect::ResetStat => proxy.stats.errors.reset(),
         }
     }
 }

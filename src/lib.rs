@@ -32,6 +32,7 @@
 //! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users
 //! among it), [`reload`] puts a new configuration in force without dropping a client,
 //! [`metrics`] has the metric names and handles, [`health`] whether the proxy is ready,
+//! [`errorstats`] the error replies its clients got,
 //! [`slowlog`] the slowest requests, [`subscribers`] what the subscribed clients hold
 //! (for `PUBLISH`'s count), [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
 //! `/config` and `/reload` endpoints.
@@ -47,6 +48,7 @@ pub mod clients;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod errorstats;
 pub mod fanout;
 pub mod health;
 pub mod keyspace;

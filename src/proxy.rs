@@ -20,6 +20,7 @@ use crate::clients::ClientRegistry;
 use crate::cluster::{Cluster, Lifeline};
 use crate::command::CommandTable;
 use crate::config::Config;
+use crate::errorstats::ErrorStats;
 use crate::keyspace::{BackendId, RouteTable};
 use crate::metrics as m;
 use crate::slowlog::SlowLog;
@@ -59,8 +60,9 @@ pub struct ProxyStats {
     pub net_input_bytes: AtomicU64,
     /// Bytes written to clients.
     pub net_output_bytes: AtomicU64,
-    /// Commands answered with an error reply.
-    pub error_replies: AtomicU64,
+    /// Error replies sent to clients, in all and by prefix (`total_error_replies`,
+    /// `errorstat_*`).
+    pub errors: ErrorStats,
 }
 
 /// A backend, with the lifeline of its background tasks.

@@ -29,6 +29,7 @@ pub(super) fn admin(
         "config|set" => Some(ProxyEffect::ConfigSet(
             request.args.get(2..).unwrap_or_default().to_vec(),
         )),
+        "config|resetstat" => Some(ProxyEffect::ResetStat),
         _ => None,
     };
     let everywhere = |reach| {

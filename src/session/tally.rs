@@ -33,12 +33,6 @@ impl Default for Dispatched {
     }
 }
 
-/// Whether `reply` is an error reply (RESP2 `-`, RESP3 `!`).
-#[inline]
-pub(super) fn is_error(reply: &[u8]) -> bool {
-    matches!(reply.first(), Some(b'-' | b'!'))
-}
-
 /// The client a request came from, for the slow log.
 #[derive(Clone, Copy)]
 pub(super) struct Client<'a> {
@@ -59,8 +53,7 @@ impl Timed<'_> {
     /// Counts the request whose reply is `reply`, sent (last) to `node` when it went to one.
     #[inline]
     pub(super) fn finish(self, reply: &[u8], node: Option<&NodeAddr>, client: Client<'_>) {
-        let error = is_error(reply);
-        count(self.dispatched, error, &client.proxy);
+        count(self.dispatched, reply, &client.proxy);
         let elapsed = self.started.elapsed();
         if let Some(histogram) = self.cluster.instruments.latency(self.dispatched.family) {
             histogram.record(elapsed);
@@ -106,14 +99,16 @@ pub(super) async fn tallied(
     bytes
 }
 
-/// Counts a command whose reply is or is not an error.
+/// Counts a command answered with `reply`, and the error it may be.
 #[inline]
-pub(super) fn count(dispatched: Dispatched, error: bool, proxy: &Proxy) {
+pub(super) fn count(dispatched: Dispatched, reply: &[u8], proxy: &Proxy) {
+    let error = proxy.stats.errors.count(reply);
     dispatched.counters.count(error);
-    if error {
-        proxy
-            .stats
-            .error_replies
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+}
+
+/// Counts a command whose reply is never an error (a subscription's confirmations) or is
+/// dropped (`CLIENT REPLY OFF`).
+#[inline]
+pub(super) fn count_no_error(dispatched: Dispatched) {
+    dispatched.counters.count(false);
 }
