@@ -55,6 +55,31 @@ pub struct Broadcast {
     pub reach: Reach,
     /// How the replies combine.
     pub combine: Combine,
+    /// What it also changes in the proxy once every node has taken it.
+    pub effect: Option<ProxyEffect>,
+}
+
+/// What a command every node took also changes in the proxy, which answers for them as one
+/// Redis: its own settings and figures follow the same commands as the nodes'.
+#[derive(Debug, Clone)]
+pub enum ProxyEffect {
+    /// `CONFIG SET`, with its `name value` pairs: the proxy's own settings among them (the
+    /// slow log's).
+    ConfigSet(Vec<Bytes>),
+    /// `CONFIG RESETSTAT`: the error replies the proxy counted start again (its other figures
+    /// are also `/metrics` counters, which never go back).
+    ResetStat,
+}
+
+impl ProxyEffect {
+    fn apply(&self, proxy: ProxyRef<'_>) {
+        match self {
+            ProxyEffect::ConfigSet(pairs) => {
+                proxy.slowlog.config_set(pairs, &proxy.config().server);
+            }
+            ProxyEffect::ResetStat => proxy.stats.errors.reset(),
+        }
+    }
 }
 
 impl Broadcast {
@@ -66,7 +91,14 @@ impl Broadcast {
             payload,
             reach,
             combine,
+            effect: None,
         }
+    }
+
+    /// The same, with `effect` on the proxy once every node has taken it.
+    pub fn with_effect(mut self, effect: Option<ProxyEffect>) -> Broadcast {
+        self.effect = effect;
+        self
     }
 }
 
@@ -83,11 +115,17 @@ pub async fn run(proxy: ProxyRef<'_>, broadcast: Broadcast, protocol: Protocol) 
         Err(error) => return error,
     };
     let answers = ask(&nodes, &broadcast.payload, protocol).await;
-    match broadcast.combine {
+    let combined = match broadcast.combine {
         Combine::AllSucceed => all_succeed(&answers),
         Combine::DatasetDigest => dataset_digest(&answers),
         Combine::AnyKilled => any_killed(&answers, &broadcast.name),
+    };
+    if let Some(effect) = &broadcast.effect
+        && !matches!(combined.first(), Some(b'-' | b'!'))
+    {
+        effect.apply(proxy);
     }
+    combined
 }
 
 /// Every node `reach` names, backends in id order and each backend's nodes in address order

@@ -32,7 +32,9 @@
 //! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users
 //! among it), [`reload`] puts a new configuration in force without dropping a client,
 //! [`metrics`] has the metric names and handles, [`health`] whether the proxy is ready,
-//! [`slowlog`] the slowest requests, [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
+//! [`errorstats`] the error replies its clients got,
+//! [`slowlog`] the slowest requests, [`subscribers`] what the subscribed clients hold
+//! (for `PUBLISH`'s count), [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
 //! `/config` and `/reload` endpoints.
 //! [`tls`] loads, and reads again when they change, the certificates of the TLS listener and
 //! of TLS backends.
@@ -46,6 +48,7 @@ pub mod clients;
 pub mod cluster;
 pub mod command;
 pub mod config;
+pub mod errorstats;
 pub mod fanout;
 pub mod health;
 pub mod keyspace;
@@ -58,6 +61,7 @@ pub mod server;
 pub mod session;
 pub mod slot;
 pub mod slowlog;
+pub mod subscribers;
 pub mod tls;
 pub mod workers;
 

@@ -20,9 +20,11 @@ use crate::clients::ClientRegistry;
 use crate::cluster::{Cluster, Lifeline};
 use crate::command::CommandTable;
 use crate::config::Config;
+use crate::errorstats::ErrorStats;
 use crate::keyspace::{BackendId, RouteTable};
 use crate::metrics as m;
 use crate::slowlog::SlowLog;
+use crate::subscribers::Subscribers;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -58,8 +60,9 @@ pub struct ProxyStats {
     pub net_input_bytes: AtomicU64,
     /// Bytes written to clients.
     pub net_output_bytes: AtomicU64,
-    /// Commands answered with an error reply.
-    pub error_replies: AtomicU64,
+    /// Error replies sent to clients, in all and by prefix (`total_error_replies`,
+    /// `errorstat_*`).
+    pub errors: ErrorStats,
 }
 
 /// A backend, with the lifeline of its background tasks.
@@ -239,6 +242,8 @@ pub struct Proxy {
     pub lifecycle: Lifecycle,
     /// The slowest requests (`SLOWLOG`).
     pub slowlog: SlowLog,
+    /// What the subscribed clients hold, for the count `PUBLISH` answers.
+    pub subscribers: Arc<Subscribers>,
     next_client_id: AtomicU64,
 }
 
@@ -266,6 +271,7 @@ impl Proxy {
             clients: Arc::new(ClientRegistry::default()),
             lifecycle: Lifecycle::default(),
             slowlog: SlowLog::default(),
+            subscribers: Arc::default(),
             next_client_id: AtomicU64::new(1),
         })
     }

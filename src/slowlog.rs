@@ -3,12 +3,16 @@
 //! newest `server.slowlog_max_len` kept, each with the backend and node it went to. `SLOWLOG
 //! GET/LEN/RESET/HELP` read it as Redis's read Redis's.
 //!
+//! `CONFIG SET slowlog-log-slower-than` and `slowlog-max-len` through the proxy, once every node
+//! has taken them, govern this log too, as they govern one Redis's: each stays in force until a
+//! reload changes that key's value in the configuration (the file then speaks last).
+//!
 //! Only requests sent to a backend are timed; a reply the proxy makes itself (`PING`, `AUTH`,
 //! `CLIENT ...`) takes no time worth logging, and never logs a password.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -94,12 +98,44 @@ impl SlowLogLimits {
         }
     }
 
-    /// Whether a request that took `elapsed` goes in the log.
+    /// Whether a request that took `elapsed` goes in the log (with a length of 0 it goes in
+    /// and empties it, as in Redis).
     #[inline]
     pub fn is_slow(&self, elapsed: Duration) -> bool {
         self.threshold_us >= 0
-            && self.max_len > 0
             && i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX) >= self.threshold_us
+    }
+}
+
+/// A value `CONFIG SET` gave, in force while the configuration's own value is the one that was
+/// in force when it was set.
+#[derive(Debug, Default)]
+struct Override {
+    set: AtomicBool,
+    value: AtomicI64,
+    /// The configuration's value when it was set.
+    under: AtomicI64,
+}
+
+impl Override {
+    fn put(&self, value: i64, configured: i64) {
+        self.value.store(value, Ordering::Relaxed);
+        self.under.store(configured, Ordering::Relaxed);
+        self.set.store(true, Ordering::Release);
+    }
+
+    /// The value in force, `configured` being the configuration's.
+    #[inline]
+    fn over(&self, configured: i64) -> i64 {
+        if !self.set.load(Ordering::Acquire) {
+            return configured;
+        }
+        if self.under.load(Ordering::Relaxed) != configured {
+            // A reload changed the key: the file speaks last, for good.
+            self.set.store(false, Ordering::Relaxed);
+            return configured;
+        }
+        self.value.load(Ordering::Relaxed)
     }
 }
 
@@ -108,9 +144,49 @@ impl SlowLogLimits {
 pub struct SlowLog {
     entries: Mutex<VecDeque<SlowEntry>>,
     next_id: AtomicU64,
+    /// `slowlog-log-slower-than` from `CONFIG SET`.
+    threshold_us: Override,
+    /// `slowlog-max-len` from `CONFIG SET`.
+    max_len: Override,
 }
 
 impl SlowLog {
+    /// The limits in force under `server`, the configuration a request runs under: its own,
+    /// or what `CONFIG SET` gave since.
+    #[inline]
+    pub fn limits(&self, server: &crate::config::ServerConfig) -> SlowLogLimits {
+        let configured = SlowLogLimits::of(server);
+        let max_len = i64::try_from(configured.max_len).unwrap_or(i64::MAX);
+        SlowLogLimits {
+            threshold_us: self.threshold_us.over(configured.threshold_us),
+            max_len: usize::try_from(self.max_len.over(max_len)).unwrap_or(configured.max_len),
+        }
+    }
+
+    /// Takes the slow log's settings among the `name value` pairs of a `CONFIG SET` every
+    /// node accepted (so each value is one Redis takes), `server` being the configuration in
+    /// force. Names are matched as Redis matches them, without regard to case.
+    pub fn config_set(&self, pairs: &[Bytes], server: &crate::config::ServerConfig) {
+        let configured = SlowLogLimits::of(server);
+        for pair in pairs.chunks_exact(2) {
+            let (Some(name), Some(value)) = (pair.first(), pair.get(1).and_then(|v| parse_int(v)))
+            else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case(b"slowlog-log-slower-than") {
+                self.threshold_us.put(value, configured.threshold_us);
+            } else if name.eq_ignore_ascii_case(b"slowlog-max-len") && value >= 0 {
+                let max_len = i64::try_from(configured.max_len).unwrap_or(i64::MAX);
+                self.max_len.put(value, max_len);
+            }
+        }
+        // Redis trims its log after every command while the log is on, this `CONFIG SET`
+        // among them.
+        let limits = self.limits(server);
+        if limits.threshold_us >= 0 {
+            self.lock().truncate(limits.max_len);
+        }
+    }
     /// Logs `request`, which took `elapsed`, keeping the newest `limits.max_len`.
     pub fn push(&self, request: SlowRequest<'_>, elapsed: Duration, limits: SlowLogLimits) {
         let entry = SlowEntry {
@@ -272,6 +348,42 @@ mod tests {
         let args = trimmed_args(&raw(&cmd));
         assert_eq!(args.len(), 32);
         assert_eq!(&args[31][..], b"... (10 more arguments)");
+    }
+
+    #[test]
+    fn config_set_holds_until_a_reload_changes_the_key() {
+        let log = SlowLog::default();
+        let mut server = crate::config::ServerConfig::default();
+        let pairs = |a: &[&str]| {
+            a.iter()
+                .map(|s| Bytes::from(s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        log.config_set(
+            &pairs(&[
+                "SLOWLOG-LOG-SLOWER-THAN",
+                "0",
+                "maxmemory",
+                "1",
+                "slowlog-max-len",
+                "3",
+            ]),
+            &server,
+        );
+        assert_eq!(
+            log.limits(&server),
+            SlowLogLimits {
+                threshold_us: 0,
+                max_len: 3
+            }
+        );
+        // A reload that changes the threshold in the file: the file's value is in force, and
+        // stays so; the length, unchanged in the file, keeps what CONFIG SET gave.
+        server.slowlog_log_slower_than_us = 5;
+        assert_eq!(log.limits(&server).threshold_us, 5);
+        assert_eq!(log.limits(&server).max_len, 3);
+        server.slowlog_log_slower_than_us = 10_000;
+        assert_eq!(log.limits(&server).threshold_us, 10_000);
     }
 
     #[test]

@@ -135,7 +135,7 @@ fn counts_are_summed_over_every_master() {
     assert_eq!(
         errors(&after) - errors(&before),
         3,
-        "a WRONGTYPE on each master"
+        "the client got a WRONGTYPE for a key of each master"
     );
     let gets = field(&after, "cmdstat_get");
     let calls: u64 = gets

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::own::OwnOp;
+use super::pubsub::Publish;
 use crate::broadcast::Broadcast;
 use crate::cluster::Target;
 use crate::command::{Access, CommandSpec, SubscriptionKind, with_lowercase};
@@ -32,6 +33,9 @@ pub enum Action {
         /// Whether it only reads.
         access: Access,
     },
+    /// `PUBLISH` to the channel's master, its count completed with the proxy's subscribers
+    /// held elsewhere.
+    Publish(Publish),
     /// Send one part per slot and merge the replies.
     Split(Split),
     /// Send to every master and combine the replies.

@@ -7,7 +7,7 @@ use super::ClientState;
 use super::action::Action;
 use super::route::route_positions;
 use super::route::{forward, forward_to};
-use crate::broadcast::{Broadcast, Combine, Reach};
+use crate::broadcast::{Broadcast, Combine, ProxyEffect, Reach};
 use crate::cluster::Target;
 use crate::command::Access;
 use crate::command::{AdminReach, CommandSpec, Refusal};
@@ -23,13 +23,20 @@ pub(super) fn admin(
     reach: AdminReach,
     request: Request,
 ) -> Action {
+    // The proxy answers for the nodes as one Redis: what these change in a Redis changes in
+    // the proxy too.
+    let effect = match spec.name.as_str() {
+        "config|set" => Some(ProxyEffect::ConfigSet(
+            request.args.get(2..).unwrap_or_default().to_vec(),
+        )),
+        "config|resetstat" => Some(ProxyEffect::ResetStat),
+        _ => None,
+    };
     let everywhere = |reach| {
-        Action::Broadcast(Broadcast::new(
-            &spec.name,
-            request.raw.clone(),
-            reach,
-            Combine::AllSucceed,
-        ))
+        Action::Broadcast(
+            Broadcast::new(&spec.name, request.raw.clone(), reach, Combine::AllSucceed)
+                .with_effect(effect.clone()),
+        )
     };
     match reach {
         AdminReach::ByKey { access } => forward(state, proxy, spec, request, access),

@@ -12,7 +12,7 @@ use super::acl::{self, Permit};
 use super::action::{Action, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::OwnOp;
 use super::pubsub::{
-    ALLOWED_WHILE_SUBSCRIBED, nothing_to_unsubscribe, place_of_channel, subscribed_pong,
+    ALLOWED_WHILE_SUBSCRIBED, Publish, nothing_to_unsubscribe, place_of_channel, subscribed_pong,
 };
 use super::route::{forward, forward_to, route};
 use super::tally::Dispatched;
@@ -261,7 +261,17 @@ fn by_policy(
                 }
                 None => (routes.default_backend(), Target::AnyMaster),
             };
-            forward_to(state, backend, request.raw, target, Access::Write)
+            match request.args.get(1) {
+                // Some client of the proxy is subscribed: the count is completed.
+                Some(channel) if !proxy.subscribers.is_empty() => Action::Publish(Publish {
+                    backend,
+                    payload: request.raw,
+                    target,
+                    channel: channel.clone(),
+                }),
+                // None is: the node's count is every receiver the proxy could add to.
+                _ => forward_to(state, backend, request.raw, target, Access::Write),
+            }
         }
         Policy::Own(OwnKind::Blocking) => blocking(state, proxy, spec, request),
         Policy::Own(OwnKind::BlockingWithBlockArg { access }) => {

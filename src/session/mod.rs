@@ -49,7 +49,7 @@ use outbound::{Outbound, Standing};
 use owed::{Command, Deadline, Forwarded, Owed, Slow};
 use pubsub::Subscriptions;
 use std::future::poll_fn;
-use tally::{Client, Timed, is_error, tallied};
+use tally::{Client, Timed, tallied};
 use wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_commands};
 
 pub use action::Action;
@@ -254,8 +254,13 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 }
                 Some(Held::Pubsub { kind, names }) => {
                     let protocol = c.state.protocol;
-                    let subscriptions =
-                        subs.get_or_insert_with(|| Box::new(Subscriptions::new(protocol)));
+                    let subscriptions = subs.get_or_insert_with(|| {
+                        Box::new(Subscriptions::new(
+                            protocol,
+                            c.state.id,
+                            Arc::clone(&c.proxy.subscribers),
+                        ))
+                    });
                     // Boxed, as the wait below: rare, and large enough to double every active
                     // phase's allocation.
                     match Box::pin(subscriptions.start(proxy, kind, names)).await {
@@ -336,7 +341,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 raw,
             };
             if c.state.silenced() {
-                tally::count(dispatched, false, &proxy);
+                tally::count_no_error(dispatched);
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
                 let action = Box::pin(silently(proxy, action, protocol, db, affinity));
                 let future: Slow<'_> = action;
@@ -345,11 +350,11 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             }
             match action {
                 Action::Reply(bytes) => {
-                    tally::count(dispatched, is_error(&bytes), &proxy);
+                    tally::count(dispatched, &bytes, &proxy);
                     pending.push_ready(bytes)
                 }
                 Action::Close(bytes) => {
-                    tally::count(dispatched, is_error(&bytes), &proxy);
+                    tally::count(dispatched, &bytes, &proxy);
                     pending.push_ready(bytes);
                     closing = true;
                 }
@@ -399,6 +404,14 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                         }
                     }
                 }
+                Action::Publish(publish) => {
+                    let cluster = proxy
+                        .backend(publish.backend)
+                        .map_or(cluster, |b| b.as_ref());
+                    let run = pubsub::publish(proxy, publish, protocol, db, affinity);
+                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
+                    pending.push_slow(future);
+                }
                 Action::Split(split) => {
                     let run = multikey::run(proxy, split, protocol, db, affinity);
                     let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
@@ -428,7 +441,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 Action::Own(op) => held = Some(Held::Own(op, timed(cluster))),
                 Action::Pubsub { kind, names } => {
                     // Its confirmations come on the subscription stream, never an error reply.
-                    tally::count(dispatched, false, &proxy);
+                    tally::count_no_error(dispatched);
                     held = Some(Held::Pubsub { kind, names });
                 }
                 Action::AwaitBackend(request) => held = Some(Held::AwaitBackend(request)),
@@ -649,6 +662,9 @@ async fn silently(
                     .execute(payload, target, access, protocol, db, affinity)
                     .await;
             }
+        }
+        Action::Publish(publish) => {
+            pubsub::publish(proxy, publish, protocol, db, affinity).await;
         }
         Action::Split(split) => {
             multikey::run(proxy, split, protocol, db, affinity).await;

@@ -13,7 +13,7 @@ use crate::clients::ClientHandle;
 use crate::cluster::Cluster;
 use crate::metrics::{CommandCounters, Family, OTHER};
 use crate::proxy::{Proxy, ProxyRef};
-use crate::slowlog::{SlowLogLimits, SlowRequest};
+use crate::slowlog::SlowRequest;
 
 /// What dispatch learned of a request's command.
 #[derive(Debug, Clone, Copy)]
@@ -31,12 +31,6 @@ impl Default for Dispatched {
             family: Family::Other,
         }
     }
-}
-
-/// Whether `reply` is an error reply (RESP2 `-`, RESP3 `!`).
-#[inline]
-pub(super) fn is_error(reply: &[u8]) -> bool {
-    matches!(reply.first(), Some(b'-' | b'!'))
 }
 
 /// The client a request came from, for the slow log.
@@ -59,14 +53,14 @@ impl Timed<'_> {
     /// Counts the request whose reply is `reply`, sent (last) to `node` when it went to one.
     #[inline]
     pub(super) fn finish(self, reply: &[u8], node: Option<&NodeAddr>, client: Client<'_>) {
-        let error = is_error(reply);
-        count(self.dispatched, error, &client.proxy);
+        count(self.dispatched, reply, &client.proxy);
         let elapsed = self.started.elapsed();
         if let Some(histogram) = self.cluster.instruments.latency(self.dispatched.family) {
             histogram.record(elapsed);
         }
-        // From the configuration the request ran under: a reload changes them.
-        let limits = SlowLogLimits::of(&client.proxy.config().server);
+        // From the configuration the request ran under (a reload changes them), or a
+        // `CONFIG SET` since.
+        let limits = client.proxy.slowlog.limits(&client.proxy.config().server);
         if limits.is_slow(elapsed) {
             let name = client
                 .handle
@@ -105,14 +99,16 @@ pub(super) async fn tallied(
     bytes
 }
 
-/// Counts a command whose reply is or is not an error.
+/// Counts a command answered with `reply`, and the error it may be.
 #[inline]
-pub(super) fn count(dispatched: Dispatched, error: bool, proxy: &Proxy) {
+pub(super) fn count(dispatched: Dispatched, reply: &[u8], proxy: &Proxy) {
+    let error = proxy.stats.errors.count(reply);
     dispatched.counters.count(error);
-    if error {
-        proxy
-            .stats
-            .error_replies
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+}
+
+/// Counts a command whose reply is never an error (a subscription's confirmations) or is
+/// dropped (`CLIENT REPLY OFF`).
+#[inline]
+pub(super) fn count_no_error(dispatched: Dispatched) {
+    dispatched.counters.count(false);
 }

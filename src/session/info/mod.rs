@@ -1,7 +1,7 @@
 //! `INFO`, as one Redis holding the whole cluster would answer it: the proxy's own figures
-//! where they are the proxy's (clients, connections, commands received, its own CPU), the
-//! masters' `INFO` combined where they are the data's (memory, keyspace, hits, per-command and
-//! per-error counts; see [`merge`]), and the proxy's own `# Proxy` section beside them.
+//! where they are the proxy's (clients, connections, commands received, error replies, its own
+//! CPU), the masters' `INFO` combined where they are the data's (memory, keyspace, hits,
+//! per-command counts; see [`merge`]), and the proxy's own `# Proxy` section beside them.
 //!
 //! Sections as Redis 7 takes them: none means the default ones, `all` adds `commandstats` and
 //! `latencystats`, `everything` is `all` (the proxy loads no module), and several may be asked
@@ -70,7 +70,6 @@ const FROM_MASTERS: &[&str] = &[
     "cpu",
     "modules",
     "commandstats",
-    "errorstats",
     "latencystats",
     "keyspace",
 ];
@@ -209,6 +208,8 @@ fn render(
             "proxy" => proxy_section(proxy, answered),
             "backends" => backends_section(proxy),
             "cpu" => cpu(masters),
+            // The errors this proxy's clients got, not the nodes' (see `crate::errorstats`).
+            "errorstats" => proxy.stats.errors.lines(),
             "stats" => {
                 let stats = &proxy.stats;
                 let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
@@ -218,7 +219,6 @@ fn render(
                     ("rejected_connections", &stats.rejected_connections),
                     ("total_net_input_bytes", &stats.net_input_bytes),
                     ("total_net_output_bytes", &stats.net_output_bytes),
-                    ("total_error_replies", &stats.error_replies),
                     ("acl_access_denied_auth", &stats.auth_failures),
                     ("acl_access_denied_cmd", &stats.denied_commands),
                     ("acl_access_denied_key", &stats.denied_keys),
@@ -227,6 +227,15 @@ fn render(
                 .into_iter()
                 .map(|(field, counter)| (field.to_string(), load(counter)))
                 .collect();
+                // After the net bytes, where Redis shows it.
+                let at = own.len().min(5);
+                own.insert(
+                    at,
+                    (
+                        "total_error_replies".to_string(),
+                        stats.errors.total().to_string(),
+                    ),
+                );
                 own.extend(merge::section("stats", masters, PROXY_STATS));
                 own
             }

@@ -27,6 +27,13 @@ impl Subscriptions {
     /// An error means some could not be placed: the client is closed, as after a failover
     /// whose subscriptions cannot be renewed.
     pub async fn follow(&mut self, old: &Snapshot, new: ProxyRef<'_>) -> Result<(), BackendError> {
+        let followed = self.move_to(old, new).await;
+        self.tell_subscribers();
+        followed
+    }
+
+    /// [`Subscriptions::follow`], but for telling the proxy's subscribers.
+    async fn move_to(&mut self, old: &Snapshot, new: ProxyRef<'_>) -> Result<(), BackendError> {
         let mut todo: Vec<(SubscriptionKind, Bytes, Option<BackendId>)> = Vec::new();
         for mut link in std::mem::take(&mut self.links) {
             match new.snapshot().carried_over(old, link.backend) {

@@ -5,8 +5,9 @@
 //! and stay in order, and `PUBLISH` counts the proxy's subscribers. Sharded channels
 //! (`SSUBSCRIBE`) live on their slot's master too, as Redis requires. Patterns match channels of
 //! every slot, and Redis Cluster delivers every `PUBLISH` to every node, so they live together
-//! on one connection; a `PUBLISH` through the proxy counts pattern subscribers only when that
-//! connection happens to be on the channel's master.
+//! on one connection. What each connection holds is told to the proxy's [`Subscribers`], so
+//! that a `PUBLISH` through the proxy also counts the subscribers held on other nodes than the
+//! one it went to ([`publish`]).
 //!
 //! Keyspace notifications are published only on the node where the key is: an event channel,
 //! or a pattern that may match a notification channel, is held on every master too (see
@@ -20,10 +21,12 @@
 
 mod follow;
 mod notify;
+mod publish;
 mod sets;
 mod spread;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, warn};
@@ -40,6 +43,9 @@ use crate::protocol::array_elements;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
 use crate::proxy::ProxyRef;
+use crate::subscribers::{Holdings, Subscribers};
+
+pub(super) use self::publish::{Publish, publish};
 
 /// Commands allowed while a RESP2 client is subscribed, as in Redis.
 pub const ALLOWED_WHILE_SUBSCRIBED: &[&str] = &[
@@ -88,23 +94,40 @@ struct Awaited {
 /// A client's subscriptions and their connections.
 pub struct Subscriptions {
     protocol: Protocol,
+    /// The client's id, under which the proxy's [`Subscribers`] know what it holds.
+    client_id: u64,
+    /// Where what the connections hold is told, for `PUBLISH`'s count.
+    subscribers: Arc<Subscribers>,
     links: Vec<Link>,
     /// What the client is subscribed to, as it has been told.
     client: Sets,
     awaiting: VecDeque<Awaited>,
     /// Messages that arrived while confirmations were owed.
     held: Vec<Bytes>,
+    /// A node dropped a subscription unasked: the [`Subscribers`] are to hear of it.
+    dropped_unasked: bool,
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        // The connections close with it (a client gone, `RESET`): it receives nothing more.
+        self.subscribers.remove(self.client_id);
+    }
 }
 
 impl Subscriptions {
-    /// No subscriptions yet, for a client speaking `protocol`.
-    pub fn new(protocol: Protocol) -> Self {
+    /// No subscriptions yet, for client `client_id` speaking `protocol`, whose holdings are
+    /// told to `subscribers`.
+    pub fn new(protocol: Protocol, client_id: u64, subscribers: Arc<Subscribers>) -> Self {
         Subscriptions {
             protocol,
+            client_id,
+            subscribers,
             links: Vec::new(),
             client: Sets::default(),
             awaiting: VecDeque::new(),
             held: Vec::new(),
+            dropped_unasked: false,
         }
     }
 
@@ -209,7 +232,36 @@ impl Subscriptions {
         } else {
             self.unplace_everywhere(kind, &named).await;
         }
+        // Before the client hears the confirmations: a `PUBLISH` it sends next counts them.
+        self.tell_subscribers();
         Ok(self.ready())
+    }
+
+    /// Tells the proxy's [`Subscribers`] what the connections hold now, channels and patterns
+    /// (sharded channels hear only `SPUBLISH`, which their node counts in full).
+    pub(super) fn tell_subscribers(&self) {
+        let mut holdings = Holdings::default();
+        let mut patterns: Vec<(&Bytes, Vec<NodeAddr>)> = Vec::new();
+        for link in &self.links {
+            for channel in &link.holds.channels {
+                holdings
+                    .channels
+                    .entry(channel.clone())
+                    .or_default()
+                    .push(link.addr().clone());
+            }
+            for pattern in &link.holds.patterns {
+                match patterns.iter_mut().find(|(p, _)| *p == pattern) {
+                    Some((_, nodes)) => nodes.push(link.addr().clone()),
+                    None => patterns.push((pattern, vec![link.addr().clone()])),
+                }
+            }
+        }
+        holdings.patterns = patterns
+            .into_iter()
+            .map(|(pattern, nodes)| (crate::acl::Glob::new(pattern), nodes))
+            .collect();
+        self.subscribers.set(self.client_id, holdings);
     }
 
     /// Where a new subscription of `name` goes: its slot's master on the backend its name
@@ -350,13 +402,19 @@ impl Subscriptions {
             match read {
                 Ok(reply) => {
                     let out = self.on_frame(index, reply.bytes);
+                    if self.dropped_unasked {
+                        self.dropped_unasked = false;
+                        self.tell_subscribers();
+                    }
                     if !out.is_empty() {
                         return Ok(out);
                     }
                 }
                 Err(error) => {
                     warn!(%error, "subscription connection lost; subscribing again where the channels are now");
-                    Box::pin(self.renew(proxy, index)).await?;
+                    let renewed = Box::pin(self.renew(proxy, index)).await;
+                    self.tell_subscribers();
+                    renewed?;
                     let out = self.ready();
                     if !out.is_empty() {
                         return Ok(out);
@@ -416,6 +474,7 @@ impl Subscriptions {
             && !adds(kind)
         {
             link.holds.get_mut(set_of(kind)).remove(name);
+            self.dropped_unasked = true;
         }
         self.awaiting.push_back(Awaited {
             kind,
@@ -469,6 +528,8 @@ impl Subscriptions {
             return Ok(());
         }
         let lost = self.links.remove(index);
+        // Until placed again, what it held reaches the client no more: `PUBLISH` counts none.
+        self.tell_subscribers();
         let addr = lost.addr().clone();
         let backend = lost.backend;
         let Some(cluster) = proxy.backend(backend) else {
