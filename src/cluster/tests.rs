@@ -9,8 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::*;
+use crate::backend::BackendError;
 use crate::backend::scripted::{Act, ScriptedNodes};
+use crate::command::Access;
 use crate::config::ClusterConfig;
+use crate::protocol::Protocol;
 use crate::workers::WorkerSet;
 
 const A: &str = "10.0.0.1:6379";

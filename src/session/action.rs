@@ -33,6 +33,27 @@ pub enum Action {
         /// Whether it only reads.
         access: Access,
     },
+    /// Ask several nodes (or one, and the proxy's own figures) and make one reply of theirs.
+    Gather(Gather),
+    /// Work on the client's own connection, alone and in order.
+    Own(OwnOp),
+    /// Wait until a backend has told the proxy its commands, then decide again; the request
+    /// keeps its place in the client's order.
+    AwaitBackend(Request),
+    /// (Un)subscribe `names` (all of that kind when empty, for the unsubscribes) on the
+    /// client's subscription connections.
+    Pubsub {
+        /// Which (un)subscribe.
+        kind: SubscriptionKind,
+        /// The channels or patterns.
+        names: Vec<Bytes>,
+    },
+}
+
+/// Work that asks nodes and makes one reply of their answers: each runs as a future of its
+/// own (see [`super::launch`]).
+#[derive(Debug)]
+pub enum Gather {
     /// `PUBLISH` to the channel's master, its count completed with the proxy's subscribers
     /// held elsewhere.
     Publish(Publish),
@@ -47,19 +68,12 @@ pub enum Action {
     Info(super::info::InfoRequest),
     /// `SCAN` across masters.
     Scan(Vec<Bytes>),
-    /// Work on the client's own connection, alone and in order.
-    Own(OwnOp),
-    /// Wait until a backend has told the proxy its commands, then decide again; the request
-    /// keeps its place in the client's order.
-    AwaitBackend(Request),
-    /// (Un)subscribe `names` (all of that kind when empty, for the unsubscribes) on the
-    /// client's subscription connections.
-    Pubsub {
-        /// Which (un)subscribe.
-        kind: SubscriptionKind,
-        /// The channels or patterns.
-        names: Vec<Bytes>,
-    },
+}
+
+impl From<Gather> for Action {
+    fn from(gather: Gather) -> Self {
+        Action::Gather(gather)
+    }
 }
 
 /// Redis's reply to a command it does not know, byte for byte.

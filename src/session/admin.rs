@@ -4,7 +4,7 @@
 //! would crash or restart one node of many.
 
 use super::ClientState;
-use super::action::Action;
+use super::action::{Action, Gather};
 use super::route::route_positions;
 use super::route::{forward, forward_to};
 use crate::broadcast::{Broadcast, Combine, ProxyEffect, Reach};
@@ -33,10 +33,11 @@ pub(super) fn admin(
         _ => None,
     };
     let everywhere = |reach| {
-        Action::Broadcast(
+        Gather::Broadcast(
             Broadcast::new(&spec.name, request.raw.clone(), reach, Combine::AllSucceed)
                 .with_effect(effect.clone()),
         )
+        .into()
     };
     match reach {
         AdminReach::ByKey { access } => forward(state, proxy, spec, request, access),
@@ -102,7 +103,7 @@ fn debug_reach(sub: &[u8]) -> DebugReach {
 fn debug(state: &mut ClientState, proxy: ProxyRef<'_>, request: Request) -> Action {
     let sub = request.args.get(1).cloned().unwrap_or_default();
     let broadcast = |reach, combine| {
-        Action::Broadcast(Broadcast::new("debug", request.raw.clone(), reach, combine))
+        Gather::Broadcast(Broadcast::new("debug", request.raw.clone(), reach, combine)).into()
     };
     let reach = debug_reach(&sub);
     match reach {

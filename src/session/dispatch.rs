@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::acl::{self, Permit};
-use super::action::{Action, unknown_command, unknown_subcommand, wrong_arity};
+use super::action::{Action, Gather, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::OwnOp;
 use super::pubsub::{
     ALLOWED_WHILE_SUBSCRIBED, Publish, nothing_to_unsubscribe, place_of_channel, subscribed_pong,
@@ -241,15 +241,15 @@ fn by_policy(
                     forward_to(state, routed.backend, payload, routed.target, access)
                 }
                 Err(error) => match multikey::plan(kind, request, routes) {
-                    Some(split) => Action::Split(split),
+                    Some(split) => Gather::Split(split).into(),
                     None => Action::Reply(reply::error(&error.message(proxy))),
                 },
             }
         }
         Policy::EveryMaster { gather, access } => {
-            Action::FanOut(fanout::plan(gather, access, &spec.name, &request.raw))
+            Gather::FanOut(fanout::plan(gather, access, &spec.name, &request.raw)).into()
         }
-        Policy::Scan => Action::Scan(request.args),
+        Policy::Scan => Gather::Scan(request.args).into(),
         Policy::Wait => wait(state, proxy, &request.args),
         Policy::Publish => {
             // Arity is checked: the channel is there.
@@ -263,12 +263,13 @@ fn by_policy(
             };
             match request.args.get(1) {
                 // Some client of the proxy is subscribed: the count is completed.
-                Some(channel) if !proxy.subscribers.is_empty() => Action::Publish(Publish {
+                Some(channel) if !proxy.subscribers.is_empty() => Gather::Publish(Publish {
                     backend,
                     payload: request.raw,
                     target,
                     channel: channel.clone(),
-                }),
+                })
+                .into(),
                 // None is: the node's count is every receiver the proxy could add to.
                 _ => forward_to(state, backend, request.raw, target, Access::Write),
             }
@@ -309,18 +310,20 @@ fn by_policy(
                 Action::Reply(reply::error(&Refusal::Admin.message(&spec.name)))
             }
         }
-        Policy::OneMaster => Action::Broadcast(Broadcast::new(
+        Policy::OneMaster => Gather::Broadcast(Broadcast::new(
             &spec.name,
             request.raw,
             Reach::OneMaster,
             Combine::AllSucceed,
-        )),
-        Policy::KillScript => Action::Broadcast(Broadcast::new(
+        ))
+        .into(),
+        Policy::KillScript => Gather::Broadcast(Broadcast::new(
             &spec.name,
             request.raw,
             Reach::EveryNode,
             Combine::AnyKilled,
-        )),
+        ))
+        .into(),
         Policy::Refused(refusal) => Action::Reply(reply::error(&refusal.message(&spec.name))),
         // The proxy's own commands come here only when `before_table` left them to the
         // backend's table, whose arity check then refuses them; should a backend accept the

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::ClientState;
-use super::action::{Action, wrong_arity_named};
+use super::action::{Action, Gather, wrong_arity_named};
 use crate::acl::LoginError;
 use crate::clients::KillFilter;
 use crate::cluster::{Cluster, Target};
@@ -114,7 +114,7 @@ pub fn handle(
         LocalKind::Info => {
             return Some(match super::info::answer(proxy, args, state.protocol) {
                 Ok(now) => Action::Reply(now),
-                Err(from_masters) => Action::Info(from_masters),
+                Err(from_masters) => Gather::Info(from_masters).into(),
             });
         }
         LocalKind::Slowlog => {

@@ -19,6 +19,7 @@ mod blocked;
 mod cluster_node;
 mod dispatch;
 mod info;
+mod launch;
 mod local;
 mod outbound;
 mod owed;
@@ -44,7 +45,7 @@ use tracing::{debug, info, warn};
 use crate::backend::ring::ReplyRing;
 use crate::protocol::{Protocol, RequestParser, reply};
 use crate::proxy::{Announcement, Proxy, ProxyRef, Snapshot};
-use crate::{fanout, multikey};
+
 use outbound::{Outbound, Standing};
 use owed::{Command, Deadline, Forwarded, Owed, Slow};
 use pubsub::Subscriptions;
@@ -343,9 +344,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             if c.state.silenced() {
                 tally::count_no_error(dispatched);
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
-                let action = Box::pin(silently(proxy, action, protocol, db, affinity));
-                let future: Slow<'_> = action;
-                pending.push_slow(future);
+                pending.push_slow(silently(proxy, cluster, action, protocol, db, affinity));
                 continue;
             }
             match action {
@@ -404,39 +403,10 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                         }
                     }
                 }
-                Action::Publish(publish) => {
-                    let cluster = proxy
-                        .backend(publish.backend)
-                        .map_or(cluster, |b| b.as_ref());
-                    let run = pubsub::publish(proxy, publish, protocol, db, affinity);
-                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_slow(future);
-                }
-                Action::Split(split) => {
-                    let run = multikey::run(proxy, split, protocol, db, affinity);
-                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_slow(future);
-                }
-                Action::FanOut(fanout) => {
-                    let run = fanout::run(proxy, fanout, protocol, db, affinity);
-                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_slow(future);
-                }
-                Action::Broadcast(broadcast) => {
-                    let run = crate::broadcast::run(proxy, broadcast, protocol);
-                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_slow(future);
-                }
-                Action::Info(request) => {
-                    let run = info::run(proxy, request, protocol);
-                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_slow(future);
-                }
-                Action::Scan(args) => {
-                    let run =
-                        async move { fanout::scan(proxy, &args, protocol, db, affinity).await };
-                    let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
-                    pending.push_slow(future);
+                Action::Gather(gather) => {
+                    let counted = launch::Counted { timed, client };
+                    let run = gather.start(proxy, cluster, protocol, db, affinity, counted);
+                    pending.push_slow(run);
                 }
                 Action::Own(op) => held = Some(Held::Own(op, timed(cluster))),
                 Action::Pubsub { kind, names } => {
@@ -642,53 +612,42 @@ fn note_activity(c: &mut Conn<'_>) {
         .store(since, Ordering::Relaxed);
 }
 
-/// Runs `action` for a client that asked for no replies, and drops its reply.
-async fn silently(
-    proxy: ProxyRef<'_>,
+/// Runs `action` for a client that asked for no replies, its reply dropped.
+fn silently<'a>(
+    proxy: ProxyRef<'a>,
+    cluster: &'a crate::cluster::Cluster,
     action: Action,
     protocol: Protocol,
     db: u8,
     affinity: usize,
-) -> Bytes {
+) -> Slow<'a> {
     match action {
         Action::Forward {
             backend,
             payload,
             target,
             access,
-        } => {
+        } => Box::pin(async move {
             if let Some(cluster) = proxy.backend(backend) {
                 cluster
                     .execute(payload, target, access, protocol, db, affinity)
                     .await;
             }
-        }
-        Action::Publish(publish) => {
-            pubsub::publish(proxy, publish, protocol, db, affinity).await;
-        }
-        Action::Split(split) => {
-            multikey::run(proxy, split, protocol, db, affinity).await;
-        }
-        Action::FanOut(fanout) => {
-            fanout::run(proxy, fanout, protocol, db, affinity).await;
-        }
-        Action::Scan(args) => {
-            fanout::scan(proxy, &args, protocol, db, affinity).await;
-        }
-        Action::Broadcast(broadcast) => {
-            crate::broadcast::run(proxy, broadcast, protocol).await;
+            Bytes::new()
+        }),
+        // A silenced INFO changes nothing.
+        Action::Gather(action::Gather::Info(_)) => Box::pin(async { Bytes::new() }),
+        Action::Gather(gather) => {
+            gather.start(proxy, cluster, protocol, db, affinity, launch::Silenced)
         }
         // Own-connection work and subscriptions keep their replies: silencing them would
-        // desynchronise the client from its subscription stream; a silenced INFO changes
-        // nothing.
-        Action::Info(_)
-        | Action::Reply(_)
+        // desynchronise the client from its subscription stream.
+        Action::Reply(_)
         | Action::Close(_)
         | Action::Own(_)
         | Action::Pubsub { .. }
-        | Action::AwaitBackend(_) => {}
+        | Action::AwaitBackend(_) => Box::pin(async { Bytes::new() }),
     }
-    Bytes::new()
 }
 
 /// Counts and logs a client closed for staying idle past `client_idle_timeout_s`.

@@ -1,0 +1,321 @@
+//! Serving one command on the shared connections: the first attempt, what its outcome comes
+//! to, and the attempts after it, each judged by the one retry engine ([`Cluster::judge`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use super::{Attempts, Cluster, Next, Target};
+use crate::backend::ring::RingTicket;
+use crate::backend::{BackendError, NodePool, Reply};
+use crate::command::Access;
+use crate::config::ReadFrom;
+use crate::protocol::{Protocol, reply};
+
+/// The command [`Cluster::serve_after`] sends, as each attempt needs it.
+#[derive(Clone, Copy)]
+struct Sending<'s> {
+    payload: &'s Bytes,
+    target: &'s Target,
+    access: Access,
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+}
+
+/// What [`Cluster::serve_after`]'s attempts so far leave for the next.
+struct Progress {
+    attempts: Attempts,
+    /// Whether a missing script was loaded already (once per command).
+    script_loaded: bool,
+    /// Set by a redirect: the node to send to next, and whether `ASKING` goes first.
+    redirected: Option<(Arc<NodePool>, bool)>,
+    /// Whether a read still goes to a replica.
+    to_replica: bool,
+}
+
+/// What follows one attempt in [`Cluster::serve_after`].
+enum Step {
+    /// The reply to give, and the node that gave it.
+    Done(Bytes, Option<Arc<NodePool>>),
+    /// Another attempt.
+    Again,
+}
+
+impl Cluster {
+    /// Sends `payload` (one command in RESP) to `target` and returns the reply bytes to give
+    /// the client: the backend's reply, or an error reply.
+    ///
+    /// What follows each attempt (a redirect, a retry after a pause, the reply) is decided by
+    /// [`Cluster::judge`], the one retry engine. Here are only the shared connection's own
+    /// concerns: reads on replicas, and `NOSCRIPT` healed by loading the script.
+    pub async fn execute(
+        &self,
+        payload: Bytes,
+        target: Target,
+        access: Access,
+        protocol: Protocol,
+        db: u8,
+        affinity: usize,
+    ) -> Bytes {
+        self.serve(payload, target, access, protocol, db, affinity)
+            .await
+            .0
+    }
+
+    /// [`Cluster::execute`], also returning the node that answered last (none when no node
+    /// was reached): what the slow log names. The pool is the one the request already held,
+    /// moved out, so knowing it costs nothing.
+    pub async fn serve(
+        &self,
+        payload: Bytes,
+        target: Target,
+        access: Access,
+        protocol: Protocol,
+        db: u8,
+        affinity: usize,
+    ) -> (Bytes, Option<Arc<NodePool>>) {
+        self.serve_after(None, payload, target, access, protocol, db, affinity)
+            .await
+    }
+
+    /// Makes the first attempt of a command at once, its reply going to `ticket` of the client's
+    /// ring: the session's path for a forwarded command. `None` when the command needs more than
+    /// one plain attempt can give (a replica read, a control connection, writes held during a
+    /// failover, no route yet, a full queue): the caller gives the ticket up and runs
+    /// [`Cluster::serve`]. The outcome, once in the ring, goes to [`Cluster::settle`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &self,
+        payload: &Bytes,
+        target: &Target,
+        access: Access,
+        protocol: Protocol,
+        db: u8,
+        affinity: usize,
+        ticket: RingTicket,
+    ) -> Option<Arc<NodePool>> {
+        if matches!(target, Target::Control(_))
+            || access == Access::Read && self.config.read_from != ReadFrom::Master
+            || access == Access::Write && self.writes_held()
+        {
+            return None;
+        }
+        let pool = self.resolve(target)?;
+        pool.submit(protocol, affinity, payload.clone(), db, ticket)
+            .ok()?;
+        Some(pool)
+    }
+
+    /// What the first attempt made by [`Cluster::start`] on `pool` came to: the reply bytes
+    /// when they are final (a reply that is not an error, from the node that still serves the
+    /// ticket), else the outcome back, for [`Cluster::serve_after`] to judge.
+    pub fn settle(
+        &self,
+        pool: &NodePool,
+        target: &Target,
+        access: Access,
+        outcome: Result<Reply, BackendError>,
+    ) -> Result<Bytes, Result<Reply, BackendError>> {
+        pool.note(&outcome);
+        match outcome {
+            Ok(reply)
+                if reply.error_text().is_none()
+                    && !self.replaced_while_writing(target, access, pool, &reply) =>
+            {
+                Ok(reply.bytes)
+            }
+            outcome => Err(outcome),
+        }
+    }
+
+    /// [`Cluster::serve`], after a first attempt on a pool that came to an outcome (`first`),
+    /// when there was one: the one retry engine for every forwarded command.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn serve_after(
+        &self,
+        mut first: Option<(Arc<NodePool>, Result<Reply, BackendError>)>,
+        payload: Bytes,
+        target: Target,
+        access: Access,
+        protocol: Protocol,
+        db: u8,
+        affinity: usize,
+    ) -> (Bytes, Option<Arc<NodePool>>) {
+        let sending = Sending {
+            payload: &payload,
+            target: &target,
+            access,
+            protocol,
+            db,
+            affinity,
+        };
+        // The budget counts from the first attempt, made before this engine was asked: one that
+        // timed out began a request timeout ago (any other outcome came at once), so a retry
+        // after it still ends within `request_timeout_ms` + `retry_timeout_ms` of the request.
+        let now = tokio::time::Instant::now();
+        let started = match &first {
+            Some((_, Err(BackendError::Timeout { .. }))) => now
+                .checked_sub(self.conn_settings().request_timeout)
+                .unwrap_or(now),
+            _ => now,
+        };
+        let mut progress = Progress {
+            attempts: Attempts::since(self.retry_budget, started),
+            script_loaded: false,
+            redirected: None,
+            to_replica: access == Access::Read && self.config.read_from != ReadFrom::Master,
+        };
+        loop {
+            if let Some((pool, outcome)) = first.take() {
+                match self
+                    .judge_outcome(&sending, &mut progress, outcome, (pool, false, false))
+                    .await
+                {
+                    Step::Done(bytes, pool) => return (bytes, pool),
+                    Step::Again => continue,
+                }
+            }
+            let replica = match (progress.to_replica, &target, &progress.redirected) {
+                (true, Target::Slot(slot), None) => {
+                    self.map.load().replica(*slot, affinity).cloned()
+                }
+                _ => None,
+            };
+            let on_replica = replica.is_some();
+            let (pool, asking) = match progress.redirected.take().or(replica.map(|r| (r, false))) {
+                Some(next) => next,
+                None => match self.resolve(&target) {
+                    Some(pool) => (pool, false),
+                    None => match progress.attempts.next_delay() {
+                        Some(delay) => {
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                        None => return (reply::error(&self.no_route_error(&target)), None),
+                    },
+                },
+            };
+            if access == Access::Write && self.writes_held() {
+                // A failover is under way: a write now could be acknowledged by the master
+                // about to be demoted, and lost. Wait for the new master.
+                match progress.attempts.next_delay() {
+                    Some(delay) => {
+                        self.wait_while_held(delay).await;
+                        continue;
+                    }
+                    None => return (reply::error(&self.failing_over_error()), Some(pool)),
+                }
+            }
+            let sent = match &target {
+                Target::Control(_) => pool.send_control(protocol, payload.clone(), db).await,
+                _ => {
+                    pool.send(protocol, affinity, payload.clone(), asking, db)
+                        .await
+                }
+            };
+            match self
+                .judge_outcome(&sending, &mut progress, sent, (pool, asking, on_replica))
+                .await
+            {
+                Step::Done(bytes, pool) => return (bytes, pool),
+                Step::Again => {}
+            }
+        }
+    }
+
+    /// One attempt's outcome on `pool` (sent with `ASKING` when `asking`, to a replica when
+    /// `on_replica`): the reply to give, or another attempt (after the pause or redirect
+    /// [`Cluster::judge`] chose, noted in `redirected`).
+    async fn judge_outcome(
+        &self,
+        sending: &Sending<'_>,
+        progress: &mut Progress,
+        sent: Result<Reply, BackendError>,
+        (pool, asking, on_replica): (Arc<NodePool>, bool, bool),
+    ) -> Step {
+        let Sending {
+            payload,
+            target,
+            access,
+            protocol,
+            db,
+            affinity,
+        } = *sending;
+        let Progress {
+            attempts,
+            script_loaded,
+            redirected,
+            to_replica,
+        } = progress;
+        let outcome = match sent {
+            Ok(reply) if self.replaced_while_writing(target, access, &pool, &reply) => {
+                // The node acknowledged a write after the cluster made another node master
+                // of the slot (it was paused, then resumed): the write will be undone when
+                // it rejoins as a replica, so an OK would be a lie.
+                Err(BackendError::Lost {
+                    addr: pool.addr().clone(),
+                })
+            }
+            Ok(reply)
+                if !*script_loaded
+                    && reply
+                        .error_text()
+                        .is_some_and(|text| text.starts_with(b"NOSCRIPT")) =>
+            {
+                // The node lacks a script the proxy has seen (a promoted replica does not
+                // inherit the script cache): load it there and send the command again.
+                *script_loaded = true;
+                let Some(load) = self.scripts.load_command_for(payload) else {
+                    return Step::Done(reply.bytes, Some(pool));
+                };
+                let loaded = pool.send(protocol, affinity, load, false, db).await;
+                if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
+                    return Step::Done(reply.bytes, Some(pool));
+                }
+                *redirected = Some((pool, asking));
+                return Step::Again;
+            }
+            Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
+                // The replica failed this read: the master answers it instead.
+                debug!(backend = %self.name, %error, "replica failed a read; asking the master");
+                *to_replica = false;
+                return Step::Again;
+            }
+            outcome => outcome,
+        };
+        match self.judge(attempts, outcome, access, pool.addr()) {
+            Next::Reply(reply) => Step::Done(reply.bytes, Some(pool)),
+            Next::Fail(error) => Step::Done(error, Some(pool)),
+            Next::Redirect { to, asking } => {
+                *redirected = Some((self.backends.pool(&to), asking));
+                Step::Again
+            }
+            Next::Retry(delay) => {
+                tokio::time::sleep(delay).await;
+                Step::Again
+            }
+        }
+    }
+
+    /// Whether `pool` answered a write for a slot that, by now, another master serves.
+    pub(super) fn replaced_while_writing(
+        &self,
+        target: &Target,
+        access: Access,
+        pool: &NodePool,
+        reply: &Reply,
+    ) -> bool {
+        let Target::Slot(slot) = target else {
+            return false;
+        };
+        if access != Access::Write || reply.error_text().is_some() {
+            return false;
+        }
+        let map = self.map.load();
+        map.master(*slot)
+            .is_some_and(|now| now.addr() != pool.addr())
+            && !map.is_master(pool.addr())
+    }
+}
