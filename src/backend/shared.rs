@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::debug;
 
+use super::node_conn::{NodeReader, NodeWriter};
 use super::pool::NodeHealth;
 use super::ring::RingTicket;
 use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
@@ -363,96 +364,19 @@ async fn serve(
     jobs: &mut mpsc::Receiver<Job>,
     retire: &Notify,
 ) -> Ended {
-    let max_inflight = settings.max_inflight;
     let (mut rd, mut wr) = conn.split();
-    // Both halves run in this one task, so the lock is never contended; it is never held
-    // across an await.
-    let waiting: Mutex<Queue> = Mutex::new(Queue::default());
-    let room = Notify::new();
-
-    let writer = async {
-        let mut batch = BytesMut::with_capacity(16 * 1024);
-        loop {
-            while lock(&waiting).len() >= max_inflight {
-                room.notified().await;
-            }
-            let Some(job) = jobs.recv().await else {
-                return Ended::Dropped;
-            };
-            push_job(&mut batch, &waiting, job);
-            // Let the sessions that are ready run first: their requests join this write
-            // instead of each costing a send of its own.
-            tokio::task::yield_now().await;
-            while batch.len() < MAX_BATCH_BYTES && lock(&waiting).len() < max_inflight {
-                match jobs.try_recv() {
-                    Ok(job) => push_job(&mut batch, &waiting, job),
-                    Err(_) => break,
-                }
-            }
-            if let Err(e) = wr.write_all(&batch).await {
-                return Ended::Failed(e.to_string());
-            }
-            batch.clear();
-            if batch.capacity() > 4 * MAX_BATCH_BYTES {
-                batch = BytesMut::with_capacity(16 * 1024);
-            }
-        }
-    };
-
-    let reader = async {
-        loop {
-            let reply = match rd.read_reply().await {
-                Ok(reply) => reply,
-                Err(error) => return Ended::Failed(error.to_string()),
-            };
-            if reply.kind == ReplyKind::Push {
-                continue;
-            }
-            let mut queue = lock(&waiting);
-            queue.answered += 1;
-            let Some(front) = queue.front_mut() else {
-                return Ended::Failed("reply with no request waiting".into());
-            };
-            if front.skip > 0 {
-                front.skip -= 1;
-                if front.skip == 0 && front.reply.is_none() && front.batch.is_none() {
-                    queue.pop_front();
-                    drop(queue);
-                    room.notify_one();
-                }
-                continue;
-            }
-            if let Some(gathering) = front.batch.as_mut() {
-                if !gathering.push(reply) {
-                    continue;
-                }
-                if let Some(done) = front.batch.take() {
-                    done.finish(None);
-                }
-            } else if let Some(reply_to) = front.reply.take() {
-                reply_to.send(Ok(reply));
-            }
-            if front.after > 0 {
-                front.skip = front.after;
-                front.after = 0;
-                continue;
-            }
-            queue.pop_front();
-            drop(queue);
-            room.notify_one();
-        }
-    };
-
+    let flight = Flight::default();
     // A node that leaves commands unanswered may have failed: ask for the topology again at
     // once and while it stays silent, so a failover is seen within a stall, not only after a
     // request has timed out.
     let mut silence = Silence::default();
-    let watchdog = watch_for_stalls(&waiting, settings.stall_after, &mut silence, || {
+    let watchdog = watch_for_stalls(&flight.waiting, settings.stall_after, &mut silence, || {
         settings.on_stall.notify_one();
         true
     });
     // Boxed so it can be dropped before the queue is emptied below: it borrows `jobs`.
-    let mut writer = Box::pin(writer);
+    let mut writer = Box::pin(write_jobs(&mut wr, jobs, &flight, settings.max_inflight));
+    let reader = read_replies(&mut rd, &flight);
     tokio::pin!(reader);
     let mut ended = tokio::select! {
         ended = &mut writer => ended,
@@ -467,21 +391,25 @@ async fn serve(
         // node a refresh has not listed yet, a write racing a reshard) still get their replies:
         // closing now would fail a write that ran. A node that has stopped answering (the master
         // a failover replaced) is given up at once, so reads can go to the new master.
-        let drained = async {
-            while !lock(&waiting).is_empty() {
-                room.notified().await;
-            }
-        };
-        if !silence.still(&waiting) {
+        if !silence.still(&flight.waiting) {
+            let drained = async {
+                while !lock(&flight.waiting).is_empty() {
+                    flight.room.notified().await;
+                }
+            };
+            let stalled =
+                watch_for_stalls(&flight.waiting, settings.stall_after, &mut silence, || {
+                    false
+                });
             tokio::select! {
                 () = drained => {}
                 failed = &mut reader => ended = failed,
-                () = watch_for_stalls(&waiting, settings.stall_after, &mut silence, || false) => {}
+                () = stalled => {}
                 () = tokio::time::sleep(settings.request_timeout) => {}
             }
         }
     }
-    for w in lock(&waiting).drain(..) {
+    for w in lock(&flight.waiting).drain(..) {
         if let Some(reply_to) = w.reply {
             reply_to.send(Err(BackendError::Lost { addr: addr.clone() }));
         }
@@ -490,6 +418,97 @@ async fn serve(
         }
     }
     ended
+}
+
+/// What a connection's writer and reader share. Both run in one task, so the lock is never
+/// contended; it is never held across an await.
+#[derive(Default)]
+struct Flight {
+    /// The commands written, waiting for their replies.
+    waiting: Mutex<Queue>,
+    /// Woken when a reply makes room for another command.
+    room: Notify,
+}
+
+/// Writes the queued jobs in batches, at most `max_inflight` waiting at once, until the
+/// socket fails or every handle is dropped.
+async fn write_jobs(
+    wr: &mut NodeWriter,
+    jobs: &mut mpsc::Receiver<Job>,
+    flight: &Flight,
+    max_inflight: usize,
+) -> Ended {
+    let mut batch = BytesMut::with_capacity(16 * 1024);
+    loop {
+        while lock(&flight.waiting).len() >= max_inflight {
+            flight.room.notified().await;
+        }
+        let Some(job) = jobs.recv().await else {
+            return Ended::Dropped;
+        };
+        push_job(&mut batch, &flight.waiting, job);
+        // Let the sessions that are ready run first: their requests join this write instead
+        // of each costing a send of its own.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH_BYTES && lock(&flight.waiting).len() < max_inflight {
+            match jobs.try_recv() {
+                Ok(job) => push_job(&mut batch, &flight.waiting, job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = wr.write_all(&batch).await {
+            return Ended::Failed(e.to_string());
+        }
+        batch.clear();
+        if batch.capacity() > 4 * MAX_BATCH_BYTES {
+            batch = BytesMut::with_capacity(16 * 1024);
+        }
+    }
+}
+
+/// Reads replies and hands each to the command it answers, in order, until the socket fails.
+async fn read_replies(rd: &mut NodeReader, flight: &Flight) -> Ended {
+    loop {
+        let reply = match rd.read_reply().await {
+            Ok(reply) => reply,
+            Err(error) => return Ended::Failed(error.to_string()),
+        };
+        if reply.kind == ReplyKind::Push {
+            continue;
+        }
+        let mut queue = lock(&flight.waiting);
+        queue.answered += 1;
+        let Some(front) = queue.front_mut() else {
+            return Ended::Failed("reply with no request waiting".into());
+        };
+        if front.skip > 0 {
+            front.skip -= 1;
+            if front.skip == 0 && front.reply.is_none() && front.batch.is_none() {
+                queue.pop_front();
+                drop(queue);
+                flight.room.notify_one();
+            }
+            continue;
+        }
+        if let Some(gathering) = front.batch.as_mut() {
+            if !gathering.push(reply) {
+                continue;
+            }
+            if let Some(done) = front.batch.take() {
+                done.finish(None);
+            }
+        } else if let Some(reply_to) = front.reply.take() {
+            reply_to.send(Ok(reply));
+        }
+        if front.after > 0 {
+            front.skip = front.after;
+            front.after = 0;
+            continue;
+        }
+        queue.pop_front();
+        drop(queue);
+        flight.room.notify_one();
+    }
 }
 
 /// Fails the commands queued and not written yet as not sent, and refuses new ones.
