@@ -5,7 +5,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 
-use super::action::Gather;
+use super::action::{Action, Gather};
 use super::owed::Slow;
 use super::pubsub;
 use super::tally::{Client, Timed, tallied};
@@ -93,5 +93,41 @@ impl Gather {
                 finish.finish(cluster, run)
             }
         }
+    }
+}
+
+/// Runs `action` for a client that asked for no replies, its reply dropped.
+pub(super) fn silently<'a>(
+    proxy: ProxyRef<'a>,
+    cluster: &'a Cluster,
+    action: Action,
+    protocol: Protocol,
+    db: u8,
+    affinity: usize,
+) -> Slow<'a> {
+    match action {
+        Action::Forward {
+            backend,
+            payload,
+            target,
+            access,
+        } => Box::pin(async move {
+            if let Some(cluster) = proxy.backend(backend) {
+                cluster
+                    .execute(payload, target, access, protocol, db, affinity)
+                    .await;
+            }
+            Bytes::new()
+        }),
+        // A silenced INFO changes nothing.
+        Action::Gather(Gather::Info(_)) => Box::pin(async { Bytes::new() }),
+        Action::Gather(gather) => gather.start(proxy, cluster, protocol, db, affinity, Silenced),
+        // Own-connection work and subscriptions keep their replies: silencing them would
+        // desynchronise the client from its subscription stream.
+        Action::Reply(_)
+        | Action::Close(_)
+        | Action::Own(_)
+        | Action::Pubsub { .. }
+        | Action::AwaitBackend(_) => Box::pin(async { Bytes::new() }),
     }
 }

@@ -1,0 +1,560 @@
+//! The active phase of a session, as a small state machine: take what the client sent
+//! (read, decide, start), flush what is ready, then wait for whichever comes first: a reply, a
+//! deadline, room in the socket, more requests or a signal. It ends when nothing is owed
+//! ([`Flow::Idle`]), when a newer configuration is due ([`Flow::Move`]) or when the connection
+//! must close.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, info, warn};
+
+use super::launch::{self, Counted};
+use super::outbound::{Outbound, Standing};
+use super::owed::{Command, Forwarded, Owed, Slow};
+use super::pubsub::Subscriptions;
+use super::tally::{self, Client, Timed, tallied};
+use super::wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_commands};
+use super::{
+    Action, ClientState, Conn, Flow, IDLE_READ_BUF_MAX, ReplyMode, client_gone, closed_idle,
+    dispatch, own, switch,
+};
+use crate::backend::ring::ReplyRing;
+use crate::clients::ClientHandle;
+use crate::cluster::Cluster;
+use crate::protocol::{Request, reply};
+use crate::proxy::{ProxyRef, Snapshot};
+
+/// The client has sent bytes: read, answer and route requests, and write replies, until
+/// nothing is owed ([`Flow::Idle`]) or the connection must close. Every request of this phase
+/// sees `snapshot`.
+pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
+    let proxy = ProxyRef::new(c.proxy, snapshot);
+    let Some(cluster) = proxy.default_cluster().map(Arc::as_ref) else {
+        return Flow::Close;
+    };
+    let handle = Arc::clone(&c.state.registered.handle);
+    let ring = Arc::clone(
+        c.ring
+            .get_or_insert_with(|| ReplyRing::new(Arc::clone(&handle))),
+    );
+    let edge = Edge {
+        proxy,
+        cluster,
+        client: Client {
+            proxy,
+            handle: &handle,
+        },
+        // Counted here while the node's answer waits for the client: see `outbound`.
+        owed: &handle.owed_bytes,
+        sent: &c.proxy.stats.net_output_bytes,
+        ring: &ring,
+        handle: &handle,
+        snapshot,
+    };
+    let mut phase = Phase::new(&handle.owed_bytes, c.subs.take());
+    // The idle wait saw the socket readable: take what is there first.
+    if client_gone(c) {
+        return Flow::Close;
+    }
+    loop {
+        if phase.pending.is_empty() {
+            phase.start_held(c, &edge).await;
+        }
+        phase.take_requests(c, &edge);
+        if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
+            c.inbuf = BytesMut::new();
+        }
+        if let Some(flow) = phase.flush(c, &edge) {
+            return flow;
+        }
+        match phase.after_flush(c) {
+            Turn::End(flow) => return flow,
+            Turn::Again => continue,
+            Turn::Wait => {}
+        }
+        if let Some(flow) = phase.wait(c, &edge).await {
+            return flow;
+        }
+    }
+}
+
+/// What one active phase works with and never changes.
+struct Edge<'a> {
+    proxy: ProxyRef<'a>,
+    /// The default backend.
+    cluster: &'a Cluster,
+    client: Client<'a>,
+    owed: &'a AtomicU64,
+    sent: &'a AtomicU64,
+    ring: &'a Arc<ReplyRing>,
+    handle: &'a Arc<ClientHandle>,
+    snapshot: &'a Snapshot,
+}
+
+/// What the phase does after a flush.
+enum Turn {
+    /// End the phase.
+    End(Flow),
+    /// Go round again at once: start held work, or take what was left unparsed.
+    Again,
+    /// Wait for something to happen.
+    Wait,
+}
+
+/// The state of one active phase.
+struct Phase<'a> {
+    /// Replies owed, in request order.
+    pending: Owed<'a>,
+    /// Replies ready to write.
+    out: Outbound,
+    /// Work on the client's own connections runs alone: it waits until every earlier reply is
+    /// out (`held`), and nothing after it starts until it is done (`own_running`).
+    held: Option<Held<'a>>,
+    own_running: bool,
+    /// A request decided again once a backend answered, before any later one.
+    retried: Option<Request>,
+    /// Made on the first (un)subscribe: most clients never subscribe.
+    subs: Option<Box<Subscriptions>>,
+    /// Close once what is owed is written.
+    closing: bool,
+    /// The proxy is shutting down: work on, but close once nothing is owed.
+    draining: bool,
+    /// The client is behind on reading its replies: no new request starts.
+    paused: bool,
+    /// A newer configuration is in force: no new request starts until this phase has moved
+    /// to it.
+    move_due: bool,
+}
+
+impl<'a> Phase<'a> {
+    fn new(owed: &'a AtomicU64, subs: Option<Box<Subscriptions>>) -> Self {
+        Phase {
+            pending: Owed::new(owed),
+            out: Outbound::default(),
+            held: None,
+            own_running: false,
+            retried: None,
+            subs,
+            closing: false,
+            draining: false,
+            paused: false,
+            move_due: false,
+        }
+    }
+
+    /// Every earlier reply is out: starts the work that waited for that.
+    async fn start_held(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) {
+        self.own_running = false;
+        match self.held.take() {
+            Some(Held::Own(op, timed)) => {
+                // Made on first use: most clients never need a connection of their own.
+                let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
+                let entry = Arc::clone(&c.state.registered.handle);
+                let user = c.state.user.clone();
+                let run = own::run(
+                    edge.proxy,
+                    own,
+                    op,
+                    c.state.protocol,
+                    c.state.db,
+                    entry,
+                    user,
+                );
+                let future: Slow<'a> = Box::pin(tallied(run, timed, edge.client));
+                self.pending.push_slow(future);
+                self.own_running = true;
+            }
+            Some(Held::AwaitBackend(request)) => {
+                if Box::pin(wait_for_commands(edge.proxy, edge.cluster)).await {
+                    self.retried = Some(request);
+                } else {
+                    let error = reply::error(&edge.cluster.unreachable_error());
+                    self.pending.push_ready(error);
+                }
+            }
+            Some(Held::Pubsub { kind, names }) => {
+                let protocol = c.state.protocol;
+                let subscriptions = self.subs.get_or_insert_with(|| {
+                    Box::new(Subscriptions::new(
+                        protocol,
+                        c.state.id,
+                        Arc::clone(&c.proxy.subscribers),
+                    ))
+                });
+                // Boxed, as the wait below: rare, and large enough to double every active
+                // phase's allocation.
+                match Box::pin(subscriptions.start(edge.proxy, kind, names)).await {
+                    Ok(now) => self.out.push_uncounted(now, edge.owed),
+                    Err(error) => {
+                        let error = reply::error(&format!("ERR respgate: {error}"));
+                        self.pending.push_ready(error);
+                    }
+                }
+                c.state.subscribed = subscriptions.is_subscribed();
+            }
+            None => {}
+        }
+    }
+
+    /// Whether a new request may start now.
+    fn may_take(&self, c: &Conn<'_>) -> bool {
+        !self.closing
+            && !self.paused
+            && !self.own_running
+            && (self.held.is_none()
+                || self.retried.is_none() && joinable(&self.held, &c.state, c.max_pipeline))
+            && !self.move_due
+            && !self.subs.as_ref().is_some_and(|s| s.busy())
+            && self.pending.len() < c.max_pipeline
+    }
+
+    /// Parses what is buffered, up to the pipeline limit, unless the client is behind on
+    /// reading its replies, and starts each request.
+    fn take_requests(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) {
+        while self.may_take(c) {
+            // A request decided again was counted when it was first parsed.
+            let again = self.retried.is_some();
+            let parsed = match self.retried.take() {
+                Some(request) => Ok(Some(request)),
+                None if c.proxy.is_newer_than(edge.snapshot)
+                    && switch::may_switch(&c.state, c.proxy, edge.snapshot) =>
+                {
+                    self.move_due = true;
+                    break;
+                }
+                None => c.parser.parse(&mut c.inbuf),
+            };
+            let request = match parsed {
+                Ok(Some(request)) => request,
+                Ok(None) => break,
+                Err(error) => {
+                    info!(
+                        client = c.state.id,
+                        peer = %c.state.peer(),
+                        %error,
+                        "client closed for a protocol error"
+                    );
+                    c.proxy
+                        .stats
+                        .protocol_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.pending
+                        .push_ready(reply::error(&format!("ERR {error}")));
+                    self.closing = true;
+                    break;
+                }
+            };
+            if !again {
+                c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(Held::Own(own::OwnOp::Txn(batch), _)) = self.held.as_mut() {
+                // A pipelined transaction: its next request joins the batch waiting to be sent.
+                match dispatch::in_transaction(&mut c.state, edge.proxy, edge.cluster, request) {
+                    Ok(step) => batch.join(step),
+                    Err(request) => self.retried = Some(request),
+                }
+                continue;
+            }
+            self.start(c, edge, request);
+            if c.state.reset {
+                c.state.reset = false;
+                self.subs = None;
+                if let Some(Ok(mut own)) = c.state.own.as_ref().map(|o| o.try_lock()) {
+                    *own = None;
+                }
+            }
+        }
+    }
+
+    /// Decides `request` and starts what it needs: the one place an [`Action`] becomes work.
+    fn start(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>, request: Request) {
+        let (protocol, affinity, db) = (c.state.protocol, c.state.affinity, c.state.db);
+        // Kept for a slow log entry: a reference count on the client's own buffer.
+        let raw = request.raw.clone();
+        let action = dispatch::dispatch(&mut c.state, edge.proxy, edge.cluster, request);
+        let dispatched = c.state.dispatched;
+        let started = c.last_activity;
+        let timed = move |cluster| Timed {
+            dispatched,
+            started,
+            cluster,
+            raw,
+        };
+        let (proxy, cluster) = (edge.proxy, edge.cluster);
+        if c.state.silenced() {
+            tally::count_no_error(dispatched);
+            // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
+            self.pending.push_slow(launch::silently(
+                proxy, cluster, action, protocol, db, affinity,
+            ));
+            return;
+        }
+        match action {
+            Action::Reply(bytes) => {
+                tally::count(dispatched, &bytes, &proxy);
+                self.pending.push_ready(bytes);
+            }
+            Action::Close(bytes) => {
+                tally::count(dispatched, &bytes, &proxy);
+                self.pending.push_ready(bytes);
+                self.closing = true;
+            }
+            Action::Forward {
+                backend,
+                payload,
+                target,
+                access,
+            } => {
+                let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
+                let command = Command {
+                    cluster,
+                    payload,
+                    target,
+                    access,
+                    protocol,
+                    db,
+                    affinity,
+                    timed: timed(cluster),
+                };
+                self.forward(c, edge, command);
+            }
+            Action::Gather(gather) => {
+                let counted = Counted {
+                    timed,
+                    client: edge.client,
+                };
+                let run = gather.start(proxy, cluster, protocol, db, affinity, counted);
+                self.pending.push_slow(run);
+            }
+            Action::Own(op) => self.held = Some(Held::Own(op, timed(cluster))),
+            Action::Pubsub { kind, names } => {
+                // Its confirmations come on the subscription stream, never an error reply.
+                tally::count_no_error(dispatched);
+                self.held = Some(Held::Pubsub { kind, names });
+            }
+            Action::AwaitBackend(request) => self.held = Some(Held::AwaitBackend(request)),
+        }
+    }
+
+    /// Queues a forwarded command's first attempt on its node, its reply due in the client's
+    /// ring; when it cannot be queued, the serving engine takes it from the start. The common
+    /// case stays unboxed: one future type, no allocation of its own.
+    fn forward(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>, command: Command<'a>) {
+        let ticket = edge.ring.reserve();
+        let seq = ticket.seq();
+        let started = command.cluster.start(
+            &command.payload,
+            &command.target,
+            command.access,
+            command.protocol,
+            command.db,
+            command.affinity,
+            ticket,
+        );
+        match started {
+            Some(pool) => {
+                let deadline = c.last_activity + pool.request_timeout();
+                c.deadline.arm(deadline);
+                self.pending.push_forwarded(Forwarded {
+                    seq,
+                    deadline,
+                    pool,
+                    command,
+                });
+            }
+            None => {
+                edge.ring.forget(seq);
+                self.pending.push_slow(command.serve(None, edge.client));
+            }
+        }
+    }
+
+    /// Writes everything ready, in order, without waiting for the socket, and weighs what the
+    /// client owes against its output limits; a flow when the phase must end.
+    fn flush(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) -> Option<Flow> {
+        let out = &mut self.out;
+        self.pending
+            .drain(edge.ring, edge.client, &mut |reply| out.push(reply));
+        if !self.out.is_empty() && self.out.flush(&mut c.io, edge.owed, edge.sent).is_err() {
+            return Some(Flow::Close);
+        }
+        let limit = self.output_limit(c, edge);
+        let now = tokio::time::Instant::now();
+        match self
+            .out
+            .standing(edge.owed.load(Ordering::Relaxed), limit, now)
+        {
+            Standing::Fine => self.paused = false,
+            Standing::Paused => self.paused = true,
+            Standing::Close { owed, limit } => {
+                warn!(
+                    client = c.state.id,
+                    peer = %c.state.peer(),
+                    owed_bytes = owed,
+                    limit_bytes = limit,
+                    class = if c.state.subscribed { "pubsub" } else { "normal" },
+                    "client closed for overcoming its output buffer limit"
+                );
+                c.proxy
+                    .stats
+                    .closed_by_output_limit
+                    .fetch_add(1, Ordering::Relaxed);
+                return Some(Flow::Close);
+            }
+        }
+        None
+    }
+
+    fn output_limit<'e>(&self, c: &Conn<'_>, edge: &'e Edge<'a>) -> &'e crate::config::OutputLimit {
+        let server = &edge.proxy.config().server;
+        if c.state.subscribed {
+            &server.client_output_limit_pubsub
+        } else {
+            &server.client_output_limit_normal
+        }
+    }
+
+    /// What follows a flush: the end of the phase, another turn, or a wait.
+    fn after_flush(&mut self, c: &mut Conn<'_>) -> Turn {
+        if self.closing && self.pending.is_empty() && self.out.is_empty() {
+            return Turn::End(Flow::Close);
+        }
+        // Nothing owed and nothing to wait for: hand back to the cheap idle wait, dropping this
+        // phase's state (its future, the reply queue) so an idle client costs little memory.
+        if self.subs.as_ref().is_some_and(|s| s.is_done()) {
+            self.subs = None;
+        }
+        let settled = self.pending.is_empty() && self.out.is_empty();
+        if self.move_due
+            && settled
+            && self.held.is_none()
+            && !self.subs.as_ref().is_some_and(|s| s.busy())
+        {
+            c.subs = self.subs.take();
+            return Turn::End(Flow::Move);
+        }
+        if self.draining && c.state.subscribed {
+            // A subscriber is never between requests: it is closed once it has what it is owed.
+            self.closing = true;
+        }
+        if self.own_running && self.pending.is_empty() {
+            // Work on the own connection that was done at once (closing it for a `DISCARD` or
+            // an aborted `EXEC`) left what the client pipelined after it unparsed: go on.
+            return Turn::Again;
+        }
+        if settled && self.held.is_none() && self.subs.is_none() && !self.closing {
+            // Between requests: an ordinary client waits for its next one, unless the proxy
+            // drains.
+            return Turn::End(if self.draining {
+                Flow::Close
+            } else {
+                Flow::Idle
+            });
+        }
+        let handle = &c.state.registered.handle;
+        if handle.subscribed.load(Ordering::Relaxed) != c.state.subscribed {
+            handle
+                .subscribed
+                .store(c.state.subscribed, Ordering::Relaxed);
+        }
+        if self.held.is_some() && self.pending.is_empty() {
+            return Turn::Again;
+        }
+        Turn::Wait
+    }
+
+    /// Waits for whichever comes first; a flow when the phase must end.
+    async fn wait(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) -> Option<Flow> {
+        if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
+            timer.as_mut().reset(c.last_activity + timeout);
+        }
+        let soft_deadline = self.out.soft_deadline(self.output_limit(c, edge));
+        let (ring, client, owed) = (edge.ring, edge.client, edge.owed);
+        let pending = &mut self.pending;
+        let out = &mut self.out;
+        let reading = !self.closing
+            && pending.len() < c.max_pipeline
+            && (!(self.own_running || self.held.is_some() || self.paused)
+                || c.inbuf.len() < IDLE_READ_BUF_MAX);
+        let quiet = pending.is_empty() && out.is_empty() && !self.closing && self.subs.is_none();
+        tokio::select! {
+            biased;
+            () = poll_fn(|cx| pending.poll_progress(cx, ring)), if !pending.is_empty() => {
+                pending.drain(ring, client, &mut |reply| out.push(reply));
+            }
+            () = c.deadline.fired(), if pending.has_forwarded() => {
+                if let Some(next) = pending.expire(tokio::time::Instant::now(), ring, client) {
+                    c.deadline.rearm(next);
+                }
+            }
+            writable = c.io.writable(), if !out.is_empty() => {
+                if writable.is_err() {
+                    return Some(Flow::Close);
+                }
+            }
+            // While own-connection work holds the pipeline, keep reading a little so a client
+            // that goes away is noticed (and its blocked backend connection closed).
+            readable = c.io.readable(), if reading => {
+                if readable.is_err() || client_gone(c) {
+                    return Some(Flow::Close);
+                }
+            }
+            () = signalled(edge.handle, &c.announcements) => {
+                if edge.handle.signal.is_killed() {
+                    debug!(client = c.state.id, "killed by CLIENT KILL");
+                    return Some(Flow::Close);
+                }
+                // Draining: requests already sent are answered (a pipeline in full), then the
+                // client is closed between requests. A new configuration needs nothing here:
+                // the next request (a subscriber's included, on this wake) moves to it.
+                self.draining |= c.announcements.borrow_and_update().draining;
+            }
+            _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
+            frame = next_for_subscriber(&mut self.subs, edge.proxy) => {
+                let Ok(frame) = frame else {
+                    debug!(client = c.state.id, "subscriptions lost; closing");
+                    return Some(Flow::Close);
+                };
+                out.push_uncounted(frame, owed);
+                c.state.subscribed = self.subs.as_ref().is_some_and(|s| s.is_subscribed());
+            }
+            _ = idle(&mut c.idle_timer), if quiet => {
+                closed_idle(c);
+                return Some(Flow::Close);
+            }
+        }
+        None
+    }
+}
+
+/// Whether the next request may join `held`: a transaction batch still open, while the
+/// client is in `MULTI` and wants its replies.
+fn joinable(held: &Option<Held<'_>>, state: &ClientState, max_pipeline: usize) -> bool {
+    match held {
+        Some(Held::Own(own::OwnOp::Txn(batch), _)) => {
+            !batch.ended()
+                && batch.parts.len() < max_pipeline
+                && state.txn.is_some()
+                && state.reply_mode == ReplyMode::On
+        }
+        _ => false,
+    }
+}
+
+/// Work that must wait until every earlier reply is out.
+enum Held<'a> {
+    /// On the client's own connection, timed from when it was read.
+    Own(own::OwnOp, Timed<'a>),
+    /// A request that waits until some backend has told the proxy its commands.
+    AwaitBackend(Request),
+    /// An (un)subscribe for the subscription connections.
+    Pubsub {
+        /// Which.
+        kind: crate::command::SubscriptionKind,
+        /// The channels or patterns.
+        names: Vec<Bytes>,
+    },
+}
