@@ -111,7 +111,7 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let idle_timeout = switch::idle_timeout(server);
     let id = proxy.next_client_id();
     let local = stream.local_addr().unwrap_or(proxy.listen_addr);
-    let registered = proxy.clients.register(id, peer, local);
+    let registered = proxy.clients.register(id, peer, local, stream.fd());
     let mut c = Conn {
         state: ClientState::new(id, snapshot.users().at_connect(), registered),
         io: stream,
@@ -526,6 +526,11 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 .subscribed
                 .store(c.state.subscribed, Ordering::Relaxed);
         }
+        handle.set_subscriptions(
+            subs.as_deref()
+                .map(Subscriptions::counts)
+                .unwrap_or_default(),
+        );
         if held.is_some() && pending.is_empty() {
             continue;
         }
