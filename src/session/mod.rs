@@ -232,7 +232,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         if pending.is_empty() {
             own_running = false;
             match held.take() {
-                Some(Held::Own(op, timed)) => {
+                Some(Held::Own { op, timed, silent }) => {
                     // Made on first use: most clients never need a connection of their own.
                     let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                     let protocol = c.state.protocol;
@@ -240,7 +240,16 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     let entry = Arc::clone(&c.state.registered.handle);
                     let user = c.state.user.clone();
                     let run = own::run(proxy, own, op, protocol, db, entry, user);
-                    let future: Slow<'_> = Box::pin(tallied(run, timed, client));
+                    let future: Slow<'_> = if silent {
+                        // CLIENT REPLY OFF/SKIP: it runs (a transaction commits, a blocking
+                        // pop takes its element), only its reply is dropped.
+                        Box::pin(async move {
+                            tallied(run, timed, client).await;
+                            Bytes::new()
+                        })
+                    } else {
+                        Box::pin(tallied(run, timed, client))
+                    };
                     pending.push_slow(future);
                     own_running = true;
                 }
@@ -320,7 +329,11 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             if !again {
                 c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(Held::Own(own::OwnOp::Txn(batch), _)) = held.as_mut() {
+            if let Some(Held::Own {
+                op: own::OwnOp::Txn(batch),
+                ..
+            }) = held.as_mut()
+            {
                 // A pipelined transaction: its next request joins the batch waiting to be sent.
                 match dispatch::in_transaction(&mut c.state, proxy, cluster, request) {
                     Ok(step) => batch.join(step),
@@ -340,7 +353,24 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 cluster,
                 raw,
             };
-            if c.state.silenced() {
+            let silent = c.state.silenced();
+            let action = match action {
+                // Held like any own-connection work, which must run alone; its reply is
+                // dropped when it comes.
+                Action::Own(op) if silent => {
+                    held = Some(Held::Own {
+                        op,
+                        timed: timed(cluster),
+                        silent: true,
+                    });
+                    continue;
+                }
+                action => action,
+            };
+            // An (un)subscribe is never silenced: its confirmations are pushes, which Redis
+            // delivers whatever CLIENT REPLY says (as it does the messages); the SKIP it used
+            // up is spent all the same.
+            if silent && !matches!(action, Action::Pubsub { .. } | Action::Push(_)) {
                 tally::count_no_error(dispatched);
                 // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
                 let action = Box::pin(silently(proxy, action, protocol, db, affinity));
@@ -349,7 +379,7 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 continue;
             }
             match action {
-                Action::Reply(bytes) => {
+                Action::Reply(bytes) | Action::Push(bytes) => {
                     tally::count(dispatched, &bytes, &proxy);
                     pending.push_ready(bytes)
                 }
@@ -438,7 +468,13 @@ async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     let future: Slow<'_> = Box::pin(tallied(run, timed(cluster), client));
                     pending.push_slow(future);
                 }
-                Action::Own(op) => held = Some(Held::Own(op, timed(cluster))),
+                Action::Own(op) => {
+                    held = Some(Held::Own {
+                        op,
+                        timed: timed(cluster),
+                        silent: false,
+                    })
+                }
                 Action::Pubsub { kind, names } => {
                     // Its confirmations come on the subscription stream, never an error reply.
                     tally::count_no_error(dispatched);
@@ -683,11 +719,11 @@ async fn silently(
         Action::Broadcast(broadcast) => {
             crate::broadcast::run(proxy, broadcast, protocol).await;
         }
-        // Own-connection work and subscriptions keep their replies: silencing them would
-        // desynchronise the client from its subscription stream; a silenced INFO changes
-        // nothing.
+        // Own-connection work and subscriptions never come here (see the caller); a silenced
+        // INFO changes nothing.
         Action::Info(_)
         | Action::Reply(_)
+        | Action::Push(_)
         | Action::Close(_)
         | Action::Own(_)
         | Action::Pubsub { .. }
@@ -711,10 +747,15 @@ fn closed_idle(c: &Conn<'_>) {
 }
 
 /// Whether the next request may join `held`: a transaction batch still open, while the
-/// client is in `MULTI` and wants its replies.
+/// client is in `MULTI` and wants its replies (and wanted the batch's: a silenced batch drops
+/// every reply in it).
 fn joinable(held: &Option<Held>, state: &ClientState, max_pipeline: usize) -> bool {
     match held {
-        Some(Held::Own(own::OwnOp::Txn(batch), _)) => {
+        Some(Held::Own {
+            op: own::OwnOp::Txn(batch),
+            silent: false,
+            ..
+        }) => {
             !batch.ended()
                 && batch.parts.len() < max_pipeline
                 && state.txn.is_some()
@@ -726,8 +767,15 @@ fn joinable(held: &Option<Held>, state: &ClientState, max_pipeline: usize) -> bo
 
 /// Work that must wait until every earlier reply is out.
 enum Held<'a> {
-    /// On the client's own connection, timed from when it was read.
-    Own(own::OwnOp, Timed<'a>),
+    /// On the client's own connection.
+    Own {
+        /// The work.
+        op: own::OwnOp,
+        /// Timed from when it was read.
+        timed: Timed<'a>,
+        /// Its reply is dropped: the client asked for none (`CLIENT REPLY OFF/SKIP`).
+        silent: bool,
+    },
     /// A request that waits until some backend has told the proxy its commands.
     AwaitBackend(crate::protocol::Request),
     /// An (un)subscribe for the subscription connections.
