@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -37,6 +37,25 @@ pub struct ClientDetails {
     pub cmd: Option<Box<str>>,
 }
 
+/// How many channels, patterns and sharded channels a client is subscribed to: `sub`, `psub`
+/// and `ssub` in `CLIENT LIST`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriptionCounts {
+    /// Channels (`SUBSCRIBE`).
+    pub channels: u32,
+    /// Patterns (`PSUBSCRIBE`).
+    pub patterns: u32,
+    /// Sharded channels (`SSUBSCRIBE`).
+    pub sharded: u32,
+}
+
+impl SubscriptionCounts {
+    /// Whether there is any subscription at all: Redis's flag `P`.
+    pub fn any(self) -> bool {
+        self != SubscriptionCounts::default()
+    }
+}
+
 /// Where a client's blocking command waits: the node that holds it, and how that node knows
 /// the client's own connection, so `CLIENT UNBLOCK` can be passed on.
 #[derive(Debug, Clone)]
@@ -58,6 +77,9 @@ pub struct ClientHandle {
     pub peer: SocketAddr,
     /// The proxy's address it connected to.
     pub local: SocketAddr,
+    /// The proxy's file descriptor of the client's socket (`fd=` in `CLIENT LIST`), -1 where
+    /// there is none, as Redis shows for a client without a connection.
+    pub fd: i32,
     /// When it connected.
     pub connected_at: Instant,
     /// Milliseconds after `connected_at` of its last command.
@@ -69,6 +91,10 @@ pub struct ClientHandle {
     pub details: Mutex<ClientDetails>,
     /// Whether it has subscriptions.
     pub subscribed: AtomicBool,
+    /// Channels, patterns and sharded channels it is subscribed to, as it was told.
+    subscriptions: [AtomicU32; 3],
+    /// Whether it asked `CLIENT NO-EVICT on` (flag `e`).
+    pub no_evict: AtomicBool,
     /// Commands queued since `MULTI`, or -1 outside a transaction (`multi=` in `CLIENT LIST`).
     pub multi: AtomicI64,
     /// Set while a blocking command waits on a node: `blocked_clients` in `INFO`, flag `b` in
@@ -79,8 +105,10 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
-    /// A line in the format of Redis's `CLIENT LIST`, every field in Redis 7's order; those
+    /// A line in the format of Redis 7.0's `CLIENT LIST`, every field in its order; those
     /// that describe one server's buffers (`qbuf`, `rbs`, ...) are 0, as for an idle client.
+    /// `lib-name` and `lib-ver` follow, as Redis 7.2 prints them, only for a client that gave
+    /// them with `CLIENT SETINFO` (a 7.2 command): a client of 7.0 sees 7.0's fields alone.
     pub fn line(&self) -> String {
         let d = self
             .details
@@ -99,31 +127,74 @@ impl ClientHandle {
                 .load(Ordering::Relaxed)
                 .min(age.as_millis() as u64);
         let multi = self.multi.load(Ordering::Relaxed);
+        let subs = self.subscriptions();
+        // Redis's letters, in its order, for the states the proxy has.
         let mut flags = String::new();
+        if subs.any() {
+            flags.push('P');
+        }
         if multi >= 0 {
             flags.push('x');
         }
         if self.is_blocked() {
             flags.push('b');
         }
+        if self.no_evict.load(Ordering::Relaxed) {
+            flags.push('e');
+        }
         if flags.is_empty() {
             flags.push('N');
         }
         let omem = self.owed_bytes.load(Ordering::Relaxed);
-        format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={flags} db=0 sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}\n",
+        let mut line = format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={}",
             self.id,
             self.peer,
             self.local,
+            self.fd,
             text(names.and_then(|n| n.name.as_ref())),
             age.as_secs(),
             idle / 1000,
+            subs.channels,
+            subs.patterns,
+            subs.sharded,
             d.cmd.as_deref().unwrap_or("NULL"),
             d.user.as_deref().unwrap_or("default"),
             d.resp.max(2),
-            text(names.and_then(|n| n.lib_name.as_ref())),
-            text(names.and_then(|n| n.lib_ver.as_ref())),
-        )
+        );
+        if let Some(n) = names.filter(|n| n.lib_name.is_some() || n.lib_ver.is_some()) {
+            line.push_str(" lib-name=");
+            line.push_str(&text(n.lib_name.as_ref()));
+            line.push_str(" lib-ver=");
+            line.push_str(&text(n.lib_ver.as_ref()));
+        }
+        line.push('\n');
+        line
+    }
+
+    /// What the client is subscribed to, as it was last told.
+    pub fn subscriptions(&self) -> SubscriptionCounts {
+        let [channels, patterns, sharded] = &self.subscriptions;
+        SubscriptionCounts {
+            channels: channels.load(Ordering::Relaxed),
+            patterns: patterns.load(Ordering::Relaxed),
+            sharded: sharded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records what the client is subscribed to; cheap when nothing changed, as the session
+    /// calls it on every turn of its loop.
+    pub fn set_subscriptions(&self, counts: SubscriptionCounts) {
+        let [channels, patterns, sharded] = &self.subscriptions;
+        for (cell, value) in [
+            (channels, counts.channels),
+            (patterns, counts.patterns),
+            (sharded, counts.sharded),
+        ] {
+            if cell.load(Ordering::Relaxed) != value {
+                cell.store(value, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether a blocking command of this client waits on a node now.
@@ -209,12 +280,20 @@ pub struct ClientRegistry {
 }
 
 impl ClientRegistry {
-    /// Adds a client; it is removed when the returned guard drops.
-    pub fn register(self: &Arc<Self>, id: u64, peer: SocketAddr, local: SocketAddr) -> Registered {
+    /// Adds a client, connected from `peer` to the proxy's `local` on its socket `fd`; it is
+    /// removed when the returned guard drops.
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        fd: i32,
+    ) -> Registered {
         let handle = Arc::new(ClientHandle {
             id,
             peer,
             local,
+            fd,
             connected_at: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             owed_bytes: AtomicU64::new(0),
@@ -226,6 +305,8 @@ impl ClientRegistry {
             blocked: Mutex::new(None),
             signal: Signal::default(),
             subscribed: AtomicBool::new(false),
+            subscriptions: Default::default(),
+            no_evict: AtomicBool::new(false),
         });
         self.lock().insert(id, Arc::clone(&handle));
         Registered {

@@ -1,6 +1,7 @@
 //! Commands about the whole keyspace, sent to every master and combined: `DBSIZE`, `KEYS`,
-//! `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`, `SCRIPT LOAD/FLUSH/EXISTS`, `FUNCTION LOAD/DELETE/FLUSH`,
-//! and `SCAN` (one master at a time, the cursor saying which).
+//! `RANDOMKEY`, `FLUSHALL`, `FLUSHDB`, `SCRIPT LOAD/FLUSH/EXISTS`,
+//! `FUNCTION LOAD/DELETE/FLUSH/RESTORE`, and `SCAN` (one master at a time, the cursor saying
+//! which).
 //!
 //! Which commands go to every master, and how their replies combine, is the command's
 //! [`Policy`](crate::command::Policy), decided when the command table loads.

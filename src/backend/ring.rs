@@ -241,7 +241,7 @@ mod tests {
     fn client() -> Arc<ClientHandle> {
         let addr = "127.0.0.1:1".parse().unwrap();
         let registry = Arc::new(crate::clients::ClientRegistry::default());
-        Arc::clone(&registry.register(1, addr, addr).handle)
+        Arc::clone(&registry.register(1, addr, addr, -1).handle)
     }
 
     fn reply(text: &'static [u8]) -> Outcome {

@@ -447,7 +447,12 @@ impl Policy {
             "dbsize" | "pubsub|numpat" => every(Gather::Sum, Access::Read),
             "keys" => every(Gather::Concat, Access::Read),
             "randomkey" => every(Gather::RandomKey, Access::Read),
-            "flushall" | "flushdb" | "function|flush" => every(Gather::AllOk, Access::Write),
+            // A restore reaches every master, as a load does, so that the restored functions
+            // can be called whichever master owns the keys; `FUNCTION DUMP` is forwarded to
+            // any one master, since every master holds the same functions.
+            "flushall" | "flushdb" | "function|flush" | "function|restore" => {
+                every(Gather::AllOk, Access::Write)
+            }
             "function|load" | "function|delete" => every(Gather::First, Access::Write),
             "script|exists" => every(Gather::And, Access::Read),
             "pubsub|channels" | "pubsub|shardchannels" => every(Gather::Union, Access::Read),

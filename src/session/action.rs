@@ -20,6 +20,10 @@ use crate::protocol::Request;
 pub enum Action {
     /// Reply with these bytes.
     Reply(Bytes),
+    /// Reply with these bytes, which Redis sends as a push (the confirmation of an unsubscribe
+    /// with nothing subscribed), so they are delivered even when the client asked for no
+    /// replies (`CLIENT REPLY OFF`).
+    Push(Bytes),
     /// Reply with these bytes, then close the connection.
     Close(Bytes),
     /// Send the request to a node and relay its reply.

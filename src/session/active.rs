@@ -149,7 +149,7 @@ impl<'a> Phase<'a> {
     async fn start_held(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) {
         self.own_running = false;
         match self.held.take() {
-            Some(Held::Own(op, timed)) => {
+            Some(Held::Own { op, timed, silent }) => {
                 // Made on first use: most clients never need a connection of their own.
                 let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
                 let entry = Arc::clone(&c.state.registered.handle);
@@ -163,7 +163,17 @@ impl<'a> Phase<'a> {
                     entry,
                     user,
                 );
-                let future: Slow<'a> = Box::pin(tallied(run, timed, edge.client));
+                let client = edge.client;
+                let future: Slow<'a> = if silent {
+                    // CLIENT REPLY OFF/SKIP: it runs (a transaction commits, a blocking pop
+                    // takes its element), only its reply is dropped.
+                    Box::pin(async move {
+                        tallied(run, timed, client).await;
+                        Bytes::new()
+                    })
+                } else {
+                    Box::pin(tallied(run, timed, client))
+                };
                 self.pending.push_slow(future);
                 self.own_running = true;
             }
@@ -250,7 +260,11 @@ impl<'a> Phase<'a> {
             if !again {
                 c.proxy.stats.total_commands.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(Held::Own(own::OwnOp::Txn(batch), _)) = self.held.as_mut() {
+            if let Some(Held::Own {
+                op: own::OwnOp::Txn(batch),
+                ..
+            }) = self.held.as_mut()
+            {
                 // A pipelined transaction: its next request joins the batch waiting to be sent.
                 match dispatch::in_transaction(&mut c.state, edge.proxy, edge.cluster, request) {
                     Ok(step) => batch.join(step),
@@ -284,7 +298,21 @@ impl<'a> Phase<'a> {
             raw,
         };
         let (proxy, cluster) = (edge.proxy, edge.cluster);
-        if c.state.silenced() {
+        let silent = c.state.silenced();
+        if silent && let Action::Own(op) = action {
+            // Held like any own-connection work, which must run alone; its reply is dropped
+            // when it comes.
+            self.held = Some(Held::Own {
+                op,
+                timed: timed(cluster),
+                silent: true,
+            });
+            return;
+        }
+        // An (un)subscribe is never silenced: its confirmations are pushes, which Redis
+        // delivers whatever CLIENT REPLY says (as it does the messages); the SKIP it used up is
+        // spent all the same.
+        if silent && !matches!(action, Action::Pubsub { .. } | Action::Push(_)) {
             tally::count_no_error(dispatched);
             // CLIENT REPLY OFF/SKIP: the command runs, its reply is dropped.
             self.pending.push_slow(launch::silently(
@@ -293,7 +321,7 @@ impl<'a> Phase<'a> {
             return;
         }
         match action {
-            Action::Reply(bytes) => {
+            Action::Reply(bytes) | Action::Push(bytes) => {
                 tally::count(dispatched, &bytes, &proxy);
                 self.pending.push_ready(bytes);
             }
@@ -329,7 +357,13 @@ impl<'a> Phase<'a> {
                 let run = gather.start(proxy, cluster, protocol, db, affinity, counted);
                 self.pending.push_slow(run);
             }
-            Action::Own(op) => self.held = Some(Held::Own(op, timed(cluster))),
+            Action::Own(op) => {
+                self.held = Some(Held::Own {
+                    op,
+                    timed: timed(cluster),
+                    silent: false,
+                });
+            }
             Action::Pubsub { kind, names } => {
                 // Its confirmations come on the subscription stream, never an error reply.
                 tally::count_no_error(dispatched);
@@ -460,6 +494,12 @@ impl<'a> Phase<'a> {
                 .subscribed
                 .store(c.state.subscribed, Ordering::Relaxed);
         }
+        handle.set_subscriptions(
+            self.subs
+                .as_deref()
+                .map(Subscriptions::counts)
+                .unwrap_or_default(),
+        );
         if self.held.is_some() && self.pending.is_empty() {
             return Turn::Again;
         }
@@ -531,10 +571,15 @@ impl<'a> Phase<'a> {
 }
 
 /// Whether the next request may join `held`: a transaction batch still open, while the
-/// client is in `MULTI` and wants its replies.
+/// client is in `MULTI` and wants its replies (and wanted the batch's: a silenced batch drops
+/// every reply in it).
 fn joinable(held: &Option<Held<'_>>, state: &ClientState, max_pipeline: usize) -> bool {
     match held {
-        Some(Held::Own(own::OwnOp::Txn(batch), _)) => {
+        Some(Held::Own {
+            op: own::OwnOp::Txn(batch),
+            silent: false,
+            ..
+        }) => {
             !batch.ended()
                 && batch.parts.len() < max_pipeline
                 && state.txn.is_some()
@@ -546,8 +591,15 @@ fn joinable(held: &Option<Held<'_>>, state: &ClientState, max_pipeline: usize) -
 
 /// Work that must wait until every earlier reply is out.
 enum Held<'a> {
-    /// On the client's own connection, timed from when it was read.
-    Own(own::OwnOp, Timed<'a>),
+    /// On the client's own connection.
+    Own {
+        /// The work.
+        op: own::OwnOp,
+        /// Timed from when it was read.
+        timed: Timed<'a>,
+        /// Its reply is dropped: the client asked for none (`CLIENT REPLY OFF/SKIP`).
+        silent: bool,
+    },
     /// A request that waits until some backend has told the proxy its commands.
     AwaitBackend(Request),
     /// An (un)subscribe for the subscription connections.

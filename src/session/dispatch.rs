@@ -393,7 +393,7 @@ fn subscription(
                 reply.push(3).bulk(name.as_bytes()).bulk(channel).integer(0);
                 out.extend_from_slice(&reply.finish());
             }
-            Some(Action::Reply(out.freeze()))
+            Some(Action::Push(out.freeze()))
         }
         SubscriptionKind::Ssubscribe if argc >= 2 => {
             let channels = request.args.get(1..).unwrap_or_default();

@@ -122,9 +122,9 @@ pub(super) fn silently<'a>(
         // A silenced INFO changes nothing.
         Action::Gather(Gather::Info(_)) => Box::pin(async { Bytes::new() }),
         Action::Gather(gather) => gather.start(proxy, cluster, protocol, db, affinity, Silenced),
-        // Own-connection work and subscriptions keep their replies: silencing them would
-        // desynchronise the client from its subscription stream.
+        // Own-connection work and subscriptions never come here (see the caller).
         Action::Reply(_)
+        | Action::Push(_)
         | Action::Close(_)
         | Action::Own(_)
         | Action::Pubsub { .. }

@@ -6,6 +6,8 @@
 //! static table of the proxy's own commands ([`PROXY_COMMANDS`](crate::command::PROXY_COMMANDS)),
 //! so they work before the backend's command table is known.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 
 use super::ClientState;
@@ -322,7 +324,21 @@ fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Actio
                 _ => return wrong(),
             }
         }
-        "no-evict" | "no-touch" => {
+        "no-evict" => {
+            // The proxy evicts no client for memory, so this only sets the flag `e` that
+            // `CLIENT LIST` shows, as the client asked.
+            if argc != 3 {
+                return wrong();
+            }
+            let on = match args.get(2).map(|m| m.to_ascii_lowercase()).as_deref() {
+                Some(b"on") => true,
+                Some(b"off") => false,
+                _ => return Action::Reply(reply::error("ERR syntax error")),
+            };
+            state.handle().no_evict.store(on, Ordering::Relaxed);
+            out.simple("OK");
+        }
+        "no-touch" => {
             out.simple("OK");
         }
         _ => {

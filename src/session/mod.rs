@@ -112,7 +112,7 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     let idle_timeout = switch::idle_timeout(server);
     let id = proxy.next_client_id();
     let local = stream.local_addr().unwrap_or(proxy.listen_addr);
-    let registered = proxy.clients.register(id, peer, local);
+    let registered = proxy.clients.register(id, peer, local, stream.fd());
     let mut c = Conn {
         state: ClientState::new(id, snapshot.users().at_connect(), registered),
         io: stream,

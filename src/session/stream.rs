@@ -39,6 +39,20 @@ impl ClientStream {
         self.tcp().local_addr()
     }
 
+    /// The proxy's file descriptor of the client's socket, as Redis shows its own in
+    /// `CLIENT LIST`; -1 where the platform has none.
+    pub fn fd(&self) -> i32 {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            self.tcp().as_raw_fd()
+        }
+        #[cfg(not(unix))]
+        {
+            -1
+        }
+    }
+
     fn tcp(&self) -> &TcpStream {
         match self {
             ClientStream::Tcp(stream) => stream,

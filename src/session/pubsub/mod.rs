@@ -35,6 +35,7 @@ use self::notify::needs_every_master;
 pub(super) use self::notify::place_of_channel;
 use self::sets::{Set, Sets, adds, kind_named, set_of};
 use crate::backend::{BackendError, NodeAddr, NodeConn};
+use crate::clients::SubscriptionCounts;
 use crate::cluster::Target;
 use crate::command::SubscriptionKind;
 use crate::keyspace::BackendId;
@@ -148,6 +149,17 @@ impl Subscriptions {
                     .iter()
                     .all(|name| allowed(name, pattern))
             })
+    }
+
+    /// What the client is subscribed to, as it has been told: `sub`, `psub` and `ssub` in
+    /// `CLIENT LIST`.
+    pub fn counts(&self) -> SubscriptionCounts {
+        let count = |set: Set| u32::try_from(self.client.get(set).len()).unwrap_or(u32::MAX);
+        SubscriptionCounts {
+            channels: count(Set::Channels),
+            patterns: count(Set::Patterns),
+            sharded: count(Set::Sharded),
+        }
     }
 
     /// Whether confirmations are still owed: the client's next requests wait until they are out.
