@@ -10,6 +10,7 @@ pub mod ring;
 #[cfg(test)]
 pub(crate) mod scripted;
 mod shared;
+mod stall;
 pub mod transport;
 
 use std::fmt;

@@ -16,6 +16,7 @@ use tracing::debug;
 use super::node_conn::{NodeReader, NodeWriter};
 use super::pool::NodeHealth;
 use super::ring::RingTicket;
+use super::stall::{Silence, watch_for_stalls};
 use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
 use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyKind};
@@ -135,7 +136,7 @@ struct Job {
     reply: Sink,
 }
 
-struct Waiting {
+pub(super) struct Waiting {
     /// Where the command's reply goes; taken once it is sent.
     reply: Option<ReplyTo>,
     /// Where a batch job's replies go, gathered until the last; taken once they are sent.
@@ -148,11 +149,19 @@ struct Waiting {
 
 /// The commands written to a node and waiting for their replies, in order.
 #[derive(Default)]
-struct Queue {
+pub(super) struct Queue {
     waiting: VecDeque<Waiting>,
     /// Replies read so far: unchanged between two looks while commands wait means the node
     /// answered nothing in between.
     answered: u64,
+}
+
+impl Queue {
+    /// How many replies have been read, when commands wait: what a stall watch compares
+    /// from one look to the next (see [`super::stall`]).
+    pub(super) fn unanswered(&self) -> Option<u64> {
+        (!self.waiting.is_empty()).then_some(self.answered)
+    }
 }
 
 impl std::ops::Deref for Queue {
@@ -519,45 +528,6 @@ fn refuse_queued(jobs: &mut mpsc::Receiver<Job>, addr: &NodeAddr) {
     }
 }
 
-/// What the last looks at a connection's queue saw, carried from one watch to the next.
-#[derive(Default)]
-struct Silence {
-    /// How many replies had been read at the last look, if commands were waiting then.
-    answered: Option<u64>,
-    /// Whether the last look found commands that had waited through a whole look unanswered.
-    stalled: bool,
-}
-
-impl Silence {
-    /// Whether the node was stalled at the last look and has answered nothing since.
-    fn still(&self, waiting: &Mutex<Queue>) -> bool {
-        let queue = lock(waiting);
-        self.stalled && !queue.is_empty() && self.answered == Some(queue.answered)
-    }
-}
-
-/// Looks at the queue every `every`; each time commands have waited through a whole look with
-/// no reply read, calls `on_stall`, and returns once it says false.
-async fn watch_for_stalls(
-    waiting: &Mutex<Queue>,
-    every: std::time::Duration,
-    silence: &mut Silence,
-    mut on_stall: impl FnMut() -> bool,
-) {
-    loop {
-        tokio::time::sleep(every).await;
-        let now = {
-            let queue = lock(waiting);
-            (!queue.is_empty()).then_some(queue.answered)
-        };
-        silence.stalled = now.is_some() && now == silence.answered;
-        silence.answered = now;
-        if silence.stalled && !on_stall() {
-            return;
-        }
-    }
-}
-
 fn push_job(batch: &mut BytesMut, waiting: &Mutex<Queue>, job: Job) {
     if job.reply.is_closed() {
         // The client gave up (timeout or disconnect) before the request was written.
@@ -593,7 +563,7 @@ fn push_job(batch: &mut BytesMut, waiting: &Mutex<Queue>, job: Job) {
     });
 }
 
-fn lock(waiting: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+pub(super) fn lock(waiting: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     waiting
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

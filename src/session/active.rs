@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 
+use super::held::{Held, joinable};
 use super::launch::{self, Counted};
 use super::outbound::{Outbound, Standing};
 use super::owed::{Command, Forwarded, Owed, Slow};
@@ -18,8 +19,7 @@ use super::pubsub::Subscriptions;
 use super::tally::{self, Client, Timed, tallied};
 use super::wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_commands};
 use super::{
-    Action, ClientState, Conn, Flow, IDLE_READ_BUF_MAX, ReplyMode, client_gone, closed_idle,
-    dispatch, own, switch,
+    Action, Conn, Flow, IDLE_READ_BUF_MAX, client_gone, closed_idle, dispatch, own, switch,
 };
 use crate::backend::ring::ReplyRing;
 use crate::clients::ClientHandle;
@@ -568,45 +568,4 @@ impl<'a> Phase<'a> {
         }
         None
     }
-}
-
-/// Whether the next request may join `held`: a transaction batch still open, while the
-/// client is in `MULTI` and wants its replies (and wanted the batch's: a silenced batch drops
-/// every reply in it).
-fn joinable(held: &Option<Held<'_>>, state: &ClientState, max_pipeline: usize) -> bool {
-    match held {
-        Some(Held::Own {
-            op: own::OwnOp::Txn(batch),
-            silent: false,
-            ..
-        }) => {
-            !batch.ended()
-                && batch.parts.len() < max_pipeline
-                && state.txn.is_some()
-                && state.reply_mode == ReplyMode::On
-        }
-        _ => false,
-    }
-}
-
-/// Work that must wait until every earlier reply is out.
-enum Held<'a> {
-    /// On the client's own connection.
-    Own {
-        /// The work.
-        op: own::OwnOp,
-        /// Timed from when it was read.
-        timed: Timed<'a>,
-        /// Its reply is dropped: the client asked for none (`CLIENT REPLY OFF/SKIP`).
-        silent: bool,
-    },
-    /// A request that waits until some backend has told the proxy its commands.
-    AwaitBackend(Request),
-    /// An (un)subscribe for the subscription connections.
-    Pubsub {
-        /// Which.
-        kind: crate::command::SubscriptionKind,
-        /// The channels or patterns.
-        names: Vec<Bytes>,
-    },
 }

@@ -19,6 +19,7 @@ mod admin;
 mod blocked;
 mod cluster_node;
 mod dispatch;
+mod held;
 mod info;
 mod launch;
 mod local;
