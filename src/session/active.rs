@@ -11,15 +11,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 
+use super::action::Postponed;
+use super::held::{Held, joinable};
 use super::launch::{self, Counted};
 use super::outbound::{Outbound, Standing};
 use super::owed::{Command, Forwarded, Owed, Slow};
+use super::pause::released;
 use super::pubsub::Subscriptions;
 use super::tally::{self, Client, Timed, tallied};
 use super::wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_commands};
 use super::{
-    Action, ClientState, Conn, Flow, IDLE_READ_BUF_MAX, ReplyMode, client_gone, closed_idle,
-    dispatch, own, switch,
+    Action, Conn, Flow, IDLE_READ_BUF_MAX, client_gone, closed_idle, dispatch, own, switch,
 };
 use crate::backend::ring::ReplyRing;
 use crate::clients::ClientHandle;
@@ -116,6 +118,9 @@ struct Phase<'a> {
     own_running: bool,
     /// A request decided again once a backend answered, before any later one.
     retried: Option<Request>,
+    /// A request `CLIENT PAUSE` holds: nothing after it starts until it is released (then
+    /// decided again, as `retried`).
+    postponed: Option<Postponed>,
     /// Made on the first (un)subscribe: most clients never subscribe.
     subs: Option<Box<Subscriptions>>,
     /// Close once what is owed is written.
@@ -137,6 +142,7 @@ impl<'a> Phase<'a> {
             held: None,
             own_running: false,
             retried: None,
+            postponed: None,
             subs,
             closing: false,
             draining: false,
@@ -213,6 +219,7 @@ impl<'a> Phase<'a> {
     fn may_take(&self, c: &Conn<'_>) -> bool {
         !self.closing
             && !self.paused
+            && self.postponed.is_none()
             && !self.own_running
             && (self.held.is_none()
                 || self.retried.is_none() && joinable(&self.held, &c.state, c.max_pipeline))
@@ -298,6 +305,14 @@ impl<'a> Phase<'a> {
             raw,
         };
         let (proxy, cluster) = (edge.proxy, edge.cluster);
+        let action = match action {
+            // Before anything else: a paused request has not run, whatever CLIENT REPLY says.
+            Action::Postpone(postponed) => {
+                self.postponed = Some(postponed);
+                return;
+            }
+            action => action,
+        };
         let silent = c.state.silenced();
         if silent && let Action::Own(op) = action {
             // Held like any own-connection work, which must run alone; its reply is dropped
@@ -370,6 +385,7 @@ impl<'a> Phase<'a> {
                 self.held = Some(Held::Pubsub { kind, names });
             }
             Action::AwaitBackend(request) => self.held = Some(Held::AwaitBackend(request)),
+            Action::Postpone(postponed) => self.postponed = Some(postponed),
         }
     }
 
@@ -461,7 +477,7 @@ impl<'a> Phase<'a> {
         if self.subs.as_ref().is_some_and(|s| s.is_done()) {
             self.subs = None;
         }
-        let settled = self.pending.is_empty() && self.out.is_empty();
+        let settled = self.pending.is_empty() && self.out.is_empty() && self.postponed.is_none();
         if self.move_due
             && settled
             && self.held.is_none()
@@ -517,9 +533,17 @@ impl<'a> Phase<'a> {
         let out = &mut self.out;
         let reading = !self.closing
             && pending.len() < c.max_pipeline
-            && (!(self.own_running || self.held.is_some() || self.paused)
+            && (!(self.own_running
+                || self.held.is_some()
+                || self.paused
+                || self.postponed.is_some())
                 || c.inbuf.len() < IDLE_READ_BUF_MAX);
-        let quiet = pending.is_empty() && out.is_empty() && !self.closing && self.subs.is_none();
+        // A paused client is not idle, as a client Redis blocks is not.
+        let quiet = pending.is_empty()
+            && out.is_empty()
+            && !self.closing
+            && self.subs.is_none()
+            && self.postponed.is_none();
         tokio::select! {
             biased;
             () = poll_fn(|cx| pending.poll_progress(cx, ring)), if !pending.is_empty() => {
@@ -553,6 +577,12 @@ impl<'a> Phase<'a> {
                 self.draining |= c.announcements.borrow_and_update().draining;
             }
             _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
+            request = released(&mut self.postponed), if self.postponed.is_some() => {
+                // It runs now: timed (and its node's deadline set) from here, as Redis times a
+                // command it unblocks.
+                c.last_activity = tokio::time::Instant::now();
+                self.retried = Some(request);
+            }
             frame = next_for_subscriber(&mut self.subs, edge.proxy) => {
                 let Ok(frame) = frame else {
                     debug!(client = c.state.id, "subscriptions lost; closing");
@@ -568,45 +598,4 @@ impl<'a> Phase<'a> {
         }
         None
     }
-}
-
-/// Whether the next request may join `held`: a transaction batch still open, while the
-/// client is in `MULTI` and wants its replies (and wanted the batch's: a silenced batch drops
-/// every reply in it).
-fn joinable(held: &Option<Held<'_>>, state: &ClientState, max_pipeline: usize) -> bool {
-    match held {
-        Some(Held::Own {
-            op: own::OwnOp::Txn(batch),
-            silent: false,
-            ..
-        }) => {
-            !batch.ended()
-                && batch.parts.len() < max_pipeline
-                && state.txn.is_some()
-                && state.reply_mode == ReplyMode::On
-        }
-        _ => false,
-    }
-}
-
-/// Work that must wait until every earlier reply is out.
-enum Held<'a> {
-    /// On the client's own connection.
-    Own {
-        /// The work.
-        op: own::OwnOp,
-        /// Timed from when it was read.
-        timed: Timed<'a>,
-        /// Its reply is dropped: the client asked for none (`CLIENT REPLY OFF/SKIP`).
-        silent: bool,
-    },
-    /// A request that waits until some backend has told the proxy its commands.
-    AwaitBackend(Request),
-    /// An (un)subscribe for the subscription connections.
-    Pubsub {
-        /// Which.
-        kind: crate::command::SubscriptionKind,
-        /// The channels or patterns.
-        names: Vec<Bytes>,
-    },
 }
