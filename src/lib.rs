@@ -32,7 +32,8 @@
 //! state sessions share with the [`proxy::Snapshot`] of the configuration in force (its users
 //! among it), [`reload`] puts a new configuration in force without dropping a client,
 //! [`metrics`] has the metric names and handles, [`health`] whether the proxy is ready,
-//! [`errorstats`] the error replies its clients got,
+//! [`errorstats`] the error replies its clients got, [`pause`] the `CLIENT PAUSE` its
+//! clients' commands wait behind,
 //! [`slowlog`] the slowest requests, [`subscribers`] what the subscribed clients hold
 //! (for `PUBLISH`'s count), [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
 //! `/config` and `/reload` endpoints.
@@ -54,6 +55,7 @@ pub mod health;
 pub mod keyspace;
 pub mod metrics;
 pub mod multikey;
+pub mod pause;
 pub mod protocol;
 pub mod proxy;
 pub mod reload;

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::errorstats::ErrorStats;
 use crate::keyspace::{BackendId, RouteTable};
 use crate::metrics as m;
+use crate::pause::ClientPause;
 use crate::slowlog::SlowLog;
 use crate::subscribers::Subscribers;
 
@@ -244,6 +245,8 @@ pub struct Proxy {
     pub slowlog: SlowLog,
     /// What the subscribed clients hold, for the count `PUBLISH` answers.
     pub subscribers: Arc<Subscribers>,
+    /// The proxy's own `CLIENT PAUSE`, which its clients' commands wait behind.
+    pub pause: ClientPause,
     next_client_id: AtomicU64,
 }
 
@@ -272,6 +275,7 @@ impl Proxy {
             lifecycle: Lifecycle::default(),
             slowlog: SlowLog::default(),
             subscribers: Arc::default(),
+            pause: ClientPause::default(),
             next_client_id: AtomicU64::new(1),
         })
     }

@@ -118,6 +118,12 @@ impl ScriptCache {
         self.scripts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The body of the script whose SHA1 (in hex, any case) is `sha`, if known.
+    pub fn body(&self, sha: &[u8]) -> Option<Bytes> {
+        let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+        self.lock().by_sha.get(&sha).cloned()
+    }
+
     /// `SCRIPT LOAD <body>` for the script an `EVALSHA`/`EVALSHA_RO` payload names, if known.
     pub fn load_command_for(&self, payload: &Bytes) -> Option<Bytes> {
         let mut buf = BytesMut::from(&payload[..]);

@@ -61,6 +61,11 @@ pub struct CommandSpec {
     /// Whether it runs a script or function (`EVAL`, `EVALSHA`, `FCALL` and their `_RO`
     /// forms), whose calls only the node can check; set by [`CommandTable::new`].
     pub runs_code: bool,
+    /// Whether a `CLIENT PAUSE ... WRITE` holds it: it writes, or may replicate (Redis's
+    /// `may_replicate` flag, which `COMMAND` hides: [`MAY_REPLICATE`]); set by
+    /// [`CommandTable::new`]. A script with a shebang may still be let through: see
+    /// `session::pause`.
+    pub may_replicate: bool,
     /// Subcommands of a container command such as `OBJECT`, by lowercase subcommand name.
     pub subcommands: NameMap<CommandSpec>,
     /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
@@ -248,11 +253,16 @@ fn assign_policies(spec: &mut CommandSpec) {
     spec.policy = Policy::of(&spec.name, &spec.flags);
     spec.keys_proc = KeysProc::of(&spec.name);
     spec.runs_code = runs_code(spec);
+    spec.may_replicate = spec.has_flag("write") || MAY_REPLICATE.contains(&spec.name.as_str());
     spec.counters = Some(crate::metrics::command_counters(&spec.name));
     for sub in spec.subcommands.values_mut() {
         assign_policies(sub);
     }
 }
+
+/// Redis 7.0's commands with the `may_replicate` flag, which `COMMAND` does not show: they do
+/// not write, but may add to the replication stream, so a `CLIENT PAUSE ... WRITE` holds them.
+pub const MAY_REPLICATE: [&str; 6] = ["eval", "evalsha", "fcall", "pfcount", "publish", "spublish"];
 
 /// Whether `spec` runs a script or function: Redis's `EVAL`, `EVALSHA`, `FCALL` and their
 /// `_RO` forms, and any other command in the `@scripting` category (a module's, such as

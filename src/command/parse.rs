@@ -73,6 +73,7 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
     Ok(CommandSpec {
         keys_proc: KeysProc::default(),
         runs_code: false,
+        may_replicate: false,
         arity: int(1)?,
         first_key: int(3)?,
         last_key: int(4)?,

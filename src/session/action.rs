@@ -13,6 +13,7 @@ use crate::command::{Access, CommandSpec, SubscriptionKind, with_lowercase};
 use crate::fanout::FanOut;
 use crate::keyspace::BackendId;
 use crate::multikey::Split;
+use crate::pause::PauseTicket;
 use crate::protocol::Request;
 
 /// What the session does with a request.
@@ -44,6 +45,9 @@ pub enum Action {
     /// Wait until a backend has told the proxy its commands, then decide again; the request
     /// keeps its place in the client's order.
     AwaitBackend(Request),
+    /// Held by `CLIENT PAUSE`: wait until the pause ends or changes, then decide again; the
+    /// request keeps its place in the client's order, and nothing after it starts.
+    Postpone(Postponed),
     /// (Un)subscribe `names` (all of that kind when empty, for the unsubscribes) on the
     /// client's subscription connections.
     Pubsub {
@@ -52,6 +56,15 @@ pub enum Action {
         /// The channels or patterns.
         names: Vec<Bytes>,
     },
+}
+
+/// A request `CLIENT PAUSE` holds, with what it waits on.
+#[derive(Debug)]
+pub struct Postponed {
+    /// The request, decided again once released.
+    pub request: Request,
+    /// Wakes when the pause ends or changes.
+    pub ticket: PauseTicket,
 }
 
 /// Work that asks nodes and makes one reply of their answers: each runs as a future of its

@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 
+use super::action::Postponed;
 use super::held::{Held, joinable};
 use super::launch::{self, Counted};
 use super::outbound::{Outbound, Standing};
 use super::owed::{Command, Forwarded, Owed, Slow};
+use super::pause::released;
 use super::pubsub::Subscriptions;
 use super::tally::{self, Client, Timed, tallied};
 use super::wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_commands};
@@ -116,6 +118,9 @@ struct Phase<'a> {
     own_running: bool,
     /// A request decided again once a backend answered, before any later one.
     retried: Option<Request>,
+    /// A request `CLIENT PAUSE` holds: nothing after it starts until it is released (then
+    /// decided again, as `retried`).
+    postponed: Option<Postponed>,
     /// Made on the first (un)subscribe: most clients never subscribe.
     subs: Option<Box<Subscriptions>>,
     /// Close once what is owed is written.
@@ -137,6 +142,7 @@ impl<'a> Phase<'a> {
             held: None,
             own_running: false,
             retried: None,
+            postponed: None,
             subs,
             closing: false,
             draining: false,
@@ -213,6 +219,7 @@ impl<'a> Phase<'a> {
     fn may_take(&self, c: &Conn<'_>) -> bool {
         !self.closing
             && !self.paused
+            && self.postponed.is_none()
             && !self.own_running
             && (self.held.is_none()
                 || self.retried.is_none() && joinable(&self.held, &c.state, c.max_pipeline))
@@ -298,7 +305,8 @@ impl<'a> Phase<'a> {
             raw,
         };
         let (proxy, cluster) = (edge.proxy, edge.cluster);
-        let silent = c.state.silenced();
+        // A paused request has not run, whatever CLIENT REPLY says: it is held, not silenced.
+        let silent = c.state.silenced() && !matches!(action, Action::Postpone(_));
         if silent && let Action::Own(op) = action {
             // Held like any own-connection work, which must run alone; its reply is dropped
             // when it comes.
@@ -370,6 +378,7 @@ impl<'a> Phase<'a> {
                 self.held = Some(Held::Pubsub { kind, names });
             }
             Action::AwaitBackend(request) => self.held = Some(Held::AwaitBackend(request)),
+            Action::Postpone(postponed) => self.postponed = Some(postponed),
         }
     }
 
@@ -461,7 +470,7 @@ impl<'a> Phase<'a> {
         if self.subs.as_ref().is_some_and(|s| s.is_done()) {
             self.subs = None;
         }
-        let settled = self.pending.is_empty() && self.out.is_empty();
+        let settled = self.pending.is_empty() && self.out.is_empty() && self.postponed.is_none();
         if self.move_due
             && settled
             && self.held.is_none()
@@ -517,9 +526,17 @@ impl<'a> Phase<'a> {
         let out = &mut self.out;
         let reading = !self.closing
             && pending.len() < c.max_pipeline
-            && (!(self.own_running || self.held.is_some() || self.paused)
+            && (!(self.own_running
+                || self.held.is_some()
+                || self.paused
+                || self.postponed.is_some())
                 || c.inbuf.len() < IDLE_READ_BUF_MAX);
-        let quiet = pending.is_empty() && out.is_empty() && !self.closing && self.subs.is_none();
+        // A paused client is not idle, as a client Redis blocks is not.
+        let quiet = pending.is_empty()
+            && out.is_empty()
+            && !self.closing
+            && self.subs.is_none()
+            && self.postponed.is_none();
         tokio::select! {
             biased;
             () = poll_fn(|cx| pending.poll_progress(cx, ring)), if !pending.is_empty() => {
@@ -553,6 +570,12 @@ impl<'a> Phase<'a> {
                 self.draining |= c.announcements.borrow_and_update().draining;
             }
             _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
+            request = released(&mut self.postponed), if self.postponed.is_some() => {
+                // It runs now: timed (and its node's deadline set) from here, as Redis times a
+                // command it unblocks.
+                c.last_activity = tokio::time::Instant::now();
+                self.retried = Some(request);
+            }
             frame = next_for_subscriber(&mut self.subs, edge.proxy) => {
                 let Ok(frame) = frame else {
                     debug!(client = c.state.id, "subscriptions lost; closing");

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::acl::{self, Permit};
-use super::action::{Action, Gather, unknown_command, unknown_subcommand, wrong_arity};
+use super::action::{Action, Gather, Postponed, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::OwnOp;
 use super::pubsub::{
     ALLOWED_WHILE_SUBSCRIBED, Publish, nothing_to_unsubscribe, place_of_channel, subscribed_pong,
@@ -68,6 +68,11 @@ pub fn dispatch(
             return Action::Reply(reply::error(&format!(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
             )));
+        }
+        if let Some(ticket) = super::pause::gate(state, proxy, own, &request) {
+            // Decided again once released: the command it was is still its last.
+            state.dispatched = previous;
+            return Action::Postpone(Postponed { request, ticket });
         }
         if own.is_some() || state.txn.is_some() {
             note_command(state, proxy, name, &request.args, previous);
@@ -215,6 +220,10 @@ pub fn in_transaction(
             Permit::Refused(Action::Reply(refused)) => return Ok(txn::TxnStep::Reply(refused)),
             Permit::Refused(_) | Permit::AwaitTable => return Err(request),
         }
+    }
+    if super::pause::gate(state, proxy, own, &request).is_some() {
+        // Held by CLIENT PAUSE: the batch goes without it, and it waits on the usual path.
+        return Err(request);
     }
     let previous = std::mem::take(&mut state.dispatched);
     note_command(state, proxy, name, &request.args, previous);

@@ -1,5 +1,5 @@
-//! Work that must wait until every earlier reply is out: on the client's own connection, a
-//! request waiting for a backend's command table, or an (un)subscribe.
+//! Work an active phase holds until every earlier reply is out ([`Held`]), and whether the
+//! client's next request may join it.
 
 use bytes::Bytes;
 

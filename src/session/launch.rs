@@ -122,12 +122,14 @@ pub(super) fn silently<'a>(
         // A silenced INFO changes nothing.
         Action::Gather(Gather::Info(_)) => Box::pin(async { Bytes::new() }),
         Action::Gather(gather) => gather.start(proxy, cluster, protocol, db, affinity, Silenced),
-        // Own-connection work and subscriptions never come here (see the caller).
+        // Own-connection work, subscriptions and paused requests never come here (see the
+        // caller).
         Action::Reply(_)
         | Action::Push(_)
         | Action::Close(_)
         | Action::Own(_)
         | Action::Pubsub { .. }
-        | Action::AwaitBackend(_) => Box::pin(async { Bytes::new() }),
+        | Action::AwaitBackend(_)
+        | Action::Postpone(_) => Box::pin(async { Bytes::new() }),
     }
 }

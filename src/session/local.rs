@@ -7,6 +7,7 @@
 //! so they work before the backend's command table is known.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -17,6 +18,7 @@ use crate::clients::KillFilter;
 use crate::cluster::{Cluster, Target};
 use crate::command::Access;
 use crate::command::LocalKind;
+use crate::pause::PauseMode;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, is_option, parse_int};
 use crate::protocol::{Protocol, Request};
@@ -341,6 +343,14 @@ fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Actio
         "no-touch" => {
             out.simple("OK");
         }
+        "pause" => return client_pause(proxy, args),
+        "unpause" => {
+            if argc != 2 {
+                return wrong();
+            }
+            proxy.pause.unpause();
+            out.simple("OK");
+        }
         _ => {
             return Action::Reply(reply::error(&format!(
                 "ERR respgate: CLIENT {} is not supported by this proxy",
@@ -349,6 +359,50 @@ fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Actio
         }
     };
     Action::Reply(out.finish())
+}
+
+/// The longest `CLIENT PAUSE` in milliseconds (ten years): a longer timeout pauses this long.
+const MAX_PAUSE_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// `CLIENT PAUSE timeout [WRITE|ALL]`, with Redis's checks in Redis's order (the mode, then
+/// the timeout in milliseconds). It pauses the proxy's own clients, the caller among them, and
+/// nothing on the nodes. A timeout of 0 ends at once, as in Redis.
+fn client_pause(proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
+    let mode = match args {
+        [_, _, _] => PauseMode::All,
+        [_, _, _, mode] if is_option(mode, "WRITE") => PauseMode::Write,
+        [_, _, _, mode] if is_option(mode, "ALL") => PauseMode::All,
+        [_, _, _, _] => {
+            return Action::Reply(reply::error("ERR CLIENT PAUSE mode must be WRITE or ALL"));
+        }
+        [_, sub, _, _, _, ..] => {
+            return Action::Reply(reply::error(&format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+                String::from_utf8_lossy(sub)
+            )));
+        }
+        _ => {
+            return Action::Reply(reply::error(
+                "ERR wrong number of arguments for 'client|pause' command",
+            ));
+        }
+    };
+    let timeout_ms = match args.get(2).and_then(|a| parse_int(a)) {
+        None => {
+            return Action::Reply(reply::error(
+                "ERR timeout is not an integer or out of range",
+            ));
+        }
+        Some(ms) if ms < 0 => return Action::Reply(reply::error("ERR timeout is negative")),
+        Some(ms) => ms.unsigned_abs(),
+    };
+    let now = tokio::time::Instant::now();
+    // Capped far beyond any pause an operator means, so the end cannot overflow.
+    let end = now
+        .checked_add(Duration::from_millis(timeout_ms.min(MAX_PAUSE_MS)))
+        .unwrap_or(now);
+    proxy.pause.pause(end, mode);
+    Action::Reply(Bytes::from_static(reply::OK))
 }
 
 /// `CLIENT KILL addr` (the old form: `+OK` or an error) or `CLIENT KILL <filter> <value> ...`

@@ -26,6 +26,7 @@ mod local;
 mod outbound;
 mod owed;
 mod own;
+mod pause;
 mod pubsub;
 mod route;
 mod state;

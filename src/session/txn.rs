@@ -46,6 +46,8 @@ pub struct Txn {
     dirty: bool,
     /// Something queued runs only as the user's twin on the node (see [`TxnBatch`]).
     needs_user: bool,
+    /// Something queued writes or may replicate: a `CLIENT PAUSE ... WRITE` holds `EXEC`.
+    writes: bool,
 }
 
 /// What the transaction does with one request.
@@ -67,6 +69,11 @@ impl From<TxnStep> for Action {
 }
 
 impl Txn {
+    /// Whether something queued writes or may replicate.
+    pub(super) fn writes(&self) -> bool {
+        self.writes
+    }
+
     /// A batch of `payload` with its reply `part`: the first also opens the transaction on the
     /// node with `MULTI` and the commands queued so far.
     fn batch(&mut self, payload: &[u8], part: Part) -> TxnBatch {
@@ -268,6 +275,7 @@ pub fn in_multi(
         Some(Transaction::Unwatch) | None => {}
     }
     let mut queued = request.raw.clone();
+    let mut writes = false;
     // Any backend's table: the default backend may not have answered yet while another has.
     let refusal = match proxy.commands() {
         None => Some(cluster.unreachable_error()),
@@ -278,7 +286,14 @@ pub fn in_multi(
             Lookup::Found(spec) if spec.has_flag("no_multi") => {
                 Some("ERR Command not allowed inside a transaction".to_string())
             }
+            // Queued, they would pause the node itself at EXEC: the pause is the proxy's.
+            Lookup::Found(spec)
+                if matches!(spec.name.as_str(), "client|pause" | "client|unpause") =>
+            {
+                Some(PAUSE_IN_MULTI.to_string())
+            }
             Lookup::Found(spec) => {
+                writes = super::pause::writes(proxy, spec, &request.args);
                 if spec.runs_code && state.as_node_user() {
                     needs_user(state);
                 }
@@ -323,6 +338,7 @@ pub fn in_multi(
         return TxnStep::Reply(reply::error(&error));
     }
     txn.count += 1;
+    txn.writes |= writes;
     let count = txn.count as i64;
     let step = match (txn.dirty, txn.place) {
         // `EXEC` aborts whatever the node would say.
@@ -340,6 +356,10 @@ pub fn in_multi(
 
 /// `EXEC`'s reply when a reload changed the user's rights since `MULTI`.
 const RIGHTS_CHANGED: &str = "EXECABORT Transaction discarded because of: NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call";
+
+/// The proxy's refusal of `CLIENT PAUSE`/`UNPAUSE` inside `MULTI`.
+const PAUSE_IN_MULTI: &str =
+    "ERR respgate: CLIENT PAUSE and CLIENT UNPAUSE are not supported inside MULTI by this proxy";
 
 /// Redis's reply to a command queued in a transaction.
 const QUEUED: &[u8] = b"+QUEUED\r\n";

@@ -278,6 +278,40 @@ impl Raw {
         String::from_utf8_lossy(&reply).into_owned()
     }
 
+    /// Whether no complete reply arrives within `wait` (a reply held back, as by `CLIENT
+    /// PAUSE`). Bytes that do arrive are kept for the next [`Raw::reply`].
+    pub fn quiet_for(&mut self, wait: Duration) -> bool {
+        let complete = |buf: &BytesMut| {
+            matches!(
+                respgate::protocol::frame_reply(buf, Protocol::Resp2),
+                Ok(Some(_))
+            ) || matches!(
+                respgate::protocol::frame_reply(buf, Protocol::Resp3),
+                Ok(Some(_))
+            )
+        };
+        let deadline = Instant::now() + wait;
+        while !complete(&self.buf) {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if left.is_zero() {
+                break;
+            }
+            self.stream.set_read_timeout(Some(left)).expect("timeout");
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => break,
+            }
+        }
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        !complete(&self.buf)
+    }
+
     /// Whether the server closed the connection (reads EOF within 5 s, after any pending bytes).
     pub fn is_closed(&mut self) -> bool {
         self.stream
