@@ -6,17 +6,21 @@
 //! for the reconnect, and while the node cannot be reached new requests fail at once.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::debug;
 
 use super::node_conn::{NodeReader, NodeWriter};
 use super::pool::NodeHealth;
 use super::ring::RingTicket;
-use super::stall::{Silence, watch_for_stalls};
+use super::stall::Silence;
 use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
 use crate::protocol::request::encode_command;
 use crate::protocol::{Protocol, ReplyKind};
@@ -136,7 +140,7 @@ struct Job {
     reply: Sink,
 }
 
-pub(super) struct Waiting {
+struct Waiting {
     /// Where the command's reply goes; taken once it is sent.
     reply: Option<ReplyTo>,
     /// Where a batch job's replies go, gathered until the last; taken once they are sent.
@@ -149,18 +153,25 @@ pub(super) struct Waiting {
 
 /// The commands written to a node and waiting for their replies, in order.
 #[derive(Default)]
-pub(super) struct Queue {
+struct Queue {
     waiting: VecDeque<Waiting>,
     /// Replies read so far: unchanged between two looks while commands wait means the node
     /// answered nothing in between.
     answered: u64,
+    /// What the stall watch saw (see [`watch_for_stalls`]).
+    silence: Silence,
 }
 
 impl Queue {
     /// How many replies have been read, when commands wait: what a stall watch compares
     /// from one look to the next (see [`super::stall`]).
-    pub(super) fn unanswered(&self) -> Option<u64> {
+    fn unanswered(&self) -> Option<u64> {
         (!self.waiting.is_empty()).then_some(self.answered)
+    }
+
+    /// Whether the node was stalled at the stall watch's last look and answered nothing since.
+    fn stalled(&self) -> bool {
+        self.silence.still(self.unanswered())
     }
 }
 
@@ -184,7 +195,50 @@ pub struct SharedConn {
     jobs: mpsc::Sender<Job>,
     addr: NodeAddr,
     up: Arc<AtomicBool>,
-    retire: Arc<Notify>,
+    retirement: Arc<Retirement>,
+}
+
+/// A connection's retirement, told to its task at no cost per request: a flag, looked at when
+/// the task wakes, and an empty job that wakes it (a `Notify` among the branches the task polls
+/// at every wake took a lock each time). The waker serves the wait between reconnects.
+#[derive(Default)]
+struct Retirement {
+    retired: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Retirement {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Completes once the connection is retired, looked at each time the task is polled but
+    /// never waking it: the empty job [`SharedConn::retire`] sends does.
+    fn seen(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |_| {
+            if self.retired.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Completes once the connection is retired.
+    fn retired(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.retired.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.retired.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
 }
 
 impl SharedConn {
@@ -200,7 +254,7 @@ impl SharedConn {
     ) -> SharedConn {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
         let up = Arc::new(AtomicBool::new(false));
-        let retire = Arc::new(Notify::new());
+        let retirement = Arc::new(Retirement::default());
         workers.spawn_on(
             worker,
             run(
@@ -210,14 +264,14 @@ impl SharedConn {
                 rx,
                 Arc::clone(&up),
                 health,
-                Arc::clone(&retire),
+                Arc::clone(&retirement),
             ),
         );
         SharedConn {
             jobs,
             addr,
             up,
-            retire,
+            retirement,
         }
     }
 
@@ -225,7 +279,16 @@ impl SharedConn {
     /// as not sent (so they go where the new map says), commands written get their replies
     /// unless the node has stopped answering, and new ones are refused.
     pub fn retire(&self) {
-        self.retire.notify_one();
+        self.retirement.retire();
+        // Wakes the task: a job nobody waits for is skipped, never written. When the queue is
+        // full the task wakes at its next reply anyway.
+        let (nobody, _) = oneshot::channel();
+        let _ = self.jobs.try_send(Job {
+            payload: Bytes::new(),
+            asking: false,
+            db: 0,
+            reply: Sink::One(ReplyTo::Channel(nobody)),
+        });
     }
 
     fn refused(&self, error: mpsc::error::TrySendError<Job>) -> BackendError {
@@ -310,7 +373,7 @@ async fn run(
     mut jobs: mpsc::Receiver<Job>,
     up: Arc<AtomicBool>,
     health: Arc<NodeHealth>,
-    retire: Arc<Notify>,
+    retirement: Arc<Retirement>,
 ) {
     let mut backoff = settings.backoff_min;
     loop {
@@ -322,7 +385,7 @@ async fn run(
                 backoff = settings.backoff_min;
                 up.store(true, Ordering::Relaxed);
                 health.connected();
-                let ended = serve(conn, &addr, &settings, &mut jobs, &retire).await;
+                let ended = serve(conn, &addr, &settings, &mut jobs, &retirement).await;
                 up.store(false, Ordering::Relaxed);
                 match ended {
                     Ended::Dropped => {
@@ -343,7 +406,7 @@ async fn run(
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep_until(retry_at) => break,
-                        () = retire.notified() => {
+                        () = retirement.retired() => {
                             refuse_queued(&mut jobs, &addr);
                             return;
                         }
@@ -371,18 +434,19 @@ async fn serve(
     addr: &NodeAddr,
     settings: &ConnSettings,
     jobs: &mut mpsc::Receiver<Job>,
-    retire: &Notify,
+    retirement: &Retirement,
 ) -> Ended {
     let (mut rd, mut wr) = conn.split();
-    let flight = Flight::default();
-    // A node that leaves commands unanswered may have failed: ask for the topology again at
-    // once and while it stays silent, so a failover is seen within a stall, not only after a
-    // request has timed out.
-    let mut silence = Silence::default();
-    let watchdog = watch_for_stalls(&flight.waiting, settings.stall_after, &mut silence, || {
-        settings.on_stall.notify_one();
-        true
-    });
+    let flight = Arc::new(Flight::default());
+    // A node that leaves commands unanswered may have failed: the topology is asked for again
+    // at once and while it stays silent, so a failover is seen within a stall, not only after
+    // a request has timed out. A task of its own, woken twice a second, costs the requests
+    // nothing.
+    tokio::spawn(watch_for_stalls(
+        Arc::downgrade(&flight),
+        settings.stall_after,
+        Arc::clone(&settings.on_stall),
+    ));
     // Boxed so it can be dropped before the queue is emptied below: it borrows `jobs`.
     let mut writer = Box::pin(write_jobs(&mut wr, jobs, &flight, settings.max_inflight));
     let reader = read_replies(&mut rd, &flight);
@@ -390,8 +454,7 @@ async fn serve(
     let mut ended = tokio::select! {
         ended = &mut writer => ended,
         ended = &mut reader => ended,
-        () = watchdog => Ended::Dropped,
-        () = retire.notified() => Ended::Dropped,
+        () = retirement.seen() => Ended::Dropped,
     };
     drop(writer);
     if matches!(ended, Ended::Dropped) {
@@ -400,16 +463,21 @@ async fn serve(
         // node a refresh has not listed yet, a write racing a reshard) still get their replies:
         // closing now would fail a write that ran. A node that has stopped answering (the master
         // a failover replaced) is given up at once, so reads can go to the new master.
-        if !silence.still(&flight.waiting) {
+        if !lock(&flight.waiting).stalled() {
             let drained = async {
                 while !lock(&flight.waiting).is_empty() {
                     flight.room.notified().await;
                 }
             };
-            let stalled =
-                watch_for_stalls(&flight.waiting, settings.stall_after, &mut silence, || {
-                    false
-                });
+            // The stall watch looks every `stall_after`; so does this, at what it saw.
+            let stalled = async {
+                loop {
+                    tokio::time::sleep(settings.stall_after).await;
+                    if lock(&flight.waiting).stalled() {
+                        return;
+                    }
+                }
+            };
             tokio::select! {
                 () = drained => {}
                 failed = &mut reader => ended = failed,
@@ -429,8 +497,29 @@ async fn serve(
     ended
 }
 
-/// What a connection's writer and reader share. Both run in one task, so the lock is never
-/// contended; it is never held across an await.
+/// Looks at a connection's queue every `every` while the connection lives; each time its
+/// commands have waited through a whole look with no reply read, wakes `on_stall` (the
+/// backend's topology refresher).
+async fn watch_for_stalls(flight: Weak<Flight>, every: Duration, on_stall: Arc<Notify>) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(flight) = flight.upgrade() else {
+            return;
+        };
+        let stalled = {
+            let mut queue = lock(&flight.waiting);
+            let now = queue.unanswered();
+            queue.silence.look(now)
+        };
+        if stalled {
+            on_stall.notify_one();
+        }
+    }
+}
+
+/// What a connection's writer and reader share (and its stall watch looks at). The writer and
+/// reader run in one task, so the lock is hardly ever contended; it is never held across an
+/// await.
 #[derive(Default)]
 struct Flight {
     /// The commands written, waiting for their replies.
@@ -563,7 +652,7 @@ fn push_job(batch: &mut BytesMut, waiting: &Mutex<Queue>, job: Job) {
     });
 }
 
-pub(super) fn lock(waiting: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+fn lock(waiting: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     waiting
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -2,12 +2,8 @@
 //! comes through a whole look. A stall asks for the topology again (a failover may be under
 //! way), and a connection whose node left the topology gives up on a stalled node at once.
 
-use std::sync::Mutex;
-
-use super::shared::{Queue, lock};
-
-/// What the last looks at a connection's queue saw, carried from one watch to the next.
-#[derive(Default)]
+/// What the last looks at a connection's queue saw.
+#[derive(Debug, Default)]
 pub(super) struct Silence {
     /// How many replies had been read at the last look, if commands were waiting then.
     answered: Option<u64>,
@@ -16,28 +12,33 @@ pub(super) struct Silence {
 }
 
 impl Silence {
+    /// Takes a look: `now` is how many replies have been read, if commands wait. True when
+    /// they waited through the whole time since the last look with no reply read.
+    pub(super) fn look(&mut self, now: Option<u64>) -> bool {
+        self.stalled = now.is_some() && now == self.answered;
+        self.answered = now;
+        self.stalled
+    }
+
     /// Whether the node was stalled at the last look and has answered nothing since.
-    pub(super) fn still(&self, waiting: &Mutex<Queue>) -> bool {
-        let now = lock(waiting).unanswered();
+    pub(super) fn still(&self, now: Option<u64>) -> bool {
         self.stalled && now.is_some() && self.answered == now
     }
 }
 
-/// Looks at the queue every `every`; each time commands have waited through a whole look with
-/// no reply read, calls `on_stall`, and returns once it says false.
-pub(super) async fn watch_for_stalls(
-    waiting: &Mutex<Queue>,
-    every: std::time::Duration,
-    silence: &mut Silence,
-    mut on_stall: impl FnMut() -> bool,
-) {
-    loop {
-        tokio::time::sleep(every).await;
-        let now = lock(waiting).unanswered();
-        silence.stalled = now.is_some() && now == silence.answered;
-        silence.answered = now;
-        if silence.stalled && !on_stall() {
-            return;
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_is_a_whole_look_with_commands_waiting_and_no_reply() {
+        let mut silence = Silence::default();
+        assert!(!silence.look(Some(3)), "first look: nothing to compare");
+        assert!(silence.look(Some(3)), "no reply since the last look");
+        assert!(silence.still(Some(3)));
+        assert!(!silence.still(Some(4)), "a reply came since");
+        assert!(!silence.look(Some(4)));
+        assert!(!silence.look(None), "nothing waits");
+        assert!(!silence.look(None));
     }
 }
