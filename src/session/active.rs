@@ -63,7 +63,12 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
     }
     loop {
         if phase.pending.is_empty() {
-            phase.start_held(c, &edge).await;
+            phase.own_running = false;
+            // Only when there is some: an async call builds its future even when it has nothing
+            // to do.
+            if phase.held.is_some() {
+                phase.start_held(c, &edge).await;
+            }
         }
         phase.take_requests(c, &edge);
         if c.inbuf.is_empty() && c.inbuf.capacity() > 0 {
@@ -77,8 +82,64 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             Turn::Again => continue,
             Turn::Wait => {}
         }
-        if let Some(flow) = phase.wait(c, &edge).await {
-            return flow;
+        // Waits for whichever comes first. Written here rather than in a method of `Phase`: an
+        // async call would build, and move, the future of this select at every wait.
+        let plan = phase.wait_plan(c, &edge);
+        tokio::select! {
+            biased;
+            () = poll_fn(|cx| phase.pending.poll_progress(cx, edge.ring)),
+                if !phase.pending.is_empty() =>
+            {
+                let out = &mut phase.out;
+                phase.pending.drain(edge.ring, edge.client, &mut |reply| out.push(reply));
+            }
+            () = c.deadline.fired(), if phase.pending.has_forwarded() => {
+                let now = tokio::time::Instant::now();
+                if let Some(next) = phase.pending.expire(now, edge.ring, edge.client) {
+                    c.deadline.rearm(next);
+                }
+            }
+            writable = c.io.writable(), if !phase.out.is_empty() => {
+                if writable.is_err() {
+                    return Flow::Close;
+                }
+            }
+            // While own-connection work holds the pipeline, keep reading a little so a client
+            // that goes away is noticed (and its blocked backend connection closed).
+            readable = c.io.readable(), if plan.reading => {
+                if readable.is_err() || client_gone(c) {
+                    return Flow::Close;
+                }
+            }
+            () = signalled(edge.handle, &c.announcements) => {
+                if edge.handle.signal.is_killed() {
+                    debug!(client = c.state.id, "killed by CLIENT KILL");
+                    return Flow::Close;
+                }
+                // Draining: requests already sent are answered (a pipeline in full), then the
+                // client is closed between requests. A new configuration needs nothing here:
+                // the next request (a subscriber's included, on this wake) moves to it.
+                phase.draining |= c.announcements.borrow_and_update().draining;
+            }
+            _ = sleep_until(plan.soft_deadline), if plan.soft_deadline.is_some() => {}
+            request = released(&mut phase.postponed), if phase.postponed.is_some() => {
+                // It runs now: timed (and its node's deadline set) from here, as Redis times a
+                // command it unblocks.
+                c.last_activity = tokio::time::Instant::now();
+                phase.retried = Some(request);
+            }
+            frame = next_for_subscriber(&mut phase.subs, edge.proxy) => {
+                let Ok(frame) = frame else {
+                    debug!(client = c.state.id, "subscriptions lost; closing");
+                    return Flow::Close;
+                };
+                phase.out.push_uncounted(frame, edge.owed);
+                c.state.subscribed = phase.subs.as_ref().is_some_and(|s| s.is_subscribed());
+            }
+            _ = idle(&mut c.idle_timer), if plan.quiet => {
+                closed_idle(c);
+                return Flow::Close;
+            }
         }
     }
 }
@@ -94,6 +155,13 @@ struct Edge<'a> {
     ring: &'a Arc<ReplyRing>,
     handle: &'a Arc<ClientHandle>,
     snapshot: &'a Snapshot,
+}
+
+/// What the wait of a turn needs to know before it starts.
+struct WaitPlan {
+    soft_deadline: Option<tokio::time::Instant>,
+    reading: bool,
+    quiet: bool,
 }
 
 /// What the phase does after a flush.
@@ -153,7 +221,6 @@ impl<'a> Phase<'a> {
 
     /// Every earlier reply is out: starts the work that waited for that.
     async fn start_held(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) {
-        self.own_running = false;
         match self.held.take() {
             Some(Held::Own { op, timed, silent }) => {
                 // Made on first use: most clients never need a connection of their own.
@@ -515,80 +582,27 @@ impl<'a> Phase<'a> {
         Turn::Wait
     }
 
-    /// Waits for whichever comes first; a flow when the phase must end.
-    async fn wait(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) -> Option<Flow> {
+    /// What the wait below needs to know before it starts: whether the socket is read, and
+    /// whether the client counts as idle.
+    fn wait_plan(&self, c: &mut Conn<'_>, edge: &Edge<'a>) -> WaitPlan {
         if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
             timer.as_mut().reset(c.last_activity + timeout);
         }
-        let soft_deadline = self.out.soft_deadline(self.output_limit(c, edge));
-        let (ring, client, owed) = (edge.ring, edge.client, edge.owed);
-        let pending = &mut self.pending;
-        let out = &mut self.out;
-        let reading = !self.closing
-            && pending.len() < c.max_pipeline
-            && (!(self.own_running
-                || self.held.is_some()
-                || self.paused
-                || self.postponed.is_some())
-                || c.inbuf.len() < IDLE_READ_BUF_MAX);
-        // A paused client is not idle, as a client Redis blocks is not.
-        let quiet = pending.is_empty()
-            && out.is_empty()
-            && !self.closing
-            && self.subs.is_none()
-            && self.postponed.is_none();
-        tokio::select! {
-            biased;
-            () = poll_fn(|cx| pending.poll_progress(cx, ring)), if !pending.is_empty() => {
-                pending.drain(ring, client, &mut |reply| out.push(reply));
-            }
-            () = c.deadline.fired(), if pending.has_forwarded() => {
-                if let Some(next) = pending.expire(tokio::time::Instant::now(), ring, client) {
-                    c.deadline.rearm(next);
-                }
-            }
-            writable = c.io.writable(), if !out.is_empty() => {
-                if writable.is_err() {
-                    return Some(Flow::Close);
-                }
-            }
-            // While own-connection work holds the pipeline, keep reading a little so a client
-            // that goes away is noticed (and its blocked backend connection closed).
-            readable = c.io.readable(), if reading => {
-                if readable.is_err() || client_gone(c) {
-                    return Some(Flow::Close);
-                }
-            }
-            () = signalled(edge.handle, &c.announcements) => {
-                if edge.handle.signal.is_killed() {
-                    debug!(client = c.state.id, "killed by CLIENT KILL");
-                    return Some(Flow::Close);
-                }
-                // Draining: requests already sent are answered (a pipeline in full), then the
-                // client is closed between requests. A new configuration needs nothing here:
-                // the next request (a subscriber's included, on this wake) moves to it.
-                self.draining |= c.announcements.borrow_and_update().draining;
-            }
-            _ = sleep_until(soft_deadline), if soft_deadline.is_some() => {}
-            request = released(&mut self.postponed), if self.postponed.is_some() => {
-                // It runs now: timed (and its node's deadline set) from here, as Redis times a
-                // command it unblocks.
-                c.last_activity = tokio::time::Instant::now();
-                self.retried = Some(request);
-            }
-            frame = next_for_subscriber(&mut self.subs, edge.proxy) => {
-                let Ok(frame) = frame else {
-                    debug!(client = c.state.id, "subscriptions lost; closing");
-                    return Some(Flow::Close);
-                };
-                out.push_uncounted(frame, owed);
-                c.state.subscribed = self.subs.as_ref().is_some_and(|s| s.is_subscribed());
-            }
-            _ = idle(&mut c.idle_timer), if quiet => {
-                closed_idle(c);
-                return Some(Flow::Close);
-            }
+        WaitPlan {
+            soft_deadline: self.out.soft_deadline(self.output_limit(c, edge)),
+            reading: !self.closing
+                && self.pending.len() < c.max_pipeline
+                && (!(self.own_running
+                    || self.held.is_some()
+                    || self.paused
+                    || self.postponed.is_some())
+                    || c.inbuf.len() < IDLE_READ_BUF_MAX),
+            // A paused client is not idle, as a client Redis blocks is not.
+            quiet: self.pending.is_empty()
+                && self.out.is_empty()
+                && !self.closing
+                && self.subs.is_none()
+                && self.postponed.is_none(),
         }
-        None
     }
 }
