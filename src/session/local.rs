@@ -12,12 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::ClientState;
-use super::action::{Action, Gather, wrong_arity_named};
+use super::action::{Action, Gather, unknown_subcommand, wrong_arity_named};
 use crate::acl::LoginError;
 use crate::clients::KillFilter;
 use crate::cluster::{Cluster, Target};
 use crate::command::Access;
-use crate::command::LocalKind;
+use crate::command::{LocalKind, Lookup};
 use crate::pause::PauseMode;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, is_option, parse_int};
@@ -352,6 +352,14 @@ fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Actio
             out.simple("OK");
         }
         _ => {
+            // A subcommand Redis has not either gets Redis's own error; one it has, the proxy's.
+            let table = proxy.commands();
+            let unknown = table
+                .as_ref()
+                .is_some_and(|t| matches!(t.lookup(args), Lookup::UnknownSubcommand));
+            if unknown {
+                return Action::Reply(reply::error(&unknown_subcommand(args)));
+            }
             return Action::Reply(reply::error(&format!(
                 "ERR respgate: CLIENT {} is not supported by this proxy",
                 sub.to_ascii_uppercase()
