@@ -2,12 +2,10 @@
 //! sentinel's `SENTINEL GET-MASTER-ADDR-BY-NAME`), and what can go wrong learning the topology:
 //! shared by the cluster's refresh ([`super::topology`]) and the sentinels' ([`super::sentinel`]).
 
-use redis_protocol::resp2::decode::decode;
-use redis_protocol::resp2::types::OwnedFrame;
 use thiserror::Error;
 
 use crate::backend::{BackendError, ConnSettings, NodeAddr, request_once};
-use crate::protocol::{Protocol, ReplyFramer};
+use crate::protocol::Value;
 
 /// The topology could not be learned from a node.
 #[derive(Debug, Error)]
@@ -57,7 +55,7 @@ pub(super) async fn ask(
     args: &[&str],
     settings: &ConnSettings,
     command: &'static str,
-) -> Result<OwnedFrame, TopologyError> {
+) -> Result<Value, TopologyError> {
     let reply = request_once(addr, args, settings).await?;
     if let Some(text) = reply.error_text() {
         return Err(TopologyError::Refused {
@@ -66,21 +64,10 @@ pub(super) async fn ask(
             reply: String::from_utf8_lossy(text).into_owned(),
         });
     }
-    // The decoder below recurses: a reply nested deeper than any topology reply is refused
-    // before it sees it, so a broken or hostile node cannot exhaust the refresher's stack.
-    let mut framer = ReplyFramer::new(Protocol::Resp2);
-    let shallow = matches!(framer.next_frame(&reply.bytes), Ok(Some(_)))
-        && framer.last_depth() <= MAX_TOPOLOGY_DEPTH;
-    let decoded = if shallow {
-        decode(&reply.bytes).ok().flatten()
-    } else {
-        None
-    };
-    match decoded {
-        Some((frame, _)) => Ok(frame),
-        _ => Err(TopologyError::Malformed {
-            addr: addr.clone(),
-            command,
-        }),
-    }
+    // A reply nested deeper than any topology reply is refused, so a broken or hostile node
+    // cannot exhaust the refresher's stack.
+    Value::decode(&reply.bytes, MAX_TOPOLOGY_DEPTH).ok_or_else(|| TopologyError::Malformed {
+        addr: addr.clone(),
+        command,
+    })
 }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::protocol::Value;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use futures_util::stream::FuturesUnordered;
-use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{debug, info};
 
 use super::ask::{TopologyError, ask};
@@ -167,11 +167,11 @@ async fn master_named_by(
     .await
     .map_err(|e| e.to_string())?;
     match reply {
-        OwnedFrame::Array(parts) => match parts.as_slice() {
+        Value::Array(parts) => match parts.as_slice() {
             [host, port] => address(host, port).ok_or_else(|| "unexpected master address".into()),
             _ => Err("unexpected master address".into()),
         },
-        OwnedFrame::Null => Err(format!("does not know a master named '{name}'")),
+        Value::Null => Err(format!("does not know a master named '{name}'")),
         _ => Err("unexpected master address".into()),
     }
 }
@@ -181,8 +181,8 @@ async fn says_master(cluster: &Cluster, master: &NodeAddr) -> Result<(), String>
     let role = ask(master, &["ROLE"], cluster.backends.settings(), "ROLE")
         .await
         .map_err(|e| e.to_string())?;
-    let is_master = matches!(&role, OwnedFrame::Array(parts)
-        if matches!(parts.first(), Some(OwnedFrame::BulkString(r)) if r.as_slice() == b"master"));
+    let is_master = matches!(&role, Value::Array(parts)
+        if matches!(parts.first(), Some(Value::Bulk(r)) if r.as_ref() == b"master"));
     if is_master {
         Ok(())
     } else {
@@ -197,7 +197,7 @@ async fn replicas_named_by(
     settings: &ConnSettings,
 ) -> Vec<NodeAddr> {
     for sentinel in sentinels {
-        if let Ok(OwnedFrame::Array(replicas)) = ask(
+        if let Ok(Value::Array(replicas)) = ask(
             sentinel,
             &["SENTINEL", "REPLICAS", name],
             settings,
@@ -228,21 +228,21 @@ fn message(frame: &[u8]) -> Option<(String, String)> {
     Some((bulk(channel)?, bulk(payload)?))
 }
 
-fn text(frame: &OwnedFrame) -> Option<String> {
+fn text(frame: &Value) -> Option<String> {
     match frame {
-        OwnedFrame::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        OwnedFrame::SimpleString(s) => Some(String::from_utf8_lossy(s).into_owned()),
+        Value::Bulk(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::Simple(s) => Some(String::from_utf8_lossy(s).into_owned()),
         _ => None,
     }
 }
 
-fn address(host: &OwnedFrame, port: &OwnedFrame) -> Option<NodeAddr> {
+fn address(host: &Value, port: &Value) -> Option<NodeAddr> {
     Some(NodeAddr::new(&format!("{}:{}", text(host)?, text(port)?)))
 }
 
 /// A replica of `SENTINEL REPLICAS` (a flat list of field, value pairs) that is up.
-fn healthy_replica(entry: &OwnedFrame) -> Option<NodeAddr> {
-    let OwnedFrame::Array(fields) = entry else {
+fn healthy_replica(entry: &Value) -> Option<NodeAddr> {
+    let Value::Array(fields) = entry else {
         return None;
     };
     let field = |name: &str| {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::protocol::Value;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{debug, error, info, warn};
 
 use super::ask::{TopologyError, ask};
@@ -152,7 +152,7 @@ async fn query(
     cluster: &Cluster,
     addr: &NodeAddr,
     command: &'static str,
-) -> Result<OwnedFrame, TopologyError> {
+) -> Result<Value, TopologyError> {
     let args: Vec<&str> = command.split(' ').collect();
     ask(addr, &args, cluster.backends.settings(), command).await
 }
@@ -165,7 +165,7 @@ async fn view_of(cluster: &Cluster, addr: NodeAddr) -> (NodeAddr, Result<View, T
             command: "CLUSTER NODES",
         };
         match query(cluster, &addr, "CLUSTER NODES").await? {
-            OwnedFrame::BulkString(text) => {
+            Value::Bulk(text) => {
                 parse_cluster_nodes(&String::from_utf8_lossy(&text), &addr).ok_or_else(malformed)
             }
             _ => Err(malformed()),
@@ -186,7 +186,7 @@ async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), Topolo
         command: "COMMAND",
     })?;
     info!(backend = %cluster.name, commands = table.len(), "command table loaded");
-    if let OwnedFrame::BulkString(info) = query(cluster, addr, "INFO server").await? {
+    if let Value::Bulk(info) = query(cluster, addr, "INFO server").await? {
         let text = String::from_utf8_lossy(&info);
         if let Some(version) = text.lines().find_map(|l| l.strip_prefix("redis_version:")) {
             cluster
@@ -197,8 +197,8 @@ async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), Topolo
     if !cluster.config.kind.has_slots() {
         // `CONFIG GET databases` answers [name, value]; a node that refuses CONFIG keeps
         // SELECT of other databases refused.
-        if let Ok(OwnedFrame::Array(pair)) = query(cluster, addr, "CONFIG GET databases").await
-            && let Some(OwnedFrame::BulkString(value)) = pair.get(1)
+        if let Ok(Value::Array(pair)) = query(cluster, addr, "CONFIG GET databases").await
+            && let Some(Value::Bulk(value)) = pair.get(1)
             && let Some(count) = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok())
         {
             cluster.databases.store(count, Ordering::Relaxed);

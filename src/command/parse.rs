@@ -1,6 +1,6 @@
 //! Reading the backend's `COMMAND` reply (RESP2) into command specs.
 
-use redis_protocol::resp2::types::OwnedFrame;
+use crate::protocol::Value;
 use thiserror::Error;
 
 use super::{CommandSpec, CommandTable, KeyAccess, KeySpec, KeysProc, SearchBegin, SearchKeys};
@@ -13,8 +13,8 @@ use crate::metrics::Family;
 pub struct CommandTableError(String);
 
 /// Builds the command table from a RESP2 `COMMAND` reply.
-pub fn parse_command_reply(reply: &OwnedFrame) -> Result<CommandTable, CommandTableError> {
-    let OwnedFrame::Array(entries) = reply else {
+pub fn parse_command_reply(reply: &Value) -> Result<CommandTable, CommandTableError> {
+    let Value::Array(entries) = reply else {
         return Err(CommandTableError("not an array".into()));
     };
     let specs = entries
@@ -24,8 +24,8 @@ pub fn parse_command_reply(reply: &OwnedFrame) -> Result<CommandTable, CommandTa
     Ok(CommandTable::new(specs))
 }
 
-fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
-    let OwnedFrame::Array(fields) = entry else {
+fn parse_entry(entry: &Value) -> Result<CommandSpec, CommandTableError> {
+    let Value::Array(fields) = entry else {
         return Err(CommandTableError("entry is not an array".into()));
     };
     let name = fields
@@ -34,13 +34,13 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
         .ok_or_else(|| CommandTableError("entry without a name".into()))?
         .to_ascii_lowercase();
     let int = |i: usize| match fields.get(i) {
-        Some(OwnedFrame::Integer(n)) => Ok(*n),
+        Some(Value::Integer(n)) => Ok(*n),
         _ => Err(CommandTableError(format!(
             "{name}: field {i} is not an integer"
         ))),
     };
     let flags = match fields.get(2) {
-        Some(OwnedFrame::Array(items)) => items
+        Some(Value::Array(items)) => items
             .iter()
             .filter_map(text)
             .map(|s| s.to_ascii_lowercase())
@@ -50,17 +50,17 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
     // Field 6 (Redis 7): ACL categories, `@read`, `@string`, ...: for users' permissions and
     // for the family the latency of the command is labelled with.
     let names: Vec<&str> = match fields.get(6) {
-        Some(OwnedFrame::Array(items)) => items.iter().filter_map(text).collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(text).collect(),
         _ => Vec::new(),
     };
     let family = Family::of(names.iter().copied());
     let categories = Categories::from_names(names);
     let key_specs = match fields.get(8) {
-        Some(OwnedFrame::Array(items)) => items.iter().map(parse_key_spec).collect(),
+        Some(Value::Array(items)) => items.iter().map(parse_key_spec).collect(),
         _ => Vec::new(),
     };
     let subcommands = match fields.get(9) {
-        Some(OwnedFrame::Array(items)) => items
+        Some(Value::Array(items)) => items
             .iter()
             .map(|item| {
                 let sub = parse_entry(item)?;
@@ -93,7 +93,7 @@ fn parse_entry(entry: &OwnedFrame) -> Result<CommandSpec, CommandTableError> {
 
 /// A key spec; parts the proxy does not understand become `Unknown`, so those keys are not
 /// used for routing and the backend judges the command.
-fn parse_key_spec(frame: &OwnedFrame) -> KeySpec {
+fn parse_key_spec(frame: &Value) -> KeySpec {
     let begin = field(frame, "begin_search").map_or(SearchBegin::Unknown, |search| {
         let spec = field(search, "spec");
         match field(search, "type").and_then(text) {
@@ -139,7 +139,7 @@ fn parse_key_spec(frame: &OwnedFrame) -> KeySpec {
         }
     });
     let access = match field(frame, "flags") {
-        Some(OwnedFrame::Array(flags)) => KeyAccess::from_flags(flags.iter().filter_map(text)),
+        Some(Value::Array(flags)) => KeyAccess::from_flags(flags.iter().filter_map(text)),
         _ => KeyAccess::default(),
     };
     KeySpec {
@@ -149,16 +149,13 @@ fn parse_key_spec(frame: &OwnedFrame) -> KeySpec {
     }
 }
 
-fn text(frame: &OwnedFrame) -> Option<&str> {
-    match frame {
-        OwnedFrame::SimpleString(b) | OwnedFrame::BulkString(b) => std::str::from_utf8(b).ok(),
-        _ => None,
-    }
+fn text(frame: &Value) -> Option<&str> {
+    frame.text()
 }
 
 /// Looks `key` up in a RESP2 flat map (an array of alternating keys and values).
-fn field<'a>(frame: &'a OwnedFrame, key: &str) -> Option<&'a OwnedFrame> {
-    let OwnedFrame::Array(items) = frame else {
+fn field<'a>(frame: &'a Value, key: &str) -> Option<&'a Value> {
+    let Value::Array(items) = frame else {
         return None;
     };
     items
@@ -167,9 +164,9 @@ fn field<'a>(frame: &'a OwnedFrame, key: &str) -> Option<&'a OwnedFrame> {
         .and_then(|pair| pair.get(1))
 }
 
-fn int_field(frame: &OwnedFrame, key: &str) -> Option<i64> {
+fn int_field(frame: &Value, key: &str) -> Option<i64> {
     match field(frame, key)? {
-        OwnedFrame::Integer(n) => Some(*n),
+        Value::Integer(n) => Some(*n),
         _ => None,
     }
 }

@@ -9,12 +9,14 @@ pub mod frame;
 mod inline;
 pub mod reply;
 pub mod request;
+mod value;
 
 #[cfg(test)]
 mod proptests;
 
 pub use frame::{FrameError, ReplyFrame, ReplyFramer, ReplyKind, array_elements, frame_reply};
 pub use request::{ProtocolError, Request, RequestParser};
+pub use value::Value;
 
 /// The RESP version a client or a backend connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
