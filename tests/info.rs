@@ -56,7 +56,14 @@ fn default_info_has_every_default_section_with_the_fields_clients_read() {
             "Proxy"
         ]
     );
-    assert_eq!(field(&info, "redis_version"), "7.0.15");
+    // Valkey reports the Redis version it is compatible with as `redis_version` (7.2.4 for every
+    // Valkey 7.2 and 8), and its own in `valkey_version`; the proxy passes on the node's.
+    let redis_version = if common::server_is_valkey() {
+        "7.2.4"
+    } else {
+        "7.0.15"
+    };
+    assert_eq!(field(&info, "redis_version"), redis_version);
     assert_eq!(field(&info, "role"), "master");
     assert_eq!(
         number(&info, "connected_slaves"),

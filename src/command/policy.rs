@@ -431,6 +431,12 @@ impl Policy {
         if NEEDS_OWN_CONNECTION.contains(&base) {
             return Policy::Refused(Refusal::NotSupportedYet);
         }
+        // Before the `blocking` flag: Valkey 8 flags `WAIT` blocking (Redis 7.0 does not), and
+        // on a connection of its own it would wait for nothing (no write of the client went
+        // there) and without the proxy's cap on its timeout.
+        if name == "wait" {
+            return Policy::Wait;
+        }
         if has("blocking") {
             return Policy::Own(match name {
                 "xread" | "xreadgroup" => OwnKind::BlockingWithBlockArg { access },
@@ -457,7 +463,6 @@ impl Policy {
             "script|exists" => every(Gather::And, Access::Read),
             "pubsub|channels" | "pubsub|shardchannels" => every(Gather::Union, Access::Read),
             "pubsub|numsub" | "pubsub|shardnumsub" => every(Gather::SumPairs, Access::Read),
-            "wait" => Policy::Wait,
             "publish" => Policy::Publish,
             "mget" => split(SplitKind::Mget),
             "mset" => split(SplitKind::Mset),

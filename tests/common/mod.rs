@@ -1,5 +1,10 @@
 //! Integration-test harness: real `redis-server` clusters on free local ports.
 //!
+//! Every data node (cluster node, standalone server, Sentinel-monitored server) runs the program
+//! [`server_program`] names: `redis-server` on `PATH`, or the server in `RESPGATE_TEST_SERVER`
+//! (e.g. the `valkey-server` that `scripts/ensure-valkey.sh` installs), so the same tests run
+//! against Redis and Valkey. `redis-cli` and `redis-sentinel` stay Redis's: both speak to Valkey.
+//!
 //! A test declares `mod common;`, starts a cluster with [`RedisCluster::start`], points the proxy
 //! at [`RedisCluster::seeds`] and drives the nodes with [`RedisCluster::cli`]. Every process the
 //! harness starts is killed when the [`RedisCluster`] is dropped, also when the test panics, and
@@ -16,6 +21,7 @@ pub mod sentinel;
 pub mod tls;
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::hash::{BuildHasher, RandomState};
 use std::io::{BufRead, BufReader, Write};
@@ -65,22 +71,73 @@ static RESERVED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 /// Makes every port search of this process start from a different point.
 static PORT_SEARCHES: AtomicU64 = AtomicU64::new(0);
 
-/// Panics with install instructions when `redis-server` or `redis-cli` is not on `PATH`.
+/// The environment variable naming the server program of every data node, a path or a name on
+/// `PATH`; unset or empty means `redis-server`.
+pub const SERVER_ENV: &str = "RESPGATE_TEST_SERVER";
+
+/// The server program data nodes run: [`SERVER_ENV`] when set, else `redis-server`.
+pub fn server_program() -> OsString {
+    std::env::var_os(SERVER_ENV)
+        .filter(|program| !program.is_empty())
+        .unwrap_or_else(|| OsString::from("redis-server"))
+}
+
+/// Whether the data nodes run Valkey, read from the server's `--version` banner (`Valkey server
+/// v=...`, where Redis prints `Redis server v=...`), for the few assertions where the two servers
+/// legitimately differ.
+pub fn server_is_valkey() -> bool {
+    Command::new(server_program())
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.stdout.starts_with(b"Valkey "))
+}
+
+/// The name the server calls itself in its replies (`-BUSY Valkey is busy running a script...`
+/// where Redis says `Redis is busy...`): `Valkey` or `Redis`.
+pub fn server_title() -> &'static str {
+    if server_is_valkey() {
+        "Valkey"
+    } else {
+        "Redis"
+    }
+}
+
+/// Panics with install instructions when the server program ([`server_program`]) or
+/// `redis-cli` cannot run.
 ///
 /// Tests never skip silently: a missing Redis is a broken environment, not a passing test.
 pub fn require_redis() {
-    for tool in ["redis-server", "redis-cli"] {
-        let mut version = Command::new(tool);
-        version
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+    let server = server_program();
+    let mut version = Command::new(&server);
+    version
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if std::env::var_os(SERVER_ENV).is_some_and(|program| !program.is_empty()) {
         assert!(
             version.status().is_ok_and(|status| status.success()),
-            "{tool} not found: install it with `apt-get update && apt-get install -y redis-server \
-             redis-tools`, or run scripts/test.sh which installs it"
+            "{SERVER_ENV}={} does not run: point it at a redis-server or valkey-server binary \
+             (scripts/ensure-valkey.sh installs valkey-server and prints its path), or unset it \
+             to use redis-server from PATH",
+            server.to_string_lossy()
+        );
+    } else {
+        assert!(
+            version.status().is_ok_and(|status| status.success()),
+            "redis-server not found: install it with `apt-get update && apt-get install -y \
+             redis-server redis-tools`, or run scripts/test.sh which installs it"
         );
     }
+    let mut version = Command::new("redis-cli");
+    version
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    assert!(
+        version.status().is_ok_and(|status| status.success()),
+        "redis-cli not found: install it with `apt-get update && apt-get install -y redis-tools`, \
+         or run scripts/test.sh which installs it"
+    );
 }
 
 /// Returns a port that is free on 127.0.0.1 right now, chosen by the kernel.
@@ -523,7 +580,7 @@ impl RedisCluster {
             let dir = self.dir.path().join(format!("node-{port}"));
             let stderr = fs::create_dir(&dir).and_then(|()| File::create(dir.join("stderr.log")));
             let stderr = stderr.unwrap_or_else(|e| self.fail(&format!("cannot prepare node: {e}")));
-            let mut server = Command::new("redis-server");
+            let mut server = Command::new(server_program());
             server
                 .current_dir(&dir)
                 .args(["--port", &port.to_string(), "--save", ""]);
@@ -542,8 +599,12 @@ impl RedisCluster {
                 .stdout(Stdio::null())
                 .stderr(stderr);
             let child = server.spawn();
-            let child =
-                child.unwrap_or_else(|e| self.fail(&format!("cannot run redis-server: {e}")));
+            let child = child.unwrap_or_else(|e| {
+                self.fail(&format!(
+                    "cannot run {}: {e}",
+                    server_program().to_string_lossy()
+                ))
+            });
             let (alive, member) = (true, false);
             self.nodes.push(Node {
                 port,

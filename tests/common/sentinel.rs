@@ -154,7 +154,7 @@ impl Fleet {
             .map_err(|e| format!("cannot create the stderr log of {port}: {e}"))?;
         let mut command = match role {
             Role::Server => {
-                let mut server = Command::new("redis-server");
+                let mut server = Command::new(super::server_program());
                 server.args(["--port", &port.to_string(), "--save", "", "--dir", "."]);
                 server.args(SERVER_CONFIG.split_whitespace()).args(args);
                 server

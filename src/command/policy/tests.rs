@@ -267,3 +267,11 @@ fn refusal_text_names_the_command_as_the_client_wrote_it() {
         "ERR respgate: WAITAOF is not supported by this proxy yet"
     );
 }
+
+#[test]
+fn wait_is_the_proxys_wait_also_when_flagged_blocking() {
+    // Redis 7.0 flags WAIT `noscript`, Valkey 8 `blocking`: both must reach the master of the
+    // client's last write with the capped timeout, not a connection of the client's own.
+    assert_eq!(Policy::of("wait", &["noscript".to_string()]), Policy::Wait);
+    assert_eq!(Policy::of("wait", &["blocking".to_string()]), Policy::Wait);
+}
