@@ -4,6 +4,7 @@
 //! Every client's request for a node goes over one of a few long-lived connections to it; a
 //! client connection never costs a backend connection.
 
+mod job;
 mod node_conn;
 mod pool;
 pub mod ring;
@@ -30,9 +31,10 @@ use crate::protocol::ReplyKind;
 const STALL_MIN: Duration = Duration::from_millis(100);
 const STALL_MAX: Duration = Duration::from_millis(500);
 
+pub use job::{Batched, ReplyTo};
 pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
 pub use pool::{Backends, NodePool, PendingBatch};
-pub use shared::{Batched, ReplyTo, SharedConn};
+pub use shared::SharedConn;
 pub use transport::{Connector, TcpConnector, TlsConnector, Transport};
 
 /// A node's `host:port`, as the cluster announces it.

@@ -2,6 +2,11 @@
 //! sentinel's `SENTINEL GET-MASTER-ADDR-BY-NAME`), and what can go wrong learning the topology:
 //! shared by the cluster's refresh ([`super::topology`]) and the sentinels' ([`super::sentinel`]).
 
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use thiserror::Error;
 
 use crate::backend::{BackendError, ConnSettings, NodeAddr, request_once};
@@ -42,6 +47,37 @@ pub enum TopologyError {
         /// The command asked.
         command: &'static str,
     },
+}
+
+/// Runs `asks` at once and returns their answers as they come: all of them, or, once one is
+/// `useful`, those that come within `grace` after it. A node or sentinel that does not answer
+/// must not hold up what the others already know, and live ones answer within milliseconds
+/// of each other.
+pub(super) async fn answers_within_grace<T>(
+    asks: impl IntoIterator<Item = impl Future<Output = T>>,
+    grace: Duration,
+    useful: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let mut pending: FuturesUnordered<_> = asks.into_iter().collect();
+    let mut answers = Vec::new();
+    let mut grace_until = None;
+    loop {
+        let next = match grace_until {
+            Some(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => pending.next().await,
+        };
+        let Some(answer) = next else {
+            break;
+        };
+        if useful(&answer) {
+            grace_until.get_or_insert_with(|| tokio::time::Instant::now() + grace);
+        }
+        answers.push(answer);
+    }
+    answers
 }
 
 /// Deepest nesting a topology or command-table reply may have (`COMMAND` in RESP2 nests 4

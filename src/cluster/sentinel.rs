@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use crate::protocol::Value;
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use futures_util::future::join_all;
-use futures_util::stream::FuturesUnordered;
 use tracing::{debug, info};
 
-use super::ask::{TopologyError, ask};
+use super::ask::{TopologyError, answers_within_grace, ask};
 use super::{Cluster, StopSignal};
 use crate::backend::{ConnSettings, NodeAddr, NodeConn};
 use crate::protocol::Protocol;
@@ -84,46 +82,27 @@ pub(super) async fn discover(
     let mut reasons = Vec::new();
     // Each named master, with the sentinels that name it, in the order first named.
     let mut named: Vec<(NodeAddr, Vec<NodeAddr>)> = Vec::new();
-    let mut pending: FuturesUnordered<_> = cluster
-        .config
-        .sentinels
-        .iter()
-        .map(|sentinel| {
-            let sentinel = NodeAddr::new(sentinel);
-            let settings = &settings;
-            async move {
-                let named = master_named_by(&sentinel, name, settings).await;
-                (sentinel, named)
-            }
-        })
-        .collect();
-    let mut grace_until = None;
-    loop {
-        let next = match grace_until {
-            Some(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => pending.next().await,
-        };
-        let Some((sentinel, answer)) = next else {
-            break;
-        };
+    let asks = cluster.config.sentinels.iter().map(|sentinel| {
+        let sentinel = NodeAddr::new(sentinel);
+        let settings = &settings;
+        async move {
+            let named = master_named_by(&sentinel, name, settings).await;
+            (sentinel, named)
+        }
+    });
+    let answers = answers_within_grace(asks, MORE_ANSWERS_GRACE, |(_, named)| named.is_ok()).await;
+    for (sentinel, answer) in answers {
         match answer {
-            Ok(master) => {
-                match named.iter_mut().find(|(m, _)| *m == master) {
-                    Some((_, by)) => by.push(sentinel),
-                    None => named.push((master, vec![sentinel])),
-                }
-                grace_until.get_or_insert_with(|| tokio::time::Instant::now() + MORE_ANSWERS_GRACE);
-            }
+            Ok(master) => match named.iter_mut().find(|(m, _)| *m == master) {
+                Some((_, by)) => by.push(sentinel),
+                None => named.push((master, vec![sentinel])),
+            },
             Err(reason) => {
                 debug!(backend = %cluster.name, %sentinel, %reason, "sentinel gave no usable master");
                 reasons.push(format!("{sentinel}: {reason}"));
             }
         }
     }
-    drop(pending);
     named.sort_by_key(|(_, by)| std::cmp::Reverse(by.len()));
     let limit = ROLE_TIMEOUT.min(cluster.backends.settings().request_timeout);
     let roles = join_all(named.iter().map(|(master, _)| async move {

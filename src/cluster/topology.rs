@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::protocol::Value;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use tracing::{debug, error, info, warn};
 
-use super::ask::{TopologyError, ask};
+use super::ask::{TopologyError, answers_within_grace, ask};
 use super::{Cluster, SlotMap, StopSignal};
 use crate::backend::{BackendError, NodeAddr};
 use crate::command::parse_command_reply;
@@ -262,24 +261,15 @@ async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>),
             candidates.push(seed);
         }
     }
-    let mut pending: FuturesUnordered<_> = candidates
-        .into_iter()
-        .map(|addr| view_of(cluster, addr))
-        .collect();
+    let views = answers_within_grace(
+        candidates.into_iter().map(|addr| view_of(cluster, addr)),
+        MORE_VIEWS_GRACE,
+        |(_, view)| view.as_ref().is_ok_and(|v| v.slots_covered() > 0),
+    )
+    .await;
     let mut best: Option<(NodeAddr, View)> = None;
     let mut last_error = None;
-    let mut grace_until = None;
-    loop {
-        let next = match grace_until {
-            Some(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => pending.next().await,
-        };
-        let Some((addr, result)) = next else {
-            break;
-        };
+    for (addr, result) in views {
         match result {
             Ok(view) if view.slots_covered() > 0 => {
                 let better = best.as_ref().is_none_or(|(_, b)| {
@@ -288,7 +278,6 @@ async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>),
                 if better {
                     best = Some((addr, view));
                 }
-                grace_until.get_or_insert_with(|| tokio::time::Instant::now() + MORE_VIEWS_GRACE);
             }
             Ok(_) => debug!(backend = %cluster.name, node = %addr, "node knows no slots yet"),
             Err(error) => {
@@ -297,7 +286,6 @@ async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>),
             }
         }
     }
-    drop(pending);
     let Some((from, view)) = best else {
         return Err(last_error.unwrap_or(TopologyError::NoSlots));
     };

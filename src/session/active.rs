@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::action::Postponed;
 use super::held::{Held, joinable};
@@ -315,18 +315,7 @@ impl<'a> Phase<'a> {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(error) => {
-                    info!(
-                        client = c.state.id,
-                        peer = %c.state.peer(),
-                        %error,
-                        "client closed for a protocol error"
-                    );
-                    c.proxy
-                        .stats
-                        .protocol_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.pending
-                        .push_ready(reply::error(&format!("ERR {error}")));
+                    self.pending.push_ready(super::protocol_error(c, &error));
                     self.closing = true;
                     break;
                 }

@@ -247,6 +247,21 @@ fn note_activity(c: &mut Conn<'_>) {
         .store(since, Ordering::Relaxed);
 }
 
+/// Counts and logs a client closed for a protocol error, and Redis's reply to it.
+fn protocol_error(c: &Conn<'_>, error: &crate::protocol::ProtocolError) -> bytes::Bytes {
+    info!(
+        client = c.state.id,
+        peer = %c.state.peer(),
+        %error,
+        "client closed for a protocol error"
+    );
+    c.proxy
+        .stats
+        .protocol_errors
+        .fetch_add(1, Ordering::Relaxed);
+    crate::protocol::reply::error(&format!("ERR {error}"))
+}
+
 /// Counts and logs a client closed for staying idle past `client_idle_timeout_s`.
 fn closed_idle(c: &Conn<'_>) {
     c.proxy
