@@ -257,3 +257,66 @@ fn a_transaction_that_meets_a_busy_node_aborts_as_in_redis() {
     );
     assert_eq!(redis.last().unwrap(), "$1\r\n1\r\n", "no INCR ran");
 }
+
+/// Other clients' commands for a node busy with a script, as Redis's `unit/scripting` and
+/// `unit/functions` send them: each gets `BUSY` at once (not after the script ends, nor after
+/// the request timeout), while the busy client's own command pipelined behind its script runs
+/// once the script is killed, as on one Redis.
+fn neighbours_seen_in(place: &Place, script: &[&str]) -> Vec<String> {
+    let mut observer = place.raw();
+    let mut seen = vec![text(observer.command(&["SET", "{a}x", "1"]))];
+    let mut busy = place.make_busy(script, "{a}busy");
+    let mut own = BytesMut::new();
+    respgate::protocol::request::encode_command(&mut own, &["GET", "{a}x"]);
+    busy.send(&own);
+    seen.push(text(observer.command(&["GET", "{a}x"])));
+    seen.push(text(observer.command(&["SET", "{a}x", "2"])));
+    seen.push(text(observer.command(&["INCR", "{a}n"])));
+    let kill = if script[0] == "FCALL" {
+        "FUNCTION"
+    } else {
+        "SCRIPT"
+    };
+    seen.push(text(observer.command(&[kill, "KILL"])));
+    seen.push(text(busy.reply()));
+    seen.push(text(busy.reply()));
+    seen.push(text(observer.command(&["GET", "{a}x"])));
+    seen.push(text(observer.command(&["GET", "{a}n"])));
+    seen
+}
+
+#[test]
+fn other_clients_of_a_busy_node_get_busy_at_once_as_from_redis() {
+    let server = StandaloneServer::start();
+    let cluster = busy_prone_cluster();
+    let proxy = patient_proxy(&cluster);
+    let eval = ["EVAL", SPIN, "1", "{a}busy"];
+    let fcall = ["FCALL", "spin", "1", "{a}busy"];
+    let places = [Place::standalone(&server), Place::proxy(&proxy, &cluster)];
+    for place in &places {
+        let loaded = place
+            .raw()
+            .command(&["FUNCTION", "LOAD", "REPLACE", SPIN_LIBRARY]);
+        assert_eq!(text(loaded), "$7\r\nspinlib\r\n");
+    }
+    for script in [&eval[..], &fcall[..]] {
+        let redis = neighbours_seen_in(&places[0], script);
+        let started = Instant::now();
+        assert_eq!(neighbours_seen_in(&places[1], script), redis, "{script:?}");
+        // The proxy's request timeout is 10 s: a command that waited behind the script on a
+        // shared connection would have taken until the kill, after it.
+        assert!(started.elapsed() < Duration::from_secs(8), "{script:?}");
+        let busy = format!(
+            "-BUSY {} is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n",
+            common::server_title()
+        );
+        if script[0] == "EVAL" {
+            assert_eq!(redis[1], busy);
+            assert_eq!(
+                redis[6], "$1\r\n1\r\n",
+                "the busy client's own GET ran after"
+            );
+        }
+        assert_eq!(redis[7], "$1\r\n1\r\n", "no write ran while busy");
+    }
+}

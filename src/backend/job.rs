@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::oneshot;
 
+use super::hold::Hold;
 use super::ring::RingTicket;
 use super::stall::Silence;
 use super::{BackendError, Reply};
@@ -122,6 +123,8 @@ pub(super) struct Job {
     /// and `SELECT 0`, written as one, so the shared connection stays on database 0.
     pub(super) db: u8,
     pub(super) reply: Sink,
+    /// It runs a script, which may hold the node (see [`super::hold`]).
+    pub(super) runs_code: bool,
 }
 
 pub(super) struct Waiting {
@@ -133,6 +136,8 @@ pub(super) struct Waiting {
     pub(super) skip: u8,
     /// Replies to drop after the command's own (the `+OK` of `SELECT 0`).
     pub(super) after: u8,
+    /// A script, counted in the connection's [`Hold`] until it is answered.
+    pub(super) runs_code: bool,
 }
 
 /// The commands written to a node and waiting for their replies, in order.
@@ -174,7 +179,7 @@ impl std::ops::DerefMut for Queue {
 
 /// Adds `job` to the batch being written (between `SELECT`s or after `ASKING` when it needs them)
 /// and its place to the queue of commands waiting for replies; a job nobody waits for is skipped.
-pub(super) fn push_job(batch: &mut BytesMut, waiting: &Mutex<Queue>, job: Job) {
+pub(super) fn push_job(batch: &mut BytesMut, waiting: &Mutex<Queue>, hold: &Hold, job: Job) {
     if job.reply.is_closed() {
         // The client gave up (timeout or disconnect) before the request was written.
         return;
@@ -201,11 +206,15 @@ pub(super) fn push_job(batch: &mut BytesMut, waiting: &Mutex<Queue>, job: Job) {
             }),
         ),
     };
+    if job.runs_code {
+        hold.script_written();
+    }
     lock(waiting).push_back(Waiting {
         reply,
         batch,
         skip: u8::from(job.asking) + u8::from(job.db > 0),
         after: u8::from(job.db > 0),
+        runs_code: job.runs_code,
     });
 }
 

@@ -4,6 +4,7 @@
 //! Every client's request for a node goes over one of a few long-lived connections to it; a
 //! client connection never costs a backend connection.
 
+mod hold;
 mod job;
 mod node_conn;
 mod pool;
@@ -31,6 +32,7 @@ use crate::protocol::ReplyKind;
 const STALL_MIN: Duration = Duration::from_millis(100);
 const STALL_MAX: Duration = Duration::from_millis(500);
 
+pub use hold::{HOLD_AFTER, Hints};
 pub use job::{Batched, ReplyTo};
 pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
 pub use pool::{Backends, NodePool, PendingBatch};

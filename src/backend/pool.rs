@@ -28,6 +28,10 @@ pub struct NodePool {
     per_worker: Box<[SlotConns]>,
     /// For every other thread (the topology refresher, tests).
     elsewhere: SlotConns,
+    /// One more connection per worker (the last for every other thread) and protocol, opened
+    /// when first needed: where requests go round a script that holds the node on their usual
+    /// connection (see [`super::hold`]).
+    side: Box<[[OnceLock<SharedConn>; 2]]>,
     /// One connection per protocol that carries no client's data commands: administrative
     /// commands and `INFO` go there, so they are never queued behind a long script or a
     /// `WAIT` that holds a shared connection, as on one Redis they would not be.
@@ -43,7 +47,11 @@ impl NodePool {
         let per_worker = (0..workers.len())
             .map(|_| [OnceLock::new(), OnceLock::new()])
             .collect();
+        let side = (0..=workers.len())
+            .map(|_| [OnceLock::new(), OnceLock::new()])
+            .collect();
         NodePool {
+            side,
             instruments: NodeInstruments::new(backend, addr.as_str()),
             health: Arc::new(NodeHealth::new(backend, &addr)),
             addr,
@@ -70,7 +78,8 @@ impl NodePool {
             .filter_map(OnceLock::get)
             .flatten();
         let control = self.control.iter().filter_map(OnceLock::get);
-        for conn in shared.chain(control) {
+        let side = self.side.iter().flatten().filter_map(OnceLock::get);
+        for conn in shared.chain(control).chain(side) {
             conn.retire();
         }
     }
@@ -92,8 +101,10 @@ impl NodePool {
     }
 
     /// Queues one command whose reply goes to `ticket` of its client's ring, on the connection
-    /// `affinity` picks (as [`NodePool::send`] does). The session that holds the ring keeps the
-    /// time limit; [`NodePool::note`] counts the outcome.
+    /// `affinity` picks (as [`NodePool::send`] does), or round it when a script holds the node
+    /// there and the command need not follow anything of its client's (see [`super::hold`]).
+    /// The session that holds the ring keeps the time limit; [`NodePool::note`] counts the
+    /// outcome.
     pub fn submit(
         &self,
         protocol: Protocol,
@@ -103,8 +114,12 @@ impl NodePool {
         ticket: RingTicket,
     ) -> Result<(), BackendError> {
         self.instruments.requests.increment(1);
-        let conn = self.connection(protocol, affinity);
-        conn.send_to(payload, false, db, ReplyTo::Ring(ticket))
+        let hints = ticket.hints();
+        let mut conn = self.connection(protocol, affinity);
+        if conn.is_held() && hints.unordered {
+            conn = self.side_connection(protocol);
+        }
+        conn.send_to(payload, false, db, hints.runs_code, ReplyTo::Ring(ticket))
             .inspect_err(|_| self.instruments.errors.increment(1))
     }
 
@@ -223,6 +238,25 @@ impl NodePool {
         let conns = self.connections(self.workers.current_index(), protocol);
         // `connections` never returns an empty list; index 0 exists.
         &conns[affinity % conns.len()]
+    }
+
+    /// This worker's side connection to the node.
+    fn side_connection(&self, protocol: Protocol) -> &SharedConn {
+        let worker = self.workers.current_index();
+        let sides = self
+            .side
+            .get(worker)
+            .unwrap_or(&self.side[self.side.len() - 1]);
+        sides[protocol.index()].get_or_init(|| {
+            SharedConn::spawn(
+                self.addr.clone(),
+                protocol,
+                Arc::clone(&self.settings),
+                &self.workers,
+                worker,
+                Arc::clone(&self.health),
+            )
+        })
     }
 
     fn connections(&self, worker: usize, protocol: Protocol) -> &Vec<SharedConn> {

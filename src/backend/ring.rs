@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
-use super::{BackendError, Reply};
+use super::{BackendError, Hints, Reply};
 use crate::clients::ClientHandle;
 
 /// A reply, or why there is none.
@@ -53,6 +53,7 @@ enum State {
 pub struct RingTicket {
     ring: Arc<ReplyRing>,
     seq: u64,
+    hints: Hints,
 }
 
 impl ReplyRing {
@@ -66,14 +67,16 @@ impl ReplyRing {
         })
     }
 
-    /// A new ticket, after every ticket handed out before.
-    pub fn reserve(self: &Arc<Self>) -> RingTicket {
+    /// A new ticket, after every ticket handed out before, for a request the session knows
+    /// `hints` of.
+    pub fn reserve(self: &Arc<Self>, hints: Hints) -> RingTicket {
         let mut tickets = self.lock();
         let seq = tickets.first + tickets.states.len() as u64;
         tickets.states.push_back(State::Waiting);
         RingTicket {
             ring: Arc::clone(self),
             seq,
+            hints,
         }
     }
 
@@ -204,6 +207,11 @@ impl RingTicket {
         self.seq
     }
 
+    /// What the session knows of the request, for the connection it takes.
+    pub fn hints(&self) -> Hints {
+        self.hints
+    }
+
     /// Puts the outcome in the ticket and wakes the session.
     pub fn fill(self, outcome: Outcome) {
         self.ring.fill(self.seq, outcome);
@@ -255,8 +263,8 @@ mod tests {
     fn replies_are_taken_by_number_whatever_order_they_fill_in() {
         let handle = client();
         let ring = ReplyRing::new(Arc::clone(&handle));
-        let a = ring.reserve();
-        let b = ring.reserve();
+        let a = ring.reserve(Hints::default());
+        let b = ring.reserve(Hints::default());
         let (sa, sb) = (a.seq(), b.seq());
         b.fill(reply(b"+B\r\n"));
         assert_eq!(
@@ -275,8 +283,8 @@ mod tests {
     fn a_forgotten_slot_drops_its_late_reply_and_is_not_wanted() {
         let handle = client();
         let ring = ReplyRing::new(Arc::clone(&handle));
-        let a = ring.reserve();
-        let b = ring.reserve();
+        let a = ring.reserve(Hints::default());
+        let b = ring.reserve(Hints::default());
         let sb = b.seq();
         assert!(ring.forget(a.seq()).is_none());
         assert!(a.is_closed(), "a queued request given up is not sent");
@@ -297,8 +305,8 @@ mod tests {
     fn a_closed_ring_wants_nothing_more() {
         let handle = client();
         let ring = ReplyRing::new(Arc::clone(&handle));
-        let a = ring.reserve();
-        let b = ring.reserve();
+        let a = ring.reserve(Hints::default());
+        let b = ring.reserve(Hints::default());
         a.fill(reply(b"+A\r\n"));
         ring.close();
         assert!(

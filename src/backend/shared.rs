@@ -16,6 +16,7 @@ use futures_util::task::AtomicWaker;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::debug;
 
+use super::hold::Hold;
 use super::job::{Batched, Job, Queue, ReplyTo, Sink, lock, push_job};
 use super::node_conn::{NodeReader, NodeWriter};
 use super::pool::NodeHealth;
@@ -32,8 +33,17 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 pub struct SharedConn {
     jobs: mpsc::Sender<Job>,
     addr: NodeAddr,
-    up: Arc<AtomicBool>,
-    retirement: Arc<Retirement>,
+    state: Arc<ConnState>,
+}
+
+/// What a connection's handles and its task both see.
+#[derive(Default)]
+struct ConnState {
+    /// Whether the connection is established.
+    up: AtomicBool,
+    retirement: Retirement,
+    /// The scripts it carries that hold the node.
+    hold: Hold,
 }
 
 /// A connection's retirement, told to its task at no cost per request: a flag, looked at when
@@ -91,8 +101,7 @@ impl SharedConn {
         health: Arc<NodeHealth>,
     ) -> SharedConn {
         let (jobs, rx) = mpsc::channel(settings.max_inflight);
-        let up = Arc::new(AtomicBool::new(false));
-        let retirement = Arc::new(Retirement::default());
+        let state = Arc::new(ConnState::default());
         workers.spawn_on(
             worker,
             run(
@@ -100,24 +109,18 @@ impl SharedConn {
                 protocol,
                 settings,
                 rx,
-                Arc::clone(&up),
                 health,
-                Arc::clone(&retirement),
+                Arc::clone(&state),
             ),
         );
-        SharedConn {
-            jobs,
-            addr,
-            up,
-            retirement,
-        }
+        SharedConn { jobs, addr, state }
     }
 
     /// Ends the connection because its node left the topology: commands not written yet fail
     /// as not sent (so they go where the new map says), commands written get their replies
     /// unless the node has stopped answering, and new ones are refused.
     pub fn retire(&self) {
-        self.retirement.retire();
+        self.state.retirement.retire();
         // Wakes the task: a job nobody waits for is skipped, never written. When the queue is
         // full the task wakes at its next reply anyway.
         let (nobody, _) = oneshot::channel();
@@ -126,6 +129,7 @@ impl SharedConn {
             asking: false,
             db: 0,
             reply: Sink::One(ReplyTo::Channel(nobody)),
+            runs_code: false,
         });
     }
 
@@ -139,7 +143,12 @@ impl SharedConn {
 
     /// Whether the connection is established right now.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.state.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether a script it carries has held the node a while (see [`super::hold`]).
+    pub fn is_held(&self) -> bool {
+        self.state.hold.is_held()
     }
 
     /// Queues `payload` (one command, preceded by `ASKING` when `asking`) and returns the channel
@@ -151,17 +160,19 @@ impl SharedConn {
         db: u8,
     ) -> Result<oneshot::Receiver<Result<Reply, BackendError>>, BackendError> {
         let (reply, rx) = oneshot::channel();
-        self.send_to(payload, asking, db, ReplyTo::Channel(reply))?;
+        self.send_to(payload, asking, db, false, ReplyTo::Channel(reply))?;
         Ok(rx)
     }
 
-    /// Queues `payload` (one command, preceded by `ASKING` when `asking`); its reply goes to
-    /// `reply`. When the queue is full, `reply` is dropped unfilled.
+    /// Queues `payload` (one command, preceded by `ASKING` when `asking`; a script when
+    /// `runs_code`); its reply goes to `reply`. When the queue is full, `reply` is dropped
+    /// unfilled.
     pub fn send_to(
         &self,
         payload: Bytes,
         asking: bool,
         db: u8,
+        runs_code: bool,
         reply: ReplyTo,
     ) -> Result<(), BackendError> {
         self.jobs
@@ -170,6 +181,7 @@ impl SharedConn {
                 asking,
                 db,
                 reply: Sink::One(reply),
+                runs_code,
             })
             .map_err(|e| self.refused(e))
     }
@@ -198,6 +210,7 @@ impl SharedConn {
                 asking: false,
                 db,
                 reply: Sink::Many { reply_to, commands },
+                runs_code: false,
             })
             .map_err(|e| self.refused(e))?;
         Ok(rx)
@@ -209,10 +222,14 @@ async fn run(
     protocol: Protocol,
     settings: Arc<ConnSettings>,
     mut jobs: mpsc::Receiver<Job>,
-    up: Arc<AtomicBool>,
     health: Arc<NodeHealth>,
-    retirement: Arc<Retirement>,
+    state: Arc<ConnState>,
 ) {
+    let ConnState {
+        up,
+        retirement,
+        hold,
+    } = &*state;
     let mut backoff = settings.backoff_min;
     loop {
         match NodeConn::open(&addr, protocol, &settings).await {
@@ -223,7 +240,8 @@ async fn run(
                 backoff = settings.backoff_min;
                 up.store(true, Ordering::Relaxed);
                 health.connected();
-                let ended = serve(conn, &addr, &settings, &mut jobs, &retirement).await;
+                let ended = serve(conn, &addr, &settings, &mut jobs, retirement, hold).await;
+                hold.clear();
                 up.store(false, Ordering::Relaxed);
                 match ended {
                     Ended::Dropped => {
@@ -273,6 +291,7 @@ async fn serve(
     settings: &ConnSettings,
     jobs: &mut mpsc::Receiver<Job>,
     retirement: &Retirement,
+    hold: &Hold,
 ) -> Ended {
     let (mut rd, mut wr) = conn.split();
     let flight = Arc::new(Flight::default());
@@ -286,8 +305,14 @@ async fn serve(
         Arc::clone(&settings.on_stall),
     ));
     // Boxed so it can be dropped before the queue is emptied below: it borrows `jobs`.
-    let mut writer = Box::pin(write_jobs(&mut wr, jobs, &flight, settings.max_inflight));
-    let reader = read_replies(&mut rd, &flight);
+    let mut writer = Box::pin(write_jobs(
+        &mut wr,
+        jobs,
+        &flight,
+        hold,
+        settings.max_inflight,
+    ));
+    let reader = read_replies(&mut rd, &flight, hold);
     tokio::pin!(reader);
     let mut ended = tokio::select! {
         ended = &mut writer => ended,
@@ -372,6 +397,7 @@ async fn write_jobs(
     wr: &mut NodeWriter,
     jobs: &mut mpsc::Receiver<Job>,
     flight: &Flight,
+    hold: &Hold,
     max_inflight: usize,
 ) -> Ended {
     let mut batch = BytesMut::with_capacity(16 * 1024);
@@ -382,13 +408,13 @@ async fn write_jobs(
         let Some(job) = jobs.recv().await else {
             return Ended::Dropped;
         };
-        push_job(&mut batch, &flight.waiting, job);
+        push_job(&mut batch, &flight.waiting, hold, job);
         // Let the sessions that are ready run first: their requests join this write instead
         // of each costing a send of its own.
         tokio::task::yield_now().await;
         while batch.len() < MAX_BATCH_BYTES && lock(&flight.waiting).len() < max_inflight {
             match jobs.try_recv() {
-                Ok(job) => push_job(&mut batch, &flight.waiting, job),
+                Ok(job) => push_job(&mut batch, &flight.waiting, hold, job),
                 Err(_) => break,
             }
         }
@@ -403,7 +429,7 @@ async fn write_jobs(
 }
 
 /// Reads replies and hands each to the command it answers, in order, until the socket fails.
-async fn read_replies(rd: &mut NodeReader, flight: &Flight) -> Ended {
+async fn read_replies(rd: &mut NodeReader, flight: &Flight, hold: &Hold) -> Ended {
     loop {
         let reply = match rd.read_reply().await {
             Ok(reply) => reply,
@@ -425,6 +451,10 @@ async fn read_replies(rd: &mut NodeReader, flight: &Flight) -> Ended {
                 flight.room.notify_one();
             }
             continue;
+        }
+        if front.runs_code {
+            front.runs_code = false;
+            hold.script_answered();
         }
         if let Some(gathering) = front.batch.as_mut() {
             if !gathering.push(reply) {

@@ -23,9 +23,11 @@ use super::wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_co
 use super::{
     Action, Conn, Flow, IDLE_READ_BUF_MAX, client_gone, closed_idle, dispatch, own, switch,
 };
+use crate::backend::Hints;
 use crate::backend::ring::ReplyRing;
 use crate::clients::ClientHandle;
 use crate::cluster::Cluster;
+use crate::metrics::Family;
 use crate::protocol::{Request, reply};
 use crate::proxy::{ProxyRef, Snapshot};
 
@@ -442,7 +444,11 @@ impl<'a> Phase<'a> {
     /// ring; when it cannot be queued, the serving engine takes it from the start. The common
     /// case stays unboxed: one future type, no allocation of its own.
     fn forward(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>, command: Command<'a>) {
-        let ticket = edge.ring.reserve();
+        let hints = Hints {
+            runs_code: c.state.dispatched.family == Family::Scripting,
+            unordered: self.pending.is_empty(),
+        };
+        let ticket = edge.ring.reserve(hints);
         let seq = ticket.seq();
         let started = command.cluster.start(
             &command.payload,
