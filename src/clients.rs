@@ -100,16 +100,21 @@ pub struct ClientHandle {
     /// Set while a blocking command waits on a node: `blocked_clients` in `INFO`, flag `b` in
     /// `CLIENT LIST`, and where `CLIENT UNBLOCK` goes.
     pub blocked: Mutex<Option<Box<BlockedOn>>>,
+    /// Set while a request of its waits for the end of a `CLIENT PAUSE`: blocked as well, in
+    /// `blocked_clients` and flag `b`, as Redis counts a client its pause postponed.
+    pub paused: AtomicBool,
     /// Wakes the session for what does not come on its socket.
     pub signal: Signal,
 }
 
 impl ClientHandle {
     /// A line in the format of Redis 7.0's `CLIENT LIST`, every field in its order; those
-    /// that describe one server's buffers (`qbuf`, `rbs`, ...) are 0, as for an idle client.
+    /// that describe one server's buffers (`rbs`, ...) are 0, as for an idle client, but
+    /// `qbuf`: `qbuf` bytes of requests read and not done yet (the asking client's own
+    /// `CLIENT LIST`, as Redis counts it).
     /// `lib-name` and `lib-ver` follow, as Redis 7.2 prints them, only for a client that gave
     /// them with `CLIENT SETINFO` (a 7.2 command): a client of 7.0 sees 7.0's fields alone.
-    pub fn line(&self) -> String {
+    pub fn line(&self, qbuf: usize) -> String {
         let d = self
             .details
             .lock()
@@ -147,7 +152,7 @@ impl ClientHandle {
         }
         let omem = self.owed_bytes.load(Ordering::Relaxed);
         let mut line = format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={multi} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={}",
             self.id,
             self.peer,
             self.local,
@@ -199,7 +204,7 @@ impl ClientHandle {
 
     /// Whether a blocking command of this client waits on a node now.
     pub fn is_blocked(&self) -> bool {
-        self.blocked_on().is_some()
+        self.paused.load(Ordering::Relaxed) || self.blocked_on().is_some()
     }
 
     /// Where this client's blocking command waits, if one does.
@@ -238,6 +243,9 @@ pub struct KillFilter {
     pub user: Option<String>,
     /// `SKIPME yes` (the default): not the caller.
     pub skip: Option<u64>,
+    /// `TYPE normal|pubsub` (`Some(true)` for pubsub); `TYPE master|replica|slave` matches
+    /// none of the proxy's clients, and is never built.
+    pub pubsub: Option<bool>,
 }
 
 /// Wakes a session for what does not come on its socket: `CLIENT KILL`, and the proxy's
@@ -303,6 +311,7 @@ impl ClientRegistry {
             }),
             multi: AtomicI64::new(-1),
             blocked: Mutex::new(None),
+            paused: AtomicBool::new(false),
             signal: Signal::default(),
             subscribed: AtomicBool::new(false),
             subscriptions: Default::default(),
@@ -372,6 +381,7 @@ impl ClientRegistry {
                     .is_none_or(|s| c.connected_at.elapsed().as_secs() >= s)
             })
             .filter(|c| filter.skip != Some(c.id))
+            .filter(|c| filter.pubsub.is_none_or(|p| c.subscriptions().any() == p))
             .filter(|c| {
                 filter.user.as_deref().is_none_or(|wanted| {
                     let details = c.details.lock().unwrap_or_else(|p| p.into_inner());

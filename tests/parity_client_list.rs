@@ -80,6 +80,8 @@ fn observe(port: u16) -> (Vec<String>, Vec<Vec<String>>) {
     let fd: i64 = value(&info, "fd").parse().unwrap();
     assert!(fd > 0, "fd={fd}: the socket's descriptor");
     let mut seen = vec![state(&info)];
+    // A client's own request is in its query buffer while it runs.
+    seen.push(vec![format!("qbuf={}", value(&info, "qbuf"))]);
 
     // RESP3, in a transaction with two commands queued.
     let mut txn = login(port);
@@ -122,9 +124,25 @@ fn observe(port: u16) -> (Vec<String>, Vec<Vec<String>>) {
     for id in [&plain_id, &txn_id, &sub_id, &no_evict_id] {
         seen.push(state(of(id)));
     }
-    // An invalid NO-EVICT argument, as Redis refuses it.
+    let observer_id = id(&mut observer);
+    seen.push(vec![format!("qbuf={}", value(of(&observer_id), "qbuf"))]);
+    // An invalid NO-EVICT argument, and CLIENT KILL's invalid filters, as Redis refuses them.
     let refused = observer.command(&["CLIENT", "NO-EVICT", "maybe"]);
     seen.push(vec![String::from_utf8_lossy(&refused).into_owned()]);
+    for filter in [
+        &["ID", "0"][..],
+        &["ID", "-1"],
+        &["ID", "str"],
+        &["TYPE", "wrong_type"],
+        &["TYPE", "master"],
+        &["SKIPME", "maybe"],
+        &["ID", "10", "extra"],
+    ] {
+        let mut command = vec!["CLIENT", "KILL"];
+        command.extend_from_slice(filter);
+        let refused = observer.command(&command);
+        seen.push(vec![String::from_utf8_lossy(&refused).into_owned()]);
+    }
     (names, seen)
 }
 

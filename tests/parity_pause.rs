@@ -134,6 +134,14 @@ fn write_pause(port: u16) -> Vec<String> {
     t.run(&mut reader, &["GET", "{p}k"]);
     t.held(&mut txn, &["EXEC"]);
     t.held(&mut publisher, &["PUBLISH", "ch", "m"]);
+    // Paused clients count as blocked, as Redis's own tests wait for them to be.
+    let blocked = reader.info("clients");
+    let blocked = blocked
+        .lines()
+        .find(|l| l.starts_with("blocked_clients:"))
+        .unwrap_or("no blocked_clients in INFO clients")
+        .to_string();
+    t.seen.push(blocked);
     t.run(&mut reader, &["GET", "{p}t"]);
     t.run(&mut admin, &["CLIENT", "UNPAUSE"]);
     t.reply(&mut writer, "SET {p}k v");

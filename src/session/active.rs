@@ -125,6 +125,7 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
             }
             _ = sleep_until(plan.soft_deadline), if plan.soft_deadline.is_some() => {}
             request = released(&mut phase.postponed), if phase.postponed.is_some() => {
+                edge.client.handle.paused.store(false, Ordering::Relaxed);
                 // It runs now: timed (and its node's deadline set) from here, as Redis times a
                 // command it unblocks.
                 c.last_activity = tokio::time::Instant::now();
@@ -436,7 +437,10 @@ impl<'a> Phase<'a> {
                 self.held = Some(Held::Pubsub { kind, names });
             }
             Action::AwaitBackend(request) => self.held = Some(Held::AwaitBackend(request)),
-            Action::Postpone(postponed) => self.postponed = Some(postponed),
+            Action::Postpone(postponed) => {
+                edge.client.handle.paused.store(true, Ordering::Relaxed);
+                self.postponed = Some(postponed);
+            }
         }
     }
 

@@ -299,10 +299,16 @@ fn client(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Actio
             out.simple("OK");
         }
         "info" => {
-            out.verbatim(state.handle().line().as_bytes());
+            out.verbatim(state.handle().line(encoded_len(args)).as_bytes());
         }
         "list" => {
-            let lines: String = proxy.clients.list().iter().map(|c| c.line()).collect();
+            let own = encoded_len(args);
+            let lines: String = proxy
+                .clients
+                .list()
+                .iter()
+                .map(|c| c.line(if c.id == state.id { own } else { 0 }))
+                .collect();
             out.verbatim(lines.as_bytes());
         }
         "kill" => return client_kill(state, proxy, args),
@@ -413,6 +419,16 @@ fn client_pause(proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     Action::Reply(Bytes::from_static(reply::OK))
 }
 
+/// The length of `args` as a RESP request: what a client's query buffer holds of it.
+fn encoded_len(args: &[Bytes]) -> usize {
+    let header = |n: usize| 3 + n.to_string().len();
+    header(args.len())
+        + args
+            .iter()
+            .map(|a| header(a.len()) + a.len() + 2)
+            .sum::<usize>()
+}
+
 /// `CLIENT KILL addr` (the old form: `+OK` or an error) or `CLIENT KILL <filter> <value> ...`
 /// (the number killed), over the proxy's own clients.
 fn client_kill(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
@@ -445,9 +461,20 @@ fn client_kill(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Acti
         };
         match key.to_ascii_lowercase().as_str() {
             "id" => match value.parse() {
-                Ok(id) => filter.id = Some(id),
-                Err(_) => {
+                Ok(id) if id > 0 => filter.id = Some(id),
+                _ => {
                     return Action::Reply(reply::error("ERR client-id should be greater than 0"));
+                }
+            },
+            "type" => match value.to_ascii_lowercase().as_str() {
+                "normal" => filter.pubsub = Some(false),
+                "pubsub" => filter.pubsub = Some(true),
+                // No client of the proxy's is a master or a replica.
+                "master" | "replica" | "slave" => filter.id = Some(0),
+                _ => {
+                    return Action::Reply(reply::error(&format!(
+                        "ERR Unknown client type '{value}'"
+                    )));
                 }
             },
             "addr" => filter.addr = Some(value),
