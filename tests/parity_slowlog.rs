@@ -50,7 +50,11 @@ fn get_counts_seen_on(raw: &mut Raw, sets: usize) -> Vec<String> {
 fn slowlog_get_takes_redis_counts_and_errors() {
     let redis = StandaloneServer::start();
     redis.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
-    let expected = get_counts_seen_on(&mut Raw::connect(redis.port), 12);
+    let mut direct = Raw::connect(redis.port);
+    let expected = get_counts_seen_on(&mut direct, 12);
+    // Every command that ran is logged, `SLOWLOG` itself and its errors included.
+    let every = array_len(&direct.command(&["SLOWLOG", "GET", "-1"]));
+    assert_eq!(every, 18, "RESET, twelve SETs, five SLOWLOG GETs");
     assert_eq!(
         expected,
         [
@@ -72,9 +76,9 @@ fn slowlog_get_takes_redis_counts_and_errors() {
         b"+OK\r\n"
     );
     assert_eq!(get_counts_seen_on(&mut raw, 12), expected);
-    // -1 is every entry: the twelve SETs, newest first.
+    // -1 is every entry, newest first.
     let all = raw.command(&["SLOWLOG", "GET", "-1"]);
-    assert_eq!(array_len(&all), 12);
+    assert_eq!(array_len(&all), every);
     assert!(text(all).contains("$2\r\nk0\r\n"));
 }
 
@@ -163,4 +167,53 @@ fn config_set_through_the_proxy_governs_its_slow_log_and_the_nodes() {
     );
     raw.command(&["GET", "a"]);
     assert_eq!(raw.command(&["SLOWLOG", "LEN"]), b":0\r\n");
+}
+
+/// The commands in the slow log, newest first, after some the proxy answers itself and some
+/// it forwards, as seen on `raw` with every command logged.
+fn logged_commands_seen_on(raw: &mut Raw) -> Vec<String> {
+    assert_eq!(raw.command(&["SLOWLOG", "RESET"]), b"+OK\r\n");
+    for args in [
+        &["PING"][..],
+        &["ECHO", "hi"],
+        &["SET", "k", "v"],
+        &["CLIENT", "SETNAME", "logged"],
+        &["GET", "k"],
+        &["GET"],
+    ] {
+        raw.command(args);
+    }
+    let all = text(raw.command(&["SLOWLOG", "GET", "-1"]));
+    // Each entry's arguments follow its duration: `*N` then N bulk strings; the command's
+    // name is the first.
+    all.split("\r\n")
+        .collect::<Vec<_>>()
+        .windows(3)
+        .filter(|w| w[0].starts_with('*') && w[1].starts_with('$'))
+        .map(|w| w[2].to_ascii_lowercase())
+        .filter(|name| ["ping", "echo", "set", "client", "get", "slowlog"].contains(&name.as_str()))
+        .collect()
+}
+
+#[test]
+fn commands_the_proxy_answers_itself_are_logged_as_redis_logs_them() {
+    let redis = StandaloneServer::start();
+    redis.cli(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    let expected = logged_commands_seen_on(&mut Raw::connect(redis.port));
+    assert_eq!(
+        expected,
+        ["get", "client", "set", "echo", "ping", "slowlog"],
+        "the GET refused for its arity is not logged"
+    );
+    let cluster = RedisCluster::start(3, 0);
+    let mut config = config_with(vec![("main", cluster_backend(&cluster.seeds()))]);
+    config.server.allow_admin_commands = true;
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let mut raw = proxy.raw();
+    assert_eq!(
+        raw.command(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(logged_commands_seen_on(&mut raw), expected);
 }

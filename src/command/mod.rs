@@ -66,6 +66,9 @@ pub struct CommandSpec {
     /// [`CommandTable::new`]. A script with a shebang may still be let through: see
     /// `session::pause`.
     pub may_replicate: bool,
+    /// Whether the slow log leaves it out (Redis's `skip_slowlog`: `EXEC`, `AUTH`, ...); set
+    /// by [`CommandTable::new`].
+    pub skip_slowlog: bool,
     /// Subcommands of a container command such as `OBJECT`, by lowercase subcommand name.
     pub subcommands: NameMap<CommandSpec>,
     /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
@@ -254,6 +257,7 @@ fn assign_policies(spec: &mut CommandSpec) {
     spec.keys_proc = KeysProc::of(&spec.name);
     spec.runs_code = runs_code(spec);
     spec.may_replicate = spec.has_flag("write") || MAY_REPLICATE.contains(&spec.name.as_str());
+    spec.skip_slowlog = spec.has_flag("skip_slowlog");
     spec.counters = Some(crate::metrics::command_counters(&spec.name));
     for sub in spec.subcommands.values_mut() {
         assign_policies(sub);

@@ -74,6 +74,7 @@ fn parse_entry(entry: &Value) -> Result<CommandSpec, CommandTableError> {
         keys_proc: KeysProc::default(),
         runs_code: false,
         may_replicate: false,
+        skip_slowlog: false,
         arity: int(1)?,
         first_key: int(3)?,
         last_key: int(4)?,

@@ -389,7 +389,11 @@ impl<'a> Phase<'a> {
         }
         match action {
             Action::Reply(bytes) | Action::Push(bytes) => {
-                tally::count(dispatched, &bytes, &proxy);
+                let client = Client {
+                    proxy,
+                    handle: edge.client.handle,
+                };
+                timed(cluster).answered(&bytes, client);
                 self.pending.push_ready(bytes);
             }
             Action::Close(bytes) => {

@@ -94,14 +94,12 @@ pub fn dispatch(
             return Action::Reply(reply::error(&unknown_subcommand(&request.args)));
         }
     };
-    state.dispatched = Dispatched {
-        counters: spec.counters(),
-        family: spec.family,
-    };
+    state.dispatched = Dispatched::of(spec);
     if !spec.arity_ok(request.args.len()) {
         // A proxy command refused here inside MULTI (a `SUBSCRIBE` without channels) is a
         // queuing error as any other: EXEC aborts.
         txn::fail_queued(state);
+        state.dispatched.slowlog = false;
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
     state.note_command(&spec.name);
@@ -128,10 +126,7 @@ fn note_command(
         Some(table) => {
             if let Lookup::Found(spec) = table.lookup_lowercased(name, args) {
                 state.note_command(&spec.name);
-                state.dispatched = Dispatched {
-                    counters: spec.counters(),
-                    family: spec.family,
-                };
+                state.dispatched = Dispatched::of(spec);
             }
         }
         None => state.note_command(name),

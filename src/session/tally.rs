@@ -6,6 +6,8 @@
 //! additions and one clock reading, and formats nothing unless it was slow.
 
 use bytes::Bytes;
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use crate::backend::NodeAddr;
@@ -22,6 +24,21 @@ pub(crate) struct Dispatched {
     pub(crate) counters: &'static CommandCounters,
     /// Its family.
     pub(crate) family: Family,
+    /// Whether the slow log may take it: a known command without `skip_slowlog`, past the
+    /// checks that refuse it before it runs (as Redis logs only what it ran: not a refusal
+    /// for authentication, permissions or the argument count).
+    pub(crate) slowlog: bool,
+}
+
+impl Dispatched {
+    /// What dispatch learned of a request of `spec`'s.
+    pub(crate) fn of(spec: &crate::command::CommandSpec) -> Self {
+        Dispatched {
+            counters: spec.counters(),
+            family: spec.family,
+            slowlog: !spec.skip_slowlog,
+        }
+    }
 }
 
 impl Default for Dispatched {
@@ -29,6 +46,7 @@ impl Default for Dispatched {
         Dispatched {
             counters: &OTHER,
             family: Family::Other,
+            slowlog: false,
         }
     }
 }
@@ -58,34 +76,55 @@ impl Timed<'_> {
         if let Some(histogram) = self.cluster.instruments.latency(self.dispatched.family) {
             histogram.record(elapsed);
         }
-        // From the configuration the request ran under (a reload changes them), or a
-        // `CONFIG SET` since.
-        let limits = client.proxy.slowlog.limits(&client.proxy.config().server);
-        if limits.is_slow(elapsed) {
-            let name = client
-                .handle
-                .details
-                .lock()
-                .map(|d| {
-                    d.names
-                        .as_ref()
-                        .and_then(|n| n.name.clone())
-                        .unwrap_or_default()
-                })
-                .unwrap_or_default();
-            client.proxy.slowlog.push(
-                SlowRequest {
-                    raw: &self.raw,
-                    client_addr: client.handle.peer.to_string(),
-                    client_name: name,
-                    backend: self.cluster.name(),
-                    node: node.map(NodeAddr::as_str),
-                },
-                elapsed,
-                limits,
-            );
+        if self.dispatched.slowlog {
+            let place = (self.cluster.name(), node.map(NodeAddr::as_str));
+            log_if_slow(&self.raw, elapsed, place, client);
         }
     }
+}
+
+impl Timed<'_> {
+    /// Counts a request the proxy answered itself with `reply`, and logs it when slow, as
+    /// Redis logs every command it runs: with the threshold at 0, Redis's own tests expect a
+    /// `PING` in the slow log.
+    pub(super) fn answered(self, reply: &[u8], client: Client<'_>) {
+        count(self.dispatched, reply, &client.proxy);
+        if self.dispatched.slowlog {
+            log_if_slow(&self.raw, self.started.elapsed(), ("", None), client);
+        }
+    }
+}
+
+/// Logs `raw` in the slow log if `elapsed` is over the threshold in force: from the
+/// configuration the request ran under (a reload changes it), or a `CONFIG SET` since.
+/// `place` is the backend and the node that answered, when one did.
+fn log_if_slow(raw: &[u8], elapsed: Duration, place: (&str, Option<&str>), client: Client<'_>) {
+    let limits = client.proxy.slowlog.limits(&client.proxy.config().server);
+    if !limits.is_slow(elapsed) {
+        return;
+    }
+    let name = client
+        .handle
+        .details
+        .lock()
+        .map(|d| {
+            d.names
+                .as_ref()
+                .and_then(|n| n.name.clone())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    client.proxy.slowlog.push(
+        SlowRequest {
+            raw,
+            client_addr: client.handle.peer.to_string(),
+            client_name: name,
+            backend: place.0,
+            node: place.1,
+        },
+        elapsed,
+        limits,
+    );
 }
 
 /// `reply`, counted by [`Timed::finish`] once it is ready.
