@@ -2,10 +2,10 @@
 //! patterns, with the nodes whose connections hold them, so that `PUBLISH` through the proxy
 //! counts its receivers as one Redis counts its own.
 //!
-//! A node counts only the subscribers connected to it. The proxy holds a client's channel on
-//! its slot's master (where `PUBLISH` goes), but its patterns on one node for all (see
-//! `session::pubsub`), and a channel stays where it was subscribed when its slot moves; every
-//! node still delivers, as Redis Cluster sends each `PUBLISH` to every node. So the count a
+//! A node counts only the subscribers connected to it. The proxy holds a backend's channels
+//! and patterns on one node, where `PUBLISH` goes (see `session::pubsub`), but a subscription
+//! stays where it was made when that node changes; every node still delivers, as Redis Cluster
+//! sends each `PUBLISH` to every node. So the count a
 //! node gives misses the proxy's clients held elsewhere: they are counted here, each client's
 //! channel once and each matching pattern once, as Redis counts them, and those held on the
 //! node that answered are left to its own count so no one is counted twice.

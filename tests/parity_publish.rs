@@ -1,6 +1,7 @@
 //! `PUBLISH` through the proxy counts its receivers as one Redis counts them: every client
 //! subscribed to the channel and every client's matching pattern, whichever nodes hold their
-//! subscriptions (Redis's suite: `PUBLISH/PSUBSCRIBE basics`, `Mix SUBSCRIBE and PSUBSCRIBE`).
+//! subscriptions, and delivers their messages in the order one Redis does (Redis's suite:
+//! `PUBLISH/PSUBSCRIBE basics`, `Mix SUBSCRIBE and PSUBSCRIBE`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -136,9 +137,11 @@ fn publish_counts_pattern_subscribers_on_another_master_and_direct_subscribers()
         );
         assert_eq!(text(subscriber.reply()), message);
     }
-    // A client connected straight to the channel's master is counted by it.
-    let owner = cluster.slot_owner(Slot::for_key(channels[0].as_bytes()).get());
-    let mut direct = Raw::connect(owner);
+    // A client connected straight to the node a PUBLISH goes to, the Pub/Sub home (the master
+    // of slot 0), is counted by it, as Redis Cluster counts the receivers on the node that
+    // ran the PUBLISH.
+    let home = cluster.slot_owner(0);
+    let mut direct = Raw::connect(home);
     subscribe(&mut direct, "SUBSCRIBE", &[&channels[0]]);
     assert_eq!(
         publisher.command(&["PUBLISH", &channels[0], "m"]),
@@ -151,4 +154,48 @@ fn publish_counts_pattern_subscribers_on_another_master_and_direct_subscribers()
         b":0\r\n"
     );
     drop(subscriber);
+}
+
+/// The messages subscribers on `port` read, in order: a client with two patterns while
+/// channels of every master are published, then a client with a channel and a pattern that
+/// both match.
+fn messages_seen_on(port: u16, channels: &[String]) -> Vec<String> {
+    let mut publisher = Raw::connect(port);
+    let mut patterns = Raw::connect(port);
+    subscribe(&mut patterns, "PSUBSCRIBE", &["foo.*", "bar.*"]);
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        for channel in channels {
+            let bar = format!("bar.{round}");
+            for name in [channel.as_str(), &bar] {
+                publisher.command(&["PUBLISH", name, "hello"]);
+            }
+        }
+    }
+    for _ in 0..channels.len() * 2 * 3 {
+        seen.push(text(patterns.reply()));
+    }
+    let mut mixed = Raw::connect(port);
+    for channel in channels {
+        subscribe(&mut mixed, "SUBSCRIBE", &[channel]);
+    }
+    subscribe(&mut mixed, "PSUBSCRIBE", &["foo.*"]);
+    for channel in channels {
+        publisher.command(&["PUBLISH", channel, "hello"]);
+    }
+    for _ in 0..channels.len() * 2 {
+        seen.push(text(mixed.reply()));
+    }
+    seen
+}
+
+#[test]
+fn messages_arrive_in_the_order_they_were_published_as_on_one_redis() {
+    let cluster = RedisCluster::start(3, 0);
+    let channels = channel_per_master(&cluster);
+    let redis = StandaloneServer::start();
+    let expected = messages_seen_on(redis.port, &channels);
+    assert!(expected[0].contains("foo.*") && expected[1].contains("bar.*"));
+    let proxy = Proxy::start(&cluster.seeds());
+    assert_eq!(messages_seen_on(proxy.port, &channels), expected);
 }

@@ -30,7 +30,7 @@ pub struct NodePool {
     elsewhere: SlotConns,
     /// One more connection per worker (the last for every other thread) and protocol, opened
     /// when first needed: where requests go round a script that holds the node on their usual
-    /// connection (see [`super::hold`]).
+    /// connection (see `backend::hold`).
     side: Box<[[OnceLock<SharedConn>; 2]]>,
     /// One connection per protocol that carries no client's data commands: administrative
     /// commands and `INFO` go there, so they are never queued behind a long script or a
@@ -102,7 +102,7 @@ impl NodePool {
 
     /// Queues one command whose reply goes to `ticket` of its client's ring, on the connection
     /// `affinity` picks (as [`NodePool::send`] does), or round it when a script holds the node
-    /// there and the command need not follow anything of its client's (see [`super::hold`]).
+    /// there and the command need not follow anything of its client's (see `backend::hold`).
     /// The session that holds the ring keeps the time limit; [`NodePool::note`] counts the
     /// outcome.
     pub fn submit(

@@ -146,7 +146,7 @@ impl SharedConn {
         self.state.up.load(Ordering::Relaxed)
     }
 
-    /// Whether a script it carries has held the node a while (see [`super::hold`]).
+    /// Whether a script it carries has held the node a while (see `backend::hold`).
     pub fn is_held(&self) -> bool {
         self.state.hold.is_held()
     }

@@ -12,7 +12,7 @@ use super::acl::{self, Permit};
 use super::action::{Action, Gather, Postponed, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::OwnOp;
 use super::pubsub::{
-    ALLOWED_WHILE_SUBSCRIBED, Publish, nothing_to_unsubscribe, place_of_channel, subscribed_pong,
+    ALLOWED_WHILE_SUBSCRIBED, Publish, home_of_channel, nothing_to_unsubscribe, subscribed_pong,
 };
 use super::route::{forward, forward_to, route};
 use super::tally::Dispatched;
@@ -260,7 +260,7 @@ fn by_policy(
             let routes = proxy.routes();
             let (backend, target) = match request.args.get(1) {
                 Some(channel) => {
-                    let place = place_of_channel(routes, channel);
+                    let place = home_of_channel(routes, channel);
                     (place.backend, Target::Slot(place.slot))
                 }
                 None => (routes.default_backend(), Target::AnyMaster),

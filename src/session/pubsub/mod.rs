@@ -1,13 +1,13 @@
 //! Pub/Sub: a client's subscriptions live on connections of its own, one per master involved.
 //!
-//! A channel (`SUBSCRIBE`) is subscribed on the master owning the channel's slot, the same
-//! master a `PUBLISH` to it is routed to: one publisher's messages to a channel take one path
-//! and stay in order, and `PUBLISH` counts the proxy's subscribers. Sharded channels
-//! (`SSUBSCRIBE`) live on their slot's master too, as Redis requires. Patterns match channels of
-//! every slot, and Redis Cluster delivers every `PUBLISH` to every node, so they live together
-//! on one connection. What each connection holds is told to the proxy's [`Subscribers`], so
-//! that a `PUBLISH` through the proxy also counts the subscribers held on other nodes than the
-//! one it went to ([`publish`]).
+//! Redis Cluster delivers every `PUBLISH` to every node, so channels (`SUBSCRIBE`) and
+//! patterns (`PSUBSCRIBE`) are held on one node of their backend, its Pub/Sub home, the node
+//! every `PUBLISH` is routed to ([`home_of_channel`]): messages take one path, and arrive in the
+//! order they were published, a channel's before a pattern's, as from one Redis; the home counts
+//! every receiver. Sharded channels (`SSUBSCRIBE`) live on their slot's master, as Redis
+//! requires. What each connection holds is told to the proxy's [`Subscribers`], so that a
+//! `PUBLISH` through the proxy also counts the subscribers held on other nodes than the one it
+//! went to ([`publish`]).
 //!
 //! Keyspace notifications are published only on the node where the key is: an event channel,
 //! or a pattern that may match a notification channel, is held on every master too (see
@@ -32,7 +32,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-pub(super) use self::notify::place_of_channel;
+pub(super) use self::notify::{home_of_channel, place_of_channel};
 use self::sets::{Set, Sets, adds, set_of};
 use crate::backend::{BackendError, NodeAddr, NodeConn};
 use crate::clients::SubscriptionCounts;
@@ -44,6 +44,7 @@ use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::{encode_command, parse_int};
 use crate::proxy::ProxyRef;
+use crate::slot::Slot;
 use crate::subscribers::{Holdings, Subscribers};
 
 pub(super) use self::publish::{Publish, publish};
@@ -276,9 +277,9 @@ impl Subscriptions {
         self.subscribers.set(self.client_id, holdings);
     }
 
-    /// Where a new subscription of `name` goes: its slot's master on the backend its name
-    /// routes to, or for a pattern the connection that holds the patterns already on `backend`
-    /// (the default backend when `None`; any master there for the first).
+    /// Where a new subscription of `name` goes: a channel or a pattern to the Pub/Sub home of
+    /// its backend (see [`home_of_channel`]; for a pattern, `backend`, the default backend when
+    /// `None`), a sharded channel to its slot's master.
     fn home(
         &self,
         proxy: ProxyRef<'_>,
@@ -288,21 +289,15 @@ impl Subscriptions {
     ) -> Result<(BackendId, NodeAddr), BackendError> {
         let routes = proxy.routes();
         let (backend, target) = match set {
-            Set::Patterns => {
-                let backend = backend.unwrap_or(routes.default_backend());
-                let mine = |l: &&Link| l.backend == backend;
-                let existing = self
-                    .links
-                    .iter()
-                    .filter(mine)
-                    .find(|l| !l.holds.patterns.is_empty())
-                    .or_else(|| self.links.iter().find(mine));
-                if let Some(link) = existing {
-                    return Ok((backend, link.addr().clone()));
-                }
-                (backend, Target::AnyMaster)
+            Set::Patterns => (
+                backend.unwrap_or(routes.default_backend()),
+                Target::Slot(Slot::ZERO),
+            ),
+            Set::Channels => {
+                let place = home_of_channel(routes, name);
+                (place.backend, Target::Slot(place.slot))
             }
-            Set::Channels | Set::Sharded => {
+            Set::Sharded => {
                 let place = place_of_channel(routes, name);
                 (place.backend, Target::Slot(place.slot))
             }

@@ -5,6 +5,7 @@
 //! one key's channel on that key's master.
 
 use crate::keyspace::{Place, RouteTable};
+use crate::slot::Slot;
 
 /// The prefix of one key's channel.
 const KEYSPACE: &[u8] = b"__keyspace@";
@@ -14,6 +15,24 @@ const KEYEVENT: &[u8] = b"__keyevent@";
 /// Whether `channel` is a keyspace notification channel (of either kind).
 pub(crate) fn is_notification(channel: &[u8]) -> bool {
     channel.starts_with(KEYSPACE) || channel.starts_with(KEYEVENT)
+}
+
+/// Where a subscription to `channel` (not sharded) is held and a `PUBLISH` to it goes: one
+/// node of the channel's backend for every such channel and pattern, the master of slot 0 (its
+/// Pub/Sub home). Redis Cluster delivers every `PUBLISH` on every node, so any node would do;
+/// one node for all of them is what keeps a client's messages in the order they were
+/// published, a channel's before a pattern's, and each receiver counted once, as on one Redis.
+/// Every replica of the proxy picks the same node, so a `PUBLISH` through one counts the
+/// subscribers of all. One key's keyspace channel is the exception: its key's master alone
+/// publishes it (see [`place_of_channel`]).
+pub(crate) fn home_of_channel(routes: &RouteTable, channel: &[u8]) -> Place {
+    if keyspace_key(channel).is_some() {
+        return place_of_channel(routes, channel);
+    }
+    Place {
+        backend: routes.route(channel).backend,
+        slot: Slot::ZERO,
+    }
 }
 
 /// Where a channel lives: channels route by the same rules as keys (the backend sees the

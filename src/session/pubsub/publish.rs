@@ -1,11 +1,11 @@
 //! `PUBLISH`'s count, as one Redis gives it: every client that receives the message, once per
 //! channel subscription and once per matching pattern.
 //!
-//! The message goes to the master of the channel's slot, which delivers it to every node of
-//! the cluster and counts the subscribers connected to itself: the proxy's clients held there,
-//! and clients connected straight to it. To that the proxy adds its own clients whose
-//! subscription is held on another node (a pattern's connection, a channel subscribed before
-//! its slot moved), from [`crate::subscribers`]. Clients connected straight to other nodes
+//! The message goes to the backend's Pub/Sub home (see `home_of_channel`), which delivers it
+//! to every node of the cluster and counts the subscribers connected to itself: the proxy's
+//! clients held there, and clients connected straight to it. To that the proxy adds its own
+//! clients whose subscription is held on another node (subscribed before slot 0 moved, or one
+//! key's keyspace channel), from [`crate::subscribers`]. Clients connected straight to other nodes
 //! are not counted: no node tells who of its clients a message reached without a round trip
 //! to every node per `PUBLISH`, and Redis Cluster's own count leaves them out too.
 
