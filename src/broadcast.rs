@@ -226,6 +226,15 @@ fn all_succeed(answers: &[Answer]) -> Bytes {
     {
         return first.bytes.clone();
     }
+    // Every node refused with the same error (a value no node takes): as one Redis refuses it.
+    if failed.len() == answers.len()
+        && let Some((_, Ok(first))) = failed.first()
+        && failed
+            .iter()
+            .all(|(_, answer)| matches!(answer, Ok(reply) if reply.bytes == first.bytes))
+    {
+        return first.bytes.clone();
+    }
     reply::error(&refusal(&failed, answers.len()))
 }
 
@@ -388,6 +397,13 @@ mod tests {
         assert_eq!(
             &all_succeed(&some)[..],
             &b"-ERR CONFIG SET failed (possibly related to argument 'x') - nope (respgate: failed on 2 of 3 nodes: b:2, c:3)\r\n"[..]
+        );
+        let refused = b"-ERR CONFIG SET failed (possibly related to argument 'x') - nope\r\n";
+        let all = [ok("a:1", refused), ok("b:2", refused)];
+        assert_eq!(
+            &all_succeed(&all)[..],
+            &refused[..],
+            "as one Redis refuses it"
         );
     }
 

@@ -58,19 +58,15 @@ fn config_set_reaches_every_node_so_every_key_follows_the_setting() {
 }
 
 #[test]
-fn config_set_refused_by_nodes_starts_as_redis_and_names_them() {
+fn config_set_refused_by_every_node_is_refused_as_by_redis_and_a_node_that_failed_is_named() {
     let (cluster, proxy) = admin_cluster();
     let mut raw = proxy.raw();
+    // Every node refuses it alike: the client hears Redis's own refusal, byte for byte.
     let reply = text(&raw.command(&["CONFIG", "SET", "no-such-setting", "1"]));
-    assert!(
-        reply.starts_with(
-            "-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-setting'"
-        ),
-        "{reply}"
+    assert_eq!(
+        reply,
+        "-ERR Unknown option or number of arguments for CONFIG SET - 'no-such-setting'\r\n"
     );
-    for seed in cluster.seeds() {
-        assert!(reply.contains(&seed), "{seed} named in {reply}");
-    }
 
     // One replica that does not answer: every other node takes the setting, the client hears
     // which one did not.
