@@ -169,103 +169,121 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes 
             .cloned()
             .unwrap_or_else(|| unexpected(fanout));
     }
-    let mut out = ReplyBuf::new(protocol);
-    match &fanout.combine {
-        Combine::Sum => {
-            let mut total = 0;
-            for p in &parsed {
-                let Parsed::Integer(n) = p else {
-                    return unexpected(fanout);
-                };
-                total += n;
-            }
-            out.integer(total);
-            out.finish()
-        }
-        Combine::Concat => {
-            let mut all: Vec<&[u8]> = Vec::new();
-            for p in &parsed {
-                let Parsed::Array(items) = p else {
-                    return unexpected(fanout);
-                };
-                all.extend(items);
-            }
-            array(&all)
-        }
-        Combine::Union => {
-            let mut all: Vec<&[u8]> = Vec::new();
-            for p in &parsed {
-                let Parsed::Array(items) = p else {
-                    return unexpected(fanout);
-                };
-                for item in items {
-                    if !all.contains(item) {
-                        all.push(item);
-                    }
-                }
-            }
-            array(&all)
-        }
-        Combine::SumPairs => {
-            let mut pairs: Vec<(&[u8], i64)> = Vec::new();
-            for p in &parsed {
-                let Parsed::Array(items) = p else {
-                    return unexpected(fanout);
-                };
-                for (i, pair) in items.chunks(2).enumerate() {
-                    let [channel, count] = pair else {
-                        return unexpected(fanout);
-                    };
-                    let n = count
-                        .strip_prefix(b":")
-                        .and_then(|c| c.strip_suffix(b"\r\n"))
-                        .and_then(parse_int)
-                        .unwrap_or(0);
-                    match pairs.get_mut(i) {
-                        Some(entry) => entry.1 += n,
-                        None => pairs.push((channel, n)),
-                    }
-                }
-            }
-            let mut body = BytesMut::new();
-            body.put_u8(b'*');
-            put_decimal(&mut body, pairs.len() as u64 * 2);
-            body.put_slice(b"\r\n");
-            for (channel, n) in pairs {
-                body.put_slice(channel);
-                body.put_u8(b':');
-                body.put_slice(n.to_string().as_bytes());
-                body.put_slice(b"\r\n");
-            }
-            body.freeze()
-        }
-        Combine::AllOk => Bytes::from_static(reply::OK),
-        Combine::First => replies
-            .first()
-            .cloned()
-            .unwrap_or_else(|| unexpected(fanout)),
-        Combine::And => {
-            let mut combined: Option<Vec<bool>> = None;
-            for p in &parsed {
-                let Parsed::Array(items) = p else {
-                    return unexpected(fanout);
-                };
-                let flags: Vec<bool> = items.iter().map(|i| *i == b":1\r\n").collect();
-                combined = Some(match combined {
-                    None => flags,
-                    Some(prev) => prev.iter().zip(&flags).map(|(a, b)| *a && *b).collect(),
-                });
-            }
-            let flags = combined.unwrap_or_default();
-            out.array(flags.len());
-            for flag in flags {
-                out.integer(i64::from(flag));
-            }
-            out.finish()
-        }
+    let combined = match &fanout.combine {
+        Combine::Sum => sum(&parsed, protocol),
+        Combine::Concat => concat(&parsed),
+        Combine::Union => union(&parsed),
+        Combine::SumPairs => sum_pairs(&parsed),
+        Combine::AllOk => Some(Bytes::from_static(reply::OK)),
+        Combine::First => replies.first().cloned(),
+        Combine::And => and(&parsed, protocol),
         // Run by their own modules, never combined here.
-        Combine::RandomKey => unexpected(fanout),
+        Combine::RandomKey => None,
+    };
+    combined.unwrap_or_else(|| unexpected(fanout))
+}
+
+/// [`Combine::Sum`]: the integers added up; `None` when a reply is not an integer.
+fn sum(parsed: &[Parsed<'_>], protocol: Protocol) -> Option<Bytes> {
+    let mut total = 0;
+    for p in parsed {
+        let Parsed::Integer(n) = p else {
+            return None;
+        };
+        total += n;
     }
+    let mut out = ReplyBuf::new(protocol);
+    out.integer(total);
+    Some(out.finish())
+}
+
+/// [`Combine::Concat`]: every array's elements, in the masters' order; `None` when a reply is
+/// not an array.
+fn concat(parsed: &[Parsed<'_>]) -> Option<Bytes> {
+    let mut all: Vec<&[u8]> = Vec::new();
+    for p in parsed {
+        let Parsed::Array(items) = p else {
+            return None;
+        };
+        all.extend(items);
+    }
+    Some(array(&all))
+}
+
+/// [`Combine::Union`]: every array's elements, each once, where it first appears; `None` when
+/// a reply is not an array.
+fn union(parsed: &[Parsed<'_>]) -> Option<Bytes> {
+    let mut all: Vec<&[u8]> = Vec::new();
+    for p in parsed {
+        let Parsed::Array(items) = p else {
+            return None;
+        };
+        for item in items {
+            if !all.contains(item) {
+                all.push(item);
+            }
+        }
+    }
+    Some(array(&all))
+}
+
+/// [`Combine::SumPairs`]: the `[channel, count, ...]` arrays, which list the same channels in
+/// the same order, with the counts added up; `None` when a reply is not such an array.
+fn sum_pairs(parsed: &[Parsed<'_>]) -> Option<Bytes> {
+    let mut pairs: Vec<(&[u8], i64)> = Vec::new();
+    for p in parsed {
+        let Parsed::Array(items) = p else {
+            return None;
+        };
+        for (i, pair) in items.chunks(2).enumerate() {
+            let [channel, count] = pair else {
+                return None;
+            };
+            let n = count
+                .strip_prefix(b":")
+                .and_then(|c| c.strip_suffix(b"\r\n"))
+                .and_then(parse_int)
+                .unwrap_or(0);
+            match pairs.get_mut(i) {
+                Some(entry) => entry.1 += n,
+                None => pairs.push((channel, n)),
+            }
+        }
+    }
+    let mut body = BytesMut::new();
+    body.put_u8(b'*');
+    put_decimal(&mut body, pairs.len() as u64 * 2);
+    body.put_slice(b"\r\n");
+    for (channel, n) in pairs {
+        body.put_slice(channel);
+        body.put_u8(b':');
+        body.put_slice(n.to_string().as_bytes());
+        body.put_slice(b"\r\n");
+    }
+    Some(body.freeze())
+}
+
+/// [`Combine::And`]: the arrays of 0/1 combined element by element, 1 only where every master
+/// said 1; `None` when a reply is not an array.
+fn and(parsed: &[Parsed<'_>], protocol: Protocol) -> Option<Bytes> {
+    let mut combined: Option<Vec<bool>> = None;
+    for p in parsed {
+        let Parsed::Array(items) = p else {
+            return None;
+        };
+        let flags: Vec<bool> = items.iter().map(|i| *i == b":1\r\n").collect();
+        combined = Some(match combined {
+            None => flags,
+            Some(prev) => prev.iter().zip(&flags).map(|(a, b)| *a && *b).collect(),
+        });
+    }
+    let flags = combined.unwrap_or_default();
+    let mut out = ReplyBuf::new(protocol);
+    out.array(flags.len());
+    for flag in flags {
+        out.integer(i64::from(flag));
+    }
+    Some(out.finish())
 }
 
 fn unexpected(fanout: &FanOut) -> Bytes {

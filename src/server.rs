@@ -110,43 +110,15 @@ pub async fn serve(
     options: reload::Options,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let plain_addr = listeners.plain.as_ref().map(TcpListener::local_addr);
-    let tls_addr = listeners.tls.as_ref().map(TcpListener::local_addr);
-    let (plain_addr, tls_addr) = (plain_addr.transpose()?, tls_addr.transpose()?);
-    let Some(local) = plain_addr.or(tls_addr) else {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "no listener: server.listen and server.tls.listen are both empty",
-        ));
-    };
-    let invalid = |e: crate::tls::TlsError| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-    };
-    crate::tls::check_backends(&config).map_err(invalid)?;
-    let tls_config = crate::tls::listener(&config).map_err(invalid)?;
-    let tls_side = match (&listeners.tls, tls_config) {
-        (Some(_), Some(reloading)) => Some(Arc::new(TlsSide {
-            config: reloading,
-            handshake_timeout: Duration::from_millis(config.server.tls.handshake_timeout_ms),
-        })),
-        (Some(_), None) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a TLS listener without server.tls.listen, cert_file and key_file",
-            ));
-        }
-        (None, _) => None,
-    };
+    let (local, tls_addr) = local_addrs(&listeners)?;
+    let tls_side = tls_side(&listeners, &config)?;
     // Before any backend or command table resolves its metric handles.
     crate::metrics::install();
     // The refreshers, the reload triggers and the admin endpoint stop when `stop` turns true:
     // once the clients are gone, so that `/ready` says 503 (not "refused") while they drain.
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = Workers::start(worker_threads(config.server.threads))?;
-    let users = Users::compile(&config, &|name| std::env::var(name).ok()).map_err(|problems| {
-        let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, listed.join("; "))
-    })?;
+    let users = compile_users(&config)?;
     let starter = Starter::new(workers.set().clone(), stop_rx.clone());
     let (backends, _) = starter.build(&config, None);
     let proxy = Proxy::new(Snapshot::new(config, users, backends, 1), local, tls_addr);
@@ -156,41 +128,8 @@ pub async fn serve(
         options.source,
         options.log_filter,
     ));
-    if let Some(file) = reloader.file() {
-        let file = file.to_path_buf();
-        tokio::spawn(reload::watch_file(
-            Arc::clone(&reloader),
-            file,
-            stop_rx.clone(),
-        ));
-    }
-    if let Some(mut requests) = options.requests {
-        let reloader = Arc::clone(&reloader);
-        tokio::spawn(async move {
-            while let Some(trigger) = requests.recv().await {
-                reloader.reload(trigger).await;
-            }
-        });
-    }
-    let admin_listen = proxy.config().server.admin_listen.clone();
-    if !admin_listen.is_empty() {
-        let addr = admin_listen;
-        match TcpListener::bind(&addr).await {
-            Ok(admin) => {
-                tokio::spawn(crate::admin::serve(
-                    admin,
-                    Arc::clone(&reloader),
-                    stop_rx.clone(),
-                ));
-            }
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {addr} (server.admin_listen): {e}"),
-                ));
-            }
-        }
-    }
+    spawn_reload_triggers(&reloader, options.requests, &stop_rx);
+    spawn_admin(&proxy, &reloader, &stop_rx).await?;
     tokio::spawn(health::watch_start(
         Arc::clone(&proxy),
         Duration::from_millis(200),
@@ -210,30 +149,123 @@ pub async fn serve(
         at_limit: false,
     };
     acceptor.until(shutdown).await;
-
-    let (delay_ms, timeout_ms) = {
-        let config = proxy.config();
-        (
-            config.server.shutdown_delay_ms,
-            config.server.shutdown_timeout_ms,
-        )
-    };
-    let began = tokio::time::Instant::now();
-    let deadline = began + Duration::from_millis(timeout_ms);
-    let accept_until = began + Duration::from_millis(delay_ms.min(timeout_ms));
-    proxy.lifecycle.begin_shutdown();
-    info!(
-        clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
-        shutdown_delay_ms = delay_ms,
-        shutdown_timeout_ms = timeout_ms,
-        "shutdown: not ready; still accepting clients until the delay ends"
-    );
-    acceptor.until(tokio::time::sleep_until(accept_until)).await;
+    let deadline = acceptor.through_shutdown_delay().await;
     drop(listeners);
     info!(
         clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
         "shutdown: stopped accepting; draining clients"
     );
+    drain(&proxy, deadline).await;
+    let _ = stop_tx.send(true);
+    reloader.join_refreshers().await;
+    // Ends the worker threads, and with them the backend connections.
+    drop(workers);
+    info!("stopped");
+    Ok(())
+}
+
+/// The plain and TLS listeners' addresses, and the one the proxy announces as its own (the
+/// plain one when there is one): serving needs at least one listener.
+fn local_addrs(listeners: &Listeners) -> std::io::Result<(SocketAddr, Option<SocketAddr>)> {
+    let plain_addr = listeners.plain.as_ref().map(TcpListener::local_addr);
+    let tls_addr = listeners.tls.as_ref().map(TcpListener::local_addr);
+    let (plain_addr, tls_addr) = (plain_addr.transpose()?, tls_addr.transpose()?);
+    let Some(local) = plain_addr.or(tls_addr) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no listener: server.listen and server.tls.listen are both empty",
+        ));
+    };
+    Ok((local, tls_addr))
+}
+
+/// Loads every TLS backend's files and the TLS listener's certificate before anything starts,
+/// so that a file that does not load stops the start; the listener's settings when there is a
+/// TLS listener.
+fn tls_side(listeners: &Listeners, config: &Config) -> std::io::Result<Option<Arc<TlsSide>>> {
+    let invalid = |e: crate::tls::TlsError| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+    };
+    crate::tls::check_backends(config).map_err(invalid)?;
+    let tls_config = crate::tls::listener(config).map_err(invalid)?;
+    match (&listeners.tls, tls_config) {
+        (Some(_), Some(reloading)) => Ok(Some(Arc::new(TlsSide {
+            config: reloading,
+            handshake_timeout: Duration::from_millis(config.server.tls.handshake_timeout_ms),
+        }))),
+        (Some(_), None) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a TLS listener without server.tls.listen, cert_file and key_file",
+        )),
+        (None, _) => Ok(None),
+    }
+}
+
+/// The users of the starting configuration, reading passwords from the process environment;
+/// every problem is listed in the one error, as a reload lists them.
+fn compile_users(config: &Config) -> std::io::Result<Users> {
+    Users::compile(config, &|name| std::env::var(name).ok()).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, listed.join("; "))
+    })
+}
+
+/// Starts what asks `reloader` for reloads: the configuration file's watcher, when there is
+/// a file, and the binary's requests (one per `SIGHUP`), when there are any.
+fn spawn_reload_triggers(
+    reloader: &Arc<Reloader>,
+    requests: Option<tokio::sync::mpsc::Receiver<reload::Trigger>>,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    if let Some(file) = reloader.file() {
+        let file = file.to_path_buf();
+        tokio::spawn(reload::watch_file(
+            Arc::clone(reloader),
+            file,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(mut requests) = requests {
+        let reloader = Arc::clone(reloader);
+        tokio::spawn(async move {
+            while let Some(trigger) = requests.recv().await {
+                reloader.reload(trigger).await;
+            }
+        });
+    }
+}
+
+/// Starts the admin endpoint when `server.admin_listen` is set; an address it cannot listen
+/// on stops the start, naming the key.
+async fn spawn_admin(
+    proxy: &Proxy,
+    reloader: &Arc<Reloader>,
+    stop_rx: &watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let admin_listen = proxy.config().server.admin_listen.clone();
+    if admin_listen.is_empty() {
+        return Ok(());
+    }
+    let addr = admin_listen;
+    match TcpListener::bind(&addr).await {
+        Ok(admin) => {
+            tokio::spawn(crate::admin::serve(
+                admin,
+                Arc::clone(reloader),
+                stop_rx.clone(),
+            ));
+            Ok(())
+        }
+        Err(e) => Err(std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} (server.admin_listen): {e}"),
+        )),
+    }
+}
+
+/// Shutdown's last phases: waits for the clients to finish what they are owed and leave, until
+/// `deadline`, past which whatever is still open is dropped with the workers.
+async fn drain(proxy: &Proxy, deadline: tokio::time::Instant) {
     proxy.drain();
     while proxy.stats.connected_clients.load(Ordering::Relaxed) > 0
         && tokio::time::Instant::now() < deadline
@@ -247,12 +279,6 @@ pub async fn serve(
             "shutdown: drain deadline passed; closing the remaining clients"
         );
     }
-    let _ = stop_tx.send(true);
-    reloader.join_refreshers().await;
-    // Ends the worker threads, and with them the backend connections.
-    drop(workers);
-    info!("stopped");
-    Ok(())
 }
 
 /// The number of worker threads for `server.threads`: 0 means one per core.
@@ -305,6 +331,32 @@ impl Acceptor<'_> {
                 }
             }
         }
+    }
+
+    /// Shutdown's first phase: not ready from now on, yet still accepting clients for
+    /// `shutdown_delay_ms`, so that the load balancer stops sending clients before the sockets
+    /// close. Returns when the drain must end (`shutdown_timeout_ms` after shutdown began).
+    async fn through_shutdown_delay(&mut self) -> tokio::time::Instant {
+        let proxy = self.proxy;
+        let (delay_ms, timeout_ms) = {
+            let config = proxy.config();
+            (
+                config.server.shutdown_delay_ms,
+                config.server.shutdown_timeout_ms,
+            )
+        };
+        let began = tokio::time::Instant::now();
+        let deadline = began + Duration::from_millis(timeout_ms);
+        let accept_until = began + Duration::from_millis(delay_ms.min(timeout_ms));
+        proxy.lifecycle.begin_shutdown();
+        info!(
+            clients = proxy.stats.connected_clients.load(Ordering::Relaxed),
+            shutdown_delay_ms = delay_ms,
+            shutdown_timeout_ms = timeout_ms,
+            "shutdown: not ready; still accepting clients until the delay ends"
+        );
+        self.until(tokio::time::sleep_until(accept_until)).await;
+        deadline
     }
 }
 

@@ -33,7 +33,7 @@ pub use glob::Glob;
 pub use node_user::{NODE_USER_PREFIX, NodeUser};
 pub use rules::{CATEGORIES, Categories, CommandFacts, CommandRules};
 
-use crate::config::{Config, Problem, Secret, read_secrets};
+use crate::config::{Config, Problem, Secret, UserConfig, read_secrets};
 
 /// Position of a user in [`Users`]: the bit that stands for it in a command's
 /// [`UserSet`].
@@ -132,6 +132,51 @@ impl User {
     pub fn may_run(&self, facts: &CommandFacts<'_>) -> bool {
         self.all_commands || self.commands.allows(facts)
     }
+
+    /// Compiles one `[users.NAME]` entry as user `id`, each problem reported under its key in
+    /// the order the fields are read; the user is only used when there were none.
+    fn compile(
+        user: &UserConfig,
+        id: UserId,
+        backend_names: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+        report: &mut UserProblems<'_>,
+    ) -> User {
+        let name = report.name;
+        if name.is_empty()
+            || name
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            report.entry("a user name is not empty and has no spaces or control characters".into());
+        }
+        let passwords = compile_passwords(user, env, report);
+        let commands = compile_commands(user, report);
+        let keys = compile_keys(user, report);
+        let channels = compile_channels(user, report);
+        let backends = compile_backends(user, backend_names, report);
+        let all_commands = commands.allows_all();
+        let node_user = (!all_commands || keys.is_some() || channels.is_some())
+            .then(|| NodeUser::of(name, user));
+        let rights = format!(
+            "{}\n{}\n{:?}\n{:?}\n{:?}",
+            user.enabled, user.commands, user.keys, user.channels, user.backends
+        );
+        User {
+            rights,
+            node_user,
+            name: name.to_string(),
+            id,
+            enabled: user.enabled,
+            nopass: user.nopass,
+            passwords,
+            all_commands,
+            commands,
+            keys,
+            channels,
+            backends,
+        }
+    }
 }
 
 /// Why a login failed.
@@ -160,28 +205,9 @@ impl Users {
         config: &Config,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Users, Vec<Problem>> {
-        let server = &config.server;
         let mut problems = Vec::new();
-        let mut users: Vec<Arc<User>> = Vec::new();
-        let default_name = server.username.clone();
-        if !server.password.is_empty() {
-            users.push(Arc::new(User::unrestricted(
-                &default_name,
-                0,
-                vec![server.password.clone()],
-            )));
-            if config.users.contains_key(&default_name) {
-                problems.push(Problem {
-                    key: format!("users.{default_name}"),
-                    message: format!(
-                        "server.password is the password of user {default_name:?} (server.username) already: set it in one of the two places"
-                    ),
-                });
-            }
-        } else if config.users.is_empty() {
-            // No credentials at all: every client is the default user, as before users existed.
-            users.push(Arc::new(User::unrestricted(&default_name, 0, Vec::new())));
-        }
+        let default_name = config.server.username.clone();
+        let mut users = default_users(config, &mut problems);
         let backend_names: Vec<String> = config
             .backend_list()
             .into_iter()
@@ -189,119 +215,18 @@ impl Users {
             .collect();
         let mut mentioned = Vec::new();
         for (name, user) in &config.users {
-            let key = |field: &str| format!("users.{name}.{field}");
-            let mut problem =
-                |key: String, message: String| problems.push(Problem { key, message });
-            if name.is_empty()
-                || name
-                    .bytes()
-                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-            {
-                problem(
-                    format!("users.{name}"),
-                    "a user name is not empty and has no spaces or control characters".into(),
-                );
-            }
-            let (passwords, secret_problems) = read_secrets(user, env);
-            for (field, message) in secret_problems {
-                problem(key(&field), message);
-            }
-            let has_source = !user.passwords.is_empty()
-                || !user.password_file.is_empty()
-                || !user.password_env.is_empty();
-            if user.nopass && has_source {
-                problem(
-                    key("nopass"),
-                    "nopass takes any password: give no passwords with it".into(),
-                );
-            } else if !user.nopass && !has_source {
-                problem(
-                    format!("users.{name}"),
-                    "no password: give passwords, password_file or password_env (or nopass = true)"
-                        .into(),
-                );
-            }
-            let commands = match CommandRules::parse(&user.commands) {
-                Ok(rules) => rules,
-                Err(bad) => {
-                    for message in bad {
-                        problem(key("commands"), message);
-                    }
-                    CommandRules::default()
-                }
+            let mut report = UserProblems {
+                name,
+                problems: &mut problems,
             };
+            let compiled = User::compile(user, users.len(), &backend_names, env, &mut report);
             mentioned.extend(
-                commands
+                compiled
+                    .commands
                     .command_names()
                     .map(|command| (name.clone(), command.to_string())),
             );
-            let mut keys = Some(Vec::new());
-            for (i, entry) in user.keys.iter().enumerate() {
-                match key_pattern(entry) {
-                    Ok(None) => keys = None,
-                    Ok(Some(pattern)) => {
-                        if let Some(list) = keys.as_mut() {
-                            list.push(pattern);
-                        }
-                    }
-                    Err(message) => problem(key(&format!("keys[{i}]")), message),
-                }
-            }
-            let mut channels = Some(Vec::new());
-            for (i, entry) in user.channels.iter().enumerate() {
-                if entry == "allchannels" || entry == "&*" {
-                    channels = None;
-                } else if let Some(pattern) = entry.strip_prefix('&') {
-                    if let Some(list) = channels.as_mut() {
-                        list.push(Glob::new(pattern.as_bytes()));
-                    }
-                } else {
-                    problem(
-                        key(&format!("channels[{i}]")),
-                        format!("{entry:?} is not &pattern or allchannels, as Redis writes them"),
-                    );
-                }
-            }
-            let backends = if user.backends.is_empty() {
-                None
-            } else {
-                let mut allowed = vec![false; backend_names.len()];
-                for (i, backend) in user.backends.iter().enumerate() {
-                    match backend_names.iter().position(|b| b == backend) {
-                        Some(index) => {
-                            if let Some(slot) = allowed.get_mut(index) {
-                                *slot = true;
-                            }
-                        }
-                        None => problem(
-                            key(&format!("backends[{i}]")),
-                            format!("no backend named {backend:?}"),
-                        ),
-                    }
-                }
-                Some(allowed)
-            };
-            let all_commands = commands.allows_all();
-            let node_user = (!all_commands || keys.is_some() || channels.is_some())
-                .then(|| NodeUser::of(name, user));
-            let rights = format!(
-                "{}\n{}\n{:?}\n{:?}\n{:?}",
-                user.enabled, user.commands, user.keys, user.channels, user.backends
-            );
-            users.push(Arc::new(User {
-                rights,
-                node_user,
-                name: name.clone(),
-                id: users.len(),
-                enabled: user.enabled,
-                nopass: user.nopass,
-                passwords,
-                all_commands,
-                commands,
-                keys,
-                channels,
-                backends,
-            }));
+            users.push(Arc::new(compiled));
         }
         if problems.is_empty() {
             Ok(Users {
@@ -374,6 +299,162 @@ impl Users {
     fn named(&self, name: &[u8]) -> Option<&Arc<User>> {
         self.users.iter().find(|u| u.name.as_bytes() == name)
     }
+}
+
+/// The users `server.password` makes before any `[users]` entry: the default user with that
+/// password or, with no credentials configured at all, the default user taking any password.
+fn default_users(config: &Config, problems: &mut Vec<Problem>) -> Vec<Arc<User>> {
+    let server = &config.server;
+    let default_name = &server.username;
+    let mut users = Vec::new();
+    if !server.password.is_empty() {
+        users.push(Arc::new(User::unrestricted(
+            default_name,
+            0,
+            vec![server.password.clone()],
+        )));
+        if config.users.contains_key(default_name) {
+            problems.push(Problem {
+                key: format!("users.{default_name}"),
+                message: format!(
+                    "server.password is the password of user {default_name:?} (server.username) already: set it in one of the two places"
+                ),
+            });
+        }
+    } else if config.users.is_empty() {
+        // No credentials at all: every client is the default user, as before users existed.
+        users.push(Arc::new(User::unrestricted(default_name, 0, Vec::new())));
+    }
+    users
+}
+
+/// Where the problems of one `[users.NAME]` entry go, so that each helper names only the field
+/// it read and every key comes out spelled the same way.
+struct UserProblems<'a> {
+    /// The entry's name, as `[users.NAME]` writes it.
+    name: &'a str,
+    /// Every problem of the configuration, in the order found.
+    problems: &'a mut Vec<Problem>,
+}
+
+impl UserProblems<'_> {
+    /// A problem with the entry as a whole, under `users.NAME`.
+    fn entry(&mut self, message: String) {
+        let key = format!("users.{}", self.name);
+        self.problems.push(Problem { key, message });
+    }
+
+    /// A problem with one field of the entry, under `users.NAME.field`.
+    fn field(&mut self, field: &str, message: String) {
+        let key = format!("users.{}.{field}", self.name);
+        self.problems.push(Problem { key, message });
+    }
+}
+
+/// The user's passwords, read from where it says; a user has some source of passwords or
+/// `nopass`, never both, since `nopass` would make the passwords meaningless.
+fn compile_passwords(
+    user: &UserConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    report: &mut UserProblems<'_>,
+) -> Vec<Secret> {
+    let (passwords, secret_problems) = read_secrets(user, env);
+    for (field, message) in secret_problems {
+        report.field(&field, message);
+    }
+    let has_source = !user.passwords.is_empty()
+        || !user.password_file.is_empty()
+        || !user.password_env.is_empty();
+    if user.nopass && has_source {
+        report.field(
+            "nopass",
+            "nopass takes any password: give no passwords with it".into(),
+        );
+    } else if !user.nopass && !has_source {
+        report.entry(
+            "no password: give passwords, password_file or password_env (or nopass = true)".into(),
+        );
+    }
+    passwords
+}
+
+/// The user's command rules; rules that do not parse leave the defaults, so that the other
+/// fields are still checked and every problem is reported at once.
+fn compile_commands(user: &UserConfig, report: &mut UserProblems<'_>) -> CommandRules {
+    match CommandRules::parse(&user.commands) {
+        Ok(rules) => rules,
+        Err(bad) => {
+            for message in bad {
+                report.field("commands", message);
+            }
+            CommandRules::default()
+        }
+    }
+}
+
+/// The user's key patterns: `None` (every key) as soon as one entry allows every key.
+fn compile_keys(user: &UserConfig, report: &mut UserProblems<'_>) -> Option<Vec<KeyPattern>> {
+    let mut keys = Some(Vec::new());
+    for (i, entry) in user.keys.iter().enumerate() {
+        match key_pattern(entry) {
+            Ok(None) => keys = None,
+            Ok(Some(pattern)) => {
+                if let Some(list) = keys.as_mut() {
+                    list.push(pattern);
+                }
+            }
+            Err(message) => report.field(&format!("keys[{i}]"), message),
+        }
+    }
+    keys
+}
+
+/// The user's channel patterns: `None` (every channel) as soon as one entry allows every
+/// channel.
+fn compile_channels(user: &UserConfig, report: &mut UserProblems<'_>) -> Option<Vec<Glob>> {
+    let mut channels = Some(Vec::new());
+    for (i, entry) in user.channels.iter().enumerate() {
+        if entry == "allchannels" || entry == "&*" {
+            channels = None;
+        } else if let Some(pattern) = entry.strip_prefix('&') {
+            if let Some(list) = channels.as_mut() {
+                list.push(Glob::new(pattern.as_bytes()));
+            }
+        } else {
+            report.field(
+                &format!("channels[{i}]"),
+                format!("{entry:?} is not &pattern or allchannels, as Redis writes them"),
+            );
+        }
+    }
+    channels
+}
+
+/// The backends the user may reach, by backend id: `None` (every backend) when the entry
+/// names none.
+fn compile_backends(
+    user: &UserConfig,
+    backend_names: &[String],
+    report: &mut UserProblems<'_>,
+) -> Option<Vec<bool>> {
+    if user.backends.is_empty() {
+        return None;
+    }
+    let mut allowed = vec![false; backend_names.len()];
+    for (i, backend) in user.backends.iter().enumerate() {
+        match backend_names.iter().position(|b| b == backend) {
+            Some(index) => {
+                if let Some(slot) = allowed.get_mut(index) {
+                    *slot = true;
+                }
+            }
+            None => report.field(
+                &format!("backends[{i}]"),
+                format!("no backend named {backend:?}"),
+            ),
+        }
+    }
+    Some(allowed)
 }
 
 /// One `keys` entry: `None` for every key (`allkeys`, `~*`).

@@ -128,22 +128,6 @@ impl KeysProc {
     /// Gives `out` the position of each key in `args` with its access, as Redis's procedure
     /// finds them; allocates nothing (`SET` comes this way on every request).
     fn find(self, args: &[Bytes], mut out: impl FnMut(usize, KeyAccess)) {
-        const READ: KeyAccess = KeyAccess {
-            read: true,
-            write: false,
-            not_key: false,
-        };
-        const WRITE: KeyAccess = KeyAccess {
-            read: false,
-            write: true,
-            not_key: false,
-        };
-        const READ_WRITE: KeyAccess = KeyAccess {
-            read: true,
-            write: true,
-            not_key: false,
-        };
-        let is = |i: usize, word: &str| args.get(i).is_some_and(|a| is_option(a, word));
         let argc = args.len();
         if argc < 2 {
             return;
@@ -151,84 +135,126 @@ impl KeysProc {
         match self {
             KeysProc::Specs => {}
             KeysProc::Set => {
-                let get = (3..argc).any(|i| is(i, "get"));
+                let get = (3..argc).any(|i| is_at(args, i, "get"));
                 out(1, if get { READ_WRITE } else { WRITE });
             }
-            KeysProc::Bitfield => {
-                let mut readonly = true;
-                let mut i = 2;
-                while i < argc {
-                    let remaining = argc - i - 1;
-                    if is(i, "get") && remaining >= 2 {
-                        i += 3;
-                    } else if (is(i, "set") || is(i, "incrby")) && remaining >= 3 {
-                        readonly = false;
-                        break;
-                    } else if is(i, "overflow") && remaining >= 1 {
-                        i += 2;
-                    } else {
-                        // A syntax error: Redis assumes a write, the safer guess.
-                        readonly = false;
-                        break;
-                    }
-                }
-                out(1, if readonly { READ } else { READ_WRITE });
-            }
+            KeysProc::Bitfield => out(1, bitfield_access(args)),
             KeysProc::SortRo => out(1, READ),
             KeysProc::Sort => {
                 out(1, READ);
-                let mut store = None;
-                let mut i = 2;
-                while i < argc {
-                    if is(i, "limit") {
-                        i += 2;
-                    } else if is(i, "store") && i + 1 < argc {
-                        // The last STORE wins, as in SORT itself.
-                        store = Some(i + 1);
-                    } else if is(i, "get") || is(i, "by") {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                if let Some(store) = store {
+                if let Some(store) = sort_store(args) {
                     out(store, WRITE);
                 }
             }
-            KeysProc::Migrate => {
-                // The key spec finds `KEYS` searching back from the last but one argument;
-                // only then does Redis ask `migrateGetKeys`.
-                if !(1..argc.saturating_sub(1)).any(|i| is(i, "keys")) {
-                    if argc > 3 {
-                        out(3, READ_WRITE);
-                    }
-                    return;
-                }
-                let mut first = 3;
-                let mut count = 1;
-                let mut i = 6;
-                while i < argc {
-                    if is(i, "keys") {
-                        if args.get(3).is_some_and(|k| !k.is_empty()) {
-                            // A syntax error MIGRATE reports itself.
-                            count = 0;
-                        } else {
-                            first = i + 1;
-                            count = argc - first;
-                        }
-                        break;
-                    }
-                    if is(i, "auth") {
-                        i += 1;
-                    } else if is(i, "auth2") {
-                        i += 2;
-                    }
-                    i += 1;
-                }
-                for position in (first..first + count).filter(|&p| p < argc) {
-                    out(position, READ_WRITE);
-                }
-            }
+            KeysProc::Migrate => migrate_keys(args, &mut out),
         }
+    }
+}
+
+/// A key the command reads.
+const READ: KeyAccess = KeyAccess {
+    read: true,
+    write: false,
+    not_key: false,
+};
+/// A key the command writes.
+const WRITE: KeyAccess = KeyAccess {
+    read: false,
+    write: true,
+    not_key: false,
+};
+/// A key the command reads and writes.
+const READ_WRITE: KeyAccess = KeyAccess {
+    read: true,
+    write: true,
+    not_key: false,
+};
+
+/// Whether argument `i` is the option `word` (any case).
+#[inline]
+fn is_at(args: &[Bytes], i: usize, word: &str) -> bool {
+    args.get(i).is_some_and(|a| is_option(a, word))
+}
+
+/// How `BITFIELD` touches its key: a read only when every operation is a well-formed `GET`
+/// (or `OVERFLOW`), as `bitfieldGetKeys` decides.
+fn bitfield_access(args: &[Bytes]) -> KeyAccess {
+    let argc = args.len();
+    let mut readonly = true;
+    let mut i = 2;
+    while i < argc {
+        let remaining = argc - i - 1;
+        if is_at(args, i, "get") && remaining >= 2 {
+            i += 3;
+        } else if (is_at(args, i, "set") || is_at(args, i, "incrby")) && remaining >= 3 {
+            readonly = false;
+            break;
+        } else if is_at(args, i, "overflow") && remaining >= 1 {
+            i += 2;
+        } else {
+            // A syntax error: Redis assumes a write, the safer guess.
+            readonly = false;
+            break;
+        }
+    }
+    if readonly { READ } else { READ_WRITE }
+}
+
+/// The position of `SORT`'s `STORE` destination, if it has one, skipping the other options'
+/// arguments as `sortGetKeys` does.
+fn sort_store(args: &[Bytes]) -> Option<usize> {
+    let argc = args.len();
+    let mut store = None;
+    let mut i = 2;
+    while i < argc {
+        if is_at(args, i, "limit") {
+            i += 2;
+        } else if is_at(args, i, "store") && i + 1 < argc {
+            // The last STORE wins, as in SORT itself.
+            store = Some(i + 1);
+        } else if is_at(args, i, "get") || is_at(args, i, "by") {
+            i += 1;
+        }
+        i += 1;
+    }
+    store
+}
+
+/// Gives `out` `MIGRATE`'s keys: the key argument, or with `KEYS` (and an empty key
+/// argument) the keys after it, as `migrateGetKeys` finds them.
+fn migrate_keys(args: &[Bytes], out: &mut impl FnMut(usize, KeyAccess)) {
+    let argc = args.len();
+    // The key spec finds `KEYS` searching back from the last but one argument;
+    // only then does Redis ask `migrateGetKeys`.
+    if !(1..argc.saturating_sub(1)).any(|i| is_at(args, i, "keys")) {
+        if argc > 3 {
+            out(3, READ_WRITE);
+        }
+        return;
+    }
+    let mut first = 3;
+    let mut count = 1;
+    let mut i = 6;
+    while i < argc {
+        if is_at(args, i, "keys") {
+            if args.get(3).is_some_and(|k| !k.is_empty()) {
+                // A syntax error MIGRATE reports itself.
+                count = 0;
+            } else {
+                first = i + 1;
+                count = argc - first;
+            }
+            break;
+        }
+        if is_at(args, i, "auth") {
+            i += 1;
+        } else if is_at(args, i, "auth2") {
+            i += 2;
+        }
+        i += 1;
+    }
+    for position in (first..first + count).filter(|&p| p < argc) {
+        out(position, READ_WRITE);
     }
 }
 

@@ -186,19 +186,16 @@ pub(super) fn validate_backend(
     problems: &mut Vec<Problem>,
 ) {
     let key = |field: &str| format!("{section}.{name}.{field}");
+    validate_kind(&key, c, problems);
+    validate_other_kinds(&key, c, problems);
+    validate_connections(&key, c, problems);
+    super::tls::validate_backend_tls(&key, c, problems);
+}
+
+/// Reports what the backend's kind needs and lacks: seeds for a cluster, an address for a
+/// standalone server, sentinels and a master name for Sentinel.
+fn validate_kind(key: &dyn Fn(&str) -> String, c: &ClusterConfig, problems: &mut Vec<Problem>) {
     let mut problem = |key: String, message: String| problems.push(Problem { key, message });
-    let only_for = |field: &str, set: bool, kind: &str| {
-        set.then(|| {
-            (
-                key(field),
-                format!(
-                    "applies to kind = \"{kind}\" only; this backend is a {}",
-                    c.kind.as_str()
-                ),
-            )
-        })
-    };
-    let mut misplaced = Vec::new();
     match c.kind {
         BackendKind::Cluster => {
             if c.seeds.is_empty() {
@@ -243,37 +240,61 @@ pub(super) fn validate_backend(
             }
         }
     }
+}
+
+/// Reports the fields set that only another kind of backend reads: left alone, they would be
+/// silently ignored.
+fn validate_other_kinds(
+    key: &dyn Fn(&str) -> String,
+    c: &ClusterConfig,
+    problems: &mut Vec<Problem>,
+) {
     let cluster = c.kind == BackendKind::Cluster;
     let standalone = c.kind == BackendKind::Standalone;
     let sentinel = c.kind == BackendKind::Sentinel;
-    misplaced.extend(only_for(
-        "seeds",
-        !cluster && !c.seeds.is_empty(),
-        "cluster",
-    ));
-    misplaced.extend(only_for(
-        "address",
-        !standalone && !c.address.is_empty(),
-        "standalone",
-    ));
-    misplaced.extend(only_for(
-        "replicas",
-        !standalone && !c.replicas.is_empty(),
-        "standalone",
-    ));
-    misplaced.extend(only_for(
-        "sentinels",
-        !sentinel && !c.sentinels.is_empty(),
-        "sentinel",
-    ));
-    misplaced.extend(only_for(
-        "master_name",
-        !sentinel && !c.master_name.is_empty(),
-        "sentinel",
-    ));
-    for (key, message) in misplaced {
-        problem(key, message);
+    for (field, set, kind) in [
+        ("seeds", !cluster && !c.seeds.is_empty(), "cluster"),
+        (
+            "address",
+            !standalone && !c.address.is_empty(),
+            "standalone",
+        ),
+        (
+            "replicas",
+            !standalone && !c.replicas.is_empty(),
+            "standalone",
+        ),
+        (
+            "sentinels",
+            !sentinel && !c.sentinels.is_empty(),
+            "sentinel",
+        ),
+        (
+            "master_name",
+            !sentinel && !c.master_name.is_empty(),
+            "sentinel",
+        ),
+    ] {
+        if set {
+            problems.push(Problem {
+                key: key(field),
+                message: format!(
+                    "applies to kind = \"{kind}\" only; this backend is a {}",
+                    c.kind.as_str()
+                ),
+            });
+        }
     }
+}
+
+/// Reports the problems of the settings every kind shares: seed addresses, credentials, and
+/// the connection limits and timeouts, none of which works at 0.
+fn validate_connections(
+    key: &dyn Fn(&str) -> String,
+    c: &ClusterConfig,
+    problems: &mut Vec<Problem>,
+) {
+    let mut problem = |key: String, message: String| problems.push(Problem { key, message });
     for seed in &c.seeds {
         if !is_host_port(seed) {
             problem(key("seeds"), format!("{seed:?} is not HOST:PORT"));
@@ -306,7 +327,6 @@ pub(super) fn validate_backend(
             "must not be less than reconnect_backoff_min_ms".into(),
         );
     }
-    super::tls::validate_backend_tls(&key, c, problems);
 }
 
 /// `host:port` with a non-empty host and a port number.

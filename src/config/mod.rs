@@ -400,95 +400,9 @@ impl Config {
     /// users are checked where they are compiled ([`Config::load`] says where).
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut problem = |key: String, message: String| problems.push(Problem { key, message });
-        let s = &self.server;
-        if !s.admin_listen.is_empty() && s.admin_listen.parse::<SocketAddr>().is_err() {
-            problem(
-                "server.admin_listen".into(),
-                format!("{:?} is not an IP:port address", s.admin_listen),
-            );
-        }
-        if !s.announce_address.is_empty() && !is_announce_address(&s.announce_address) {
-            problem(
-                "server.announce_address".into(),
-                format!("{:?} is not HOST:PORT", s.announce_address),
-            );
-        }
-        if s.listen.is_empty() && !s.tls.enabled() {
-            problem(
-                "server.listen".into(),
-                "empty, and no TLS listener (server.tls.listen) either: clients could not connect"
-                    .into(),
-            );
-        } else if !s.listen.is_empty() && s.listen.parse::<SocketAddr>().is_err() {
-            problem(
-                "server.listen".into(),
-                format!("{:?} is not an IP:port address", s.listen),
-            );
-        }
-        for (key, limit) in [
-            (
-                "server.client_output_limit_normal",
-                s.client_output_limit_normal,
-            ),
-            (
-                "server.client_output_limit_pubsub",
-                s.client_output_limit_pubsub,
-            ),
-        ] {
-            if limit.hard_limit_bytes > 0 && limit.soft_limit_bytes > limit.hard_limit_bytes {
-                problem(
-                    format!("{key}.soft_limit_bytes"),
-                    "must not be greater than hard_limit_bytes".into(),
-                );
-            }
-        }
-        for (key, value) in [
-            ("server.backlog", u64::from(s.backlog)),
-            ("server.max_clients", s.max_clients as u64),
-            ("server.proto_max_bulk_len", s.proto_max_bulk_len),
-            ("server.max_multibulk_len", s.max_multibulk_len),
-            ("server.max_request_bytes", s.max_request_bytes),
-            ("server.max_pipeline", s.max_pipeline as u64),
-            (
-                "server.admin_max_connections",
-                s.admin_max_connections as u64,
-            ),
-            ("server.admin_timeout_ms", s.admin_timeout_ms),
-            ("server.shutdown_timeout_ms", s.shutdown_timeout_ms),
-        ] {
-            if value == 0 {
-                problem(key.into(), "must be greater than 0".into());
-            }
-        }
-        if s.shutdown_delay_ms >= s.shutdown_timeout_ms {
-            problem(
-                "server.shutdown_delay_ms".into(),
-                format!(
-                    "must be less than server.shutdown_timeout_ms ({} ms), which counts from SIGTERM too",
-                    s.shutdown_timeout_ms
-                ),
-            );
-        }
-        if self.clusters.is_empty() && self.backends.is_empty() {
-            problem(
-                "backends".into(),
-                "no backend configured: give --cluster HOST:PORT,... or a [backends.default] section with seeds".into(),
-            );
-        }
-        for name in self.clusters.keys() {
-            if self.backends.contains_key(name) {
-                problem(
-                    format!("clusters.{name}"),
-                    format!("[backends.{name}] is configured too: keep one of the two"),
-                );
-            }
-        }
-        for (section, backends) in [("clusters", &self.clusters), ("backends", &self.backends)] {
-            for (name, c) in backends {
-                backend::validate_backend(section, name, c, &mut problems);
-            }
-        }
+        self.server.validate_addresses(&mut problems);
+        self.server.validate_limits(&mut problems);
+        self.validate_backends(&mut problems);
         tls::validate_server_tls(&self.server.tls, &mut problems);
         routing::validate_routing(self, &mut problems);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -501,6 +415,112 @@ impl Config {
             });
         }
         problems
+    }
+
+    /// Reports a configuration without backends, a name in both `[clusters]` and
+    /// `[backends]`, and the problems of each backend's settings.
+    fn validate_backends(&self, problems: &mut Vec<Problem>) {
+        if self.clusters.is_empty() && self.backends.is_empty() {
+            problems.push(Problem {
+                key: "backends".into(),
+                message: "no backend configured: give --cluster HOST:PORT,... or a [backends.default] section with seeds".into(),
+            });
+        }
+        for name in self.clusters.keys() {
+            if self.backends.contains_key(name) {
+                problems.push(Problem {
+                    key: format!("clusters.{name}"),
+                    message: format!("[backends.{name}] is configured too: keep one of the two"),
+                });
+            }
+        }
+        for (section, backends) in [("clusters", &self.clusters), ("backends", &self.backends)] {
+            for (name, c) in backends {
+                backend::validate_backend(section, name, c, problems);
+            }
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reports the addresses of `[server]` that do not parse, and a proxy with no listener at
+    /// all, which clients could not reach.
+    fn validate_addresses(&self, problems: &mut Vec<Problem>) {
+        let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+        if !self.admin_listen.is_empty() && self.admin_listen.parse::<SocketAddr>().is_err() {
+            problem(
+                "server.admin_listen".into(),
+                format!("{:?} is not an IP:port address", self.admin_listen),
+            );
+        }
+        if !self.announce_address.is_empty() && !is_announce_address(&self.announce_address) {
+            problem(
+                "server.announce_address".into(),
+                format!("{:?} is not HOST:PORT", self.announce_address),
+            );
+        }
+        if self.listen.is_empty() && !self.tls.enabled() {
+            problem(
+                "server.listen".into(),
+                "empty, and no TLS listener (server.tls.listen) either: clients could not connect"
+                    .into(),
+            );
+        } else if !self.listen.is_empty() && self.listen.parse::<SocketAddr>().is_err() {
+            problem(
+                "server.listen".into(),
+                format!("{:?} is not an IP:port address", self.listen),
+            );
+        }
+    }
+
+    /// Reports the limits and timeouts of `[server]` that could not work: a 0 where one is
+    /// needed, a soft output limit above its hard one, a shutdown delay outlasting the timeout.
+    fn validate_limits(&self, problems: &mut Vec<Problem>) {
+        let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+        for (key, limit) in [
+            (
+                "server.client_output_limit_normal",
+                self.client_output_limit_normal,
+            ),
+            (
+                "server.client_output_limit_pubsub",
+                self.client_output_limit_pubsub,
+            ),
+        ] {
+            if limit.hard_limit_bytes > 0 && limit.soft_limit_bytes > limit.hard_limit_bytes {
+                problem(
+                    format!("{key}.soft_limit_bytes"),
+                    "must not be greater than hard_limit_bytes".into(),
+                );
+            }
+        }
+        for (key, value) in [
+            ("server.backlog", u64::from(self.backlog)),
+            ("server.max_clients", self.max_clients as u64),
+            ("server.proto_max_bulk_len", self.proto_max_bulk_len),
+            ("server.max_multibulk_len", self.max_multibulk_len),
+            ("server.max_request_bytes", self.max_request_bytes),
+            ("server.max_pipeline", self.max_pipeline as u64),
+            (
+                "server.admin_max_connections",
+                self.admin_max_connections as u64,
+            ),
+            ("server.admin_timeout_ms", self.admin_timeout_ms),
+            ("server.shutdown_timeout_ms", self.shutdown_timeout_ms),
+        ] {
+            if value == 0 {
+                problem(key.into(), "must be greater than 0".into());
+            }
+        }
+        if self.shutdown_delay_ms >= self.shutdown_timeout_ms {
+            problem(
+                "server.shutdown_delay_ms".into(),
+                format!(
+                    "must be less than server.shutdown_timeout_ms ({} ms), which counts from SIGTERM too",
+                    self.shutdown_timeout_ms
+                ),
+            );
+        }
     }
 }
 

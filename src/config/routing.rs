@@ -118,149 +118,202 @@ struct Reach {
 
 /// Reports every problem of `[routing]`, each with its key.
 pub(super) fn validate_routing(config: &Config, problems: &mut Vec<Problem>) {
-    let mut problem = |key: String, message: String| problems.push(Problem { key, message });
-    let names: Vec<&String> = {
-        let mut all: Vec<&String> = config
-            .backends
-            .keys()
-            .chain(config.clusters.keys())
-            .collect();
-        all.sort();
-        all.dedup();
-        all
-    };
-    let known = |name: &str| names.iter().any(|n| n.as_str() == name);
-    let listed = names
-        .iter()
-        .map(|n| n.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let routing = &config.routing;
-    // Every way each backend is reached; a stripping route must be the only way in.
-    let mut reaches: BTreeMap<String, Vec<Reach>> = BTreeMap::new();
-    let mut reach = |backend: &str, from: String, stripped: Option<String>| {
-        reaches
+    let mut check = RoutingCheck::new(config, problems);
+    check.default(config);
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, route) in config.routing.routes.iter().enumerate() {
+        check.route(i, route, &mut seen);
+    }
+    check.stripping();
+}
+
+/// What checking `[routing]` carries from one part to the next: the names a route may use,
+/// where the problems go, and every way each backend is reached (known only once every part
+/// was read, for the stripping check).
+struct RoutingCheck<'a> {
+    /// Every backend and cluster name, sorted, each once.
+    names: Vec<&'a String>,
+    /// `names` as messages list them.
+    listed: String,
+    /// Every problem of the configuration, in the order found.
+    problems: &'a mut Vec<Problem>,
+    /// Every way each backend is reached; a stripping route must be the only way in.
+    reaches: BTreeMap<String, Vec<Reach>>,
+}
+
+impl<'a> RoutingCheck<'a> {
+    /// A check of `config`'s routing, reporting to `problems`.
+    fn new(config: &'a Config, problems: &'a mut Vec<Problem>) -> Self {
+        let names: Vec<&String> = {
+            let mut all: Vec<&String> = config
+                .backends
+                .keys()
+                .chain(config.clusters.keys())
+                .collect();
+            all.sort();
+            all.dedup();
+            all
+        };
+        let listed = names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        RoutingCheck {
+            names,
+            listed,
+            problems,
+            reaches: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a backend or cluster is called `name`.
+    fn known(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n.as_str() == name)
+    }
+
+    /// Reports `message` under `key`.
+    fn problem(&mut self, key: String, message: String) {
+        self.problems.push(Problem { key, message });
+    }
+
+    /// Reports that `key` names `backend`, which does not exist, with the names that do.
+    fn unknown_backend(&mut self, key: String, backend: &str) {
+        let message = format!("no backend named {backend:?} (configured: {})", self.listed);
+        self.problem(key, message);
+    }
+
+    /// Notes that `from` sends keys to `backend`, with `stripped` removed on the way.
+    fn reach(&mut self, backend: &str, from: String, stripped: Option<String>) {
+        self.reaches
             .entry(backend.to_string())
             .or_default()
             .push(Reach { from, stripped });
-    };
+    }
 
-    if routing.default.is_empty() {
-        if names.len() > 1 {
-            problem(
-                "routing.default".into(),
-                format!(
-                    "{} backends are configured ({listed}): name the one for keys no route matches",
-                    names.len()
-                ),
-            );
+    /// Checks `routing.default`, which may be left empty only when there is one backend.
+    fn default(&mut self, config: &Config) {
+        let routing = &config.routing;
+        if routing.default.is_empty() {
+            if self.names.len() > 1 {
+                let message = format!(
+                    "{} backends are configured ({}): name the one for keys no route matches",
+                    self.names.len(),
+                    self.listed
+                );
+                self.problem("routing.default".into(), message);
+            }
+        } else if !self.known(&routing.default) {
+            self.unknown_backend("routing.default".into(), &routing.default);
         }
-    } else if !known(&routing.default) {
-        problem(
-            "routing.default".into(),
-            format!(
-                "no backend named {:?} (configured: {listed})",
-                routing.default
-            ),
-        );
-    }
-    if let Some(default) = config.default_backend_name() {
-        reach(&default, "routing.default".into(), None);
+        if let Some(default) = config.default_backend_name() {
+            self.reach(&default, "routing.default".into(), None);
+        }
     }
 
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, route) in routing.routes.iter().enumerate() {
-        let key = |field: &str| format!("routing.routes[{i}]{field}");
+    /// Checks route `i`: a prefix no other route has (`seen` holds the prefixes so far, with
+    /// their routes), and either one backend or a slot split.
+    fn route<'r>(&mut self, i: usize, route: &'r RouteConfig, seen: &mut BTreeMap<&'r str, usize>) {
         if route.prefix.is_empty() {
-            problem(
-                key(".prefix"),
+            self.problem(
+                route_key(i, ".prefix"),
                 "must not be empty: routing.default takes the keys no route matches".into(),
             );
         } else if let Some(first) = seen.get(route.prefix.as_str()) {
-            problem(
-                key(".prefix"),
-                format!(
-                    "{:?} is the prefix of routing.routes[{first}] too: one prefix, one route",
-                    route.prefix
-                ),
+            let message = format!(
+                "{:?} is the prefix of routing.routes[{first}] too: one prefix, one route",
+                route.prefix
             );
+            self.problem(route_key(i, ".prefix"), message);
         } else {
             seen.insert(&route.prefix, i);
         }
         match (route.backend.is_empty(), route.slots.is_empty()) {
-            (true, true) => problem(
-                key(""),
+            (true, true) => self.problem(
+                route_key(i, ""),
                 "give backend = \"NAME\", or slots = [{ range = \"0-8191\", backend = \"NAME\" }, ...]"
                     .into(),
             ),
-            (false, false) => problem(
-                key(""),
+            (false, false) => self.problem(
+                route_key(i, ""),
                 "give backend or slots, not both".into(),
             ),
             (false, true) => {
-                if known(&route.backend) {
+                if self.known(&route.backend) {
                     let stripped = route.strip_prefix.then(|| route.prefix.clone());
-                    reach(&route.backend, key(""), stripped);
+                    self.reach(&route.backend, route_key(i, ""), stripped);
                 } else {
-                    problem(
-                        key(".backend"),
-                        format!("no backend named {:?} (configured: {listed})", route.backend),
-                    );
+                    self.unknown_backend(route_key(i, ".backend"), &route.backend);
                 }
             }
-            (true, false) => {
-                if route.strip_prefix {
-                    problem(
-                        key(".strip_prefix"),
-                        "not allowed on a slot split: route the prefix to one backend to strip it"
-                            .into(),
-                    );
-                }
-                let mut ranges = Vec::new();
-                for (k, range) in route.slots.iter().enumerate() {
-                    match range.slots() {
-                        Ok(slots) => ranges.push((slots, k)),
-                        Err(e) => problem(key(&format!(".slots[{k}].range")), e.to_string()),
-                    }
-                    if known(&range.backend) {
-                        reach(&range.backend, key(&format!(".slots[{k}]")), None);
-                    } else {
-                        problem(
-                            key(&format!(".slots[{k}].backend")),
-                            format!("no backend named {:?} (configured: {listed})", range.backend),
-                        );
-                    }
-                }
-                // Coverage is only worth checking when every range parsed.
-                if ranges.len() == route.slots.len() {
-                    for message in coverage_problems(ranges) {
-                        problem(key(".slots"), message);
-                    }
-                }
+            (true, false) => self.slot_split(i, route),
+        }
+    }
+
+    /// Checks the slot split of route `i`: no stripping, ranges that parse and name backends,
+    /// and, once every range parsed, every slot covered exactly once.
+    fn slot_split(&mut self, i: usize, route: &RouteConfig) {
+        if route.strip_prefix {
+            self.problem(
+                route_key(i, ".strip_prefix"),
+                "not allowed on a slot split: route the prefix to one backend to strip it".into(),
+            );
+        }
+        let mut ranges = Vec::new();
+        for (k, range) in route.slots.iter().enumerate() {
+            match range.slots() {
+                Ok(slots) => ranges.push((slots, k)),
+                Err(e) => self.problem(route_key(i, &format!(".slots[{k}].range")), e.to_string()),
+            }
+            if self.known(&range.backend) {
+                self.reach(&range.backend, route_key(i, &format!(".slots[{k}]")), None);
+            } else {
+                self.unknown_backend(
+                    route_key(i, &format!(".slots[{k}].backend")),
+                    &range.backend,
+                );
+            }
+        }
+        // Coverage is only worth checking when every range parsed.
+        if ranges.len() == route.slots.len() {
+            for message in coverage_problems(ranges) {
+                self.problem(route_key(i, ".slots"), message);
             }
         }
     }
 
-    for (backend, ways) in &reaches {
-        let Some(strip) = ways.iter().find(|w| w.stripped.is_some()) else {
-            continue;
-        };
-        let prefix = strip.stripped.as_deref().unwrap_or_default();
-        for other in ways.iter().filter(|w| w.from != strip.from) {
-            let message = match &other.stripped {
-                Some(p) => format!(
-                    "backend {backend:?} is reached by stripping {prefix:?} ({}) and {p:?} ({}): keys coming back from it (KEYS, SCAN, RANDOMKEY) could not be given their prefix back",
-                    strip.from, other.from
-                ),
-                None => format!(
-                    "backend {backend:?} gets keys with {prefix:?} stripped ({}) and keys unchanged ({}): keys coming back from it (KEYS, SCAN, RANDOMKEY) could not be told apart",
-                    strip.from, other.from
-                ),
+    /// Checks that a backend reached through a stripping route is reached no other way: keys
+    /// coming back from it could not be given the right prefix back.
+    fn stripping(&mut self) {
+        for (backend, ways) in &self.reaches {
+            let Some(strip) = ways.iter().find(|w| w.stripped.is_some()) else {
+                continue;
             };
-            // The stripping route is the one to change: report it there.
-            problem(format!("{}.strip_prefix", strip.from), message);
+            let prefix = strip.stripped.as_deref().unwrap_or_default();
+            for other in ways.iter().filter(|w| w.from != strip.from) {
+                let message = match &other.stripped {
+                    Some(p) => format!(
+                        "backend {backend:?} is reached by stripping {prefix:?} ({}) and {p:?} ({}): keys coming back from it (KEYS, SCAN, RANDOMKEY) could not be given their prefix back",
+                        strip.from, other.from
+                    ),
+                    None => format!(
+                        "backend {backend:?} gets keys with {prefix:?} stripped ({}) and keys unchanged ({}): keys coming back from it (KEYS, SCAN, RANDOMKEY) could not be told apart",
+                        strip.from, other.from
+                    ),
+                };
+                // The stripping route is the one to change: report it there.
+                self.problems.push(Problem {
+                    key: format!("{}.strip_prefix", strip.from),
+                    message,
+                });
+            }
         }
     }
+}
+
+/// The key of `field` in route `i` (`field` empty: the route itself).
+fn route_key(i: usize, field: &str) -> String {
+    format!("routing.routes[{i}]{field}")
 }
 
 /// Gaps and overlaps among `ranges` (each with its index in `slots`), which must cover every

@@ -4,6 +4,8 @@
 //! ([`Flow::Idle`]), when a newer configuration is due ([`Flow::Move`]) or when the connection
 //! must close.
 
+mod held_work;
+
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,20 +17,20 @@ use super::action::Postponed;
 use super::held::{Held, joinable};
 use super::launch::{self, Counted};
 use super::outbound::{Outbound, Standing};
-use super::owed::{Command, Forwarded, Owed, Slow};
+use super::owed::{Command, Forwarded, Owed};
 use super::pause::released;
 use super::pubsub::Subscriptions;
-use super::tally::{self, Client, Timed, tallied};
-use super::wait::{idle, next_for_subscriber, signalled, sleep_until, wait_for_commands};
+use super::tally::{self, Client, Timed};
+use super::wait::{idle, next_for_subscriber, signalled, sleep_until};
 use super::{
     Action, Conn, Flow, IDLE_READ_BUF_MAX, client_gone, closed_idle, dispatch, own, switch,
 };
-use crate::backend::Hints;
 use crate::backend::ring::ReplyRing;
+use crate::backend::{BackendError, Hints};
 use crate::clients::ClientHandle;
 use crate::cluster::Cluster;
 use crate::metrics::Family;
-use crate::protocol::{Request, reply};
+use crate::protocol::Request;
 use crate::proxy::{ProxyRef, Snapshot};
 
 /// The client has sent bytes: read, answer and route requests, and write replies, until
@@ -44,20 +46,8 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         c.ring
             .get_or_insert_with(|| ReplyRing::new(Arc::clone(&handle))),
     );
-    let edge = Edge {
-        proxy,
-        cluster,
-        client: Client {
-            proxy,
-            handle: &handle,
-        },
-        // Counted here while the node's answer waits for the client: see `outbound`.
-        owed: &handle.owed_bytes,
-        sent: &c.proxy.stats.net_output_bytes,
-        ring: &ring,
-        handle: &handle,
-        snapshot,
-    };
+    let sent = &c.proxy.stats.net_output_bytes;
+    let edge = Edge::new(proxy, cluster, &handle, &ring, sent, snapshot);
     let mut phase = Phase::new(&handle.owed_bytes, c.subs.take());
     // The idle wait saw the socket readable: take what is there first.
     if client_gone(c) {
@@ -114,14 +104,9 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 }
             }
             () = signalled(edge.handle, &c.announcements) => {
-                if edge.handle.signal.is_killed() {
-                    debug!(client = c.state.id, "killed by CLIENT KILL");
-                    return Flow::Close;
+                if let Some(flow) = phase.on_signal(c, &edge) {
+                    return flow;
                 }
-                // Draining: requests already sent are answered (a pipeline in full), then the
-                // client is closed between requests. A new configuration needs nothing here:
-                // the next request (a subscriber's included, on this wake) moves to it.
-                phase.draining |= c.announcements.borrow_and_update().draining;
             }
             _ = sleep_until(plan.soft_deadline), if plan.soft_deadline.is_some() => {}
             request = released(&mut phase.postponed), if phase.postponed.is_some() => {
@@ -132,12 +117,9 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                 phase.retried = Some(request);
             }
             frame = next_for_subscriber(&mut phase.subs, edge.proxy) => {
-                let Ok(frame) = frame else {
-                    debug!(client = c.state.id, "subscriptions lost; closing");
-                    return Flow::Close;
-                };
-                phase.out.push_uncounted(frame, edge.owed);
-                c.state.subscribed = phase.subs.as_ref().is_some_and(|s| s.is_subscribed());
+                if let Some(flow) = phase.on_subscriber_frame(c, &edge, frame) {
+                    return flow;
+                }
             }
             _ = idle(&mut c.idle_timer), if plan.quiet => {
                 closed_idle(c);
@@ -158,6 +140,31 @@ struct Edge<'a> {
     ring: &'a Arc<ReplyRing>,
     handle: &'a Arc<ClientHandle>,
     snapshot: &'a Snapshot,
+}
+
+impl<'a> Edge<'a> {
+    /// The edge of a phase of the client `handle`, whose replies come in `ring`, on `proxy` as
+    /// `snapshot` configures it; `sent` counts the bytes written to clients.
+    fn new(
+        proxy: ProxyRef<'a>,
+        cluster: &'a Cluster,
+        handle: &'a Arc<ClientHandle>,
+        ring: &'a Arc<ReplyRing>,
+        sent: &'a AtomicU64,
+        snapshot: &'a Snapshot,
+    ) -> Self {
+        Edge {
+            proxy,
+            cluster,
+            client: Client { proxy, handle },
+            // Counted here while the node's answer waits for the client: see `outbound`.
+            owed: &handle.owed_bytes,
+            sent,
+            ring,
+            handle,
+            snapshot,
+        }
+    }
 }
 
 /// What the wait of a turn needs to know before it starts.
@@ -222,67 +229,34 @@ impl<'a> Phase<'a> {
         }
     }
 
-    /// Every earlier reply is out: starts the work that waited for that.
-    async fn start_held(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) {
-        match self.held.take() {
-            Some(Held::Own { op, timed, silent }) => {
-                // Made on first use: most clients never need a connection of their own.
-                let own = Arc::clone(c.state.own.get_or_insert_with(Default::default));
-                let entry = Arc::clone(&c.state.registered.handle);
-                let user = c.state.user.clone();
-                let run = own::run(
-                    edge.proxy,
-                    own,
-                    op,
-                    c.state.protocol,
-                    c.state.db,
-                    entry,
-                    user,
-                );
-                let client = edge.client;
-                let future: Slow<'a> = if silent {
-                    // CLIENT REPLY OFF/SKIP: it runs (a transaction commits, a blocking pop
-                    // takes its element), only its reply is dropped.
-                    Box::pin(async move {
-                        tallied(run, timed, client).await;
-                        Bytes::new()
-                    })
-                } else {
-                    Box::pin(tallied(run, timed, client))
-                };
-                self.pending.push_slow(future);
-                self.own_running = true;
-            }
-            Some(Held::AwaitBackend(request)) => {
-                if Box::pin(wait_for_commands(edge.proxy, edge.cluster)).await {
-                    self.retried = Some(request);
-                } else {
-                    let error = reply::error(&edge.cluster.unreachable_error());
-                    self.pending.push_ready(error);
-                }
-            }
-            Some(Held::Pubsub { kind, names }) => {
-                let protocol = c.state.protocol;
-                let subscriptions = self.subs.get_or_insert_with(|| {
-                    Box::new(Subscriptions::new(
-                        protocol,
-                        c.state.id,
-                        Arc::clone(&c.proxy.subscribers),
-                    ))
-                });
-                // Boxed, as the wait below: rare, and large enough to double every active
-                // phase's allocation.
-                match Box::pin(subscriptions.start(edge.proxy, kind, names)).await {
-                    Ok(now) => self.out.push_uncounted(now, edge.owed),
-                    Err(error) => {
-                        let error = reply::error(&format!("ERR respgate: {error}"));
-                        self.pending.push_ready(error);
-                    }
-                }
-                c.state.subscribed = subscriptions.is_subscribed();
-            }
-            None => {}
+    /// The session was signalled: killed by `CLIENT KILL` (the phase ends, closing), or the
+    /// proxy drains. Draining, requests already sent are answered (a pipeline in full), then
+    /// the client is closed between requests. A new configuration needs nothing here: the next
+    /// request (a subscriber's included, on this wake) moves to it.
+    fn on_signal(&mut self, c: &mut Conn<'_>, edge: &Edge<'a>) -> Option<Flow> {
+        if edge.handle.signal.is_killed() {
+            debug!(client = c.state.id, "killed by CLIENT KILL");
+            return Some(Flow::Close);
         }
+        self.draining |= c.announcements.borrow_and_update().draining;
+        None
+    }
+
+    /// A message or confirmation for a subscribed client, to write; the phase ends, closing,
+    /// when the subscriptions were lost.
+    fn on_subscriber_frame(
+        &mut self,
+        c: &mut Conn<'_>,
+        edge: &Edge<'a>,
+        frame: Result<Bytes, BackendError>,
+    ) -> Option<Flow> {
+        let Ok(frame) = frame else {
+            debug!(client = c.state.id, "subscriptions lost; closing");
+            return Some(Flow::Close);
+        };
+        self.out.push_uncounted(frame, edge.owed);
+        c.state.subscribed = self.subs.as_ref().is_some_and(|s| s.is_subscribed());
+        None
     }
 
     /// Whether a new request may start now.

@@ -21,7 +21,7 @@ use crate::broadcast::{Broadcast, Combine, Reach};
 use crate::cluster::{Cluster, ScriptCache, Target};
 use crate::command::{
     Access, CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
-    SubscriptionKind, lowercase, proxy_command,
+    SplitKind, SubscriptionKind, lowercase, proxy_command,
 };
 use crate::fanout;
 use crate::multikey;
@@ -227,7 +227,9 @@ pub fn in_transaction(
     Ok(txn::in_multi(state, proxy, cluster, own, &request))
 }
 
-/// Acts on `policy`, the policy of `spec`, for a request whose arity is already checked.
+/// Acts on `policy`, the policy of `spec`, for a request whose arity is already checked. The
+/// common policies are acted on here or in an inlined helper; the rare ones each have a
+/// function of their own.
 fn by_policy(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
@@ -237,47 +239,13 @@ fn by_policy(
 ) -> Action {
     match policy {
         Policy::Forward { access } => forward(state, proxy, spec, request, access),
-        Policy::Split { kind, access } => {
-            let routes = proxy.routes();
-            match route(state, routes, spec, &request.args) {
-                Ok(mut routed) => {
-                    let payload = routed.payload(request.raw);
-                    forward_to(state, routed.backend, payload, routed.target, access)
-                }
-                Err(error) => match multikey::plan(kind, request, routes) {
-                    Some(split) => Gather::Split(split).into(),
-                    None => Action::Reply(reply::error(&error.message(proxy))),
-                },
-            }
-        }
+        Policy::Split { kind, access } => split(state, proxy, spec, kind, access, request),
         Policy::EveryMaster { gather, access } => {
             Gather::FanOut(fanout::plan(gather, access, &spec.name, &request.raw)).into()
         }
         Policy::Scan => Gather::Scan(request.args).into(),
         Policy::Wait => wait(state, proxy, &request.args),
-        Policy::Publish => {
-            // Arity is checked: the channel is there.
-            let routes = proxy.routes();
-            let (backend, target) = match request.args.get(1) {
-                Some(channel) => {
-                    let place = home_of_channel(routes, channel);
-                    (place.backend, Target::Slot(place.slot))
-                }
-                None => (routes.default_backend(), Target::AnyMaster),
-            };
-            match request.args.get(1) {
-                // Some client of the proxy is subscribed: the count is completed.
-                Some(channel) if !proxy.subscribers.is_empty() => Gather::Publish(Publish {
-                    backend,
-                    payload: request.raw,
-                    target,
-                    channel: channel.clone(),
-                })
-                .into(),
-                // None is: the node's count is every receiver the proxy could add to.
-                _ => forward_to(state, backend, request.raw, target, Access::Write),
-            }
-        }
+        Policy::Publish => publish(state, proxy, request),
         Policy::Own(OwnKind::Blocking) => blocking(state, proxy, spec, request),
         Policy::Own(OwnKind::BlockingWithBlockArg { access }) => {
             if request.args.iter().any(|a| is_option(a, "BLOCK")) {
@@ -286,27 +254,7 @@ fn by_policy(
                 forward(state, proxy, spec, request, access)
             }
         }
-        Policy::Script(kind) => {
-            // Every backend's cache hears of it: an `EVALSHA` may name keys of any backend,
-            // and `SCRIPT LOAD`/`FLUSH` reach every backend's masters.
-            let body = match kind {
-                ScriptKind::Eval { .. } => request.args.get(1),
-                ScriptKind::Load => request.args.get(2),
-                ScriptKind::Flush => None,
-            };
-            match body {
-                Some(body) => {
-                    ScriptCache::remember_in(proxy.backends().iter().map(|b| &b.scripts), body)
-                }
-                None if kind == ScriptKind::Flush => {
-                    for backend in proxy.backends() {
-                        backend.scripts.flush();
-                    }
-                }
-                None => {}
-            }
-            by_policy(state, proxy, spec, kind.then(), request)
-        }
+        Policy::Script(kind) => script(state, proxy, spec, kind, request),
         Policy::Admin(reach) => {
             if proxy.config().server.allow_admin_commands {
                 super::admin::admin(state, proxy, spec, reach, request)
@@ -336,6 +284,85 @@ fn by_policy(
             forward(state, proxy, spec, request, Access::Write)
         }
     }
+}
+
+/// A multi-key command (`MGET`, `MSET`, `DEL` ...): forwarded whole when its keys share a
+/// slot, else split by slot and the parts' replies merged. Inlined: the one-slot case is as
+/// common as any forward.
+#[inline]
+fn split(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    spec: &CommandSpec,
+    kind: SplitKind,
+    access: Access,
+    request: Request,
+) -> Action {
+    let routes = proxy.routes();
+    match route(state, routes, spec, &request.args) {
+        Ok(mut routed) => {
+            let payload = routed.payload(request.raw);
+            forward_to(state, routed.backend, payload, routed.target, access)
+        }
+        Err(error) => match multikey::plan(kind, request, routes) {
+            Some(split) => Gather::Split(split).into(),
+            None => Action::Reply(reply::error(&error.message(proxy))),
+        },
+    }
+}
+
+/// `PUBLISH channel message`, to the Pub/Sub home of the channel. When some client of the
+/// proxy is subscribed, the node's receiver count is completed with the proxy's own.
+#[inline]
+fn publish(state: &mut ClientState, proxy: ProxyRef<'_>, request: Request) -> Action {
+    // Arity is checked: the channel is there.
+    let routes = proxy.routes();
+    let (backend, target) = match request.args.get(1) {
+        Some(channel) => {
+            let place = home_of_channel(routes, channel);
+            (place.backend, Target::Slot(place.slot))
+        }
+        None => (routes.default_backend(), Target::AnyMaster),
+    };
+    match request.args.get(1) {
+        // Some client of the proxy is subscribed: the count is completed.
+        Some(channel) if !proxy.subscribers.is_empty() => Gather::Publish(Publish {
+            backend,
+            payload: request.raw,
+            target,
+            channel: channel.clone(),
+        })
+        .into(),
+        // None is: the node's count is every receiver the proxy could add to.
+        _ => forward_to(state, backend, request.raw, target, Access::Write),
+    }
+}
+
+/// A script command (`EVAL`, `SCRIPT LOAD`, `SCRIPT FLUSH` ...): every backend's cache hears
+/// of it, since an `EVALSHA` may name keys of any backend and `SCRIPT LOAD`/`FLUSH` reach
+/// every backend's masters; then it is acted on as the policy it routes like.
+fn script(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    spec: &CommandSpec,
+    kind: ScriptKind,
+    request: Request,
+) -> Action {
+    let body = match kind {
+        ScriptKind::Eval { .. } => request.args.get(1),
+        ScriptKind::Load => request.args.get(2),
+        ScriptKind::Flush => None,
+    };
+    match body {
+        Some(body) => ScriptCache::remember_in(proxy.backends().iter().map(|b| &b.scripts), body),
+        None if kind == ScriptKind::Flush => {
+            for backend in proxy.backends() {
+                backend.scripts.flush();
+            }
+        }
+        None => {}
+    }
+    by_policy(state, proxy, spec, kind.then(), request)
 }
 
 /// A command that may block, on the client's own connection to the slot of its keys.

@@ -17,6 +17,7 @@ mod action;
 mod active;
 mod admin;
 mod blocked;
+mod client_command;
 mod cluster_node;
 mod dispatch;
 mod held;

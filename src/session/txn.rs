@@ -227,44 +227,7 @@ pub fn in_multi(
     };
     match kind {
         Some(end @ (Transaction::Exec | Transaction::Discard)) => {
-            let (txn, watch_broken) = discard(state);
-            let mut txn = txn.unwrap_or_default();
-            if end == Transaction::Discard {
-                return TxnStep::Own(OwnOp::Release {
-                    reply: Bytes::from_static(reply::OK),
-                });
-            }
-            if txn.dirty {
-                return TxnStep::Own(OwnOp::Release {
-                    reply: reply::error(
-                        "EXECABORT Transaction discarded because of previous errors.",
-                    ),
-                });
-            }
-            if watch_broken {
-                // Redis's reply to EXEC after a watched key changed: a null array.
-                let null: &'static [u8] = match state.protocol {
-                    Protocol::Resp2 => b"*-1\r\n",
-                    Protocol::Resp3 => b"_\r\n",
-                };
-                return TxnStep::Own(OwnOp::Release {
-                    reply: Bytes::from_static(null),
-                });
-            }
-            if state
-                .user
-                .as_deref()
-                .is_some_and(|user| proxy.rights_changed(user))
-            {
-                // Redis checks each queued command again at EXEC; the node holds this queue,
-                // so the proxy discards it whole.
-                return TxnStep::Own(OwnOp::Release {
-                    reply: reply::error(RIGHTS_CHANGED),
-                });
-            }
-            let mut exec = BytesMut::new();
-            encode_command(&mut exec, &["EXEC"]);
-            return TxnStep::Own(OwnOp::Txn(txn.batch(&exec, Part::Exec)));
+            return end_multi(state, proxy, end);
         }
         Some(Transaction::Multi) => {
             return TxnStep::Reply(reply::error("ERR MULTI calls can not be nested"));
@@ -274,69 +237,17 @@ pub fn in_multi(
         }
         Some(Transaction::Unwatch) | None => {}
     }
-    let mut queued = request.raw.clone();
-    let mut writes = false;
-    // Any backend's table: the default backend may not have answered yet while another has.
-    let refusal = match proxy.commands() {
-        None => Some(cluster.unreachable_error()),
-        Some(table) => match table.lookup(&request.args) {
-            Lookup::Unknown => Some(unknown_command(&request.args)),
-            Lookup::UnknownSubcommand => Some(unknown_subcommand(&request.args)),
-            Lookup::Found(spec) if !spec.arity_ok(request.args.len()) => Some(wrong_arity(spec)),
-            Lookup::Found(spec) if spec.has_flag("no_multi") => {
-                Some("ERR Command not allowed inside a transaction".to_string())
-            }
-            // Queued, they would pause the node itself at EXEC: the pause is the proxy's.
-            Lookup::Found(spec)
-                if matches!(spec.name.as_str(), "client|pause" | "client|unpause") =>
-            {
-                Some(PAUSE_IN_MULTI.to_string())
-            }
-            Lookup::Found(spec) => {
-                writes = super::pause::writes(proxy, spec, &request.args);
-                if spec.runs_code && state.as_node_user() {
-                    needs_user(state);
-                }
-                let routes = proxy.routes();
-                let txn_place = state.txn.as_ref().and_then(|t| t.place);
-                match route(state, routes, spec, &request.args) {
-                    Err(error) => Some(error.message(proxy)),
-                    Ok(mut routed) => {
-                        queued = routed.payload(queued);
-                        match (routed.place(), txn_place) {
-                            (None, _) => None,
-                            (Some(place), None) => {
-                                if let Some(txn) = state.txn.as_mut() {
-                                    txn.place = Some(place);
-                                }
-                                None
-                            }
-                            (Some(place), Some(txn_place)) if place == txn_place => None,
-                            (Some(place), Some(txn_place))
-                                if place.backend != txn_place.backend =>
-                            {
-                                Some(
-                                    RouteError::CrossBackend(vec![
-                                        txn_place.backend,
-                                        place.backend,
-                                    ])
-                                    .message(proxy),
-                                )
-                            }
-                            _ => Some(CROSSSLOT.to_string()),
-                        }
-                    }
-                }
-            }
-        },
-    };
+    let checked = check_queued(state, proxy, cluster, request);
     let Some(txn) = state.txn.as_mut() else {
         return TxnStep::Reply(reply::error("ERR respgate: no transaction"));
     };
-    if let Some(error) = refusal {
-        txn.dirty = true;
-        return TxnStep::Reply(reply::error(&error));
-    }
+    let (queued, writes) = match checked {
+        Ok(queued) => queued,
+        Err(error) => {
+            txn.dirty = true;
+            return TxnStep::Reply(reply::error(&error));
+        }
+    };
     txn.count += 1;
     txn.writes |= writes;
     let count = txn.count as i64;
@@ -352,6 +263,113 @@ pub fn in_multi(
     };
     state.note_multi(count);
     step
+}
+
+/// `EXEC` or `DISCARD` inside `MULTI`: the transaction ends either way, and `EXEC` sends it to
+/// run only when nothing spoiled it (a refused command, a watched key changed, the user's
+/// rights changed by a reload).
+fn end_multi(state: &mut ClientState, proxy: ProxyRef<'_>, end: Transaction) -> TxnStep {
+    let (txn, watch_broken) = discard(state);
+    let mut txn = txn.unwrap_or_default();
+    if end == Transaction::Discard {
+        return TxnStep::Own(OwnOp::Release {
+            reply: Bytes::from_static(reply::OK),
+        });
+    }
+    if txn.dirty {
+        return TxnStep::Own(OwnOp::Release {
+            reply: reply::error("EXECABORT Transaction discarded because of previous errors."),
+        });
+    }
+    if watch_broken {
+        // Redis's reply to EXEC after a watched key changed: a null array.
+        let null: &'static [u8] = match state.protocol {
+            Protocol::Resp2 => b"*-1\r\n",
+            Protocol::Resp3 => b"_\r\n",
+        };
+        return TxnStep::Own(OwnOp::Release {
+            reply: Bytes::from_static(null),
+        });
+    }
+    if state
+        .user
+        .as_deref()
+        .is_some_and(|user| proxy.rights_changed(user))
+    {
+        // Redis checks each queued command again at EXEC; the node holds this queue,
+        // so the proxy discards it whole.
+        return TxnStep::Own(OwnOp::Release {
+            reply: reply::error(RIGHTS_CHANGED),
+        });
+    }
+    let mut exec = BytesMut::new();
+    encode_command(&mut exec, &["EXEC"]);
+    TxnStep::Own(OwnOp::Txn(txn.batch(&exec, Part::Exec)))
+}
+
+/// Checks a command to queue as Redis does when queuing (known, arity, allowed in a
+/// transaction) and routes it, fixing the transaction's place with the first command that has
+/// one. What to queue (the payload as routed) and whether it writes; else the refusal, which
+/// makes `EXEC` abort.
+fn check_queued(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    cluster: &Cluster,
+    request: &Request,
+) -> Result<(Bytes, bool), String> {
+    // Any backend's table: the default backend may not have answered yet while another has.
+    let Some(table) = proxy.commands() else {
+        return Err(cluster.unreachable_error());
+    };
+    let spec = match table.lookup(&request.args) {
+        Lookup::Unknown => return Err(unknown_command(&request.args)),
+        Lookup::UnknownSubcommand => return Err(unknown_subcommand(&request.args)),
+        Lookup::Found(spec) => spec,
+    };
+    if !spec.arity_ok(request.args.len()) {
+        return Err(wrong_arity(spec));
+    }
+    if spec.has_flag("no_multi") {
+        return Err("ERR Command not allowed inside a transaction".to_string());
+    }
+    // Queued, they would pause the node itself at EXEC: the pause is the proxy's.
+    if matches!(spec.name.as_str(), "client|pause" | "client|unpause") {
+        return Err(PAUSE_IN_MULTI.to_string());
+    }
+    let writes = super::pause::writes(proxy, spec, &request.args);
+    if spec.runs_code && state.as_node_user() {
+        needs_user(state);
+    }
+    let routes = proxy.routes();
+    let txn_place = state.txn.as_ref().and_then(|t| t.place);
+    let mut routed = route(state, routes, spec, &request.args).map_err(|e| e.message(proxy))?;
+    let queued = routed.payload(request.raw.clone());
+    join_place(state, proxy, routed.place(), txn_place)?;
+    Ok((queued, writes))
+}
+
+/// Checks that a queued command's `place` is the transaction's (`txn_place`), or makes it the
+/// transaction's when it has none yet: a transaction runs on one node.
+fn join_place(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    place: Option<Place>,
+    txn_place: Option<Place>,
+) -> Result<(), String> {
+    match (place, txn_place) {
+        (None, _) => Ok(()),
+        (Some(place), None) => {
+            if let Some(txn) = state.txn.as_mut() {
+                txn.place = Some(place);
+            }
+            Ok(())
+        }
+        (Some(place), Some(txn_place)) if place == txn_place => Ok(()),
+        (Some(place), Some(txn_place)) if place.backend != txn_place.backend => {
+            Err(RouteError::CrossBackend(vec![txn_place.backend, place.backend]).message(proxy))
+        }
+        _ => Err(CROSSSLOT.to_string()),
+    }
 }
 
 /// `EXEC`'s reply when a reload changed the user's rights since `MULTI`.
