@@ -34,9 +34,10 @@ pub enum Combine {
     AllOk,
     /// Every master's reply, which should agree; the first is returned (`SCRIPT LOAD` -> sha).
     First,
-    /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`: 1 only where every master
-    /// has the script).
-    And,
+    /// `SCRIPT EXISTS` of these SHA1 digests: arrays of 0/1 combined element by element, 1
+    /// where every master has the script or the proxy's script cache holds it (an `EVALSHA` of
+    /// it through the proxy runs: the proxy loads it where it is missing).
+    ScriptsExist(Vec<Bytes>),
     /// A key from a master chosen at random, weighted by its key count (`RANDOMKEY`).
     RandomKey,
     /// Arrays merged without repeats (`PUBSUB CHANNELS`).
@@ -65,13 +66,19 @@ pub struct FanOut {
 /// `access`; `spec_name` (`script|load`) names it in errors.
 ///
 /// [`Policy::EveryMaster`]: crate::command::Policy::EveryMaster
-pub fn plan(gather: Gather, access: Access, spec_name: &str, raw: &Bytes) -> FanOut {
+pub fn plan(
+    gather: Gather,
+    access: Access,
+    spec_name: &str,
+    raw: &Bytes,
+    args: &[Bytes],
+) -> FanOut {
     let combine = match gather {
         Gather::Sum => Combine::Sum,
         Gather::Concat => Combine::Concat,
         Gather::AllOk => Combine::AllOk,
         Gather::First => Combine::First,
-        Gather::And => Combine::And,
+        Gather::And => Combine::ScriptsExist(args.get(2..).unwrap_or_default().to_vec()),
         Gather::RandomKey => Combine::RandomKey,
         Gather::Union => Combine::Union,
         Gather::SumPairs => Combine::SumPairs,
@@ -157,11 +164,25 @@ pub async fn run(
         }
     }))
     .await;
-    combine(&fanout, &replies, protocol)
+    // The scripts the proxy can run anywhere: every backend's cache holds them.
+    let known: Vec<bool> = match &fanout.combine {
+        Combine::ScriptsExist(shas) => shas
+            .iter()
+            .map(|sha| {
+                proxy
+                    .backends()
+                    .iter()
+                    .all(|b| b.scripts.body(sha).is_some())
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    combine(&fanout, &replies, protocol, &known)
 }
 
 /// Combines the masters' replies.
-pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes {
+/// `known`: for `SCRIPT EXISTS`, the scripts the proxy's caches hold.
+pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol, known: &[bool]) -> Bytes {
     let parsed: Vec<Parsed<'_>> = replies.iter().map(|r| parse(r, protocol)).collect();
     if let Some(i) = parsed.iter().position(|p| matches!(p, Parsed::Error)) {
         return replies
@@ -176,7 +197,7 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol) -> Bytes 
         Combine::SumPairs => sum_pairs(&parsed),
         Combine::AllOk => Some(Bytes::from_static(reply::OK)),
         Combine::First => replies.first().cloned(),
-        Combine::And => and(&parsed, protocol),
+        Combine::ScriptsExist(_) => scripts_exist(&parsed, known, protocol),
         // Run by their own modules, never combined here.
         Combine::RandomKey => None,
     };
@@ -263,9 +284,9 @@ fn sum_pairs(parsed: &[Parsed<'_>]) -> Option<Bytes> {
     Some(body.freeze())
 }
 
-/// [`Combine::And`]: the arrays of 0/1 combined element by element, 1 only where every master
-/// said 1; `None` when a reply is not an array.
-fn and(parsed: &[Parsed<'_>], protocol: Protocol) -> Option<Bytes> {
+/// [`Combine::ScriptsExist`]: the arrays of 0/1 combined element by element, 1 where every
+/// master said 1 or the proxy knows the script (`known`).
+fn scripts_exist(parsed: &[Parsed<'_>], known: &[bool], protocol: Protocol) -> Option<Bytes> {
     let mut combined: Option<Vec<bool>> = None;
     for p in parsed {
         let Parsed::Array(items) = p else {
@@ -280,8 +301,9 @@ fn and(parsed: &[Parsed<'_>], protocol: Protocol) -> Option<Bytes> {
     let flags = combined.unwrap_or_default();
     let mut out = ReplyBuf::new(protocol);
     out.array(flags.len());
-    for flag in flags {
-        out.integer(i64::from(flag));
+    for (i, flag) in flags.into_iter().enumerate() {
+        let exists = flag || known.get(i).copied().unwrap_or(false);
+        out.integer(i64::from(exists));
     }
     Some(out.finish())
 }

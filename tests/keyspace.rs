@@ -134,18 +134,43 @@ fn scripts_are_loaded_on_every_master() {
         .arg(&sha)
         .query(&mut client)
         .unwrap();
-    assert_eq!(exists, vec![0], "true only where every master has it");
+    assert_eq!(
+        exists,
+        vec![1],
+        "the proxy still holds it: an EVALSHA through it runs"
+    );
+    let n: i64 = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("script:0")
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(n, 2);
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query(&mut client)
         .unwrap();
-    // Keyless scripts run on some master.
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(exists, vec![0], "flushed everywhere, the proxy's cache too");
+    // Keyless scripts run on some master, and exist for the proxy's clients (Redis's suite:
+    // `SCRIPT EXISTS - can detect already defined scripts?`).
     let n: i64 = redis::cmd("EVAL")
-        .arg("return 7")
+        .arg("return 1+1")
         .arg(0)
         .query(&mut client)
         .unwrap();
-    assert_eq!(n, 7);
+    assert_eq!(n, 2);
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg("a27e7e8a43702b7046d4f6a7ccf5b60cef6b9bd9")
+        .arg("a27e7e8a43702b7046d4f6a7ccf5b60cef6b9bda")
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(exists, vec![1, 0]);
 }
 
 #[test]

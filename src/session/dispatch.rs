@@ -240,9 +240,14 @@ fn by_policy(
     match policy {
         Policy::Forward { access } => forward(state, proxy, spec, request, access),
         Policy::Split { kind, access } => split(state, proxy, spec, kind, access, request),
-        Policy::EveryMaster { gather, access } => {
-            Gather::FanOut(fanout::plan(gather, access, &spec.name, &request.raw)).into()
-        }
+        Policy::EveryMaster { gather, access } => Gather::FanOut(fanout::plan(
+            gather,
+            access,
+            &spec.name,
+            &request.raw,
+            &request.args,
+        ))
+        .into(),
         Policy::Scan => Gather::Scan(request.args).into(),
         Policy::Wait => wait(state, proxy, &request.args),
         Policy::Publish => publish(state, proxy, request),
