@@ -116,7 +116,7 @@ impl NodePool {
         self.instruments.requests.increment(1);
         let hints = ticket.hints();
         let mut conn = self.connection(protocol, affinity);
-        if conn.is_held() && hints.unordered {
+        if hints.unordered && conn.is_held() {
             conn = self.side_connection(protocol);
         }
         conn.send_to(payload, false, db, hints.runs_code, ReplyTo::Ring(ticket))
