@@ -14,6 +14,7 @@ use futures_util::future::join_all;
 use std::sync::Arc;
 
 use crate::backend::NodePool;
+use crate::cluster::Sending;
 use crate::cluster::{Cluster, Target};
 use crate::command::Access;
 use crate::command::Gather;
@@ -144,18 +145,18 @@ pub async fn run(
         };
         async move {
             let reply = cluster
-                .execute(
+                .execute(Sending {
                     payload,
-                    if fanout.control {
+                    target: if fanout.control {
                         Target::Control(pool)
                     } else {
                         Target::Node(pool)
                     },
-                    fanout.access,
+                    access: fanout.access,
                     protocol,
                     db,
                     affinity,
-                )
+                })
                 .await;
             match prefix {
                 Some(prefix) => reprefix(&reply, &prefix, protocol),
@@ -462,14 +463,14 @@ pub async fn scan(
         let mut payload = BytesMut::new();
         encode_command(&mut payload, &sent);
         let reply = cluster
-            .execute(
-                payload.freeze(),
-                Target::Node(pool),
-                Access::Read,
+            .execute(Sending {
+                payload: payload.freeze(),
+                target: Target::Node(pool),
+                access: Access::Read,
                 protocol,
                 db,
                 affinity,
-            )
+            })
             .await;
         let Some((next, found)) = scan_reply(&reply, protocol) else {
             return reply;

@@ -32,6 +32,7 @@ pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
 pub use scripts::ScriptCache;
+pub use serve::Sending;
 pub use slot_map::SlotMap;
 pub use topology::{NodeInfo, View, parse_cluster_nodes};
 

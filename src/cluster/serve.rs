@@ -13,15 +13,24 @@ use crate::command::Access;
 use crate::config::ReadFrom;
 use crate::protocol::{Protocol, reply};
 
-/// The command [`Cluster::serve_after`] sends, as each attempt needs it.
-#[derive(Clone, Copy)]
-struct Sending<'s> {
-    payload: &'s Bytes,
-    target: &'s Target,
-    access: Access,
-    protocol: Protocol,
-    db: u8,
-    affinity: usize,
+/// One command for a backend, as every attempt to send it needs it: the session's forwarded
+/// command, a split part, a fan-out leg and the proxy's own requests alike.
+#[derive(Debug, Clone)]
+pub struct Sending {
+    /// The command in RESP.
+    pub payload: Bytes,
+    /// Where it goes.
+    pub target: Target,
+    /// Whether it only reads: it may go to a replica, and be sent again when an earlier
+    /// sending may have run.
+    pub access: Access,
+    /// The client's protocol, for the node connection it takes.
+    pub protocol: Protocol,
+    /// The client's database.
+    pub db: u8,
+    /// Which of the node's shared connections the client uses, so that its pipelined
+    /// commands to one node run in order.
+    pub affinity: usize,
 }
 
 /// What [`Cluster::serve_after`]'s attempts so far leave for the next.
@@ -50,34 +59,15 @@ impl Cluster {
     /// What follows each attempt (a redirect, a retry after a pause, the reply) is decided by
     /// [`Cluster::judge`], the one retry engine. Here are only the shared connection's own
     /// concerns: reads on replicas, and `NOSCRIPT` healed by loading the script.
-    pub async fn execute(
-        &self,
-        payload: Bytes,
-        target: Target,
-        access: Access,
-        protocol: Protocol,
-        db: u8,
-        affinity: usize,
-    ) -> Bytes {
-        self.serve(payload, target, access, protocol, db, affinity)
-            .await
-            .0
+    pub async fn execute(&self, sending: Sending) -> Bytes {
+        self.serve(sending).await.0
     }
 
     /// [`Cluster::execute`], also returning the node that answered last (none when no node
     /// was reached): what the slow log names. The pool is the one the request already held,
     /// moved out, so knowing it costs nothing.
-    pub async fn serve(
-        &self,
-        payload: Bytes,
-        target: Target,
-        access: Access,
-        protocol: Protocol,
-        db: u8,
-        affinity: usize,
-    ) -> (Bytes, Option<Arc<NodePool>>) {
-        self.serve_after(None, payload, target, access, protocol, db, affinity)
-            .await
+    pub async fn serve(&self, sending: Sending) -> (Bytes, Option<Arc<NodePool>>) {
+        self.serve_after(None, sending).await
     }
 
     /// Makes the first attempt of a command at once, its reply going to `ticket` of the client's
@@ -85,17 +75,15 @@ impl Cluster {
     /// one plain attempt can give (a replica read, a control connection, writes held during a
     /// failover, no route yet, a full queue): the caller gives the ticket up and runs
     /// [`Cluster::serve`]. The outcome, once in the ring, goes to [`Cluster::settle`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        &self,
-        payload: &Bytes,
-        target: &Target,
-        access: Access,
-        protocol: Protocol,
-        db: u8,
-        affinity: usize,
-        ticket: RingTicket,
-    ) -> Option<Arc<NodePool>> {
+    pub fn start(&self, sending: &Sending, ticket: RingTicket) -> Option<Arc<NodePool>> {
+        let Sending {
+            ref payload,
+            ref target,
+            access,
+            protocol,
+            db,
+            affinity,
+        } = *sending;
         if matches!(target, Target::Control(_))
             || access == Access::Read && self.config.read_from != ReadFrom::Master
             || access == Access::Write && self.writes_held()
@@ -132,25 +120,19 @@ impl Cluster {
 
     /// [`Cluster::serve`], after a first attempt on a pool that came to an outcome (`first`),
     /// when there was one: the one retry engine for every forwarded command.
-    #[allow(clippy::too_many_arguments)]
     pub async fn serve_after(
         &self,
         mut first: Option<(Arc<NodePool>, Result<Reply, BackendError>)>,
-        payload: Bytes,
-        target: Target,
-        access: Access,
-        protocol: Protocol,
-        db: u8,
-        affinity: usize,
+        sending: Sending,
     ) -> (Bytes, Option<Arc<NodePool>>) {
-        let sending = Sending {
-            payload: &payload,
-            target: &target,
+        let Sending {
+            ref payload,
+            ref target,
             access,
             protocol,
             db,
             affinity,
-        };
+        } = sending;
         // The budget counts from the first attempt, made before this engine was asked: one that
         // timed out began a request timeout ago (any other outcome came at once), so a retry
         // after it still ends within `request_timeout_ms` + `retry_timeout_ms` of the request.
@@ -177,7 +159,7 @@ impl Cluster {
                     Step::Again => continue,
                 }
             }
-            let replica = match (progress.to_replica, &target, &progress.redirected) {
+            let replica = match (progress.to_replica, target, &progress.redirected) {
                 (true, Target::Slot(slot), None) => {
                     self.map.load().replica(*slot, affinity).cloned()
                 }
@@ -186,14 +168,14 @@ impl Cluster {
             let on_replica = replica.is_some();
             let (pool, asking) = match progress.redirected.take().or(replica.map(|r| (r, false))) {
                 Some(next) => next,
-                None => match self.resolve(&target) {
+                None => match self.resolve(target) {
                     Some(pool) => (pool, false),
                     None => match progress.attempts.next_delay() {
                         Some(delay) => {
                             tokio::time::sleep(delay).await;
                             continue;
                         }
-                        None => return (reply::error(&self.no_route_error(&target)), None),
+                        None => return (reply::error(&self.no_route_error(target)), None),
                     },
                 },
             };
@@ -208,7 +190,7 @@ impl Cluster {
                     None => return (reply::error(&self.failing_over_error()), Some(pool)),
                 }
             }
-            let sent = match &target {
+            let sent = match target {
                 Target::Control(_) => pool.send_control(protocol, payload.clone(), db).await,
                 _ => {
                     pool.send(protocol, affinity, payload.clone(), asking, db)
@@ -230,14 +212,14 @@ impl Cluster {
     /// [`Cluster::judge`] chose, noted in `redirected`).
     async fn judge_outcome(
         &self,
-        sending: &Sending<'_>,
+        sending: &Sending,
         progress: &mut Progress,
         sent: Result<Reply, BackendError>,
         (pool, asking, on_replica): (Arc<NodePool>, bool, bool),
     ) -> Step {
         let Sending {
-            payload,
-            target,
+            ref payload,
+            ref target,
             access,
             protocol,
             db,

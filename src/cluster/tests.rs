@@ -41,7 +41,14 @@ fn command(args: &[&str]) -> Bytes {
 async fn run(cluster: &Cluster, args: &[&str], slot: u16, access: Access) -> String {
     let target = Target::Slot(Slot::new(slot).unwrap());
     let reply = cluster
-        .execute(command(args), target, access, Protocol::Resp2, 0, 0)
+        .execute(Sending {
+            payload: command(args),
+            target,
+            access,
+            protocol: Protocol::Resp2,
+            db: 0,
+            affinity: 0,
+        })
         .await;
     String::from_utf8_lossy(&reply).into_owned()
 }
@@ -357,12 +364,14 @@ async fn a_read_whose_first_attempt_timed_out_ends_within_the_request_and_retry_
     let (got, _) = cluster
         .serve_after(
             Some((cluster.pool(&NodeAddr::new(A)), first)),
-            command(&["GET", "k"]),
-            target,
-            Access::Read,
-            Protocol::Resp2,
-            0,
-            0,
+            Sending {
+                payload: command(&["GET", "k"]),
+                target,
+                access: Access::Read,
+                protocol: Protocol::Resp2,
+                db: 0,
+                affinity: 0,
+            },
         )
         .await;
     assert!(String::from_utf8_lossy(&got).contains("did not reply within 5000 ms"));

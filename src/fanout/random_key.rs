@@ -5,6 +5,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::{all_masters, reprefix};
+use crate::cluster::Sending;
 use crate::cluster::Target;
 use crate::command::Access;
 use crate::protocol::reply::ReplyBuf;
@@ -31,7 +32,14 @@ pub async fn run(
     let dbsize = dbsize.freeze();
     let sizes = join_all(masters.iter().map(|(_, cluster, pool)| {
         let target = Target::Node(pool.clone());
-        cluster.execute(dbsize.clone(), target, Access::Read, protocol, db, affinity)
+        cluster.execute(Sending {
+            payload: dbsize.clone(),
+            target,
+            access: Access::Read,
+            protocol,
+            db,
+            affinity,
+        })
     }))
     .await;
     let mut weights = Vec::with_capacity(sizes.len());
@@ -49,14 +57,14 @@ pub async fn run(
         };
         let target = Target::Node(pool.clone());
         let reply = cluster
-            .execute(
-                payload.clone(),
+            .execute(Sending {
+                payload: payload.clone(),
                 target,
-                Access::Read,
+                access: Access::Read,
                 protocol,
                 db,
                 affinity,
-            )
+            })
             .await;
         if !is_null(&reply, protocol) {
             return match routes.stripped_prefix(*backend) {

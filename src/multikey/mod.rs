@@ -24,6 +24,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
+use crate::cluster::Sending;
 use crate::cluster::{Cluster, FirstNode, Settled, SlotMap, Target};
 use crate::command::Access;
 use crate::command::policy::SplitKind;
@@ -296,14 +297,14 @@ async fn run_alone(
                             tokio::time::sleep(delay).await;
                         }
                         cluster
-                            .execute(
+                            .execute(Sending {
                                 payload,
-                                Target::Slot(part.slot),
-                                context.access,
-                                context.protocol,
-                                context.db,
-                                context.affinity,
-                            )
+                                target: Target::Slot(part.slot),
+                                access: context.access,
+                                protocol: context.protocol,
+                                db: context.db,
+                                affinity: context.affinity,
+                            })
                             .await
                     }
                     None => reply::error("ERR respgate: no backend configured"),

@@ -28,7 +28,7 @@ use super::{
 use crate::backend::ring::ReplyRing;
 use crate::backend::{BackendError, Hints};
 use crate::clients::ClientHandle;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Sending};
 use crate::metrics::Family;
 use crate::protocol::Request;
 use crate::proxy::{ProxyRef, Snapshot};
@@ -384,12 +384,14 @@ impl<'a> Phase<'a> {
                 let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
                 let command = Command {
                     cluster,
-                    payload,
-                    target,
-                    access,
-                    protocol,
-                    db,
-                    affinity,
+                    sending: Sending {
+                        payload,
+                        target,
+                        access,
+                        protocol,
+                        db,
+                        affinity,
+                    },
                     timed: timed(cluster),
                 };
                 self.forward(c, edge, command);
@@ -432,15 +434,7 @@ impl<'a> Phase<'a> {
         };
         let ticket = edge.ring.reserve(hints);
         let seq = ticket.seq();
-        let started = command.cluster.start(
-            &command.payload,
-            &command.target,
-            command.access,
-            command.protocol,
-            command.db,
-            command.affinity,
-            ticket,
-        );
+        let started = command.cluster.start(&command.sending, ticket);
         match started {
             Some(pool) => {
                 let deadline = c.last_activity + pool.request_timeout();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::clients::{BlockedOn, ClientHandle};
+use crate::cluster::Sending;
 use crate::cluster::{Cluster, Target};
 use crate::command::Access;
 use crate::keyspace::BackendId;
@@ -61,14 +62,14 @@ impl Blocked<'_> {
                 let target = Target::Control(pool.clone());
                 let affinity = self.client.id as usize;
                 let reply = cluster
-                    .execute(
-                        probe.clone(),
+                    .execute(Sending {
+                        payload: probe.clone(),
                         target,
-                        Access::Read,
-                        Protocol::Resp2,
-                        0,
+                        access: Access::Read,
+                        protocol: Protocol::Resp2,
+                        db: 0,
                         affinity,
-                    )
+                    })
                     .await;
                 if reply.starts_with(b"-") || shows_blocked(&reply) {
                     break;

@@ -10,6 +10,7 @@ use super::owed::Slow;
 use super::pubsub;
 use super::tally::{Client, Timed, tallied};
 use crate::cluster::Cluster;
+use crate::cluster::Sending;
 use crate::protocol::Protocol;
 use crate::proxy::ProxyRef;
 use crate::{fanout, multikey};
@@ -114,7 +115,14 @@ pub(super) fn silently<'a>(
         } => Box::pin(async move {
             if let Some(cluster) = proxy.backend(backend) {
                 cluster
-                    .execute(payload, target, access, protocol, db, affinity)
+                    .execute(Sending {
+                        payload,
+                        target,
+                        access,
+                        protocol,
+                        db,
+                        affinity,
+                    })
                     .await;
             }
             Bytes::new()

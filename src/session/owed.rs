@@ -21,9 +21,8 @@ use super::tally::{Client, Timed};
 use crate::backend::NodePool;
 use crate::backend::ring::{Outcome, ReplyRing};
 use crate::backend::{BackendError, Reply};
-use crate::cluster::{Cluster, Target};
-use crate::command::Access;
-use crate::protocol::Protocol;
+use crate::cluster::Cluster;
+use crate::cluster::Sending;
 
 /// A reply still being worked out on a path less common than a plain forward.
 pub(super) type Slow<'a> = Pin<Box<dyn Future<Output = Bytes> + Send + 'a>>;
@@ -44,16 +43,8 @@ pub(super) struct Forwarded<'a> {
 pub(super) struct Command<'a> {
     /// The backend that serves it.
     pub(super) cluster: &'a Cluster,
-    /// The command in RESP.
-    pub(super) payload: Bytes,
-    /// Where it goes, for a retry.
-    pub(super) target: Target,
-    /// Whether it only reads.
-    pub(super) access: Access,
-    /// The client's protocol, database and connection choice, for a retry.
-    pub(super) protocol: Protocol,
-    pub(super) db: u8,
-    pub(super) affinity: usize,
+    /// The command as every attempt sends it.
+    pub(super) sending: Sending,
     /// How it is counted once answered.
     pub(super) timed: Timed<'a>,
 }
@@ -68,18 +59,11 @@ impl<'a> Command<'a> {
     ) -> Slow<'a> {
         let Command {
             cluster,
-            payload,
-            target,
-            access,
-            protocol,
-            db,
-            affinity,
+            sending,
             timed,
         } = self;
         Box::pin(async move {
-            let (bytes, node) = cluster
-                .serve_after(first, payload, target, access, protocol, db, affinity)
-                .await;
+            let (bytes, node) = cluster.serve_after(first, sending).await;
             timed.finish(&bytes, node.as_deref().map(|n| n.addr()), client);
             bytes
         })
@@ -316,10 +300,12 @@ impl<'a> Owed<'a> {
         let counted = outcome
             .as_ref()
             .map_or(0, |reply: &Reply| reply.bytes.len());
-        match command
-            .cluster
-            .settle(&pool, &command.target, command.access, outcome)
-        {
+        match command.cluster.settle(
+            &pool,
+            &command.sending.target,
+            command.sending.access,
+            outcome,
+        ) {
             Ok(bytes) => {
                 command.timed.finish(&bytes, Some(pool.addr()), client);
                 Ok(bytes)

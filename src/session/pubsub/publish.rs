@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 
+use crate::cluster::Sending;
 use crate::cluster::Target;
 use crate::command::Access;
 use crate::keyspace::BackendId;
@@ -44,14 +45,14 @@ pub async fn publish(
         return crate::protocol::reply::error("ERR respgate: no backend configured");
     };
     let (reply, pool) = cluster
-        .serve(
-            publish.payload,
-            publish.target,
-            Access::Write,
+        .serve(Sending {
+            payload: publish.payload,
+            target: publish.target,
+            access: Access::Write,
             protocol,
             db,
             affinity,
-        )
+        })
         .await;
     let (Some(pool), Some(counted)) = (pool, integer(&reply)) else {
         // An error, or no node reached: the client hears it as it came.
