@@ -145,16 +145,8 @@ impl NodePool {
         payload: Bytes,
         db: u8,
     ) -> Result<Reply, BackendError> {
-        let conn = self.control[protocol.index()].get_or_init(|| {
-            SharedConn::spawn(
-                self.addr.clone(),
-                protocol,
-                Arc::clone(&self.settings),
-                &self.workers,
-                self.workers.current_index(),
-                Arc::clone(&self.health),
-            )
-        });
+        let conn = self.control[protocol.index()]
+            .get_or_init(|| self.spawn(protocol, self.workers.current_index()));
         self.await_reply(conn, payload, false, db).await
     }
 
@@ -242,37 +234,28 @@ impl NodePool {
 
     /// This worker's side connection to the node.
     fn side_connection(&self, protocol: Protocol) -> &SharedConn {
-        let worker = self.workers.current_index();
-        let sides = self
-            .side
-            .get(worker)
-            .unwrap_or(&self.side[self.side.len() - 1]);
-        sides[protocol.index()].get_or_init(|| {
-            SharedConn::spawn(
-                self.addr.clone(),
-                protocol,
-                Arc::clone(&self.settings),
-                &self.workers,
-                worker,
-                Arc::clone(&self.health),
-            )
-        })
+        // `side` has one more entry than there are workers: `current_index` is at most that.
+        let worker = self.workers.current_index().min(self.side.len() - 1);
+        self.side[worker][protocol.index()].get_or_init(|| self.spawn(protocol, worker))
+    }
+
+    /// A new connection to the node for `protocol`, its task on worker `worker`.
+    fn spawn(&self, protocol: Protocol, worker: usize) -> SharedConn {
+        SharedConn::spawn(
+            self.addr.clone(),
+            protocol,
+            Arc::clone(&self.settings),
+            &self.workers,
+            worker,
+            Arc::clone(&self.health),
+        )
     }
 
     fn connections(&self, worker: usize, protocol: Protocol) -> &Vec<SharedConn> {
         let conns = self.per_worker.get(worker).unwrap_or(&self.elsewhere);
         conns[protocol.index()].get_or_init(|| {
             (0..self.settings.connections_per_node.max(1))
-                .map(|_| {
-                    SharedConn::spawn(
-                        self.addr.clone(),
-                        protocol,
-                        Arc::clone(&self.settings),
-                        &self.workers,
-                        worker,
-                        Arc::clone(&self.health),
-                    )
-                })
+                .map(|_| self.spawn(protocol, worker))
                 .collect()
         })
     }

@@ -141,8 +141,43 @@ pub async fn run(
     db: u8,
     affinity: usize,
 ) -> Bytes {
-    let access = split.access();
-    let mut batches: Vec<Batch<'_>> = Vec::new();
+    let context = Context {
+        proxy,
+        access: split.access(),
+        protocol,
+        db,
+        affinity,
+    };
+    let (mut batches, mut flights) = place(proxy, &split, context.access, affinity);
+    let buffer = encode(&split, &mut batches, &mut flights);
+    let mut replies: Vec<Bytes> = vec![Bytes::new(); split.parts.len()];
+    first_attempts(
+        &context,
+        &split,
+        &batches,
+        &mut flights,
+        &buffer,
+        &mut replies,
+    )
+    .await;
+    // The rare parts that need more than their first attempt: each on its own, in a future
+    // of its own so the common case does not carry its size.
+    if flights.iter().any(|flight| flight.again.is_some()) {
+        Box::pin(run_alone(context, &split, &flights, &buffer, &mut replies)).await;
+    }
+    merge(&split, &replies, protocol)
+}
+
+/// Where each part's first attempt goes: the parts for one node of one backend share a
+/// batch; a part with no first node (writes held, slot not served) has none and runs on its
+/// own.
+fn place<'p>(
+    proxy: ProxyRef<'p>,
+    split: &Split,
+    access: Access,
+    affinity: usize,
+) -> (Vec<Batch<'p>>, Vec<Flight>) {
+    let mut batches: Vec<Batch<'p>> = Vec::new();
     let mut flights: Vec<Flight> = Vec::with_capacity(split.parts.len());
     // The slot map of the backend looked at last: one look for all its parts.
     let mut map: Option<(BackendId, Arc<SlotMap>)> = None;
@@ -179,8 +214,12 @@ pub async fn run(
             again: None,
         });
     }
+    (batches, flights)
+}
 
-    // Every sub-command in one buffer, each batch's contiguous: one allocation for them all.
+/// Every sub-command in one buffer, each batch's contiguous: one allocation for them all. A
+/// part without a batch is marked to run on its own at once.
+fn encode(split: &Split, batches: &mut [Batch<'_>], flights: &mut [Flight]) -> Bytes {
     let mut buffer = BytesMut::with_capacity(split.encoded_capacity());
     for (index, batch) in batches.iter_mut().enumerate() {
         let start = buffer.len();
@@ -202,9 +241,26 @@ pub async fn run(
             flight.again = Some(std::time::Duration::ZERO);
         }
     }
-    let buffer = buffer.freeze();
+    buffer.freeze()
+}
 
-    // Queued all at once, so the nodes work in parallel; then awaited in turn.
+/// Sends every batch at once, so the nodes work in parallel, then awaits them in turn: each
+/// part's reply lands in `replies`, or its flight says to run it again on its own.
+async fn first_attempts(
+    context: &Context<'_>,
+    split: &Split,
+    batches: &[Batch<'_>],
+    flights: &mut [Flight],
+    buffer: &Bytes,
+    replies: &mut [Bytes],
+) {
+    let Context {
+        access,
+        protocol,
+        db,
+        affinity,
+        ..
+    } = *context;
     let pending: Vec<_> = batches
         .iter()
         .map(|batch| {
@@ -217,7 +273,6 @@ pub async fn run(
             )
         })
         .collect();
-    let mut replies: Vec<Bytes> = vec![Bytes::new(); split.parts.len()];
     for ((index, batch), pending) in batches.iter().enumerate().zip(pending) {
         let batched = pending.replies().await;
         let map = batch.cluster.slot_map();
@@ -247,23 +302,9 @@ pub async fn run(
             }
         }
     }
-
-    // The rare parts that need more than their first attempt: each on its own, in a future
-    // of its own so the common case does not carry its size.
-    if flights.iter().any(|flight| flight.again.is_some()) {
-        let context = Context {
-            proxy,
-            access,
-            protocol,
-            db,
-            affinity,
-        };
-        Box::pin(run_alone(context, &split, &flights, &buffer, &mut replies)).await;
-    }
-    merge(&split, &replies, protocol)
 }
 
-/// What a part run on its own needs of the client's request.
+/// What a part needs of the client's request.
 struct Context<'a> {
     proxy: ProxyRef<'a>,
     access: Access,

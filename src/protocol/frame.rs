@@ -289,128 +289,28 @@ impl ReplyFramer {
     /// Acts on the complete line from `pos` to the CR at `cr`.
     fn line(&mut self, buf: &[u8], cr: usize) -> Result<Option<ReplyFrame>, FrameError> {
         let start = self.pos;
-        let ty = buf.get(start).copied().unwrap_or_default();
-        let text = buf.get(start + 1..cr).unwrap_or_default();
-        let next = cr + 2;
-        self.pos = next;
-        self.scan = next;
-        let top = self.stack.is_empty();
-        let length = |examined: &mut u64| {
-            *examined += text.len() as u64;
-            match parse_int(text) {
-                Some(n) if n >= -1 => Ok(n),
-                _ => Err(FrameError::InvalidLength { offset: start }),
-            }
+        let line = Line {
+            start,
+            ty: buf.get(start).copied().unwrap_or_default(),
+            text: buf.get(start + 1..cr).unwrap_or_default(),
+            next: cr + 2,
+            top: self.stack.is_empty(),
         };
-        let payload_end = |n: i64| {
-            usize::try_from(n)
-                .ok()
-                .and_then(|n| next.checked_add(n))
-                .ok_or(FrameError::InvalidLength { offset: start })
-        };
+        self.pos = line.next;
+        self.scan = line.next;
         if self.stack.last() == Some(&Level::StreamedString) {
-            if ty != b';' {
-                return Err(FrameError::Stream {
-                    byte: ty as char,
-                    offset: start,
-                });
-            }
-            let n = length(&mut self.examined)?;
-            if n < 0 {
-                return Err(FrameError::InvalidLength { offset: start });
-            }
-            if n == 0 {
-                self.stack.pop();
-                return Ok(self.value_done());
-            }
-            self.step = Step::Payload {
-                end: payload_end(n)?,
-                chunk: true,
-            };
-            return Ok(None);
+            return self.chunk_header(&line);
         }
-        match ty {
+        match line.ty {
             b'-' => {
-                if top {
+                if line.top {
                     self.kind = ReplyKind::Error(start + 1, cr);
                 }
                 Ok(self.value_done())
             }
-            b'$' | b'=' | b'!' => {
-                if ty == b'$' && text == b"?" {
-                    self.stack.push(Level::StreamedString);
-                    self.deepest = self.deepest.max(self.stack.len());
-                    return Ok(None);
-                }
-                let n = length(&mut self.examined)?;
-                if n < 0 {
-                    return Ok(self.value_done());
-                }
-                let end = payload_end(n)?;
-                if top && ty == b'!' {
-                    self.kind = ReplyKind::Error(next, end);
-                }
-                self.step = Step::Payload { end, chunk: false };
-                Ok(None)
-            }
-            b'*' | b'%' | b'~' | b'>' | b'|' => {
-                let attribute = ty == b'|';
-                if top && ty == b'>' {
-                    self.kind = ReplyKind::Push;
-                }
-                if text == b"?" {
-                    self.stack.push(if attribute {
-                        Level::StreamedAttribute
-                    } else {
-                        Level::StreamedAggregate
-                    });
-                    self.deepest = self.deepest.max(self.stack.len());
-                    return Ok(None);
-                }
-                let n = length(&mut self.examined)?;
-                if n < 0 {
-                    if attribute {
-                        // An attribute annotates a value; it has no null.
-                        return Err(FrameError::InvalidLength { offset: start });
-                    }
-                    return Ok(self.value_done());
-                }
-                // Maps and attributes hold a key and a value per entry. `n` is below 2^63, so
-                // twice it fits in a u64.
-                let count = if ty == b'%' || attribute {
-                    n as u64 * 2
-                } else {
-                    n as u64
-                };
-                match (count, attribute) {
-                    (0, true) => Ok(None),
-                    (0, false) => Ok(self.value_done()),
-                    (_, true) => {
-                        self.stack.push(Level::Attribute(count));
-                        self.deepest = self.deepest.max(self.stack.len());
-                        Ok(None)
-                    }
-                    (_, false) => {
-                        self.stack.push(Level::Aggregate(count));
-                        self.deepest = self.deepest.max(self.stack.len());
-                        Ok(None)
-                    }
-                }
-            }
-            b'.' => match self.stack.last() {
-                Some(Level::StreamedAggregate) => {
-                    self.stack.pop();
-                    Ok(self.value_done())
-                }
-                Some(Level::StreamedAttribute) => {
-                    self.stack.pop();
-                    Ok(None)
-                }
-                _ => Err(FrameError::Stream {
-                    byte: '.',
-                    offset: start,
-                }),
-            },
+            b'$' | b'=' | b'!' => self.string_header(&line),
+            b'*' | b'%' | b'~' | b'>' | b'|' => self.aggregate_header(&line),
+            b'.' => self.stream_end(start),
             b';' => Err(FrameError::Stream {
                 byte: ';',
                 offset: start,
@@ -418,6 +318,121 @@ impl ReplyFramer {
             // `+ : _ , # (`: one line is the whole value; its content does not matter here.
             _ => Ok(self.value_done()),
         }
+    }
+
+    /// One chunk's header (`;n`) inside a streamed string; `;0` ends the string.
+    #[inline]
+    fn chunk_header(&mut self, line: &Line<'_>) -> Result<Option<ReplyFrame>, FrameError> {
+        if line.ty != b';' {
+            return Err(FrameError::Stream {
+                byte: line.ty as char,
+                offset: line.start,
+            });
+        }
+        let n = line.length(&mut self.examined)?;
+        if n < 0 {
+            return Err(FrameError::InvalidLength { offset: line.start });
+        }
+        if n == 0 {
+            self.stack.pop();
+            return Ok(self.value_done());
+        }
+        self.step = Step::Payload {
+            end: line.payload_end(n)?,
+            chunk: true,
+        };
+        Ok(None)
+    }
+
+    /// A bulk, verbatim or blob error string's header (`$n`, `=n`, `!n`, or `$?` for a
+    /// streamed string); its payload follows.
+    #[inline]
+    fn string_header(&mut self, line: &Line<'_>) -> Result<Option<ReplyFrame>, FrameError> {
+        if line.ty == b'$' && line.text == b"?" {
+            self.open(Level::StreamedString);
+            return Ok(None);
+        }
+        let n = line.length(&mut self.examined)?;
+        if n < 0 {
+            return Ok(self.value_done());
+        }
+        let end = line.payload_end(n)?;
+        if line.top && line.ty == b'!' {
+            self.kind = ReplyKind::Error(line.next, end);
+        }
+        self.step = Step::Payload { end, chunk: false };
+        Ok(None)
+    }
+
+    /// An array, map, set, push or attribute header (`*n`, `%n`, `~n`, `>n`, `|n`, or `?` for
+    /// a streamed one): its elements follow.
+    #[inline]
+    fn aggregate_header(&mut self, line: &Line<'_>) -> Result<Option<ReplyFrame>, FrameError> {
+        let attribute = line.ty == b'|';
+        if line.top && line.ty == b'>' {
+            self.kind = ReplyKind::Push;
+        }
+        if line.text == b"?" {
+            self.open(if attribute {
+                Level::StreamedAttribute
+            } else {
+                Level::StreamedAggregate
+            });
+            return Ok(None);
+        }
+        let n = line.length(&mut self.examined)?;
+        if n < 0 {
+            if attribute {
+                // An attribute annotates a value; it has no null.
+                return Err(FrameError::InvalidLength { offset: line.start });
+            }
+            return Ok(self.value_done());
+        }
+        // Maps and attributes hold a key and a value per entry. `n` is below 2^63, so twice it
+        // fits in a u64.
+        let count = if line.ty == b'%' || attribute {
+            n as u64 * 2
+        } else {
+            n as u64
+        };
+        match (count, attribute) {
+            (0, true) => Ok(None),
+            (0, false) => Ok(self.value_done()),
+            (_, true) => {
+                self.open(Level::Attribute(count));
+                Ok(None)
+            }
+            (_, false) => {
+                self.open(Level::Aggregate(count));
+                Ok(None)
+            }
+        }
+    }
+
+    /// `.`, the end of a streamed aggregate or attribute; anywhere else an error.
+    #[inline]
+    fn stream_end(&mut self, start: usize) -> Result<Option<ReplyFrame>, FrameError> {
+        match self.stack.last() {
+            Some(Level::StreamedAggregate) => {
+                self.stack.pop();
+                Ok(self.value_done())
+            }
+            Some(Level::StreamedAttribute) => {
+                self.stack.pop();
+                Ok(None)
+            }
+            _ => Err(FrameError::Stream {
+                byte: '.',
+                offset: start,
+            }),
+        }
+    }
+
+    /// Opens a nested level, noting the deepest nesting seen.
+    #[inline]
+    fn open(&mut self, level: Level) {
+        self.stack.push(level);
+        self.deepest = self.deepest.max(self.stack.len());
     }
 
     /// A value just ended at `pos`: count it against the open aggregates, closing those it
@@ -517,6 +532,41 @@ pub fn array_elements(reply: &[u8], protocol: Protocol) -> Option<Vec<&[u8]>> {
         at += frame.len;
     }
     Some(elements)
+}
+
+/// One complete header line of a reply, as [`ReplyFramer`]'s steps read it.
+struct Line<'b> {
+    /// Where it starts: its type byte.
+    start: usize,
+    /// Its type byte.
+    ty: u8,
+    /// What follows the type byte, up to the CR.
+    text: &'b [u8],
+    /// Where the next line (or the payload) starts.
+    next: usize,
+    /// Whether it opens the top-level value.
+    top: bool,
+}
+
+impl Line<'_> {
+    /// The length the line gives (-1 for a null), counted as examined.
+    #[inline]
+    fn length(&self, examined: &mut u64) -> Result<i64, FrameError> {
+        *examined += self.text.len() as u64;
+        match parse_int(self.text) {
+            Some(n) if n >= -1 => Ok(n),
+            _ => Err(FrameError::InvalidLength { offset: self.start }),
+        }
+    }
+
+    /// Where a payload of `n` bytes after the line ends.
+    #[inline]
+    fn payload_end(&self, n: i64) -> Result<usize, FrameError> {
+        usize::try_from(n)
+            .ok()
+            .and_then(|n| self.next.checked_add(n))
+            .ok_or(FrameError::InvalidLength { offset: self.start })
+    }
 }
 
 #[cfg(test)]
