@@ -7,6 +7,7 @@
 mod hold;
 mod job;
 mod node_conn;
+mod outbox;
 mod pool;
 pub mod ring;
 #[cfg(test)]

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tracing::debug;
 
 use super::hold::Hold;
 use super::job::{Batched, Job, Queue, ReplyTo, Sink, lock, push_job};
 use super::node_conn::{NodeReader, NodeWriter};
+use super::outbox::{Handles, Outbox, Refused};
 use super::pool::NodeHealth;
 use super::{BackendError, ConnSettings, NodeAddr, NodeConn, Reply};
 use crate::protocol::{Protocol, ReplyKind};
@@ -31,7 +32,7 @@ const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// the connection is retired, once the replies still owed on it have arrived.
 #[derive(Clone)]
 pub struct SharedConn {
-    jobs: mpsc::Sender<Job>,
+    jobs: Arc<Handles>,
     addr: NodeAddr,
     state: Arc<ConnState>,
 }
@@ -100,7 +101,8 @@ impl SharedConn {
         worker: usize,
         health: Arc<NodeHealth>,
     ) -> SharedConn {
-        let (jobs, rx) = mpsc::channel(settings.max_inflight);
+        let outbox = Arc::new(Outbox::new(settings.max_inflight));
+        let jobs = Arc::new(Handles(Arc::clone(&outbox)));
         let state = Arc::new(ConnState::default());
         workers.spawn_on(
             worker,
@@ -108,7 +110,7 @@ impl SharedConn {
                 addr.clone(),
                 protocol,
                 settings,
-                rx,
+                outbox,
                 health,
                 Arc::clone(&state),
             ),
@@ -121,23 +123,15 @@ impl SharedConn {
     /// unless the node has stopped answering, and new ones are refused.
     pub fn retire(&self) {
         self.state.retirement.retire();
-        // Wakes the task: a job nobody waits for is skipped, never written. When the queue is
-        // full the task wakes at its next reply anyway.
-        let (nobody, _) = oneshot::channel();
-        let _ = self.jobs.try_send(Job {
-            payload: Bytes::new(),
-            asking: false,
-            db: 0,
-            reply: Sink::One(ReplyTo::Channel(nobody)),
-            runs_code: false,
-        });
+        // The task looks at the flag when it wakes.
+        self.jobs.0.wake();
     }
 
-    fn refused(&self, error: mpsc::error::TrySendError<Job>) -> BackendError {
+    fn refused(&self, refused: Refused) -> BackendError {
         let addr = self.addr.clone();
-        match error {
-            mpsc::error::TrySendError::Full(_) => BackendError::Overloaded { addr },
-            mpsc::error::TrySendError::Closed(_) => BackendError::Retired { addr },
+        match refused {
+            Refused::Full => BackendError::Overloaded { addr },
+            Refused::Closed => BackendError::Retired { addr },
         }
     }
 
@@ -176,7 +170,8 @@ impl SharedConn {
         reply: ReplyTo,
     ) -> Result<(), BackendError> {
         self.jobs
-            .try_send(Job {
+            .0
+            .push(Job {
                 payload,
                 asking,
                 db,
@@ -205,7 +200,8 @@ impl SharedConn {
             return Ok(rx);
         }
         self.jobs
-            .try_send(Job {
+            .0
+            .push(Job {
                 payload,
                 asking: false,
                 db,
@@ -221,7 +217,7 @@ async fn run(
     addr: NodeAddr,
     protocol: Protocol,
     settings: Arc<ConnSettings>,
-    mut jobs: mpsc::Receiver<Job>,
+    jobs: Arc<Outbox>,
     health: Arc<NodeHealth>,
     state: Arc<ConnState>,
 ) {
@@ -240,7 +236,7 @@ async fn run(
                 backoff = settings.backoff_min;
                 up.store(true, Ordering::Relaxed);
                 health.connected();
-                let ended = serve(conn, &addr, &settings, &mut jobs, retirement, hold).await;
+                let ended = serve(conn, &addr, &settings, &jobs, retirement, hold).await;
                 hold.clear();
                 up.store(false, Ordering::Relaxed);
                 match ended {
@@ -263,10 +259,10 @@ async fn run(
                     tokio::select! {
                         _ = tokio::time::sleep_until(retry_at) => break,
                         () = retirement.retired() => {
-                            refuse_queued(&mut jobs, &addr);
+                            refuse_queued(&jobs, &addr);
                             return;
                         }
-                        job = jobs.recv() => match job {
+                        job = jobs.take() => match job {
                             Some(job) => job.reply.fail(error.clone()),
                             None => return,
                         },
@@ -289,7 +285,7 @@ async fn serve(
     conn: NodeConn,
     addr: &NodeAddr,
     settings: &ConnSettings,
-    jobs: &mut mpsc::Receiver<Job>,
+    jobs: &Outbox,
     retirement: &Retirement,
     hold: &Hold,
 ) -> Ended {
@@ -304,7 +300,7 @@ async fn serve(
         settings.stall_after,
         Arc::clone(&settings.on_stall),
     ));
-    // Boxed so it can be dropped before the queue is emptied below: it borrows `jobs`.
+    // Boxed so it can be dropped before the queue is emptied below.
     let mut writer = Box::pin(write_jobs(
         &mut wr,
         jobs,
@@ -395,7 +391,7 @@ struct Flight {
 /// socket fails or every handle is dropped.
 async fn write_jobs(
     wr: &mut NodeWriter,
-    jobs: &mut mpsc::Receiver<Job>,
+    jobs: &Outbox,
     flight: &Flight,
     hold: &Hold,
     max_inflight: usize,
@@ -405,17 +401,14 @@ async fn write_jobs(
         while lock(&flight.waiting).len() >= max_inflight {
             flight.room.notified().await;
         }
-        let Some(job) = jobs.recv().await else {
+        let Some(job) = jobs.take().await else {
             return Ended::Dropped;
         };
         push_job(&mut batch, &flight.waiting, hold, job);
-        // Let the sessions that are ready run first: their requests join this write instead
-        // of each costing a send of its own.
-        tokio::task::yield_now().await;
         while batch.len() < MAX_BATCH_BYTES && lock(&flight.waiting).len() < max_inflight {
-            match jobs.try_recv() {
-                Ok(job) => push_job(&mut batch, &flight.waiting, hold, job),
-                Err(_) => break,
+            match jobs.try_take() {
+                Some(job) => push_job(&mut batch, &flight.waiting, hold, job),
+                None => break,
             }
         }
         if let Err(e) = wr.write_all(&batch).await {
@@ -478,9 +471,8 @@ async fn read_replies(rd: &mut NodeReader, flight: &Flight, hold: &Hold) -> Ende
 }
 
 /// Fails the commands queued and not written yet as not sent, and refuses new ones.
-fn refuse_queued(jobs: &mut mpsc::Receiver<Job>, addr: &NodeAddr) {
-    jobs.close();
-    while let Ok(job) = jobs.try_recv() {
+fn refuse_queued(jobs: &Outbox, addr: &NodeAddr) {
+    for job in jobs.close() {
         job.reply.fail(BackendError::Retired { addr: addr.clone() });
     }
 }
