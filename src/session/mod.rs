@@ -155,11 +155,10 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         if let (Some(timer), Some(timeout)) = (c.idle_timer.as_mut(), c.idle_timeout) {
             timer.as_mut().reset(c.last_activity + timeout);
         }
+        // Biased, in this order: an unbiased select draws a random number at every wake, and a
+        // client that never stops sending must still see its CLIENT KILL.
         let flow = tokio::select! {
-            readable = c.io.readable() => match readable {
-                Ok(()) => Box::pin(active(&mut c, &snapshot)).await,
-                Err(_) => Flow::Close,
-            },
+            biased;
             () = signalled(&c.state.registered.handle, &c.announcements) => {
                 if c.state.registered.handle.signal.is_killed() {
                     debug!(client = c.state.id, "killed by CLIENT KILL");
@@ -171,6 +170,10 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                     Flow::Move
                 }
             }
+            readable = c.io.readable() => match readable {
+                Ok(()) => Box::pin(active(&mut c, &snapshot)).await,
+                Err(_) => Flow::Close,
+            },
             _ = idle(&mut c.idle_timer) => {
                 closed_idle(&c);
                 Flow::Close
