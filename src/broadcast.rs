@@ -14,6 +14,7 @@ use futures_util::future::join_all;
 
 use crate::backend::{BackendError, NodeAddr, NodePool, Reply};
 use crate::cluster::Cluster;
+use crate::combine;
 use crate::protocol::{Protocol, reply};
 use crate::proxy::ProxyRef;
 
@@ -148,12 +149,9 @@ pub fn nodes_of(cluster: &Cluster, reach: Reach) -> Option<Vec<Arc<NodePool>>> {
     if map.masters().is_empty() {
         return None;
     }
-    let mut nodes = map.masters().to_vec();
-    nodes.sort_by(|a, b| a.addr().cmp(b.addr()));
+    let mut nodes = combine::masters_in_order(&map);
     if reach == Reach::EveryNode {
-        let mut replicas: Vec<Arc<NodePool>> = map.replicas().cloned().collect();
-        replicas.sort_by(|a, b| a.addr().cmp(b.addr()));
-        nodes.extend(replicas);
+        nodes.extend(combine::replicas_in_order(&map));
     }
     Some(nodes)
 }
@@ -173,8 +171,7 @@ async fn one_master(proxy: ProxyRef<'_>, payload: &Bytes, protocol: Protocol) ->
     let Some(cluster) = proxy.default_cluster() else {
         return reply::error("ERR respgate: no backend configured");
     };
-    let mut masters = cluster.slot_map().masters().to_vec();
-    masters.sort_by(|a, b| a.addr().cmp(b.addr()));
+    let masters = combine::masters_in_order(&cluster.slot_map());
     let mut last: Option<BackendError> = None;
     for pool in masters {
         match pool.send_control(protocol, payload.clone(), 0).await {

@@ -16,12 +16,13 @@ use std::sync::Arc;
 use crate::backend::NodePool;
 use crate::cluster::Sending;
 use crate::cluster::{Cluster, Target};
+use crate::combine::{self, Shape};
 use crate::command::Access;
 use crate::command::Gather;
 use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
-use crate::protocol::request::{encode_command, is_option, parse_int, put_decimal};
-use crate::protocol::{Protocol, ReplyKind, array_elements, frame_reply};
+use crate::protocol::request::{encode_command, is_option, put_decimal};
+use crate::protocol::{Protocol, array_elements, bulk_value, integer_value};
 use crate::proxy::ProxyRef;
 
 /// How the masters' replies combine.
@@ -102,11 +103,10 @@ pub(crate) fn all_masters(proxy: ProxyRef<'_>) -> Result<Vec<Master<'_>>, Bytes>
     let mut all = Vec::new();
     for (index, cluster) in proxy.backends().iter().enumerate() {
         let backend = BackendId(index as u16);
-        let mut masters = cluster.slot_map().masters().to_vec();
+        let masters = combine::masters_in_order(&cluster.slot_map());
         if masters.is_empty() {
             return Err(reply::error(&cluster.unreachable_error()));
         }
-        masters.sort_by(|a, b| a.addr().cmp(b.addr()));
         all.extend(
             masters
                 .into_iter()
@@ -184,15 +184,18 @@ pub async fn run(
 /// Combines the masters' replies.
 /// `known`: for `SCRIPT EXISTS`, the scripts the proxy's caches hold.
 pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol, known: &[bool]) -> Bytes {
-    let parsed: Vec<Parsed<'_>> = replies.iter().map(|r| parse(r, protocol)).collect();
-    if let Some(i) = parsed.iter().position(|p| matches!(p, Parsed::Error)) {
+    if let Some((i, _)) = combine::first_error(replies, protocol) {
         return replies
             .get(i)
             .cloned()
             .unwrap_or_else(|| unexpected(fanout));
     }
+    let parsed: Vec<Shape<'_>> = replies
+        .iter()
+        .map(|r| combine::shape(r, protocol))
+        .collect();
     let combined = match &fanout.combine {
-        Combine::Sum => sum(&parsed, protocol),
+        Combine::Sum => combine::sum(replies, protocol).map(|n| combine::integer(n, protocol)),
         Combine::Concat => concat(&parsed),
         Combine::Union => union(&parsed),
         Combine::SumPairs => sum_pairs(&parsed),
@@ -205,26 +208,12 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol, known: &[
     combined.unwrap_or_else(|| unexpected(fanout))
 }
 
-/// [`Combine::Sum`]: the integers added up; `None` when a reply is not an integer.
-fn sum(parsed: &[Parsed<'_>], protocol: Protocol) -> Option<Bytes> {
-    let mut total = 0;
-    for p in parsed {
-        let Parsed::Integer(n) = p else {
-            return None;
-        };
-        total += n;
-    }
-    let mut out = ReplyBuf::new(protocol);
-    out.integer(total);
-    Some(out.finish())
-}
-
 /// [`Combine::Concat`]: every array's elements, in the masters' order; `None` when a reply is
 /// not an array.
-fn concat(parsed: &[Parsed<'_>]) -> Option<Bytes> {
+fn concat(parsed: &[Shape<'_>]) -> Option<Bytes> {
     let mut all: Vec<&[u8]> = Vec::new();
     for p in parsed {
-        let Parsed::Array(items) = p else {
+        let Shape::Array(items) = p else {
             return None;
         };
         all.extend(items);
@@ -234,10 +223,10 @@ fn concat(parsed: &[Parsed<'_>]) -> Option<Bytes> {
 
 /// [`Combine::Union`]: every array's elements, each once, where it first appears; `None` when
 /// a reply is not an array.
-fn union(parsed: &[Parsed<'_>]) -> Option<Bytes> {
+fn union(parsed: &[Shape<'_>]) -> Option<Bytes> {
     let mut all: Vec<&[u8]> = Vec::new();
     for p in parsed {
-        let Parsed::Array(items) = p else {
+        let Shape::Array(items) = p else {
             return None;
         };
         for item in items {
@@ -251,21 +240,17 @@ fn union(parsed: &[Parsed<'_>]) -> Option<Bytes> {
 
 /// [`Combine::SumPairs`]: the `[channel, count, ...]` arrays, which list the same channels in
 /// the same order, with the counts added up; `None` when a reply is not such an array.
-fn sum_pairs(parsed: &[Parsed<'_>]) -> Option<Bytes> {
+fn sum_pairs(parsed: &[Shape<'_>]) -> Option<Bytes> {
     let mut pairs: Vec<(&[u8], i64)> = Vec::new();
     for p in parsed {
-        let Parsed::Array(items) = p else {
+        let Shape::Array(items) = p else {
             return None;
         };
         for (i, pair) in items.chunks(2).enumerate() {
             let [channel, count] = pair else {
                 return None;
             };
-            let n = count
-                .strip_prefix(b":")
-                .and_then(|c| c.strip_suffix(b"\r\n"))
-                .and_then(parse_int)
-                .unwrap_or(0);
+            let n = integer_value(count).unwrap_or(0);
             match pairs.get_mut(i) {
                 Some(entry) => entry.1 += n,
                 None => pairs.push((channel, n)),
@@ -287,10 +272,10 @@ fn sum_pairs(parsed: &[Parsed<'_>]) -> Option<Bytes> {
 
 /// [`Combine::ScriptsExist`]: the arrays of 0/1 combined element by element, 1 where every
 /// master said 1 or the proxy knows the script (`known`).
-fn scripts_exist(parsed: &[Parsed<'_>], known: &[bool], protocol: Protocol) -> Option<Bytes> {
+fn scripts_exist(parsed: &[Shape<'_>], known: &[bool], protocol: Protocol) -> Option<Bytes> {
     let mut combined: Option<Vec<bool>> = None;
     for p in parsed {
-        let Parsed::Array(items) = p else {
+        let Shape::Array(items) = p else {
             return None;
         };
         let flags: Vec<bool> = items.iter().map(|i| *i == b":1\r\n").collect();
@@ -314,36 +299,6 @@ fn unexpected(fanout: &FanOut) -> Bytes {
         "ERR respgate: unexpected reply from a master to {}",
         fanout.name
     ))
-}
-
-/// A reply, as far as combining needs it.
-enum Parsed<'a> {
-    Error,
-    Null,
-    Integer(i64),
-    /// Raw bytes of each element.
-    Array(Vec<&'a [u8]>),
-    Other,
-}
-
-fn parse(reply: &[u8], protocol: Protocol) -> Parsed<'_> {
-    match frame_reply(reply, protocol) {
-        Ok(Some(frame)) if matches!(frame.kind, ReplyKind::Error(..)) => return Parsed::Error,
-        Ok(Some(_)) => {}
-        _ => return Parsed::Other,
-    }
-    match reply.first() {
-        Some(b':') => reply
-            .get(1..reply.len().saturating_sub(2))
-            .and_then(parse_int)
-            .map_or(Parsed::Other, Parsed::Integer),
-        Some(b'_') => Parsed::Null,
-        Some(b'$') if reply.starts_with(b"$-1\r\n") => Parsed::Null,
-        Some(b'*') | Some(b'~') => {
-            array_elements(reply, protocol).map_or(Parsed::Other, Parsed::Array)
-        }
-        _ => Parsed::Other,
-    }
 }
 
 /// `payload` with its argument `index` (a `KEYS` pattern) stripped of `prefix` when it starts
@@ -386,10 +341,7 @@ pub(crate) fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Byte
 
 /// The encoded bulk string `element` with `prefix` before its text; `None` when it is no bulk.
 fn prefixed_bulk(element: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
-    let rest = element.strip_prefix(b"$")?;
-    let cr = rest.iter().position(|&b| b == b'\r')?;
-    let len = usize::try_from(parse_int(rest.get(..cr)?)?).ok()?;
-    let key = rest.get(cr + 2..cr + 2 + len)?;
+    let key = bulk_value(element)?;
     let mut out = BytesMut::with_capacity(prefix.len() + key.len() + 16);
     out.put_u8(b'$');
     put_decimal(&mut out, (prefix.len() + key.len()) as u64);
@@ -507,10 +459,7 @@ fn scan_reply(reply: &Bytes, protocol: Protocol) -> Option<(u64, Vec<Bytes>)> {
     let [cursor, keys] = parts.as_slice() else {
         return None;
     };
-    let cursor_text = cursor.strip_prefix(b"$")?;
-    let start = cursor_text.iter().position(|&b| b == b'\n')? + 1;
-    let end = cursor_text.len().checked_sub(2)?;
-    let next: u64 = std::str::from_utf8(cursor_text.get(start..end)?)
+    let next: u64 = std::str::from_utf8(bulk_value(cursor)?)
         .ok()?
         .parse()
         .ok()?;

@@ -17,6 +17,8 @@
 //! - [`fanout`]: whole-keyspace commands (`DBSIZE`, `SCAN`, `FLUSHALL`, ...) over every master.
 //! - [`broadcast`]: commands about the servers (`CONFIG SET` to every node, `CONFIG GET` from
 //!   one master, `INFO` from every master) on each node's control connection.
+//! - [`combine`]: how the replies of several nodes become one, for the three above: one
+//!   reader of the replies' shapes, the shared rules (errors, sums, `+OK`), one order of nodes.
 //! - [`backend`]: connections to nodes. One [`backend::NodeConn`] type owns transport, buffer
 //!   and framing for every use (shared pipelined connections, a client's own, Pub/Sub, the
 //!   handshake); the transport is behind [`backend::Connector`], the seam where tests plug in
@@ -47,6 +49,7 @@ pub mod backend;
 pub mod broadcast;
 pub mod clients;
 pub mod cluster;
+pub mod combine;
 pub mod command;
 pub mod config;
 pub mod errorstats;

@@ -9,8 +9,8 @@ use crate::cluster::Sending;
 use crate::cluster::Target;
 use crate::command::Access;
 use crate::protocol::reply::ReplyBuf;
-use crate::protocol::request::{encode_command, parse_int};
-use crate::protocol::{Protocol, ReplyKind, frame_reply};
+use crate::protocol::request::encode_command;
+use crate::protocol::{Protocol, integer_value};
 use crate::proxy::ProxyRef;
 
 /// `RANDOMKEY`: `DBSIZE` of every master, then `RANDOMKEY` on one chosen with probability in
@@ -44,7 +44,7 @@ pub async fn run(
     .await;
     let mut weights = Vec::with_capacity(sizes.len());
     for reply in sizes {
-        match integer(&reply, protocol) {
+        match integer_value(&reply) {
             Some(n) => weights.push(u64::try_from(n).unwrap_or(0)),
             // An error (the node is down, ...) says best why there is no answer.
             None => return reply,
@@ -96,15 +96,6 @@ fn pick(weights: &[u64], roll: u64) -> Option<usize> {
         at -= weight;
     }
     None
-}
-
-/// The value of an integer reply; `None` for anything else (an error).
-fn integer(reply: &[u8], protocol: Protocol) -> Option<i64> {
-    match frame_reply(reply, protocol) {
-        Ok(Some(frame)) if !matches!(frame.kind, ReplyKind::Error(..)) => {}
-        _ => return None,
-    }
-    parse_int(reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
 }
 
 /// Whether `reply` is a nil (`$-1` in RESP2, `_` in RESP3).

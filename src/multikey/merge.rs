@@ -3,9 +3,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Split;
+use crate::combine;
 use crate::command::policy::SplitKind;
-use crate::protocol::request::{parse_int, put_decimal};
-use crate::protocol::{Protocol, ReplyKind, frame_reply, reply};
+use crate::protocol::request::put_decimal;
+use crate::protocol::{Protocol, reply};
 
 /// How the parts' replies combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,48 +37,31 @@ impl Merge {
 /// the error that stands for the whole command.
 pub fn merge(split: &Split, replies: &[Bytes], protocol: Protocol) -> Bytes {
     let merged = match split.merge() {
-        Merge::AllOk => replies
-            .iter()
-            .all(|r| r[..] == *reply::OK)
-            .then(|| Bytes::from_static(reply::OK)),
-        Merge::Sum => sum(replies).map(|total| {
-            let mut out = reply::ReplyBuf::new(protocol);
-            out.integer(total);
-            out.finish()
-        }),
+        Merge::AllOk => combine::all_ok(replies).then(|| Bytes::from_static(reply::OK)),
+        Merge::Sum => combine::sum(replies, protocol).map(|n| combine::integer(n, protocol)),
         Merge::Values => values(split, replies, protocol),
     };
     if let Some(merged) = merged {
         return merged;
     }
     // Any error stands for the whole command.
-    for (part, reply) in split.parts.iter().zip(replies) {
-        if let Some(text) = error_text(reply, protocol) {
-            if split.merge() == Merge::AllOk {
-                return reply::error(&format!(
-                    "ERR respgate: {} partly failed: the part for slot {} answered: {}; the other parts were applied",
-                    split.name(),
-                    part.slot.get(),
-                    String::from_utf8_lossy(text)
-                ));
-            }
-            return reply.clone();
+    if let Some((i, text)) = combine::first_error(replies, protocol)
+        && let (Some(part), Some(reply)) = (split.parts.get(i), replies.get(i))
+    {
+        if split.merge() == Merge::AllOk {
+            return reply::error(&format!(
+                "ERR respgate: {} partly failed: the part for slot {} answered: {}; the other parts were applied",
+                split.name(),
+                part.slot.get(),
+                String::from_utf8_lossy(text)
+            ));
         }
+        return reply.clone();
     }
     match split.merge() {
         Merge::AllOk => Bytes::from_static(reply::OK),
         Merge::Sum | Merge::Values => unexpected(split),
     }
-}
-
-/// The sum of integer replies; `None` if one is not an integer.
-fn sum(replies: &[Bytes]) -> Option<i64> {
-    let mut total: i64 = 0;
-    for reply in replies {
-        let digits = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-        total = total.checked_add(parse_int(digits)?)?;
-    }
-    Some(total)
 }
 
 /// The parts' array elements put back in the client's order; `None` if a reply is not an
@@ -105,20 +89,6 @@ fn values(split: &Split, replies: &[Bytes], protocol: Protocol) -> Option<Bytes>
         out.put_slice(element?);
     }
     Some(out.freeze())
-}
-
-/// The text of `reply` if it is an error; only an error is framed.
-fn error_text(reply: &[u8], protocol: Protocol) -> Option<&[u8]> {
-    if !matches!(reply.first(), Some(b'-' | b'!')) {
-        return None;
-    }
-    match frame_reply(reply, protocol) {
-        Ok(Some(frame)) => match frame.kind {
-            ReplyKind::Error(start, end) => reply.get(start..end),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 fn unexpected(split: &Split) -> Bytes {

@@ -516,6 +516,24 @@ pub fn frame_reply(buf: &[u8], protocol: Protocol) -> Result<Option<ReplyFrame>,
     ReplyFramer::new(protocol).next_frame(buf)
 }
 
+/// The value of an encoded integer reply or element (`:42\r\n`); `None` for anything else.
+pub fn integer_value(reply: &[u8]) -> Option<i64> {
+    parse_int(reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
+}
+
+/// The payload of an encoded bulk string reply or element (`$3\r\nabc\r\n`); `None` for
+/// anything else, a null among them.
+pub fn bulk_value(element: &[u8]) -> Option<&[u8]> {
+    let rest = element.strip_prefix(b"$")?;
+    let cr = rest.iter().position(|&b| b == b'\r')?;
+    let len = usize::try_from(parse_int(rest.get(..cr)?)?).ok()?;
+    let start = cr.checked_add(2)?;
+    let payload = rest.get(start..start.checked_add(len)?)?;
+    rest.get(start + len..)?
+        .starts_with(b"\r\n")
+        .then_some(payload)
+}
+
 /// The raw bytes of each element of an array (or set) reply.
 pub fn array_elements(reply: &[u8], protocol: Protocol) -> Option<Vec<&[u8]>> {
     let rest = reply.get(1..)?;

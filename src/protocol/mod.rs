@@ -14,7 +14,10 @@ mod value;
 #[cfg(test)]
 mod proptests;
 
-pub use frame::{FrameError, ReplyFrame, ReplyFramer, ReplyKind, array_elements, frame_reply};
+pub use frame::{
+    FrameError, ReplyFrame, ReplyFramer, ReplyKind, array_elements, bulk_value, frame_reply,
+    integer_value,
+};
 pub use request::{ProtocolError, Request, RequestParser};
 pub use value::Value;
 

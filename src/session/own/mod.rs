@@ -14,7 +14,7 @@ use crate::clients::ClientHandle;
 use crate::cluster::{Cluster, Next, Target};
 use crate::command::Access;
 use crate::keyspace::{BackendId, Place};
-use crate::protocol::{Protocol, ReplyKind, reply};
+use crate::protocol::{Protocol, ReplyKind, integer_value, reply};
 use crate::proxy::ProxyRef;
 
 /// `ASKING` in RESP.
@@ -314,7 +314,7 @@ impl Attempt<'_> {
         own.conn.write_all(&out).await?;
         if ask_id {
             let id = next_reply(&mut own.conn).await?;
-            own.node_client_id = integer(&id);
+            own.node_client_id = integer_value(&id.bytes);
         }
         if self.asking {
             next_reply(&mut own.conn).await?;
@@ -351,12 +351,6 @@ async fn next_reply(conn: &mut NodeConn) -> Result<Reply, BackendError> {
             return Ok(reply);
         }
     }
-}
-
-/// The value of an integer reply.
-fn integer(reply: &Reply) -> Option<i64> {
-    let digits = reply.bytes.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The own connection, reopened when it is to another node, speaks another protocol, is on
@@ -402,7 +396,7 @@ async fn ensure<'a>(
                 let limit = settings.connect_timeout;
                 let set_up = async {
                     let id = conn.call(CLIENT_ID, 1).await?;
-                    node_client_id = id.first().and_then(integer);
+                    node_client_id = id.first().and_then(|id| integer_value(&id.bytes));
                     conn.log_in_as(login).await
                 };
                 match tokio::time::timeout(limit, set_up).await {

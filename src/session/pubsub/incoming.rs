@@ -6,10 +6,11 @@ use tracing::{debug, warn};
 
 use super::notify::needs_every_master;
 use super::sets::{Set, adds, kind_named, set_of};
-use super::{Awaited, Subscriptions, bulk};
+use super::{Awaited, Subscriptions};
 use crate::backend::BackendError;
 use crate::command::SubscriptionKind;
 use crate::protocol::array_elements;
+use crate::protocol::bulk_value;
 use crate::protocol::reply::ReplyBuf;
 use crate::proxy::ProxyRef;
 
@@ -58,10 +59,10 @@ impl Subscriptions {
             return Bytes::new();
         };
         let parsed = array_elements(&frame, self.protocol).and_then(|parts| {
-            let kind = kind_named(bulk(parts.first()?)?)?;
+            let kind = kind_named(bulk_value(parts.first()?)?)?;
             let name = parts
                 .get(1)
-                .and_then(|n| bulk(n))
+                .and_then(|n| bulk_value(n))
                 .map(Bytes::copy_from_slice);
             Some((kind, name))
         });

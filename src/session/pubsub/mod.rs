@@ -42,7 +42,7 @@ use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
 
 use crate::protocol::reply::ReplyBuf;
-use crate::protocol::request::{encode_command, parse_int};
+use crate::protocol::request::encode_command;
 use crate::proxy::ProxyRef;
 use crate::slot::Slot;
 use crate::subscribers::{Holdings, Subscribers};
@@ -414,14 +414,6 @@ impl Subscriptions {
         link.swallow.push((kind, name.clone()));
         Ok(())
     }
-}
-
-/// The payload of a bulk string element.
-fn bulk(element: &[u8]) -> Option<&[u8]> {
-    let rest = element.strip_prefix(b"$")?;
-    let cr = rest.iter().position(|&b| b == b'\r')?;
-    let len = usize::try_from(parse_int(rest.get(..cr)?)?).ok()?;
-    rest.get(cr + 2..cr + 2 + len)
 }
 
 /// Redis's reply to `UNSUBSCRIBE`/`PUNSUBSCRIBE` from a client with no subscription.

@@ -16,8 +16,8 @@ use crate::cluster::Target;
 use crate::command::Access;
 use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
+use crate::protocol::integer_value;
 use crate::protocol::reply::ReplyBuf;
-use crate::protocol::request::parse_int;
 use crate::proxy::ProxyRef;
 
 /// A `PUBLISH` whose count the proxy completes.
@@ -54,7 +54,7 @@ pub async fn publish(
             affinity,
         })
         .await;
-    let (Some(pool), Some(counted)) = (pool, integer(&reply)) else {
+    let (Some(pool), Some(counted)) = (pool, integer_value(&reply)) else {
         // An error, or no node reached: the client hears it as it came.
         return reply;
     };
@@ -67,21 +67,15 @@ pub async fn publish(
     out.finish()
 }
 
-/// The value of an integer reply.
-fn integer(reply: &[u8]) -> Option<i64> {
-    let body = reply.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    parse_int(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_an_integer_reply_is_completed() {
-        assert_eq!(integer(b":0\r\n"), Some(0));
-        assert_eq!(integer(b":12\r\n"), Some(12));
-        assert_eq!(integer(b"-MOVED 1 a:1\r\n"), None);
-        assert_eq!(integer(b"$1\r\n1\r\n"), None);
+        assert_eq!(integer_value(b":0\r\n"), Some(0));
+        assert_eq!(integer_value(b":12\r\n"), Some(12));
+        assert_eq!(integer_value(b"-MOVED 1 a:1\r\n"), None);
+        assert_eq!(integer_value(b"$1\r\n1\r\n"), None);
     }
 }

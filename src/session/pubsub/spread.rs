@@ -8,12 +8,13 @@ use tracing::debug;
 
 use super::notify::{is_notification, needs_every_master};
 use super::sets::{Set, adds, set_of};
-use super::{Link, Subscriptions, bulk};
+use super::{Link, Subscriptions};
 use crate::backend::{BackendError, NodeAddr};
 use crate::command::SubscriptionKind;
 use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
 use crate::protocol::array_elements;
+use crate::protocol::bulk_value;
 use crate::protocol::request::encode_command;
 use crate::proxy::ProxyRef;
 
@@ -151,7 +152,7 @@ impl Link {
         let Some(parts) = array_elements(frame, protocol) else {
             return false;
         };
-        let text = |i: usize| parts.get(i).and_then(|p| bulk(p));
+        let text = |i: usize| parts.get(i).and_then(|p| bulk_value(p));
         let (set, name, channel) = match text(0) {
             Some(b"message") => (Set::Channels, text(1), text(1)),
             Some(b"pmessage") => (Set::Patterns, text(1), text(2)),
