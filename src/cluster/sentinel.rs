@@ -198,10 +198,7 @@ fn message(frame: &[u8]) -> Option<(String, String)> {
         return None;
     };
     let bulk = |element: &[u8]| -> Option<String> {
-        let rest = element.strip_prefix(b"$")?;
-        let cr = rest.iter().position(|&b| b == b'\r')?;
-        let len: usize = std::str::from_utf8(rest.get(..cr)?).ok()?.parse().ok()?;
-        Some(String::from_utf8_lossy(rest.get(cr + 2..cr + 2 + len)?).into_owned())
+        Some(String::from_utf8_lossy(crate::protocol::bulk_value(element)?).into_owned())
     };
     (bulk(kind)? == "message").then_some(())?;
     Some((bulk(channel)?, bulk(payload)?))
