@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Cluster, Next, SlotMap, Target};
+use super::{Cluster, Next, SlotMap, Target, Tried};
 use crate::backend::{BackendError, NodePool, Reply};
 use crate::command::Access;
 use crate::config::ReadFrom;
@@ -78,38 +78,27 @@ impl Cluster {
         node: &FirstNode,
         outcome: Result<Reply, BackendError>,
     ) -> Settled {
+        let target = Target::Slot(slot);
+        let tried = Tried {
+            target: &target,
+            access,
+            node: node.pool.addr(),
+            on_replica: node.replica,
+            heal: None,
+        };
         let outcome = match outcome {
-            // The common case, with nothing to judge: a reply from the node still master of
-            // the slot (or a read).
-            Ok(reply)
-                if reply.error_text().is_none()
-                    && (access == Access::Read
-                        || map
-                            .master(slot)
-                            .is_some_and(|master| Arc::ptr_eq(master, &node.pool))) =>
-            {
-                return Settled::Reply(reply.bytes);
-            }
-            Ok(reply)
-                if self.replaced_while_writing(&Target::Slot(slot), access, &node.pool, &reply) =>
-            {
-                Err(BackendError::Lost {
-                    addr: node.pool.addr().clone(),
-                })
-            }
-            Err(_) if node.replica && self.config.read_from == ReadFrom::PreferReplica => {
-                // The replica failed this read: `execute` tries again, the master if need be.
-                return Settled::Again(Duration::ZERO);
-            }
+            // The common case, with nothing more to judge.
+            Ok(reply) if self.is_final(tried, &reply, map) => return Settled::Reply(reply.bytes),
             outcome => outcome,
         };
         let mut attempts = self.attempts();
-        match self.judge(&mut attempts, outcome, access, node.pool.addr()) {
-            Next::Reply(reply) => Settled::Reply(reply.bytes),
+        match self.judge(&mut attempts, outcome, tried) {
+            Next::Reply(reply) | Next::LoadScript { reply, .. } => Settled::Reply(reply.bytes),
             Next::Fail(error) => Settled::Reply(error),
             // `judge` has already pointed the slot at the node a `MOVED` names: `execute`
             // goes there. An `ASK` is asked again of the slot's master, which answers it again.
-            Next::Redirect { .. } => Settled::Again(Duration::ZERO),
+            // A replica that failed a read leaves it to `execute`, the master if need be.
+            Next::Redirect { .. } | Next::ToMaster => Settled::Again(Duration::ZERO),
             Next::Retry(delay) => Settled::Again(delay),
         }
     }

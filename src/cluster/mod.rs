@@ -30,7 +30,7 @@ pub use ask::TopologyError;
 pub use batch::{FirstNode, Settled};
 pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
-pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
+pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget, Tried};
 pub use scripts::ScriptCache;
 pub use serve::Sending;
 pub use slot_map::SlotMap;

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::debug;
 
-use super::{Attempts, Cluster, Next, Target};
+use super::{Attempts, Cluster, Next, Target, Tried};
 use crate::backend::ring::RingTicket;
 use crate::backend::{BackendError, NodePool, Reply};
 use crate::command::Access;
@@ -107,13 +106,15 @@ impl Cluster {
         outcome: Result<Reply, BackendError>,
     ) -> Result<Bytes, Result<Reply, BackendError>> {
         pool.note(&outcome);
+        let tried = Tried {
+            target,
+            access,
+            node: pool.addr(),
+            on_replica: false,
+            heal: None,
+        };
         match outcome {
-            Ok(reply)
-                if reply.error_text().is_none()
-                    && !self.replaced_while_writing(target, access, pool, &reply) =>
-            {
-                Ok(reply.bytes)
-            }
+            Ok(reply) if self.is_final(tried, &reply, &self.map.load()) => Ok(reply.bytes),
             outcome => Err(outcome),
         }
     }
@@ -231,44 +232,28 @@ impl Cluster {
             redirected,
             to_replica,
         } = progress;
-        let outcome = match sent {
-            Ok(reply) if self.replaced_while_writing(target, access, &pool, &reply) => {
-                // The node acknowledged a write after the cluster made another node master
-                // of the slot (it was paused, then resumed): the write will be undone when
-                // it rejoins as a replica, so an OK would be a lie.
-                Err(BackendError::Lost {
-                    addr: pool.addr().clone(),
-                })
+        let tried = Tried {
+            target,
+            access,
+            node: pool.addr(),
+            on_replica,
+            heal: (!*script_loaded).then_some(payload),
+        };
+        match self.judge(attempts, sent, tried) {
+            Next::Reply(reply) => Step::Done(reply.bytes, Some(pool)),
+            Next::ToMaster => {
+                *to_replica = false;
+                Step::Again
             }
-            Ok(reply)
-                if !*script_loaded
-                    && reply
-                        .error_text()
-                        .is_some_and(|text| text.starts_with(b"NOSCRIPT")) =>
-            {
-                // The node lacks a script the proxy has seen (a promoted replica does not
-                // inherit the script cache): load it there and send the command again.
+            Next::LoadScript { load, reply } => {
                 *script_loaded = true;
-                let Some(load) = self.scripts.load_command_for(payload) else {
-                    return Step::Done(reply.bytes, Some(pool));
-                };
                 let loaded = pool.send(protocol, affinity, load, false, db).await;
                 if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
                     return Step::Done(reply.bytes, Some(pool));
                 }
                 *redirected = Some((pool, asking));
-                return Step::Again;
+                Step::Again
             }
-            Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
-                // The replica failed this read: the master answers it instead.
-                debug!(backend = %self.name, %error, "replica failed a read; asking the master");
-                *to_replica = false;
-                return Step::Again;
-            }
-            outcome => outcome,
-        };
-        match self.judge(attempts, outcome, access, pool.addr()) {
-            Next::Reply(reply) => Step::Done(reply.bytes, Some(pool)),
             Next::Fail(error) => Step::Done(error, Some(pool)),
             Next::Redirect { to, asking } => {
                 *redirected = Some((self.backends.pool(&to), asking));
@@ -279,25 +264,5 @@ impl Cluster {
                 Step::Again
             }
         }
-    }
-
-    /// Whether `pool` answered a write for a slot that, by now, another master serves.
-    pub(super) fn replaced_while_writing(
-        &self,
-        target: &Target,
-        access: Access,
-        pool: &NodePool,
-        reply: &Reply,
-    ) -> bool {
-        let Target::Slot(slot) = target else {
-            return false;
-        };
-        if access != Access::Write || reply.error_text().is_some() {
-            return false;
-        }
-        let map = self.map.load();
-        map.master(*slot)
-            .is_some_and(|now| now.addr() != pool.addr())
-            && !map.is_master(pool.addr())
     }
 }
