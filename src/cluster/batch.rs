@@ -88,7 +88,9 @@ impl Cluster {
         };
         let outcome = match outcome {
             // The common case, with nothing more to judge.
-            Ok(reply) if self.is_final(tried, &reply, map) => return Settled::Reply(reply.bytes),
+            Ok(reply) if self.is_final(tried, &reply, Some(map)) => {
+                return Settled::Reply(reply.bytes);
+            }
             outcome => outcome,
         };
         let mut attempts = self.attempts();

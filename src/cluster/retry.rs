@@ -173,7 +173,7 @@ impl Cluster {
     ) -> Next {
         let access = tried.access;
         let reply = match outcome {
-            Ok(reply) if self.replaced_while_writing(tried, &reply, &self.map.load()) => {
+            Ok(reply) if self.replaced_while_writing(tried, &reply, None) => {
                 // The node acknowledged a write after the cluster made another node master
                 // of the slot (it was paused, then resumed): the write will be undone when
                 // it rejoins as a replica, so an OK would be a lie.
@@ -264,25 +264,37 @@ impl Cluster {
     }
 
     /// Whether `reply` is final as it is: not an error, and not a write acknowledged by a node
-    /// that another node has replaced as its slot's master on `map` (the current slot map).
-    /// The judge's first question, asked alone where a reply is most often final.
+    /// that another node has replaced as its slot's master on `map` (the current slot map,
+    /// looked at only for a write: `None` loads it then). The judge's first question, asked
+    /// alone where a reply is most often final.
     #[inline]
-    pub fn is_final(&self, tried: Tried<'_>, reply: &Reply, map: &SlotMap) -> bool {
+    pub fn is_final(&self, tried: Tried<'_>, reply: &Reply, map: Option<&SlotMap>) -> bool {
         reply.error_text().is_none() && !self.replaced_while_writing(tried, reply, map)
     }
 
-    /// Whether `tried` was a write that its node acknowledged for a slot that, on `map`,
-    /// another master serves now, the node being a master no more.
-    fn replaced_while_writing(&self, tried: Tried<'_>, reply: &Reply, map: &SlotMap) -> bool {
+    /// Whether `tried` was a write that its node acknowledged for a slot that, on `map` (the
+    /// current one when `None`), another master serves now, the node being a master no more.
+    fn replaced_while_writing(
+        &self,
+        tried: Tried<'_>,
+        reply: &Reply,
+        map: Option<&SlotMap>,
+    ) -> bool {
         let Target::Slot(slot) = tried.target else {
             return false;
         };
         if tried.access != Access::Write || reply.error_text().is_some() {
             return false;
         }
-        map.master(*slot)
-            .is_some_and(|now| now.addr() != tried.node)
-            && !map.is_master(tried.node)
+        let replaced = |map: &SlotMap| {
+            map.master(*slot)
+                .is_some_and(|now| now.addr() != tried.node)
+                && !map.is_master(tried.node)
+        };
+        match map {
+            Some(map) => replaced(map),
+            None => replaced(&self.map.load()),
+        }
     }
 
     /// The error reply for a request that failed without a reply, counted as a backend error.
