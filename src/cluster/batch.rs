@@ -84,6 +84,7 @@ impl Cluster {
             access,
             node: node.pool.addr(),
             on_replica: node.replica,
+            asked: false,
             heal: None,
         };
         let outcome = match outcome {

@@ -149,6 +149,10 @@ pub struct Tried<'a> {
     pub node: &'a NodeAddr,
     /// Whether that node is a replica serving a read.
     pub on_replica: bool,
+    /// Whether it was sent with `ASKING`: the node answered as the importing master of a slot
+    /// being migrated, which no slot map names as the slot's master until the migration ends
+    /// (a master that joined empty serves no slot at all yet), so it was not replaced.
+    pub asked: bool,
     /// The command, when a `NOSCRIPT` may be healed by loading its script (once per command).
     pub heal: Option<&'a Bytes>,
 }
@@ -274,6 +278,7 @@ impl Cluster {
 
     /// Whether `tried` was a write that its node acknowledged for a slot that, on `map` (the
     /// current one when `None`), another master serves now, the node being a master no more.
+    /// Never after `ASKING`: the map names the importing node only once the migration ends.
     fn replaced_while_writing(
         &self,
         tried: Tried<'_>,
@@ -283,7 +288,7 @@ impl Cluster {
         let Target::Slot(slot) = tried.target else {
             return false;
         };
-        if tried.access != Access::Write || reply.error_text().is_some() {
+        if tried.access != Access::Write || tried.asked || reply.error_text().is_some() {
             return false;
         }
         let replaced = |map: &SlotMap| {

@@ -111,6 +111,7 @@ impl Cluster {
             access,
             node: pool.addr(),
             on_replica: false,
+            asked: false,
             heal: None,
         };
         match outcome {
@@ -237,6 +238,7 @@ impl Cluster {
             access,
             node: pool.addr(),
             on_replica,
+            asked: asking,
             heal: (!*script_loaded).then_some(payload),
         };
         match self.judge(attempts, sent, tried) {

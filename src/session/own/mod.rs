@@ -241,6 +241,7 @@ async fn call_routed(
             access: Access::Write,
             node: &node,
             on_replica: false,
+            asked: asking,
             heal: (needs_user && !script_loaded).then_some(&payload),
         };
         match cluster.judge(&mut attempts, outcome, tried) {
