@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Attempts, Cluster, Next, Target, Tried};
+use super::{Attempts, Cluster, Next, SlotMap, Target, Tried};
 use crate::backend::ring::RingTicket;
 use crate::backend::{BackendError, NodePool, Reply};
 use crate::command::Access;
@@ -30,6 +30,14 @@ pub struct Sending {
     /// Which of the node's shared connections the client uses, so that its pipelined
     /// commands to one node run in order.
     pub affinity: usize,
+}
+
+/// The node an attempt goes to, as [`Cluster::first_node`] chose it.
+pub struct FirstNode {
+    /// Its connections.
+    pub pool: Arc<NodePool>,
+    /// Whether it is a replica serving a read (per `read_from`).
+    pub replica: bool,
 }
 
 /// What [`Cluster::serve_after`]'s attempts so far leave for the next.
@@ -69,6 +77,39 @@ impl Cluster {
         self.serve_after(None, sending).await
     }
 
+    /// The node an attempt of a command for `target` goes to on `map` (the current slot map)
+    /// when no redirect names one: for a read, a healthy replica of the slot's master when
+    /// `read_from` allows and `to_replica` says (not once a replica failed the read), else the
+    /// node that serves the target. `None` when no node serves it. The one place the node is
+    /// chosen: [`Cluster::start`], each attempt of [`Cluster::serve_after`] and a split's
+    /// batches ask it; whether a write may be sent now (see [`Cluster::hold_writes`]) is each
+    /// path's to wait for.
+    #[inline]
+    pub fn first_node(
+        &self,
+        map: &SlotMap,
+        target: &Target,
+        access: Access,
+        affinity: usize,
+        to_replica: bool,
+    ) -> Option<FirstNode> {
+        if to_replica
+            && access == Access::Read
+            && self.config.read_from != ReadFrom::Master
+            && let Target::Slot(slot) = target
+            && let Some(replica) = map.replica(*slot, affinity)
+        {
+            return Some(FirstNode {
+                pool: Arc::clone(replica),
+                replica: true,
+            });
+        }
+        self.serving(map, target).map(|pool| FirstNode {
+            pool,
+            replica: false,
+        })
+    }
+
     /// Makes the first attempt of a command at once, its reply going to `ticket` of the client's
     /// ring: the session's path for a forwarded command. `None` when the command needs more than
     /// one plain attempt can give (a replica read, a control connection, writes held during a
@@ -89,7 +130,10 @@ impl Cluster {
         {
             return None;
         }
-        let pool = self.resolve(target)?;
+        // A read for a replica took the engine's path above: the ring's goes to masters.
+        let pool = self
+            .first_node(&self.map.load(), target, access, affinity, false)?
+            .pool;
         pool.submit(protocol, affinity, payload.clone(), db, ticket)
             .ok()?;
         Some(pool)
@@ -161,25 +205,26 @@ impl Cluster {
                     Step::Again => continue,
                 }
             }
-            let replica = match (progress.to_replica, target, &progress.redirected) {
-                (true, Target::Slot(slot), None) => {
-                    self.map.load().replica(*slot, affinity).cloned()
-                }
-                _ => None,
+            let next = match progress.redirected.take() {
+                Some((pool, asking)) => Some((pool, asking, false)),
+                None => self
+                    .first_node(
+                        &self.map.load(),
+                        target,
+                        access,
+                        affinity,
+                        progress.to_replica,
+                    )
+                    .map(|node| (node.pool, false, node.replica)),
             };
-            let on_replica = replica.is_some();
-            let (pool, asking) = match progress.redirected.take().or(replica.map(|r| (r, false))) {
-                Some(next) => next,
-                None => match self.resolve(target) {
-                    Some(pool) => (pool, false),
-                    None => match progress.attempts.next_delay() {
-                        Some(delay) => {
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        None => return (reply::error(&self.no_route_error(target)), None),
-                    },
-                },
+            let Some((pool, asking, on_replica)) = next else {
+                match progress.attempts.next_delay() {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    None => return (reply::error(&self.no_route_error(target)), None),
+                }
             };
             if access == Access::Write && self.writes_held() {
                 // A failover is under way: a write now could be acknowledged by the master
