@@ -100,7 +100,13 @@ async fn a_batch_cut_by_a_lost_connection_keeps_the_replies_that_came_and_sends_
     assert!(matches!(failure, BackendError::Lost { .. }), "{failure:?}");
     // The third write may have run: its outcome is final, an error, never a resend.
     let node = cluster
-        .first_node(&cluster.slot_map(), slot(3), Access::Write, 0)
+        .first_node(
+            &cluster.slot_map(),
+            &Target::Slot(slot(3)),
+            Access::Write,
+            0,
+            true,
+        )
         .unwrap();
     match cluster.settle_part(
         &cluster.slot_map(),
@@ -124,7 +130,9 @@ async fn each_outcome_is_judged_as_a_single_commands_would_be() {
     nodes.node(A, echo);
     let cluster = cluster_on(&nodes);
     let map = cluster.slot_map();
-    let node = cluster.first_node(&map, slot(7), Access::Write, 0).unwrap();
+    let node = cluster
+        .first_node(&map, &Target::Slot(slot(7)), Access::Write, 0, true)
+        .unwrap();
     assert_eq!(node.pool.addr().as_str(), A);
     let reply = |bytes: &str| {
         let bytes = Bytes::from(bytes.to_string());

@@ -27,12 +27,12 @@ use crate::config::{BackendKind, ClusterConfig};
 use crate::workers::WorkerSet;
 
 pub use ask::TopologyError;
-pub use batch::{FirstNode, Settled};
+pub use batch::Settled;
 pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
-pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget};
+pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget, Tried};
 pub use scripts::ScriptCache;
-pub use serve::Sending;
+pub use serve::{FirstNode, Sending};
 pub use slot_map::SlotMap;
 pub use topology::{NodeInfo, View, parse_cluster_nodes};
 
@@ -277,7 +277,8 @@ impl Cluster {
 
     /// The node `target` routes to now, for a client's own connection.
     pub fn node_for(&self, target: &Target) -> Option<NodeAddr> {
-        self.resolve(target).map(|pool| pool.addr().clone())
+        self.serving(&self.map.load(), target)
+            .map(|pool| pool.addr().clone())
     }
 
     /// The shared connections to `addr`, for a command meant for that one node.
@@ -297,8 +298,9 @@ impl Cluster {
         self.note_moved(slot, &pool);
     }
 
-    fn resolve(&self, target: &Target) -> Option<Arc<NodePool>> {
-        let map = self.map.load();
+    /// The node that serves `target` on `map`: the slot's master, the node named, or a master
+    /// in turn for a command without keys. The masters' part of [`Cluster::first_node`].
+    fn serving(&self, map: &SlotMap, target: &Target) -> Option<Arc<NodePool>> {
         match target {
             Target::Slot(slot) => map.master(*slot).cloned(),
             Target::Node(pool) | Target::Control(pool) => Some(Arc::clone(pool)),

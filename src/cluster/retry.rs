@@ -13,10 +13,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{Cluster, Redirect, ResolveAgainst};
+use super::{Cluster, Redirect, ResolveAgainst, SlotMap, Target};
 use crate::backend::{BackendError, NodeAddr, Reply};
 use crate::command::Access;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ReadFrom};
 use crate::protocol::reply;
 
 /// Error replies that mean the node did not run the command and a later attempt may succeed.
@@ -123,6 +123,38 @@ pub enum Next {
     Retry(Duration),
     /// Give the client this error: the failure is final or the budget is spent.
     Fail(Bytes),
+    /// A read failed on a replica (`read_from = "prefer-replica"`): send it to the slot's
+    /// master now, counting no retry.
+    ToMaster,
+    /// The node lacks a script the proxy has seen (a promoted replica does not inherit the
+    /// script cache): run `load` (`SCRIPT LOAD` of its body) there, then send the command
+    /// again to the same node; give the client `reply` if the load fails.
+    LoadScript {
+        /// The `SCRIPT LOAD` to send first.
+        load: Bytes,
+        /// The node's `NOSCRIPT` reply.
+        reply: Reply,
+    },
+}
+
+/// One attempt as [`Cluster::judge`] weighs its outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Tried<'a> {
+    /// Where the command was routed: a write acknowledged for a slot by a node no longer its
+    /// master is not taken as done.
+    pub target: &'a Target,
+    /// Whether it only reads.
+    pub access: Access,
+    /// The node that answered, or failed.
+    pub node: &'a NodeAddr,
+    /// Whether that node is a replica serving a read.
+    pub on_replica: bool,
+    /// Whether it was sent with `ASKING`: the node answered as the importing master of a slot
+    /// being migrated, which no slot map names as the slot's master until the migration ends
+    /// (a master that joined empty serves no slot at all yet), so it was not replaced.
+    pub asked: bool,
+    /// The command, when a `NOSCRIPT` may be healed by loading its script (once per command).
+    pub heal: Option<&'a Bytes>,
 }
 
 impl Cluster {
@@ -131,25 +163,45 @@ impl Cluster {
         Attempts::new(self.retry_budget)
     }
 
-    /// Decides what follows an attempt on `replier` that came to `outcome`, and keeps the
+    /// Decides what follows the attempt `tried` that came to `outcome`, and keeps the
     /// cluster's view current on the way: a `MOVED` patches the slot map, a node that could not
     /// take the request asks for a topology refresh. A request that may have run (connection
-    /// lost after sending, timeout) is retried only when `access` says running it twice is
-    /// harmless.
+    /// lost after sending, timeout, a write acknowledged by a master since replaced) is retried
+    /// only when its access says running it twice is harmless. The one judge of every attempt:
+    /// a forwarded command's, a split part's, a command on a client's own connection.
     pub fn judge(
         &self,
         attempts: &mut Attempts,
         outcome: Result<Reply, BackendError>,
-        access: Access,
-        replier: &NodeAddr,
+        tried: Tried<'_>,
     ) -> Next {
+        let access = tried.access;
         let reply = match outcome {
+            Ok(reply) if self.replaced_while_writing(tried, &reply, None) => {
+                // The node acknowledged a write after the cluster made another node master
+                // of the slot (it was paused, then resumed): the write will be undone when
+                // it rejoins as a replica, so an OK would be a lie.
+                let lost = BackendError::Lost {
+                    addr: tried.node.clone(),
+                };
+                return self.judge_failure(attempts, lost, access);
+            }
             Ok(reply) => reply,
+            Err(error) if tried.on_replica && self.config.read_from == ReadFrom::PreferReplica => {
+                debug!(backend = %self.name, %error, "replica failed a read; asking the master");
+                return Next::ToMaster;
+            }
             Err(error) => return self.judge_failure(attempts, error, access),
         };
         let Some(text) = reply.error_text() else {
             return Next::Reply(reply);
         };
+        if text.starts_with(b"NOSCRIPT")
+            && let Some(load) = tried.heal.and_then(|p| self.scripts.load_command_for(p))
+        {
+            return Next::LoadScript { load, reply };
+        }
+        let replier = tried.node;
         if let Some(redirect) = Redirect::parse(text) {
             if !attempts.redirect() {
                 return Next::Fail(reply::error(&format!(
@@ -213,6 +265,41 @@ impl Cluster {
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
         self.instruments.retries.increment(1);
         Some(delay)
+    }
+
+    /// Whether `reply` is final as it is: not an error, and not a write acknowledged by a node
+    /// that another node has replaced as its slot's master on `map` (the current slot map,
+    /// looked at only for a write: `None` loads it then). The judge's first question, asked
+    /// alone where a reply is most often final.
+    #[inline]
+    pub fn is_final(&self, tried: Tried<'_>, reply: &Reply, map: Option<&SlotMap>) -> bool {
+        reply.error_text().is_none() && !self.replaced_while_writing(tried, reply, map)
+    }
+
+    /// Whether `tried` was a write that its node acknowledged for a slot that, on `map` (the
+    /// current one when `None`), another master serves now, the node being a master no more.
+    /// Never after `ASKING`: the map names the importing node only once the migration ends.
+    fn replaced_while_writing(
+        &self,
+        tried: Tried<'_>,
+        reply: &Reply,
+        map: Option<&SlotMap>,
+    ) -> bool {
+        let Target::Slot(slot) = tried.target else {
+            return false;
+        };
+        if tried.access != Access::Write || tried.asked || reply.error_text().is_some() {
+            return false;
+        }
+        let replaced = |map: &SlotMap| {
+            map.master(*slot)
+                .is_some_and(|now| now.addr() != tried.node)
+                && !map.is_master(tried.node)
+        };
+        match map {
+            Some(map) => replaced(map),
+            None => replaced(&self.map.load()),
+        }
     }
 
     /// The error reply for a request that failed without a reply, counted as a backend error.

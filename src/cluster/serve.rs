@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tracing::debug;
 
-use super::{Attempts, Cluster, Next, Target};
+use super::{Attempts, Cluster, Next, SlotMap, Target, Tried};
 use crate::backend::ring::RingTicket;
 use crate::backend::{BackendError, NodePool, Reply};
 use crate::command::Access;
@@ -31,6 +30,14 @@ pub struct Sending {
     /// Which of the node's shared connections the client uses, so that its pipelined
     /// commands to one node run in order.
     pub affinity: usize,
+}
+
+/// The node an attempt goes to, as [`Cluster::first_node`] chose it.
+pub struct FirstNode {
+    /// Its connections.
+    pub pool: Arc<NodePool>,
+    /// Whether it is a replica serving a read (per `read_from`).
+    pub replica: bool,
 }
 
 /// What [`Cluster::serve_after`]'s attempts so far leave for the next.
@@ -70,6 +77,39 @@ impl Cluster {
         self.serve_after(None, sending).await
     }
 
+    /// The node an attempt of a command for `target` goes to on `map` (the current slot map)
+    /// when no redirect names one: for a read, a healthy replica of the slot's master when
+    /// `read_from` allows and `to_replica` says (not once a replica failed the read), else the
+    /// node that serves the target. `None` when no node serves it. The one place the node is
+    /// chosen: [`Cluster::start`], each attempt of [`Cluster::serve_after`] and a split's
+    /// batches ask it; whether a write may be sent now (see [`Cluster::hold_writes`]) is each
+    /// path's to wait for.
+    #[inline]
+    pub fn first_node(
+        &self,
+        map: &SlotMap,
+        target: &Target,
+        access: Access,
+        affinity: usize,
+        to_replica: bool,
+    ) -> Option<FirstNode> {
+        if to_replica
+            && access == Access::Read
+            && self.config.read_from != ReadFrom::Master
+            && let Target::Slot(slot) = target
+            && let Some(replica) = map.replica(*slot, affinity)
+        {
+            return Some(FirstNode {
+                pool: Arc::clone(replica),
+                replica: true,
+            });
+        }
+        self.serving(map, target).map(|pool| FirstNode {
+            pool,
+            replica: false,
+        })
+    }
+
     /// Makes the first attempt of a command at once, its reply going to `ticket` of the client's
     /// ring: the session's path for a forwarded command. `None` when the command needs more than
     /// one plain attempt can give (a replica read, a control connection, writes held during a
@@ -90,7 +130,10 @@ impl Cluster {
         {
             return None;
         }
-        let pool = self.resolve(target)?;
+        // A read for a replica took the engine's path above: the ring's goes to masters.
+        let pool = self
+            .first_node(&self.map.load(), target, access, affinity, false)?
+            .pool;
         pool.submit(protocol, affinity, payload.clone(), db, ticket)
             .ok()?;
         Some(pool)
@@ -107,13 +150,16 @@ impl Cluster {
         outcome: Result<Reply, BackendError>,
     ) -> Result<Bytes, Result<Reply, BackendError>> {
         pool.note(&outcome);
+        let tried = Tried {
+            target,
+            access,
+            node: pool.addr(),
+            on_replica: false,
+            asked: false,
+            heal: None,
+        };
         match outcome {
-            Ok(reply)
-                if reply.error_text().is_none()
-                    && !self.replaced_while_writing(target, access, pool, &reply) =>
-            {
-                Ok(reply.bytes)
-            }
+            Ok(reply) if self.is_final(tried, &reply, None) => Ok(reply.bytes),
             outcome => Err(outcome),
         }
     }
@@ -159,25 +205,26 @@ impl Cluster {
                     Step::Again => continue,
                 }
             }
-            let replica = match (progress.to_replica, target, &progress.redirected) {
-                (true, Target::Slot(slot), None) => {
-                    self.map.load().replica(*slot, affinity).cloned()
-                }
-                _ => None,
+            let next = match progress.redirected.take() {
+                Some((pool, asking)) => Some((pool, asking, false)),
+                None => self
+                    .first_node(
+                        &self.map.load(),
+                        target,
+                        access,
+                        affinity,
+                        progress.to_replica,
+                    )
+                    .map(|node| (node.pool, false, node.replica)),
             };
-            let on_replica = replica.is_some();
-            let (pool, asking) = match progress.redirected.take().or(replica.map(|r| (r, false))) {
-                Some(next) => next,
-                None => match self.resolve(target) {
-                    Some(pool) => (pool, false),
-                    None => match progress.attempts.next_delay() {
-                        Some(delay) => {
-                            tokio::time::sleep(delay).await;
-                            continue;
-                        }
-                        None => return (reply::error(&self.no_route_error(target)), None),
-                    },
-                },
+            let Some((pool, asking, on_replica)) = next else {
+                match progress.attempts.next_delay() {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    None => return (reply::error(&self.no_route_error(target)), None),
+                }
             };
             if access == Access::Write && self.writes_held() {
                 // A failover is under way: a write now could be acknowledged by the master
@@ -231,44 +278,29 @@ impl Cluster {
             redirected,
             to_replica,
         } = progress;
-        let outcome = match sent {
-            Ok(reply) if self.replaced_while_writing(target, access, &pool, &reply) => {
-                // The node acknowledged a write after the cluster made another node master
-                // of the slot (it was paused, then resumed): the write will be undone when
-                // it rejoins as a replica, so an OK would be a lie.
-                Err(BackendError::Lost {
-                    addr: pool.addr().clone(),
-                })
+        let tried = Tried {
+            target,
+            access,
+            node: pool.addr(),
+            on_replica,
+            asked: asking,
+            heal: (!*script_loaded).then_some(payload),
+        };
+        match self.judge(attempts, sent, tried) {
+            Next::Reply(reply) => Step::Done(reply.bytes, Some(pool)),
+            Next::ToMaster => {
+                *to_replica = false;
+                Step::Again
             }
-            Ok(reply)
-                if !*script_loaded
-                    && reply
-                        .error_text()
-                        .is_some_and(|text| text.starts_with(b"NOSCRIPT")) =>
-            {
-                // The node lacks a script the proxy has seen (a promoted replica does not
-                // inherit the script cache): load it there and send the command again.
+            Next::LoadScript { load, reply } => {
                 *script_loaded = true;
-                let Some(load) = self.scripts.load_command_for(payload) else {
-                    return Step::Done(reply.bytes, Some(pool));
-                };
                 let loaded = pool.send(protocol, affinity, load, false, db).await;
                 if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
                     return Step::Done(reply.bytes, Some(pool));
                 }
                 *redirected = Some((pool, asking));
-                return Step::Again;
+                Step::Again
             }
-            Err(error) if on_replica && self.config.read_from == ReadFrom::PreferReplica => {
-                // The replica failed this read: the master answers it instead.
-                debug!(backend = %self.name, %error, "replica failed a read; asking the master");
-                *to_replica = false;
-                return Step::Again;
-            }
-            outcome => outcome,
-        };
-        match self.judge(attempts, outcome, access, pool.addr()) {
-            Next::Reply(reply) => Step::Done(reply.bytes, Some(pool)),
             Next::Fail(error) => Step::Done(error, Some(pool)),
             Next::Redirect { to, asking } => {
                 *redirected = Some((self.backends.pool(&to), asking));
@@ -279,25 +311,5 @@ impl Cluster {
                 Step::Again
             }
         }
-    }
-
-    /// Whether `pool` answered a write for a slot that, by now, another master serves.
-    pub(super) fn replaced_while_writing(
-        &self,
-        target: &Target,
-        access: Access,
-        pool: &NodePool,
-        reply: &Reply,
-    ) -> bool {
-        let Target::Slot(slot) = target else {
-            return false;
-        };
-        if access != Access::Write || reply.error_text().is_some() {
-            return false;
-        }
-        let map = self.map.load();
-        map.master(*slot)
-            .is_some_and(|now| now.addr() != pool.addr())
-            && !map.is_master(pool.addr())
     }
 }

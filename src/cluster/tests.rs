@@ -115,6 +115,43 @@ async fn ask_sends_asking_first_and_leaves_the_map_alone() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_write_asked_of_a_node_the_map_does_not_name_is_acknowledged() {
+    // B imports the slot and serves no other (a master that joined empty): the map names
+    // neither it nor any replacement of A, and its reply is the write's.
+    let nodes = ScriptedNodes::new();
+    nodes.node(A, |_, _| reply(&format!("-ASK 7 {B}\r\n")));
+    nodes.node(B, |args, _| match args[0].as_str() {
+        "ASKING" => reply("+OK\r\n"),
+        _ => reply(":42\r\n"),
+    });
+    let cluster = cluster_on(&nodes, config());
+    assert_eq!(
+        run(&cluster, &["INCR", "n"], 7, Access::Write).await,
+        ":42\r\n"
+    );
+    assert_eq!(nodes.received(B), ["ASKING", "INCR n"], "sent once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_acknowledged_by_a_master_since_replaced_is_not_taken_as_done() {
+    // A answers after the map has made B the slot's master and A a master no more (a stopped
+    // master that resumed): the write will be undone when A rejoins as a replica.
+    let nodes = ScriptedNodes::new();
+    nodes.node(B, |_, _| reply(":1\r\n"));
+    let cluster = cluster_on(&nodes, config());
+    let switch = Arc::downgrade(&cluster);
+    nodes.node(A, move |_, _| {
+        if let Some(cluster) = switch.upgrade() {
+            cluster.serve_all_slots_from(&NodeAddr::new(B));
+        }
+        reply(":1\r\n")
+    });
+    let got = run(&cluster, &["INCR", "n"], 7, Access::Write).await;
+    assert!(got.contains("may or may not have run"), "{got}");
+    assert!(nodes.received(B).is_empty(), "never sent again");
+}
+
+#[tokio::test(start_paused = true)]
 async fn tryagain_is_waited_out_and_the_client_never_sees_it() {
     let nodes = ScriptedNodes::new();
     nodes.node(A, |_, seen| {

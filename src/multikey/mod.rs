@@ -184,11 +184,16 @@ fn place<'p>(
     for part in &split.parts {
         let cluster = proxy.backend(part.backend).map(Arc::as_ref);
         let first = cluster.and_then(|cluster| {
+            if access == Access::Write && cluster.writes_held() {
+                // A failover is under way: the part waits in `execute` for the new master.
+                return None;
+            }
             let current = match &map {
                 Some((backend, map)) if *backend == part.backend => map,
                 _ => &map.insert((part.backend, cluster.slot_map())).1,
             };
-            let node = cluster.first_node(current, part.slot, access, affinity)?;
+            let target = Target::Slot(part.slot);
+            let node = cluster.first_node(current, &target, access, affinity, true)?;
             Some((cluster, node))
         });
         let batch = first.map(|(cluster, node)| {

@@ -11,7 +11,7 @@ use super::blocked::{Blocked, Unblock};
 use crate::acl::User;
 use crate::backend::{BackendError, NodeAddr, NodeConn, NodeLogin, Reply};
 use crate::clients::ClientHandle;
-use crate::cluster::{Cluster, Next, Target};
+use crate::cluster::{Cluster, Next, Target, Tried};
 use crate::command::Access;
 use crate::keyspace::{BackendId, Place};
 use crate::protocol::{Protocol, ReplyKind, integer_value, reply};
@@ -236,41 +236,37 @@ async fn call_routed(
             // Whatever state the connection had is unknown now.
             *own = None;
         }
-        if needs_user
-            && !script_loaded
-            && outcome.as_ref().is_ok_and(|reply| {
-                reply
-                    .error_text()
-                    .is_some_and(|text| text.starts_with(b"NOSCRIPT"))
-            })
-            && load_script(cluster, &node, &payload, as_user).await
-        {
-            // The node lacked a script the proxy has seen (a promoted replica): loaded there
-            // by the backend's user (the twin may not load scripts), the call goes again.
-            script_loaded = true;
-            next = Some((node, asking));
-            continue;
-        }
-        match cluster.judge(&mut attempts, outcome, Access::Write, &node) {
+        let tried = Tried {
+            target: &target,
+            access: Access::Write,
+            node: &node,
+            on_replica: false,
+            asked: asking,
+            heal: (needs_user && !script_loaded).then_some(&payload),
+        };
+        match cluster.judge(&mut attempts, outcome, tried) {
             Next::Reply(reply) => return reply.bytes,
             Next::Fail(error) => return error,
             Next::Redirect { to, asking } => next = Some((to, asking)),
             Next::Retry(delay) => tokio::time::sleep(delay).await,
+            // The node lacked a script the proxy has seen (a promoted replica): loaded there
+            // by the backend's user (the twin may not load scripts), the call goes again.
+            Next::LoadScript { load, reply } => {
+                script_loaded = true;
+                if !load_script(cluster, &node, load, as_user).await {
+                    return reply.bytes;
+                }
+                next = Some((node, asking));
+            }
+            // Own connections go to masters only.
+            Next::ToMaster => next = Some((node, asking)),
         }
     }
 }
 
-/// Loads on `node`, on its shared connection, the script an `EVALSHA` payload names, if the
-/// proxy has seen it; whether it is loaded now.
-async fn load_script(
-    cluster: &Cluster,
-    node: &NodeAddr,
-    payload: &Bytes,
-    as_user: AsUser<'_>,
-) -> bool {
-    let Some(load) = cluster.scripts.load_command_for(payload) else {
-        return false;
-    };
+/// Runs `load` (the `SCRIPT LOAD` the judge chose) on `node`, on its shared connection;
+/// whether the script is loaded now.
+async fn load_script(cluster: &Cluster, node: &NodeAddr, load: Bytes, as_user: AsUser<'_>) -> bool {
     let pool = cluster.pool(node);
     let limit = cluster.conn_settings().request_timeout;
     let loaded = tokio::time::timeout(
