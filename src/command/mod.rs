@@ -74,6 +74,10 @@ pub struct CommandSpec {
     /// What the proxy does with the command. [`CommandTable::new`] sets it from the name and
     /// flags (replacing any value given), so it is computed once, when the table loads.
     pub policy: Policy,
+    /// The policy of the proxy's own command of its top-level name (`client` for
+    /// `client|list`), if it is one: what a request learns from the one lookup it makes,
+    /// set by [`CommandTable::new`].
+    pub proxy_policy: Option<Policy>,
     /// Its family (from its ACL categories), the label of its latency.
     pub family: Family,
     /// Its counters by result, set by [`CommandTable::new`]: resolved once, not per request.
@@ -254,6 +258,7 @@ impl CommandTable {
 /// Sets the policy of `spec` and of its subcommands, from their names and flags.
 fn assign_policies(spec: &mut CommandSpec) {
     spec.policy = Policy::of(&spec.name, &spec.flags);
+    spec.proxy_policy = policy::proxy_command(spec.name.split('|').next().unwrap_or_default());
     spec.keys_proc = KeysProc::of(&spec.name);
     spec.runs_code = runs_code(spec);
     spec.may_replicate = spec.has_flag("write") || MAY_REPLICATE.contains(&spec.name.as_str());

@@ -87,6 +87,7 @@ fn parse_entry(entry: &Value) -> Result<CommandSpec, CommandTableError> {
         family,
         // Set by `CommandTable::new`, once the whole entry is known.
         policy: Default::default(),
+        proxy_policy: None,
         counters: None,
         allowed: Default::default(),
     })

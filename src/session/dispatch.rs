@@ -42,10 +42,20 @@ pub fn dispatch(
     cluster: &Cluster,
     request: Request,
 ) -> Action {
-    // Lowercased once, on the stack, for both tables.
+    // Lowercased once, on the stack, and looked up once: the backend's table also says
+    // whether the command is one of the proxy's own; the proxy's static table answers alone
+    // only while the backend's is not known (or does not know the name).
     let mut name_buf = [0u8; MAX_NAME_LEN];
     let name = lowercase(request.name(), &mut name_buf);
-    let own = name.and_then(proxy_command);
+    let table = proxy.commands();
+    let lookup = match (&table, name) {
+        (Some(table), Some(name)) => table.lookup_lowercased(name, &request.args),
+        _ => Lookup::Unknown,
+    };
+    let own = match lookup {
+        Lookup::Found(spec) => spec.proxy_policy,
+        _ => name.and_then(proxy_command),
+    };
     let previous = std::mem::take(&mut state.dispatched);
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
@@ -81,12 +91,9 @@ pub fn dispatch(
             return action;
         }
     }
-    let Some(table) = proxy.commands() else {
+    if table.is_none() {
         return await_backend(proxy, request);
-    };
-    let lookup = name.map_or(Lookup::Unknown, |name| {
-        table.lookup_lowercased(name, &request.args)
-    });
+    }
     let spec = match lookup {
         Lookup::Found(spec) => spec,
         Lookup::Unknown => return Action::Reply(reply::error(&unknown_command(&request.args))),
