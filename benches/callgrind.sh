@@ -29,6 +29,10 @@
 #                         many requests one read brings) depend on timing, and the count with it.
 #   KEYSPACE=1000         random key range (-r); the GET cases read keys written beforehand
 #   REPEATS=3             measurements per case; the table shows their median, min and max
+#   PREDIXY_BIN=path      measure predixy (joyieldInc/predixy, built outside this repository,
+#                         see benches/RESULTS.md) instead of respgate, in front of the same kind
+#                         of cluster, with WorkerThreads 1 and reads from masters (as load.sh runs
+#                         it): the instruction count respgate is compared with
 #   PROXY_BIN=path        measure this respgate binary instead of building target/release/respgate
 #                         (the release profile keeps line tables, so callgrind_annotate can name
 #                         source lines)
@@ -130,8 +134,11 @@ for tool in redis-server redis-cli redis-benchmark valgrind callgrind_control ss
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 
+PREDIXY_BIN=${PREDIXY_BIN:-}
 BIN=${PROXY_BIN:-}
-if [[ -z $BIN ]]; then
+if [[ -n $PREDIXY_BIN ]]; then
+    BIN=$PREDIXY_BIN
+elif [[ -z $BIN ]]; then
     log "building respgate (release)"
     (cd "$ROOT" && cargo build --release --bin respgate)
     BIN=$TARGET_DIR/release/respgate
@@ -200,21 +207,55 @@ wait_until 60 "cluster_state:ok on every node" cluster_ok
 # --- respgate under callgrind ----------------------------------------------------------------------
 # Counting starts at once but every measured figure comes from a run between a zeroing and a dump,
 # so start-up is never counted. The drain is short so that the process exits soon after SIGTERM.
-log "starting respgate under callgrind on 127.0.0.1:$PROXY_PORT ($BIN)"
-RESPGATE_SERVER__THREADS=${RESPGATE_SERVER__THREADS:-1} \
-    RESPGATE_SERVER__SHUTDOWN_DELAY_MS=${RESPGATE_SERVER__SHUTDOWN_DELAY_MS:-0} \
-    RESPGATE_SERVER__SHUTDOWN_TIMEOUT_MS=${RESPGATE_SERVER__SHUTDOWN_TIMEOUT_MS:-2000} \
-    RUST_LOG=warn NO_COLOR=1 valgrind --tool=callgrind \
-    --callgrind-out-file="$DATA_DIR/callgrind.out.%p" \
-    "$BIN" --listen "127.0.0.1:$PROXY_PORT" --cluster "$(IFS=,; echo "${seeds[*]}")" \
-    >"$DATA_DIR/respgate.log" 2>&1 </dev/null &
+log "starting $(basename "$BIN") under callgrind on 127.0.0.1:$PROXY_PORT ($BIN)"
+if [[ -n $PREDIXY_BIN ]]; then
+    # As benches/load.sh configures it: one worker, reads from masters, no per-request logs.
+    {
+        echo "Name respgate-callgrind"
+        echo "Bind 127.0.0.1:$PROXY_PORT"
+        echo "WorkerThreads 1"
+        echo "ClientTimeout 0"
+        echo "Log $DATA_DIR/predixy.log"
+        echo "LogVerbSample 0"
+        echo "LogDebugSample 0"
+        echo "LogInfoSample 0"
+        echo "LogNoticeSample 1"
+        echo "LogWarnSample 1"
+        echo "LogErrorSample 1"
+        echo "ClusterServerPool {"
+        echo "    MasterReadPriority 100"
+        echo "    StaticSlaveReadPriority 0"
+        echo "    DynamicSlaveReadPriority 0"
+        echo "    RefreshInterval 1"
+        echo "    ServerTimeout 1"
+        echo "    ServerFailureLimit 10"
+        echo "    ServerRetryTimeout 1"
+        echo "    KeepAlive 120"
+        echo "    Servers {"
+        for a in "${seeds[@]}"; do echo "        + $a"; done
+        echo "    }"
+        echo "}"
+    } >"$DATA_DIR/predixy.conf"
+    valgrind --tool=callgrind --callgrind-out-file="$DATA_DIR/callgrind.out.%p" \
+        "$BIN" "$DATA_DIR/predixy.conf" >"$DATA_DIR/respgate.log" 2>&1 </dev/null &
+else
+    RESPGATE_SERVER__THREADS=${RESPGATE_SERVER__THREADS:-1} \
+        RESPGATE_SERVER__SHUTDOWN_DELAY_MS=${RESPGATE_SERVER__SHUTDOWN_DELAY_MS:-0} \
+        RESPGATE_SERVER__SHUTDOWN_TIMEOUT_MS=${RESPGATE_SERVER__SHUTDOWN_TIMEOUT_MS:-2000} \
+        RUST_LOG=warn NO_COLOR=1 valgrind --tool=callgrind \
+        --callgrind-out-file="$DATA_DIR/callgrind.out.%p" \
+        "$BIN" --listen "127.0.0.1:$PROXY_PORT" --cluster "$(IFS=,; echo "${seeds[*]}")" \
+        >"$DATA_DIR/respgate.log" 2>&1 </dev/null &
+fi
 PROXY_PID=$!
 proxy_up() { alive "$PROXY_PID" || return 0; pong "$PROXY_PORT"; }
 wait_until 120 "respgate under callgrind to answer PING" proxy_up
 alive "$PROXY_PID" || die "respgate under callgrind exited during start-up"
 # A count of a proxy that answers errors would be meaningless: prove a write lands in the cluster.
-[[ $(redis-cli -h 127.0.0.1 -p "$PROXY_PORT" set callgrind-check v 2>&1) == OK ]] \
-    || die "SET through respgate did not answer OK"
+# (predixy answers PING before it has learnt the slot map: the SET is waited for.)
+set_ok() { alive "$PROXY_PID" || return 0; [[ $(redis-cli -h 127.0.0.1 -p "$PROXY_PORT" set callgrind-check v 2>&1) == OK ]]; }
+wait_until 60 "a SET through the proxy to answer OK" set_ok
+alive "$PROXY_PID" || die "the proxy under callgrind exited during start-up"
 [[ $(redis-cli -c -h 127.0.0.1 -p "${NODE_PORTS[0]}" get callgrind-check 2>&1 | tail -n 1) == v ]] \
     || die "a SET through respgate does not read back from the cluster"
 
@@ -300,8 +341,13 @@ for spec in "${SPECS[@]}"; do
 done
 
 echo
-echo "respgate instructions per request (callgrind)  $STARTED  rev $REV"
-echo "binary: $BIN  (server.threads=${RESPGATE_SERVER__THREADS:-1})"
+if [[ -n $PREDIXY_BIN ]]; then
+    echo "predixy instructions per request (callgrind)  $STARTED  (respgate rev $REV)"
+    echo "binary: $BIN  (WorkerThreads 1)"
+else
+    echo "respgate instructions per request (callgrind)  $STARTED  rev $REV"
+    echo "binary: $BIN  (server.threads=${RESPGATE_SERVER__THREADS:-1})"
+fi
 echo "$CLIENTS client(s), keyspace $KEYSPACE, 3-byte values; median, min and max of $REPEATS measurements"
 echo
 { column -s, -t 2>/dev/null || tr ',' '\t'; } <<<"$ROWS"
