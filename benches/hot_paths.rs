@@ -298,13 +298,13 @@ fn request_metrics(c: &mut Criterion) {
 /// user adds to a request (a second lookup, the command's bit, the key against the patterns).
 fn acl(c: &mut Criterion) {
     use respgate::acl::{Glob, Users};
-    use respgate::config::{ClusterConfig, Config, UserConfig};
+    use respgate::config::{BackendConfig, Config, UserConfig};
     let mut config = Config::default();
     config.backends.insert(
         "main".into(),
-        ClusterConfig {
+        BackendConfig {
             seeds: vec!["127.0.0.1:7000".into()],
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         },
     );
     config.users.insert(

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use crate::backend::{BackendError, NodeAddr, NodePool, Reply};
-use crate::cluster::Cluster;
+use crate::cluster::Backend;
 use crate::combine;
 use crate::protocol::{Protocol, reply};
 use crate::proxy::ProxyRef;
@@ -144,7 +144,7 @@ pub fn nodes(proxy: ProxyRef<'_>, reach: Reach) -> Result<Vec<Arc<NodePool>>, By
 
 /// The nodes of one backend that `reach` names, masters in address order then replicas;
 /// `None` while its topology is not known.
-pub fn nodes_of(cluster: &Cluster, reach: Reach) -> Option<Vec<Arc<NodePool>>> {
+pub fn nodes_of(cluster: &Backend, reach: Reach) -> Option<Vec<Arc<NodePool>>> {
     let map = cluster.slot_map();
     if map.masters().is_empty() {
         return None;
@@ -168,7 +168,7 @@ pub async fn ask(nodes: &[Arc<NodePool>], payload: &Bytes, protocol: Protocol) -
 
 /// The default backend's masters in address order, until one answers.
 async fn one_master(proxy: ProxyRef<'_>, payload: &Bytes, protocol: Protocol) -> Bytes {
-    let Some(cluster) = proxy.default_cluster() else {
+    let Some(cluster) = proxy.default_backend() else {
         return reply::error("ERR respgate: no backend configured");
     };
     let masters = combine::masters_in_order(&cluster.slot_map());

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::backend::NodePool;
 use crate::cluster::Sending;
-use crate::cluster::{Cluster, Target};
+use crate::cluster::{Backend, Target};
 use crate::combine::{self, Shape};
 use crate::command::Access;
 use crate::command::Gather;
@@ -97,7 +97,7 @@ pub fn plan(
 /// Every master of every backend, each with its backend, backends in id order and each
 /// backend's masters in address order (the order `SCAN` walks them).
 /// One master of one backend.
-type Master<'a> = (BackendId, &'a Cluster, Arc<NodePool>);
+type Master<'a> = (BackendId, &'a Backend, Arc<NodePool>);
 
 pub(crate) fn all_masters(proxy: ProxyRef<'_>) -> Result<Vec<Master<'_>>, Bytes> {
     let mut all = Vec::new();

@@ -10,8 +10,9 @@
 //!   replies in request order and bounds what the client is owed in bytes.
 //! - [`command`]: the command table from the backend's `COMMAND`, with key positions and each
 //!   command's [`command::Policy`] (what the proxy does with it), decided when the table loads.
-//! - [`cluster`]: the slot map (of [`slot`]s: hash slots) and its refresh, routing, and the one retry engine
-//!   ([`cluster::Cluster::judge`]) that every path to a node feeds: `MOVED`, `ASK`, `TRYAGAIN`,
+//! - [`cluster`]: each backend of any kind (a Redis Cluster, a Sentinel group, a standalone
+//!   server) as a [`cluster::Backend`]: the slot map (of [`slot`]s: hash slots) and its
+//!   refresh, routing, and the one retry engine ([`cluster::Backend::judge`]) that every path to a node feeds: `MOVED`, `ASK`, `TRYAGAIN`,
 //!   failover, lost connections, within one retry budget.
 //! - [`multikey`]: splits `MGET`/`MSET`/`DEL`/... across slots and merges the replies.
 //! - [`fanout`]: whole-keyspace commands (`DBSIZE`, `SCAN`, `FLUSHALL`, ...) over every master.

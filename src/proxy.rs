@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::acl::Users;
 use crate::clients::ClientRegistry;
-use crate::cluster::{Cluster, Lifeline};
+use crate::cluster::{Backend, Lifeline};
 use crate::command::CommandTable;
 use crate::config::Config;
 use crate::errorstats::ErrorStats;
@@ -67,7 +67,7 @@ pub struct ProxyStats {
 }
 
 /// A backend, with the lifeline of its background tasks.
-pub type RunningBackend = (Arc<Cluster>, Arc<Lifeline>);
+pub type RunningBackend = (Arc<Backend>, Arc<Lifeline>);
 
 /// The configuration in force and what is built from it, immutable: a reload makes a new one.
 ///
@@ -87,7 +87,7 @@ pub struct Snapshot {
     /// if the table it came from changes.
     granted: ArcSwapOption<Granted>,
     /// The backends, in name order: a backend's index is its [`BackendId`] in `routes`.
-    backends: Vec<Arc<Cluster>>,
+    backends: Vec<Arc<Backend>>,
     /// Keep the backends' topology refreshers running while a snapshot names them; shared with
     /// the other snapshots that hold the same backends.
     lifelines: Vec<Arc<Lifeline>>,
@@ -134,12 +134,12 @@ impl Snapshot {
     }
 
     /// Each backend with its lifeline, for a reload to carry the unchanged ones over.
-    pub fn running(&self) -> impl Iterator<Item = (&Arc<Cluster>, &Arc<Lifeline>)> {
+    pub fn running(&self) -> impl Iterator<Item = (&Arc<Backend>, &Arc<Lifeline>)> {
         self.backends.iter().zip(&self.lifelines)
     }
 
     /// The backends; a backend's index is its [`BackendId`].
-    pub fn backends(&self) -> &[Arc<Cluster>] {
+    pub fn backends(&self) -> &[Arc<Backend>] {
         &self.backends
     }
 
@@ -149,7 +149,7 @@ impl Snapshot {
     }
 
     /// The backend of keys no route matches, and of keyless commands.
-    pub fn default_cluster(&self) -> Option<&Arc<Cluster>> {
+    pub fn default_backend(&self) -> Option<&Arc<Backend>> {
         self.backends
             .get(self.routes.default_backend().index())
             .or_else(|| self.backends.first())
@@ -157,10 +157,10 @@ impl Snapshot {
 
     /// The backend `id` names (the default one for an id out of range, which routes never
     /// give).
-    pub fn backend(&self, id: BackendId) -> Option<&Arc<Cluster>> {
+    pub fn backend(&self, id: BackendId) -> Option<&Arc<Backend>> {
         self.backends
             .get(id.index())
-            .or_else(|| self.default_cluster())
+            .or_else(|| self.default_backend())
     }
 
     /// The id of the backend called `name`.
@@ -193,7 +193,7 @@ impl Snapshot {
     /// this snapshot's users recorded on it when any user is restricted.
     pub fn commands(&self) -> Option<Arc<CommandTable>> {
         let source = self
-            .default_cluster()
+            .default_backend()
             .and_then(|c| c.commands())
             .or_else(|| self.backends.iter().find_map(|c| c.commands()))?;
         if !self.restricted_users {
@@ -407,7 +407,7 @@ impl<'a> ProxyRef<'a> {
     }
 
     /// See [`Snapshot::backends`].
-    pub fn backends(self) -> &'a [Arc<Cluster>] {
+    pub fn backends(self) -> &'a [Arc<Backend>] {
         self.snapshot.backends()
     }
 
@@ -416,13 +416,13 @@ impl<'a> ProxyRef<'a> {
         self.snapshot.routes()
     }
 
-    /// See [`Snapshot::default_cluster`].
-    pub fn default_cluster(self) -> Option<&'a Arc<Cluster>> {
-        self.snapshot.default_cluster()
+    /// See [`Snapshot::default_backend`].
+    pub fn default_backend(self) -> Option<&'a Arc<Backend>> {
+        self.snapshot.default_backend()
     }
 
     /// See [`Snapshot::backend`].
-    pub fn backend(self, id: BackendId) -> Option<&'a Arc<Cluster>> {
+    pub fn backend(self, id: BackendId) -> Option<&'a Arc<Backend>> {
         self.snapshot.backend(id)
     }
 

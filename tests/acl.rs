@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::RedisCluster;
 use common::proxy::{Proxy, Raw, cluster_backend, config_for, config_with};
 use common::sentinel::StandaloneServer;
-use respgate::config::{BackendKind, ClusterConfig, RouteConfig, UserConfig};
+use respgate::config::{BackendConfig, BackendKind, RouteConfig, UserConfig};
 
 const ADMIN_PW: &str = "admin-secret-1";
 const APP_OLD: &str = "app-old-secret";
@@ -289,11 +289,11 @@ fn users_reach_only_their_backends() {
         ("main", cluster_backend(&main.seeds())),
         (
             "archive",
-            ClusterConfig {
+            BackendConfig {
                 kind: BackendKind::Standalone,
                 address: archive.address(),
                 request_timeout_ms: 2000,
-                ..ClusterConfig::default()
+                ..BackendConfig::default()
             },
         ),
     ]);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use common::RedisCluster;
 use common::proxy::{Proxy, Raw, config_for, config_with};
 use common::sentinel::{StandaloneServer, cli};
-use respgate::config::{BackendKind, ClusterConfig, Config, UserConfig};
+use respgate::config::{BackendConfig, BackendKind, Config, UserConfig};
 
 /// One user, as both sides are given it.
 struct TestUser {
@@ -439,11 +439,11 @@ fn restricted_users_are_refused_what_redis_refuses_them() {
     let reference = StandaloneServer::start();
     let mut config = config_with(vec![(
         "main",
-        ClusterConfig {
+        BackendConfig {
             kind: BackendKind::Standalone,
             address: backend.address(),
             request_timeout_ms: 2000,
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         },
     )]);
     add_users(&mut config);

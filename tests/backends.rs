@@ -384,13 +384,13 @@ fn a_script_loaded_through_the_proxy_runs_on_every_backend_after_its_nodes_lose_
         ("archive", cluster_backend(&archive.seeds())),
         (
             "sessions",
-            respgate::config::ClusterConfig {
+            respgate::config::BackendConfig {
                 kind: respgate::config::BackendKind::Sentinel,
                 sentinels: group.sentinel_addrs(),
                 master_name: common::sentinel::MASTER_NAME.into(),
                 request_timeout_ms: 2000,
                 refresh_interval_ms: 1000,
-                ..respgate::config::ClusterConfig::default()
+                ..respgate::config::BackendConfig::default()
             },
         ),
     ]);

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use respgate::config::{
-    ClusterConfig, Config, DEFAULT_CLUSTER, LogConfig, Overrides, RoutingConfig, ServerConfig,
+    BackendConfig, Config, DEFAULT_CLUSTER, LogConfig, Overrides, RoutingConfig, ServerConfig,
 };
 
 fn respgate() -> Command {
@@ -49,11 +49,11 @@ fn example_config_is_valid_and_states_every_default() {
     );
     let cluster = &config.backends[DEFAULT_CLUSTER];
     assert_eq!(
-        ClusterConfig {
+        BackendConfig {
             seeds: Vec::new(),
             ..cluster.clone()
         },
-        ClusterConfig::default()
+        BackendConfig::default()
     );
 }
 

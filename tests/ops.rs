@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::RedisCluster;
 use common::http::{get, sample, try_get};
 use common::proxy::{Proxy, cluster_backend, config_for, config_with};
-use respgate::config::{ClusterConfig, Config, RouteConfig};
+use respgate::config::{BackendConfig, Config, RouteConfig};
 use respgate::slot::Slot;
 
 /// A proxy with admin endpoints on a free port; returns it and the admin port.
@@ -113,7 +113,7 @@ fn metrics_list_every_metric_with_its_labels_after_traffic() {
 fn a_moved_followed_and_own_connections_are_counted() {
     let cluster = RedisCluster::start(3, 0);
     // A backend name of its own: counters of other tests in this process carry other names.
-    let backend = ClusterConfig {
+    let backend = BackendConfig {
         refresh_interval_ms: 60_000,
         ..cluster_backend(&cluster.seeds())
     };
@@ -198,7 +198,7 @@ fn topology_lists_backends_nodes_roles_slots_and_connections() {
 fn ready_waits_for_every_backend_routed_to() {
     let cluster = RedisCluster::start(3, 0);
     // "archive" is routed to (keys under "a:") but nothing listens at its seed.
-    let dead = ClusterConfig {
+    let dead = BackendConfig {
         seeds: vec![format!("127.0.0.1:{}", common::free_port())],
         connect_timeout_ms: 200,
         ..cluster_backend(&[])
@@ -229,7 +229,7 @@ fn ready_waits_for_every_backend_routed_to() {
         ("main", cluster_backend(&cluster.seeds())),
         (
             "archive",
-            ClusterConfig {
+            BackendConfig {
                 seeds: vec![format!("127.0.0.1:{}", common::free_port())],
                 ..cluster_backend(&[])
             },

@@ -18,7 +18,7 @@ use common::checker::{Checker, Report};
 use common::proxy::{Proxy, Raw, cluster_backend};
 use common::sentinel::{MASTER_NAME, SENTINELS, SentinelGroup};
 use common::{RedisCluster, free_port_pair};
-use respgate::config::{BackendKind, ClusterConfig, Config, RouteConfig};
+use respgate::config::{BackendConfig, BackendKind, Config, RouteConfig};
 
 /// Client threads writing through the proxy.
 const CLIENTS: usize = 8;
@@ -41,15 +41,15 @@ const CLEAN_TAIL: Duration = Duration::from_secs(1);
 const RETRY_TIMEOUT_MS: u64 = 8000;
 
 /// The sentinel backend for `group`, with test-friendly timeouts.
-fn sentinel_backend(group: &SentinelGroup) -> ClusterConfig {
-    ClusterConfig {
+fn sentinel_backend(group: &SentinelGroup) -> BackendConfig {
+    BackendConfig {
         kind: BackendKind::Sentinel,
         sentinels: group.sentinel_addrs(),
         master_name: MASTER_NAME.into(),
         request_timeout_ms: 2000,
         refresh_interval_ms: 1000,
         retry_timeout_ms: RETRY_TIMEOUT_MS,
-        ..ClusterConfig::default()
+        ..BackendConfig::default()
     }
 }
 
@@ -552,13 +552,13 @@ fn a_proxy_that_reaches_no_sentinel_answers_with_an_error_within_the_retry_timeo
     config.server.listen = "127.0.0.1:0".into();
     config.backends.insert(
         "sessions".into(),
-        ClusterConfig {
+        BackendConfig {
             kind: BackendKind::Sentinel,
             sentinels,
             master_name: MASTER_NAME.into(),
             request_timeout_ms: 1000,
             retry_timeout_ms: 2000,
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         },
     );
     config.routing.default = "sessions".into();

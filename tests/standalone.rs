@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::{Proxy, Raw};
 use common::sentinel::StandaloneServer;
-use respgate::config::{BackendKind, ClusterConfig, Config};
+use respgate::config::{BackendConfig, BackendKind, Config};
 use respgate::slot::Slot;
 
 /// A proxy whose only backend, `solo`, is `server`.
@@ -21,11 +21,11 @@ fn standalone_proxy(server: &StandaloneServer) -> Proxy {
     config.server.listen = "127.0.0.1:0".into();
     config.backends.insert(
         "solo".into(),
-        ClusterConfig {
+        BackendConfig {
             kind: BackendKind::Standalone,
             address: server.address(),
             request_timeout_ms: 2000,
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         },
     );
     config.routing.default = "solo".into();

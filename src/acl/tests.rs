@@ -6,7 +6,7 @@ use super::*;
 use crate::command::{
     CommandSpec, CommandTable, KeyAccess, KeySpec, Lookup, SearchBegin, SearchKeys,
 };
-use crate::config::{ClusterConfig, RouteConfig, UserConfig};
+use crate::config::{BackendConfig, RouteConfig, UserConfig};
 use crate::keyspace::RouteTable;
 
 fn no_env(_: &str) -> Option<String> {
@@ -19,9 +19,9 @@ fn config(users: &[(&str, UserConfig)]) -> Config {
     for name in ["main", "archive"] {
         config.backends.insert(
             name.into(),
-            ClusterConfig {
+            BackendConfig {
                 seeds: vec!["127.0.0.1:7000".into()],
-                ..ClusterConfig::default()
+                ..BackendConfig::default()
             },
         );
     }

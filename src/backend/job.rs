@@ -45,7 +45,7 @@ impl ReplyTo {
     }
 }
 
-/// The replies to a batch of commands sent as one job (see [`SharedConn::send_batch`]).
+/// The replies to a batch of commands sent as one job (see [`super::SharedConn::send_batch`]).
 #[derive(Debug)]
 pub struct Batched {
     /// The replies that arrived, one per command, in the commands' order.

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use crate::config::ClusterConfig;
+use crate::config::BackendConfig;
 use crate::protocol::ReplyKind;
 
 /// Shortest and longest silence after which a node counts as stalled (a quarter of the request
@@ -36,7 +36,7 @@ const STALL_MAX: Duration = Duration::from_millis(500);
 pub use hold::{HOLD_AFTER, Hints};
 pub use job::{Batched, ReplyTo};
 pub use node_conn::{NodeConn, NodeReader, NodeWriter, request_once};
-pub use pool::{Backends, NodePool, PendingBatch};
+pub use pool::{NodePool, NodePools, PendingBatch};
 pub use shared::SharedConn;
 pub use transport::{Connector, TcpConnector, TlsConnector, Transport};
 
@@ -224,8 +224,8 @@ pub struct ConnSettings {
     pub on_stall: Arc<Notify>,
 }
 
-impl From<&ClusterConfig> for ConnSettings {
-    fn from(c: &ClusterConfig) -> Self {
+impl From<&BackendConfig> for ConnSettings {
+    fn from(c: &BackendConfig) -> Self {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         ConnSettings {
             connector: Arc::new(TcpConnector),

@@ -349,7 +349,7 @@ mod tests {
 
     use super::*;
     use crate::backend::transport::{Connecting, Connector, Transport};
-    use crate::config::ClusterConfig;
+    use crate::config::BackendConfig;
 
     /// Hands out one stream that keeps what is written until it is flushed, as TLS keeps the
     /// encrypted bytes the socket did not take.
@@ -370,7 +370,7 @@ mod tests {
         let (ours, mut node) = tokio::io::duplex(1 << 16);
         let settings = ConnSettings {
             connector: Arc::new(Buffering(Mutex::new(Some(ours)))),
-            ..ConnSettings::from(&ClusterConfig::default())
+            ..ConnSettings::from(&BackendConfig::default())
         };
         let conn = NodeConn::open(&NodeAddr::new("node:1"), Protocol::Resp2, &settings)
             .await

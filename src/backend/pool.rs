@@ -361,19 +361,19 @@ impl NodeHealth {
     }
 }
 
-/// All pools of one cluster, by node address.
-pub struct Backends {
+/// The node pools of one backend, by node address.
+pub struct NodePools {
     backend: String,
     settings: Arc<ConnSettings>,
     workers: WorkerSet,
     pools: Mutex<HashMap<NodeAddr, Arc<NodePool>>>,
 }
 
-impl Backends {
+impl NodePools {
     /// An empty registry of backend `backend`'s pools, which use `settings`, with connections
     /// for each of `workers`.
     pub fn new(backend: &str, settings: ConnSettings, workers: WorkerSet) -> Self {
-        Backends {
+        NodePools {
             backend: backend.to_string(),
             settings: Arc::new(settings),
             workers,
@@ -409,7 +409,7 @@ impl Backends {
         self.retire_where(|addr| !keep.contains(addr));
     }
 
-    /// Drops the pools of `nodes` and retires their connections, as [`Backends::retain`] does:
+    /// Drops the pools of `nodes` and retires their connections, as [`NodePools::retain`] does:
     /// for masters a failover demoted, whose connections carry commands sent to a master.
     pub fn retire(&self, nodes: &[NodeAddr]) {
         self.retire_where(|addr| nodes.contains(addr));

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use super::*;
 use crate::backend::transport::{Connecting, Connector, Transport};
-use crate::config::ClusterConfig;
+use crate::config::BackendConfig;
 
 /// Hands out one in-memory stream, the test's end of which plays the node.
 struct Once(Mutex<Option<DuplexStream>>);
@@ -32,7 +32,7 @@ fn connected() -> (SharedConn, DuplexStream) {
         connector: Arc::new(Once(Mutex::new(Some(ours)))),
         request_timeout: Duration::from_secs(60),
         stall_after: Duration::from_millis(100),
-        ..ConnSettings::from(&ClusterConfig::default())
+        ..ConnSettings::from(&BackendConfig::default())
     });
     let addr = NodeAddr::new("node:1");
     let health = Arc::new(NodeHealth::new("test", &addr));

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::NodeAddr;
-use crate::config::ClusterConfig;
+use crate::config::BackendConfig;
 use crate::tls::{Reloading, client_config};
 
 /// TCP keepalive idle time on node connections: a node that vanished without a FIN (a deleted
@@ -159,7 +159,7 @@ impl Connector for TcpConnector {
 pub struct TlsConnector {
     /// `backends.NAME`, for messages.
     section: String,
-    settings: ClusterConfig,
+    settings: BackendConfig,
     /// Built at the first connection; until then (or while it does not load) each connection
     /// fails with the reason, naming the key and file.
     config: Mutex<Option<Arc<Reloading<rustls::ClientConfig>>>>,
@@ -172,7 +172,7 @@ impl TlsConnector {
     /// Connects to the nodes of the backend `section` (`backends.NAME`) configured by
     /// `settings`, checking certificates against its `tls_server_name` unless that is empty
     /// (validated with the configuration: a name that does not parse counts as empty).
-    pub fn new(section: &str, settings: &ClusterConfig) -> TlsConnector {
+    pub fn new(section: &str, settings: &BackendConfig) -> TlsConnector {
         TlsConnector {
             section: section.into(),
             server_name: ServerName::try_from(settings.tls_server_name.clone()).ok(),

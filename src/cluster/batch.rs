@@ -1,17 +1,17 @@
 //! Commands sent to a node together, as one batch (the parts of a split command that go to the
 //! same node): what a first attempt's outcome leaves to do. Where it goes is
-//! [`Cluster::first_node`]'s choice, as for every attempt.
+//! [`Backend::first_node`]'s choice, as for every attempt.
 //!
-//! A batch is only a first attempt. Each command's outcome goes through [`Cluster::judge`], the
-//! one retry engine, like any attempt of [`Cluster::serve`]; whatever is not final then (a
-//! redirect, a retry) is the command's alone and runs through [`Cluster::execute`], so the
+//! A batch is only a first attempt. Each command's outcome goes through [`Backend::judge`], the
+//! one retry engine, like any attempt of [`Backend::serve`]; whatever is not final then (a
+//! redirect, a retry) is the command's alone and runs through [`Backend::execute`], so the
 //! redirect, retry and write-safety rules are the same for batched and single commands.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Cluster, FirstNode, Next, SlotMap, Target, Tried};
+use super::{Backend, FirstNode, Next, SlotMap, Target, Tried};
 use crate::backend::{BackendError, Reply};
 use crate::command::Access;
 use crate::slot::Slot;
@@ -21,13 +21,13 @@ use crate::slot::Slot;
 pub enum Settled {
     /// Give the client this: the node's reply (an error reply included) or the proxy's error.
     Reply(Bytes),
-    /// Run the command again on its own with [`Cluster::execute`], after this pause.
+    /// Run the command again on its own with [`Backend::execute`], after this pause.
     Again(Duration),
 }
 
-impl Cluster {
+impl Backend {
     /// Judges the `outcome` of a command for `slot` sent in a batch to `node`, as
-    /// [`Cluster::serve`] judges an attempt: a final reply, or a pause before the command runs
+    /// [`Backend::serve`] judges an attempt: a final reply, or a pause before the command runs
     /// again on its own. A write whose fate is unknown (connection lost after writing, timeout,
     /// acknowledged by a master since replaced) is final: it is never sent twice.
     ///

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::*;
 use crate::backend::scripted::{Act, ScriptedNodes};
 use crate::backend::{BackendError, NodeAddr};
-use crate::config::ClusterConfig;
+use crate::config::BackendConfig;
 use crate::protocol::Protocol;
 use crate::protocol::request::encode_command;
 use crate::workers::WorkerSet;
@@ -19,12 +19,12 @@ use crate::workers::WorkerSet;
 const A: &str = "10.0.0.1:6379";
 const B: &str = "10.0.0.2:6379";
 
-fn cluster_on(nodes: &Arc<ScriptedNodes>) -> Arc<Cluster> {
-    let config = ClusterConfig {
+fn cluster_on(nodes: &Arc<ScriptedNodes>) -> Arc<Backend> {
+    let config = BackendConfig {
         seeds: vec![A.to_string()],
-        ..ClusterConfig::default()
+        ..BackendConfig::default()
     };
-    let cluster = Cluster::with_connector("test", config, WorkerSet::inline(), nodes.clone());
+    let cluster = Backend::with_connector("test", config, WorkerSet::inline(), nodes.clone());
     cluster.serve_all_slots_from(&NodeAddr::new(A));
     cluster
 }

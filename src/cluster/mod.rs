@@ -1,5 +1,7 @@
-//! One Redis Cluster: its slot map, how the map is learned and refreshed, and how a command is
-//! sent to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
+//! One backend of any kind (a Redis Cluster, a Sentinel group or a standalone server), as a
+//! [`Backend`]: its slot map, how the map is learned and refreshed, and how a command is sent
+//! to the node owning its slot, following `MOVED` and `ASK` so the client never sees them.
+//! A Sentinel group or a standalone server is a backend whose one master holds every slot.
 
 mod ask;
 mod batch;
@@ -21,9 +23,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::Notify;
 
-use crate::backend::{Backends, ConnSettings, Connector, NodeAddr, NodePool};
+use crate::backend::{ConnSettings, Connector, NodeAddr, NodePool, NodePools};
 use crate::command::CommandTable;
-use crate::config::{BackendKind, ClusterConfig};
+use crate::config::{BackendConfig, BackendKind};
 use crate::workers::WorkerSet;
 
 pub use ask::TopologyError;
@@ -63,7 +65,7 @@ impl std::fmt::Debug for Target {
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
-pub struct ClusterStats {
+pub struct BackendStats {
     /// Topology refreshes that succeeded.
     pub refreshes: AtomicU64,
     /// Topology refreshes that failed.
@@ -87,11 +89,11 @@ pub struct ClusterStats {
     pub retries: AtomicU64,
 }
 
-/// A Redis Cluster behind the proxy.
-pub struct Cluster {
+/// One backend behind the proxy: a Redis Cluster, a Sentinel group or a standalone server.
+pub struct Backend {
     name: String,
-    config: ClusterConfig,
-    backends: Backends,
+    config: BackendConfig,
+    pools: NodePools,
     map: ArcSwap<SlotMap>,
     commands: ArcSwapOption<CommandTable>,
     redis_version: ArcSwapOption<String>,
@@ -120,35 +122,35 @@ pub struct Cluster {
     /// Scripts seen in `EVAL` and `SCRIPT LOAD`, to heal `NOSCRIPT` after a failover.
     pub scripts: ScriptCache,
     /// Counters for `INFO`.
-    pub stats: ClusterStats,
+    pub stats: BackendStats,
     /// Handles for `/metrics`.
     pub instruments: crate::metrics::BackendInstruments,
 }
 
-impl Cluster {
-    /// A cluster with an empty slot map; [`Cluster::spawn_refresher`] learns the topology.
-    pub fn new(name: &str, config: ClusterConfig, workers: WorkerSet) -> Arc<Cluster> {
+impl Backend {
+    /// A cluster with an empty slot map; [`Backend::spawn_refresher`] learns the topology.
+    pub fn new(name: &str, config: BackendConfig, workers: WorkerSet) -> Arc<Backend> {
         let connector = crate::tls::connector(name, &config);
-        Cluster::with_connector(name, config, workers, connector)
+        Backend::with_connector(name, config, workers, connector)
     }
 
     /// A cluster whose nodes are reached through `connector`: TCP or TLS in production (as
-    /// [`Cluster::new`] chooses from the configuration), scripted in-process nodes in tests.
+    /// [`Backend::new`] chooses from the configuration), scripted in-process nodes in tests.
     pub fn with_connector(
         name: &str,
-        config: ClusterConfig,
+        config: BackendConfig,
         workers: WorkerSet,
         connector: Arc<dyn Connector>,
-    ) -> Arc<Cluster> {
+    ) -> Arc<Backend> {
         let refresh = Arc::new(Notify::new());
         let settings = ConnSettings {
             connector,
             on_stall: Arc::clone(&refresh),
             ..ConnSettings::from(&config)
         };
-        Arc::new(Cluster {
+        Arc::new(Backend {
             name: name.to_string(),
-            backends: Backends::new(name, settings, workers),
+            pools: NodePools::new(name, settings, workers),
             retry_budget: RetryBudget::from(&config),
             config,
             map: ArcSwap::from_pointee(SlotMap::empty()),
@@ -164,7 +166,7 @@ impl Cluster {
             last_error: ArcSwapOption::empty(),
             round_robin: AtomicUsize::new(0),
             scripts: ScriptCache::default(),
-            stats: ClusterStats::default(),
+            stats: BackendStats::default(),
             instruments: crate::metrics::BackendInstruments::new(name),
         })
     }
@@ -185,7 +187,7 @@ impl Cluster {
     }
 
     /// The configuration this cluster was made from.
-    pub fn config(&self) -> &ClusterConfig {
+    pub fn config(&self) -> &BackendConfig {
         &self.config
     }
 
@@ -283,23 +285,23 @@ impl Cluster {
 
     /// The shared connections to `addr`, for a command meant for that one node.
     pub fn pool(&self, addr: &NodeAddr) -> Arc<NodePool> {
-        self.backends.pool(addr)
+        self.pools.pool(addr)
     }
 
     /// The connection settings of this cluster's nodes.
     pub fn conn_settings(&self) -> &ConnSettings {
-        self.backends.settings()
+        self.pools.settings()
     }
 
     /// Points `slot` at `addr` until the next refresh, after a `MOVED` seen on a client's own
     /// connection.
     pub fn moved(&self, slot: Slot, addr: &NodeAddr) {
-        let pool = self.backends.pool(addr);
+        let pool = self.pools.pool(addr);
         self.note_moved(slot, &pool);
     }
 
     /// The node that serves `target` on `map`: the slot's master, the node named, or a master
-    /// in turn for a command without keys. The masters' part of [`Cluster::first_node`].
+    /// in turn for a command without keys. The masters' part of [`Backend::first_node`].
     fn serving(&self, map: &SlotMap, target: &Target) -> Option<Arc<NodePool>> {
         match target {
             Target::Slot(slot) => map.master(*slot).cloned(),
@@ -361,7 +363,7 @@ impl Cluster {
             replicas: Vec::new(),
         }];
         self.map
-            .store(Arc::new(SlotMap::from_ranges(&ranges, &self.backends)));
+            .store(Arc::new(SlotMap::from_ranges(&ranges, &self.pools)));
     }
 
     /// Nodes to ask for the topology: the configured seeds, then every node last seen.

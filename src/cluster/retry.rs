@@ -1,7 +1,7 @@
 //! The one retry and redirect engine: what to do after an attempt to run a command on a node.
 //!
 //! Every path that sends a command to a node (shared connections, a client's own connection,
-//! Pub/Sub connections) feeds each attempt's outcome to [`Cluster::judge`] and does what the
+//! Pub/Sub connections) feeds each attempt's outcome to [`Backend::judge`] and does what the
 //! answer says, so `MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN` and
 //! unreachable nodes are handled alike, within the same `max_redirects`, `max_retries` and
 //! `retry_timeout_ms`.
@@ -13,10 +13,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{Cluster, Redirect, ResolveAgainst, SlotMap, Target};
+use super::{Backend, Redirect, ResolveAgainst, SlotMap, Target};
 use crate::backend::{BackendError, NodeAddr, Reply};
 use crate::command::Access;
-use crate::config::{ClusterConfig, ReadFrom};
+use crate::config::{BackendConfig, ReadFrom};
 use crate::protocol::reply;
 
 /// Error replies that mean the node did not run the command and a later attempt may succeed.
@@ -47,8 +47,8 @@ pub struct RetryBudget {
     pub retry_timeout: Duration,
 }
 
-impl From<&ClusterConfig> for RetryBudget {
-    fn from(c: &ClusterConfig) -> Self {
+impl From<&BackendConfig> for RetryBudget {
+    fn from(c: &BackendConfig) -> Self {
         RetryBudget {
             max_redirects: c.max_redirects,
             max_retries: c.max_retries,
@@ -137,7 +137,7 @@ pub enum Next {
     },
 }
 
-/// One attempt as [`Cluster::judge`] weighs its outcome.
+/// One attempt as [`Backend::judge`] weighs its outcome.
 #[derive(Debug, Clone, Copy)]
 pub struct Tried<'a> {
     /// Where the command was routed: a write acknowledged for a slot by a node no longer its
@@ -157,7 +157,7 @@ pub struct Tried<'a> {
     pub heal: Option<&'a Bytes>,
 }
 
-impl Cluster {
+impl Backend {
     /// A fresh retry budget for one request, from this cluster's limits.
     pub fn attempts(&self) -> Attempts {
         Attempts::new(self.retry_budget)

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use tracing::{debug, info};
 
 use super::ask::{TopologyError, answers_within_grace, ask};
-use super::{Cluster, StopSignal};
+use super::{Backend, StopSignal};
 use crate::backend::{ConnSettings, NodeAddr, NodeConn};
 use crate::protocol::Protocol;
 use crate::protocol::request::encode_command;
@@ -29,7 +29,7 @@ const REFRESH_EVENTS: [&str; 7] = [
 
 /// Events that say a failover of a master has started: from then until the new master is
 /// known, a write acknowledged by the old master could be lost when it is demoted, so writes
-/// are held (see [`Cluster::hold_writes`]).
+/// are held (see [`Backend::hold_writes`]).
 const FAILOVER_STARTED: [&str; 3] = [
     "+try-failover",
     "+selected-slave",
@@ -46,7 +46,7 @@ const FAILOVER_ABORTED: [&str; 3] = [
 /// Longest pause before subscribing to a sentinel's events again.
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
-impl Cluster {
+impl Backend {
     /// Settings for connections to the sentinels: their own credentials, no `READONLY`.
     fn sentinel_settings(&self) -> ConnSettings {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
@@ -54,7 +54,7 @@ impl Cluster {
             username: non_empty(&self.config.sentinel_username),
             password: non_empty(&self.config.sentinel_password),
             readonly: false,
-            ..self.backends.settings().clone()
+            ..self.pools.settings().clone()
         }
     }
 }
@@ -75,7 +75,7 @@ const ROLE_TIMEOUT: Duration = Duration::from_millis(500);
 /// and one that wakes up still believing it is the master loses to the master the sentinels
 /// now name.
 pub(super) async fn discover(
-    cluster: &Cluster,
+    cluster: &Backend,
 ) -> Result<(NodeAddr, Vec<NodeAddr>), TopologyError> {
     let name = cluster.config.master_name.as_str();
     let settings = cluster.sentinel_settings();
@@ -104,7 +104,7 @@ pub(super) async fn discover(
         }
     }
     named.sort_by_key(|(_, by)| std::cmp::Reverse(by.len()));
-    let limit = ROLE_TIMEOUT.min(cluster.backends.settings().request_timeout);
+    let limit = ROLE_TIMEOUT.min(cluster.pools.settings().request_timeout);
     let roles = join_all(named.iter().map(|(master, _)| async move {
         tokio::time::timeout(limit, says_master(cluster, master))
             .await
@@ -156,8 +156,8 @@ async fn master_named_by(
 }
 
 /// Whether `master` itself says `ROLE` master: a sentinel may lag behind a failover.
-async fn says_master(cluster: &Cluster, master: &NodeAddr) -> Result<(), String> {
-    let role = ask(master, &["ROLE"], cluster.backends.settings(), "ROLE")
+async fn says_master(cluster: &Backend, master: &NodeAddr) -> Result<(), String> {
+    let role = ask(master, &["ROLE"], cluster.pools.settings(), "ROLE")
         .await
         .map_err(|e| e.to_string())?;
     let is_master = matches!(&role, Value::Array(parts)
@@ -239,7 +239,7 @@ fn healthy_replica(entry: &Value) -> Option<NodeAddr> {
 
 /// Subscribes to the events of every sentinel of `cluster`, each on a task of its own, asking
 /// for a refresh at each event, until `stop` fires.
-pub(super) fn watch_sentinels(cluster: &Arc<Cluster>, stop: &StopSignal) {
+pub(super) fn watch_sentinels(cluster: &Arc<Backend>, stop: &StopSignal) {
     for sentinel in &cluster.config.sentinels {
         let cluster = Arc::clone(cluster);
         let sentinel = NodeAddr::new(sentinel);
@@ -253,7 +253,7 @@ pub(super) fn watch_sentinels(cluster: &Arc<Cluster>, stop: &StopSignal) {
     }
 }
 
-async fn watch_one(cluster: &Cluster, sentinel: &NodeAddr) {
+async fn watch_one(cluster: &Backend, sentinel: &NodeAddr) {
     let settings = cluster.sentinel_settings();
     let mut backoff = settings.backoff_min;
     loop {
@@ -271,7 +271,7 @@ async fn watch_one(cluster: &Cluster, sentinel: &NodeAddr) {
 
 /// Listens to one sentinel's events until its connection ends.
 async fn listen(
-    cluster: &Cluster,
+    cluster: &Backend,
     sentinel: &NodeAddr,
     settings: &ConnSettings,
 ) -> Result<(), crate::backend::BackendError> {

@@ -1,11 +1,11 @@
 //! Serving one command on the shared connections: the first attempt, what its outcome comes
-//! to, and the attempts after it, each judged by the one retry engine ([`Cluster::judge`]).
+//! to, and the attempts after it, each judged by the one retry engine ([`Backend::judge`]).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Attempts, Cluster, Next, SlotMap, Target, Tried};
+use super::{Attempts, Backend, Next, SlotMap, Target, Tried};
 use crate::backend::ring::RingTicket;
 use crate::backend::{BackendError, NodePool, Reply};
 use crate::command::Access;
@@ -32,7 +32,7 @@ pub struct Sending {
     pub affinity: usize,
 }
 
-/// The node an attempt goes to, as [`Cluster::first_node`] chose it.
+/// The node an attempt goes to, as [`Backend::first_node`] chose it.
 pub struct FirstNode {
     /// Its connections.
     pub pool: Arc<NodePool>,
@@ -40,7 +40,7 @@ pub struct FirstNode {
     pub replica: bool,
 }
 
-/// What [`Cluster::serve_after`]'s attempts so far leave for the next.
+/// What [`Backend::serve_after`]'s attempts so far leave for the next.
 struct Progress {
     attempts: Attempts,
     /// Whether a missing script was loaded already (once per command).
@@ -51,7 +51,7 @@ struct Progress {
     to_replica: bool,
 }
 
-/// What follows one attempt in [`Cluster::serve_after`].
+/// What follows one attempt in [`Backend::serve_after`].
 enum Step {
     /// The reply to give, and the node that gave it.
     Done(Bytes, Option<Arc<NodePool>>),
@@ -59,18 +59,18 @@ enum Step {
     Again,
 }
 
-impl Cluster {
+impl Backend {
     /// Sends `payload` (one command in RESP) to `target` and returns the reply bytes to give
     /// the client: the backend's reply, or an error reply.
     ///
     /// What follows each attempt (a redirect, a retry after a pause, the reply) is decided by
-    /// [`Cluster::judge`], the one retry engine. Here are only the shared connection's own
+    /// [`Backend::judge`], the one retry engine. Here are only the shared connection's own
     /// concerns: reads on replicas, and `NOSCRIPT` healed by loading the script.
     pub async fn execute(&self, sending: Sending) -> Bytes {
         self.serve(sending).await.0
     }
 
-    /// [`Cluster::execute`], also returning the node that answered last (none when no node
+    /// [`Backend::execute`], also returning the node that answered last (none when no node
     /// was reached): what the slow log names. The pool is the one the request already held,
     /// moved out, so knowing it costs nothing.
     pub async fn serve(&self, sending: Sending) -> (Bytes, Option<Arc<NodePool>>) {
@@ -81,8 +81,8 @@ impl Cluster {
     /// when no redirect names one: for a read, a healthy replica of the slot's master when
     /// `read_from` allows and `to_replica` says (not once a replica failed the read), else the
     /// node that serves the target. `None` when no node serves it. The one place the node is
-    /// chosen: [`Cluster::start`], each attempt of [`Cluster::serve_after`] and a split's
-    /// batches ask it; whether a write may be sent now (see [`Cluster::hold_writes`]) is each
+    /// chosen: [`Backend::start`], each attempt of [`Backend::serve_after`] and a split's
+    /// batches ask it; whether a write may be sent now (see [`Backend::hold_writes`]) is each
     /// path's to wait for.
     #[inline]
     pub fn first_node(
@@ -114,7 +114,7 @@ impl Cluster {
     /// ring: the session's path for a forwarded command. `None` when the command needs more than
     /// one plain attempt can give (a replica read, a control connection, writes held during a
     /// failover, no route yet, a full queue): the caller gives the ticket up and runs
-    /// [`Cluster::serve`]. The outcome, once in the ring, goes to [`Cluster::settle`].
+    /// [`Backend::serve`]. The outcome, once in the ring, goes to [`Backend::settle`].
     pub fn start(&self, sending: &Sending, ticket: RingTicket) -> Option<Arc<NodePool>> {
         let Sending {
             ref payload,
@@ -139,9 +139,9 @@ impl Cluster {
         Some(pool)
     }
 
-    /// What the first attempt made by [`Cluster::start`] on `pool` came to: the reply bytes
+    /// What the first attempt made by [`Backend::start`] on `pool` came to: the reply bytes
     /// when they are final (a reply that is not an error, from the node that still serves the
-    /// ticket), else the outcome back, for [`Cluster::serve_after`] to judge.
+    /// ticket), else the outcome back, for [`Backend::serve_after`] to judge.
     pub fn settle(
         &self,
         pool: &NodePool,
@@ -164,7 +164,7 @@ impl Cluster {
         }
     }
 
-    /// [`Cluster::serve`], after a first attempt on a pool that came to an outcome (`first`),
+    /// [`Backend::serve`], after a first attempt on a pool that came to an outcome (`first`),
     /// when there was one: the one retry engine for every forwarded command.
     pub async fn serve_after(
         &self,
@@ -256,7 +256,7 @@ impl Cluster {
 
     /// One attempt's outcome on `pool` (sent with `ASKING` when `asking`, to a replica when
     /// `on_replica`): the reply to give, or another attempt (after the pause or redirect
-    /// [`Cluster::judge`] chose, noted in `redirected`).
+    /// [`Backend::judge`] chose, noted in `redirected`).
     async fn judge_outcome(
         &self,
         sending: &Sending,
@@ -303,7 +303,7 @@ impl Cluster {
             }
             Next::Fail(error) => Step::Done(error, Some(pool)),
             Next::Redirect { to, asking } => {
-                *redirected = Some((self.backends.pool(&to), asking));
+                *redirected = Some((self.pools.pool(&to), asking));
                 Step::Again
             }
             Next::Retry(delay) => {

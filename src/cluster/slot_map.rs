@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::topology::SlotRange;
-use crate::backend::{Backends, NodeAddr, NodePool};
+use crate::backend::{NodeAddr, NodePool, NodePools};
 use crate::slot::{SLOT_COUNT, Slot};
 
 /// Marks a slot no master serves.
@@ -28,7 +28,7 @@ impl SlotMap {
     }
 
     /// Builds a map from `CLUSTER SLOTS` ranges, taking pools from `backends`.
-    pub fn from_ranges(ranges: &[SlotRange], backends: &Backends) -> Self {
+    pub fn from_ranges(ranges: &[SlotRange], backends: &NodePools) -> Self {
         let mut map = SlotMap::empty();
         for range in ranges {
             let index = match map.masters.iter().position(|p| p.addr() == &range.master) {

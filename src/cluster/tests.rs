@@ -12,7 +12,7 @@ use super::*;
 use crate::backend::BackendError;
 use crate::backend::scripted::{Act, ScriptedNodes};
 use crate::command::Access;
-use crate::config::ClusterConfig;
+use crate::config::BackendConfig;
 use crate::protocol::Protocol;
 use crate::workers::WorkerSet;
 
@@ -20,16 +20,16 @@ const A: &str = "10.0.0.1:6379";
 const B: &str = "10.0.0.2:6379";
 
 /// A cluster reached through `nodes` whose slot map says `A` serves every slot.
-fn cluster_on(nodes: &Arc<ScriptedNodes>, config: ClusterConfig) -> Arc<Cluster> {
-    let cluster = Cluster::with_connector("test", config, WorkerSet::inline(), nodes.clone());
+fn cluster_on(nodes: &Arc<ScriptedNodes>, config: BackendConfig) -> Arc<Backend> {
+    let cluster = Backend::with_connector("test", config, WorkerSet::inline(), nodes.clone());
     cluster.serve_all_slots_from(&NodeAddr::new(A));
     cluster
 }
 
-fn config() -> ClusterConfig {
-    ClusterConfig {
+fn config() -> BackendConfig {
+    BackendConfig {
         seeds: vec![A.to_string()],
-        ..ClusterConfig::default()
+        ..BackendConfig::default()
     }
 }
 
@@ -38,7 +38,7 @@ fn command(args: &[&str]) -> Bytes {
         .raw
 }
 
-async fn run(cluster: &Cluster, args: &[&str], slot: u16, access: Access) -> String {
+async fn run(cluster: &Backend, args: &[&str], slot: u16, access: Access) -> String {
     let target = Target::Slot(Slot::new(slot).unwrap());
     let reply = cluster
         .execute(Sending {
@@ -176,7 +176,7 @@ async fn a_retryable_error_past_the_budget_reaches_the_client_as_the_node_said_i
     nodes.node(A, |_, _| reply("-CLUSTERDOWN The cluster is down\r\n"));
     let cluster = cluster_on(
         &nodes,
-        ClusterConfig {
+        BackendConfig {
             max_retries: 3,
             ..config()
         },
@@ -199,7 +199,7 @@ async fn redirects_stop_at_max_redirects() {
     nodes.node(B, |_, _| reply(&format!("-MOVED 1 {A}\r\n")));
     let cluster = cluster_on(
         &nodes,
-        ClusterConfig {
+        BackendConfig {
             max_redirects: 3,
             ..config()
         },
@@ -250,7 +250,7 @@ async fn a_silent_node_times_out_and_the_write_is_not_resent() {
     nodes.node(A, |_, _| Act::Hang);
     let cluster = cluster_on(
         &nodes,
-        ClusterConfig {
+        BackendConfig {
             request_timeout_ms: 700,
             ..config()
         },
@@ -272,7 +272,7 @@ async fn an_unreachable_node_is_retried_within_the_budget_then_reported() {
     let nodes = ScriptedNodes::new();
     let cluster = cluster_on(
         &nodes,
-        ClusterConfig {
+        BackendConfig {
             max_retries: 4,
             reconnect_backoff_min_ms: 1,
             reconnect_backoff_max_ms: 1,
@@ -292,7 +292,7 @@ async fn a_node_that_comes_back_serves_the_retried_write_once() {
     let nodes = ScriptedNodes::new();
     let cluster = cluster_on(
         &nodes,
-        ClusterConfig {
+        BackendConfig {
             reconnect_backoff_min_ms: 5,
             reconnect_backoff_max_ms: 5,
             ..config()
@@ -357,7 +357,7 @@ async fn a_node_answering_command_with_a_deeply_nested_reply_cannot_crash_the_re
         }
         _ => reply("-ERR unexpected\r\n"),
     });
-    let cluster = Cluster::with_connector("test", config(), WorkerSet::inline(), nodes.clone());
+    let cluster = Backend::with_connector("test", config(), WorkerSet::inline(), nodes.clone());
     // Run where a recursive decoder would overflow: a small stack.
     let outcome = std::thread::Builder::new()
         .stack_size(256 * 1024)
@@ -384,7 +384,7 @@ async fn a_read_whose_first_attempt_timed_out_ends_within_the_request_and_retry_
     nodes.node(A, |_, _| Act::Hang);
     let cluster = cluster_on(
         &nodes,
-        ClusterConfig {
+        BackendConfig {
             request_timeout_ms: 5000,
             retry_timeout_ms: 8000,
             max_retries: 10,

@@ -9,7 +9,7 @@ use crate::protocol::Value;
 use tracing::{debug, error, info, warn};
 
 use super::ask::{TopologyError, answers_within_grace, ask};
-use super::{Cluster, SlotMap, StopSignal};
+use super::{Backend, SlotMap, StopSignal};
 use crate::backend::{BackendError, NodeAddr};
 use crate::command::parse_command_reply;
 use crate::config::{BackendKind, ReadFrom};
@@ -148,16 +148,16 @@ pub fn parse_cluster_nodes(text: &str, asked: &NodeAddr) -> Option<View> {
 }
 
 async fn query(
-    cluster: &Cluster,
+    cluster: &Backend,
     addr: &NodeAddr,
     command: &'static str,
 ) -> Result<Value, TopologyError> {
     let args: Vec<&str> = command.split(' ').collect();
-    ask(addr, &args, cluster.backends.settings(), command).await
+    ask(addr, &args, cluster.pools.settings(), command).await
 }
 
 /// Asks `addr` for its view of the cluster.
-async fn view_of(cluster: &Cluster, addr: NodeAddr) -> (NodeAddr, Result<View, TopologyError>) {
+async fn view_of(cluster: &Backend, addr: NodeAddr) -> (NodeAddr, Result<View, TopologyError>) {
     let result = async {
         let malformed = || TopologyError::Malformed {
             addr: addr.clone(),
@@ -175,7 +175,7 @@ async fn view_of(cluster: &Cluster, addr: NodeAddr) -> (NodeAddr, Result<View, T
 }
 
 /// Loads the command table and version from `addr` if not known yet.
-async fn learn_commands(cluster: &Cluster, addr: &NodeAddr) -> Result<(), TopologyError> {
+async fn learn_commands(cluster: &Backend, addr: &NodeAddr) -> Result<(), TopologyError> {
     if cluster.commands.load().is_some() {
         return Ok(());
     }
@@ -213,7 +213,7 @@ const MORE_VIEWS_GRACE: Duration = Duration::from_millis(100);
 
 /// One refresh: learns where the backend's keys live, the way its kind says, and installs the
 /// map if routes changed.
-pub(super) async fn refresh(cluster: &Cluster) -> Result<(), TopologyError> {
+pub(super) async fn refresh(cluster: &Backend) -> Result<(), TopologyError> {
     let (from, ranges) = match cluster.config.kind {
         BackendKind::Cluster => cluster_ranges(cluster).await?,
         BackendKind::Standalone => {
@@ -253,7 +253,7 @@ fn one_node(master: NodeAddr, replicas: Vec<NodeAddr>) -> Vec<SlotRange> {
 /// Asks every known node and the seeds of a Redis Cluster at once and takes the view with the
 /// highest config epoch (then the most slots covered); returns the node that gave it and its
 /// slot ranges.
-async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>), TopologyError> {
+async fn cluster_ranges(cluster: &Backend) -> Result<(NodeAddr, Vec<SlotRange>), TopologyError> {
     let current = cluster.map.load_full();
     let mut candidates = current.nodes();
     for seed in cluster.seeds() {
@@ -295,7 +295,7 @@ async fn cluster_ranges(cluster: &Cluster) -> Result<(NodeAddr, Vec<SlotRange>),
 
 /// Installs the map of `ranges` (learned from `from`) if it routes differently from the current
 /// one, and warms up connections to its nodes.
-fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
+fn install(cluster: &Backend, from: &NodeAddr, ranges: &[SlotRange]) {
     let current = cluster.map.load_full();
     // A master the new map lists only as a replica was demoted: what its connections still
     // wait for was sent to a master. Fresh pools serve it as a replica, and a stopped old
@@ -307,9 +307,9 @@ fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
         .filter(|addr| !ranges.iter().any(|range| range.master == *addr))
         .collect();
     if !demoted.is_empty() {
-        cluster.backends.retire(&demoted);
+        cluster.pools.retire(&demoted);
     }
-    let map = SlotMap::from_ranges(ranges, &cluster.backends);
+    let map = SlotMap::from_ranges(ranges, &cluster.pools);
     if !map.same_routes(&current) {
         cluster.instruments.changed.increment(1);
         info!(
@@ -320,7 +320,7 @@ fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
             from = %from,
             "topology changed"
         );
-        cluster.backends.retain(&map.nodes());
+        cluster.pools.retain(&map.nodes());
         for pool in map.masters() {
             pool.warm_up();
         }
@@ -333,7 +333,7 @@ fn install(cluster: &Cluster, from: &NodeAddr, ranges: &[SlotRange]) {
     }
 }
 
-impl Cluster {
+impl Backend {
     /// Counts a refresh that ended now, for `INFO`, `/metrics` and `/topology`.
     fn count_refresh(&self, ok: bool) {
         let now_ms = std::time::SystemTime::now()

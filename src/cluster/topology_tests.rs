@@ -59,8 +59,8 @@ fn view(lines: &[&str]) -> View {
 /// the same comparison [`refresh`] makes.
 fn changed(before: &View, after: &View) -> bool {
     let workers = crate::workers::Workers::start(1).unwrap();
-    let settings = crate::backend::ConnSettings::from(&crate::config::ClusterConfig::default());
-    let backends = crate::backend::Backends::new("test", settings, workers.set().clone());
+    let settings = crate::backend::ConnSettings::from(&crate::config::BackendConfig::default());
+    let backends = crate::backend::NodePools::new("test", settings, workers.set().clone());
     let before = SlotMap::from_ranges(&before.ranges(), &backends);
     let after = SlotMap::from_ranges(&after.ranges(), &backends);
     !after.same_routes(&before)

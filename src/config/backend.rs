@@ -10,8 +10,8 @@ use super::Problem;
 /// What a backend is. A closed set: each kind finds its nodes its own way (a Redis Cluster from
 /// `CLUSTER SLOTS`; a Sentinel-managed group by asking its sentinels for the master; a standalone
 /// server is its own single node) and then shares the pools, framing and retry engine of every
-/// other kind. Kinds whose settings differ get them as fields of `ClusterConfig` that only they
-/// read, validated per kind in [`validate_backend`].
+/// other kind. Kinds whose settings differ get them as fields of `BackendConfig` that only they
+/// read, validated per kind in `validate_backend`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
@@ -61,7 +61,7 @@ pub enum ReadFrom {
 /// apply to every kind.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct ClusterConfig {
+pub struct BackendConfig {
     /// What the backend is, and so how the proxy learns where each key lives.
     pub kind: BackendKind,
     /// `host:port` of nodes to learn the topology from; any one reachable node is enough
@@ -126,9 +126,9 @@ pub struct ClusterConfig {
     pub tls_server_name: String,
 }
 
-impl Default for ClusterConfig {
+impl Default for BackendConfig {
     fn default() -> Self {
-        ClusterConfig {
+        BackendConfig {
             kind: BackendKind::Cluster,
             seeds: Vec::new(),
             address: String::new(),
@@ -160,7 +160,7 @@ impl Default for ClusterConfig {
     }
 }
 
-impl ClusterConfig {
+impl BackendConfig {
     /// `connect_timeout_ms` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -182,7 +182,7 @@ impl ClusterConfig {
 pub(super) fn validate_backend(
     section: &str,
     name: &str,
-    c: &ClusterConfig,
+    c: &BackendConfig,
     problems: &mut Vec<Problem>,
 ) {
     let key = |field: &str| format!("{section}.{name}.{field}");
@@ -194,7 +194,7 @@ pub(super) fn validate_backend(
 
 /// Reports what the backend's kind needs and lacks: seeds for a cluster, an address for a
 /// standalone server, sentinels and a master name for Sentinel.
-fn validate_kind(key: &dyn Fn(&str) -> String, c: &ClusterConfig, problems: &mut Vec<Problem>) {
+fn validate_kind(key: &dyn Fn(&str) -> String, c: &BackendConfig, problems: &mut Vec<Problem>) {
     let mut problem = |key: String, message: String| problems.push(Problem { key, message });
     match c.kind {
         BackendKind::Cluster => {
@@ -246,7 +246,7 @@ fn validate_kind(key: &dyn Fn(&str) -> String, c: &ClusterConfig, problems: &mut
 /// silently ignored.
 fn validate_other_kinds(
     key: &dyn Fn(&str) -> String,
-    c: &ClusterConfig,
+    c: &BackendConfig,
     problems: &mut Vec<Problem>,
 ) {
     let cluster = c.kind == BackendKind::Cluster;
@@ -291,7 +291,7 @@ fn validate_other_kinds(
 /// the connection limits and timeouts, none of which works at 0.
 fn validate_connections(
     key: &dyn Fn(&str) -> String,
-    c: &ClusterConfig,
+    c: &BackendConfig,
     problems: &mut Vec<Problem>,
 ) {
     let mut problem = |key: String, message: String| problems.push(Problem { key, message });

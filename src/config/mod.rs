@@ -19,7 +19,7 @@ mod routing;
 mod tls;
 mod users;
 
-pub use backend::{BackendKind, ClusterConfig, ReadFrom};
+pub use backend::{BackendConfig, BackendKind, ReadFrom};
 pub use redact::REDACTED;
 pub use restart::RestartNeeded;
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
@@ -46,9 +46,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// The backends, by name (`[clusters.NAME]`, the older spelling of `[backends.NAME]`, still
     /// accepted; `--check-config` notes it).
-    pub clusters: BTreeMap<String, ClusterConfig>,
+    pub clusters: BTreeMap<String, BackendConfig>,
     /// The backends, by name.
-    pub backends: BTreeMap<String, ClusterConfig>,
+    pub backends: BTreeMap<String, BackendConfig>,
     /// Which keys go to which backend.
     pub routing: RoutingConfig,
     /// The users clients log in as, by name, with what each may do.
@@ -102,8 +102,8 @@ pub enum LogFormat {
 impl Config {
     /// Every backend by name, `[clusters.*]` and `[backends.*]` together, in name order: a
     /// backend's position here is its id.
-    pub fn backend_list(&self) -> Vec<(String, ClusterConfig)> {
-        let mut all: BTreeMap<String, ClusterConfig> = self.clusters.clone();
+    pub fn backend_list(&self) -> Vec<(String, BackendConfig)> {
+        let mut all: BTreeMap<String, BackendConfig> = self.clusters.clone();
         all.extend(self.backends.clone());
         all.into_iter().collect()
     }
@@ -528,7 +528,7 @@ impl Config {
     /// The backend `--cluster` gives seeds to: `default` in whichever section holds it; a new
     /// `[backends.default]` beside other `[backends]`; else `[clusters.default]`, which every
     /// version of the proxy reads.
-    fn default_backend_entry(&mut self) -> &mut ClusterConfig {
+    fn default_backend_entry(&mut self) -> &mut BackendConfig {
         let in_backends = self.backends.contains_key(DEFAULT_CLUSTER)
             || (!self.clusters.contains_key(DEFAULT_CLUSTER) && !self.backends.is_empty());
         let section = if in_backends {

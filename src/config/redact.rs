@@ -57,7 +57,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::config::{BackendKind, ClusterConfig, Secret, UserConfig};
+    use crate::config::{BackendConfig, BackendKind, Secret, UserConfig};
 
     #[test]
     fn every_password_is_redacted_and_the_rest_shows() {
@@ -65,20 +65,20 @@ mod tests {
         config.server.password = "client-secret".into();
         config.backends.insert(
             "main".into(),
-            ClusterConfig {
+            BackendConfig {
                 seeds: vec!["10.0.0.1:6379".into()],
                 password: "node-secret".into(),
-                ..ClusterConfig::default()
+                ..BackendConfig::default()
             },
         );
         config.backends.insert(
             "group".into(),
-            ClusterConfig {
+            BackendConfig {
                 kind: BackendKind::Sentinel,
                 sentinels: vec!["10.0.0.2:26379".into()],
                 master_name: "mymaster".into(),
                 sentinel_password: "sentinel-secret".into(),
-                ..ClusterConfig::default()
+                ..BackendConfig::default()
             },
         );
         let shown = config.to_redacted_toml().unwrap();

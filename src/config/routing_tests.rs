@@ -1,12 +1,12 @@
 //! Tests of `[routing]` validation: each rule with the key it reports.
 
 use super::*;
-use crate::config::ClusterConfig;
+use crate::config::BackendConfig;
 
-fn backend(seed: &str) -> ClusterConfig {
-    ClusterConfig {
+fn backend(seed: &str) -> BackendConfig {
+    BackendConfig {
         seeds: vec![seed.into()],
-        ..ClusterConfig::default()
+        ..BackendConfig::default()
     }
 }
 

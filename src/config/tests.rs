@@ -78,10 +78,10 @@ fn every_problem_is_reported_with_its_key() {
     config.server.listen = "nowhere".into();
     config.clusters.insert(
         "default".into(),
-        ClusterConfig {
+        BackendConfig {
             seeds: vec!["nohost".into()],
             request_timeout_ms: 0,
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         },
     );
     let keys: Vec<String> = config.validate().into_iter().map(|p| p.key).collect();
@@ -159,9 +159,9 @@ fn log_level_takes_a_level_or_filter_directives() {
     let mut config = Config::default();
     config.clusters.insert(
         "default".into(),
-        ClusterConfig {
+        BackendConfig {
             seeds: vec!["a:1".into()],
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         },
     );
     for good in ["warn", "info,respgate::cluster=debug"] {

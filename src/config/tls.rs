@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterConfig, Problem};
+use super::{BackendConfig, Problem};
 
 /// The TLS listener for clients.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -99,7 +99,7 @@ pub(super) fn validate_server_tls(t: &ServerTlsConfig, problems: &mut Vec<Proble
 /// Reports the problems of one backend's TLS keys; `key` spells a field's full key.
 pub(super) fn validate_backend_tls(
     key: &dyn Fn(&str) -> String,
-    c: &ClusterConfig,
+    c: &BackendConfig,
     problems: &mut Vec<Problem>,
 ) {
     let mut problem = |field: &str, message: String| {
@@ -158,11 +158,11 @@ mod tests {
         config.validate().into_iter().map(|p| p.key).collect()
     }
 
-    fn with_backend(backend: ClusterConfig) -> Config {
+    fn with_backend(backend: BackendConfig) -> Config {
         let mut config = Config::default();
         config.backends.insert(
             "main".into(),
-            ClusterConfig {
+            BackendConfig {
                 seeds: vec!["127.0.0.1:7000".into()],
                 ..backend
             },
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_tls_listener_needs_a_certificate_and_key() {
-        let mut config = with_backend(ClusterConfig::default());
+        let mut config = with_backend(BackendConfig::default());
         config.server.tls.listen = "127.0.0.1:6390".into();
         assert_eq!(
             keys(&config),
@@ -185,7 +185,7 @@ mod tests {
 
     #[test]
     fn tls_files_without_a_listener_are_reported() {
-        let mut config = with_backend(ClusterConfig::default());
+        let mut config = with_backend(BackendConfig::default());
         config.server.tls.cert_file = "c.pem".into();
         config.server.tls.client_ca_file = "ca.pem".into();
         assert_eq!(
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn the_plain_listener_may_be_off_when_tls_is_on() {
-        let mut config = with_backend(ClusterConfig::default());
+        let mut config = with_backend(BackendConfig::default());
         config.server.listen = String::new();
         assert_eq!(keys(&config), ["server.listen"]);
         config.server.tls.listen = "127.0.0.1:6390".into();
@@ -207,16 +207,16 @@ mod tests {
 
     #[test]
     fn backend_tls_keys_are_checked_together() {
-        let config = with_backend(ClusterConfig {
+        let config = with_backend(BackendConfig {
             tls_ca_file: "ca.pem".into(),
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         });
         assert_eq!(keys(&config), ["backends.main.tls_ca_file"]);
-        let config = with_backend(ClusterConfig {
+        let config = with_backend(BackendConfig {
             tls: true,
             tls_cert_file: "c.pem".into(),
             tls_server_name: "not a name".into(),
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         });
         assert_eq!(
             keys(&config),
@@ -226,11 +226,11 @@ mod tests {
                 "backends.main.tls_server_name"
             ]
         );
-        let config = with_backend(ClusterConfig {
+        let config = with_backend(BackendConfig {
             tls: true,
             tls_ca_file: "ca.pem".into(),
             tls_server_name: "redis.internal".into(),
-            ..ClusterConfig::default()
+            ..BackendConfig::default()
         });
         assert_eq!(keys(&config), Vec::<String>::new());
     }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{ClusterConfig, RouteConfig, SlotRangeConfig};
+use crate::config::{BackendConfig, RouteConfig, SlotRangeConfig};
 
 const MAIN: BackendId = BackendId(0);
 const ARCHIVE: BackendId = BackendId(1);
@@ -114,9 +114,9 @@ fn config_with_split() -> (Config, Vec<String>) {
     for name in &names {
         config.backends.insert(
             name.clone(),
-            ClusterConfig {
+            BackendConfig {
                 seeds: vec!["h:1".into()],
-                ..ClusterConfig::default()
+                ..BackendConfig::default()
             },
         );
     }
@@ -197,7 +197,7 @@ fn from_config_with_one_backend_is_single() {
     let mut config = Config::default();
     config
         .backends
-        .insert("only".into(), ClusterConfig::default());
+        .insert("only".into(), BackendConfig::default());
     let table = RouteTable::from_config(&config, &["only".to_string()]);
     assert!(table.is_single());
     assert_eq!(table.default_backend(), BackendId(0));

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 const MAX_NAMES: usize = 4096;
 
 /// The counters of one command name: plain atomics, copied into the recorder at each scrape
-/// ([`publish`]), so a request costs one relaxed addition rather than a recorder handle's
+/// (`publish`), so a request costs one relaxed addition rather than a recorder handle's
 /// (a lazily made handle behind a `OnceLock`, called through a trait object, bumping a
 /// generation too). A command is listed once it has run.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct CommandCounters {
     error: AtomicU64,
 }
 
-/// The counters of commands no backend declares (and of names past [`MAX_NAMES`]).
+/// The counters of commands no backend declares (and of names past `MAX_NAMES`).
 pub static OTHER: CommandCounters = CommandCounters::new("other");
 
 impl CommandCounters {
@@ -65,7 +65,7 @@ fn names() -> std::sync::MutexGuard<'static, HashMap<String, &'static CommandCou
 }
 
 /// The counters of command `name` (lowercase, `container|sub` for a subcommand); `other` for an
-/// unknown name or once [`MAX_NAMES`] are taken. Each is made once and lives as long as the
+/// unknown name or once `MAX_NAMES` are taken. Each is made once and lives as long as the
 /// process: the names are a bounded set.
 pub fn command_counters(name: &str) -> &'static CommandCounters {
     if name == OTHER.name {

@@ -9,7 +9,7 @@
 //!   buffer.
 //! - [`run`]: each part's first attempt goes with the other parts for its node as one batch
 //!   (one queued job, one wake-up); a part whose reply is not final (a redirect, a node that
-//!   could not take it) then runs on its own through [`Cluster::execute`], so it follows the
+//!   could not take it) then runs on its own through [`Backend::execute`], so it follows the
 //!   same retry and write-safety rules as any command.
 //! - [`merge`]: the parts' replies combined into the client's.
 
@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
 use crate::cluster::Sending;
-use crate::cluster::{Cluster, FirstNode, Settled, SlotMap, Target};
+use crate::cluster::{Backend, FirstNode, Settled, SlotMap, Target};
 use crate::command::Access;
 use crate::command::policy::SplitKind;
 use crate::keyspace::BackendId;
@@ -115,7 +115,7 @@ impl Split {
 
 /// A node's batch: the parts whose first attempt goes to it.
 struct Batch<'a> {
-    cluster: &'a Cluster,
+    cluster: &'a Backend,
     node: FirstNode,
     /// Its parts' sub-commands, contiguous in the encoded buffer.
     bytes: Range<usize>,
@@ -318,7 +318,7 @@ struct Context<'a> {
     affinity: usize,
 }
 
-/// Runs each part whose flight says so through [`Cluster::execute`], all at once, after its
+/// Runs each part whose flight says so through [`Backend::execute`], all at once, after its
 /// pause, its reply into `replies`.
 async fn run_alone(
     context: Context<'_>,

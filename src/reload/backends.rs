@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{Cluster, StopSignal};
-use crate::config::{ClusterConfig, Config};
+use crate::cluster::{Backend, StopSignal};
+use crate::config::{BackendConfig, Config};
 use crate::proxy::{RunningBackend, Snapshot};
 use crate::workers::WorkerSet;
 
@@ -90,8 +90,8 @@ impl Starter {
     }
 
     /// A new backend `name`, its refresher started.
-    fn start(&self, name: &str, settings: ClusterConfig) -> RunningBackend {
-        let cluster = Cluster::new(name, settings, self.workers.clone());
+    fn start(&self, name: &str, settings: BackendConfig) -> RunningBackend {
+        let cluster = Backend::new(name, settings, self.workers.clone());
         let (lifeline, stop) = StopSignal::new(self.shutdown.clone());
         let handle = cluster.spawn_refresher(stop);
         let mut refreshers = self
@@ -128,9 +128,9 @@ mod tests {
     fn config(backends: &[(&str, &str)]) -> Config {
         let mut config = Config::default();
         for (name, seed) in backends {
-            let backend = ClusterConfig {
+            let backend = BackendConfig {
                 seeds: vec![(*seed).into()],
-                ..ClusterConfig::default()
+                ..BackendConfig::default()
             };
             config.backends.insert((*name).into(), backend);
         }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::acl::Users;
-use crate::cluster::Cluster;
+use crate::cluster::Backend;
 use crate::config::{Config, ConfigError, Overrides, Problem, RestartNeeded};
 use crate::proxy::{Proxy, Snapshot};
 
@@ -313,7 +313,7 @@ impl Reloader {
         let (backends, changes) = self.starter.build(&config, Some(old));
         // A backend started here learns its topology before it takes requests, so that the
         // requests after the reload do not wait for it.
-        let started: Vec<&Arc<Cluster>> = backends
+        let started: Vec<&Arc<Backend>> = backends
             .iter()
             .map(|(cluster, _)| cluster)
             .filter(|c| {
@@ -345,7 +345,7 @@ impl Reloader {
 
 /// Waits until each of `clusters` knows its topology, within its `retry_timeout_ms`; the names
 /// of those that did not.
-async fn learned(clusters: &[&Arc<Cluster>]) -> Vec<String> {
+async fn learned(clusters: &[&Arc<Backend>]) -> Vec<String> {
     // Their refreshers run already, side by side: the waits overlap.
     let started = tokio::time::Instant::now();
     let mut unknown = Vec::new();

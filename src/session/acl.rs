@@ -229,7 +229,7 @@ pub(super) fn command(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) 
                 let Some(table) = proxy.commands() else {
                     return Action::Reply(reply::error(
                         &proxy
-                            .default_cluster()
+                            .default_backend()
                             .map_or_else(String::new, |c| c.unreachable_error()),
                     ));
                 };

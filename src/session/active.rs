@@ -28,7 +28,7 @@ use super::{
 use crate::backend::ring::ReplyRing;
 use crate::backend::{BackendError, Hints};
 use crate::clients::ClientHandle;
-use crate::cluster::{Cluster, Sending};
+use crate::cluster::{Backend, Sending};
 use crate::metrics::Family;
 use crate::protocol::Request;
 use crate::proxy::{ProxyRef, Snapshot};
@@ -38,7 +38,7 @@ use crate::proxy::{ProxyRef, Snapshot};
 /// sees `snapshot`.
 pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
     let proxy = ProxyRef::new(c.proxy, snapshot);
-    let Some(cluster) = proxy.default_cluster().map(Arc::as_ref) else {
+    let Some(cluster) = proxy.default_backend().map(Arc::as_ref) else {
         return Flow::Close;
     };
     let handle = Arc::clone(&c.state.registered.handle);
@@ -133,7 +133,7 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
 struct Edge<'a> {
     proxy: ProxyRef<'a>,
     /// The default backend.
-    cluster: &'a Cluster,
+    cluster: &'a Backend,
     client: Client<'a>,
     owed: &'a AtomicU64,
     sent: &'a AtomicU64,
@@ -147,7 +147,7 @@ impl<'a> Edge<'a> {
     /// `snapshot` configures it; `sent` counts the bytes written to clients.
     fn new(
         proxy: ProxyRef<'a>,
-        cluster: &'a Cluster,
+        cluster: &'a Backend,
         handle: &'a Arc<ClientHandle>,
         ring: &'a Arc<ReplyRing>,
         sent: &'a AtomicU64,

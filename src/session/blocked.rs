@@ -9,7 +9,7 @@ use bytes::BytesMut;
 
 use crate::clients::{BlockedOn, ClientHandle};
 use crate::cluster::Sending;
-use crate::cluster::{Cluster, Target};
+use crate::cluster::{Backend, Target};
 use crate::command::Access;
 use crate::keyspace::BackendId;
 use crate::protocol::Protocol;
@@ -39,7 +39,7 @@ impl Blocked<'_> {
     /// command's reply, which ends it. An [`Unblock`] guard beside it takes the mark away.
     pub async fn mark_when_blocked(
         self,
-        cluster: &Cluster,
+        cluster: &Backend,
         node: &crate::backend::NodeAddr,
         node_client_id: Option<i64>,
     ) {

@@ -18,7 +18,7 @@ use super::route::{forward, forward_to, route};
 use super::tally::Dispatched;
 use super::{ClientState, local, txn};
 use crate::broadcast::{Broadcast, Combine, Reach};
-use crate::cluster::{Cluster, ScriptCache, Target};
+use crate::cluster::{Backend, ScriptCache, Target};
 use crate::command::{
     Access, CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
     SplitKind, SubscriptionKind, lowercase, proxy_command,
@@ -39,7 +39,7 @@ use bytes::BytesMut;
 pub fn dispatch(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
-    cluster: &Cluster,
+    cluster: &Backend,
     request: Request,
 ) -> Action {
     // Lowercased once, on the stack, and looked up once: the backend's table also says
@@ -156,7 +156,7 @@ fn await_backend(proxy: ProxyRef<'_>, request: Request) -> Action {
 fn before_table(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
-    cluster: &Cluster,
+    cluster: &Backend,
     own: Option<Policy>,
     request: &Request,
 ) -> Option<Action> {
@@ -201,7 +201,7 @@ fn queued_in_multi(own: Option<Policy>) -> bool {
 pub fn in_transaction(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
-    cluster: &Cluster,
+    cluster: &Backend,
     request: Request,
 ) -> Result<txn::TxnStep, Request> {
     if state.txn.is_none() || state.subscribed || !state.authenticated {
@@ -472,7 +472,7 @@ fn wait(state: &ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
         return Action::Reply(reply::error("ERR timeout is negative"));
     }
     let cap = proxy
-        .default_cluster()
+        .default_backend()
         .map_or(1000, |c| c.request_timeout_ms() / 2)
         .max(1) as i64;
     let timeout = if timeout == 0 { cap } else { timeout.min(cap) };

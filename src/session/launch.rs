@@ -9,7 +9,7 @@ use super::action::{Action, Gather};
 use super::owed::Slow;
 use super::pubsub;
 use super::tally::{Client, Timed, tallied};
-use crate::cluster::Cluster;
+use crate::cluster::Backend;
 use crate::cluster::Sending;
 use crate::protocol::Protocol;
 use crate::proxy::ProxyRef;
@@ -18,7 +18,7 @@ use crate::{fanout, multikey};
 /// What becomes of a started gathering's reply.
 pub(super) trait Finish<'a> {
     /// Boxes `run`, which answers a request to `cluster`, with what follows its reply.
-    fn finish<F>(self, cluster: &'a Cluster, run: F) -> Slow<'a>
+    fn finish<F>(self, cluster: &'a Backend, run: F) -> Slow<'a>
     where
         F: Future<Output = Bytes> + Send + 'a;
 }
@@ -32,9 +32,9 @@ pub(super) struct Counted<'a, T> {
 
 impl<'a, T> Finish<'a> for Counted<'a, T>
 where
-    T: FnOnce(&'a Cluster) -> Timed<'a>,
+    T: FnOnce(&'a Backend) -> Timed<'a>,
 {
-    fn finish<F>(self, cluster: &'a Cluster, run: F) -> Slow<'a>
+    fn finish<F>(self, cluster: &'a Backend, run: F) -> Slow<'a>
     where
         F: Future<Output = Bytes> + Send + 'a,
     {
@@ -46,7 +46,7 @@ where
 pub(super) struct Silenced;
 
 impl<'a> Finish<'a> for Silenced {
-    fn finish<F>(self, _cluster: &'a Cluster, run: F) -> Slow<'a>
+    fn finish<F>(self, _cluster: &'a Backend, run: F) -> Slow<'a>
     where
         F: Future<Output = Bytes> + Send + 'a,
     {
@@ -63,7 +63,7 @@ impl Gather {
     pub(super) fn start<'a>(
         self,
         proxy: ProxyRef<'a>,
-        cluster: &'a Cluster,
+        cluster: &'a Backend,
         protocol: Protocol,
         db: u8,
         affinity: usize,
@@ -100,7 +100,7 @@ impl Gather {
 /// Runs `action` for a client that asked for no replies, its reply dropped.
 pub(super) fn silently<'a>(
     proxy: ProxyRef<'a>,
-    cluster: &'a Cluster,
+    cluster: &'a Backend,
     action: Action,
     protocol: Protocol,
     db: u8,

@@ -12,7 +12,7 @@ use super::ClientState;
 use super::action::{Action, Gather, wrong_arity_named};
 use super::client_command::{BAD_NAME, valid_client_name};
 use crate::acl::LoginError;
-use crate::cluster::Cluster;
+use crate::cluster::Backend;
 use crate::command::LocalKind;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{is_option, parse_int};
@@ -24,7 +24,7 @@ use crate::proxy::ProxyRef;
 pub fn handle(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
-    cluster: &Cluster,
+    cluster: &Backend,
     kind: LocalKind,
     request: &Request,
 ) -> Option<Action> {
@@ -168,7 +168,7 @@ fn reset(state: &mut ClientState, proxy: ProxyRef<'_>) -> Action {
 fn hello(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
-    cluster: &Cluster,
+    cluster: &Backend,
     args: &[Bytes],
 ) -> Action {
     let mut protocol = state.protocol;

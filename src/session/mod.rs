@@ -102,7 +102,7 @@ struct Conn<'a> {
 /// Serves one client until it quits, disconnects or breaks the protocol.
 ///
 /// While the client is idle the session waits in a small future; when bytes arrive it runs
-/// [`active`] (boxed, freed again when nothing is owed), so ten thousand idle clients cost
+/// `active` (boxed, freed again when nothing is owed), so ten thousand idle clients cost
 /// little memory.
 pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     // Listened to before the snapshot is read, so a reload in between is not missed.

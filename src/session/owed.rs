@@ -21,7 +21,7 @@ use super::tally::{Client, Timed};
 use crate::backend::NodePool;
 use crate::backend::ring::{Outcome, ReplyRing};
 use crate::backend::{BackendError, Reply};
-use crate::cluster::Cluster;
+use crate::cluster::Backend;
 use crate::cluster::Sending;
 
 /// A reply still being worked out on a path less common than a plain forward.
@@ -42,7 +42,7 @@ pub(super) struct Forwarded<'a> {
 /// A command to forward, with what a retry and its count need.
 pub(super) struct Command<'a> {
     /// The backend that serves it.
-    pub(super) cluster: &'a Cluster,
+    pub(super) cluster: &'a Backend,
     /// The command as every attempt sends it.
     pub(super) sending: Sending,
     /// How it is counted once answered.
@@ -50,7 +50,7 @@ pub(super) struct Command<'a> {
 }
 
 impl<'a> Command<'a> {
-    /// The command on the one retry engine ([`Cluster::serve_after`]), going on from its first
+    /// The command on the one retry engine ([`Backend::serve_after`]), going on from its first
     /// attempt's node and outcome when it made one; counted once answered.
     pub(super) fn serve(
         self,
@@ -137,7 +137,7 @@ impl<'a> Owed<'a> {
         self.entries.push_back(Entry::Ready(bytes));
     }
 
-    /// Queues a command queued on a node by [`Cluster::start`].
+    /// Queues a command queued on a node by [`Backend::start`].
     pub(super) fn push_forwarded(&mut self, forwarded: Forwarded<'a>) {
         self.entries.push_back(Entry::Ring(Box::new(forwarded)));
     }
@@ -196,7 +196,7 @@ impl<'a> Owed<'a> {
 
     /// Hands the replies ready at the front to `out`, in order. A forwarded command whose
     /// reply is not final (a redirect, a retryable error, no reply) goes on as a future on the
-    /// one retry engine, [`Cluster::serve_after`].
+    /// one retry engine, [`Backend::serve_after`].
     pub(super) fn drain(
         &mut self,
         ring: &ReplyRing,

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::backend::NodeAddr;
 use crate::clients::ClientHandle;
-use crate::cluster::Cluster;
+use crate::cluster::Backend;
 use crate::metrics::{CommandCounters, Family, OTHER};
 use crate::proxy::{Proxy, ProxyRef};
 use crate::slowlog::SlowRequest;
@@ -62,7 +62,7 @@ pub(super) struct Client<'a> {
 pub(super) struct Timed<'a> {
     pub(super) dispatched: Dispatched,
     pub(super) started: Instant,
-    pub(super) cluster: &'a Cluster,
+    pub(super) cluster: &'a Backend,
     /// The request as the client sent it, for a slow log entry.
     pub(super) raw: Bytes,
 }

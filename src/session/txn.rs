@@ -18,7 +18,7 @@ use super::ClientState;
 use super::action::{Action, unknown_command, unknown_subcommand, wrong_arity};
 use super::own::{OwnOp, Part, TxnBatch};
 use super::route::{RouteError, route, route_positions};
-use crate::cluster::Cluster;
+use crate::cluster::Backend;
 use crate::command::{Lookup, OwnKind, Policy, Transaction};
 use crate::keyspace::Place;
 use crate::protocol::reply::{self, CROSSSLOT};
@@ -217,7 +217,7 @@ pub fn handle(
 pub fn in_multi(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
-    cluster: &Cluster,
+    cluster: &Backend,
     own: Option<Policy>,
     request: &Request,
 ) -> TxnStep {
@@ -314,7 +314,7 @@ fn end_multi(state: &mut ClientState, proxy: ProxyRef<'_>, end: Transaction) -> 
 fn check_queued(
     state: &mut ClientState,
     proxy: ProxyRef<'_>,
-    cluster: &Cluster,
+    cluster: &Backend,
     request: &Request,
 ) -> Result<(Bytes, bool), String> {
     // Any backend's table: the default backend may not have answered yet while another has.

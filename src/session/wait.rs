@@ -13,7 +13,7 @@ use crate::proxy::{Announcement, ProxyRef};
 /// commands; false when none did.
 pub(super) async fn wait_for_commands(
     proxy: ProxyRef<'_>,
-    cluster: &crate::cluster::Cluster,
+    cluster: &crate::cluster::Backend,
 ) -> bool {
     let mut attempts = cluster.attempts();
     while proxy.commands().is_none() {

@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
-use crate::config::{ClusterConfig, ServerTlsConfig};
+use crate::config::{BackendConfig, ServerTlsConfig};
 
 /// A TLS file could not be used.
 #[derive(Debug, Error)]
@@ -142,7 +142,7 @@ pub fn server_config(t: &ServerTlsConfig) -> Result<ServerConfig, TlsError> {
 
 /// A TLS backend's configuration: the CAs its nodes' certificates chain to, and the client
 /// certificate to present when one is configured. `section` is `backends.NAME`.
-pub fn client_config(section: &str, c: &ClusterConfig) -> Result<ClientConfig, TlsError> {
+pub fn client_config(section: &str, c: &BackendConfig) -> Result<ClientConfig, TlsError> {
     let key = |field: &str| format!("{section}.{field}");
     let roots = roots(&key("tls_ca_file"), &c.tls_ca_file)?;
     let builder = ClientConfig::builder_with_provider(provider())

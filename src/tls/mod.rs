@@ -1,6 +1,6 @@
 //! TLS material for both sides of the proxy: the certificate clients see on the TLS listener
 //! (with the CAs their own certificates must chain to), and each TLS backend's trusted CAs and
-//! client certificate. Read from PEM files into rustls configurations ([`load`]) and rebuilt
+//! client certificate. Read from PEM files into rustls configurations (`load`) and rebuilt
 //! when the files change ([`Reloading`]): new handshakes use the new configuration, open
 //! connections keep theirs, and a file that does not load is refused with a warning while the
 //! previous configuration stays in force.
@@ -15,7 +15,7 @@ mod reload;
 use std::sync::Arc;
 
 use crate::backend::{Connector, TcpConnector, TlsConnector};
-use crate::config::{ClusterConfig, Config};
+use crate::config::{BackendConfig, Config};
 
 pub use load::{TlsError, client_config, server_config};
 pub use reload::{LOOK_INTERVAL, Reloading};
@@ -50,7 +50,7 @@ pub fn check_backends(config: &Config) -> Result<(), TlsError> {
 }
 
 /// How the proxy reaches the nodes of backend `name`: TLS when it says `tls = true`.
-pub fn connector(name: &str, backend: &ClusterConfig) -> Arc<dyn Connector> {
+pub fn connector(name: &str, backend: &BackendConfig) -> Arc<dyn Connector> {
     if backend.tls {
         Arc::new(TlsConnector::new(&format!("backends.{name}"), backend))
     } else {

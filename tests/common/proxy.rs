@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use respgate::config::{ClusterConfig, Config, DEFAULT_CLUSTER};
+use respgate::config::{BackendConfig, Config, DEFAULT_CLUSTER};
 use respgate::protocol::Protocol;
 
 /// A respgate instance on a free loopback port, stopped on drop.
@@ -31,18 +31,18 @@ pub fn config_for(seeds: &[String]) -> Config {
 
 /// A Redis Cluster backend on `seeds` with test-friendly timeouts: requests fail within 2 s,
 /// the topology is refreshed every second.
-pub fn cluster_backend(seeds: &[String]) -> ClusterConfig {
-    ClusterConfig {
+pub fn cluster_backend(seeds: &[String]) -> BackendConfig {
+    BackendConfig {
         seeds: seeds.to_vec(),
         request_timeout_ms: 2000,
         refresh_interval_ms: 1000,
-        ..ClusterConfig::default()
+        ..BackendConfig::default()
     }
 }
 
 /// A config with `backends` (name, backend) behind a proxy listening anywhere, the first the
 /// default for keys no route matches.
-pub fn config_with(backends: Vec<(&str, ClusterConfig)>) -> Config {
+pub fn config_with(backends: Vec<(&str, BackendConfig)>) -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
     if let Some((first, _)) = backends.first() {

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 
 use crate::broadcast::{self, Reach};
-use crate::cluster::Cluster;
+use crate::cluster::Backend;
 use crate::protocol::Protocol;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::encode_command;
@@ -114,7 +114,7 @@ pub(super) fn answer(
 
 /// The version the backends report, which clients read to pick features; before any node has
 /// answered, the oldest version whose commands the proxy handles.
-pub(super) fn redis_version(cluster: &Cluster) -> String {
+pub(super) fn redis_version(cluster: &Backend) -> String {
     cluster
         .redis_version()
         .map_or_else(|| "7.0.0".to_string(), |v| v.to_string())
@@ -276,7 +276,7 @@ fn title(section: &str) -> &'static str {
 fn server(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
     let uptime = proxy.started.elapsed().as_secs();
     let version = proxy
-        .default_cluster()
+        .default_backend()
         .map_or_else(|| "7.0.0".to_string(), |c| redis_version(c));
     let now_usec = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -439,7 +439,7 @@ fn proxy_section(proxy: ProxyRef<'_>, answered: Option<(usize, usize)>) -> Vec<(
     lines
 }
 
-fn backend_line(c: &Cluster) -> String {
+fn backend_line(c: &Backend) -> String {
     let map = c.slot_map();
     let s = &c.stats;
     format!(
@@ -460,7 +460,7 @@ fn backend_line(c: &Cluster) -> String {
     )
 }
 
-/// `# Backends`: per backend, its state and counters (as `# Proxy`'s `cluster_` lines, plus
+/// `# NodePools`: per backend, its state and counters (as `# Proxy`'s `cluster_` lines, plus
 /// refresh failures, the age of the last refresh and the connections clients hold), then one
 /// line per node with its role and connection state.
 fn backends_section(proxy: ProxyRef<'_>) -> Vec<(String, String)> {

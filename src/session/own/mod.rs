@@ -11,7 +11,7 @@ use super::blocked::{Blocked, Unblock};
 use crate::acl::User;
 use crate::backend::{BackendError, NodeAddr, NodeConn, NodeLogin, Reply};
 use crate::clients::ClientHandle;
-use crate::cluster::{Cluster, Next, Target, Tried};
+use crate::cluster::{Backend, Next, Target, Tried};
 use crate::command::Access;
 use crate::keyspace::{BackendId, Place};
 use crate::protocol::{Protocol, ReplyKind, integer_value, reply};
@@ -159,7 +159,7 @@ struct AsUser<'a> {
 
 /// Runs `op` on the own connection `own`, on `cluster`, the backend the operation's keys are on.
 async fn run_on(
-    cluster: &Cluster,
+    cluster: &Backend,
     own: &mut Option<OwnConn>,
     op: OwnOp,
     as_user: AsUser<'_>,
@@ -189,7 +189,7 @@ async fn run_on(
 /// the cluster's retry budget. A blocking command is a write: once sent, it is never resent.
 /// `needs_user`: it runs only as the client's user's twin (a restricted user's script).
 async fn call_routed(
-    cluster: &Cluster,
+    cluster: &Backend,
     own: &mut Option<OwnConn>,
     payload: Bytes,
     target: Target,
@@ -215,7 +215,7 @@ async fn call_routed(
             },
         };
         if cluster.writes_held() {
-            // A failover is under way; see `Cluster::hold_writes`.
+            // A failover is under way; see `Backend::hold_writes`.
             match attempts.next_delay() {
                 Some(delay) => {
                     cluster.wait_while_held(delay).await;
@@ -266,7 +266,7 @@ async fn call_routed(
 
 /// Runs `load` (the `SCRIPT LOAD` the judge chose) on `node`, on its shared connection;
 /// whether the script is loaded now.
-async fn load_script(cluster: &Cluster, node: &NodeAddr, load: Bytes, as_user: AsUser<'_>) -> bool {
+async fn load_script(cluster: &Backend, node: &NodeAddr, load: Bytes, as_user: AsUser<'_>) -> bool {
     let pool = cluster.pool(node);
     let limit = cluster.conn_settings().request_timeout;
     let loaded = tokio::time::timeout(
@@ -291,7 +291,7 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     async fn run(
         &self,
-        cluster: &Cluster,
+        cluster: &Backend,
         own: &mut Option<OwnConn>,
         node: &NodeAddr,
         as_user: AsUser<'_>,
@@ -352,7 +352,7 @@ async fn next_reply(conn: &mut NodeConn) -> Result<Reply, BackendError> {
 /// The own connection, reopened when it is to another node, speaks another protocol, is on
 /// another database or acts as another user.
 async fn ensure<'a>(
-    cluster: &Cluster,
+    cluster: &Backend,
     own: &'a mut Option<OwnConn>,
     node: &NodeAddr,
     as_user: AsUser<'_>,

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::backend::scripted::{Act, ScriptedNodes};
-use crate::config::ClusterConfig;
+use crate::config::BackendConfig;
 use crate::protocol::Request;
 use crate::slot::Slot;
 use crate::workers::WorkerSet;
@@ -14,10 +14,10 @@ pub(super) const A: &str = "10.0.0.1:6379";
 pub(super) const B: &str = "10.0.0.2:6379";
 
 /// A backend whose every slot `A` of `nodes` serves.
-pub(super) fn cluster_on_a(nodes: &std::sync::Arc<ScriptedNodes>) -> std::sync::Arc<Cluster> {
-    let cluster = Cluster::with_connector(
+pub(super) fn cluster_on_a(nodes: &std::sync::Arc<ScriptedNodes>) -> std::sync::Arc<Backend> {
+    let cluster = Backend::with_connector(
         "test",
-        ClusterConfig::default(),
+        BackendConfig::default(),
         WorkerSet::inline(),
         nodes.clone(),
     );

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{AsUser, OwnConn, ensure};
 use crate::backend::{BackendError, NodeAddr, Reply};
-use crate::cluster::{Cluster, Redirect, ResolveAgainst, Target};
+use crate::cluster::{Backend, Redirect, ResolveAgainst, Target};
 use crate::keyspace::Place;
 use crate::protocol::reply;
 
@@ -60,7 +60,7 @@ impl TxnBatch {
 
 /// Sends a transaction batch and builds the client's replies from the node's.
 pub(super) async fn run_txn(
-    cluster: &Cluster,
+    cluster: &Backend,
     own: &mut Option<OwnConn>,
     batch: TxnBatch,
     as_user: AsUser<'_>,
@@ -134,7 +134,7 @@ pub(super) async fn run_txn(
 /// The connection a transaction batch goes on, or why it cannot be sent (and whether anything
 /// of it may have run: never, here).
 async fn txn_conn<'a>(
-    cluster: &Cluster,
+    cluster: &Backend,
     own: &'a mut Option<OwnConn>,
     batch: &TxnBatch,
     as_user: AsUser<'_>,
@@ -186,7 +186,7 @@ fn failed(batch: &TxnBatch, error: &Bytes, written: bool) -> Bytes {
 /// The client's reply to a command the node was asked to queue: the node's, except that a
 /// redirect (the slot moved since the transaction chose its node) becomes an error the
 /// client can act on. The node has flagged its transaction, so `EXEC` aborts as in Redis.
-fn queued_reply(cluster: &Cluster, node: &NodeAddr, reply: &Reply) -> Bytes {
+fn queued_reply(cluster: &Backend, node: &NodeAddr, reply: &Reply) -> Bytes {
     let Some(redirect) = reply.error_text().and_then(Redirect::parse) else {
         return reply.bytes.clone();
     };

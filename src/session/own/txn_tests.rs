@@ -30,7 +30,7 @@ fn batch(commands: &[&[&str]], opens: bool, parts: Vec<Part>) -> OwnOp {
     })
 }
 
-async fn run(cluster: &Cluster, own: &mut Option<OwnConn>, op: OwnOp) -> String {
+async fn run(cluster: &Backend, own: &mut Option<OwnConn>, op: OwnOp) -> String {
     let as_user = AsUser {
         login: None,
         protocol: Protocol::Resp2,

@@ -89,7 +89,7 @@ impl Subscriptions {
                 }
             }
         }
-        let Some(cluster) = new.default_cluster() else {
+        let Some(cluster) = new.default_backend() else {
             return Ok(());
         };
         let mut attempts = cluster.attempts();
