@@ -280,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn a_forgotten_slot_drops_its_late_reply_and_is_not_wanted() {
+    fn a_forgotten_ticket_drops_its_late_reply_and_is_not_wanted() {
         let handle = client();
         let ring = ReplyRing::new(Arc::clone(&handle));
         let a = ring.reserve(Hints::default());

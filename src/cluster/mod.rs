@@ -5,6 +5,7 @@
 
 mod ask;
 mod batch;
+mod engine;
 mod lifeline;
 mod redirect;
 mod retry;
@@ -30,6 +31,7 @@ use crate::workers::WorkerSet;
 
 pub use ask::TopologyError;
 pub use batch::Settled;
+pub use engine::{Carrier, Course};
 pub use lifeline::{Lifeline, StopSignal};
 pub use redirect::Redirect;
 pub use retry::{Attempts, Next, RETRYABLE_ERRORS, RetryBudget, Tried};

@@ -1,16 +1,18 @@
 //! Serving one command on the shared connections: the first attempt, what its outcome comes
-//! to, and the attempts after it, each judged by the one retry engine ([`Backend::judge`]).
+//! to, and the attempts after it, in the one attempt loop ([`Backend::attempt_loop`]) with the
+//! shared connections as its carrier.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Attempts, Backend, Next, SlotMap, Target, Tried};
+use super::engine::{Carrier, Course};
+use super::{Attempts, Backend, SlotMap, Target, Tried};
 use crate::backend::ring::RingTicket;
 use crate::backend::{BackendError, NodePool, Reply};
 use crate::command::Access;
 use crate::config::ReadFrom;
-use crate::protocol::{Protocol, reply};
+use crate::protocol::Protocol;
 
 /// One command for a backend, as every attempt to send it needs it: the session's forwarded
 /// command, a split part, a fan-out leg and the proxy's own requests alike.
@@ -38,25 +40,6 @@ pub struct FirstNode {
     pub pool: Arc<NodePool>,
     /// Whether it is a replica serving a read (per `read_from`).
     pub replica: bool,
-}
-
-/// What [`Backend::serve_after`]'s attempts so far leave for the next.
-struct Progress {
-    attempts: Attempts,
-    /// Whether a missing script was loaded already (once per command).
-    script_loaded: bool,
-    /// Set by a redirect: the node to send to next, and whether `ASKING` goes first.
-    redirected: Option<(Arc<NodePool>, bool)>,
-    /// Whether a read still goes to a replica.
-    to_replica: bool,
-}
-
-/// What follows one attempt in [`Backend::serve_after`].
-enum Step {
-    /// The reply to give, and the node that gave it.
-    Done(Bytes, Option<Arc<NodePool>>),
-    /// Another attempt.
-    Again,
 }
 
 impl Backend {
@@ -165,20 +148,12 @@ impl Backend {
     }
 
     /// [`Backend::serve`], after a first attempt on a pool that came to an outcome (`first`),
-    /// when there was one: the one retry engine for every forwarded command.
+    /// when there was one: the shared connections as the carrier of the one attempt loop.
     pub async fn serve_after(
         &self,
-        mut first: Option<(Arc<NodePool>, Result<Reply, BackendError>)>,
+        first: Option<(Arc<NodePool>, Result<Reply, BackendError>)>,
         sending: Sending,
     ) -> (Bytes, Option<Arc<NodePool>>) {
-        let Sending {
-            ref payload,
-            ref target,
-            access,
-            protocol,
-            db,
-            affinity,
-        } = sending;
         // The budget counts from the first attempt, made before this engine was asked: one that
         // timed out began a request timeout ago (any other outcome came at once), so a retry
         // after it still ends within `request_timeout_ms` + `retry_timeout_ms` of the request.
@@ -189,127 +164,52 @@ impl Backend {
                 .unwrap_or(now),
             _ => now,
         };
-        let mut progress = Progress {
+        let course = Course {
+            payload: &sending.payload,
+            target: &sending.target,
+            access: sending.access,
+            affinity: sending.affinity,
+            to_replica: sending.access == Access::Read && self.config.read_from != ReadFrom::Master,
+            heal: true,
             attempts: Attempts::since(self.retry_budget, started),
-            script_loaded: false,
-            redirected: None,
-            to_replica: access == Access::Read && self.config.read_from != ReadFrom::Master,
         };
-        loop {
-            if let Some((pool, outcome)) = first.take() {
-                match self
-                    .judge_outcome(&sending, &mut progress, outcome, (pool, false, false))
+        let mut carrier = Shared { sending: &sending };
+        self.attempt_loop(first, course, &mut carrier).await
+    }
+}
+
+/// The shared connections as a [`Carrier`]: a command for the control connection takes it.
+struct Shared<'a> {
+    sending: &'a Sending,
+}
+
+impl Carrier for Shared<'_> {
+    async fn send(&mut self, pool: &Arc<NodePool>, asking: bool) -> Result<Reply, BackendError> {
+        let Sending {
+            ref payload,
+            ref target,
+            protocol,
+            db,
+            affinity,
+            ..
+        } = *self.sending;
+        match target {
+            Target::Control(_) => pool.send_control(protocol, payload.clone(), db).await,
+            _ => {
+                pool.send(protocol, affinity, payload.clone(), asking, db)
                     .await
-                {
-                    Step::Done(bytes, pool) => return (bytes, pool),
-                    Step::Again => continue,
-                }
-            }
-            let next = match progress.redirected.take() {
-                Some((pool, asking)) => Some((pool, asking, false)),
-                None => self
-                    .first_node(
-                        &self.map.load(),
-                        target,
-                        access,
-                        affinity,
-                        progress.to_replica,
-                    )
-                    .map(|node| (node.pool, false, node.replica)),
-            };
-            let Some((pool, asking, on_replica)) = next else {
-                match progress.attempts.next_delay() {
-                    Some(delay) => {
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    None => return (reply::error(&self.no_route_error(target)), None),
-                }
-            };
-            if access == Access::Write && self.writes_held() {
-                // A failover is under way: a write now could be acknowledged by the master
-                // about to be demoted, and lost. Wait for the new master.
-                match progress.attempts.next_delay() {
-                    Some(delay) => {
-                        self.wait_while_held(delay).await;
-                        continue;
-                    }
-                    None => return (reply::error(&self.failing_over_error()), Some(pool)),
-                }
-            }
-            let sent = match target {
-                Target::Control(_) => pool.send_control(protocol, payload.clone(), db).await,
-                _ => {
-                    pool.send(protocol, affinity, payload.clone(), asking, db)
-                        .await
-                }
-            };
-            match self
-                .judge_outcome(&sending, &mut progress, sent, (pool, asking, on_replica))
-                .await
-            {
-                Step::Done(bytes, pool) => return (bytes, pool),
-                Step::Again => {}
             }
         }
     }
 
-    /// One attempt's outcome on `pool` (sent with `ASKING` when `asking`, to a replica when
-    /// `on_replica`): the reply to give, or another attempt (after the pause or redirect
-    /// [`Backend::judge`] chose, noted in `redirected`).
-    async fn judge_outcome(
-        &self,
-        sending: &Sending,
-        progress: &mut Progress,
-        sent: Result<Reply, BackendError>,
-        (pool, asking, on_replica): (Arc<NodePool>, bool, bool),
-    ) -> Step {
+    async fn load_script(&mut self, pool: &Arc<NodePool>, load: Bytes) -> bool {
         let Sending {
-            ref payload,
-            ref target,
-            access,
             protocol,
             db,
             affinity,
-        } = *sending;
-        let Progress {
-            attempts,
-            script_loaded,
-            redirected,
-            to_replica,
-        } = progress;
-        let tried = Tried {
-            target,
-            access,
-            node: pool.addr(),
-            on_replica,
-            asked: asking,
-            heal: (!*script_loaded).then_some(payload),
-        };
-        match self.judge(attempts, sent, tried) {
-            Next::Reply(reply) => Step::Done(reply.bytes, Some(pool)),
-            Next::ToMaster => {
-                *to_replica = false;
-                Step::Again
-            }
-            Next::LoadScript { load, reply } => {
-                *script_loaded = true;
-                let loaded = pool.send(protocol, affinity, load, false, db).await;
-                if !matches!(&loaded, Ok(done) if done.error_text().is_none()) {
-                    return Step::Done(reply.bytes, Some(pool));
-                }
-                *redirected = Some((pool, asking));
-                Step::Again
-            }
-            Next::Fail(error) => Step::Done(error, Some(pool)),
-            Next::Redirect { to, asking } => {
-                *redirected = Some((self.pools.pool(&to), asking));
-                Step::Again
-            }
-            Next::Retry(delay) => {
-                tokio::time::sleep(delay).await;
-                Step::Again
-            }
-        }
+            ..
+        } = *self.sending;
+        let loaded = pool.send(protocol, affinity, load, false, db).await;
+        matches!(&loaded, Ok(done) if done.error_text().is_none())
     }
 }

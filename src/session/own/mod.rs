@@ -9,9 +9,9 @@ use tokio::sync::Mutex;
 
 use super::blocked::{Blocked, Unblock};
 use crate::acl::User;
-use crate::backend::{BackendError, NodeAddr, NodeConn, NodeLogin, Reply};
+use crate::backend::{BackendError, NodeAddr, NodeConn, NodeLogin, NodePool, Reply};
 use crate::clients::ClientHandle;
-use crate::cluster::{Backend, Next, Target, Tried};
+use crate::cluster::{Backend, Carrier, Course, Target};
 use crate::command::Access;
 use crate::keyspace::{BackendId, Place};
 use crate::protocol::{Protocol, ReplyKind, integer_value, reply};
@@ -184,9 +184,9 @@ async fn run_on(
     }
 }
 
-/// Sends one command over the own connection to the node of `target`, following what the
-/// cluster's retry engine says after each attempt (redirects, waits for a failover), within
-/// the cluster's retry budget. A blocking command is a write: once sent, it is never resent.
+/// Sends one command over the own connection to the node of `target`, in the backend's one
+/// attempt loop (redirects, waits for a failover, within the retry budget) with the own
+/// connection as its carrier. A blocking command is a write: once sent, it is never resent.
 /// `needs_user`: it runs only as the client's user's twin (a restricted user's script).
 async fn call_routed(
     cluster: &Backend,
@@ -197,70 +197,56 @@ async fn call_routed(
     blocked: Option<Blocked<'_>>,
     needs_user: bool,
 ) -> Bytes {
-    let mut attempts = cluster.attempts();
-    let mut next: Option<(NodeAddr, bool)> = None;
-    let mut script_loaded = false;
-    loop {
-        let (node, asking) = match next.take() {
-            Some(redirected) => redirected,
-            None => match cluster.node_for(&target) {
-                Some(node) => (node, false),
-                None => match attempts.next_delay() {
-                    Some(delay) => {
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    None => return reply::error(&cluster.unreachable_error()),
-                },
-            },
-        };
-        if cluster.writes_held() {
-            // A failover is under way; see `Backend::hold_writes`.
-            match attempts.next_delay() {
-                Some(delay) => {
-                    cluster.wait_while_held(delay).await;
-                    next = Some((node, asking));
-                    continue;
-                }
-                None => return reply::error(&cluster.failing_over_error()),
-            }
-        }
-        let attempt = Attempt {
+    let course = Course {
+        payload: &payload,
+        target: &target,
+        // Own connections go to masters, and what they carry is never sent twice.
+        access: Access::Write,
+        affinity: 0,
+        to_replica: false,
+        heal: needs_user,
+        attempts: cluster.attempts(),
+    };
+    let mut carrier = OwnCarrier {
+        cluster,
+        own,
+        as_user,
+        attempt: Attempt {
             payload: &payload,
-            asking,
+            asking: false,
             blocked,
             needs_user,
-        };
-        let outcome = attempt.run(cluster, own, &node, as_user).await;
+        },
+    };
+    cluster.attempt_loop(None, course, &mut carrier).await.0
+}
+
+/// A client's own connection as a [`Carrier`].
+struct OwnCarrier<'a, 'o> {
+    cluster: &'a Backend,
+    own: &'o mut Option<OwnConn>,
+    as_user: AsUser<'a>,
+    attempt: Attempt<'a>,
+}
+
+impl Carrier for OwnCarrier<'_, '_> {
+    async fn send(&mut self, pool: &Arc<NodePool>, asking: bool) -> Result<Reply, BackendError> {
+        self.attempt.asking = asking;
+        let outcome = self
+            .attempt
+            .run(self.cluster, self.own, pool.addr(), self.as_user)
+            .await;
         if outcome.is_err() {
             // Whatever state the connection had is unknown now.
-            *own = None;
+            *self.own = None;
         }
-        let tried = Tried {
-            target: &target,
-            access: Access::Write,
-            node: &node,
-            on_replica: false,
-            asked: asking,
-            heal: (needs_user && !script_loaded).then_some(&payload),
-        };
-        match cluster.judge(&mut attempts, outcome, tried) {
-            Next::Reply(reply) => return reply.bytes,
-            Next::Fail(error) => return error,
-            Next::Redirect { to, asking } => next = Some((to, asking)),
-            Next::Retry(delay) => tokio::time::sleep(delay).await,
-            // The node lacked a script the proxy has seen (a promoted replica): loaded there
-            // by the backend's user (the twin may not load scripts), the call goes again.
-            Next::LoadScript { load, reply } => {
-                script_loaded = true;
-                if !load_script(cluster, &node, load, as_user).await {
-                    return reply.bytes;
-                }
-                next = Some((node, asking));
-            }
-            // Own connections go to masters only.
-            Next::ToMaster => next = Some((node, asking)),
-        }
+        outcome
+    }
+
+    /// The node lacked a script the proxy has seen (a promoted replica): loaded there by the
+    /// backend's user (the twin may not load scripts).
+    async fn load_script(&mut self, pool: &Arc<NodePool>, load: Bytes) -> bool {
+        load_script(self.cluster, pool.addr(), load, self.as_user).await
     }
 }
 
