@@ -12,8 +12,10 @@
 //!   command's [`command::Policy`] (what the proxy does with it), decided when the table loads.
 //! - [`cluster`]: each backend of any kind (a Redis Cluster, a Sentinel group, a standalone
 //!   server) as a [`cluster::Backend`]: the slot map (of [`slot`]s: hash slots) and its
-//!   refresh, routing, and the one retry engine ([`cluster::Backend::judge`]) that every path to a node feeds: `MOVED`, `ASK`, `TRYAGAIN`,
-//!   failover, lost connections, within one retry budget.
+//!   refresh, routing, the one judge ([`cluster::Backend::judge`]) that every attempt's
+//!   outcome goes to (`MOVED`, `ASK`, `TRYAGAIN`, failover, lost connections, within one retry
+//!   budget), and the one attempt loop ([`cluster::Backend::attempt_loop`]) that the shared
+//!   connections and a client's own connection carry alike.
 //! - [`multikey`]: splits `MGET`/`MSET`/`DEL`/... across slots and merges the replies.
 //! - [`fanout`]: whole-keyspace commands (`DBSIZE`, `SCAN`, `FLUSHALL`, ...) over every master.
 //! - [`broadcast`]: commands about the servers (`CONFIG SET` to every node, `CONFIG GET` from
