@@ -56,6 +56,8 @@
 # Results: a table on stdout and target/bench/callgrind-<date>.csv. Everything it starts (the
 # redis-servers, respgate under valgrind) is stopped by pid when it exits.
 set -euo pipefail
+# shellcheck source=benches/predixy_conf.sh
+source "$(dirname "${BASH_SOURCE[0]}")/predixy_conf.sh"
 
 CASES=${CASES:-get1 get16 set1 mset1}
 REQUESTS=${REQUESTS:-4000}
@@ -209,33 +211,8 @@ wait_until 60 "cluster_state:ok on every node" cluster_ok
 # so start-up is never counted. The drain is short so that the process exits soon after SIGTERM.
 log "starting $(basename "$BIN") under callgrind on 127.0.0.1:$PROXY_PORT ($BIN)"
 if [[ -n $PREDIXY_BIN ]]; then
-    # As benches/load.sh configures it: one worker, reads from masters, no per-request logs.
-    {
-        echo "Name respgate-callgrind"
-        echo "Bind 127.0.0.1:$PROXY_PORT"
-        echo "WorkerThreads 1"
-        echo "ClientTimeout 0"
-        echo "Log $DATA_DIR/predixy.log"
-        echo "LogVerbSample 0"
-        echo "LogDebugSample 0"
-        echo "LogInfoSample 0"
-        echo "LogNoticeSample 1"
-        echo "LogWarnSample 1"
-        echo "LogErrorSample 1"
-        echo "ClusterServerPool {"
-        echo "    MasterReadPriority 100"
-        echo "    StaticSlaveReadPriority 0"
-        echo "    DynamicSlaveReadPriority 0"
-        echo "    RefreshInterval 1"
-        echo "    ServerTimeout 1"
-        echo "    ServerFailureLimit 10"
-        echo "    ServerRetryTimeout 1"
-        echo "    KeepAlive 120"
-        echo "    Servers {"
-        for a in "${seeds[@]}"; do echo "        + $a"; done
-        echo "    }"
-        echo "}"
-    } >"$DATA_DIR/predixy.conf"
+    # As benches/load.sh runs it (benches/predixy_conf.sh): one worker, reads from masters.
+    predixy_conf respgate-callgrind "127.0.0.1:$PROXY_PORT" "$DATA_DIR/predixy.log" "${seeds[@]}" >"$DATA_DIR/predixy.conf"
     valgrind --tool=callgrind --callgrind-out-file="$DATA_DIR/callgrind.out.%p" \
         "$BIN" "$DATA_DIR/predixy.conf" >"$DATA_DIR/respgate.log" 2>&1 </dev/null &
 else

@@ -70,6 +70,8 @@
 # the idle case in target/bench/load-<date>-idle.csv. Everything it started is stopped, by pid,
 # when it exits.
 set -euo pipefail
+# shellcheck source=benches/predixy_conf.sh
+source "$(dirname "${BASH_SOURCE[0]}")/predixy_conf.sh"
 
 CASES=${CASES:-set get mset c1000 c10000 big idle}
 PREDIXY_BIN=${PREDIXY_BIN:-}
@@ -440,32 +442,7 @@ fi
 # Its log is quiet but for notices and errors, which go to a file.
 if want predixy; then
     PREDIXY_CONF=$DATA_DIR/predixy.conf
-    {
-        echo "Name respgate-load"
-        echo "Bind 127.0.0.1:$PREDIXY_PORT"
-        echo "WorkerThreads 1"
-        echo "ClientTimeout 0"
-        echo "Log $DATA_DIR/predixy.log"
-        echo "LogVerbSample 0"
-        echo "LogDebugSample 0"
-        echo "LogInfoSample 0"
-        echo "LogNoticeSample 1"
-        echo "LogWarnSample 1"
-        echo "LogErrorSample 1"
-        echo "ClusterServerPool {"
-        echo "    MasterReadPriority 100"
-        echo "    StaticSlaveReadPriority 0"
-        echo "    DynamicSlaveReadPriority 0"
-        echo "    RefreshInterval 1"
-        echo "    ServerTimeout 1"
-        echo "    ServerFailureLimit 10"
-        echo "    ServerRetryTimeout 1"
-        echo "    KeepAlive 120"
-        echo "    Servers {"
-        for a in "${seeds[@]}"; do echo "        + $a"; done
-        echo "    }"
-        echo "}"
-    } >"$PREDIXY_CONF"
+    predixy_conf respgate-load "127.0.0.1:$PREDIXY_PORT" "$DATA_DIR/predixy.log" "${seeds[@]}" >"$PREDIXY_CONF"
     log "starting predixy $("$PREDIXY_BIN" --version 2>&1 | sed -n 's/.*predixy-//p') on 127.0.0.1:$PREDIXY_PORT"
     "$PREDIXY_BIN" "$PREDIXY_CONF" >"$DATA_DIR/predixy.out" 2>&1 </dev/null &
     PREDIXY_PID=$!

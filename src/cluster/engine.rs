@@ -16,21 +16,6 @@ use crate::backend::{BackendError, NodePool, Reply};
 use crate::command::Access;
 use crate::protocol::reply;
 
-/// What sends a command's attempts to a node.
-pub trait Carrier {
-    /// Sends the command to `pool`'s node (after `ASKING` when `asking`) and waits for its
-    /// reply, within the request timeout.
-    fn send(
-        &mut self,
-        pool: &Arc<NodePool>,
-        asking: bool,
-    ) -> impl Future<Output = Result<Reply, BackendError>>;
-
-    /// Loads a script on `pool`'s node with `load` (the `SCRIPT LOAD` the judge chose);
-    /// whether it is loaded now.
-    fn load_script(&mut self, pool: &Arc<NodePool>, load: Bytes) -> impl Future<Output = bool>;
-}
-
 /// One command's course through the loop.
 pub struct Course<'a> {
     /// The command in RESP, for the judge (a `NOSCRIPT` healed names its script).
@@ -57,6 +42,10 @@ struct Progress {
     redirected: Option<(Arc<NodePool>, bool)>,
 }
 
+/// One attempt made: its node, whether `ASKING` went first, whether the node is a replica
+/// serving a read, and the outcome.
+type Attempted = (Arc<NodePool>, bool, bool, Result<Reply, BackendError>);
+
 /// What follows one attempt.
 enum Step {
     /// The reply to give, and the node that gave it.
@@ -80,61 +69,15 @@ impl Backend {
             redirected: None,
         };
         loop {
-            if let Some((pool, outcome)) = first.take() {
-                match self
-                    .judge_outcome(
-                        &mut course,
-                        &mut progress,
-                        carrier,
-                        outcome,
-                        (pool, false, false),
-                    )
-                    .await
-                {
-                    Step::Done(bytes, pool) => return (bytes, pool),
-                    Step::Again => continue,
-                }
-            }
-            let redirected = progress.redirected.take();
-            let was_redirected = redirected.is_some();
-            let next = match redirected {
-                Some((pool, asking)) => Some((pool, asking, false)),
-                None => self
-                    .first_node(
-                        &self.map.load(),
-                        course.target,
-                        course.access,
-                        course.affinity,
-                        course.to_replica,
-                    )
-                    .map(|node| (node.pool, false, node.replica)),
+            // The first attempt's outcome, when there was one, is judged like any other.
+            let (pool, asking, on_replica, sent) = match first.take() {
+                Some((pool, outcome)) => (pool, false, false, outcome),
+                None => match self.attempt(&mut course, &mut progress, carrier).await {
+                    Ok(Some(tried)) => tried,
+                    Ok(None) => continue,
+                    Err(done) => return done,
+                },
             };
-            let Some((pool, asking, on_replica)) = next else {
-                match course.attempts.next_delay() {
-                    Some(delay) => {
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    None => return (reply::error(&self.no_route_error(course.target)), None),
-                }
-            };
-            if course.access == Access::Write && self.writes_held() {
-                // A failover is under way: a write now could be acknowledged by the master
-                // about to be demoted, and lost. Wait for the new master.
-                match course.attempts.next_delay() {
-                    Some(delay) => {
-                        self.wait_while_held(delay).await;
-                        // A node a redirect named stays the next; any other is chosen again,
-                        // from the map the failover leaves.
-                        if was_redirected {
-                            progress.redirected = Some((pool, asking));
-                        }
-                        continue;
-                    }
-                    None => return (reply::error(&self.failing_over_error()), Some(pool)),
-                }
-            }
-            let sent = carrier.send(&pool, asking).await;
             match self
                 .judge_outcome(
                     &mut course,
@@ -149,6 +92,58 @@ impl Backend {
                 Step::Again => {}
             }
         }
+    }
+
+    /// Makes one attempt: the node chosen (or the one a redirect named), writes held during a
+    /// failover waited for, the command sent. `Ok(None)`: nothing was sent, choose again after
+    /// the pause taken; `Err`: the reply to give, the budget spent.
+    async fn attempt<C: Carrier>(
+        &self,
+        course: &mut Course<'_>,
+        progress: &mut Progress,
+        carrier: &mut C,
+    ) -> Result<Option<Attempted>, (Bytes, Option<Arc<NodePool>>)> {
+        let redirected = progress.redirected.take();
+        let was_redirected = redirected.is_some();
+        let next = match redirected {
+            Some((pool, asking)) => Some((pool, asking, false)),
+            None => self
+                .first_node(
+                    &self.map.load(),
+                    course.target,
+                    course.access,
+                    course.affinity,
+                    course.to_replica,
+                )
+                .map(|node| (node.pool, false, node.replica)),
+        };
+        let Some((pool, asking, on_replica)) = next else {
+            return match course.attempts.next_delay() {
+                Some(delay) => {
+                    tokio::time::sleep(delay).await;
+                    Ok(None)
+                }
+                None => Err((reply::error(&self.no_route_error(course.target)), None)),
+            };
+        };
+        if course.access == Access::Write && self.writes_held() {
+            // A failover is under way: a write now could be acknowledged by the master about
+            // to be demoted, and lost. Wait for the new master.
+            return match course.attempts.next_delay() {
+                Some(delay) => {
+                    self.wait_while_held(delay).await;
+                    // A node a redirect named stays the next; any other is chosen again, from
+                    // the map the failover leaves.
+                    if was_redirected {
+                        progress.redirected = Some((pool, asking));
+                    }
+                    Ok(None)
+                }
+                None => Err((reply::error(&self.failing_over_error()), Some(pool))),
+            };
+        }
+        let sent = carrier.send(&pool, asking).await;
+        Ok(Some((pool, asking, on_replica, sent)))
     }
 
     /// One attempt's outcome on `pool` (sent with `ASKING` when `asking`, to a replica when
@@ -195,4 +190,19 @@ impl Backend {
             }
         }
     }
+}
+
+/// What sends a command's attempts to a node.
+pub trait Carrier {
+    /// Sends the command to `pool`'s node (after `ASKING` when `asking`) and waits for its
+    /// reply, within the request timeout.
+    fn send(
+        &mut self,
+        pool: &Arc<NodePool>,
+        asking: bool,
+    ) -> impl Future<Output = Result<Reply, BackendError>>;
+
+    /// Loads a script on `pool`'s node with `load` (the `SCRIPT LOAD` the judge chose);
+    /// whether it is loaded now.
+    fn load_script(&mut self, pool: &Arc<NodePool>, load: Bytes) -> impl Future<Output = bool>;
 }

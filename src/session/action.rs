@@ -8,13 +8,13 @@ use bytes::Bytes;
 use super::own::OwnOp;
 use super::pubsub::Publish;
 use crate::broadcast::Broadcast;
-use crate::cluster::Target;
+use crate::cluster::{Sending, Target};
 use crate::command::{Access, CommandSpec, SubscriptionKind, with_lowercase};
 use crate::fanout::FanOut;
 use crate::keyspace::BackendId;
 use crate::multikey::Split;
 use crate::pause::PauseTicket;
-use crate::protocol::Request;
+use crate::protocol::{Protocol, Request};
 
 /// What the session does with a request.
 #[derive(Debug)]
@@ -85,6 +85,25 @@ pub enum Gather {
     Info(super::info::InfoRequest),
     /// `SCAN` across masters.
     Scan(Vec<Bytes>),
+}
+
+/// How a forwarded command (`Action::Forward`'s fields) is sent for a client on `protocol` and
+/// database `db` using shared connection `affinity`: the one place the session's counted and
+/// silenced paths build it.
+pub fn forwarded(
+    payload: Bytes,
+    target: Target,
+    access: Access,
+    (protocol, db, affinity): (Protocol, u8, usize),
+) -> Sending {
+    Sending {
+        payload,
+        target,
+        access,
+        protocol,
+        db,
+        affinity,
+    }
 }
 
 impl From<Gather> for Action {

@@ -28,7 +28,7 @@ use super::{
 use crate::backend::ring::ReplyRing;
 use crate::backend::{BackendError, Hints};
 use crate::clients::ClientHandle;
-use crate::cluster::{Backend, Sending};
+use crate::cluster::Backend;
 use crate::metrics::Family;
 use crate::protocol::Request;
 use crate::proxy::{ProxyRef, Snapshot};
@@ -384,14 +384,12 @@ impl<'a> Phase<'a> {
                 let cluster = proxy.backend(backend).map_or(cluster, |b| b.as_ref());
                 let command = Command {
                     cluster,
-                    sending: Sending {
+                    sending: super::action::forwarded(
                         payload,
                         target,
                         access,
-                        protocol,
-                        db,
-                        affinity,
-                    },
+                        (protocol, db, affinity),
+                    ),
                     timed: timed(cluster),
                 };
                 self.forward(c, edge, command);

@@ -10,7 +10,6 @@ use super::owed::Slow;
 use super::pubsub;
 use super::tally::{Client, Timed, tallied};
 use crate::cluster::Backend;
-use crate::cluster::Sending;
 use crate::protocol::Protocol;
 use crate::proxy::ProxyRef;
 use crate::{fanout, multikey};
@@ -115,14 +114,12 @@ pub(super) fn silently<'a>(
         } => Box::pin(async move {
             if let Some(cluster) = proxy.backend(backend) {
                 cluster
-                    .execute(Sending {
+                    .execute(super::action::forwarded(
                         payload,
                         target,
                         access,
-                        protocol,
-                        db,
-                        affinity,
-                    })
+                        (protocol, db, affinity),
+                    ))
                     .await;
             }
             Bytes::new()
