@@ -31,6 +31,10 @@ step "redis-server, redis-cli, redis-benchmark"
 bash scripts/ensure-redis.sh
 redis-server --version
 
+step "iptables, for the packet-drop tests (tests/packet_drop.rs)"
+bash scripts/ensure-iptables.sh
+iptables --version
+
 step "python3 and the pinned redis-py the integration tests drive (.venv-tests)"
 bash scripts/ensure-python.sh
 .venv-tests/bin/python -c 'import redis, sys; print("redis-py", redis.__version__, "on Python", sys.version.split()[0])'

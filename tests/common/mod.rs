@@ -15,6 +15,7 @@
 
 pub mod checker;
 pub mod http;
+pub mod netcut;
 pub mod proxy;
 pub mod reload;
 pub mod sentinel;
