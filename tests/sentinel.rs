@@ -134,14 +134,36 @@ fn print_report(scenario: &str, report: &Report) {
 
 /// A command's calls on a node, from `INFO commandstats`.
 fn calls(group: &SentinelGroup, port: u16, name: &str) -> u64 {
+    commandstat(group, port, name, "calls")
+}
+
+/// One field of a command's `INFO commandstats` line on a node (0 when it has none).
+fn commandstat(group: &SentinelGroup, port: u16, name: &str, field: &str) -> u64 {
     let stats = group.cli(port, &["INFO", "commandstats"]);
     stats
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
-        .and_then(|rest| rest.split(',').next())
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:")))
+        .and_then(|rest| {
+            rest.split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{field}=")))
+        })
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// How many INCRs and GETs clients sent a replica: the writes it refused with `READONLY`
+/// (Redis counts them apart from the calls, which include the INCRs its master replicates to
+/// it), and the reads, run or refused.
+fn sent_by_clients(group: &SentinelGroup, port: u16) -> u64 {
+    commandstat(group, port, "incr", "rejected_calls")
+        + commandstat(group, port, "get", "calls")
+        + commandstat(group, port, "get", "rejected_calls")
+}
+
+/// Writes resume "about a second" after the sentinels name the new master (150-250 ms in our
+/// runs), with slack for a loaded 2-core machine; a proxy that waits for a request timeout
+/// or for polling is far over it.
+const RESUME_AFTER_SWITCH: Duration = Duration::from_millis(2500);
 
 #[test]
 fn the_harness_fails_over_a_sentinel_group_and_restarts_its_sentinels() {
@@ -273,6 +295,10 @@ fn failover_under_load(group: &SentinelGroup) -> (Report, Instant, Instant) {
         "writes resumed {} ms after the sentinels agreed",
         resumed.as_millis()
     );
+    assert!(
+        resumed < RESUME_AFTER_SWITCH,
+        "writes resumed {resumed:?} after the sentinels agreed"
+    );
     sleep(COOL_DOWN);
     let report = checker.stop();
     print_report("SENTINEL FAILOVER", &report);
@@ -330,7 +356,7 @@ fn a_sentinel_failover_of_a_plain_group_under_load_loses_no_acknowledged_write()
 }
 
 #[test]
-fn after_kill_9_of_the_master_writes_resume_within_30_s_without_restarting_the_proxy() {
+fn after_kill_9_of_the_master_writes_resume_about_a_second_after_the_sentinels_name_a_new_one() {
     let mut group = SentinelGroup::start(1);
     let proxy = sentinel_proxy(&group);
     let old = group.master_port();
@@ -344,14 +370,19 @@ fn after_kill_9_of_the_master_writes_resume_within_30_s_without_restarting_the_p
         killed_at.elapsed().as_millis()
     );
     let acked = checker.acked_so_far();
-    wait_until(
+    let resumed = wait_until(
         "writes resume after the kill",
         RESUME_LIMIT.saturating_sub(killed_at.elapsed()),
         || checker.acked_so_far() >= acked + RESUMED_ACKS,
     );
     println!(
-        "writes resumed {} ms after the kill",
-        killed_at.elapsed().as_millis()
+        "writes resumed {} ms after the kill, {} ms after the sentinels named {new}",
+        killed_at.elapsed().as_millis(),
+        resumed.as_millis()
+    );
+    assert!(
+        resumed < RESUME_AFTER_SWITCH,
+        "writes resumed {resumed:?} after the sentinels named the new master"
     );
     sleep(COOL_DOWN);
     let report = checker.stop();
@@ -414,11 +445,28 @@ fn a_stopped_master_is_left_for_the_one_the_sentinels_promote_without_waiting_on
         resumed.as_millis()
     );
     drop(stopped);
+    // The old master wakes, and the sentinels make it a replica of the new one: from then on,
+    // under the same load, the proxy sends it nothing.
+    wait_until(
+        "the sentinels demote the woken master",
+        RESUME_LIMIT,
+        || {
+            group
+                .try_cli(old, &["ROLE"])
+                .is_ok_and(|role| role.starts_with("slave"))
+        },
+    );
+    let demoted = sent_by_clients(&group, old);
     sleep(COOL_DOWN);
     let report = checker.stop();
     print_report("SIGSTOP of the master", &report);
+    assert_eq!(
+        sent_by_clients(&group, old),
+        demoted,
+        "INCRs or GETs reached the demoted master"
+    );
     assert!(
-        resumed < Duration::from_secs(10),
+        resumed < RESUME_AFTER_SWITCH,
         "writes resumed {resumed:?} after the switch: the proxy waited on the stopped master"
     );
     assert_eq!(report.duplicated, 0, "writes applied twice: {report}");
