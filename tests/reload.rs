@@ -14,7 +14,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use common::RedisCluster;
-use common::proxy::{Proxy, Raw, admin_request};
+use common::proxy::{Proxy, Raw, admin_request, admin_request_with};
 use common::reload::{
     Reloadable, cluster, command, eventually, info_field, replace_file, routing, server, standalone,
 };
@@ -273,6 +273,58 @@ fn an_invalid_config_is_refused_whole_and_the_running_one_keeps_serving() {
     assert!(
         metrics.contains("respgate_config_last_reload_successful 1"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn post_reload_needs_the_admin_token_and_is_off_without_a_token_file() {
+    let main = StandaloneServer::start();
+    let admin = common::free_port();
+    let text = |max_clients: u32| {
+        server(admin, 0, &format!("max_clients = {max_clients}"))
+            + &standalone("main", &main)
+            + &routing("main", &[])
+    };
+    let proxy = Reloadable::start(admin, &text(100));
+    let mut client = proxy.proxy.raw();
+    proxy.write(&text(77));
+    for headers in [
+        &[][..],
+        &["Authorization: Bearer wrong"][..],
+        &["Authorization: Basic dGVzdC1hZG1pbi10b2tlbg=="][..],
+    ] {
+        let (status, body) = admin_request_with(admin, "POST", "/reload", headers);
+        assert_eq!(status, 401, "{headers:?}: {body}");
+        assert!(body.starts_with("POST /reload: "), "{body}");
+    }
+    assert_eq!(info_field(&mut client, "proxy", "config_generation"), "1");
+    assert_eq!(info_field(&mut client, "clients", "maxclients"), "100");
+    // The read-only endpoints stay open.
+    assert_eq!(admin_request(admin, "GET", "/metrics").0, 200);
+    assert_eq!(admin_request(admin, "GET", "/config").0, 200);
+    let report = proxy.reload_ok(&text(77));
+    assert!(report.contains("reloaded: generation 2"), "{report}");
+    assert_eq!(info_field(&mut client, "clients", "maxclients"), "77");
+
+    // A proxy with no admin_token_file: POST /reload is off, SIGHUP and the watcher remain.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("respgate.toml");
+    let open_admin = common::free_port();
+    replace_file(
+        &path,
+        &(server(open_admin, 0, "") + &standalone("main", &main) + &routing("main", &[])),
+    );
+    let _open = Proxy::start_from_file(&path);
+    let (status, body) = eventually(
+        "the admin endpoint answers",
+        || admin_request_with(open_admin, "POST", "/reload", &["Authorization: Bearer x"]),
+        |(status, _)| *status != 0,
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body,
+        "POST /reload is off: set server.admin_token_file to a file holding a token, and send \
+         it as \"Authorization: Bearer TOKEN\"\n"
     );
 }
 

@@ -10,8 +10,10 @@
 //!   sit above the configuration);
 //! - `restart`: the settings a reload cannot change;
 //! - `redact`: the configuration as `/config` shows it, secrets replaced;
-//! - `tls`: `[server.tls]` and the checks of every TLS key.
+//! - `tls`: `[server.tls]` and the checks of every TLS key;
+//! - `admin_token`: the admin endpoint's credential, read from `server.admin_token_file`.
 
+mod admin_token;
 mod backend;
 mod redact;
 mod restart;
@@ -19,6 +21,7 @@ mod routing;
 mod tls;
 mod users;
 
+pub use admin_token::read_admin_token;
 pub use backend::{BackendConfig, BackendKind, ReadFrom};
 pub use redact::REDACTED;
 pub use restart::RestartNeeded;
@@ -159,6 +162,10 @@ pub struct ServerConfig {
     /// Time allowed for one admin connection, from accept to the last byte of the answer, in
     /// milliseconds: a client that sends its request slowly (or never) is closed then.
     pub admin_timeout_ms: u64,
+    /// File holding the token that the admin endpoints which change something (`POST
+    /// /reload`) require as `Authorization: Bearer TOKEN`; empty turns those endpoints off.
+    /// Read again at each such request, so a rotated Secret applies at once.
+    pub admin_token_file: String,
     /// `HOST:PORT` that cluster-aware clients are told to dial (`CLUSTER SLOTS`, `SHARDS`,
     /// `NODES`): the LoadBalancer's or NodePort's address; the host may be a name. Empty means
     /// the listen address, or the address the client connected to when listening on a wildcard.
@@ -222,6 +229,7 @@ impl Default for ServerConfig {
             admin_listen: String::new(),
             admin_max_connections: 16,
             admin_timeout_ms: 5_000,
+            admin_token_file: String::new(),
             announce_address: String::new(),
             password: Secret::default(),
             username: "default".into(),
@@ -452,6 +460,11 @@ impl ServerConfig {
                 "server.admin_listen".into(),
                 format!("{:?} is not an IP:port address", self.admin_listen),
             );
+        }
+        if !self.admin_token_file.is_empty()
+            && let Err(why) = read_admin_token(&self.admin_token_file)
+        {
+            problem("server.admin_token_file".into(), why);
         }
         if !self.announce_address.is_empty() && !is_announce_address(&self.announce_address) {
             problem(

@@ -181,3 +181,33 @@ fn unknown_keys_are_rejected() {
     let err = Config::load_from(Some(&path), &[], &Overrides::default()).unwrap_err();
     assert!(err.to_string().contains("listen_on"), "{err}");
 }
+
+#[test]
+fn an_admin_token_file_that_cannot_be_read_or_is_empty_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let problems_with = |file: String| {
+        let mut config = Config::default();
+        config.server.admin_token_file = file;
+        config
+            .validate()
+            .into_iter()
+            .filter(|p| p.key == "server.admin_token_file")
+            .map(|p| p.message)
+            .collect::<Vec<_>>()
+    };
+    let missing = problems_with("/nonexistent/admin-token".into());
+    assert!(
+        missing.len() == 1 && missing[0].contains("cannot read"),
+        "{missing:?}"
+    );
+    let blank = problems_with(empty.display().to_string());
+    assert!(
+        blank.len() == 1 && blank[0].contains("holds no token"),
+        "{blank:?}"
+    );
+    let good = dir.path().join("token");
+    std::fs::write(&good, "t\n").unwrap();
+    assert!(problems_with(good.display().to_string()).is_empty());
+}

@@ -332,10 +332,20 @@ impl Raw {
 /// Sends `method path` to the admin endpoint on `port`; the status code and the body. An
 /// admin endpoint not listening yet answers status 0.
 pub fn admin_request(port: u16, method: &str, path: &str) -> (u16, String) {
+    admin_request_with(port, method, path, &[])
+}
+
+/// Like [`admin_request`], with extra header lines (`"Authorization: Bearer t"`).
+pub fn admin_request_with(port: u16, method: &str, path: &str, headers: &[&str]) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
     };
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    write!(stream, "{head}\r\n").expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response

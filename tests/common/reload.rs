@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use super::proxy::{Proxy, Raw, admin_request};
+use super::proxy::{Proxy, Raw, admin_request_with};
 use super::sentinel::StandaloneServer;
 
 /// How long an eventual effect (a watcher's reload, connections closing) may take.
@@ -47,11 +47,16 @@ pub fn routing(default: &str, routes: &[(&str, &str)]) -> String {
     text
 }
 
-/// A proxy started from a configuration file the test rewrites.
+/// The admin token of every [`Reloadable`], which `POST /reload` needs.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A proxy started from a configuration file the test rewrites. Its `[server]` is given
+/// `admin_token_file`, a file holding [`ADMIN_TOKEN`], and [`Reloadable::reload`] sends it.
 pub struct Reloadable {
     /// The proxy.
     pub proxy: Proxy,
     path: PathBuf,
+    token_file: PathBuf,
     admin: u16,
     _dir: tempfile::TempDir,
 }
@@ -69,10 +74,13 @@ impl Reloadable {
     pub fn start_unready(admin: u16, text: &str) -> Reloadable {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("respgate.toml");
-        replace_file(&path, text);
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
+        replace_file(&path, &with_token_file(text, &token_file));
         Reloadable {
             proxy: Proxy::start_from_file(&path),
             path,
+            token_file,
             admin,
             _dir: dir,
         }
@@ -80,8 +88,23 @@ impl Reloadable {
 
     /// Replaces the file with `text` and asks for a reload: the status and the report.
     pub fn reload(&self, text: &str) -> (u16, String) {
-        replace_file(&self.path, text);
-        admin_request(self.admin, "POST", "/reload")
+        self.write(text);
+        admin_request_with(
+            self.admin,
+            "POST",
+            "/reload",
+            &[&format!("Authorization: Bearer {ADMIN_TOKEN}")],
+        )
+    }
+
+    /// Replaces the file with `text`, `admin_token_file` added, without asking for a reload.
+    pub fn write(&self, text: &str) {
+        replace_file(&self.path, &with_token_file(text, &self.token_file));
+    }
+
+    /// The admin endpoint's port.
+    pub fn admin(&self) -> u16 {
+        self.admin
     }
 
     /// Like `reload`, asserting it was applied.
@@ -90,6 +113,19 @@ impl Reloadable {
         assert_eq!(status, 200, "{report}");
         report
     }
+}
+
+/// `text` with `admin_token_file` naming `token_file` first in its `[server]` table (a text
+/// without one, such as a file that is not TOML, is left as it is).
+fn with_token_file(text: &str, token_file: &Path) -> String {
+    text.replacen(
+        "[server]\n",
+        &format!(
+            "[server]\nadmin_token_file = {:?}\n",
+            token_file.display().to_string()
+        ),
+        1,
+    )
 }
 
 /// Writes `text` to `path` whole (through a rename), so no reader sees half of it.

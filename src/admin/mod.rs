@@ -7,12 +7,15 @@
 //! | `/ready` | 200 once every backend serves the slots routed to it, 503 before and from the moment shutdown begins ([`crate::health`]) |
 //! | `/topology` | JSON: each backend's nodes, their roles, slot ranges and connection states, and its last refresh |
 //! | `/config` | the configuration in force as TOML, every secret redacted |
-//! | `POST /reload` | reads the configuration again and puts it in force (see [`crate::reload`]) |
+//! | `POST /reload` | reads the configuration again and puts it in force (see [`crate::reload`]); needs the admin token (`server.admin_token_file`, as `Authorization: Bearer TOKEN`) |
 //!
 //! The listener is bounded like the client side: at most `server.admin_max_connections` at
 //! once (further ones are closed at accept), each given `server.admin_timeout_ms` from accept
 //! to the end of its answer, so a slow or silent client cannot hold tasks without bound.
 
+mod auth;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
+use crate::config::Secret;
 use crate::health::{self, Readiness};
 use crate::proxy::Proxy;
 use crate::reload::{Outcome, Reloader, Trigger};
@@ -67,7 +71,7 @@ pub async fn serve(
                     warned_full = false;
                     let reloader = Arc::clone(&reloader);
                     tokio::spawn(async move {
-                        let answered = tokio::time::timeout(timeout, answer(stream, &reloader)).await;
+                        let answered = tokio::time::timeout(timeout, answer(stream, peer, &reloader)).await;
                         match answered {
                             Ok(Ok(())) => {}
                             Ok(Err(error)) => debug!(%peer, %error, "admin request failed"),
@@ -85,13 +89,16 @@ pub async fn serve(
     }
 }
 
-/// The request line's method and path (without a query string).
+/// What the endpoints read of a request: the request line's method and path (without a query
+/// string), and the token of an `Authorization: Bearer` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// `GET`, `POST`, ...
     pub method: String,
     /// `/metrics`, ...
     pub path: String,
+    /// The token of an `Authorization: Bearer` header, if one was sent.
+    pub bearer: Option<Secret>,
 }
 
 /// What an endpoint answers.
@@ -103,6 +110,8 @@ pub struct Response {
     pub content_type: &'static str,
     /// The body.
     pub body: String,
+    /// Whether to ask for a bearer token (`WWW-Authenticate`), with a 401.
+    pub authenticate: bool,
 }
 
 impl Response {
@@ -111,6 +120,7 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
+            authenticate: false,
         }
     }
 
@@ -119,11 +129,16 @@ impl Response {
             status: "200 OK",
             content_type: "application/json",
             body: format!("{value}\n"),
+            authenticate: false,
         }
     }
 }
 
-async fn answer(mut stream: TcpStream, reloader: &Reloader) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    reloader: &Reloader,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
@@ -134,11 +149,16 @@ async fn answer(mut stream: TcpStream, reloader: &Reloader) -> std::io::Result<(
         head.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
     let response = match parse_request(&head) {
-        Some(request) => route(&request, reloader).await,
+        Some(request) => route(&request, peer, reloader).await,
         None => Response::text("400 Bad Request", "no request line\n"),
     };
+    let authenticate = if response.authenticate {
+        "WWW-Authenticate: Bearer realm=\"respgate\"\r\n"
+    } else {
+        ""
+    };
     let bytes = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{authenticate}Connection: close\r\n\r\n{}",
         response.status,
         response.content_type,
         response.body.len(),
@@ -148,22 +168,41 @@ async fn answer(mut stream: TcpStream, reloader: &Reloader) -> std::io::Result<(
     stream.shutdown().await
 }
 
-/// The method and path of an HTTP request head.
+/// The method, path and bearer token of an HTTP request head.
 pub fn parse_request(head: &[u8]) -> Option<Request> {
-    let line = head.split(|&b| b == b'\n').next()?;
-    let line = String::from_utf8_lossy(line);
+    let mut lines = head.split(|&b| b == b'\n');
+    let line = String::from_utf8_lossy(lines.next()?);
     let mut words = line.split_whitespace();
     let method = words.next()?.to_ascii_uppercase();
     let target = words.next()?;
     let path = target.split('?').next().unwrap_or(target).to_string();
-    Some(Request { method, path })
+    let bearer = lines
+        .map(String::from_utf8_lossy)
+        .take_while(|header| !header.trim().is_empty())
+        .find_map(|header| {
+            let (name, value) = header.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("authorization")
+                .then(|| auth::bearer(value))
+                .flatten()
+        });
+    Some(Request {
+        method,
+        path,
+        bearer,
+    })
 }
 
-/// Which endpoint answers `request`: one arm per endpoint.
-pub async fn route(request: &Request, reloader: &Reloader) -> Response {
+/// Which endpoint answers `request` from `peer`: one arm per endpoint.
+pub async fn route(request: &Request, peer: SocketAddr, reloader: &Reloader) -> Response {
     let proxy: &Proxy = reloader.proxy();
     match (request.method.as_str(), request.path.as_str()) {
         ("POST", "/reload") => {
+            if let Err(refused) = auth::authorize(request, &proxy.config().server, "POST /reload") {
+                warn!(%peer, status = refused.status, "admin POST /reload refused");
+                return refused;
+            }
+            info!(%peer, "admin POST /reload, by the holder of the admin token");
             let outcome = reloader.try_reload(Trigger::Http).await;
             let status = match &outcome {
                 Outcome::Applied { .. } | Outcome::Unchanged { .. } => "200 OK",
@@ -187,6 +226,7 @@ pub async fn route(request: &Request, reloader: &Reloader) -> Response {
             status: "200 OK",
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: crate::metrics::render(proxy),
+            authenticate: false,
         },
         ("GET", "/live") => Response::text("200 OK", "live\n"),
         ("GET", "/ready") => {
@@ -279,9 +319,22 @@ mod tests {
             parse_request(b"get /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
             Some(Request {
                 method: "GET".into(),
-                path: "/metrics".into()
+                path: "/metrics".into(),
+                bearer: None,
             })
         );
         assert_eq!(parse_request(b"\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn a_bearer_token_is_read_from_the_headers_only() {
+        let request =
+            parse_request(b"POST /reload HTTP/1.1\r\nHost: a\r\nauthorization: Bearer t0k\r\n\r\n")
+                .unwrap();
+        assert_eq!(request.bearer, Some(Secret::from("t0k")));
+        // After the blank line is the body, not a header.
+        let request =
+            parse_request(b"POST /reload HTTP/1.1\r\n\r\nAuthorization: Bearer t0k\r\n").unwrap();
+        assert_eq!(request.bearer, None);
     }
 }
