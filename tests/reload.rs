@@ -121,6 +121,15 @@ fn a_route_added_by_reload_sends_its_keys_to_the_new_backend() {
     assert!(report.contains("reloaded: generation 2"), "{report}");
     assert!(report.contains("backends added: b"), "{report}");
     assert!(report.contains("backends kept: a"), "{report}");
+    // The reload says plainly that b:1 and its kind stay behind.
+    assert!(
+        report.contains(
+            "data left behind: keys starting with \"b:\" now route to backend b instead of \
+             backend a; the keys already on a were not moved and can no longer be reached \
+             through the proxy\n"
+        ),
+        "{report}"
+    );
     // The same connection routes by the new table, and the new backend knew its topology
     // before the reload put it in force.
     assert_eq!(command(&mut client, &["SET", "b:2", "after"]), "+OK\r\n");

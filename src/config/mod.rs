@@ -11,12 +11,14 @@
 //! - `restart`: the settings a reload cannot change;
 //! - `redact`: the configuration as `/config` shows it, secrets replaced;
 //! - `tls`: `[server.tls]` and the checks of every TLS key;
-//! - `admin_token`: the admin endpoint's credential, read from `server.admin_token_file`.
+//! - `admin_token`: the admin endpoint's credential, read from `server.admin_token_file`;
+//! - `route_moves`: the keys a change of `[routing]` sends elsewhere, leaving their data behind.
 
 mod admin_token;
 mod backend;
 mod redact;
 mod restart;
+mod route_moves;
 mod routing;
 mod tls;
 mod users;
@@ -25,6 +27,7 @@ pub use admin_token::read_admin_token;
 pub use backend::{BackendConfig, BackendKind, ReadFrom};
 pub use redact::REDACTED;
 pub use restart::RestartNeeded;
+pub use route_moves::{Place, RouteMove, route_moves};
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
 pub use tls::ServerTlsConfig;
 pub use users::{Secret, UserConfig, read_secrets};

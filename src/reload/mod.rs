@@ -30,7 +30,9 @@ use tracing::{info, warn};
 
 use crate::acl::Users;
 use crate::cluster::Backend;
-use crate::config::{Config, ConfigError, Overrides, Problem, RestartNeeded};
+use crate::config::{
+    Config, ConfigError, Overrides, Problem, RestartNeeded, RouteMove, route_moves,
+};
 use crate::proxy::{Proxy, Snapshot};
 
 /// How often a reload looks whether the backends it started know their topology.
@@ -111,6 +113,9 @@ pub enum Outcome {
         unreachable: Vec<String>,
         /// Settings that keep their running value until a restart.
         restart: Vec<RestartNeeded>,
+        /// Keys the new routes look for elsewhere than where they are stored: their data was
+        /// not moved.
+        moved: Vec<RouteMove>,
     },
     /// The configuration read is the one in force (apart from `restart`).
     Unchanged {
@@ -150,8 +155,12 @@ impl Outcome {
                 backends,
                 unreachable,
                 restart: held,
+                moved,
             } => {
                 let _ = writeln!(out, "reloaded: generation {generation}");
+                for route_move in moved {
+                    let _ = writeln!(out, "data left behind: {route_move}");
+                }
                 for (what, names) in [
                     ("added", &backends.added),
                     ("changed", &backends.changed),
@@ -308,6 +317,7 @@ impl Reloader {
                 restart,
             };
         }
+        let moved = route_moves(&old.config, &config);
         let level_changed = config.log.level != old.config.log.level;
         let level = config.log.level.clone();
         let (backends, changes) = self.starter.build(&config, Some(old));
@@ -339,6 +349,7 @@ impl Reloader {
             backends: changes,
             unreachable,
             restart,
+            moved,
         }
     }
 }
@@ -375,7 +386,11 @@ fn log(trigger: Trigger, outcome: &Outcome) {
             backends,
             unreachable,
             restart: held,
+            moved,
         } => {
+            for route_move in moved {
+                warn!(%trigger, "routes changed, data left behind: {route_move}");
+            }
             info!(
                 %trigger,
                 generation,
