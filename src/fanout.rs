@@ -19,7 +19,7 @@ use crate::cluster::{Backend, Target};
 use crate::combine::{self, Shape};
 use crate::command::Access;
 use crate::command::Gather;
-use crate::keyspace::BackendId;
+use crate::keyspace::{BackendId, RouteTable};
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, is_option, put_decimal};
 use crate::protocol::{Protocol, array_elements, bulk_value, integer_value};
@@ -158,9 +158,14 @@ pub async fn run(
                     affinity,
                 })
                 .await;
-            match prefix {
+            let reply = match prefix {
                 Some(prefix) => reprefix(&reply, &prefix, protocol),
                 None => reply,
+            };
+            if carries_keys && !routes.is_single() {
+                reachable_only(&reply, backend, routes, protocol)
+            } else {
+                reply
             }
         }
     }))
@@ -339,6 +344,27 @@ pub(crate) fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Byte
     }
 }
 
+/// An array of keys found on `backend` without those the routes look for elsewhere (see
+/// [`RouteTable::reaches`]); any other reply as it is.
+fn reachable_only(
+    reply: &Bytes,
+    backend: BackendId,
+    routes: &RouteTable,
+    protocol: Protocol,
+) -> Bytes {
+    if reply.first() != Some(&b'*') {
+        return reply.clone();
+    }
+    let Some(elements) = array_elements(reply, protocol) else {
+        return reply.clone();
+    };
+    let kept: Vec<&[u8]> = elements
+        .into_iter()
+        .filter(|e| bulk_value(e).is_none_or(|key| routes.reaches(backend, key)))
+        .collect();
+    array(&kept)
+}
+
 /// The encoded bulk string `element` with `prefix` before its text; `None` when it is no bulk.
 fn prefixed_bulk(element: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
     let key = bulk_value(element)?;
@@ -427,15 +453,14 @@ pub async fn scan(
         let Some((next, found)) = scan_reply(&reply, protocol) else {
             return reply;
         };
-        match prefix {
-            // Each key is an encoded bulk element.
-            Some(prefix) => keys.extend(
-                found
-                    .into_iter()
-                    .map(|key| prefixed_bulk(&key, prefix).map_or(key, Bytes::from)),
-            ),
-            None => keys.extend(found),
-        }
+        // Each key is an encoded bulk element.
+        let found = found.into_iter().map(|key| match prefix {
+            Some(prefix) => prefixed_bulk(&key, prefix).map_or(key, Bytes::from),
+            None => key,
+        });
+        keys.extend(found.filter(|key| {
+            routes.is_single() || bulk_value(key).is_none_or(|k| routes.reaches(backend, k))
+        }));
         if next != 0 {
             if next >> (64 - NODE_BITS) != 0 {
                 return reply::error("ERR respgate: a node's SCAN cursor is too large to carry");

@@ -10,12 +10,17 @@ use crate::cluster::Target;
 use crate::command::Access;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::encode_command;
-use crate::protocol::{Protocol, integer_value};
+use crate::protocol::{Protocol, bulk_value, integer_value};
 use crate::proxy::ProxyRef;
+
+/// Draws of `RANDOMKEY` that found a key the routes do not reach before the answer is nil.
+const DRAWS: usize = 32;
 
 /// `RANDOMKEY`: `DBSIZE` of every master, then `RANDOMKEY` on one chosen with probability in
 /// proportion to its size. A master that answers nil (its keys went meanwhile) is left out and
-/// another chosen, each master at most once; nil only when no master has a key.
+/// another chosen, each master at most once; nil only when no master has a key. A key the
+/// routes look for elsewhere (see `RouteTable::reaches`) is drawn again, [`DRAWS`] times at
+/// most, so that the key returned is one `GET` finds.
 pub async fn run(
     proxy: ProxyRef<'_>,
     payload: &Bytes,
@@ -51,6 +56,7 @@ pub async fn run(
         }
     }
     let routes = proxy.routes();
+    let mut unreachable = 0;
     while let Some(chosen) = pick(&weights, fastrand::u64(..)) {
         let Some((backend, cluster, pool)) = masters.get(chosen) else {
             break;
@@ -67,10 +73,20 @@ pub async fn run(
             })
             .await;
         if !is_null(&reply, protocol) {
-            return match routes.stripped_prefix(*backend) {
+            let key = match routes.stripped_prefix(*backend) {
                 Some(prefix) => reprefix(&reply, prefix, protocol),
                 None => reply,
             };
+            let reached =
+                routes.is_single() || bulk_value(&key).is_none_or(|k| routes.reaches(*backend, k));
+            if reached {
+                return key;
+            }
+            unreachable += 1;
+            if unreachable >= DRAWS {
+                break;
+            }
+            continue;
         }
         if let Some(weight) = weights.get_mut(chosen) {
             *weight = 0;

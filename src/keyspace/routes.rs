@@ -207,6 +207,16 @@ impl RouteTable {
             })
     }
 
+    /// Whether `key`, found on `backend` (with any prefix stripped on the way in put back), is
+    /// one the proxy looks for there. Keys a route sends elsewhere (left behind by a route
+    /// change, or another application's keys on a shared backend) are outside the keyspace
+    /// the proxy shows: `KEYS`, `SCAN` and `RANDOMKEY` leave them out, since `GET` would not
+    /// find them.
+    pub fn reaches(&self, backend: BackendId, key: &[u8]) -> bool {
+        let route = self.route(key);
+        route.backend == backend && (route.strip > 0) == self.stripped_prefix(backend).is_some()
+    }
+
     /// The prefix a backend's keys lose on the way in, to put back on keys that come back from
     /// it (`KEYS`, `SCAN`, `RANDOMKEY`); `None` when no stripping route leads there.
     pub fn stripped_prefix(&self, backend: BackendId) -> Option<&Bytes> {

@@ -283,3 +283,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_key_reaches_the_backend_it_was_found_on_only_where_its_route_leads() {
+    let table = RouteTable::new(
+        MAIN,
+        vec![
+            rule("archive:", true, ARCHIVE),
+            rule("user:", false, USERS_A),
+        ],
+    );
+    assert!(table.reaches(MAIN, b"plain"));
+    assert!(
+        !table.reaches(ARCHIVE, b"plain"),
+        "another application's key"
+    );
+    assert!(table.reaches(USERS_A, b"user:1"));
+    assert!(
+        !table.reaches(MAIN, b"user:1"),
+        "left behind by a route change"
+    );
+    // A stripping backend's keys, their prefix put back.
+    assert!(table.reaches(ARCHIVE, b"archive:2024"));
+    assert!(!table.reaches(MAIN, b"archive:2024"));
+}
