@@ -15,6 +15,7 @@ use futures_util::future::join_all;
 use crate::backend::{BackendError, NodeAddr, NodePool, Reply};
 use crate::cluster::Backend;
 use crate::combine;
+use crate::command::ResponsePolicy;
 use crate::protocol::{Protocol, reply};
 use crate::proxy::ProxyRef;
 
@@ -29,22 +30,6 @@ pub enum Reach {
     OneMaster,
 }
 
-/// How the nodes' replies combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Combine {
-    /// The first node's reply when every node succeeded; otherwise the first node's error,
-    /// with the nodes that failed named.
-    AllSucceed,
-    /// `DEBUG DIGEST`: the masters' dataset digests combined into the digest one Redis
-    /// holding all their keys would report.
-    DatasetDigest,
-    /// `SCRIPT KILL`, `FUNCTION KILL`: `+OK` when some node killed its script; otherwise the
-    /// first other error (`UNKILLABLE` for a script that has written, `BUSY` for the wrong kind
-    /// of script, a node that cannot be reached); otherwise `NOTBUSY`, as from a Redis that
-    /// runs no script.
-    AnyKilled,
-}
-
 /// A command for several nodes.
 #[derive(Debug, Clone)]
 pub struct Broadcast {
@@ -54,8 +39,13 @@ pub struct Broadcast {
     pub payload: Bytes,
     /// Where it goes.
     pub reach: Reach,
-    /// How the replies combine.
-    pub combine: Combine,
+    /// How the replies combine: [`ResponsePolicy::AllSucceeded`] (the first node's reply when
+    /// every node succeeded, otherwise its error with the nodes that failed named),
+    /// [`ResponsePolicy::DatasetDigest`] or [`ResponsePolicy::AnyKilled`] (`+OK` when some
+    /// node killed its script; otherwise the first other error, such as `UNKILLABLE`, `BUSY`
+    /// or a node that cannot be reached; otherwise `NOTBUSY`, as from a Redis that runs no
+    /// script).
+    pub response: ResponsePolicy,
     /// What it also changes in the proxy once every node has taken it.
     pub effect: Option<ProxyEffect>,
 }
@@ -84,14 +74,19 @@ impl ProxyEffect {
 }
 
 impl Broadcast {
-    /// `payload` for the nodes `reach` names, its replies combined by `combine`;
+    /// `payload` for the nodes `reach` names, its replies combined by `response`;
     /// `spec_name` (`config|set`) names it in errors.
-    pub fn new(spec_name: &str, payload: Bytes, reach: Reach, combine: Combine) -> Broadcast {
+    pub fn new(
+        spec_name: &str,
+        payload: Bytes,
+        reach: Reach,
+        response: ResponsePolicy,
+    ) -> Broadcast {
         Broadcast {
             name: spec_name.replace('|', " ").to_ascii_uppercase(),
             payload,
             reach,
-            combine,
+            response,
             effect: None,
         }
     }
@@ -116,10 +111,11 @@ pub async fn run(proxy: ProxyRef<'_>, broadcast: Broadcast, protocol: Protocol) 
         Err(error) => return error,
     };
     let answers = ask(&nodes, &broadcast.payload, protocol).await;
-    let combined = match broadcast.combine {
-        Combine::AllSucceed => all_succeed(&answers),
-        Combine::DatasetDigest => dataset_digest(&answers),
-        Combine::AnyKilled => any_killed(&answers, &broadcast.name),
+    let combined = match broadcast.response {
+        ResponsePolicy::DatasetDigest => dataset_digest(&answers),
+        ResponsePolicy::AnyKilled => any_killed(&answers, &broadcast.name),
+        // What every other policy asks of a broadcast: that each node took it.
+        _ => all_succeed(&answers),
     };
     if let Some(effect) = &broadcast.effect
         && !matches!(combined.first(), Some(b'-' | b'!'))
@@ -185,7 +181,7 @@ async fn one_master(proxy: ProxyRef<'_>, payload: &Bytes, protocol: Protocol) ->
     }
 }
 
-/// See [`Combine::AnyKilled`].
+/// See [`ResponsePolicy::AnyKilled`].
 fn any_killed(answers: &[Answer], name: &str) -> Bytes {
     let replies: Vec<&Reply> = answers
         .iter()

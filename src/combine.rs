@@ -1,7 +1,8 @@
 //! How the replies of several nodes become one reply: the one reader of their shapes and the
 //! rules that every gathering path shares (split commands in [`crate::multikey`], fan-outs in
-//! [`crate::fanout`], broadcasts in [`crate::broadcast`]), after redis-rs's `ResponsePolicy`:
-//! an error stands for the whole, integers aggregate, `+OK` holds when every node said it.
+//! [`crate::fanout`], broadcasts in [`crate::broadcast`]), each choosing by one
+//! [`ResponsePolicy`](crate::command::ResponsePolicy): an error stands for the whole, integers
+//! aggregate, `+OK` holds when every node said it.
 //!
 //! The nodes a gathering asks are taken in one order too, so that a `SCAN` cursor, a
 //! broadcast's refusal and `CONFIG GET`'s choice of master name the same nodes on every

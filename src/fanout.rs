@@ -18,35 +18,12 @@ use crate::cluster::Sending;
 use crate::cluster::{Backend, Target};
 use crate::combine::{self, Shape};
 use crate::command::Access;
-use crate::command::Gather;
+use crate::command::ResponsePolicy;
 use crate::keyspace::{BackendId, RouteTable};
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, is_option, put_decimal};
 use crate::protocol::{Protocol, array_elements, bulk_value, integer_value};
 use crate::proxy::ProxyRef;
-
-/// How the masters' replies combine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Combine {
-    /// Integers summed (`DBSIZE`).
-    Sum,
-    /// Arrays concatenated (`KEYS`).
-    Concat,
-    /// `+OK` when every master said so (`FLUSHALL`, `SCRIPT FLUSH`).
-    AllOk,
-    /// Every master's reply, which should agree; the first is returned (`SCRIPT LOAD` -> sha).
-    First,
-    /// `SCRIPT EXISTS` of these SHA1 digests: arrays of 0/1 combined element by element, 1
-    /// where every master has the script or the proxy's script cache holds it (an `EVALSHA` of
-    /// it through the proxy runs: the proxy loads it where it is missing).
-    ScriptsExist(Vec<Bytes>),
-    /// A key from a master chosen at random, weighted by its key count (`RANDOMKEY`).
-    RandomKey,
-    /// Arrays merged without repeats (`PUBSUB CHANNELS`).
-    Union,
-    /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
-    SumPairs,
-}
 
 /// A command for every master.
 #[derive(Debug, Clone)]
@@ -56,7 +33,11 @@ pub struct FanOut {
     /// The command sent to each master.
     pub payload: Bytes,
     /// How replies combine.
-    pub combine: Combine,
+    pub response: ResponsePolicy,
+    /// For [`ResponsePolicy::ScriptsExist`], the SHA1 digests asked about: a script the
+    /// proxy's caches hold exists (an `EVALSHA` of it through the proxy runs, the proxy
+    /// loading it where it is missing).
+    pub scripts: Vec<Bytes>,
     /// Whether it only reads.
     pub access: Access,
     /// Whether it goes on each master's control connection: `SCRIPT` and `FUNCTION`, which
@@ -64,31 +45,26 @@ pub struct FanOut {
     pub control: bool,
 }
 
-/// The fan-out of `raw`, a command whose policy is [`Policy::EveryMaster`] with `gather` and
-/// `access`; `spec_name` (`script|load`) names it in errors.
+/// The fan-out of `raw`, a command whose policy is [`Policy::EveryMaster`] with `response`
+/// and `access`; `spec_name` (`script|load`) names it in errors.
 ///
 /// [`Policy::EveryMaster`]: crate::command::Policy::EveryMaster
 pub fn plan(
-    gather: Gather,
+    response: ResponsePolicy,
     access: Access,
     spec_name: &str,
     raw: &Bytes,
     args: &[Bytes],
 ) -> FanOut {
-    let combine = match gather {
-        Gather::Sum => Combine::Sum,
-        Gather::Concat => Combine::Concat,
-        Gather::AllOk => Combine::AllOk,
-        Gather::First => Combine::First,
-        Gather::And => Combine::ScriptsExist(args.get(2..).unwrap_or_default().to_vec()),
-        Gather::RandomKey => Combine::RandomKey,
-        Gather::Union => Combine::Union,
-        Gather::SumPairs => Combine::SumPairs,
+    let scripts = match response {
+        ResponsePolicy::ScriptsExist => args.get(2..).unwrap_or_default().to_vec(),
+        _ => Vec::new(),
     };
     FanOut {
         name: spec_name.replace('|', " ").to_ascii_uppercase(),
         payload: raw.clone(),
-        combine,
+        response,
+        scripts,
         access,
         control: spec_name.starts_with("script|") || spec_name.starts_with("function|"),
     }
@@ -124,7 +100,7 @@ pub async fn run(
     db: u8,
     affinity: usize,
 ) -> Bytes {
-    if fanout.combine == Combine::RandomKey {
+    if fanout.response == ResponsePolicy::RandomKey {
         return random_key::run(proxy, &fanout.payload, protocol, db, affinity).await;
     }
     let masters = match all_masters(proxy) {
@@ -134,7 +110,7 @@ pub async fn run(
     let routes = proxy.routes();
     // Keys that come back (`KEYS`, `RANDOMKEY`) from a backend whose route strips a prefix get
     // it back; a `KEYS` pattern that starts with it loses it on the way there.
-    let carries_keys = matches!(fanout.combine, Combine::Concat);
+    let carries_keys = fanout.response == ResponsePolicy::Concat;
     let replies = join_all(masters.into_iter().map(|(backend, cluster, pool)| {
         let prefix = carries_keys
             .then(|| routes.stripped_prefix(backend).cloned())
@@ -171,8 +147,9 @@ pub async fn run(
     }))
     .await;
     // The scripts the proxy can run anywhere: every backend's cache holds them.
-    let known: Vec<bool> = match &fanout.combine {
-        Combine::ScriptsExist(shas) => shas
+    let known: Vec<bool> = match fanout.response {
+        ResponsePolicy::ScriptsExist => fanout
+            .scripts
             .iter()
             .map(|sha| {
                 proxy
@@ -199,21 +176,26 @@ pub fn combine(fanout: &FanOut, replies: &[Bytes], protocol: Protocol, known: &[
         .iter()
         .map(|r| combine::shape(r, protocol))
         .collect();
-    let combined = match &fanout.combine {
-        Combine::Sum => combine::sum(replies, protocol).map(|n| combine::integer(n, protocol)),
-        Combine::Concat => concat(&parsed),
-        Combine::Union => union(&parsed),
-        Combine::SumPairs => sum_pairs(&parsed),
-        Combine::AllOk => Some(Bytes::from_static(reply::OK)),
-        Combine::First => replies.first().cloned(),
-        Combine::ScriptsExist(_) => scripts_exist(&parsed, known, protocol),
-        // Run by their own modules, never combined here.
-        Combine::RandomKey => None,
+    let combined = match fanout.response {
+        ResponsePolicy::Sum => {
+            combine::sum(replies, protocol).map(|n| combine::integer(n, protocol))
+        }
+        ResponsePolicy::Concat => concat(&parsed),
+        ResponsePolicy::Union => union(&parsed),
+        ResponsePolicy::SumPairs => sum_pairs(&parsed),
+        ResponsePolicy::AllSucceeded => Some(Bytes::from_static(reply::OK)),
+        ResponsePolicy::First => replies.first().cloned(),
+        ResponsePolicy::ScriptsExist => scripts_exist(&parsed, known, protocol),
+        // Run by their own modules (RANDOMKEY), or no command fans out with them.
+        ResponsePolicy::RandomKey
+        | ResponsePolicy::ByKeyPosition
+        | ResponsePolicy::DatasetDigest
+        | ResponsePolicy::AnyKilled => None,
     };
     combined.unwrap_or_else(|| unexpected(fanout))
 }
 
-/// [`Combine::Concat`]: every array's elements, in the masters' order; `None` when a reply is
+/// [`ResponsePolicy::Concat`]: every array's elements, in the masters' order; `None` when a reply is
 /// not an array.
 fn concat(parsed: &[Shape<'_>]) -> Option<Bytes> {
     let mut all: Vec<&[u8]> = Vec::new();
@@ -226,7 +208,7 @@ fn concat(parsed: &[Shape<'_>]) -> Option<Bytes> {
     Some(array(&all))
 }
 
-/// [`Combine::Union`]: every array's elements, each once, where it first appears; `None` when
+/// [`ResponsePolicy::Union`]: every array's elements, each once, where it first appears; `None` when
 /// a reply is not an array.
 fn union(parsed: &[Shape<'_>]) -> Option<Bytes> {
     let mut all: Vec<&[u8]> = Vec::new();
@@ -243,7 +225,7 @@ fn union(parsed: &[Shape<'_>]) -> Option<Bytes> {
     Some(array(&all))
 }
 
-/// [`Combine::SumPairs`]: the `[channel, count, ...]` arrays, which list the same channels in
+/// [`ResponsePolicy::SumPairs`]: the `[channel, count, ...]` arrays, which list the same channels in
 /// the same order, with the counts added up; `None` when a reply is not such an array.
 fn sum_pairs(parsed: &[Shape<'_>]) -> Option<Bytes> {
     let mut pairs: Vec<(&[u8], i64)> = Vec::new();
@@ -275,7 +257,7 @@ fn sum_pairs(parsed: &[Shape<'_>]) -> Option<Bytes> {
     Some(body.freeze())
 }
 
-/// [`Combine::ScriptsExist`]: the arrays of 0/1 combined element by element, 1 where every
+/// [`ResponsePolicy::ScriptsExist`]: the arrays of 0/1 combined element by element, 1 where every
 /// master said 1 or the proxy knows the script (`known`).
 fn scripts_exist(parsed: &[Shape<'_>], known: &[bool], protocol: Protocol) -> Option<Bytes> {
     let mut combined: Option<Vec<bool>> = None;

@@ -23,8 +23,8 @@ use crate::metrics::{CommandCounters, Family};
 pub use keys::{KeyAccess, KeySpec, KeysProc, SearchBegin, SearchKeys};
 pub use parse::{CommandTableError, parse_command_reply};
 pub use policy::{
-    Access, AdminReach, Gather, LocalKind, OwnKind, PROXY_COMMANDS, Policy, Refusal, ScriptKind,
-    SplitKind, SubscriptionKind, Transaction, proxy_command,
+    Access, AdminReach, LocalKind, OwnKind, PROXY_COMMANDS, Policy, Refusal, ResponsePolicy,
+    ScriptKind, SplitKind, SubscriptionKind, Transaction, proxy_command,
 };
 
 /// Commands (or subcommands) by lowercase name. Hashed with foldhash rather than std's SipHash:

@@ -39,7 +39,7 @@ pub enum Policy {
     /// Sent to every master, the replies combined (`DBSIZE`, `KEYS`, `FLUSHALL`, ...).
     EveryMaster {
         /// How the replies combine.
-        gather: Gather,
+        response: ResponsePolicy,
         /// Whether it only reads.
         access: Access,
     },
@@ -133,25 +133,36 @@ impl SplitKind {
     }
 }
 
-/// How the replies of every master combine into the client's one reply.
+/// How the replies of several nodes combine into the client's one reply, after redis-rs's
+/// `ResponsePolicy`: the one list for every gathering, whether the nodes are every master
+/// (`DBSIZE`), the parts of a split command (`MGET`) or a broadcast (`CONFIG SET`). The
+/// rules the policies share (the error that stands for the whole, sums, the order of nodes)
+/// are in `crate::combine`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gather {
-    /// Integers summed (`DBSIZE`, `PUBSUB NUMPAT`).
+pub enum ResponsePolicy {
+    /// Every node succeeded: `+OK` (`FLUSHALL`, a split `MSET`), or the first reply when they
+    /// agree (`CONFIG SET`, a broadcast); an error otherwise.
+    AllSucceeded,
+    /// Integers summed (`DBSIZE`, `PUBSUB NUMPAT`, a split `DEL`).
     Sum,
-    /// Arrays concatenated (`KEYS`).
+    /// Arrays concatenated in the nodes' order (`KEYS`).
     Concat,
-    /// `+OK` when every master said so (`FLUSHALL`, `SCRIPT FLUSH`).
-    AllOk,
+    /// Each part's array elements put back at its keys' positions (a split `MGET`).
+    ByKeyPosition,
     /// The first reply; they should agree (`SCRIPT LOAD` -> sha).
     First,
-    /// Arrays of 0/1 combined element-wise with AND (`SCRIPT EXISTS`).
-    And,
+    /// Arrays of 0/1 combined element by element with AND (`SCRIPT EXISTS`).
+    ScriptsExist,
     /// `RANDOMKEY`: a key from a master chosen at random, weighted by its number of keys.
     RandomKey,
     /// Arrays merged without repeats (`PUBSUB CHANNELS`).
     Union,
     /// `[channel, count, ...]` arrays with the counts summed per channel (`PUBSUB NUMSUB`).
     SumPairs,
+    /// `DEBUG DIGEST`: the masters' dataset digests combined into one Redis's.
+    DatasetDigest,
+    /// `SCRIPT KILL`, `FUNCTION KILL`: `+OK` when some node killed its script.
+    AnyKilled,
 }
 
 /// Work on the client's own connection.
@@ -270,11 +281,11 @@ impl ScriptKind {
         match self {
             ScriptKind::Eval { access } => Policy::Forward { access },
             ScriptKind::Load => Policy::EveryMaster {
-                gather: Gather::First,
+                response: ResponsePolicy::First,
                 access: Access::Write,
             },
             ScriptKind::Flush => Policy::EveryMaster {
-                gather: Gather::AllOk,
+                response: ResponsePolicy::AllSucceeded,
                 access: Access::Write,
             },
         }
@@ -443,26 +454,28 @@ impl Policy {
                 _ => OwnKind::Blocking,
             });
         }
-        let every = |gather, access| Policy::EveryMaster { gather, access };
+        let every = |response, access| Policy::EveryMaster { response, access };
         let split = |kind| Policy::Split { kind, access };
         match name {
             "eval" | "eval_ro" => Policy::Script(ScriptKind::Eval { access }),
             "script|load" => Policy::Script(ScriptKind::Load),
             "script|flush" => Policy::Script(ScriptKind::Flush),
             "scan" => Policy::Scan,
-            "dbsize" | "pubsub|numpat" => every(Gather::Sum, Access::Read),
-            "keys" => every(Gather::Concat, Access::Read),
-            "randomkey" => every(Gather::RandomKey, Access::Read),
+            "dbsize" | "pubsub|numpat" => every(ResponsePolicy::Sum, Access::Read),
+            "keys" => every(ResponsePolicy::Concat, Access::Read),
+            "randomkey" => every(ResponsePolicy::RandomKey, Access::Read),
             // A restore reaches every master, as a load does, so that the restored functions
             // can be called whichever master owns the keys; `FUNCTION DUMP` is forwarded to
             // any one master, since every master holds the same functions.
             "flushall" | "flushdb" | "function|flush" | "function|restore" => {
-                every(Gather::AllOk, Access::Write)
+                every(ResponsePolicy::AllSucceeded, Access::Write)
             }
-            "function|load" | "function|delete" => every(Gather::First, Access::Write),
-            "script|exists" => every(Gather::And, Access::Read),
-            "pubsub|channels" | "pubsub|shardchannels" => every(Gather::Union, Access::Read),
-            "pubsub|numsub" | "pubsub|shardnumsub" => every(Gather::SumPairs, Access::Read),
+            "function|load" | "function|delete" => every(ResponsePolicy::First, Access::Write),
+            "script|exists" => every(ResponsePolicy::ScriptsExist, Access::Read),
+            "pubsub|channels" | "pubsub|shardchannels" => {
+                every(ResponsePolicy::Union, Access::Read)
+            }
+            "pubsub|numsub" | "pubsub|shardnumsub" => every(ResponsePolicy::SumPairs, Access::Read),
             "publish" => Policy::Publish,
             "mget" => split(SplitKind::Mget),
             "mset" => split(SplitKind::Mset),

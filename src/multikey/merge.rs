@@ -4,28 +4,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::Split;
 use crate::combine;
+use crate::command::ResponsePolicy;
 use crate::command::policy::SplitKind;
 use crate::protocol::request::put_decimal;
 use crate::protocol::{Protocol, reply};
 
-/// How the parts' replies combine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Merge {
-    /// `MGET`: each part's array elements go back to their keys' positions.
-    Values,
-    /// `MSET`: `+OK` when every part answered `+OK`.
-    AllOk,
-    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`: the parts' integers summed.
-    Sum,
-}
-
-impl Merge {
-    /// How `kind`'s replies combine.
-    pub fn of(kind: SplitKind) -> Merge {
-        match kind {
-            SplitKind::Mget => Merge::Values,
-            SplitKind::Mset => Merge::AllOk,
-            SplitKind::Del | SplitKind::Unlink | SplitKind::Exists | SplitKind::Touch => Merge::Sum,
+/// How `kind`'s parts' replies combine.
+pub fn response_policy(kind: SplitKind) -> ResponsePolicy {
+    match kind {
+        SplitKind::Mget => ResponsePolicy::ByKeyPosition,
+        SplitKind::Mset => ResponsePolicy::AllSucceeded,
+        SplitKind::Del | SplitKind::Unlink | SplitKind::Exists | SplitKind::Touch => {
+            ResponsePolicy::Sum
         }
     }
 }
@@ -36,10 +26,16 @@ impl Merge {
 /// arrays of the part's length), which is the rule; only otherwise are they framed, to find
 /// the error that stands for the whole command.
 pub fn merge(split: &Split, replies: &[Bytes], protocol: Protocol) -> Bytes {
-    let merged = match split.merge() {
-        Merge::AllOk => combine::all_ok(replies).then(|| Bytes::from_static(reply::OK)),
-        Merge::Sum => combine::sum(replies, protocol).map(|n| combine::integer(n, protocol)),
-        Merge::Values => values(split, replies, protocol),
+    let policy = split.response_policy();
+    let merged = match policy {
+        ResponsePolicy::AllSucceeded => {
+            combine::all_ok(replies).then(|| Bytes::from_static(reply::OK))
+        }
+        ResponsePolicy::Sum => {
+            combine::sum(replies, protocol).map(|n| combine::integer(n, protocol))
+        }
+        ResponsePolicy::ByKeyPosition => values(split, replies, protocol),
+        _ => None,
     };
     if let Some(merged) = merged {
         return merged;
@@ -48,7 +44,7 @@ pub fn merge(split: &Split, replies: &[Bytes], protocol: Protocol) -> Bytes {
     if let Some((i, text)) = combine::first_error(replies, protocol)
         && let (Some(part), Some(reply)) = (split.parts.get(i), replies.get(i))
     {
-        if split.merge() == Merge::AllOk {
+        if policy == ResponsePolicy::AllSucceeded {
             return reply::error(&format!(
                 "ERR respgate: {} partly failed: the part for slot {} answered: {}; the other parts were applied",
                 split.name(),
@@ -58,9 +54,9 @@ pub fn merge(split: &Split, replies: &[Bytes], protocol: Protocol) -> Bytes {
         }
         return reply.clone();
     }
-    match split.merge() {
-        Merge::AllOk => Bytes::from_static(reply::OK),
-        Merge::Sum | Merge::Values => unexpected(split),
+    match policy {
+        ResponsePolicy::AllSucceeded => Bytes::from_static(reply::OK),
+        _ => unexpected(split),
     }
 }
 

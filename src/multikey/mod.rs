@@ -33,7 +33,7 @@ use crate::protocol::{Protocol, reply};
 use crate::proxy::ProxyRef;
 use crate::slot::Slot;
 
-pub use merge::{Merge, merge};
+pub use merge::{merge, response_policy};
 pub use plan::plan;
 
 /// One sub-command: the client's keys that hash to one slot of one backend.
@@ -103,8 +103,8 @@ impl Split {
     }
 
     /// How the replies combine.
-    pub fn merge(&self) -> Merge {
-        Merge::of(self.kind)
+    pub fn response_policy(&self) -> crate::command::ResponsePolicy {
+        response_policy(self.kind)
     }
 
     /// The command's name in capitals, for error messages.

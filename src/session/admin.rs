@@ -7,9 +7,10 @@ use super::ClientState;
 use super::action::{Action, Gather};
 use super::route::route_positions;
 use super::route::{forward, forward_to};
-use crate::broadcast::{Broadcast, Combine, ProxyEffect, Reach};
+use crate::broadcast::{Broadcast, ProxyEffect, Reach};
 use crate::cluster::Target;
 use crate::command::Access;
+use crate::command::ResponsePolicy;
 use crate::command::{AdminReach, CommandSpec, Refusal};
 use crate::protocol::Request;
 use crate::protocol::reply;
@@ -34,8 +35,13 @@ pub(super) fn admin(
     };
     let everywhere = |reach| {
         Gather::Broadcast(
-            Broadcast::new(&spec.name, request.raw.clone(), reach, Combine::AllSucceed)
-                .with_effect(effect.clone()),
+            Broadcast::new(
+                &spec.name,
+                request.raw.clone(),
+                reach,
+                ResponsePolicy::AllSucceeded,
+            )
+            .with_effect(effect.clone()),
         )
         .into()
     };
@@ -123,9 +129,9 @@ fn debug(state: &mut ClientState, proxy: ProxyRef<'_>, request: Request) -> Acti
                 Err(error) => Action::Reply(reply::error(&error.message(proxy))),
             }
         }
-        DebugReach::EveryNode => broadcast(Reach::EveryNode, Combine::AllSucceed),
-        DebugReach::EveryMaster => broadcast(Reach::EveryMaster, Combine::AllSucceed),
-        DebugReach::Digest => broadcast(Reach::EveryMaster, Combine::DatasetDigest),
+        DebugReach::EveryNode => broadcast(Reach::EveryNode, ResponsePolicy::AllSucceeded),
+        DebugReach::EveryMaster => broadcast(Reach::EveryMaster, ResponsePolicy::AllSucceeded),
+        DebugReach::Digest => broadcast(Reach::EveryMaster, ResponsePolicy::DatasetDigest),
         DebugReach::AnyMaster => forward_to(
             state,
             proxy.routes().default_backend(),

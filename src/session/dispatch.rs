@@ -17,8 +17,9 @@ use super::pubsub::{
 use super::route::{forward, forward_to, route};
 use super::tally::Dispatched;
 use super::{ClientState, local, txn};
-use crate::broadcast::{Broadcast, Combine, Reach};
+use crate::broadcast::{Broadcast, Reach};
 use crate::cluster::{Backend, ScriptCache, Target};
+use crate::command::ResponsePolicy;
 use crate::command::{
     Access, CommandSpec, LocalKind, Lookup, MAX_NAME_LEN, OwnKind, Policy, Refusal, ScriptKind,
     SplitKind, SubscriptionKind, lowercase, proxy_command,
@@ -247,8 +248,8 @@ fn by_policy(
     match policy {
         Policy::Forward { access } => forward(state, proxy, spec, request, access),
         Policy::Split { kind, access } => split(state, proxy, spec, kind, access, request),
-        Policy::EveryMaster { gather, access } => Gather::FanOut(fanout::plan(
-            gather,
+        Policy::EveryMaster { response, access } => Gather::FanOut(fanout::plan(
+            response,
             access,
             &spec.name,
             &request.raw,
@@ -278,14 +279,14 @@ fn by_policy(
             &spec.name,
             request.raw,
             Reach::OneMaster,
-            Combine::AllSucceed,
+            ResponsePolicy::AllSucceeded,
         ))
         .into(),
         Policy::KillScript => Gather::Broadcast(Broadcast::new(
             &spec.name,
             request.raw,
             Reach::EveryNode,
-            Combine::AnyKilled,
+            ResponsePolicy::AnyKilled,
         ))
         .into(),
         Policy::Refused(refusal) => Action::Reply(reply::error(&refusal.message(&spec.name))),

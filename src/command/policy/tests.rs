@@ -138,8 +138,8 @@ fn split(kind: SplitKind, access: Access) -> Policy {
     Policy::Split { kind, access }
 }
 
-fn every(gather: Gather, access: Access) -> Policy {
-    Policy::EveryMaster { gather, access }
+fn every(response: ResponsePolicy, access: Access) -> Policy {
+    Policy::EveryMaster { response, access }
 }
 
 #[test]
@@ -181,20 +181,23 @@ fn the_table_gives_every_command_and_subcommand_its_policy() {
         ),
         ("SCRIPT LOAD s", Policy::Script(ScriptKind::Load)),
         ("script flush", Policy::Script(ScriptKind::Flush)),
-        ("SCRIPT EXISTS x", every(Gather::And, Read)),
-        ("FUNCTION LOAD x", every(Gather::First, Write)),
-        ("FUNCTION DELETE x", every(Gather::First, Write)),
-        ("FUNCTION FLUSH", every(Gather::AllOk, Write)),
-        ("FUNCTION RESTORE p", every(Gather::AllOk, Write)),
+        ("SCRIPT EXISTS x", every(ResponsePolicy::ScriptsExist, Read)),
+        ("FUNCTION LOAD x", every(ResponsePolicy::First, Write)),
+        ("FUNCTION DELETE x", every(ResponsePolicy::First, Write)),
+        ("FUNCTION FLUSH", every(ResponsePolicy::AllSucceeded, Write)),
+        (
+            "FUNCTION RESTORE p",
+            every(ResponsePolicy::AllSucceeded, Write),
+        ),
         ("FUNCTION DUMP", forward(Write)),
-        ("PUBSUB NUMSUB c", every(Gather::SumPairs, Read)),
-        ("PUBSUB SHARDCHANNELS", every(Gather::Union, Read)),
-        ("DBSIZE", every(Gather::Sum, Read)),
-        ("KEYS *", every(Gather::Concat, Read)),
-        ("RANDOMKEY", every(Gather::RandomKey, Read)),
+        ("PUBSUB NUMSUB c", every(ResponsePolicy::SumPairs, Read)),
+        ("PUBSUB SHARDCHANNELS", every(ResponsePolicy::Union, Read)),
+        ("DBSIZE", every(ResponsePolicy::Sum, Read)),
+        ("KEYS *", every(ResponsePolicy::Concat, Read)),
+        ("RANDOMKEY", every(ResponsePolicy::RandomKey, Read)),
         ("SCRIPT KILL", Policy::KillScript),
         ("function kill", Policy::KillScript),
-        ("FLUSHALL", every(Gather::AllOk, Write)),
+        ("FLUSHALL", every(ResponsePolicy::AllSucceeded, Write)),
         ("SCAN 0", Policy::Scan),
         ("WAIT 1 0", Policy::Wait),
         ("PUBLISH c m", Policy::Publish),
@@ -235,7 +238,7 @@ fn scripts_go_where_their_command_goes_once_the_cache_knows() {
     assert!(matches!(
         ScriptKind::Flush.then(),
         Policy::EveryMaster {
-            gather: Gather::AllOk,
+            response: ResponsePolicy::AllSucceeded,
             ..
         }
     ));
