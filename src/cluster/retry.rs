@@ -95,6 +95,19 @@ impl Attempts {
         Some(delay)
     }
 
+    /// Waits out the pause before the next retry, counting it; false, at once, when the budget
+    /// is spent. The one way a loop that retries around the topology (a subscription to place
+    /// again, a command table to learn) paces itself, as the attempt loop does.
+    pub async fn pause(&mut self) -> bool {
+        match self.next_delay() {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Counts a redirect; false when it is one more than `max_redirects` allows.
     fn redirect(&mut self) -> bool {
         self.redirects += 1;

@@ -17,10 +17,9 @@ pub(super) async fn wait_for_commands(
 ) -> bool {
     let mut attempts = cluster.attempts();
     while proxy.commands().is_none() {
-        let Some(delay) = attempts.next_delay() else {
+        if !attempts.pause().await {
             return false;
-        };
-        tokio::time::sleep(delay).await;
+        }
     }
     true
 }

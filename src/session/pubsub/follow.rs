@@ -111,7 +111,7 @@ impl Subscriptions {
                     cluster.request_refresh();
                 }
             }
-            let Some(delay) = attempts.next_delay() else {
+            if !attempts.pause().await {
                 return Err(BackendError::Unreachable {
                     addr: NodeAddr::new("-"),
                     reason: format!(
@@ -119,8 +119,7 @@ impl Subscriptions {
                         todo.len()
                     ),
                 });
-            };
-            tokio::time::sleep(delay).await;
+            }
         }
     }
 

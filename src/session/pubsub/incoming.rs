@@ -190,7 +190,7 @@ impl Subscriptions {
         let mut attempts = cluster.attempts();
         while !orphans.is_empty() {
             cluster.request_refresh();
-            let Some(delay) = attempts.next_delay() else {
+            if !attempts.pause().await {
                 if orphans.iter().all(|(_, _, events_only)| *events_only) {
                     // The client keeps every message but some node's notifications.
                     warn!(node = %addr, "keyspace notifications of a node not renewed");
@@ -203,8 +203,7 @@ impl Subscriptions {
                         attempts.retries()
                     ),
                 });
-            };
-            tokio::time::sleep(delay).await;
+            }
             let mut left = Vec::new();
             for (kind, name, events_only) in orphans {
                 let placed = if events_only {
