@@ -42,6 +42,8 @@
 //! [`slowlog`] the slowest requests, [`subscribers`] what the subscribed clients hold
 //! (for `PUBLISH`'s count), [`admin`] the `/metrics`, `/ready`, `/live`, `/topology`,
 //! `/config` and `/reload` endpoints.
+//! [`migrate`] holds the groundwork of moving a prefix between backends online: its phases,
+//! the leases that keep replicas in step, and where its state is stored.
 //! [`tls`] loads, and reads again when they change, the certificates of the TLS listener and
 //! of TLS backends.
 
@@ -60,6 +62,7 @@ pub mod fanout;
 pub mod health;
 pub mod keyspace;
 pub mod metrics;
+pub mod migrate;
 pub mod multikey;
 pub mod pause;
 pub mod protocol;

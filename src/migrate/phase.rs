@@ -1,0 +1,169 @@
+//! A migration's phases, which of them a controller may move to from which, and how a replica
+//! routes the moving keys in each.
+//!
+//! Replicas see a new phase at slightly different times, so every pair of neighbouring phases
+//! must be safe to serve side by side. Two are not: a replica still routing the keys to the
+//! source while another already moves them to the target could write a key back onto the
+//! source after its move. The [`Phase::Holding`] phases sit between them: their replicas hold
+//! the keys' requests, and the controller leaves a holding phase only once every replica has
+//! acknowledged it (or lost its lease, and so stopped serving; see `super::lease`).
+
+use serde::{Deserialize, Serialize};
+
+/// Where a migration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Replicas hold the keys' requests, so that none still writes them on the source once
+    /// any moves them.
+    Holding,
+    /// Keys move from source to target: the copier walks the source, and a request for a key
+    /// still on the source moves that key first.
+    Moving,
+    /// As [`Phase::Moving`], the copier stopped (`pause`); requests still move the keys they
+    /// touch.
+    Paused,
+    /// The copier found no key left on the source and compares the two sides.
+    Verifying,
+    /// Every key is on the target, where the keys are routed from now on.
+    Done,
+    /// An abort: replicas hold the keys' requests before they move back.
+    HoldingBack,
+    /// An abort: the keys already moved go back to the source.
+    MovingBack,
+    /// The abort finished: every key is on the source again, routed as before.
+    Aborted,
+}
+
+/// How a replica routes the keys of a migration in a phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// To the source, as before the migration.
+    Source,
+    /// Held until the phase changes.
+    Hold,
+    /// A key still on the source is moved to the target first, then the request goes to the
+    /// target.
+    SourceToTarget,
+    /// The reverse, during an abort.
+    TargetToSource,
+    /// To the target.
+    Target,
+}
+
+impl Phase {
+    /// How a replica in this phase routes the migration's keys.
+    pub fn routing(self) -> Routing {
+        match self {
+            Phase::Holding | Phase::HoldingBack => Routing::Hold,
+            Phase::Moving | Phase::Paused | Phase::Verifying => Routing::SourceToTarget,
+            Phase::MovingBack => Routing::TargetToSource,
+            Phase::Done => Routing::Target,
+            Phase::Aborted => Routing::Source,
+        }
+    }
+
+    /// Whether the migration is over (its routing no longer changes).
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Done | Phase::Aborted)
+    }
+
+    /// Whether a controller must see every replica acknowledge this phase before it leaves it
+    /// for `next`: leaving a holding phase for one that moves keys.
+    pub fn needs_every_replica_before(self, next: Phase) -> bool {
+        matches!(
+            (self, next),
+            (Phase::Holding, Phase::Moving) | (Phase::HoldingBack, Phase::MovingBack)
+        )
+    }
+
+    /// Whether a controller may go from this phase to `next`. Each allowed step leaves the two
+    /// phases' routings safe side by side, the holding steps given [`needs_every_replica_before`].
+    ///
+    /// [`needs_every_replica_before`]: Phase::needs_every_replica_before
+    pub fn may_go_to(self, next: Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, next),
+            (Holding, Moving)
+                | (Moving, Paused)
+                | (Paused, Moving)
+                | (Moving, Verifying)
+                | (Verifying, Moving)
+                | (Verifying, Done)
+                // An abort before any key moved: nobody wrote on the target.
+                | (Holding, Aborted)
+                | (Moving | Paused | Verifying, HoldingBack)
+                | (HoldingBack, MovingBack)
+                | (MovingBack, Aborted)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Phase; 8] = [
+        Phase::Holding,
+        Phase::Moving,
+        Phase::Paused,
+        Phase::Verifying,
+        Phase::Done,
+        Phase::HoldingBack,
+        Phase::MovingBack,
+        Phase::Aborted,
+    ];
+
+    /// Whether replicas routing `a` and `b` at once can leave a key on both sides: one writes
+    /// where the other has moved the key away from.
+    fn unsafe_together(a: Routing, b: Routing) -> bool {
+        use Routing::*;
+        matches!(
+            (a, b),
+            (Source, SourceToTarget | Target)
+                | (SourceToTarget | Target, Source)
+                | (SourceToTarget, TargetToSource)
+                | (TargetToSource, SourceToTarget)
+                | (Target, TargetToSource)
+                | (TargetToSource, Target)
+        )
+    }
+
+    #[test]
+    fn every_step_is_safe_side_by_side_or_waits_for_every_replica() {
+        // Before a migration the keys route to the source: the first phase must sit beside that.
+        assert!(!unsafe_together(Routing::Source, Phase::Holding.routing()));
+        for from in ALL {
+            for to in ALL {
+                if !from.may_go_to(to) {
+                    continue;
+                }
+                let together = unsafe_together(from.routing(), to.routing());
+                assert!(
+                    !together || from.needs_every_replica_before(to),
+                    "{from:?} -> {to:?} lets replicas route {:?} and {:?} at once",
+                    from.routing(),
+                    to.routing()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn final_phases_are_left_for_nothing() {
+        for to in ALL {
+            assert!(!Phase::Done.may_go_to(to));
+            assert!(!Phase::Aborted.may_go_to(to));
+        }
+        assert!(Phase::Done.is_final() && Phase::Aborted.is_final());
+    }
+
+    #[test]
+    fn phases_are_written_in_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&Phase::HoldingBack).unwrap(),
+            "\"holding_back\""
+        );
+    }
+}

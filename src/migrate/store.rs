@@ -1,0 +1,219 @@
+//! Where the migrations' state lives: two hashes in one backend, under the hash tag
+//! `{respgate}` so that a script may touch both (one slot on a Redis Cluster).
+//!
+//! - `{respgate}:migrations`: each migration's record, as JSON, by id;
+//! - `{respgate}:roster`: each replica's entry (see `super::lease`), by replica id.
+//!
+//! Why a backend rather than a Kubernetes Lease: the proxy already holds authenticated,
+//! failover-following connections to its backends, runs outside Kubernetes too (beside an
+//! application, in the tests), and needs no API permissions; and a script on the node gives
+//! compare-and-set for free. Every record change is a compare-and-set on its `version`, so two
+//! controllers (an operator's command reaching two replicas) cannot both move a migration on.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::phase::Phase;
+use crate::protocol::Value;
+
+/// The hash of migration records.
+pub const MIGRATIONS_KEY: &str = "{respgate}:migrations";
+/// The hash of replica entries.
+pub const ROSTER_KEY: &str = "{respgate}:roster";
+
+/// Deepest reply the store reads: a `HGETALL` is an array of bulks.
+const MAX_REPLY_DEPTH: usize = 2;
+
+/// One migration, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// Its id, unique among the stored migrations.
+    pub id: String,
+    /// The keys that move: those starting with this prefix.
+    pub prefix: String,
+    /// Of those, only the keys in these hash slots (both ends included), when set.
+    pub slots: Option<(u16, u16)>,
+    /// The backend the keys come from.
+    pub from: String,
+    /// The backend they go to.
+    pub to: String,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Counts the record's writes: what compare-and-set compares.
+    pub version: u64,
+    /// Keys moved so far.
+    pub keys_moved: u64,
+    /// Bytes moved so far (the keys' serialized sizes).
+    pub bytes_moved: u64,
+    /// Why it stopped, when it did.
+    pub error: Option<String>,
+}
+
+/// Why the store could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StoreError {
+    /// The backend answered with an error, or could not be reached (the proxy's own error).
+    #[error("the migration state's backend answered: {0}")]
+    Backend(String),
+    /// A reply that is not what the command returns, or a record that does not parse.
+    #[error("unexpected migration state: {0}")]
+    Garbled(String),
+}
+
+/// Runs one command on the backend that holds the state, and returns its reply.
+pub trait Exec {
+    /// The reply to the command made of `args`.
+    fn exec(&self, args: Vec<Bytes>) -> impl Future<Output = Bytes>;
+}
+
+/// Creates a record unless one with its id exists, or another migration that is not over
+/// moves keys of the same prefix. KEYS[1] migrations; ARGV[1] id, ARGV[2] prefix, ARGV[3] the
+/// record. Returns 1, or 0 and the id in the way.
+const CREATE: &str = r#"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {0, ARGV[1]} end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 2, #all, 2 do
+  local m = cjson.decode(all[i])
+  if m.phase ~= 'done' and m.phase ~= 'aborted' then
+    local p, q = m.prefix, ARGV[2]
+    if string.sub(p, 1, #q) == q or string.sub(q, 1, #p) == p then return {0, m.id} end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return {1, ARGV[1]}
+"#;
+
+/// Replaces a record if its version is still the one read. KEYS[1] migrations; ARGV[1] id,
+/// ARGV[2] the version read, ARGV[3] the new record. Returns 1, or 0 when it changed.
+const UPDATE: &str = r#"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+if tostring(cjson.decode(current).version) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"#;
+
+/// The migrations' state, on a backend reached through `E`.
+pub struct Store<E> {
+    exec: E,
+}
+
+impl<E: Exec> Store<E> {
+    /// The store on the backend `exec` reaches.
+    pub fn new(exec: E) -> Store<E> {
+        Store { exec }
+    }
+
+    /// Every stored migration, by id.
+    pub async fn migrations(&self) -> Result<Vec<Migration>, StoreError> {
+        let pairs = self.pairs(MIGRATIONS_KEY).await?;
+        pairs
+            .into_iter()
+            .map(|(_, json)| {
+                serde_json::from_str(&json).map_err(|e| StoreError::Garbled(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Stores a new migration (its `version` should be 0). `Ok(None)` when stored, or the id
+    /// of the migration in the way: one with the same id, or one not over whose prefix starts
+    /// with this one's or this one's with it.
+    pub async fn create(&self, migration: &Migration) -> Result<Option<String>, StoreError> {
+        let record = record(migration)?;
+        let reply = self
+            .script(
+                CREATE,
+                MIGRATIONS_KEY,
+                &[&migration.id, &migration.prefix, &record],
+            )
+            .await?;
+        match reply.elements() {
+            Some([Value::Integer(1), _]) => Ok(None),
+            Some([Value::Integer(0), id]) => Ok(Some(id.text().unwrap_or_default().to_owned())),
+            _ => Err(StoreError::Garbled(format!("{reply:?}"))),
+        }
+    }
+
+    /// Writes `next` over the record `read` was read as: `Ok(true)` when nobody changed it
+    /// since, its version then one more than `read`'s; `Ok(false)` when somebody did.
+    pub async fn update(&self, read: &Migration, next: &Migration) -> Result<bool, StoreError> {
+        let mut next = next.clone();
+        next.version = read.version + 1;
+        let record = record(&next)?;
+        let reply = self
+            .script(
+                UPDATE,
+                MIGRATIONS_KEY,
+                &[&read.id, &read.version.to_string(), &record],
+            )
+            .await?;
+        match reply {
+            Value::Integer(n) => Ok(n == 1),
+            other => Err(StoreError::Garbled(format!("{other:?}"))),
+        }
+    }
+
+    /// Writes this replica's roster entry.
+    pub async fn beat(&self, replica: &str, entry: &str) -> Result<(), StoreError> {
+        self.run(&["HSET", ROSTER_KEY, replica, entry]).await?;
+        Ok(())
+    }
+
+    /// Every replica's roster entry.
+    pub async fn roster(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.pairs(ROSTER_KEY).await
+    }
+
+    /// Takes this replica off the roster (at shutdown), so that no controller waits for it.
+    pub async fn leave(&self, replica: &str) -> Result<(), StoreError> {
+        self.run(&["HDEL", ROSTER_KEY, replica]).await?;
+        Ok(())
+    }
+
+    async fn pairs(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let reply = self.run(&["HGETALL", key]).await?;
+        let elements = reply
+            .elements()
+            .ok_or_else(|| StoreError::Garbled(format!("{reply:?}")))?;
+        elements
+            .chunks(2)
+            .map(|pair| match pair {
+                [field, value] => Ok((
+                    field.text().unwrap_or_default().to_owned(),
+                    value.text().unwrap_or_default().to_owned(),
+                )),
+                _ => Err(StoreError::Garbled("an odd HGETALL reply".into())),
+            })
+            .collect()
+    }
+
+    async fn script(&self, script: &str, key: &str, args: &[&str]) -> Result<Value, StoreError> {
+        let mut command = vec!["EVAL", script, "1", key];
+        command.extend_from_slice(args);
+        self.run(&command).await
+    }
+
+    async fn run(&self, args: &[&str]) -> Result<Value, StoreError> {
+        let args = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let reply = self.exec.exec(args).await;
+        match Value::decode(&reply, MAX_REPLY_DEPTH) {
+            Some(Value::Error(text)) => Err(StoreError::Backend(
+                String::from_utf8_lossy(&text).into_owned(),
+            )),
+            Some(value) => Ok(value),
+            None => Err(StoreError::Garbled(
+                String::from_utf8_lossy(&reply).into_owned(),
+            )),
+        }
+    }
+}
+
+fn record(migration: &Migration) -> Result<String, StoreError> {
+    serde_json::to_string(migration).map_err(|e| StoreError::Garbled(e.to_string()))
+}
