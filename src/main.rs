@@ -36,6 +36,10 @@ struct Cli {
     /// Validate FILE, print every problem, and exit (0 when valid).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
+    /// With --check-config: the configuration in force (its file, or what GET /config on the
+    /// admin endpoint shows), to say which keys the new routes would leave behind.
+    #[arg(long, value_name = "FILE", requires = "check_config")]
+    against: Option<PathBuf>,
     /// Address to listen on (server.listen).
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<String>,
@@ -66,30 +70,7 @@ fn main() -> ExitCode {
         threads: cli.threads,
     };
     if let Some(path) = &cli.check_config {
-        let source = ConfigSource {
-            file: Some(path.clone()),
-            overrides,
-        };
-        return match source.load() {
-            Ok(config) => {
-                // Works, but spelled the old way: say so without failing the check.
-                for note in config.deprecations() {
-                    eprintln!("note: {note}");
-                }
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
-            }
-            Err(ConfigError::Invalid(problems)) => {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        };
+        return check_config(path, cli.against.as_deref(), overrides);
     }
     let source = ConfigSource {
         file: cli.config.clone(),
@@ -121,6 +102,52 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config FILE [--against IN_FORCE]`: every problem of FILE, and, against the
+/// configuration in force, each set of keys its routes would look for elsewhere than where
+/// they are stored (a reload to it moves no data). Exits 0 when FILE is valid.
+fn check_config(
+    path: &std::path::Path,
+    against: Option<&std::path::Path>,
+    overrides: Overrides,
+) -> ExitCode {
+    let source = ConfigSource {
+        file: Some(path.to_path_buf()),
+        overrides,
+    };
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(ConfigError::Invalid(problems)) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Works, but spelled the old way: say so without failing the check.
+    for note in config.deprecations() {
+        eprintln!("note: {note}");
+    }
+    if let Some(in_force) = against {
+        match Config::read(Some(in_force), &source.overrides) {
+            Ok(old) => {
+                for route_move in respgate::config::route_moves(&old, &config) {
+                    eprintln!("warning: data left behind: {route_move}");
+                }
+            }
+            Err(e) => {
+                eprintln!("--against {}: {e}", in_force.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!("{}: ok", path.display());
+    ExitCode::SUCCESS
 }
 
 /// Logs to stderr, as text or one JSON object per line (`timestamp`, `level`, `target`, the

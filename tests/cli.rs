@@ -316,3 +316,48 @@ fn the_users_example_is_valid() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn check_config_against_the_configuration_in_force_names_the_keys_left_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, archive_to: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[backends.main]\nseeds = [\"127.0.0.1:7000\"]\n\
+                 [backends.cold]\nseeds = [\"127.0.0.1:7100\"]\n\
+                 [routing]\ndefault = \"main\"\n\
+                 [[routing.routes]]\nprefix = \"archive:\"\nbackend = \"{archive_to}\"\n"
+            ),
+        )
+        .expect("write");
+        path
+    };
+    let in_force = write("in-force.toml", "main");
+    let next = write("next.toml", "cold");
+    let output = respgate()
+        .arg("--check-config")
+        .arg(&next)
+        .arg("--against")
+        .arg(&in_force)
+        .output()
+        .expect("run respgate");
+    assert!(output.status.success(), "a valid file: {output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "warning: data left behind: keys starting with \"archive:\" now route to backend cold \
+         instead of backend main; the keys already on main were not moved and can no longer be \
+         reached through the proxy\n"
+    );
+    // Against itself: nothing moves, nothing said.
+    let output = respgate()
+        .arg("--check-config")
+        .arg(&next)
+        .arg("--against")
+        .arg(&next)
+        .output()
+        .expect("run respgate");
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+}

@@ -337,4 +337,32 @@ mod tests {
             parse_request(b"POST /reload HTTP/1.1\r\n\r\nAuthorization: Bearer t0k\r\n").unwrap();
         assert_eq!(request.bearer, None);
     }
+
+    proptest::proptest! {
+        /// Any bytes a client sends: parsed or refused, never a panic; a bearer header among
+        /// any others is found, whatever the case of its name.
+        #[test]
+        fn any_head_parses_without_panic(head in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse_request(&head);
+        }
+
+        #[test]
+        fn a_bearer_header_is_found_among_others(
+            token in "[A-Za-z0-9._~+/-]{1,40}",
+            before in proptest::collection::vec("[A-Za-z-]{1,12}: [ -~]{0,20}", 0..4),
+            upper in proptest::bool::ANY,
+        ) {
+            let name = if upper { "AUTHORIZATION" } else { "authorization" };
+            let mut head = String::from("POST /reload HTTP/1.1\r\n");
+            for header in &before {
+                if !header.to_ascii_lowercase().starts_with("authorization") {
+                    head.push_str(header);
+                    head.push_str("\r\n");
+                }
+            }
+            head.push_str(&format!("{name}: Bearer {token}\r\n\r\n"));
+            let request = parse_request(head.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(request.bearer, Some(Secret::from(token.as_str())));
+        }
+    }
 }
