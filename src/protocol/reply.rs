@@ -97,6 +97,14 @@ impl ReplyBuf {
         }
     }
 
+    /// The header of a set of `len` elements (an array in RESP2).
+    pub fn set(&mut self, len: usize) -> &mut Self {
+        match self.protocol {
+            Protocol::Resp2 => self.header(b'*', len),
+            Protocol::Resp3 => self.header(b'~', len),
+        }
+    }
+
     /// The header of a map of `len` pairs: a flat array of `2 * len` in RESP2.
     pub fn map(&mut self, len: usize) -> &mut Self {
         match self.protocol {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::ClientState;
 use super::action::{Action, unknown_subcommand, wrong_arity_named};
+use super::client_tracking;
 use crate::clients::KillFilter;
 use crate::cluster::Target;
 use crate::command::{Access, Lookup};
@@ -74,6 +75,18 @@ pub(super) fn command(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byte
             out.simple("OK");
         }
         "pause" => return client_pause(proxy, args),
+        "tracking" => return client_tracking::tracking(proxy, args),
+        "caching" => return client_tracking::caching(args),
+        "getredir" => {
+            if let Some(refused) = client_tracking::getredir(&mut out, args) {
+                return refused;
+            }
+        }
+        "trackinginfo" => {
+            if let Some(refused) = client_tracking::trackinginfo(&mut out, args) {
+                return refused;
+            }
+        }
         "unpause" => {
             if argc != 2 {
                 return wrong();

@@ -18,6 +18,7 @@ mod active;
 mod admin;
 mod blocked;
 mod client_command;
+mod client_tracking;
 mod cluster_node;
 mod dispatch;
 mod held;
