@@ -19,7 +19,7 @@ use crate::cluster::{Backend, Target};
 use crate::combine::{self, Shape};
 use crate::command::Access;
 use crate::command::ResponsePolicy;
-use crate::keyspace::{BackendId, RouteTable};
+use crate::keyspace::{BackendId, Reachable};
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::{encode_command, is_option, put_decimal};
 use crate::protocol::{Protocol, array_elements, bulk_value, integer_value};
@@ -138,8 +138,9 @@ pub async fn run(
                 Some(prefix) => reprefix(&reply, &prefix, protocol),
                 None => reply,
             };
-            if carries_keys && !routes.is_single() {
-                reachable_only(&reply, backend, routes, protocol)
+            let reachable = routes.reachable_on(backend);
+            if carries_keys && !reachable.is_everything() {
+                reachable_only(&reply, reachable, protocol)
             } else {
                 reply
             }
@@ -326,14 +327,10 @@ pub(crate) fn reprefix(reply: &Bytes, prefix: &[u8], protocol: Protocol) -> Byte
     }
 }
 
-/// An array of keys found on `backend` without those the routes look for elsewhere (see
-/// [`RouteTable::reaches`]); any other reply as it is.
-fn reachable_only(
-    reply: &Bytes,
-    backend: BackendId,
-    routes: &RouteTable,
-    protocol: Protocol,
-) -> Bytes {
+/// An array of keys found on a backend without those the routes look for elsewhere (see
+/// [`RouteTable::reachable_on`](crate::keyspace::RouteTable::reachable_on)); any other reply
+/// as it is.
+fn reachable_only(reply: &Bytes, reachable: Reachable<'_>, protocol: Protocol) -> Bytes {
     if reply.first() != Some(&b'*') {
         return reply.clone();
     }
@@ -342,7 +339,7 @@ fn reachable_only(
     };
     let kept: Vec<&[u8]> = elements
         .into_iter()
-        .filter(|e| bulk_value(e).is_none_or(|key| routes.reaches(backend, key)))
+        .filter(|e| bulk_value(e).is_none_or(|key| reachable.reaches(key)))
         .collect();
     array(&kept)
 }
@@ -440,8 +437,9 @@ pub async fn scan(
             Some(prefix) => prefixed_bulk(&key, prefix).map_or(key, Bytes::from),
             None => key,
         });
+        let reachable = routes.reachable_on(backend);
         keys.extend(found.filter(|key| {
-            routes.is_single() || bulk_value(key).is_none_or(|k| routes.reaches(backend, k))
+            reachable.is_everything() || bulk_value(key).is_none_or(|k| reachable.reaches(k))
         }));
         if next != 0 {
             if next >> (64 - NODE_BITS) != 0 {

@@ -346,9 +346,9 @@ fn check_config_against_the_configuration_in_force_names_the_keys_left_behind() 
     assert!(output.status.success(), "a valid file: {output:?}");
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
-        "warning: data left behind: keys starting with \"archive:\" now route to backend cold \
-         instead of backend main; the keys already on main were not moved and can no longer be \
-         reached through the proxy\n"
+        "warning: data left behind: keys starting with \"archive:\" or whose hash tag does now \
+         route to backend cold instead of backend main; the keys already on main were not moved \
+         and can no longer be reached through the proxy\n"
     );
     // Against itself: nothing moves, nothing said.
     let output = respgate()

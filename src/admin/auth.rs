@@ -4,6 +4,7 @@
 //! `/ready`, `/topology`, `/config`) stay open for probes and scrapers.
 
 use ring::digest::{SHA256, digest};
+use tracing::warn;
 
 use super::{Request, Response};
 use crate::config::{Secret, ServerConfig, read_admin_token};
@@ -31,9 +32,11 @@ pub fn authorize(request: &Request, server: &ServerConfig, action: &str) -> Resu
         ));
     }
     let expected = read_admin_token(&server.admin_token_file).map_err(|why| {
+        // The file's path and the system's error go to the log, not to whoever asked.
+        warn!(%why, "{action}: the admin token cannot be read");
         Response::text(
             "500 Internal Server Error",
-            format!("{action}: the admin token cannot be read: {why}\n"),
+            format!("{action}: the admin token cannot be read; see the proxy's log\n"),
         )
     })?;
     match &request.bearer {
@@ -91,10 +94,10 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        std::fs::write(&path, "right\n").unwrap();
+        std::fs::write(&path, "right-right-right\n").unwrap();
         server.admin_token_file = path.display().to_string();
-        assert!(authorize(&request(Some("right")), &server, "POST /reload").is_ok());
-        for sent in [Some("wrong"), Some("righ"), None] {
+        assert!(authorize(&request(Some("right-right-right")), &server, "POST /reload").is_ok());
+        for sent in [Some("wrong"), Some("right-right-righ"), None] {
             let refused = authorize(&request(sent), &server, "POST /reload").unwrap_err();
             assert_eq!(refused.status, "401 Unauthorized", "{sent:?}");
             assert!(refused.authenticate);
@@ -102,12 +105,29 @@ mod tests {
         }
 
         // Rotated: the new token applies at the next request, without a reload.
-        std::fs::write(&path, "rotated\n").unwrap();
-        assert!(authorize(&request(Some("right")), &server, "POST /reload").is_err());
-        assert!(authorize(&request(Some("rotated")), &server, "POST /reload").is_ok());
+        std::fs::write(&path, "rotated-rotated-rotated\n").unwrap();
+        assert!(authorize(&request(Some("right-right-right")), &server, "POST /reload").is_err());
+        assert!(
+            authorize(
+                &request(Some("rotated-rotated-rotated")),
+                &server,
+                "POST /reload"
+            )
+            .is_ok()
+        );
 
         std::fs::remove_file(&path).unwrap();
-        let unreadable = authorize(&request(Some("rotated")), &server, "POST /reload").unwrap_err();
+        let unreadable = authorize(
+            &request(Some("rotated-rotated-rotated")),
+            &server,
+            "POST /reload",
+        )
+        .unwrap_err();
         assert_eq!(unreadable.status, "500 Internal Server Error");
+        assert!(
+            !unreadable.body.contains("token\""),
+            "no path: {}",
+            unreadable.body
+        );
     }
 }

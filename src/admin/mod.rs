@@ -141,7 +141,11 @@ async fn answer(
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_BYTES {
+    // The head ends at a blank line, written with CRLFs or, as some clients do, bare LFs.
+    let ended = |head: &[u8]| {
+        head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+    };
+    while !ended(&head) && head.len() < MAX_REQUEST_BYTES {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
             break;

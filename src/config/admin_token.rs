@@ -7,6 +7,10 @@
 
 use super::users::Secret;
 
+/// The shortest token taken: one that can be guessed would open reloads (and, later, moving
+/// data) to anyone who reaches the admin port.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// The token in the file at `path`: its first line, without surrounding white space (a
 /// Secret's file usually ends with a newline). An error that says why when the file cannot be
 /// read or holds no token; never the token.
@@ -15,6 +19,11 @@ pub fn read_admin_token(path: &str) -> Result<Secret, String> {
     let token = text.lines().next().unwrap_or_default().trim();
     if token.is_empty() {
         return Err(format!("{path:?} holds no token on its first line"));
+    }
+    if token.chars().count() < MIN_TOKEN_CHARS {
+        return Err(format!(
+            "the token in {path:?} is shorter than {MIN_TOKEN_CHARS} characters: too easy to guess"
+        ));
     }
     Ok(Secret::from(token))
 }
@@ -27,9 +36,12 @@ mod tests {
     fn the_token_is_the_first_line_trimmed_and_an_empty_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        std::fs::write(&path, "  s3cret \nignored\n").unwrap();
+        std::fs::write(&path, "  s3cret-s3cret-s3cret \nignored\n").unwrap();
         let token = read_admin_token(path.to_str().unwrap()).unwrap();
-        assert_eq!(token.expose(), b"s3cret");
+        assert_eq!(token.expose(), b"s3cret-s3cret-s3cret");
+        std::fs::write(&path, "short\n").unwrap();
+        let short = read_admin_token(path.to_str().unwrap()).unwrap_err();
+        assert!(short.contains("shorter than 16"), "{short}");
         std::fs::write(&path, "\n").unwrap();
         let empty = read_admin_token(path.to_str().unwrap()).unwrap_err();
         assert!(empty.contains("holds no token"), "{empty}");

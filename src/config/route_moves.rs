@@ -21,6 +21,10 @@ use crate::slot::SLOT_COUNT;
 pub struct RouteMove {
     /// The keys' common prefix; empty for the keys no prefix route matches.
     pub prefix: String,
+    /// Whether the keys are those starting with the prefix, those whose hash tag (`{...}`)
+    /// does (routes match a key by its tag too, except routes that strip their prefix), or
+    /// both.
+    pub matched: Matched,
     /// Longer prefixes routed on their own, whose keys are not part of this move.
     pub except: Vec<String>,
     /// The slots concerned, where a slot split decides; `None` for every key of the prefix.
@@ -29,6 +33,17 @@ pub struct RouteMove {
     pub from: Place,
     /// Where they are looked for now.
     pub to: Place,
+}
+
+/// Which keys of a prefix a move is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matched {
+    /// The keys starting with the prefix.
+    Keys,
+    /// The keys whose hash tag starts with it.
+    Tags,
+    /// Both.
+    KeysAndTags,
 }
 
 /// Where a key is stored: a backend, and whether the route's prefix is removed on the way.
@@ -51,10 +66,15 @@ impl fmt::Display for Place {
 
 impl fmt::Display for RouteMove {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.prefix.is_empty() {
-            f.write_str("keys no prefix route matches")?;
-        } else {
-            write!(f, "keys starting with {:?}", self.prefix)?;
+        match self.matched {
+            _ if self.prefix.is_empty() => f.write_str("keys no prefix route matches")?,
+            Matched::Keys => write!(f, "keys starting with {:?}", self.prefix)?,
+            Matched::Tags => write!(f, "keys whose hash tag starts with {:?}", self.prefix)?,
+            Matched::KeysAndTags => write!(
+                f,
+                "keys starting with {:?} or whose hash tag does",
+                self.prefix
+            )?,
         }
         if !self.except.is_empty() {
             let except: Vec<String> = self.except.iter().map(|p| format!("{p:?}")).collect();
@@ -74,24 +94,25 @@ impl fmt::Display for RouteMove {
 
 /// A region's route in one configuration: one place, or a place per slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Placement {
+enum Placement<'c> {
     Whole(Place),
-    BySlot(Vec<String>),
+    BySlot(Vec<&'c str>),
 }
 
-impl Placement {
+impl Placement<'_> {
     fn at(&self, slot: usize) -> Place {
         match self {
             Placement::Whole(place) => place.clone(),
             Placement::BySlot(backends) => Place {
-                backend: backends.get(slot).cloned().unwrap_or_default(),
+                backend: backends.get(slot).copied().unwrap_or_default().to_owned(),
                 stripped: None,
             },
         }
     }
 }
 
-/// Every set of keys whose place differs between `old` and `new`, in prefix order.
+/// Every set of keys whose place differs between `old` and `new`, in prefix order: the keys
+/// starting with each prefix, then those whose hash tag does.
 pub fn route_moves(old: &Config, new: &Config) -> Vec<RouteMove> {
     let prefixes: BTreeSet<&str> = std::iter::once("")
         .chain(old.routing.routes.iter().map(|r| r.prefix.as_str()))
@@ -99,63 +120,122 @@ pub fn route_moves(old: &Config, new: &Config) -> Vec<RouteMove> {
         .collect();
     let mut moves = Vec::new();
     for &prefix in &prefixes {
-        let (before, after) = (placement(old, prefix), placement(new, prefix));
-        if before == after {
-            continue;
-        }
-        let except: Vec<String> = prefixes
-            .iter()
-            .filter(|p| p.len() > prefix.len() && p.starts_with(prefix))
-            // Only the nearest: a longer one under another excepted prefix is excepted already.
-            .filter(|p| {
-                !prefixes
-                    .iter()
-                    .any(|q| q.len() > prefix.len() && q.len() < p.len() && p.starts_with(q))
-            })
-            .map(|p| (*p).to_owned())
-            .collect();
-        let whole = |from: Place, to: Place| RouteMove {
-            prefix: prefix.to_owned(),
-            except: except.clone(),
-            slots: None,
-            from,
-            to,
-        };
-        if let (Placement::Whole(from), Placement::Whole(to)) = (&before, &after) {
-            moves.push(whole(from.clone(), to.clone()));
-            continue;
-        }
-        let mut run: Option<(usize, Place, Place)> = None;
-        for slot in 0..=usize::from(SLOT_COUNT) {
-            let here = (slot < usize::from(SLOT_COUNT))
-                .then(|| (before.at(slot), after.at(slot)))
-                .filter(|(from, to)| from != to);
-            let continues = matches!((&run, &here), (Some((_, f, t)), Some((from, to))) if f == from && t == to);
-            if continues {
+        let except = nearest_longer(&prefixes, prefix);
+        let mut region = Vec::new();
+        for matched in [Matched::Keys, Matched::Tags] {
+            // Tagged keys no route matches go where the other unmatched keys go.
+            if matched == Matched::Tags && prefix.is_empty() {
                 continue;
             }
-            if let Some((first, from, to)) = run.take() {
-                let last = u16::try_from(slot - 1).unwrap_or(SLOT_COUNT - 1);
-                let first = u16::try_from(first).unwrap_or(0);
-                moves.push(RouteMove {
-                    slots: Some(first..=last),
-                    ..whole(from, to)
-                });
+            let tagged = matched == Matched::Tags;
+            let (before, after) = (
+                placement(old, prefix, tagged),
+                placement(new, prefix, tagged),
+            );
+            if before != after {
+                region_moves(prefix, matched, &except, &before, &after, &mut region);
             }
-            run = here.map(|(from, to)| (slot, from, to));
         }
+        moves.extend(merge_tags(region));
     }
     moves
 }
 
-/// The route `config` applies to the keys of the region `prefix`: its longest prefix route
-/// that `prefix` starts with, else the default.
-fn placement(config: &Config, prefix: &str) -> Placement {
+/// The moves of one region with each move of tagged keys folded into the same move of the
+/// keys themselves, when there is one.
+fn merge_tags(region: Vec<RouteMove>) -> Vec<RouteMove> {
+    let (mut keys, tags): (Vec<RouteMove>, Vec<RouteMove>) =
+        region.into_iter().partition(|m| m.matched == Matched::Keys);
+    for tag in tags {
+        let same = keys.iter_mut().find(|k| {
+            k.matched == Matched::Keys
+                && k.slots == tag.slots
+                && k.from == tag.from
+                && k.to == tag.to
+        });
+        match same {
+            Some(key) => key.matched = Matched::KeysAndTags,
+            None => keys.push(tag),
+        }
+    }
+    keys
+}
+
+/// The prefixes of `prefixes` that extend `prefix` with none between: their keys are regions
+/// of their own.
+fn nearest_longer(prefixes: &BTreeSet<&str>, prefix: &str) -> Vec<String> {
+    let longer: Vec<&str> = prefixes
+        .range::<str, _>((
+            std::ops::Bound::Excluded(prefix),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|p| p.starts_with(prefix))
+        .copied()
+        .collect();
+    longer
+        .iter()
+        .filter(|p| {
+            !longer
+                .iter()
+                .any(|q| q.len() < p.len() && p.starts_with(*q))
+        })
+        .map(|p| (*p).to_owned())
+        .collect()
+}
+
+/// The moves of one region whose placement differs: one for the whole region, or one per run
+/// of slots that go from the same backend to the same other.
+fn region_moves(
+    prefix: &str,
+    matched: Matched,
+    except: &[String],
+    before: &Placement<'_>,
+    after: &Placement<'_>,
+    moves: &mut Vec<RouteMove>,
+) {
+    let whole = |from: Place, to: Place| RouteMove {
+        prefix: prefix.to_owned(),
+        matched,
+        except: except.to_vec(),
+        slots: None,
+        from,
+        to,
+    };
+    if let (Placement::Whole(from), Placement::Whole(to)) = (before, after) {
+        moves.push(whole(from.clone(), to.clone()));
+        return;
+    }
+    let mut run: Option<(usize, Place, Place)> = None;
+    for slot in 0..=usize::from(SLOT_COUNT) {
+        let here = (slot < usize::from(SLOT_COUNT))
+            .then(|| (before.at(slot), after.at(slot)))
+            .filter(|(from, to)| from != to);
+        let continues =
+            matches!((&run, &here), (Some((_, f, t)), Some((from, to))) if f == from && t == to);
+        if continues {
+            continue;
+        }
+        if let Some((first, from, to)) = run.take() {
+            let last = u16::try_from(slot - 1).unwrap_or(SLOT_COUNT - 1);
+            let first = u16::try_from(first).unwrap_or(0);
+            moves.push(RouteMove {
+                slots: Some(first..=last),
+                ..whole(from, to)
+            });
+        }
+        run = here.map(|(from, to)| (slot, from, to));
+    }
+}
+
+/// The route `config` applies to the keys of the region `prefix` (to keys whose hash tag
+/// starts with it, when `tagged`): its longest prefix route that `prefix` starts with, else
+/// the default. Routes that strip their prefix match keys, not tags.
+fn placement<'c>(config: &'c Config, prefix: &str, tagged: bool) -> Placement<'c> {
     let route = config
         .routing
         .routes
         .iter()
-        .filter(|r| prefix.starts_with(r.prefix.as_str()))
+        .filter(|r| prefix.starts_with(r.prefix.as_str()) && !(tagged && r.strip_prefix))
         .max_by_key(|r| r.prefix.len());
     let Some(route) = route else {
         return Placement::Whole(Place {
@@ -169,13 +249,13 @@ fn placement(config: &Config, prefix: &str) -> Placement {
             stripped: route.strip_prefix.then(|| route.prefix.clone()),
         });
     }
-    let mut backends = vec![String::new(); usize::from(SLOT_COUNT)];
+    let mut backends = vec![""; usize::from(SLOT_COUNT)];
     for range in &route.slots {
         // A configuration that reached here was validated: its ranges parse.
         if let Ok(slots) = range.slots() {
             for slot in slots {
                 if let Some(entry) = backends.get_mut(usize::from(slot)) {
-                    entry.clone_from(&range.backend);
+                    *entry = range.backend.as_str();
                 }
             }
         }
@@ -245,9 +325,10 @@ mod tests {
         assert_eq!(
             lines(&old, &new),
             [
-                "keys starting with \"archive:\" (other than those starting with \"archive:hot:\") \
-              now route to backend cold instead of backend main; the keys already on main were \
-              not moved and can no longer be reached through the proxy"
+                "keys starting with \"archive:\" or whose hash tag does (other than those \
+                 starting with \"archive:hot:\") now route to backend cold instead of backend \
+                 main; the keys already on main were not moved and can no longer be reached \
+                 through the proxy"
             ]
         );
     }
@@ -277,6 +358,28 @@ mod tests {
             moves[0].to_string().contains("stored without \"t1:\""),
             "{}",
             moves[0]
+        );
+    }
+
+    #[test]
+    fn stripping_sends_the_tagged_keys_to_the_default_as_stripping_routes_match_keys_only() {
+        let old = config("main", &[("user:", "users", false)]);
+        let new = config("main", &[("user:", "users", true)]);
+        let moves = route_moves(&old, &new);
+        assert_eq!(moves.len(), 2, "{moves:?}");
+        assert_eq!(moves[0].matched, Matched::Keys);
+        assert_eq!(moves[0].to.stripped.as_deref(), Some("user:"));
+        assert_eq!(moves[1].matched, Matched::Tags);
+        assert_eq!(
+            (moves[1].from.backend.as_str(), moves[1].to.backend.as_str()),
+            ("users", "main")
+        );
+        assert!(
+            moves[1]
+                .to_string()
+                .starts_with("keys whose hash tag starts with \"user:\" now route to backend main"),
+            "{}",
+            moves[1]
         );
     }
 

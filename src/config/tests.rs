@@ -208,6 +208,6 @@ fn an_admin_token_file_that_cannot_be_read_or_is_empty_is_a_problem() {
         "{blank:?}"
     );
     let good = dir.path().join("token");
-    std::fs::write(&good, "t\n").unwrap();
+    std::fs::write(&good, "a-token-long-enough\n").unwrap();
     assert!(problems_with(good.display().to_string()).is_empty());
 }

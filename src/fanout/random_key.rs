@@ -19,8 +19,9 @@ const DRAWS: usize = 32;
 /// `RANDOMKEY`: `DBSIZE` of every master, then `RANDOMKEY` on one chosen with probability in
 /// proportion to its size. A master that answers nil (its keys went meanwhile) is left out and
 /// another chosen, each master at most once; nil only when no master has a key. A key the
-/// routes look for elsewhere (see `RouteTable::reaches`) is drawn again, [`DRAWS`] times at
-/// most, so that the key returned is one `GET` finds.
+/// routes look for elsewhere (see `RouteTable::reachable_on`) is drawn again, its master's
+/// weight halved, [`DRAWS`] times at most (then nil), so that the key returned is one `GET`
+/// finds.
 pub async fn run(
     proxy: ProxyRef<'_>,
     payload: &Bytes,
@@ -77,14 +78,20 @@ pub async fn run(
                 Some(prefix) => reprefix(&reply, prefix, protocol),
                 None => reply,
             };
+            let reachable = routes.reachable_on(*backend);
             let reached =
-                routes.is_single() || bulk_value(&key).is_none_or(|k| routes.reaches(*backend, k));
+                reachable.is_everything() || bulk_value(&key).is_none_or(|k| reachable.reaches(k));
             if reached {
                 return key;
             }
             unreachable += 1;
             if unreachable >= DRAWS {
                 break;
+            }
+            // A master whose keys the routes lead elsewhere (another application's, say) is
+            // drawn less and less.
+            if let Some(weight) = weights.get_mut(chosen) {
+                *weight /= 2;
             }
             continue;
         }

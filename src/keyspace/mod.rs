@@ -8,7 +8,7 @@
 mod routes;
 mod trie;
 
-pub use routes::{Destination, PrefixRule, RouteTable};
+pub use routes::{Destination, PrefixRule, Reachable, RouteTable};
 
 use std::fmt;
 

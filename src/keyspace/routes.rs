@@ -207,14 +207,16 @@ impl RouteTable {
             })
     }
 
-    /// Whether `key`, found on `backend` (with any prefix stripped on the way in put back), is
-    /// one the proxy looks for there. Keys a route sends elsewhere (left behind by a route
-    /// change, or another application's keys on a shared backend) are outside the keyspace
-    /// the proxy shows: `KEYS`, `SCAN` and `RANDOMKEY` leave them out, since `GET` would not
-    /// find them.
-    pub fn reaches(&self, backend: BackendId, key: &[u8]) -> bool {
-        let route = self.route(key);
-        route.backend == backend && (route.strip > 0) == self.stripped_prefix(backend).is_some()
+    /// Which of the keys found on `backend` (with any prefix stripped on the way in put back)
+    /// the proxy looks for there. Keys a route sends elsewhere (left behind by a route change,
+    /// or another application's keys on a shared backend) are outside the keyspace the proxy
+    /// shows: `KEYS`, `SCAN` and `RANDOMKEY` leave them out, since `GET` would not find them.
+    pub fn reachable_on(&self, backend: BackendId) -> Reachable<'_> {
+        Reachable {
+            table: self,
+            backend,
+            strips: self.stripped_prefix(backend).is_some(),
+        }
     }
 
     /// The prefix a backend's keys lose on the way in, to put back on keys that come back from
@@ -224,6 +226,32 @@ impl RouteTable {
             .iter()
             .find(|r| r.strip && matches!(r.to, Destination::Backend(b) if b == backend))
             .map(|r| &r.prefix)
+    }
+}
+
+/// The keys of one backend the routes lead to: [`RouteTable::reachable_on`], with what is
+/// the same for every key worked out once.
+#[derive(Debug, Clone, Copy)]
+pub struct Reachable<'a> {
+    table: &'a RouteTable,
+    backend: BackendId,
+    /// Whether a route strips its prefix on the way to the backend.
+    strips: bool,
+}
+
+impl Reachable<'_> {
+    /// Whether every key on the backend is reached: it is the default and no rule exists.
+    pub fn is_everything(&self) -> bool {
+        self.table.rules.is_empty() && self.backend == self.table.default
+    }
+
+    /// Whether `key`, as clients name it, is looked for on the backend.
+    pub fn reaches(&self, key: &[u8]) -> bool {
+        if self.table.rules.is_empty() {
+            return self.backend == self.table.default;
+        }
+        let route = self.table.route(key);
+        route.backend == self.backend && (route.strip > 0) == self.strips
     }
 }
 

@@ -293,17 +293,22 @@ fn a_key_reaches_the_backend_it_was_found_on_only_where_its_route_leads() {
             rule("user:", false, USERS_A),
         ],
     );
-    assert!(table.reaches(MAIN, b"plain"));
+    let on = |backend| table.reachable_on(backend);
+    assert!(on(MAIN).reaches(b"plain"));
+    assert!(!on(ARCHIVE).reaches(b"plain"), "another application's key");
+    assert!(on(USERS_A).reaches(b"user:1"));
     assert!(
-        !table.reaches(ARCHIVE, b"plain"),
-        "another application's key"
-    );
-    assert!(table.reaches(USERS_A, b"user:1"));
-    assert!(
-        !table.reaches(MAIN, b"user:1"),
+        !on(MAIN).reaches(b"user:1"),
         "left behind by a route change"
     );
     // A stripping backend's keys, their prefix put back.
-    assert!(table.reaches(ARCHIVE, b"archive:2024"));
-    assert!(!table.reaches(MAIN, b"archive:2024"));
+    assert!(on(ARCHIVE).reaches(b"archive:2024"));
+    assert!(!on(MAIN).reaches(b"archive:2024"));
+    assert!(!on(MAIN).is_everything(), "rules exist");
+
+    // Several backends and no rule: only the default's keys are reached.
+    let table = RouteTable::new(MAIN, Vec::new());
+    assert!(table.reachable_on(MAIN).is_everything());
+    assert!(!table.reachable_on(ARCHIVE).is_everything());
+    assert!(!table.reachable_on(ARCHIVE).reaches(b"user:1"));
 }

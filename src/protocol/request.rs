@@ -484,7 +484,8 @@ pub fn parse_int(digits: &[u8]) -> Option<i64> {
     if body.is_empty() || body.len() > 19 {
         return None;
     }
-    if body.len() > 1 && body[0] == b'0' {
+    // No leading zero, and no `-0`: Redis refuses both.
+    if (body.len() > 1 || negative) && body[0] == b'0' {
         return None;
     }
     let mut value: i64 = 0;
@@ -499,12 +500,18 @@ pub fn parse_int(digits: &[u8]) -> Option<i64> {
             value = value * 10 + i64::from(digit);
         }
     } else {
+        // Summed below zero, where one more value fits: `-9223372036854775808` parses.
         for &d in body {
             if !d.is_ascii_digit() {
                 return None;
             }
-            value = value.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+            value = value.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
         }
+        return if negative {
+            Some(value)
+        } else {
+            value.checked_neg()
+        };
     }
     Some(if negative { -value } else { value })
 }

@@ -119,8 +119,14 @@ fn parse_int_is_strict() {
     );
     assert_eq!(parse_int(b"-9223372036854775807"), Some(-i64::MAX));
     assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+    // As string2ll: the least i64 parses, `-0` does not.
+    assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+    assert_eq!(parse_int(b"0"), Some(0));
     for bad in [
-        &b""[..],
+        &b"-0"[..],
+        b"-01",
+        b"-9223372036854775809",
+        b"",
         b"-",
         b"01",
         b"1 ",
