@@ -99,11 +99,20 @@ async fn one_migration_per_prefix_and_every_change_a_compare_and_set() {
     );
 
     // Once m1 is over, the prefix may move again.
-    let done = Migration {
-        phase: Phase::Done,
+    let verifying = Migration {
+        phase: Phase::Verifying,
         ..m1.clone()
     };
-    assert!(store.update(m1, &done).await.unwrap());
+    assert!(store.update(m1, &verifying).await.unwrap());
+    let verifying = Migration {
+        version: 2,
+        ..verifying
+    };
+    let done = Migration {
+        phase: Phase::Done,
+        ..verifying.clone()
+    };
+    assert!(store.update(&verifying, &done).await.unwrap());
     assert_eq!(
         store.create(&migration("m5", "user:vip:")).await.unwrap(),
         None
@@ -128,4 +137,41 @@ async fn replicas_write_their_entries_and_leave_the_roster() {
     );
     store.leave("proxy-b").await.unwrap();
     assert_eq!(store.roster().await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn records_that_break_the_rules_are_refused_before_they_are_written() {
+    let server = StandaloneServer::start();
+    let store = store(&server);
+    let late = Migration {
+        phase: Phase::Moving,
+        ..migration("m1", "user:")
+    };
+    assert!(
+        store.create(&late).await.is_err(),
+        "a migration starts holding"
+    );
+    assert!(
+        store.create(&migration("m,1", "user:")).await.is_err(),
+        "an id with a comma"
+    );
+    let first = migration("m1", "user:");
+    assert_eq!(store.create(&first).await.unwrap(), None);
+    let elsewhere = Migration {
+        to: "other".into(),
+        ..first.clone()
+    };
+    assert!(
+        store.update(&first, &elsewhere).await.is_err(),
+        "the target changed"
+    );
+    let done = Migration {
+        phase: Phase::Done,
+        ..first.clone()
+    };
+    assert!(
+        store.update(&first, &done).await.is_err(),
+        "holding to done skips the move"
+    );
+    assert_eq!(store.migrations().await.unwrap(), vec![first]);
 }

@@ -194,14 +194,14 @@ fn a_master_cut_off_from_everyone_is_served_from_its_replica_about_a_second_afte
     assert_eq!(cluster.cli(master, &["WAIT", "1", "5000"]).trim(), "1");
 
     // Its new connections leave from an address of their own, so they can be cut too.
-    let source = "127.0.0.2";
+    let source = common::netcut::source_address();
     assert_eq!(
         cluster
-            .cli(master, &["CONFIG", "SET", "bind-source-addr", source])
+            .cli(master, &["CONFIG", "SET", "bind-source-addr", &source])
             .trim(),
         "OK"
     );
-    let cut = Cut::node(cluster.pid(master), &[master, bus_port(master)], source);
+    let cut = Cut::node(cluster.pid(master), &[master, bus_port(master)], &source);
     let cut_at = Instant::now();
     let reader = thread::spawn(move || {
         // Reads all along, as an application would: the instant of each answer is kept.

@@ -11,6 +11,17 @@
 //!
 //! Both sides measure on their own monotonic clock; only changes are compared across
 //! machines, never wall-clock times.
+//!
+//! What the replica side must hold to, for the controller's count to be right:
+//! - it renews its [`Sight`] only once both the read of the state and the write of its entry
+//!   succeeded, timed from when the read was sent: a replica whose writes fail is one the
+//!   controller cannot see, so it must not serve either;
+//! - it writes its entry before it first serves, so that no controller starts a migration
+//!   without waiting for it;
+//! - its id is new at every start (a name and a random part), so that a restarted replica's
+//!   first entry differs from the last one of its former self;
+//! - its acknowledgement of a holding phase means that no request routed as before is still
+//!   in flight or being retried.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

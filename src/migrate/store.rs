@@ -52,9 +52,13 @@ pub struct Migration {
     pub error: Option<String>,
 }
 
-/// Why the store could not answer.
+/// Why the store could not answer, or refused a record.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum StoreError {
+    /// A record the rules do not allow: a new migration not at its start, a step its phase
+    /// may not take, a change of what moves where, an id a roster entry could not name.
+    #[error("not a valid migration record: {0}")]
+    Invalid(String),
     /// The backend answered with an error, or could not be reached (the proxy's own error).
     #[error("the migration state's backend answered: {0}")]
     Backend(String),
@@ -122,6 +126,12 @@ impl<E: Exec> Store<E> {
     /// of the migration in the way: one with the same id, or one not over whose prefix starts
     /// with this one's or this one's with it.
     pub async fn create(&self, migration: &Migration) -> Result<Option<String>, StoreError> {
+        if migration.phase != Phase::Holding || migration.version != 0 {
+            return Err(StoreError::Invalid(
+                "a migration starts holding, at version 0".into(),
+            ));
+        }
+        check_id(&migration.id)?;
         let record = record(migration)?;
         let reply = self
             .script(
@@ -140,6 +150,19 @@ impl<E: Exec> Store<E> {
     /// Writes `next` over the record `read` was read as: `Ok(true)` when nobody changed it
     /// since, its version then one more than `read`'s; `Ok(false)` when somebody did.
     pub async fn update(&self, read: &Migration, next: &Migration) -> Result<bool, StoreError> {
+        let same_move = (&read.id, &read.prefix, read.slots, &read.from, &read.to)
+            == (&next.id, &next.prefix, next.slots, &next.from, &next.to);
+        if !same_move {
+            return Err(StoreError::Invalid(
+                "what a migration moves, and from where to where, never changes".into(),
+            ));
+        }
+        if read.phase != next.phase && !read.phase.may_go_to(next.phase) {
+            return Err(StoreError::Invalid(format!(
+                "{:?} may not go to {:?}",
+                read.phase, next.phase
+            )));
+        }
         let mut next = next.clone();
         next.version = read.version + 1;
         let record = record(&next)?;
@@ -211,6 +234,23 @@ impl<E: Exec> Store<E> {
                 String::from_utf8_lossy(&reply).into_owned(),
             )),
         }
+    }
+}
+
+/// A migration id: letters, digits, `-` and `_`, as roster entries name it (see
+/// `super::lease::ack_entry`).
+fn check_id(id: &str) -> Result<(), StoreError> {
+    let fits = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fits {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{id:?}: an id is 1 to 64 letters, digits, '-' or '_'"
+        )))
     }
 }
 
