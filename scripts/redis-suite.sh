@@ -71,15 +71,6 @@ skips=(
   # nodes' expiry.
   "Test both active and passive expires are skipped during client pause"
   "Test that client pause starts at the end of a transaction"
-  # The first blocking command of a client opens its own connection to the node (README), so a
-  # command another client sends right after it, without waiting for blocked_clients, may reach
-  # the node first; these tests do that, and the blocked client then gets WRONGTYPE, NOGROUP or
-  # a reply the test did not expect (most runs on a loaded machine).
-  "Blocking XREADGROUP: key deleted"
-  "Blocking XREADGROUP: key type changed with SET"
-  "Blocking XREADGROUP: flushed DB"
-  "Blocking XREAD: key deleted"
-  "Blocking XREAD: key type changed with SET"
   # MONITOR is refused: the proxy cannot show the nodes' command streams.
   "MONITOR can log executed commands"
   "MONITOR can log commands issued by the scripting engine"

@@ -179,3 +179,66 @@ fn wait_counts_the_replicas_that_have_the_clients_last_write() {
         b"-ERR value is not an integer or out of range\r\n"
     );
 }
+
+#[test]
+fn a_blocking_command_is_written_on_a_connection_opened_before_it_was_sent() {
+    // After a first blocking command, the proxy keeps a spare connection to the node open and
+    // logged in: the next client's blocking command is written on it at once, as on one Redis,
+    // instead of after a connect and a handshake that a command sent just after it by another
+    // client would overtake.
+    let cluster = RedisCluster::start(3, 0);
+    let mut config = common::proxy::config_for(&cluster.seeds());
+    config.server.threads = 1;
+    let proxy = Proxy::start_with(config);
+    proxy.wait_until_serving();
+    let node = cluster.slot_owner(Slot::for_key(b"spare-queue").get());
+    let ids_on_node = || -> Vec<(u64, String)> {
+        cluster
+            .cli(node, &["CLIENT", "LIST"])
+            .lines()
+            .filter_map(|line| {
+                let id = line.strip_prefix("id=")?.split(' ').next()?.parse().ok()?;
+                Some((id, line.to_string()))
+            })
+            .collect()
+    };
+    let mut first = proxy.raw();
+    assert_eq!(first.command(&["BLPOP", "spare-queue", "0.01"]), b"*-1\r\n");
+    // The spare opened after that first one: wait until the node's connections stop changing.
+    let mut before = ids_on_node();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = ids_on_node();
+        if now.len() == before.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node's connections kept changing"
+        );
+        before = now;
+    }
+    let known: Vec<u64> = before.iter().map(|(id, _)| *id).collect();
+
+    let mut second = proxy.raw();
+    second.send(b"*3\r\n$5\r\nBLPOP\r\n$11\r\nspare-queue\r\n$1\r\n5\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let blocked = loop {
+        if let Some((id, _)) = ids_on_node()
+            .into_iter()
+            .find(|(_, line)| line.contains(" flags=b ") && line.contains("cmd=blpop"))
+        {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "the BLPOP reached the node");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        known.contains(&blocked),
+        "the BLPOP ran on connection {blocked}, opened after it was sent; open before: {known:?}"
+    );
+    let mut pusher = proxy.raw();
+    assert_eq!(pusher.command(&["RPUSH", "spare-queue", "x"]), b":1\r\n");
+    assert_eq!(second.reply(), b"*2\r\n$11\r\nspare-queue\r\n$1\r\nx\r\n");
+}

@@ -13,6 +13,7 @@ pub mod ring;
 #[cfg(test)]
 pub(crate) mod scripted;
 mod shared;
+mod spare;
 mod stall;
 pub mod transport;
 

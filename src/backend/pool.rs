@@ -9,7 +9,8 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{info, warn};
 
 use super::ring::RingTicket;
-use super::{BackendError, Batched, ConnSettings, NodeAddr, Reply, ReplyTo, SharedConn};
+use super::spare::Spares;
+use super::{BackendError, Batched, ConnSettings, NodeAddr, NodeConn, Reply, ReplyTo, SharedConn};
 use crate::metrics::NodeInstruments;
 use crate::protocol::Protocol;
 use crate::workers::WorkerSet;
@@ -36,6 +37,8 @@ pub struct NodePool {
     /// commands and `INFO` go there, so they are never queued behind a long script or a
     /// `WAIT` that holds a shared connection, as on one Redis they would not be.
     control: [OnceLock<SharedConn>; 2],
+    /// Connections opened ahead of need for clients' own connections (see `backend::spare`).
+    spares: Arc<Spares>,
     /// Requests, failures and timeouts, for `/metrics`.
     instruments: NodeInstruments,
     /// Whether any of its connections is up, for one log line when the node comes or goes.
@@ -52,6 +55,7 @@ impl NodePool {
             .collect();
         NodePool {
             side,
+            spares: Arc::new(Spares::new(workers.len())),
             instruments: NodeInstruments::new(backend, addr.as_str()),
             health: Arc::new(NodeHealth::new(backend, &addr)),
             addr,
@@ -66,6 +70,20 @@ impl NodePool {
     /// The node's address.
     pub fn addr(&self) -> &NodeAddr {
         &self.addr
+    }
+
+    /// A connection to the node for a client of its own, as the backend's user on database 0:
+    /// this worker's spare when it has one, else one opened now. Either way a new spare is
+    /// opened in the background, for the next client.
+    pub async fn own_connection(&self, protocol: Protocol) -> Result<NodeConn, BackendError> {
+        let worker = self.workers.current_index();
+        let spare = self.spares.take(worker, protocol);
+        self.spares
+            .refill(worker, protocol, &self.addr, &self.settings);
+        match spare {
+            Some(conn) => Ok(conn),
+            None => NodeConn::open(&self.addr, protocol, &self.settings).await,
+        }
     }
 
     /// Retires every connection to the node: it left the topology.

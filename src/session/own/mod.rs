@@ -361,9 +361,14 @@ async fn ensure<'a>(
     if !reusable {
         *own = None;
         let settings = cluster.conn_settings();
-        let mut conn = NodeConn::open(node, protocol, settings)
-            .await?
-            .held_in(&cluster.stats.own_connections);
+        // The backend's user on database 0, the common case, takes the node's spare (written
+        // to at once); another user or database opens its own.
+        let opened = if db == 0 && login.is_none() {
+            cluster.pool(node).own_connection(protocol).await
+        } else {
+            NodeConn::open(node, protocol, settings).await
+        };
+        let mut conn = opened?.held_in(&cluster.stats.own_connections);
         if db != 0 {
             conn.select(db).await?;
         }
