@@ -115,11 +115,13 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# A free port whose cluster bus port (+10000) is free too.
+# A free port whose cluster bus port (+10000) is free too, both below Linux's ephemeral range
+# (32768 and up), where an outgoing connection may hold a port nobody listens on, so that no
+# bind can fail on one (the proxy's own outgoing connections among them).
 free_port() {
   local port
   while :; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((20000 + RANDOM % 2768))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null &&
       ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then
       echo "$port"
