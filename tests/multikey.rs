@@ -162,6 +162,7 @@ fn split_mset_and_mget_follow_a_slot_moved_mid_way() {
 
     cluster.migrate_slot(slot, from, to);
     let moved_before = proxy.stat("moved");
+    let refreshes_before = proxy.stat("refreshes");
     let args = mset("after");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     assert_eq!(
@@ -180,7 +181,16 @@ fn split_mset_and_mget_follow_a_slot_moved_mid_way() {
         assert_eq!(cluster.cli(owner, &["GET", key]), format!("after-{key}"));
     }
 
-    // And back, for a read: the proxy's map is stale again.
+    // And back, for a read: the proxy's map is stale again. The refresh the MOVED asked for
+    // must be over first, or it could learn the slot's way back before the MGET meets it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proxy.stat("refreshes") <= refreshes_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refresh after the MOVED"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     cluster.migrate_slot(slot, to, from);
     let moved_before = proxy.stat("moved");
     let mut mget = vec!["MGET"];
