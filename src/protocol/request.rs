@@ -280,6 +280,9 @@ impl RequestParser {
                             return Ok(None);
                         }
                     };
+                    // A count line longer than a request may be is refused as such, however
+                    // it arrived (in pieces, the limit is met before its CR is).
+                    self.too_long(cr + 2)?;
                     let digits = buf.get(1..cr).unwrap_or_default();
                     self.examined += digits.len() as u64;
                     let count = match parse_int(digits) {
@@ -349,6 +352,10 @@ impl RequestParser {
             };
             let header = bytes.get(pos..cr).unwrap_or_default();
             examined += (cr + 1 - scanned) as u64 + header.len() as u64;
+            // As for the count line: past the limit, whatever the header holds.
+            if (cr + 2) as u64 > self.max_request_bytes {
+                break Stopped::Error(self.too_long_error());
+            }
             let Some((&b'$', digits)) = header.split_first() else {
                 let got = header.first().copied().unwrap_or(b'\r') as char;
                 break Stopped::Error(ProtocolError(format!("expected '$', got '{got}'")));

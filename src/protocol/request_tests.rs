@@ -263,3 +263,34 @@ fn a_cleared_buffer_starts_a_new_request() {
     let req = p.parse(&mut buf).unwrap().unwrap();
     assert_eq!(req.args, [Bytes::from("PING")]);
 }
+
+#[test]
+fn a_header_line_past_the_request_limit_is_refused_alike_whole_or_in_pieces() {
+    // Found by the fuzzer: a count (or bulk length) line whose CR lies past max_request_bytes
+    // was "invalid multibulk length" when it arrived whole, and "request longer than ..." in
+    // pieces, where the limit is met before the CR.
+    for head in [&b"*"[..], b"*1\r\n$"] {
+        let mut input = head.to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100));
+        input.extend_from_slice(b"\r\n");
+        let refusal = |step: usize| {
+            let mut parser = RequestParser::new(512, 64).with_max_request_bytes(64);
+            let mut buf = BytesMut::new();
+            for piece in input.chunks(step) {
+                buf.extend_from_slice(piece);
+                match parser.parse(&mut buf) {
+                    Ok(None) => {}
+                    Ok(Some(_)) => panic!("a request from {input:?}"),
+                    Err(e) => return e,
+                }
+            }
+            panic!("no error for {input:?}")
+        };
+        let whole = refusal(input.len());
+        assert_eq!(whole, refusal(7));
+        assert!(
+            whole.0.starts_with("request longer than max_request_bytes"),
+            "{whole:?}"
+        );
+    }
+}
