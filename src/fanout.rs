@@ -339,9 +339,16 @@ fn reachable_only(reply: &Bytes, reachable: Reachable<'_>, protocol: Protocol) -
     };
     let kept: Vec<&[u8]> = elements
         .into_iter()
-        .filter(|e| bulk_value(e).is_none_or(|key| reachable.reaches(key)))
+        .filter(|e| shown(reachable, e))
         .collect();
     array(&kept)
+}
+
+/// Whether `element`, a key found on a backend as an encoded bulk string (its stripped prefix
+/// put back), is listed: the routes lead to that backend for it. Anything else is left as it
+/// is.
+pub(crate) fn shown(reachable: Reachable<'_>, element: &[u8]) -> bool {
+    reachable.is_everything() || bulk_value(element).is_none_or(|key| reachable.reaches(key))
 }
 
 /// The encoded bulk string `element` with `prefix` before its text; `None` when it is no bulk.
@@ -438,9 +445,7 @@ pub async fn scan(
             None => key,
         });
         let reachable = routes.reachable_on(backend);
-        keys.extend(found.filter(|key| {
-            reachable.is_everything() || bulk_value(key).is_none_or(|k| reachable.reaches(k))
-        }));
+        keys.extend(found.filter(|key| shown(reachable, key)));
         if next != 0 {
             if next >> (64 - NODE_BITS) != 0 {
                 return reply::error("ERR respgate: a node's SCAN cursor is too large to carry");

@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::proxy::{Proxy, Raw};
+use common::proxy::{Proxy, Raw, config_with, standalone_backend};
 use common::sentinel::StandaloneServer;
-use respgate::config::{BackendConfig, BackendKind, Config};
 
 /// What Redis or the proxy at `port` answers to each command, labelled.
 fn transcript(port: u16) -> Vec<String> {
@@ -71,17 +70,7 @@ fn tracking_subcommands_answer_as_redis_with_tracking_off() {
     let expected = transcript(redis.port);
 
     let backend = StandaloneServer::start();
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
-    config.backends.insert(
-        "solo".into(),
-        BackendConfig {
-            kind: BackendKind::Standalone,
-            address: backend.address(),
-            ..BackendConfig::default()
-        },
-    );
-    config.routing.default = "solo".into();
+    let config = config_with(vec![("solo", standalone_backend(backend.address()))]);
     let proxy = Proxy::start_with(config);
     proxy.wait_until_serving();
     let seen = transcript(proxy.port);

@@ -10,25 +10,13 @@ mod common;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::proxy::{Proxy, Raw};
+use common::proxy::{Proxy, Raw, config_with, standalone_backend};
 use common::sentinel::StandaloneServer;
-use respgate::config::{BackendConfig, BackendKind, Config};
 use respgate::slot::Slot;
 
 /// A proxy whose only backend, `solo`, is `server`.
 fn standalone_proxy(server: &StandaloneServer) -> Proxy {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
-    config.backends.insert(
-        "solo".into(),
-        BackendConfig {
-            kind: BackendKind::Standalone,
-            address: server.address(),
-            request_timeout_ms: 2000,
-            ..BackendConfig::default()
-        },
-    );
-    config.routing.default = "solo".into();
+    let config = config_with(vec![("solo", standalone_backend(server.address()))]);
     let proxy = Proxy::start_with(config);
     proxy.wait_until_serving();
     proxy
@@ -230,20 +218,10 @@ fn key_listings_show_only_the_keys_the_routes_reach() {
     // it, so neither may KEYS, SCAN or RANDOMKEY.
     let main = StandaloneServer::start();
     let archive = StandaloneServer::start();
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
-    for (name, server) in [("main", &main), ("archive", &archive)] {
-        config.backends.insert(
-            name.into(),
-            BackendConfig {
-                kind: BackendKind::Standalone,
-                address: server.address(),
-                request_timeout_ms: 2000,
-                ..BackendConfig::default()
-            },
-        );
-    }
-    config.routing.default = "main".into();
+    let mut config = config_with(vec![
+        ("main", standalone_backend(main.address())),
+        ("archive", standalone_backend(archive.address())),
+    ]);
     config.routing.routes.push(respgate::config::RouteConfig {
         prefix: "arch:".into(),
         backend: "archive".into(),

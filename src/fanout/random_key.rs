@@ -4,13 +4,13 @@
 use bytes::Bytes;
 use futures_util::future::join_all;
 
-use super::{all_masters, reprefix};
+use super::{all_masters, reprefix, shown};
 use crate::cluster::Sending;
 use crate::cluster::Target;
 use crate::command::Access;
 use crate::protocol::reply::ReplyBuf;
 use crate::protocol::request::encode_command;
-use crate::protocol::{Protocol, bulk_value, integer_value};
+use crate::protocol::{Protocol, integer_value};
 use crate::proxy::ProxyRef;
 
 /// Draws of `RANDOMKEY` that found a key the routes do not reach before the answer is nil.
@@ -78,10 +78,7 @@ pub async fn run(
                 Some(prefix) => reprefix(&reply, prefix, protocol),
                 None => reply,
             };
-            let reachable = routes.reachable_on(*backend);
-            let reached =
-                reachable.is_everything() || bulk_value(&key).is_none_or(|k| reachable.reaches(k));
-            if reached {
+            if shown(routes.reachable_on(*backend), &key) {
                 return key;
             }
             unreachable += 1;

@@ -147,6 +147,13 @@ pub fn wrong_arity_named(name: &[u8]) -> String {
     format!("ERR wrong number of arguments for '{name}' command")
 }
 
+/// Redis's reply to `CLIENT sub` with the wrong number of arguments; `sub` lowercase.
+pub(super) fn client_wrong_arity(sub: &str) -> Action {
+    Action::Reply(crate::protocol::reply::error(&format!(
+        "ERR wrong number of arguments for 'client|{sub}' command"
+    )))
+}
+
 fn truncated(bytes: &[u8], max: usize) -> String {
     String::from_utf8_lossy(bytes.get(..max.min(bytes.len())).unwrap_or_default()).into_owned()
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::ClientState;
-use super::action::{Action, unknown_subcommand, wrong_arity_named};
+use super::action::{
+    Action, client_wrong_arity as wrong_arity, unknown_subcommand, wrong_arity_named,
+};
 use super::client_tracking;
 use crate::clients::KillFilter;
 use crate::cluster::Target;
@@ -97,13 +99,6 @@ pub(super) fn command(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byte
         _ => return unsupported(proxy, args, &sub),
     };
     Action::Reply(out.finish())
-}
-
-/// Redis's reply to `CLIENT sub` with the wrong number of arguments; `sub` lowercase.
-fn wrong_arity(sub: &str) -> Action {
-    Action::Reply(reply::error(&format!(
-        "ERR wrong number of arguments for 'client|{sub}' command"
-    )))
 }
 
 /// `CLIENT SETNAME name`; an empty name removes the name, as in Redis.

@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 
-use super::action::Action;
+use super::action::{Action, client_wrong_arity as wrong_arity};
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
 use crate::proxy::ProxyRef;
@@ -157,10 +157,4 @@ fn check_on(options: &Options<'_>) -> Result<(), String> {
 fn printable(text: &[u8]) -> String {
     let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
     String::from_utf8_lossy(text.get(..end).unwrap_or_default()).replace(['\r', '\n'], " ")
-}
-
-fn wrong_arity(sub: &str) -> Action {
-    Action::Reply(reply::error(&format!(
-        "ERR wrong number of arguments for 'client|{sub}' command"
-    )))
 }

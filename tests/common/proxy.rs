@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use respgate::config::{BackendConfig, Config, DEFAULT_CLUSTER};
+use respgate::config::{BackendConfig, BackendKind, Config, DEFAULT_CLUSTER};
 use respgate::protocol::Protocol;
 
 /// A respgate instance on a free loopback port, stopped on drop.
@@ -36,6 +36,16 @@ pub fn cluster_backend(seeds: &[String]) -> BackendConfig {
         seeds: seeds.to_vec(),
         request_timeout_ms: 2000,
         refresh_interval_ms: 1000,
+        ..BackendConfig::default()
+    }
+}
+
+/// A standalone server on `address` as a backend, requests failing within 2 s.
+pub fn standalone_backend(address: String) -> BackendConfig {
+    BackendConfig {
+        kind: BackendKind::Standalone,
+        address,
+        request_timeout_ms: 2000,
         ..BackendConfig::default()
     }
 }
