@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -107,14 +107,58 @@ pub struct ClientHandle {
     pub signal: Signal,
 }
 
+/// What `CLIENT LIST` shows of a client's tracking.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackingShown {
+    /// Tracking is on (flag `t`).
+    pub on: bool,
+    /// In `BCAST` mode (flag `B`).
+    pub bcast: bool,
+    /// Its redirect client is gone (flag `R`).
+    pub broken_redirect: bool,
+    /// `redir=`: the client its invalidations go to, 0 for none, -1 with tracking off.
+    pub redirect: i64,
+}
+
+impl Default for TrackingShown {
+    /// Tracking off.
+    fn default() -> Self {
+        TrackingShown {
+            on: false,
+            bcast: false,
+            broken_redirect: false,
+            redirect: -1,
+        }
+    }
+}
+
+/// Frames waiting to be written to one client outside of any reply: what other tasks (the
+/// watchers of client-side caching) post, and the session writes after the replies it owes at
+/// that moment (see [`ClientRegistry::post`]).
+#[derive(Debug, Default)]
+struct Mailbox {
+    queue: std::collections::VecDeque<Bytes>,
+    bytes: usize,
+}
+
 impl ClientHandle {
+    /// The protocol the client speaks now: 2 or 3.
+    pub fn resp(&self) -> u8 {
+        self.details
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resp
+            .max(2)
+    }
+
     /// A line in the format of Redis 7.0's `CLIENT LIST`, every field in its order; those
     /// that describe one server's buffers (`rbs`, ...) are 0, as for an idle client, but
     /// `qbuf`: `qbuf` bytes of requests read and not done yet (the asking client's own
     /// `CLIENT LIST`, as Redis counts it).
     /// `lib-name` and `lib-ver` follow, as Redis 7.2 prints them, only for a client that gave
     /// them with `CLIENT SETINFO` (a 7.2 command): a client of 7.0 sees 7.0's fields alone.
-    pub fn line(&self, qbuf: usize) -> String {
+    /// `tracking` is the client's `CLIENT TRACKING` (flags `t`, `R`, `B` and `redir=`).
+    pub fn line(&self, qbuf: usize, tracking: TrackingShown) -> String {
         let d = self
             .details
             .lock()
@@ -144,6 +188,15 @@ impl ClientHandle {
         if self.is_blocked() {
             flags.push('b');
         }
+        for (set, letter) in [
+            (tracking.on, 't'),
+            (tracking.broken_redirect, 'R'),
+            (tracking.bcast, 'B'),
+        ] {
+            if set {
+                flags.push(letter);
+            }
+        }
         if self.no_evict.load(Ordering::Relaxed) {
             flags.push('e');
         }
@@ -152,7 +205,7 @@ impl ClientHandle {
         }
         let omem = self.owed_bytes.load(Ordering::Relaxed);
         let mut line = format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={multi} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir=-1 resp={}",
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db=0 sub={} psub={} ssub={} multi={multi} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} redir={} resp={}",
             self.id,
             self.peer,
             self.local,
@@ -165,6 +218,7 @@ impl ClientHandle {
             subs.sharded,
             d.cmd.as_deref().unwrap_or("NULL"),
             d.user.as_deref().unwrap_or("default"),
+            tracking.redirect,
             d.resp.max(2),
         );
         if let Some(n) = names.filter(|n| n.lib_name.is_some() || n.lib_ver.is_some()) {
@@ -254,20 +308,32 @@ pub struct KillFilter {
 /// wait, that is, on every request at pipeline 1.
 #[derive(Debug, Default)]
 pub struct Signal {
-    killed: AtomicBool,
+    /// [`KILLED`] and [`MAIL`].
+    state: AtomicU8,
     waker: AtomicWaker,
 }
+
+/// The session is asked to close.
+const KILLED: u8 = 1;
+/// Frames wait in the client's mailbox.
+const MAIL: u8 = 2;
 
 impl Signal {
     /// Asks the session to close the connection.
     pub fn kill(&self) {
-        self.killed.store(true, Ordering::Release);
+        self.state.fetch_or(KILLED, Ordering::Release);
         self.waker.wake();
     }
 
     /// Whether the session was asked to close.
     pub fn is_killed(&self) -> bool {
-        self.killed.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) & KILLED != 0
+    }
+
+    /// Whether frames wait in the client's mailbox (see [`ClientRegistry::post`]): read on
+    /// every turn of an active session.
+    pub fn has_mail(&self) -> bool {
+        self.state.load(Ordering::Acquire) & MAIL != 0
     }
 
     /// Wakes the session, wherever it waits.
@@ -285,6 +351,9 @@ impl Signal {
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
     clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    /// The mailboxes that hold frames, by client id: kept here rather than in each client's
+    /// entry, as few clients ever get mail.
+    mail: Mutex<HashMap<u64, Mailbox>>,
 }
 
 impl ClientRegistry {
@@ -322,6 +391,44 @@ impl ClientRegistry {
             registry: Arc::clone(self),
             handle,
         }
+    }
+
+    /// Posts `frame` to client `id`'s mailbox and wakes its session; false when no such client
+    /// is connected. When the frames waiting would pass `limit` bytes they are all replaced by
+    /// `instead`, one frame that stands for all of them (for caching: "forget everything").
+    pub fn post(
+        &self,
+        id: u64,
+        frame: Bytes,
+        limit: usize,
+        instead: impl FnOnce() -> Bytes,
+    ) -> bool {
+        let Some(client) = self.get(id) else {
+            return false;
+        };
+        {
+            let mut mail = self.mail.lock().unwrap_or_else(|p| p.into_inner());
+            let mailbox = mail.entry(id).or_default();
+            if mailbox.bytes + frame.len() > limit {
+                let instead = instead();
+                mailbox.queue.clear();
+                mailbox.bytes = instead.len();
+                mailbox.queue.push_back(instead);
+            } else {
+                mailbox.bytes += frame.len();
+                mailbox.queue.push_back(frame);
+            }
+            client.signal.state.fetch_or(MAIL, Ordering::Release);
+        }
+        client.signal.wake();
+        true
+    }
+
+    /// Takes every frame waiting for client `id`, in the order posted.
+    pub fn take_mail(&self, id: u64, signal: &Signal) -> std::collections::VecDeque<Bytes> {
+        let mut mail = self.mail.lock().unwrap_or_else(|p| p.into_inner());
+        signal.state.fetch_and(!MAIL, Ordering::Release);
+        mail.remove(&id).map(|m| m.queue).unwrap_or_default()
     }
 
     /// Every client, by id.
@@ -416,8 +523,20 @@ pub struct Registered {
     pub handle: Arc<ClientHandle>,
 }
 
+impl Registered {
+    /// The registry the client is in.
+    pub fn registry(&self) -> &ClientRegistry {
+        &self.registry
+    }
+}
+
 impl Drop for Registered {
     fn drop(&mut self) {
+        self.registry
+            .mail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.handle.id);
         self.registry.lock().remove(&self.handle.id);
     }
 }

@@ -74,6 +74,7 @@ pub mod slot;
 pub mod slowlog;
 pub mod subscribers;
 pub mod tls;
+pub mod tracking;
 pub mod workers;
 
 pub use config::Config;

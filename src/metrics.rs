@@ -95,6 +95,13 @@ pub const CONFIG_LAST_RELOAD_OK: &str = "respgate_config_last_reload_successful"
 /// Counter: certificate reloads, labelled `result` = `ok` | `refused` (files that did not load).
 pub const TLS_RELOADS: &str = "respgate_tls_reloads_total";
 
+/// Clients with `CLIENT TRACKING` on.
+pub const TRACKING_CLIENTS: &str = "respgate_tracking_clients";
+/// Keys the proxy remembers tracking clients to have read.
+pub const TRACKING_KEYS: &str = "respgate_tracking_keys";
+/// Invalidations sent to tracking clients, by kind.
+pub const TRACKING_INVALIDATIONS: &str = "respgate_tracking_invalidations_total";
+
 /// Every metric: name, Prometheus type, labels, meaning. The README's table and the Grafana
 /// dashboard are checked against it.
 pub const ALL: &[(&str, &str, &str, &str)] = &[
@@ -256,5 +263,23 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
         "counter",
         "result",
         "certificate files read again after they changed: ok, or refused (the old ones kept)",
+    ),
+    (
+        TRACKING_CLIENTS,
+        "gauge",
+        "",
+        "clients with CLIENT TRACKING on (client-side caching)",
+    ),
+    (
+        TRACKING_KEYS,
+        "gauge",
+        "",
+        "keys remembered as read by tracking clients (at most tracking.max_keys)",
+    ),
+    (
+        TRACKING_INVALIDATIONS,
+        "counter",
+        "kind",
+        "invalidations sent to tracking clients: key (one per key), flush (forget everything), evicted (keys dropped at tracking.max_keys)",
     ),
 ];

@@ -26,6 +26,7 @@ use crate::metrics as m;
 use crate::pause::ClientPause;
 use crate::slowlog::SlowLog;
 use crate::subscribers::Subscribers;
+use crate::tracking::Tracking;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -247,6 +248,8 @@ pub struct Proxy {
     pub subscribers: Arc<Subscribers>,
     /// The proxy's own `CLIENT PAUSE`, which its clients' commands wait behind.
     pub pause: ClientPause,
+    /// Client-side caching: who read which key.
+    pub tracking: Arc<Tracking>,
     next_client_id: AtomicU64,
 }
 
@@ -259,6 +262,11 @@ impl Proxy {
         tls_listen_addr: Option<SocketAddr>,
     ) -> Arc<Proxy> {
         let generation = snapshot.generation;
+        let clients = Arc::new(ClientRegistry::default());
+        let tracking = Arc::new(Tracking::new(
+            Arc::clone(&clients),
+            snapshot.config.tracking.max_keys,
+        ));
         Arc::new(Proxy {
             current: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(generation),
@@ -271,7 +279,8 @@ impl Proxy {
             started: Instant::now(),
             listen_addr,
             tls_listen_addr,
-            clients: Arc::new(ClientRegistry::default()),
+            clients,
+            tracking,
             lifecycle: Lifecycle::default(),
             slowlog: SlowLog::default(),
             subscribers: Arc::default(),
@@ -315,7 +324,12 @@ impl Proxy {
     /// once the requests it has in flight are answered; idle ones at once.
     pub fn install(&self, snapshot: Arc<Snapshot>) {
         let generation = snapshot.generation;
+        self.tracking
+            .set_max_keys(snapshot.config.tracking.max_keys);
         self.current.store(snapshot);
+        // Routes, backends and users may all have changed: what clients read under the old
+        // configuration is dropped rather than followed.
+        self.tracking.flush_all();
         self.generation.store(generation, Ordering::Release);
         self.announcements
             .send_modify(|a| a.generation = generation);

@@ -94,6 +94,9 @@ pub struct BackendStats {
 /// One backend behind the proxy: a Redis Cluster, a Sentinel group or a standalone server.
 pub struct Backend {
     name: String,
+    /// Unique among the backends this process ever made: what client-side caching knows the
+    /// backend by, as a reload may give a new backend the name of an old one.
+    serial: u64,
     config: BackendConfig,
     pools: NodePools,
     map: ArcSwap<SlotMap>,
@@ -150,8 +153,10 @@ impl Backend {
             on_stall: Arc::clone(&refresh),
             ..ConnSettings::from(&config)
         };
+        static SERIALS: AtomicU64 = AtomicU64::new(1);
         Arc::new(Backend {
             name: name.to_string(),
+            serial: SERIALS.fetch_add(1, Ordering::Relaxed),
             pools: NodePools::new(name, settings, workers),
             retry_budget: RetryBudget::from(&config),
             config,
@@ -176,6 +181,11 @@ impl Backend {
     /// The configured name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This backend's serial number, unique in the process.
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// What kind of backend it is.

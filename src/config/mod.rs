@@ -21,6 +21,7 @@ mod restart;
 mod route_moves;
 mod routing;
 mod tls;
+mod tracking;
 mod users;
 
 pub use admin_token::read_admin_token;
@@ -30,6 +31,7 @@ pub use restart::RestartNeeded;
 pub use route_moves::{Place, RouteMove, route_moves};
 pub use routing::{RouteConfig, RoutingConfig, SlotRangeConfig, SlotRangeError};
 pub use tls::ServerTlsConfig;
+pub use tracking::TrackingConfig;
 pub use users::{Secret, UserConfig, read_secrets};
 
 use std::collections::BTreeMap;
@@ -61,6 +63,8 @@ pub struct Config {
     pub users: BTreeMap<String, UserConfig>,
     /// What the proxy logs, and how.
     pub log: LogConfig,
+    /// Client-side caching through the proxy.
+    pub tracking: TrackingConfig,
 }
 
 /// The proxy's logs (`[log]`).
@@ -416,6 +420,15 @@ impl Config {
         self.validate_backends(&mut problems);
         tls::validate_server_tls(&self.server.tls, &mut problems);
         routing::validate_routing(self, &mut problems);
+        if !self.tracking.version_is_valid() {
+            problems.push(Problem {
+                key: "tracking.announce_version".into(),
+                message: format!(
+                    "{:?} is not a version: numbers separated by dots, such as \"7.4.0\"",
+                    self.tracking.announce_version
+                ),
+            });
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(Problem {
                 key: "log.level".into(),

@@ -125,6 +125,16 @@ fn publish(proxy: &Proxy) {
     m::publish_command_counters();
     metrics::gauge!(m::SUBSCRIBERS).set(proxy.clients.subscribers() as f64);
     metrics::gauge!(m::CLIENT_OUTPUT_BYTES).set(proxy.clients.owed_bytes() as f64);
+    let tracking = &proxy.tracking;
+    metrics::gauge!(m::TRACKING_CLIENTS).set(tracking.clients() as f64);
+    metrics::gauge!(m::TRACKING_KEYS).set(tracking.keys() as f64);
+    for (kind, counter) in [
+        ("key", &tracking.stats.invalidations),
+        ("flush", &tracking.stats.flushes),
+        ("evicted", &tracking.stats.evictions),
+    ] {
+        metrics::counter!(m::TRACKING_INVALIDATIONS, "kind" => kind).absolute(load(counter));
+    }
     let ready = crate::health::readiness(proxy).is_ready();
     metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
     let reloads = &proxy.reloads;

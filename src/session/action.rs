@@ -85,6 +85,9 @@ pub enum Gather {
     Info(super::info::InfoRequest),
     /// `SCAN` across masters.
     Scan(Vec<Bytes>),
+    /// `CLIENT TRACKING ON`, answered once every node of these backends (by serial) is
+    /// watched or has failed to be once, or the connect timeout has passed.
+    Watched(Vec<u64>),
 }
 
 /// How a forwarded command (`Action::Forward`'s fields) is sent for a client on `protocol` and

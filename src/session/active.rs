@@ -54,6 +54,7 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
         return Flow::Close;
     }
     loop {
+        phase.take_mail(&edge);
         if phase.pending.is_empty() {
             phase.own_running = false;
             // Only when there is some: an async call builds its future even when it has nothing
@@ -259,6 +260,20 @@ impl<'a> Phase<'a> {
         None
     }
 
+    /// Takes what waits in the client's mailbox (invalidations of client-side caching), to
+    /// write after every reply owed now.
+    fn take_mail(&mut self, edge: &Edge<'a>) {
+        if edge.handle.signal.has_mail() {
+            let mail = edge
+                .proxy
+                .clients
+                .take_mail(edge.handle.id, &edge.handle.signal);
+            for frame in mail {
+                self.pending.push_ready(frame);
+            }
+        }
+    }
+
     /// Whether a new request may start now.
     fn may_take(&self, c: &Conn<'_>) -> bool {
         !self.closing
@@ -313,6 +328,9 @@ impl<'a> Phase<'a> {
                 continue;
             }
             self.start(c, edge, request);
+            // What the request itself caused (the invalidation of a key it wrote) follows
+            // its reply, as in Redis.
+            self.take_mail(edge);
             if c.state.reset {
                 c.state.reset = false;
                 self.subs = None;

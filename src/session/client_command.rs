@@ -57,7 +57,8 @@ pub(super) fn command(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byte
         }
         "setinfo" => return setinfo(state, args),
         "info" => {
-            out.verbatim(state.handle().line(encoded_len(args)).as_bytes());
+            let shown = proxy.tracking.shown(state.id);
+            out.verbatim(state.handle().line(encoded_len(args), shown).as_bytes());
         }
         "list" => {
             let own = encoded_len(args);
@@ -65,7 +66,10 @@ pub(super) fn command(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byte
                 .clients
                 .list()
                 .iter()
-                .map(|c| c.line(if c.id == state.id { own } else { 0 }))
+                .map(|c| {
+                    let qbuf = if c.id == state.id { own } else { 0 };
+                    c.line(qbuf, proxy.tracking.shown(c.id))
+                })
                 .collect();
             out.verbatim(lines.as_bytes());
         }
@@ -77,15 +81,15 @@ pub(super) fn command(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byte
             out.simple("OK");
         }
         "pause" => return client_pause(proxy, args),
-        "tracking" => return client_tracking::tracking(proxy, args),
-        "caching" => return client_tracking::caching(args),
+        "tracking" => return client_tracking::tracking(state, proxy, args),
+        "caching" => return client_tracking::caching(state, args),
         "getredir" => {
-            if let Some(refused) = client_tracking::getredir(&mut out, args) {
+            if let Some(refused) = client_tracking::getredir(state, &mut out, args) {
                 return refused;
             }
         }
         "trackinginfo" => {
-            if let Some(refused) = client_tracking::trackinginfo(&mut out, args) {
+            if let Some(refused) = client_tracking::trackinginfo(state, proxy, &mut out, args) {
                 return refused;
             }
         }

@@ -1,33 +1,39 @@
 //! `CLIENT TRACKING`, `CLIENT CACHING`, `CLIENT GETREDIR` and `CLIENT TRACKINGINFO` as Redis
-//! answers them for a client whose tracking is off, which every client of the proxy is:
-//! client-side caching through the proxy is not built yet (issue 25).
+//! answers them, and what a client's requests tell the proxy's table of tracked keys (see
+//! [`crate::tracking`]): the keys a tracking client reads, the keys any client writes.
 //!
 //! `CLIENT TRACKING` reads its options as Redis does, in the same order, so that a client
 //! sending nonsense (an unknown option, a `REDIRECT` to a client that does not exist,
-//! `PREFIX` without `BCAST`, ...) gets Redis's own error; `OFF` succeeds, as on a Redis where
-//! tracking is off; a valid `ON` is refused with the proxy's error. One difference is kept on
-//! purpose: Redis 7.0 reports overlapping `PREFIX`es found past the first one with an error
-//! and then turns tracking on anyway (two replies to one command); the proxy gives the error
-//! alone.
+//! `PREFIX` without `BCAST`, ...) gets Redis's own error. One difference is kept on purpose:
+//! Redis 7.0 reports overlapping `PREFIX`es found past the first one with an error and then
+//! turns tracking on anyway (two replies to one command); the proxy gives the error alone.
 
 use bytes::Bytes;
 
-use super::action::{Action, client_wrong_arity as wrong_arity};
+use super::ClientState;
+use std::time::Duration;
+
+use super::action::{Action, Gather, client_wrong_arity as wrong_arity};
+use crate::command::CommandSpec;
+use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
 use crate::proxy::ProxyRef;
+use crate::tracking::{Mode, ReadKey, watch};
 
 /// What `CLIENT TRACKING`'s options ask for.
 #[derive(Debug, Default)]
 struct Options<'a> {
+    redirect: Option<u64>,
     bcast: bool,
     optin: bool,
     optout: bool,
+    noloop: bool,
     prefixes: Vec<&'a [u8]>,
 }
 
 /// `CLIENT TRACKING ON|OFF [REDIRECT id] [BCAST] [PREFIX p]... [OPTIN] [OPTOUT] [NOLOOP]`.
-pub(super) fn tracking(proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
+pub(super) fn tracking(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
     let [_, _, mode, options @ ..] = args else {
         return wrong_arity("tracking");
     };
@@ -36,50 +42,230 @@ pub(super) fn tracking(proxy: ProxyRef<'_>, args: &[Bytes]) -> Action {
         Err(error) => return Action::Reply(reply::error(error.as_str())),
     };
     if mode.eq_ignore_ascii_case(b"off") {
+        turn_off(state, &proxy);
         return Action::Reply(Bytes::from_static(reply::OK));
     }
     if !mode.eq_ignore_ascii_case(b"on") {
         return Action::Reply(reply::error(SYNTAX));
     }
-    if let Err(error) = check_on(&options) {
+    if let Err(error) = check_on(&options, state.tracking.as_deref()) {
         return Action::Reply(reply::error(&error));
     }
-    Action::Reply(reply::error(
-        "ERR respgate: CLIENT TRACKING ON is not supported by this proxy yet (client-side \
-         caching through the proxy)",
-    ))
+    let mut prefixes: Vec<Bytes> = options
+        .prefixes
+        .iter()
+        .map(|p| Bytes::copy_from_slice(p))
+        .collect();
+    if options.bcast && prefixes.is_empty() {
+        // Every key, as Redis records it: the empty prefix.
+        prefixes.push(Bytes::new());
+    }
+    let asked = Mode {
+        redirect: options.redirect,
+        bcast: options.bcast,
+        prefixes,
+        optin: options.optin,
+        optout: options.optout,
+        noloop: options.noloop,
+    };
+    proxy.tracking.turn_on(state.id, asked);
+    state.tracking = proxy.tracking.mode(state.id).map(Box::new);
+    let mut unwatched = Vec::new();
+    for (index, backend) in proxy.backends().iter().enumerate() {
+        let id = BackendId(u16::try_from(index).unwrap_or(u16::MAX));
+        let prefix = proxy.routes().stripped_prefix(id).cloned();
+        watch::ensure_watched(&proxy.tracking, backend, prefix);
+        if !proxy.tracking.is_settled(backend.serial()) {
+            unwatched.push(backend.serial());
+        }
+    }
+    if unwatched.is_empty() {
+        Action::Reply(Bytes::from_static(reply::OK))
+    } else {
+        // Answered once the nodes report to the proxy, so that what the client reads next is
+        // cached (a read while they do not is invalidated at once).
+        Gather::Watched(unwatched).into()
+    }
 }
 
-/// `CLIENT CACHING YES|NO`: only for a client whose tracking is on.
-pub(super) fn caching(args: &[Bytes]) -> Action {
+/// `+OK` once every node of `backends` is watched or has failed to be once, or after `limit`.
+pub(super) async fn once_watched(
+    proxy: ProxyRef<'_>,
+    backends: Vec<u64>,
+    limit: Duration,
+) -> Bytes {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline
+        && !backends
+            .iter()
+            .all(|&serial| proxy.tracking.is_settled(serial))
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Bytes::from_static(reply::OK)
+}
+
+/// Turns the client's tracking off: `CLIENT TRACKING OFF`, `RESET`, and when it leaves.
+pub(super) fn turn_off(state: &mut ClientState, proxy: &crate::proxy::Proxy) {
+    if state.tracking.take().is_some() {
+        proxy.tracking.turn_off(state.id);
+    }
+    state.caching = false;
+}
+
+/// What `CLIENT GETREDIR` and `redir=` show: -1 with tracking off, 0 without a redirect.
+fn redirect_shown(mode: Option<&Mode>) -> i64 {
+    match mode {
+        None => -1,
+        Some(mode) => mode
+            .redirect
+            .map_or(0, |id| i64::try_from(id).unwrap_or(i64::MAX)),
+    }
+}
+
+/// `CLIENT CACHING YES|NO`: whether the next command's reads are tracked, in `OPTIN` or
+/// `OPTOUT` mode.
+pub(super) fn caching(state: &mut ClientState, args: &[Bytes]) -> Action {
     if args.len() != 3 {
         return wrong_arity("caching");
     }
-    Action::Reply(reply::error(
-        "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN \
-         or OPTOUT mode enabled",
-    ))
+    let Some(mode) = state.tracking.as_deref() else {
+        return Action::Reply(reply::error(
+            "ERR CLIENT CACHING can be called only when the client is in tracking mode with \
+             OPTIN or OPTOUT mode enabled",
+        ));
+    };
+    let answer = args.get(2).map(|a| a.to_ascii_lowercase());
+    match answer.as_deref() {
+        Some(b"yes") if mode.optin => state.caching = true,
+        Some(b"yes") => {
+            return Action::Reply(reply::error(
+                "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.",
+            ));
+        }
+        Some(b"no") if mode.optout => state.caching = true,
+        Some(b"no") => {
+            return Action::Reply(reply::error(
+                "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.",
+            ));
+        }
+        _ => return Action::Reply(reply::error(SYNTAX)),
+    }
+    Action::Reply(Bytes::from_static(reply::OK))
 }
 
-/// `CLIENT GETREDIR`: -1, tracking being off.
-pub(super) fn getredir(out: &mut ReplyBuf, args: &[Bytes]) -> Option<Action> {
+/// `CLIENT GETREDIR`: -1 with tracking off, 0 without a redirect, else the client redirected to.
+pub(super) fn getredir(state: &ClientState, out: &mut ReplyBuf, args: &[Bytes]) -> Option<Action> {
     if args.len() != 2 {
         return Some(wrong_arity("getredir"));
     }
-    out.integer(-1);
+    out.integer(redirect_shown(state.tracking.as_deref()));
     None
 }
 
-/// `CLIENT TRACKINGINFO`: tracking off, no redirect, no prefixes.
-pub(super) fn trackinginfo(out: &mut ReplyBuf, args: &[Bytes]) -> Option<Action> {
+/// `CLIENT TRACKINGINFO`: flags, redirect and prefixes, in Redis's order.
+pub(super) fn trackinginfo(
+    state: &ClientState,
+    proxy: ProxyRef<'_>,
+    out: &mut ReplyBuf,
+    args: &[Bytes],
+) -> Option<Action> {
     if args.len() != 2 {
         return Some(wrong_arity("trackinginfo"));
     }
+    let mode = state.tracking.as_deref();
+    let broken = proxy.tracking.shown(state.id).broken_redirect;
+    let mut flags: Vec<&[u8]> = vec![if mode.is_some() { b"on" } else { b"off" }];
+    if let Some(mode) = mode {
+        let caching = state.caching;
+        for (set, flag) in [
+            (mode.bcast, &b"bcast"[..]),
+            (mode.optin, b"optin"),
+            (mode.optin && caching, b"caching-yes"),
+            (mode.optout, b"optout"),
+            (mode.optout && caching, b"caching-no"),
+            (mode.noloop, b"noloop"),
+            (broken, b"broken_redirect"),
+        ] {
+            if set {
+                flags.push(flag);
+            }
+        }
+    }
     out.map(3);
-    out.bulk(b"flags").set(1).bulk(b"off");
-    out.bulk(b"redirect").integer(-1);
-    out.bulk(b"prefixes").array(0);
+    out.bulk(b"flags").set(flags.len());
+    for flag in flags {
+        out.bulk(flag);
+    }
+    out.bulk(b"redirect")
+        .integer(redirect_shown(state.tracking.as_deref()));
+    let prefixes = mode.map(|m| m.prefixes.as_slice()).unwrap_or_default();
+    out.bulk(b"prefixes").array(prefixes.len());
+    for prefix in prefixes {
+        out.bulk(prefix);
+    }
     None
+}
+
+/// Tells the table what a request about to be sent does: a tracking client's read of keys
+/// (tracked as its mode and `CLIENT CACHING` say), or a write, whose keys every client that
+/// read them is told of at once. Called for every request with a known command while the
+/// client tracks or some key is tracked.
+pub(super) fn note(
+    state: &mut ClientState,
+    proxy: ProxyRef<'_>,
+    spec: &CommandSpec,
+    args: &[Bytes],
+) {
+    // `CLIENT CACHING` speaks of the next command alone.
+    let caching = std::mem::take(&mut state.caching);
+    let reads = state.tracking.as_deref().is_some_and(|mode| {
+        !mode.bcast
+            && (if mode.optin {
+                caching
+            } else {
+                !(mode.optout && caching)
+            })
+    }) && spec.has_flag("readonly");
+    let writes = !reads && proxy.tracking.has_keys() && spec.has_flag("write");
+    if !reads && !writes {
+        return;
+    }
+    let mut positions = Vec::new();
+    spec.key_positions(args, &mut positions);
+    let routes = proxy.routes();
+    let keys = positions
+        .iter()
+        .filter_map(|&i| args.get(i))
+        .filter_map(|key| {
+            let route = routes.route(key);
+            let backend = proxy.backend(route.backend)?;
+            Some((
+                backend,
+                route.backend,
+                ReadKey {
+                    backend: backend.serial(),
+                    stored: key.slice(route.strip.min(key.len())..),
+                    named: key.clone(),
+                },
+            ))
+        });
+    if reads {
+        let keys: Vec<_> = keys.collect();
+        for (backend, id, _) in &keys {
+            let prefix = routes.stripped_prefix(*id).cloned();
+            watch::ensure_watched(&proxy.tracking, backend, prefix);
+        }
+        proxy
+            .tracking
+            .remember(state.id, keys.into_iter().map(|(_, _, key)| key));
+    } else {
+        for (_, _, key) in keys {
+            proxy
+                .tracking
+                .invalidate(key.backend, &[key.stored], Some(state.id));
+        }
+    }
 }
 
 /// Redis's syntax error.
@@ -105,6 +291,7 @@ fn parse_options<'a>(proxy: ProxyRef<'_>, args: &'a [Bytes]) -> Result<Options<'
                 return Err("ERR The client ID you want redirect to does not exist".into());
             }
             redirect = Some(id);
+            options.redirect = u64::try_from(id).ok();
         } else if arg.eq_ignore_ascii_case(b"bcast") {
             options.bcast = true;
         } else if arg.eq_ignore_ascii_case(b"optin") {
@@ -112,6 +299,7 @@ fn parse_options<'a>(proxy: ProxyRef<'_>, args: &'a [Bytes]) -> Result<Options<'
         } else if arg.eq_ignore_ascii_case(b"optout") {
             options.optout = true;
         } else if arg.eq_ignore_ascii_case(b"noloop") {
+            options.noloop = true;
         } else if arg.eq_ignore_ascii_case(b"prefix")
             && let Some(prefix) = next
         {
@@ -125,10 +313,17 @@ fn parse_options<'a>(proxy: ProxyRef<'_>, args: &'a [Bytes]) -> Result<Options<'
     Ok(options)
 }
 
-/// The checks of `ON`, in Redis's order, for a client whose tracking is off.
-fn check_on(options: &Options<'_>) -> Result<(), String> {
+/// The checks of `ON`, in Redis's order, given the client's tracking now (`None`: off).
+fn check_on(options: &Options<'_>, now: Option<&Mode>) -> Result<(), String> {
     if !options.bcast && !options.prefixes.is_empty() {
         return Err("ERR PREFIX option requires BCAST mode to be enabled".into());
+    }
+    if now.is_some_and(|m| m.bcast != options.bcast) {
+        return Err(
+            "ERR You can't switch BCAST mode on/off before disabling tracking for \
+                    this client, and then re-enabling it with a different mode."
+                .into(),
+        );
     }
     if options.bcast && (options.optin || options.optout) {
         return Err("ERR OPTIN and OPTOUT are not compatible with BCAST".into());
@@ -136,10 +331,28 @@ fn check_on(options: &Options<'_>) -> Result<(), String> {
     if options.optin && options.optout {
         return Err("ERR You can't specify both OPTIN mode and OPTOUT mode".into());
     }
+    if now.is_some_and(|m| options.optin && m.optout || options.optout && m.optin) {
+        return Err(
+            "ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for \
+                    this client, and then re-enabling it with a different mode."
+                .into(),
+        );
+    }
+    if !options.bcast {
+        return Ok(());
+    }
+    let existing = now.map(|m| m.prefixes.as_slice()).unwrap_or_default();
     for (i, first) in options.prefixes.iter().enumerate() {
+        if let Some(old) = existing.iter().find(|old| overlap(first, old)) {
+            return Err(format!(
+                "ERR Prefix '{}' overlaps with an existing prefix '{}'. Prefixes for a single \
+                 client must not overlap.",
+                printable(first),
+                printable(old)
+            ));
+        }
         for second in options.prefixes.iter().skip(i + 1) {
-            let shorter = first.len().min(second.len());
-            if first.get(..shorter) == second.get(..shorter) {
+            if overlap(first, second) {
                 return Err(format!(
                     "ERR Prefix '{}' overlaps with another provided prefix '{}'. Prefixes for a \
                      single client must not overlap.",
@@ -150,6 +363,12 @@ fn check_on(options: &Options<'_>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether one of two prefixes starts the other.
+fn overlap(a: &[u8], b: &[u8]) -> bool {
+    let shorter = a.len().min(b.len());
+    a.get(..shorter) == b.get(..shorter)
 }
 
 /// `text` as Redis puts it in an error line with `%s`: up to a first NUL byte, line breaks

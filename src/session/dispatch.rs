@@ -111,6 +111,9 @@ pub fn dispatch(
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
     state.note_command(&spec.name);
+    if state.tracking.is_some() || proxy.tracking.has_keys() {
+        super::client_tracking::note(state, proxy, spec, &request.args);
+    }
     by_policy(state, proxy, spec, spec.policy, request)
 }
 

@@ -92,6 +92,11 @@ impl Gather {
                 let run = async move { fanout::scan(proxy, &args, protocol, db, affinity).await };
                 finish.finish(cluster, run)
             }
+            Gather::Watched(backends) => {
+                let limit = cluster.conn_settings().connect_timeout;
+                let run = super::client_tracking::once_watched(proxy, backends, limit);
+                finish.finish(cluster, run)
+            }
         }
     }
 }

@@ -161,6 +161,7 @@ fn reset(state: &mut ClientState, proxy: ProxyRef<'_>) -> Action {
     state.reset = true;
     state.login(proxy.users().at_connect());
     state.reply_mode = super::ReplyMode::On;
+    super::client_tracking::turn_off(state, &proxy);
     state.publish();
     Action::Reply(Bytes::from_static(b"+RESET\r\n"))
 }
@@ -216,7 +217,12 @@ fn hello(
     if let Some(name) = setname {
         state.names_mut().name = (!name.is_empty()).then_some(name);
     }
-    let version = super::info::redis_version(cluster);
+    let announced = &proxy.config().tracking.announce_version;
+    let version = if announced.is_empty() {
+        super::info::redis_version(cluster)
+    } else {
+        announced.clone()
+    };
     let mut out = ReplyBuf::new(protocol);
     out.map(7);
     out.bulk(b"server").bulk(b"redis");

@@ -167,6 +167,9 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
                 } else if c.announcements.borrow_and_update().draining {
                     // Draining closes an idle client; a new configuration is moved to above.
                     Flow::Close
+                } else if c.state.registered.handle.signal.has_mail() {
+                    // Invalidations for a client of client-side caching: written at once.
+                    Box::pin(active(&mut c, &snapshot)).await
                 } else {
                     Flow::Move
                 }
@@ -191,6 +194,7 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     if let Some(ring) = &c.ring {
         ring.close();
     }
+    client_tracking::turn_off(&mut c.state, &proxy);
     c.io.close().await;
 }
 

@@ -58,6 +58,11 @@ pub struct ClientState {
     /// The full name of the last command, as last copied into the entry: the entry is locked
     /// only when the command changes.
     last_cmd: String,
+    /// `CLIENT TRACKING ON` and its options; `None` while tracking is off.
+    pub(super) tracking: Option<Box<crate::tracking::Mode>>,
+    /// `CLIENT CACHING YES` (in `OPTIN` mode) or `NO` (in `OPTOUT` mode) was given for the
+    /// next command.
+    pub(super) caching: bool,
 }
 
 /// `CLIENT REPLY ON | OFF | SKIP`.
@@ -184,6 +189,8 @@ impl ClientState {
             registered,
             dispatched: super::tally::Dispatched::default(),
             last_cmd: String::new(),
+            tracking: None,
+            caching: false,
         };
         if user.is_some() {
             state.login(user);

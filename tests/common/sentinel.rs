@@ -554,6 +554,7 @@ pub struct StandaloneServer {
     fleet: Fleet,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    args: Vec<String>,
 }
 
 impl StandaloneServer {
@@ -568,7 +569,16 @@ impl StandaloneServer {
         let mut fleet = Fleet::new("respgate-standalone-");
         let args: Vec<String> = args.iter().map(ToString::to_string).collect();
         let port = fleet.spawn_server(&args);
-        StandaloneServer { fleet, port }
+        StandaloneServer { fleet, port, args }
+    }
+
+    /// Kills the server (SIGKILL: nothing saved) and starts it again on the same port, empty.
+    #[allow(dead_code)]
+    pub fn restart(&mut self) {
+        self.fleet.kill(self.port);
+        if let Err(e) = self.fleet.launch(self.port, &self.args) {
+            self.fleet.fail(&format!("restart of {}: {e}", self.port));
+        }
     }
 
     /// `127.0.0.1:port`, as a backend's `address`.

@@ -86,6 +86,9 @@ const PROXY_STATS: &[&str] = &[
     "acl_access_denied_cmd",
     "acl_access_denied_key",
     "acl_access_denied_channel",
+    "tracking_total_keys",
+    "tracking_total_items",
+    "tracking_total_prefixes",
 ];
 
 /// An `INFO` that needs the masters' figures.
@@ -236,6 +239,16 @@ fn render(
                         stats.errors.total().to_string(),
                     ),
                 );
+                // The proxy's own table of client-side caching, not the nodes' (where the
+                // proxy's watchers hold one prefix each).
+                let (items, prefixes) = proxy.tracking.items_and_prefixes();
+                for (field, value) in [
+                    ("tracking_total_keys", proxy.tracking.keys()),
+                    ("tracking_total_items", items),
+                    ("tracking_total_prefixes", prefixes),
+                ] {
+                    own.push((field.to_string(), value.to_string()));
+                }
                 own.extend(merge::section("stats", masters, PROXY_STATS));
                 own
             }
@@ -312,6 +325,10 @@ fn clients(proxy: ProxyRef<'_>) -> Vec<(String, String)> {
         (
             "blocked_clients".into(),
             proxy.clients.blocked().to_string(),
+        ),
+        (
+            "tracking_clients".into(),
+            proxy.tracking.clients().to_string(),
         ),
         (
             "pubsub_clients".into(),
