@@ -55,7 +55,7 @@ pub struct Broadcast {
 #[derive(Debug, Clone)]
 pub enum ProxyEffect {
     /// `CONFIG SET`, with its `name value` pairs: the proxy's own settings among them (the
-    /// slow log's).
+    /// slow log's, `tracking-table-max-keys`).
     ConfigSet(Vec<Bytes>),
     /// `CONFIG RESETSTAT`: the error replies the proxy counted start again (its other figures
     /// are also `/metrics` counters, which never go back).
@@ -67,6 +67,7 @@ impl ProxyEffect {
         match self {
             ProxyEffect::ConfigSet(pairs) => {
                 proxy.slowlog.config_set(pairs, &proxy.config().server);
+                proxy.tracking.config_set(pairs);
             }
             ProxyEffect::ResetStat => proxy.stats.errors.reset(),
         }

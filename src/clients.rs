@@ -403,23 +403,24 @@ impl ClientRegistry {
         limit: usize,
         instead: impl FnOnce() -> Bytes,
     ) -> bool {
+        // The mailbox lock first, then the client list's, as a client leaving takes them: a
+        // mailbox is never made for a client that has left.
+        let mut mail = self.mail.lock().unwrap_or_else(|p| p.into_inner());
         let Some(client) = self.get(id) else {
             return false;
         };
-        {
-            let mut mail = self.mail.lock().unwrap_or_else(|p| p.into_inner());
-            let mailbox = mail.entry(id).or_default();
-            if mailbox.bytes + frame.len() > limit {
-                let instead = instead();
-                mailbox.queue.clear();
-                mailbox.bytes = instead.len();
-                mailbox.queue.push_back(instead);
-            } else {
-                mailbox.bytes += frame.len();
-                mailbox.queue.push_back(frame);
-            }
-            client.signal.state.fetch_or(MAIL, Ordering::Release);
+        let mailbox = mail.entry(id).or_default();
+        if mailbox.bytes + frame.len() > limit {
+            let instead = instead();
+            mailbox.queue.clear();
+            mailbox.bytes = instead.len();
+            mailbox.queue.push_back(instead);
+        } else {
+            mailbox.bytes += frame.len();
+            mailbox.queue.push_back(frame);
         }
+        client.signal.state.fetch_or(MAIL, Ordering::Release);
+        drop(mail);
         client.signal.wake();
         true
     }
@@ -532,11 +533,9 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.registry
-            .mail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.handle.id);
+        let mut mail = self.registry.mail.lock().unwrap_or_else(|p| p.into_inner());
+        mail.remove(&self.handle.id);
         self.registry.lock().remove(&self.handle.id);
+        drop(mail);
     }
 }

@@ -326,6 +326,14 @@ impl Proxy {
         let generation = snapshot.generation;
         self.tracking
             .set_max_keys(snapshot.config.tracking.max_keys);
+        self.tracking
+            .set_prefixes(snapshot.backends().iter().enumerate().map(|(i, backend)| {
+                let id = BackendId(u16::try_from(i).unwrap_or(u16::MAX));
+                (
+                    backend.serial(),
+                    snapshot.routes().stripped_prefix(id).cloned(),
+                )
+            }));
         self.current.store(snapshot);
         // Routes, backends and users may all have changed: what clients read under the old
         // configuration is dropped rather than followed.

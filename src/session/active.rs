@@ -104,7 +104,7 @@ pub(super) async fn active(c: &mut Conn<'_>, snapshot: &Snapshot) -> Flow {
                     return Flow::Close;
                 }
             }
-            () = signalled(edge.handle, &c.announcements) => {
+            () = signalled(edge.handle, &c.announcements, phase.held.is_none()) => {
                 if let Some(flow) = phase.on_signal(c, &edge) {
                     return flow;
                 }
@@ -262,8 +262,10 @@ impl<'a> Phase<'a> {
 
     /// Takes what waits in the client's mailbox (invalidations of client-side caching), to
     /// write after every reply owed now.
+    /// Not while work waits in `held`: its reply is not owed yet, and mail that may speak of
+    /// what it reads must follow that reply.
     fn take_mail(&mut self, edge: &Edge<'a>) {
-        if edge.handle.signal.has_mail() {
+        if self.held.is_none() && edge.handle.signal.has_mail() {
             let mail = edge
                 .proxy
                 .clients

@@ -56,6 +56,12 @@ pub(super) fn tracking(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byt
         .iter()
         .map(|p| Bytes::copy_from_slice(p))
         .collect();
+    let held = state.tracking.as_deref().map_or(0, |m| m.prefixes.len());
+    if held + prefixes.len() > MAX_PREFIXES {
+        return Action::Reply(reply::error(&format!(
+            "ERR respgate: a client may track at most {MAX_PREFIXES} prefixes"
+        )));
+    }
     if options.bcast && prefixes.is_empty() {
         // Every key, as Redis records it: the empty prefix.
         prefixes.push(Bytes::new());
@@ -106,9 +112,15 @@ pub(super) async fn once_watched(
 }
 
 /// Turns the client's tracking off: `CLIENT TRACKING OFF`, `RESET`, and when it leaves.
+/// Invalidations not yet taken are dropped: they were written for tracking that is over (and
+/// perhaps for a protocol the client leaves with `RESET`).
 pub(super) fn turn_off(state: &mut ClientState, proxy: &crate::proxy::Proxy) {
     if state.tracking.take().is_some() {
         proxy.tracking.turn_off(state.id);
+        let signal = &state.handle().signal;
+        if signal.has_mail() {
+            drop(proxy.clients.take_mail(state.id, signal));
+        }
     }
     state.caching = false;
 }
@@ -208,26 +220,34 @@ pub(super) fn trackinginfo(
 }
 
 /// Tells the table what a request about to be sent does: a tracking client's read of keys
-/// (tracked as its mode and `CLIENT CACHING` say), or a write, whose keys every client that
-/// read them is told of at once. Called for every request with a known command while the
-/// client tracks or some key is tracked.
+/// (tracked as its mode and `caching`, its `CLIENT CACHING` for this command, say), or a
+/// write, whose keys every client that read them is told of at once. Called for every request
+/// with a known command while the client tracks or some key is tracked.
 pub(super) fn note(
-    state: &mut ClientState,
+    state: &ClientState,
     proxy: ProxyRef<'_>,
     spec: &CommandSpec,
     args: &[Bytes],
+    caching: bool,
 ) {
-    // `CLIENT CACHING` speaks of the next command alone.
-    let caching = std::mem::take(&mut state.caching);
-    let reads = state.tracking.as_deref().is_some_and(|mode| {
-        !mode.bcast
-            && (if mode.optin {
-                caching
-            } else {
-                !(mode.optout && caching)
-            })
-    }) && spec.has_flag("readonly");
-    let writes = !reads && proxy.tracking.has_keys() && spec.has_flag("write");
+    let mode = state.tracking.as_deref();
+    // A script's keys are not taken as read: whether it reads them is not known here (Redis
+    // tracks them when the script calls a read-only command).
+    let reads = mode.is_some_and(|mode| {
+        if mode.optin {
+            caching
+        } else {
+            !(mode.optout && caching)
+        }
+    }) && !spec.runs_code
+        && spec.has_flag("readonly");
+    // A write, or a script that may write the keys it declares: told at once to the clients of
+    // this proxy that read them, and remembered for a `BCAST` `NOLOOP` writer, which its
+    // node's report is then not passed back to.
+    let own_reports = mode.is_some_and(|mode| mode.bcast && mode.noloop);
+    let writes = !reads
+        && (proxy.tracking.has_keys() || own_reports)
+        && (spec.has_flag("write") || spec.runs_code && !spec.has_flag("readonly"));
     if !reads && !writes {
         return;
     }
@@ -267,6 +287,9 @@ pub(super) fn note(
         }
     }
 }
+
+/// Most `BCAST` prefixes one client may have: each costs a look at every key any node reports.
+const MAX_PREFIXES: usize = 1024;
 
 /// Redis's syntax error.
 const SYNTAX: &str = "ERR syntax error";

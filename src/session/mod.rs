@@ -160,7 +160,7 @@ pub async fn serve(stream: ClientStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         // client that never stops sending must still see its CLIENT KILL.
         let flow = tokio::select! {
             biased;
-            () = signalled(&c.state.registered.handle, &c.announcements) => {
+            () = signalled(&c.state.registered.handle, &c.announcements, true) => {
                 if c.state.registered.handle.signal.is_killed() {
                     debug!(client = c.state.id, "killed by CLIENT KILL");
                     Flow::Close

@@ -35,16 +35,17 @@ pub(super) async fn next_for_subscriber(
     }
 }
 
-/// Completes when the client was killed, has frames in its mailbox, or the proxy announced
-/// something (a new configuration, shutdown) the session has not looked at.
+/// Completes when the client was killed, has frames in its mailbox (when `mail`), or the
+/// proxy announced something (a new configuration, shutdown) the session has not looked at.
 pub(super) fn signalled<'s>(
     handle: &'s crate::clients::ClientHandle,
     announcements: &'s tokio::sync::watch::Receiver<Announcement>,
+    mail: bool,
 ) -> impl std::future::Future<Output = ()> + 's {
     poll_fn(move |cx| {
         handle.signal.register(cx);
         if handle.signal.is_killed()
-            || handle.signal.has_mail()
+            || (mail && handle.signal.has_mail())
             || announcements.has_changed().unwrap_or(false)
         {
             std::task::Poll::Ready(())

@@ -22,16 +22,18 @@
 mod frames;
 mod table;
 pub mod watch;
+mod watched;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backend::NodeAddr;
 use crate::clients::ClientRegistry;
 use table::Table;
+use watched::Watch;
 
 pub use frames::{flush_frame, invalidation_frame};
 
@@ -102,25 +104,6 @@ struct State {
     watched: HashMap<u64, Watch>,
 }
 
-/// What is known of one backend's watcher.
-#[derive(Debug)]
-struct Watch {
-    /// Stops the watcher.
-    stop: tokio::task::AbortHandle,
-    /// The prefix the backend's route strips from keys, put back on the keys its nodes report.
-    prefix: Option<Bytes>,
-    /// Whether the watcher has looked at the backend's nodes once.
-    ready: bool,
-    /// The nodes it should watch but does not now, each with whether it has tried yet.
-    down: HashMap<NodeAddr, bool>,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop.abort();
-    }
-}
-
 /// A client with tracking on.
 #[derive(Debug)]
 struct Tracker {
@@ -129,7 +112,18 @@ struct Tracker {
     broken: bool,
     /// The backends it has read keys of since it was last told to forget everything.
     backends: Vec<u64>,
+    /// In `BCAST` and `NOLOOP` mode: the keys (backend serial, stored key) it wrote through
+    /// the proxy whose report from the node has not come yet, with when, so that the report is
+    /// not passed back to it. At most [`OWN_WRITES_MAX`]; past it a write is not remembered,
+    /// and its report is passed on (a message more, never one fewer).
+    own_writes: HashMap<(u64, Bytes), Instant>,
 }
+
+/// Most writes a `BCAST` `NOLOOP` client's reports are held back for at once.
+const OWN_WRITES_MAX: usize = 1024;
+/// How long a `BCAST` `NOLOOP` client's write waits for its node's report: past it, the write
+/// is taken to have had none (a write that failed).
+const OWN_WRITE_REPORT: Duration = Duration::from_secs(2);
 
 /// What to tell one client.
 enum Notice {
@@ -150,10 +144,49 @@ impl Tracking {
         }
     }
 
-    /// Sets the most keys the table holds (0: no limit), as a reload may change it; the keys
-    /// past it are evicted when the next read is remembered.
+    /// Sets the most keys the table holds (0: no limit), as a reload or a `CONFIG SET
+    /// tracking-table-max-keys` may change it; the keys past it are evicted now, their readers
+    /// told.
     pub fn set_max_keys(&self, max_keys: usize) {
         self.max_keys.store(max_keys, Ordering::Relaxed);
+        let mut notices = Vec::new();
+        {
+            let mut state = self.lock();
+            let State { clients, table, .. } = &mut *state;
+            self.evict_past_limit(clients, table, &mut notices);
+        }
+        self.deliver(notices);
+    }
+
+    /// Takes `tracking-table-max-keys` among the `name value` pairs of a `CONFIG SET` every
+    /// node accepted, as Redis matches names, without regard to case.
+    pub fn config_set(&self, pairs: &[Bytes]) {
+        for pair in pairs.chunks_exact(2) {
+            if let [name, value] = pair
+                && name.eq_ignore_ascii_case(b"tracking-table-max-keys")
+                && let Some(max) =
+                    crate::protocol::request::parse_int(value).and_then(|v| usize::try_from(v).ok())
+            {
+                self.set_max_keys(max);
+            }
+        }
+    }
+
+    /// Evicts the keys past `max_keys`, adding what their readers are to be told to `notices`.
+    fn evict_past_limit(
+        &self,
+        clients: &HashMap<u64, Tracker>,
+        table: &mut Table,
+        notices: &mut Vec<(u64, Notice)>,
+    ) {
+        let max = self.max_keys.load(Ordering::Relaxed);
+        if max > 0 && table.len() > max {
+            for readers in table.evict(table.len() - max) {
+                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                collect_readers(clients, readers, None, notices);
+            }
+        }
+        self.keys.store(table.len(), Ordering::Relaxed);
     }
 
     /// Whether any key is tracked: a write has nothing to invalidate while none is.
@@ -211,6 +244,7 @@ impl Tracking {
                         mode,
                         broken: false,
                         backends: Vec::new(),
+                        own_writes: HashMap::new(),
                     },
                 );
                 self.clients.store(state.clients.len(), Ordering::Relaxed);
@@ -249,83 +283,6 @@ impl Tracking {
         self.lock().clients.get(&client).map(|t| t.mode.clone())
     }
 
-    /// Starts `backend`'s watcher with `start` unless it runs, and records the prefix its
-    /// route strips (`None`: none), which a reload may change.
-    pub fn watch_once(
-        &self,
-        backend: u64,
-        prefix: Option<Bytes>,
-        start: impl FnOnce() -> tokio::task::AbortHandle,
-    ) {
-        let mut state = self.lock();
-        match state.watched.get_mut(&backend) {
-            Some(watch) => watch.prefix = prefix,
-            None => {
-                let watch = Watch {
-                    stop: start(),
-                    prefix,
-                    ready: false,
-                    down: HashMap::new(),
-                };
-                state.watched.insert(backend, watch);
-            }
-        }
-    }
-
-    /// `backend`'s watcher has ended: forgets it, and whatever was read from the backend.
-    pub fn unwatch(&self, backend: u64) {
-        let watch = self.lock().watched.remove(&backend);
-        drop(watch);
-        self.flush_backend(backend);
-    }
-
-    /// `backend`'s watcher now watches `nodes`: those it did not are not watched yet, those
-    /// it no longer does are forgotten.
-    pub fn watching(&self, backend: u64, nodes: &[NodeAddr]) {
-        if let Some(watch) = self.lock().watched.get_mut(&backend) {
-            watch.down.retain(|n, _| nodes.contains(n));
-            // A backend whose nodes are not known yet is not watched: nothing is.
-            watch.ready = !nodes.is_empty();
-        }
-    }
-
-    /// Whether `node` of `backend` is watched now (`Some(true)`), could not be or was lost
-    /// (`Some(false)`), or is to be watched and has not been tried yet (`None`).
-    pub fn node_watched(&self, backend: u64, node: &NodeAddr, up: Option<bool>) {
-        if let Some(watch) = self.lock().watched.get_mut(&backend) {
-            match up {
-                Some(true) => {
-                    watch.down.remove(node);
-                }
-                Some(false) => {
-                    watch.down.insert(node.clone(), true);
-                }
-                None => {
-                    watch.down.insert(node.clone(), false);
-                }
-            }
-        }
-    }
-
-    /// Whether every node of `backend` is watched or has failed to be at least once: what
-    /// `CLIENT TRACKING ON` waits for, so that a node that cannot be watched does not hold
-    /// every new tracking client up.
-    pub fn is_settled(&self, backend: u64) -> bool {
-        self.lock()
-            .watched
-            .get(&backend)
-            .is_some_and(|w| w.ready && w.down.values().all(|tried| *tried))
-    }
-
-    /// Whether every node of `backend` is watched: a read of a backend that is not is
-    /// invalidated as soon as it is answered, as no change to it could be told.
-    fn fully_watched(state: &State, backend: u64) -> bool {
-        state
-            .watched
-            .get(&backend)
-            .is_some_and(|w| w.ready && w.down.is_empty())
-    }
-
     /// Remembers that `client` read `keys`.
     pub fn remember(&self, client: u64, keys: impl IntoIterator<Item = ReadKey>) {
         let mut notices = Vec::new();
@@ -344,25 +301,30 @@ impl Tracking {
             for key in keys {
                 if !watched.contains(&(key.backend, true)) {
                     unseen.push(key.named);
-                    continue;
+                } else if !tracker.mode.bcast {
+                    if !tracker.backends.contains(&key.backend) {
+                        tracker.backends.push(key.backend);
+                    }
+                    table.add(key.backend, key.stored, client, key.named);
                 }
-                if !tracker.backends.contains(&key.backend) {
-                    tracker.backends.push(key.backend);
+            }
+            if tracker.mode.bcast {
+                // No node would report a change: told at once, under the prefix it falls
+                // under, as any change.
+                for prefix in &tracker.mode.prefixes {
+                    let matching: Vec<Bytes> = unseen
+                        .iter()
+                        .filter(|k| k.starts_with(prefix))
+                        .cloned()
+                        .collect();
+                    if !matching.is_empty() {
+                        notices.push((client, Notice::Keys(matching)));
+                    }
                 }
-                table.add(key.backend, key.stored, client, key.named);
+            } else {
+                notices.extend(unseen.into_iter().map(|k| (client, Notice::Keys(vec![k]))));
             }
-            if !unseen.is_empty() && !tracker.mode.bcast {
-                notices.push((client, Notice::Keys(unseen)));
-            }
-            let max = self.max_keys.load(Ordering::Relaxed);
-            while max > 0 && table.len() > max {
-                let Some(readers) = table.evict_one() else {
-                    break;
-                };
-                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-                collect_readers(clients, readers, None, &mut notices);
-            }
-            self.keys.store(table.len(), Ordering::Relaxed);
+            self.evict_past_limit(clients, table, &mut notices);
         }
         self.deliver(notices);
     }
@@ -386,15 +348,41 @@ impl Tracking {
                     collect_readers(clients, readers, writer, &mut notices);
                 }
             }
-            if writer.is_none() {
-                for (&id, tracker) in clients.iter().filter(|(_, t)| t.mode.bcast) {
-                    let matching: Vec<Bytes> = keys
-                        .iter()
-                        .map(&named)
-                        .filter(|name| tracker.mode.matches(name))
-                        .collect();
-                    if !matching.is_empty() {
-                        notices.push((id, Notice::Keys(matching)));
+            match writer.and_then(|w| clients.get_mut(&w)) {
+                Some(tracker) if tracker.mode.bcast && tracker.mode.noloop => {
+                    let now = Instant::now();
+                    tracker
+                        .own_writes
+                        .retain(|_, at| now.duration_since(*at) < OWN_WRITE_REPORT);
+                    for key in keys {
+                        if tracker.own_writes.len() < OWN_WRITES_MAX {
+                            tracker.own_writes.insert((backend, key.clone()), now);
+                        }
+                    }
+                }
+                Some(_) => {}
+                None if writer.is_some() => {}
+                // One message per prefix, in the prefixes' order, as Redis sends them.
+                None => {
+                    for (&id, tracker) in clients.iter_mut().filter(|(_, t)| t.mode.bcast) {
+                        let own = &mut tracker.own_writes;
+                        let told: Vec<&Bytes> = keys
+                            .iter()
+                            .filter(|key| {
+                                own.remove(&(backend, Bytes::clone(key)))
+                                    .is_none_or(|at| at.elapsed() >= OWN_WRITE_REPORT)
+                            })
+                            .collect();
+                        for prefix in &tracker.mode.prefixes {
+                            let matching: Vec<Bytes> = told
+                                .iter()
+                                .map(|key| named(key))
+                                .filter(|name| name.starts_with(prefix))
+                                .collect();
+                            if !matching.is_empty() {
+                                notices.push((id, Notice::Keys(matching)));
+                            }
+                        }
                     }
                 }
             }
@@ -506,13 +494,6 @@ impl Tracking {
     }
 }
 
-impl Mode {
-    /// Whether a `BCAST` client is told of a change to `key`.
-    fn matches(&self, key: &[u8]) -> bool {
-        self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p))
-    }
-}
-
 /// Adds to `notices` the key each of `readers` is to be told of, but for those that turned
 /// tracking off or to `BCAST` since (as Redis skips them), and `writer` when it asked not to
 /// hear of its own writes.
@@ -529,13 +510,8 @@ fn collect_readers(
         if tracker.mode.bcast || (tracker.mode.noloop && writer == Some(id)) {
             continue;
         }
-        match notices
-            .iter_mut()
-            .find(|(other, n)| *other == id && matches!(n, Notice::Keys(_)))
-        {
-            Some((_, Notice::Keys(keys))) => keys.push(named),
-            _ => notices.push((id, Notice::Keys(vec![named]))),
-        }
+        // One message per key, as Redis sends them to a client that is not in `BCAST` mode.
+        notices.push((id, Notice::Keys(vec![named])));
     }
 }
 

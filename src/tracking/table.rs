@@ -52,12 +52,28 @@ impl Table {
         Some(readers)
     }
 
-    /// Takes some key out of the table, to make room: the first of the largest backend's
-    /// map, whose order the hasher's random seed makes arbitrary, as Redis evicts a random key.
-    pub fn evict_one(&mut self) -> Option<Readers> {
-        let (&backend, keys) = self.backends.iter().max_by_key(|(_, keys)| keys.len())?;
-        let stored = keys.keys().next()?.clone();
-        self.remove(backend, &stored)
+    /// Takes `count` keys out of the table, to make room, with their readers: the first of each
+    /// backend's map in turn, whose order the hasher's random seed makes arbitrary, as Redis
+    /// evicts random keys. One pass over each map, however many are taken.
+    pub fn evict(&mut self, count: usize) -> Vec<Readers> {
+        let mut evicted = Vec::with_capacity(count.min(1024));
+        let backends: Vec<u64> = self.backends.keys().copied().collect();
+        for backend in backends {
+            let left = count - evicted.len();
+            if left == 0 {
+                break;
+            }
+            let Some(keys) = self.backends.get_mut(&backend) else {
+                continue;
+            };
+            let chosen: Vec<Bytes> = keys.keys().take(left).cloned().collect();
+            for stored in chosen {
+                if let Some(readers) = self.remove(backend, &stored) {
+                    evicted.push(readers);
+                }
+            }
+        }
+        evicted
     }
 
     /// Forgets every key of `backend`.

@@ -1,5 +1,7 @@
 use std::net::SocketAddr;
 
+use crate::backend::NodeAddr;
+
 use super::*;
 
 fn registry_with(ids: &[u64]) -> (Arc<ClientRegistry>, Vec<crate::clients::Registered>) {
@@ -207,4 +209,28 @@ async fn a_bcast_client_hears_keys_with_the_prefix_the_route_strips_put_back() {
         mail(&held[0]),
         [invalidation_frame(3, &[Bytes::from_static(b"archive:x")])]
     );
+}
+
+#[tokio::test]
+async fn a_bcast_noloop_client_is_not_told_of_its_own_write_but_of_the_next() {
+    let (registry, held) = registry_with(&[1]);
+    let tracking = Tracking::new(registry, 0);
+    watched(&tracking, &[9]);
+    tracking.turn_on(
+        1,
+        Mode {
+            bcast: true,
+            noloop: true,
+            prefixes: vec![Bytes::new()],
+            ..Mode::default()
+        },
+    );
+    let k = [Bytes::from_static(b"k")];
+    // Its own write through the proxy, then the node's report of it: nothing.
+    tracking.invalidate(9, &k, Some(1));
+    tracking.invalidate(9, &k, None);
+    assert!(mail(&held[0]).is_empty());
+    // Another change of the same key: told.
+    tracking.invalidate(9, &k, None);
+    assert_eq!(mail(&held[0]), [invalidation_frame(3, &k)]);
 }

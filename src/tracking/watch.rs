@@ -26,6 +26,9 @@ const TOPOLOGY_CHECK: Duration = Duration::from_millis(100);
 /// The first and the longest wait before a lost watcher connects again.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How long a backend stays watched once no client tracks: the nodes stop reporting to a proxy
+/// whose clients stopped caching.
+const UNUSED_STOP: Duration = Duration::from_secs(30);
 /// How long a watcher connection may stay silent before it is asked for a `PING`.
 const SILENCE: Duration = Duration::from_secs(10);
 
@@ -48,14 +51,26 @@ impl Drop for Watcher {
     }
 }
 
-/// Keeps one watcher per node of the backend while both the backend and the table live.
+/// Keeps one watcher per node of the backend while both the backend and the table live, and
+/// some client tracks (or did within [`UNUSED_STOP`]).
 async fn supervise(backend: Weak<Backend>, tracking: Weak<Tracking>) {
     let mut nodes: HashMap<NodeAddr, Watcher> = HashMap::new();
     let mut serial = None;
+    let mut unused_since: Option<tokio::time::Instant> = None;
     loop {
         let (Some(cluster), Some(table)) = (backend.upgrade(), tracking.upgrade()) else {
             break;
         };
+        if table.clients() > 0 {
+            unused_since = None;
+        } else if unused_since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            >= UNUSED_STOP
+        {
+            serial = Some(cluster.serial());
+            break;
+        }
         serial = Some(cluster.serial());
         let wanted = nodes_read(&cluster);
         let before = nodes.len();
