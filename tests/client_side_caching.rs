@@ -18,9 +18,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use common::RedisCluster;
+use common::proxy::cluster_backend;
 use common::proxy::{Proxy, Raw, config_for, config_with, standalone_backend};
-use common::sentinel::StandaloneServer;
-use respgate::config::Config;
+use common::sentinel::{MASTER_NAME, SentinelGroup, StandaloneServer};
+use respgate::config::{BackendConfig, BackendKind, Config, RouteConfig};
 use respgate::slot::Slot;
 
 /// The longest an ordinary write may take to reach a reader's cache here (seen: milliseconds).
@@ -312,4 +313,61 @@ fn a_restart_of_every_node_ends_in_a_flush() {
     println!("the restart seen after {ms} ms");
     Raw::connect(server.port).command(&["SET", key, "after"]);
     reader.sees(key, "after", SOON_MS);
+}
+
+#[test]
+fn a_sentinel_group_behind_a_stripped_prefix_stays_right_through_its_failover() {
+    let cluster = RedisCluster::start(3, 0);
+    let group = SentinelGroup::start(1);
+    let mut config = config_with(vec![
+        ("main", cluster_backend(&cluster.seeds())),
+        (
+            "sessions",
+            BackendConfig {
+                kind: BackendKind::Sentinel,
+                sentinels: group.sentinel_addrs(),
+                master_name: MASTER_NAME.into(),
+                request_timeout_ms: 2000,
+                refresh_interval_ms: 1000,
+                ..BackendConfig::default()
+            },
+        ),
+    ]);
+    config.routing.routes.push(RouteConfig {
+        prefix: "session:".into(),
+        backend: "sessions".into(),
+        strip_prefix: true,
+        ..RouteConfig::default()
+    });
+    config.tracking.announce_version = "7.4.0".into();
+    let proxy = start_proxy(config);
+    let mut reader = Reader::python(proxy.port);
+    let mut bcast = Raw::connect(proxy.port);
+    bcast.command(&["HELLO", "3"]);
+    bcast.command(&["CLIENT", "TRACKING", "on", "BCAST", "PREFIX", "session:"]);
+
+    // The group stores the key without its prefix; its change on the node is told with it.
+    let mut through = Raw::connect(proxy.port);
+    through.command(&["SET", "session:1", "before"]);
+    through.command(&["SET", "main:1", "before"]);
+    assert_eq!(reader.get("session:1"), "before");
+    assert_eq!(reader.get("main:1"), "before");
+    // Flushes from the watchers' start, if any, are not what this test is about.
+    while !bcast.quiet_for(Duration::from_millis(200)) {
+        bcast.reply();
+    }
+    Raw::connect(group.master_port()).command(&["SET", "1", "direct"]);
+    reader.sees("session:1", "direct", SOON_MS);
+    assert_eq!(
+        bcast.reply(),
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$9\r\nsession:1\r\n"
+    );
+    // A failover of the group: the new master's value is read.
+    let promoted = group.failover();
+    Raw::connect(promoted).command(&["SET", "1", "after"]);
+    let ms = reader.sees("session:1", "after", FLUSHED_MS);
+    println!("the promoted master's value seen after {ms} ms");
+    // The other backend's keys are still told.
+    Raw::connect(owner(&cluster, "main:1")).command(&["SET", "main:1", "direct"]);
+    reader.sees("main:1", "direct", SOON_MS);
 }

@@ -260,13 +260,16 @@ pub(super) fn note(
         .filter_map(|key| {
             let route = routes.route(key);
             let backend = proxy.backend(route.backend)?;
+            // Copied: a slice of the request would keep the client's whole read buffer alive
+            // as long as the key is tracked.
+            let named = Bytes::copy_from_slice(key);
             Some((
                 backend,
                 route.backend,
                 ReadKey {
                     backend: backend.serial(),
-                    stored: key.slice(route.strip.min(key.len())..),
-                    named: key.clone(),
+                    stored: named.slice(route.strip.min(named.len())..),
+                    named,
                 },
             ))
         });
