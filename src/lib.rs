@@ -45,7 +45,9 @@
 //! [`migrate`] holds the groundwork of moving a prefix between backends online: its phases,
 //! the leases that keep replicas in step, and where its state is stored.
 //! [`tls`] loads, and reads again when they change, the certificates of the TLS listener and
-//! of TLS backends.
+//! of TLS backends. [`tracking`] is client-side caching through the proxy: which client read
+//! which key, the watchers that hear of every change from the nodes, and the invalidations
+//! sent to clients.
 
 pub mod acl;
 pub mod admin;

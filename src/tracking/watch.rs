@@ -248,6 +248,29 @@ fn invalidated(frame: &[u8]) -> Option<Option<Vec<Bytes>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// What a node sends on a watcher connection is read without a panic, whatever it is.
+        #[test]
+        fn any_bytes_from_a_node_are_read_without_a_panic(
+            frame in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let _ = invalidated(&frame);
+        }
+
+        /// An invalidation as Redis writes it gives back its keys, in order.
+        #[test]
+        fn an_invalidation_gives_back_its_keys(
+            keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 1..8),
+        ) {
+            let keys: Vec<Bytes> = keys.into_iter().map(Bytes::from).collect();
+            let frame = super::super::invalidation_frame(3, &keys);
+            prop_assert_eq!(invalidated(&frame), Some(Some(keys)));
+        }
+    }
 
     #[test]
     fn an_invalidate_push_gives_its_keys_or_every_key() {
