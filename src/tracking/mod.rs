@@ -4,7 +4,7 @@
 //! A node's own tracking cannot serve the proxy's clients: many clients share each backend
 //! connection, so the node would not know who read what. The proxy keeps the table itself,
 //! here, and learns of every change from the nodes: a watcher per node
-//! ([`crate::cluster::watch`]) holds one connection in `CLIENT TRACKING ON BCAST` mode, on
+//! ([`watch`]) holds one connection in `CLIENT TRACKING ON BCAST` mode, on
 //! which the node reports every key written there, by any client, a script, an expiry or an
 //! eviction, and `FLUSHALL`. Where the proxy cannot know (a watcher's connection lost or just
 //! made, a node added or gone, a backend replaced by a reload), every client that read through
@@ -14,7 +14,7 @@
 //! answered, so a client of this proxy that reads after a write's reply never finds the value
 //! from before it in its cache; the node's report follows and finds nothing more to do.
 //!
-//! Invalidations reach a client through its [`Mailbox`](crate::clients::Mailbox): the session
+//! Invalidations reach a client through its mailbox ([`ClientRegistry::post`]): the session
 //! writes them after every reply it owed when they came. A read's reply that may predate a
 //! change therefore always reaches the client before that change's invalidation, whichever of
 //! the node's two connections (the read's, the watcher's) spoke first.
