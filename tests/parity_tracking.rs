@@ -2,8 +2,8 @@
 //! single `redis-server`: every bad input gets Redis's own error, each mode's options are
 //! shown as Redis shows them, and a tracking client gets the invalidations Redis sends, in the
 //! same order as its replies: for a write by another client, by itself (after its reply, and
-//! none with `NOLOOP`), straight on the node, in `BCAST` mode, through a RESP2 `REDIRECT`, and
-//! the null of a `FLUSHALL`.
+//! none with `NOLOOP`), straight on the node, for a read inside `MULTI`, in `BCAST` mode,
+//! through a RESP2 `REDIRECT`, and the null of a `FLUSHALL`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -104,7 +104,7 @@ fn invalidations(port: u16, node: u16) -> Vec<String> {
     let mut seen = Vec::new();
     let mut writer = Raw::connect(port);
     let mut direct = Raw::connect(node);
-    writer.command(&["DEL", "k1", "k2", "k3"]);
+    writer.command(&["DEL", "k1", "k2", "k3", "k4"]);
     let mut tracker = Raw::connect(port);
     tracker.command(&["HELLO", "3"]);
     seen.push(text(tracker.command(&["CLIENT", "TRACKING", "on"])));
@@ -123,6 +123,12 @@ fn invalidations(port: u16, node: u16) -> Vec<String> {
     // Not read again: no invalidation.
     writer.command(&["SET", "k3", "w"]);
     seen.push(text(tracker.command(&["PING"])));
+    // A read inside a transaction: tracked at EXEC.
+    seen.push(text(tracker.command(&["MULTI"])));
+    seen.push(text(tracker.command(&["GET", "k4"])));
+    seen.push(text(tracker.command(&["EXEC"])));
+    writer.command(&["SET", "k4", "v"]);
+    seen.push(text(tracker.reply()));
     // NOLOOP: its own write is not told, another's is.
     seen.push(text(
         tracker.command(&["CLIENT", "TRACKING", "on", "NOLOOP"]),

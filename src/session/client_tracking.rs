@@ -14,12 +14,11 @@ use super::ClientState;
 use std::time::Duration;
 
 use super::action::{Action, Gather, client_wrong_arity as wrong_arity};
-use crate::command::CommandSpec;
 use crate::keyspace::BackendId;
 use crate::protocol::reply::{self, ReplyBuf};
 use crate::protocol::request::parse_int;
 use crate::proxy::ProxyRef;
-use crate::tracking::{Mode, ReadKey, watch};
+use crate::tracking::{Mode, watch};
 
 /// What `CLIENT TRACKING`'s options ask for.
 #[derive(Debug, Default)]
@@ -217,78 +216,6 @@ pub(super) fn trackinginfo(
         out.bulk(prefix);
     }
     None
-}
-
-/// Tells the table what a request about to be sent does: a tracking client's read of keys
-/// (tracked as its mode and `caching`, its `CLIENT CACHING` for this command, say), or a
-/// write, whose keys every client that read them is told of at once. Called for every request
-/// with a known command while the client tracks or some key is tracked.
-pub(super) fn note(
-    state: &ClientState,
-    proxy: ProxyRef<'_>,
-    spec: &CommandSpec,
-    args: &[Bytes],
-    caching: bool,
-) {
-    let mode = state.tracking.as_deref();
-    // A script's keys are not taken as read: whether it reads them is not known here (Redis
-    // tracks them when the script calls a read-only command).
-    let reads = mode.is_some_and(|mode| {
-        if mode.optin {
-            caching
-        } else {
-            !(mode.optout && caching)
-        }
-    }) && !spec.runs_code
-        && spec.has_flag("readonly");
-    // A write, or a script that may write the keys it declares: told at once to the clients of
-    // this proxy that read them, and remembered for a `BCAST` `NOLOOP` writer, which its
-    // node's report is then not passed back to.
-    let own_reports = mode.is_some_and(|mode| mode.bcast && mode.noloop);
-    let writes = !reads
-        && (proxy.tracking.has_keys() || own_reports)
-        && (spec.has_flag("write") || spec.runs_code && !spec.has_flag("readonly"));
-    if !reads && !writes {
-        return;
-    }
-    let mut positions = Vec::new();
-    spec.key_positions(args, &mut positions);
-    let routes = proxy.routes();
-    let keys = positions
-        .iter()
-        .filter_map(|&i| args.get(i))
-        .filter_map(|key| {
-            let route = routes.route(key);
-            let backend = proxy.backend(route.backend)?;
-            // Copied: a slice of the request would keep the client's whole read buffer alive
-            // as long as the key is tracked.
-            let named = Bytes::copy_from_slice(key);
-            Some((
-                backend,
-                route.backend,
-                ReadKey {
-                    backend: backend.serial(),
-                    stored: named.slice(route.strip.min(named.len())..),
-                    named,
-                },
-            ))
-        });
-    if reads {
-        let keys: Vec<_> = keys.collect();
-        for (backend, id, _) in &keys {
-            let prefix = routes.stripped_prefix(*id).cloned();
-            watch::ensure_watched(&proxy.tracking, backend, prefix);
-        }
-        proxy
-            .tracking
-            .remember(state.id, keys.into_iter().map(|(_, _, key)| key));
-    } else {
-        for (_, _, key) in keys {
-            proxy
-                .tracking
-                .invalidate(key.backend, &[key.stored], Some(state.id));
-        }
-    }
 }
 
 /// Most `BCAST` prefixes one client may have: each costs a look at every key any node reports.

@@ -59,11 +59,10 @@ pub fn dispatch(
     };
     let previous = std::mem::take(&mut state.dispatched);
     // `CLIENT CACHING` speaks of the next command but `CLIENT`, or of a whole transaction.
-    let caching = match name {
-        Some("client" | "multi") => false,
-        _ if state.txn.is_some() => false,
-        _ => std::mem::take(&mut state.caching),
-    };
+    let caching = state.caching
+        && !matches!(name, Some("client" | "multi"))
+        && state.txn.is_none()
+        && std::mem::take(&mut state.caching);
     if !state.authenticated && !own.is_some_and(Policy::allowed_before_auth) {
         return Action::Reply(reply::error("NOAUTH Authentication required."));
     }
@@ -118,7 +117,7 @@ pub fn dispatch(
     }
     state.note_command(&spec.name);
     if state.tracking.is_some() || proxy.tracking.has_keys() {
-        super::client_tracking::note(state, proxy, spec, &request.args, caching);
+        super::tracked_keys::note(state, proxy, spec, &request.args, caching);
     }
     by_policy(state, proxy, spec, spec.policy, request)
 }

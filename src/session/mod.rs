@@ -35,6 +35,7 @@ mod state;
 mod stream;
 mod switch;
 mod tally;
+mod tracked_keys;
 mod txn;
 mod wait;
 

@@ -421,6 +421,16 @@ impl Tracking {
         self.deliver(notices);
     }
 
+    /// `client` is told to forget everything (what it read could not all be remembered).
+    pub fn forget_everything(&self, client: u64) {
+        if let Some(tracker) = self.lock().clients.get_mut(&client) {
+            tracker.backends.clear();
+        } else {
+            return;
+        }
+        self.deliver(vec![(client, Notice::Flush)]);
+    }
+
     /// Every client with tracking on that read something, and every `BCAST` one, is told to
     /// forget everything (a new configuration came into force).
     pub fn flush_all(&self) {
