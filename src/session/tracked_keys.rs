@@ -68,11 +68,11 @@ fn keys_of(proxy: ProxyRef<'_>, spec: &CommandSpec, args: &[Bytes]) -> Vec<ReadK
             let backend = proxy.backend(route.backend)?;
             // Copied: a slice of the request would keep the client's whole read buffer alive
             // as long as the key is tracked.
-            let named = Bytes::copy_from_slice(key);
+            let strip = route.strip.min(key.len());
             Some(ReadKey {
                 backend: backend.serial(),
-                stored: named.slice(route.strip.min(named.len())..),
-                named,
+                stored: Bytes::copy_from_slice(key.get(strip..).unwrap_or_default()),
+                named: (strip > 0).then(|| Bytes::copy_from_slice(key)),
             })
         })
         .collect()

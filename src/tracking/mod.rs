@@ -65,8 +65,9 @@ pub struct ReadKey {
     pub backend: u64,
     /// The key as the backend stores it (its route's prefix stripped).
     pub stored: Bytes,
-    /// The key as the client named it, which is what its invalidation names.
-    pub named: Bytes,
+    /// The key as the client named it, which is what its invalidation names; `None` when it is
+    /// `stored` (no prefix stripped), so that the key is held once.
+    pub named: Option<Bytes>,
 }
 
 /// Counters of client-side caching, for `INFO` and `/metrics`.
@@ -300,7 +301,7 @@ impl Tracking {
             let mut unseen = Vec::new();
             for key in keys {
                 if !watched.contains(&(key.backend, true)) {
-                    unseen.push(key.named);
+                    unseen.push(key.named.unwrap_or(key.stored));
                 } else if !tracker.mode.bcast {
                     if !tracker.backends.contains(&key.backend) {
                         tracker.backends.push(key.backend);

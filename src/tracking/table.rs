@@ -8,10 +8,14 @@ use bytes::Bytes;
 /// Who read one key: client ids, each with the name it gave the key.
 type Readers = Vec<(u64, Bytes)>;
 
+/// [`Readers`] as kept: a name only where it differs from the stored key (a route that strips
+/// a prefix), so that most keys are held once.
+type Kept = Vec<(u64, Option<Bytes>)>;
+
 /// Tracked keys by backend serial, then by stored key.
 #[derive(Debug, Default)]
 pub(super) struct Table {
-    backends: HashMap<u64, HashMap<Bytes, Readers>>,
+    backends: HashMap<u64, HashMap<Bytes, Kept>>,
     keys: usize,
     items: usize,
 }
@@ -27,12 +31,14 @@ impl Table {
         self.items
     }
 
-    /// Records that `client` read `stored` on `backend`, naming it `named`.
-    pub fn add(&mut self, backend: u64, stored: Bytes, client: u64, named: Bytes) {
+    /// Records that `client` read `stored` on `backend`, naming it `named` (`None`: as stored).
+    pub fn add(&mut self, backend: u64, stored: Bytes, client: u64, named: Option<Bytes>) {
+        let named = named.filter(|n| *n != stored);
         let keys = self.backends.entry(backend).or_default();
         let readers = keys.entry(stored).or_insert_with(|| {
             self.keys += 1;
-            Vec::new()
+            // Most keys have one reader: a `Vec` would make room for four on its first push.
+            Vec::with_capacity(1)
         });
         if !readers.iter().any(|(id, n)| *id == client && *n == named) {
             readers.push((client, named));
@@ -43,13 +49,17 @@ impl Table {
     /// Takes `stored` on `backend` out of the table, with its readers.
     pub fn remove(&mut self, backend: u64, stored: &[u8]) -> Option<Readers> {
         let keys = self.backends.get_mut(&backend)?;
-        let readers = keys.remove(stored)?;
+        let (stored, kept) = keys.remove_entry(stored)?;
         if keys.is_empty() {
             self.backends.remove(&backend);
         }
         self.keys -= 1;
-        self.items -= readers.len();
-        Some(readers)
+        self.items -= kept.len();
+        Some(
+            kept.into_iter()
+                .map(|(id, named)| (id, named.unwrap_or_else(|| stored.clone())))
+                .collect(),
+        )
     }
 
     /// Takes `count` keys out of the table, to make room, with their readers: the first of each

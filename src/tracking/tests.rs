@@ -22,7 +22,7 @@ fn key(backend: u64, name: &str) -> ReadKey {
     ReadKey {
         backend,
         stored: Bytes::copy_from_slice(name.as_bytes()),
-        named: Bytes::copy_from_slice(name.as_bytes()),
+        named: None,
     }
 }
 
@@ -152,7 +152,7 @@ async fn a_client_behind_gets_one_flush_instead_of_its_backlog() {
             [ReadKey {
                 backend: 9,
                 stored: big.clone(),
-                named: big.clone(),
+                named: None,
             }],
         );
         tracking.invalidate(9, std::slice::from_ref(&big), None);
@@ -233,4 +233,25 @@ async fn a_bcast_noloop_client_is_not_told_of_its_own_write_but_of_the_next() {
     // Another change of the same key: told.
     tracking.invalidate(9, &k, None);
     assert_eq!(mail(&held[0]), [invalidation_frame(3, &k)]);
+}
+
+#[tokio::test]
+async fn a_reader_is_told_the_name_it_gave_a_key_whose_prefix_the_route_strips() {
+    let (registry, held) = registry_with(&[1]);
+    let tracking = Tracking::new(registry, 0);
+    watched(&tracking, &[9]);
+    tracking.turn_on(1, Mode::default());
+    tracking.remember(
+        1,
+        [ReadKey {
+            backend: 9,
+            stored: Bytes::from_static(b"x"),
+            named: Some(Bytes::from_static(b"archive:x")),
+        }],
+    );
+    tracking.invalidate(9, &[Bytes::from_static(b"x")], None);
+    assert_eq!(
+        mail(&held[0]),
+        [invalidation_frame(3, &[Bytes::from_static(b"archive:x")])]
+    );
 }
