@@ -345,10 +345,10 @@ fn reachable_only(reply: &Bytes, reachable: Reachable<'_>, protocol: Protocol) -
 }
 
 /// Whether `element`, a key found on a backend as an encoded bulk string (its stripped prefix
-/// put back), is listed: the routes lead to that backend for it. Anything else is left as it
-/// is.
+/// put back), is listed: the routes lead to that backend for it, and it is none of the proxy's
+/// own. Anything else is left as it is.
 pub(crate) fn shown(reachable: Reachable<'_>, element: &[u8]) -> bool {
-    reachable.is_everything() || bulk_value(element).is_none_or(|key| reachable.reaches(key))
+    bulk_value(element).is_none_or(|key| reachable.shows(key))
 }
 
 /// The encoded bulk string `element` with `prefix` before its text; `None` when it is no bulk.

@@ -12,6 +12,17 @@ pub use routes::{Destination, PrefixRule, Reachable, RouteTable};
 
 use std::fmt;
 
+/// The start of the keys where the proxy keeps state its replicas share (the records of a
+/// prefix's migration, see [`crate::migrate`]): one hash tag, so that one script reaches them
+/// all. No client reaches them: a command naming one is refused, and `KEYS`, `SCAN` and
+/// `RANDOMKEY` do not show them.
+pub const RESERVED: &[u8] = b"{respgate}";
+
+/// Whether `key` is one of the proxy's own (see [`RESERVED`]).
+pub fn is_reserved(key: &[u8]) -> bool {
+    key.starts_with(RESERVED)
+}
+
 /// Index of a backend in the proxy's list of backends (configuration order, by name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct BackendId(pub u16);

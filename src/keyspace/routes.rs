@@ -245,6 +245,22 @@ impl Reachable<'_> {
         self.table.rules.is_empty() && self.backend == self.table.default
     }
 
+    /// Whether `key`, as clients name it and found on the backend, is shown to clients: it is
+    /// looked for there, and it is none of the proxy's own (see [`super::RESERVED`]), under
+    /// either name.
+    pub fn shows(&self, key: &[u8]) -> bool {
+        if super::is_reserved(key) {
+            return false;
+        }
+        if self.table.rules.is_empty() {
+            return self.backend == self.table.default;
+        }
+        let route = self.table.route(key);
+        route.backend == self.backend
+            && (route.strip > 0) == self.strips
+            && !super::is_reserved(key.get(route.strip..).unwrap_or_default())
+    }
+
     /// Whether `key`, as clients name it, is looked for on the backend.
     pub fn reaches(&self, key: &[u8]) -> bool {
         if self.table.rules.is_empty() {

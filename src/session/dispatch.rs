@@ -325,6 +325,9 @@ fn split(
             let payload = routed.payload(request.raw);
             forward_to(state, routed.backend, payload, routed.target, access)
         }
+        Err(error @ super::route::RouteError::Reserved) => {
+            Action::Reply(reply::error(&error.message(proxy)))
+        }
         Err(error) => match multikey::plan(kind, request, routes) {
             Some(split) => Gather::Split(split).into(),
             None => Action::Reply(reply::error(&error.message(proxy))),

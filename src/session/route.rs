@@ -14,6 +14,9 @@ use crate::protocol::Request;
 use crate::protocol::reply::{self, CROSSSLOT};
 use crate::proxy::ProxyRef;
 
+/// The error for a command that names one of the proxy's own keys.
+pub(super) const RESERVED_KEY: &str = "ERR respgate: keys starting with {respgate} hold the proxy's own state; no client may use them";
+
 /// Where a request goes, from its keys.
 #[derive(Debug)]
 pub(super) struct Routed {
@@ -50,6 +53,8 @@ pub(super) enum RouteError {
     CrossSlot,
     /// Different backends.
     CrossBackend(Vec<BackendId>),
+    /// A key of the proxy's own (see [`crate::keyspace::RESERVED`]).
+    Reserved,
 }
 
 impl RouteError {
@@ -58,6 +63,7 @@ impl RouteError {
     pub fn message(&self, proxy: ProxyRef<'_>) -> String {
         match self {
             RouteError::CrossSlot => CROSSSLOT.to_string(),
+            RouteError::Reserved => RESERVED_KEY.to_string(),
             RouteError::CrossBackend(ids) => {
                 let names: Vec<String> = ids
                     .iter()
@@ -104,6 +110,9 @@ pub(super) fn route_positions(
         let Some(key) = args.get(position) else {
             continue;
         };
+        if crate::keyspace::is_reserved(key) {
+            return Err(RouteError::Reserved);
+        }
         let place = if routes.is_single() {
             let backend = routes.default_backend();
             Place {
@@ -113,6 +122,10 @@ pub(super) fn route_positions(
         } else {
             let route = routes.route(key);
             strips |= route.strip > 0;
+            // Under the name the backend stores it by, too.
+            if crate::keyspace::is_reserved(key.get(route.strip..).unwrap_or_default()) {
+                return Err(RouteError::Reserved);
+            }
             Place {
                 backend: route.backend,
                 slot: routes.slot_on(route.backend, key.get(route.strip..).unwrap_or_default()),
