@@ -22,10 +22,12 @@
 //!   touches first. A key created during the migration is created on the target.
 
 mod lease;
+mod mover;
 mod phase;
 mod store;
 
 pub use lease::{Acknowledged, Roster, Sight, ack_entry, acknowledges};
+pub use mover::{MoveError, Moved, move_key};
 pub use phase::{Phase, Routing};
 pub use store::{Exec, MIGRATIONS_KEY, Migration, ROSTER_KEY, Store, StoreError};
 
