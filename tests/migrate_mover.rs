@@ -41,7 +41,7 @@ impl Pair {
             lives.push(life);
             let backend = Arc::clone(backend);
             workers.set().spawn_on(0, async move {
-                let _ = backend.spawn_refresher(stop);
+                drop(backend.spawn_refresher(stop));
             });
         }
         let pair = Pair {
