@@ -84,7 +84,7 @@ pub(super) fn command(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byte
         "tracking" => return client_tracking::tracking(state, proxy, args),
         "caching" => return client_tracking::caching(state, args),
         "getredir" => {
-            if let Some(refused) = client_tracking::getredir(state, &mut out, args) {
+            if let Some(refused) = client_tracking::getredir(state, proxy, &mut out, args) {
                 return refused;
             }
         }

@@ -11,6 +11,7 @@
 use bytes::Bytes;
 
 use super::ClientState;
+use super::state::TrackingFlags;
 use std::time::Duration;
 
 use super::action::{Action, Gather, client_wrong_arity as wrong_arity};
@@ -47,7 +48,8 @@ pub(super) fn tracking(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byt
     if !mode.eq_ignore_ascii_case(b"on") {
         return Action::Reply(reply::error(SYNTAX));
     }
-    if let Err(error) = check_on(&options, state.tracking.as_deref()) {
+    let now = proxy.tracking.mode(state.id);
+    if let Err(error) = check_on(&options, now.as_ref()) {
         return Action::Reply(reply::error(&error));
     }
     let mut prefixes: Vec<Bytes> = options
@@ -55,7 +57,7 @@ pub(super) fn tracking(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byt
         .iter()
         .map(|p| Bytes::copy_from_slice(p))
         .collect();
-    let held = state.tracking.as_deref().map_or(0, |m| m.prefixes.len());
+    let held = now.as_ref().map_or(0, |m| m.prefixes.len());
     if held + prefixes.len() > MAX_PREFIXES {
         return Action::Reply(reply::error(&format!(
             "ERR respgate: a client may track at most {MAX_PREFIXES} prefixes"
@@ -74,7 +76,11 @@ pub(super) fn tracking(state: &mut ClientState, proxy: ProxyRef<'_>, args: &[Byt
         noloop: options.noloop,
     };
     proxy.tracking.turn_on(state.id, asked);
-    state.tracking = proxy.tracking.mode(state.id).map(Box::new);
+    state.tracking = proxy
+        .tracking
+        .mode(state.id)
+        .map(|mode| TrackingFlags::of(&mode))
+        .unwrap_or_default();
     let mut unwatched = Vec::new();
     for (index, backend) in proxy.backends().iter().enumerate() {
         let id = BackendId(u16::try_from(index).unwrap_or(u16::MAX));
@@ -114,7 +120,7 @@ pub(super) async fn once_watched(
 /// Invalidations not yet taken are dropped: they were written for tracking that is over (and
 /// perhaps for a protocol the client leaves with `RESET`).
 pub(super) fn turn_off(state: &mut ClientState, proxy: &crate::proxy::Proxy) {
-    if state.tracking.take().is_some() {
+    if std::mem::take(&mut state.tracking).is_on() {
         proxy.tracking.turn_off(state.id);
         let signal = &state.handle().signal;
         if signal.has_mail() {
@@ -140,7 +146,8 @@ pub(super) fn caching(state: &mut ClientState, args: &[Bytes]) -> Action {
     if args.len() != 3 {
         return wrong_arity("caching");
     }
-    let Some(mode) = state.tracking.as_deref() else {
+    let mode = state.tracking;
+    if !mode.is_on() {
         return Action::Reply(reply::error(
             "ERR CLIENT CACHING can be called only when the client is in tracking mode with \
              OPTIN or OPTOUT mode enabled",
@@ -148,13 +155,13 @@ pub(super) fn caching(state: &mut ClientState, args: &[Bytes]) -> Action {
     };
     let answer = args.get(2).map(|a| a.to_ascii_lowercase());
     match answer.as_deref() {
-        Some(b"yes") if mode.optin => state.caching = true,
+        Some(b"yes") if mode.optin() => state.caching = true,
         Some(b"yes") => {
             return Action::Reply(reply::error(
                 "ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.",
             ));
         }
-        Some(b"no") if mode.optout => state.caching = true,
+        Some(b"no") if mode.optout() => state.caching = true,
         Some(b"no") => {
             return Action::Reply(reply::error(
                 "ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.",
@@ -166,11 +173,16 @@ pub(super) fn caching(state: &mut ClientState, args: &[Bytes]) -> Action {
 }
 
 /// `CLIENT GETREDIR`: -1 with tracking off, 0 without a redirect, else the client redirected to.
-pub(super) fn getredir(state: &ClientState, out: &mut ReplyBuf, args: &[Bytes]) -> Option<Action> {
+pub(super) fn getredir(
+    state: &ClientState,
+    proxy: ProxyRef<'_>,
+    out: &mut ReplyBuf,
+    args: &[Bytes],
+) -> Option<Action> {
     if args.len() != 2 {
         return Some(wrong_arity("getredir"));
     }
-    out.integer(redirect_shown(state.tracking.as_deref()));
+    out.integer(redirect_shown(proxy.tracking.mode(state.id).as_ref()));
     None
 }
 
@@ -184,7 +196,8 @@ pub(super) fn trackinginfo(
     if args.len() != 2 {
         return Some(wrong_arity("trackinginfo"));
     }
-    let mode = state.tracking.as_deref();
+    let mode = proxy.tracking.mode(state.id);
+    let mode = mode.as_ref();
     let broken = proxy.tracking.shown(state.id).broken_redirect;
     let mut flags: Vec<&[u8]> = vec![if mode.is_some() { b"on" } else { b"off" }];
     if let Some(mode) = mode {
@@ -208,8 +221,7 @@ pub(super) fn trackinginfo(
     for flag in flags {
         out.bulk(flag);
     }
-    out.bulk(b"redirect")
-        .integer(redirect_shown(state.tracking.as_deref()));
+    out.bulk(b"redirect").integer(redirect_shown(mode));
     let prefixes = mode.map(|m| m.prefixes.as_slice()).unwrap_or_default();
     out.bulk(b"prefixes").array(prefixes.len());
     for prefix in prefixes {

@@ -116,7 +116,7 @@ pub fn dispatch(
         return Action::Reply(reply::error(&wrong_arity(spec)));
     }
     state.note_command(&spec.name);
-    if state.tracking.is_some() || proxy.tracking.has_keys() {
+    if state.tracking.is_on() || proxy.tracking.has_keys() {
         super::tracked_keys::note(state, proxy, spec, &request.args, caching);
     }
     by_policy(state, proxy, spec, spec.policy, request)

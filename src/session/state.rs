@@ -58,11 +58,65 @@ pub struct ClientState {
     /// The full name of the last command, as last copied into the entry: the entry is locked
     /// only when the command changes.
     last_cmd: String,
-    /// `CLIENT TRACKING ON` and its options; `None` while tracking is off.
-    pub(super) tracking: Option<Box<crate::tracking::Mode>>,
+    /// `CLIENT TRACKING ON` and its options as each request needs them (the redirect and the
+    /// prefixes are in the proxy's table); empty while tracking is off.
+    pub(super) tracking: TrackingFlags,
     /// `CLIENT CACHING YES` (in `OPTIN` mode) or `NO` (in `OPTOUT` mode) was given for the
     /// next command.
     pub(super) caching: bool,
+}
+
+/// A client's `CLIENT TRACKING` mode in a byte: most clients never track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackingFlags(u8);
+
+impl TrackingFlags {
+    const ON: u8 = 1;
+    const BCAST: u8 = 2;
+    const OPTIN: u8 = 4;
+    const OPTOUT: u8 = 8;
+    const NOLOOP: u8 = 16;
+
+    /// The flags of `mode`, tracking on.
+    pub fn of(mode: &crate::tracking::Mode) -> TrackingFlags {
+        let mut flags = Self::ON;
+        for (set, flag) in [
+            (mode.bcast, Self::BCAST),
+            (mode.optin, Self::OPTIN),
+            (mode.optout, Self::OPTOUT),
+            (mode.noloop, Self::NOLOOP),
+        ] {
+            if set {
+                flags |= flag;
+            }
+        }
+        TrackingFlags(flags)
+    }
+
+    /// Tracking is on.
+    pub fn is_on(self) -> bool {
+        self.0 & Self::ON != 0
+    }
+
+    /// `BCAST`.
+    pub fn bcast(self) -> bool {
+        self.0 & Self::BCAST != 0
+    }
+
+    /// `OPTIN`.
+    pub fn optin(self) -> bool {
+        self.0 & Self::OPTIN != 0
+    }
+
+    /// `OPTOUT`.
+    pub fn optout(self) -> bool {
+        self.0 & Self::OPTOUT != 0
+    }
+
+    /// `NOLOOP`.
+    pub fn noloop(self) -> bool {
+        self.0 & Self::NOLOOP != 0
+    }
 }
 
 /// `CLIENT REPLY ON | OFF | SKIP`.
@@ -189,7 +243,7 @@ impl ClientState {
             registered,
             dispatched: super::tally::Dispatched::default(),
             last_cmd: String::new(),
-            tracking: None,
+            tracking: TrackingFlags::default(),
             caching: false,
         };
         if user.is_some() {

@@ -32,16 +32,16 @@ fn touches(
     spec: &CommandSpec,
     caching: bool,
 ) -> Option<bool> {
-    let mode = state.tracking.as_deref();
+    let mode = state.tracking;
     // A script's keys are not taken as read: whether it reads them is not known here (Redis
     // tracks them when the script calls a read-only command).
-    let reads = mode.is_some_and(|mode| {
-        if mode.optin {
+    let reads = mode.is_on()
+        && (if mode.optin() {
             caching
         } else {
-            !(mode.optout && caching)
-        }
-    }) && !spec.runs_code
+            !(mode.optout() && caching)
+        })
+        && !spec.runs_code
         && spec.has_flag("readonly");
     if reads {
         return Some(true);
@@ -49,7 +49,7 @@ fn touches(
     // A write, or a script that may write the keys it declares: told at once to the clients of
     // this proxy that read them, and remembered for a `BCAST` `NOLOOP` writer, which its
     // node's report is then not passed back to.
-    let own_reports = mode.is_some_and(|mode| mode.bcast && mode.noloop);
+    let own_reports = mode.bcast() && mode.noloop();
     let writes = (proxy.tracking.has_keys() || own_reports)
         && (spec.has_flag("write") || spec.runs_code && !spec.has_flag("readonly"));
     writes.then_some(false)
@@ -121,7 +121,7 @@ pub(super) fn note_queued(
     args: &[Bytes],
     noted: &mut Noted,
 ) {
-    if state.tracking.is_none() && !proxy.tracking.has_keys() {
+    if !state.tracking.is_on() && !proxy.tracking.has_keys() {
         return;
     }
     let Some(reads) = touches(state, proxy, spec, state.caching) else {
@@ -143,7 +143,7 @@ pub(super) fn note_queued(
 /// limit of keys noted, the client is told to forget everything once `EXEC` has answered.
 pub(super) fn at_exec(state: &mut ClientState, proxy: ProxyRef<'_>, noted: Noted) {
     state.caching = false;
-    if noted.overflow && state.tracking.is_some() {
+    if noted.overflow && state.tracking.is_on() {
         proxy.tracking.forget_everything(state.id);
     }
     if !noted.reads.is_empty() {

@@ -48,8 +48,9 @@ pub struct Txn {
     needs_user: bool,
     /// Something queued writes or may replicate: a `CLIENT PAUSE ... WRITE` holds `EXEC`.
     writes: bool,
-    /// What the queued commands read and write, for client-side caching at `EXEC`.
-    noted: super::tracked_keys::Noted,
+    /// What the queued commands read and write, for client-side caching at `EXEC`; boxed, made
+    /// on the first such command (most transactions have none: no key is tracked).
+    noted: Option<Box<super::tracked_keys::Noted>>,
 }
 
 /// What the transaction does with one request.
@@ -304,7 +305,9 @@ fn end_multi(state: &mut ClientState, proxy: ProxyRef<'_>, end: Transaction) -> 
             reply: reply::error(RIGHTS_CHANGED),
         });
     }
-    super::tracked_keys::at_exec(state, proxy, std::mem::take(&mut txn.noted));
+    if let Some(noted) = txn.noted.take() {
+        super::tracked_keys::at_exec(state, proxy, *noted);
+    }
     let mut exec = BytesMut::new();
     encode_command(&mut exec, &["EXEC"]);
     TxnStep::Own(OwnOp::Txn(txn.batch(&exec, Part::Exec)))
@@ -348,10 +351,15 @@ fn check_queued(
     let mut routed = route(state, routes, spec, &request.args).map_err(|e| e.message(proxy))?;
     let queued = routed.payload(request.raw.clone());
     join_place(state, proxy, routed.place(), txn_place)?;
-    if let Some(mut noted) = state.txn.as_mut().map(|t| std::mem::take(&mut t.noted)) {
+    if state.tracking.is_on() || proxy.tracking.has_keys() {
+        let mut noted = state
+            .txn
+            .as_mut()
+            .and_then(|t| t.noted.take())
+            .unwrap_or_default();
         super::tracked_keys::note_queued(state, proxy, spec, &request.args, &mut noted);
         if let Some(txn) = state.txn.as_mut() {
-            txn.noted = noted;
+            txn.noted = Some(noted);
         }
     }
     Ok((queued, writes))
