@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use common::RedisCluster;
 use common::proxy::cluster_backend;
 use common::proxy::{Proxy, Raw, config_for, config_with, standalone_backend};
-use common::sentinel::{MASTER_NAME, SentinelGroup, StandaloneServer};
-use respgate::config::{BackendConfig, BackendKind, Config, RouteConfig};
+use common::sentinel::{SentinelGroup, StandaloneServer, sentinel_backend};
+use respgate::config::{Config, RouteConfig};
 use respgate::slot::Slot;
 
 /// The longest an ordinary write may take to reach a reader's cache here (seen: milliseconds).
@@ -321,17 +321,7 @@ fn a_sentinel_group_behind_a_stripped_prefix_stays_right_through_its_failover() 
     let group = SentinelGroup::start(1);
     let mut config = config_with(vec![
         ("main", cluster_backend(&cluster.seeds())),
-        (
-            "sessions",
-            BackendConfig {
-                kind: BackendKind::Sentinel,
-                sentinels: group.sentinel_addrs(),
-                master_name: MASTER_NAME.into(),
-                request_timeout_ms: 2000,
-                refresh_interval_ms: 1000,
-                ..BackendConfig::default()
-            },
-        ),
+        ("sessions", sentinel_backend(&group)),
     ]);
     config.routing.routes.push(RouteConfig {
         prefix: "session:".into(),

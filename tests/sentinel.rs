@@ -43,13 +43,8 @@ const RETRY_TIMEOUT_MS: u64 = 8000;
 /// The sentinel backend for `group`, with test-friendly timeouts.
 fn sentinel_backend(group: &SentinelGroup) -> BackendConfig {
     BackendConfig {
-        kind: BackendKind::Sentinel,
-        sentinels: group.sentinel_addrs(),
-        master_name: MASTER_NAME.into(),
-        request_timeout_ms: 2000,
-        refresh_interval_ms: 1000,
         retry_timeout_ms: RETRY_TIMEOUT_MS,
-        ..BackendConfig::default()
+        ..common::sentinel::sentinel_backend(group)
     }
 }
 

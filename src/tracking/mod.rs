@@ -454,11 +454,15 @@ impl Tracking {
     /// Sends each notice to its client, or to the client its tracking redirects to.
     fn deliver(&self, notices: Vec<(u64, Notice)>) {
         for (id, notice) in notices {
-            let Some(mode) = self.mode(id) else { continue };
-            let target_id = mode.redirect.unwrap_or(id);
+            // The redirect alone: cloning the whole mode would copy a `BCAST` client's
+            // prefixes for every message.
+            let Some(redirect) = self.lock().clients.get(&id).map(|t| t.mode.redirect) else {
+                continue;
+            };
+            let target_id = redirect.unwrap_or(id);
             let Some(target) = self.registry.get(target_id) else {
                 // Redis tells the client itself, in RESP3, each time a message cannot go.
-                if mode.redirect.is_some() {
+                if redirect.is_some() {
                     if let Some(tracker) = self.lock().clients.get_mut(&id) {
                         tracker.broken = true;
                     }
@@ -471,7 +475,7 @@ impl Tracking {
                 continue;
             };
             let resp = target.resp();
-            let redirected = mode.redirect.is_some();
+            let redirected = redirect.is_some();
             // RESP2 has no pushes: only a subscribed client that another redirects to can be
             // told, with a Pub/Sub message.
             if resp < 3 && !(redirected && target.subscribed.load(Ordering::Relaxed)) {

@@ -549,6 +549,20 @@ pub fn reported_master(port: u16) -> Result<u16, String> {
     ))
 }
 
+/// The proxy's backend for `group`, with test-friendly timeouts: requests fail within 2 s, the
+/// master is looked up again every second.
+#[allow(dead_code)]
+pub fn sentinel_backend(group: &SentinelGroup) -> respgate::config::BackendConfig {
+    respgate::config::BackendConfig {
+        kind: respgate::config::BackendKind::Sentinel,
+        sentinels: group.sentinel_addrs(),
+        master_name: MASTER_NAME.into(),
+        request_timeout_ms: 2000,
+        refresh_interval_ms: 1000,
+        ..respgate::config::BackendConfig::default()
+    }
+}
+
 /// One plain `redis-server` (no cluster mode, no replicas), killed on drop.
 pub struct StandaloneServer {
     fleet: Fleet,
