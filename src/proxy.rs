@@ -8,8 +8,8 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -21,7 +21,7 @@ use crate::cluster::{Backend, Lifeline};
 use crate::command::CommandTable;
 use crate::config::Config;
 use crate::errorstats::ErrorStats;
-use crate::keyspace::{BackendId, RouteTable};
+use crate::keyspace::{BackendId, Marks, RouteTable};
 use crate::metrics as m;
 use crate::pause::ClientPause;
 use crate::slowlog::SlowLog;
@@ -132,6 +132,26 @@ impl Snapshot {
             routes,
             generation,
         }
+    }
+
+    /// This snapshot with other `routes` (the migrations' marks laid over the configuration's),
+    /// as `generation`: everything else shared, the command table's permissions included.
+    fn rerouted(&self, routes: RouteTable, generation: u64) -> Snapshot {
+        Snapshot {
+            config: self.config.clone(),
+            users: self.users.clone(),
+            restricted_users: self.restricted_users,
+            granted: ArcSwapOption::new(self.granted.load_full()),
+            backends: self.backends.clone(),
+            lifelines: self.lifelines.clone(),
+            routes,
+            generation,
+        }
+    }
+
+    /// The backends' names, in order (a backend's index is its id).
+    fn names(&self) -> Vec<String> {
+        self.backends.iter().map(|c| c.name().to_string()).collect()
     }
 
     /// Each backend with its lifeline, for a reload to carry the unchanged ones over.
@@ -250,6 +270,11 @@ pub struct Proxy {
     pub pause: ClientPause,
     /// Client-side caching: who read which key.
     pub tracking: Arc<Tracking>,
+    /// The migrations' marks on the routes, laid over every snapshot installed; the lock also
+    /// keeps a reload and a migration's change from installing over each other.
+    marks: Mutex<Marks>,
+    /// This replica's id in the migrations' roster, once it takes part (see [`crate::migrate`]).
+    pub replica_id: std::sync::OnceLock<String>,
     next_client_id: AtomicU64,
 }
 
@@ -285,6 +310,8 @@ impl Proxy {
             slowlog: SlowLog::default(),
             subscribers: Arc::default(),
             pause: ClientPause::default(),
+            marks: Mutex::default(),
+            replica_id: std::sync::OnceLock::new(),
             next_client_id: AtomicU64::new(1),
         })
     }
@@ -320,12 +347,46 @@ impl Proxy {
         self.generation.load(Ordering::Relaxed)
     }
 
-    /// Makes `snapshot` the one in force. Each session moves to it before its next request,
-    /// once the requests it has in flight are answered; idle ones at once.
-    pub fn install(&self, snapshot: Arc<Snapshot>) {
-        let generation = snapshot.generation;
+    /// Makes `snapshot`, with the migrations' marks laid over its routes, the one in force.
+    /// Each session moves to it before its next request, once the requests it has in flight
+    /// are answered; idle ones at once.
+    pub fn install(&self, mut snapshot: Snapshot) {
+        let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if !marks.overlays.is_empty() || marks.fence.is_some() {
+            snapshot.routes = snapshot
+                .routes
+                .with_overlays(&marks.overlays, marks.fence.as_ref());
+        }
+        // A migration's change may have come in since the reload read the generation.
+        snapshot.generation = snapshot.generation.max(self.generation() + 1);
         self.tracking
             .set_max_keys(snapshot.config.tracking.max_keys);
+        self.put(Arc::new(snapshot));
+        // Routes, backends and users may all have changed: what clients read under the old
+        // configuration is dropped rather than followed.
+        self.tracking.flush_all();
+    }
+
+    /// Lays `marks` (every migration's mark and the fence, replacing the last ones) over the
+    /// routes in force. Returns the snapshot it replaced, which sessions keep until the
+    /// requests they routed by it are answered: once none holds it, no request routed as
+    /// before is left.
+    pub fn reroute(&self, marks: Marks) -> Weak<Snapshot> {
+        let mut current = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.current.load_full();
+        let generation = old.generation + 1;
+        // From the configuration's own routes: the marks replace, rather than add to, the last.
+        let routes = RouteTable::from_config(&old.config, &old.names())
+            .with_overlays(&marks.overlays, marks.fence.as_ref());
+        let snapshot = old.rerouted(routes, generation);
+        *current = marks;
+        self.put(Arc::new(snapshot));
+        Arc::downgrade(&old)
+    }
+
+    /// Puts `snapshot` in force and tells every session.
+    fn put(&self, snapshot: Arc<Snapshot>) {
+        let generation = snapshot.generation;
         self.tracking
             .set_prefixes(snapshot.backends().iter().enumerate().map(|(i, backend)| {
                 let id = BackendId(u16::try_from(i).unwrap_or(u16::MAX));
@@ -335,9 +396,6 @@ impl Proxy {
                 )
             }));
         self.current.store(snapshot);
-        // Routes, backends and users may all have changed: what clients read under the old
-        // configuration is dropped rather than followed.
-        self.tracking.flush_all();
         self.generation.store(generation, Ordering::Release);
         self.announcements
             .send_modify(|a| a.generation = generation);

@@ -130,6 +130,7 @@ pub async fn serve(
     ));
     spawn_reload_triggers(&reloader, options.requests, &stop_rx);
     spawn_admin(&proxy, &reloader, &stop_rx).await?;
+    crate::migrate::follow(&proxy, stop_rx.clone()).await;
     tokio::spawn(health::watch_start(
         Arc::clone(&proxy),
         Duration::from_millis(200),

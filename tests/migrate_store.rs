@@ -40,6 +40,7 @@ fn migration(id: &str, prefix: &str) -> Migration {
         keys_moved: 0,
         bytes_moved: 0,
         error: None,
+        ..Migration::default()
     }
 }
 

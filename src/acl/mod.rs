@@ -189,7 +189,7 @@ pub enum LoginError {
 }
 
 /// Every user, compiled; shared by the sessions and the command tables.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Users {
     users: Vec<Arc<User>>,
     /// Who one-argument `AUTH` and a client that never authenticates are: `server.username`.

@@ -16,6 +16,7 @@
 
 mod admin_token;
 mod backend;
+mod migration;
 mod redact;
 mod restart;
 mod route_moves;
@@ -26,6 +27,7 @@ mod users;
 
 pub use admin_token::read_admin_token;
 pub use backend::{BackendConfig, BackendKind, ReadFrom};
+pub use migration::MigrationConfig;
 pub use redact::REDACTED;
 pub use restart::RestartNeeded;
 pub use route_moves::{Place, RouteMove, route_moves};
@@ -65,6 +67,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Client-side caching through the proxy.
     pub tracking: TrackingConfig,
+    /// Moving a prefix between backends online.
+    pub migration: MigrationConfig,
 }
 
 /// The proxy's logs (`[log]`).
@@ -429,6 +433,7 @@ impl Config {
                 ),
             });
         }
+        self.validate_migration(&mut problems);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(Problem {
                 key: "log.level".into(),

@@ -5,10 +5,12 @@
 //! A backend is one of a closed set of kinds (a Redis Cluster today; a Sentinel-managed group and
 //! a standalone server next), each reached through the same pools, framing and retry engine.
 
+mod moving;
 mod routes;
 mod trie;
 
-pub use routes::{Destination, PrefixRule, Reachable, RouteTable};
+pub use moving::{Moving, Pass, Way};
+pub use routes::{Destination, Marks, Overlay, PrefixRule, Reachable, RouteTable};
 
 use std::fmt;
 

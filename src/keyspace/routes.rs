@@ -5,22 +5,51 @@
 //! The longest match is a walk down a byte trie ([`super::trie`]) built with the table, so its
 //! cost follows the key's length, not the number of rules.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
+use super::moving::Moving;
 use super::trie::{Match, PrefixTrie};
 use super::{BackendId, Route};
 use crate::config::{Config, RouteConfig};
 use crate::slot::hash_tag;
 use crate::slot::{SLOT_COUNT, Slot};
 
-/// Where the keys of one prefix go. (Moving a prefix between backends online will add a
-/// destination naming two backends, the old and the new.)
+/// Where the keys of one prefix go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     /// All to one backend.
     Backend(BackendId),
     /// By the key's slot: entry `s` is the backend of slot `s` (16384 entries).
     BySlot(Box<[BackendId]>),
+    /// On their way from one backend to another ([`crate::migrate`]): each request passes the
+    /// migration's gate, which says where it goes. Readers that do not ask see the source.
+    Moving(Arc<Moving>),
+}
+
+impl Destination {
+    /// Whether keys of this destination may be on `backend`.
+    fn may_be_on(&self, backend: BackendId, slot: Option<u16>) -> bool {
+        match self {
+            Destination::Backend(b) => *b == backend,
+            Destination::BySlot(by_slot) => match slot {
+                Some(slot) => by_slot.get(usize::from(slot)) == Some(&backend),
+                None => by_slot.contains(&backend),
+            },
+            Destination::Moving(moving) => moving.from == backend || moving.to == backend,
+        }
+    }
+}
+
+/// A migration's mark on the routes: its prefix, and where its keys go meanwhile (or, once
+/// it is done, for good).
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    /// The keys that move: those starting with it.
+    pub prefix: Bytes,
+    /// [`Destination::Moving`] while they move, [`Destination::Backend`] once moved.
+    pub to: Destination,
 }
 
 /// One prefix route.
@@ -35,6 +64,15 @@ pub struct PrefixRule {
     pub to: Destination,
 }
 
+/// What the migrations lay over the configuration's routes (see [`crate::migrate`]).
+#[derive(Debug, Default, Clone)]
+pub struct Marks {
+    /// Each migration's mark.
+    pub overlays: Vec<Overlay>,
+    /// Every key's gate, while this replica has lost sight of the migrations' state.
+    pub fence: Option<Arc<Moving>>,
+}
+
 /// Key -> backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTable {
@@ -45,6 +83,11 @@ pub struct RouteTable {
     /// Backends whose keys all live on one node (Sentinel groups, standalone servers): there a
     /// command's keys have no slot to share. Indexed by backend id; missing means slotted.
     unslotted: Vec<bool>,
+    /// Whether some rule's keys are moving: only then is [`RouteTable::moving`] asked.
+    moving: bool,
+    /// Every key's gate, when this replica has lost sight of the migrations' state: it may
+    /// have missed one that began meanwhile, so no key is served.
+    fence: Option<Arc<Moving>>,
 }
 
 impl RouteTable {
@@ -90,11 +133,54 @@ impl RouteTable {
     /// refuses) the first wins.
     pub fn new(default: BackendId, rules: Vec<PrefixRule>) -> Self {
         let trie = PrefixTrie::new(rules.iter().map(|r| (&r.prefix[..], r.strip)));
+        let moving = rules.iter().any(|r| matches!(r.to, Destination::Moving(_)));
         RouteTable {
             default,
             rules,
             trie,
             unslotted: Vec::new(),
+            moving,
+            fence: None,
+        }
+    }
+
+    /// This table with each migration's mark laid over it: a migration of a configured
+    /// prefix takes its rule's place (keeping whether it strips), one of another prefix adds
+    /// a rule that does not strip.
+    pub fn with_overlays(&self, overlays: &[Overlay], fence: Option<&Arc<Moving>>) -> RouteTable {
+        let mut rules = self.rules.clone();
+        for overlay in overlays {
+            match rules.iter_mut().find(|r| r.prefix == overlay.prefix) {
+                Some(rule) => rule.to = overlay.to.clone(),
+                None => rules.push(PrefixRule {
+                    prefix: overlay.prefix.clone(),
+                    strip: false,
+                    to: overlay.to.clone(),
+                }),
+            }
+        }
+        let mut table = RouteTable::new(self.default, rules);
+        table.unslotted = self.unslotted.clone();
+        table.fence = fence.cloned();
+        table.moving |= table.fence.is_some();
+        table
+    }
+
+    /// Whether the keys of some rule are moving between backends, or every key is fenced.
+    #[inline]
+    pub fn has_moving(&self) -> bool {
+        self.moving
+    }
+
+    /// The migration `key` is part of, if its rule's keys are moving; every key's fence when
+    /// there is one.
+    pub fn moving(&self, key: &[u8]) -> Option<&Arc<Moving>> {
+        if let Some(fence) = &self.fence {
+            return Some(fence);
+        }
+        match &self.rule_of(key)?.0.to {
+            Destination::Moving(moving) => Some(moving),
+            _ => None,
         }
     }
 
@@ -126,18 +212,15 @@ impl RouteTable {
     /// Whether some rule strips its prefix from keys it sends to `backend`: there keys go by
     /// other names than the client's.
     pub fn strips_into(&self, backend: BackendId) -> bool {
-        self.rules.iter().any(|rule| {
-            rule.strip
-                && match &rule.to {
-                    Destination::Backend(to) => *to == backend,
-                    Destination::BySlot(to) => to.contains(&backend),
-                }
-        })
+        self.rules
+            .iter()
+            .any(|rule| rule.strip && rule.to.may_be_on(backend, None))
     }
 
-    /// Whether every key goes to the default backend (no rules): routing costs nothing.
+    /// Whether every key goes to the default backend (no rules, no fence): routing costs
+    /// nothing.
     pub fn is_single(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.fence.is_none()
     }
 
     /// The backend of keys no rule matches, and of keyless commands.
@@ -165,15 +248,7 @@ impl RouteTable {
                 strip: 0,
             };
         }
-        let literal = self.trie.longest(key, Match::Literal);
-        let rule = match literal {
-            Some(found) => self.rules.get(found),
-            None if key.first() == Some(&b'{') => hash_tag(key)
-                .and_then(|tag| self.trie.longest(tag, Match::Tag))
-                .and_then(|found| self.rules.get(found)),
-            None => None,
-        };
-        let Some(rule) = rule else {
+        let Some((rule, literal)) = self.rule_of(key) else {
             return Route {
                 backend: self.default,
                 strip: 0,
@@ -185,14 +260,29 @@ impl RouteTable {
                 .get(usize::from(Slot::for_key(key).get()))
                 .copied()
                 .unwrap_or(self.default),
+            Destination::Moving(moving) => moving.from,
         };
         Route {
             backend,
-            strip: if rule.strip && literal.is_some() {
+            strip: if rule.strip && literal {
                 rule.prefix.len()
             } else {
                 0
             },
+        }
+    }
+
+    /// The rule `key` follows (see [`RouteTable::route`]), and whether it matched the key as
+    /// written (else its hash tag).
+    #[inline]
+    fn rule_of(&self, key: &[u8]) -> Option<(&PrefixRule, bool)> {
+        match self.trie.longest(key, Match::Literal) {
+            Some(found) => self.rules.get(found).map(|rule| (rule, true)),
+            None if key.first() == Some(&b'{') => hash_tag(key)
+                .and_then(|tag| self.trie.longest(tag, Match::Tag))
+                .and_then(|found| self.rules.get(found))
+                .map(|rule| (rule, false)),
+            None => None,
         }
     }
 
@@ -201,10 +291,10 @@ impl RouteTable {
     /// that slot there. What `/ready` waits for a backend to serve.
     pub fn routes_slot_to(&self, backend: BackendId, slot: u16) -> bool {
         self.default == backend
-            || self.rules.iter().any(|rule| match &rule.to {
-                Destination::Backend(b) => *b == backend,
-                Destination::BySlot(by_slot) => by_slot.get(usize::from(slot)) == Some(&backend),
-            })
+            || self
+                .rules
+                .iter()
+                .any(|rule| rule.to.may_be_on(backend, Some(slot)))
     }
 
     /// Which of the keys found on `backend` (with any prefix stripped on the way in put back)
@@ -224,7 +314,11 @@ impl RouteTable {
     pub fn stripped_prefix(&self, backend: BackendId) -> Option<&Bytes> {
         self.rules
             .iter()
-            .find(|r| r.strip && matches!(r.to, Destination::Backend(b) if b == backend))
+            .find(|r| {
+                r.strip
+                    && matches!(r.to, Destination::Backend(_) | Destination::Moving(_))
+                    && r.to.may_be_on(backend, None)
+            })
             .map(|r| &r.prefix)
     }
 }
@@ -256,9 +350,20 @@ impl Reachable<'_> {
             return self.backend == self.table.default;
         }
         let route = self.table.route(key);
-        route.backend == self.backend
+        self.lands_here(key, route.backend)
             && (route.strip > 0) == self.strips
             && !super::is_reserved(key.get(route.strip..).unwrap_or_default())
+    }
+
+    /// Whether a key routed to `backend` may be on this one: it is that one, or the key is
+    /// moving between the two.
+    fn lands_here(&self, key: &[u8], backend: BackendId) -> bool {
+        backend == self.backend
+            || (self.table.has_moving()
+                && self
+                    .table
+                    .moving(key)
+                    .is_some_and(|moving| moving.to == self.backend))
     }
 
     /// Whether `key`, as clients name it, is looked for on the backend.
@@ -267,7 +372,7 @@ impl Reachable<'_> {
             return self.backend == self.table.default;
         }
         let route = self.table.route(key);
-        route.backend == self.backend && (route.strip > 0) == self.strips
+        self.lands_here(key, route.backend) && (route.strip > 0) == self.strips
     }
 }
 

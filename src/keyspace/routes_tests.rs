@@ -233,6 +233,7 @@ fn naive(rules: &[PrefixRule], default: BackendId, key: &[u8]) -> Route {
             backend: match &r.to {
                 Destination::Backend(b) => *b,
                 Destination::BySlot(by) => by[usize::from(Slot::for_key(key).get())],
+                Destination::Moving(m) => m.from,
             },
             strip: if r.strip && literal {
                 r.prefix.len()
@@ -311,4 +312,70 @@ fn a_key_reaches_the_backend_it_was_found_on_only_where_its_route_leads() {
     assert!(table.reachable_on(MAIN).is_everything());
     assert!(!table.reachable_on(ARCHIVE).is_everything());
     assert!(!table.reachable_on(ARCHIVE).reaches(b"user:1"));
+}
+
+#[test]
+fn a_migrations_mark_takes_its_prefixs_place_and_both_sides_are_reachable() {
+    use crate::keyspace::{Moving, Overlay, Way};
+    use std::sync::Arc;
+    let table = RouteTable::new(
+        BackendId(0),
+        vec![PrefixRule {
+            prefix: Bytes::from_static(b"archive:"),
+            strip: true,
+            to: Destination::Backend(BackendId(1)),
+        }],
+    );
+    assert!(!table.has_moving());
+    let moving = Arc::new(Moving::new(
+        "m".into(),
+        BackendId(1),
+        BackendId(2),
+        Way::Hold,
+    ));
+    let marked = table.with_overlays(
+        &[
+            Overlay {
+                prefix: Bytes::from_static(b"archive:"),
+                to: Destination::Moving(Arc::clone(&moving)),
+            },
+            Overlay {
+                prefix: Bytes::from_static(b"user:"),
+                to: Destination::Backend(BackendId(2)),
+            },
+        ],
+        None,
+    );
+    assert!(marked.has_moving());
+    assert!(
+        marked
+            .moving(b"archive:1")
+            .is_some_and(|m| Arc::ptr_eq(m, &moving))
+    );
+    assert!(marked.moving(b"user:1").is_none());
+    // Readers that do not ask see the source, the prefix still stripped.
+    let route = marked.route(b"archive:1");
+    assert_eq!((route.backend, route.strip), (BackendId(1), 8));
+    assert_eq!(marked.route(b"user:1").backend, BackendId(2));
+    assert_eq!(marked.route(b"user:1").strip, 0);
+    // A listing shows a moving key on either side, and nowhere else.
+    assert!(marked.reachable_on(BackendId(1)).shows(b"archive:1"));
+    assert!(marked.reachable_on(BackendId(2)).shows(b"archive:1"));
+    assert!(!marked.reachable_on(BackendId(0)).shows(b"archive:1"));
+    // The table it was made from is unchanged.
+    assert_eq!(table.route(b"user:1").backend, BackendId(0));
+    // A fence is every key's gate, whatever its rule.
+    let fence = Arc::new(Moving::new(
+        "fence".into(),
+        BackendId(0),
+        BackendId(0),
+        Way::Fenced,
+    ));
+    let fenced = RouteTable::single(BackendId(0)).with_overlays(&[], Some(&fence));
+    assert!(fenced.has_moving() && !fenced.is_single());
+    assert!(
+        fenced
+            .moving(b"anything")
+            .is_some_and(|m| Arc::ptr_eq(m, &fence))
+    );
 }

@@ -21,14 +21,21 @@
 //!   between): by the copier as it walks the source, and by a replica for a key a request
 //!   touches first. A key created during the migration is created on the target.
 
+mod controller;
+mod copier;
+mod driver;
 mod lease;
 mod mover;
 mod phase;
+mod replica;
 mod store;
 
+pub use controller::{Act, ControlError, Plan, act, start, store_of};
+pub use driver::drive;
 pub use lease::{Acknowledged, Roster, Sight, ack_entry, acknowledges};
 pub use mover::{MoveError, Moved, move_key};
-pub use phase::{Phase, Routing};
+pub use phase::Phase;
+pub use replica::follow;
 pub use store::{Exec, MIGRATIONS_KEY, Migration, ROSTER_KEY, Store, StoreError};
 
 use std::future::Future;

@@ -10,12 +10,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::keyspace::Way;
+
 /// Where a migration stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Replicas hold the keys' requests, so that none still writes them on the source once
-    /// any moves them.
+    /// any moves them. Where every migration begins.
+    #[default]
     Holding,
     /// Keys move from source to target: the copier walks the source, and a request for a key
     /// still on the source moves that key first.
@@ -35,31 +38,15 @@ pub enum Phase {
     Aborted,
 }
 
-/// How a replica routes the keys of a migration in a phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Routing {
-    /// To the source, as before the migration.
-    Source,
-    /// Held until the phase changes.
-    Hold,
-    /// A key still on the source is moved to the target first, then the request goes to the
-    /// target.
-    SourceToTarget,
-    /// The reverse, during an abort.
-    TargetToSource,
-    /// To the target.
-    Target,
-}
-
 impl Phase {
     /// How a replica in this phase routes the migration's keys.
-    pub fn routing(self) -> Routing {
+    pub fn way(self) -> Way {
         match self {
-            Phase::Holding | Phase::HoldingBack => Routing::Hold,
-            Phase::Moving | Phase::Paused | Phase::Verifying => Routing::SourceToTarget,
-            Phase::MovingBack => Routing::TargetToSource,
-            Phase::Done => Routing::Target,
-            Phase::Aborted => Routing::Source,
+            Phase::Holding | Phase::HoldingBack => Way::Hold,
+            Phase::Moving | Phase::Paused | Phase::Verifying => Way::SourceToTarget,
+            Phase::MovingBack => Way::TargetToSource,
+            Phase::Done => Way::Target,
+            Phase::Aborted => Way::Source,
         }
     }
 
@@ -117,8 +104,8 @@ mod tests {
 
     /// Whether replicas routing `a` and `b` at once can leave a key on both sides: one writes
     /// where the other has moved the key away from.
-    fn unsafe_together(a: Routing, b: Routing) -> bool {
-        use Routing::*;
+    fn unsafe_together(a: Way, b: Way) -> bool {
+        use Way::*;
         matches!(
             (a, b),
             (Source, SourceToTarget | Target)
@@ -133,18 +120,18 @@ mod tests {
     #[test]
     fn every_step_is_safe_side_by_side_or_waits_for_every_replica() {
         // Before a migration the keys route to the source: the first phase must sit beside that.
-        assert!(!unsafe_together(Routing::Source, Phase::Holding.routing()));
+        assert!(!unsafe_together(Way::Source, Phase::Holding.way()));
         for from in ALL {
             for to in ALL {
                 if !from.may_go_to(to) {
                     continue;
                 }
-                let together = unsafe_together(from.routing(), to.routing());
+                let together = unsafe_together(from.way(), to.way());
                 assert!(
                     !together || from.needs_every_replica_before(to),
                     "{from:?} -> {to:?} lets replicas route {:?} and {:?} at once",
-                    from.routing(),
-                    to.routing()
+                    from.way(),
+                    to.way()
                 );
             }
         }

@@ -28,7 +28,7 @@ pub const ROSTER_KEY: &str = "{respgate}:roster";
 const MAX_REPLY_DEPTH: usize = 2;
 
 /// One migration, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Migration {
     /// Its id, unique among the stored migrations.
     pub id: String,
@@ -50,6 +50,24 @@ pub struct Migration {
     pub bytes_moved: u64,
     /// Why it stopped, when it did.
     pub error: Option<String>,
+    /// The roster id of the replica driving it (see `super::controller`).
+    #[serde(default)]
+    pub controller: String,
+    /// Most keys moved per second by the copier; 0: no limit.
+    #[serde(default)]
+    pub max_keys_per_s: u64,
+    /// Most bytes moved per second by the copier (as `MEMORY USAGE` sizes them); 0: no limit.
+    #[serde(default)]
+    pub max_bytes_per_s: u64,
+    /// The keys of the prefix on the source when it began, if they were counted in time.
+    #[serde(default)]
+    pub keys_total: Option<u64>,
+    /// Milliseconds since the Unix epoch when it began, and when it ended.
+    #[serde(default)]
+    pub started_ms: u64,
+    /// See `started_ms`; 0 while under way.
+    #[serde(default)]
+    pub ended_ms: u64,
 }
 
 /// Why the store could not answer, or refused a record.
@@ -177,6 +195,11 @@ impl<E: Exec> Store<E> {
             Value::Integer(n) => Ok(n == 1),
             other => Err(StoreError::Garbled(format!("{other:?}"))),
         }
+    }
+
+    /// The migration `id`, if stored.
+    pub async fn migration(&self, id: &str) -> Result<Option<Migration>, StoreError> {
+        Ok(self.migrations().await?.into_iter().find(|m| m.id == id))
     }
 
     /// Writes this replica's roster entry.

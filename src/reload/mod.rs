@@ -337,7 +337,7 @@ impl Reloader {
         let unreachable = learned(&started).await;
         let generation = old.generation + 1;
         self.proxy
-            .install(Arc::new(Snapshot::new(config, users, backends, generation)));
+            .install(Snapshot::new(config, users, backends, generation));
         if level_changed && let Some(apply) = &self.log_filter {
             // Checked by `Config::validate`; a failure here would be the subscriber's own.
             if let Err(error) = apply(&level) {

@@ -88,6 +88,8 @@ pub enum Gather {
     /// `CLIENT TRACKING ON`, answered once every node of these backends (by serial) is
     /// watched or has failed to be once, or the connect timeout has passed.
     Watched(Vec<u64>),
+    /// A request for keys moving between backends, through the migration's gate.
+    Moving(super::moving::MovingRequest),
 }
 
 /// How a forwarded command (`Action::Forward`'s fields) is sent for a client on `protocol` and

@@ -119,6 +119,11 @@ pub fn dispatch(
     if state.tracking.is_on() || proxy.tracking.has_keys() {
         super::tracked_keys::note(state, proxy, spec, &request.args, caching);
     }
+    if proxy.routes().has_moving()
+        && let Some(action) = super::moving::divert(state, proxy, spec, &request)
+    {
+        return action;
+    }
     by_policy(state, proxy, spec, spec.policy, request)
 }
 
@@ -325,7 +330,7 @@ fn split(
             let payload = routed.payload(request.raw);
             forward_to(state, routed.backend, payload, routed.target, access)
         }
-        Err(error @ super::route::RouteError::Reserved) => {
+        Err(error @ (super::route::RouteError::Reserved | super::route::RouteError::Moving)) => {
             Action::Reply(reply::error(&error.message(proxy)))
         }
         Err(error) => match multikey::plan(kind, request, routes) {

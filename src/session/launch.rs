@@ -97,6 +97,10 @@ impl Gather {
                 let run = super::client_tracking::once_watched(proxy, backends, limit);
                 finish.finish(cluster, run)
             }
+            Gather::Moving(request) => finish.finish(
+                cluster,
+                super::moving::run(proxy, request, protocol, affinity),
+            ),
         }
     }
 }

@@ -25,6 +25,7 @@ mod held;
 mod info;
 mod launch;
 mod local;
+mod moving;
 mod outbound;
 mod owed;
 mod own;

@@ -55,6 +55,9 @@ pub(super) enum RouteError {
     CrossBackend(Vec<BackendId>),
     /// A key of the proxy's own (see [`crate::keyspace::RESERVED`]).
     Reserved,
+    /// A key moving between backends, in a command the proxy cannot yet carry across a
+    /// migration (see [`super::moving`]).
+    Moving,
 }
 
 impl RouteError {
@@ -64,6 +67,7 @@ impl RouteError {
         match self {
             RouteError::CrossSlot => CROSSSLOT.to_string(),
             RouteError::Reserved => RESERVED_KEY.to_string(),
+            RouteError::Moving => super::moving::NOT_CARRIED.to_string(),
             RouteError::CrossBackend(ids) => {
                 let names: Vec<String> = ids
                     .iter()
@@ -120,6 +124,11 @@ pub(super) fn route_positions(
                 slot: routes.slot_on(backend, key),
             }
         } else {
+            if routes.has_moving() && routes.moving(key).is_some() {
+                // What reaches here for a moving key is not carried by the migration's gate
+                // (see `super::moving::divert`): never routed as if nothing moved.
+                return Err(RouteError::Moving);
+            }
             let route = routes.route(key);
             strips |= route.strip > 0;
             // Under the name the backend stores it by, too.

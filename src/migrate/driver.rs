@@ -1,0 +1,315 @@
+//! The controller's loop: one step at a time, each read from the record and written back to
+//! it with compare-and-set (see [`super::controller`] for the phases it takes).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tracing::{info, warn};
+
+use super::controller::{ControlError, now_ms, store_of, stored_prefix};
+use super::copier::Walk;
+use super::lease::{Acknowledged, Roster, acknowledges};
+use super::{Migration, MoveError, Moved, OnBackend, Phase, Store, move_key};
+use crate::cluster::{Backend, Sending, Target};
+use crate::command::Access;
+use crate::protocol::request::encode_command;
+use crate::protocol::{Protocol, Value};
+use crate::proxy::Proxy;
+use crate::slot::Slot;
+
+/// Longest one step of the copier runs before the record is written.
+const STEP_FOR: Duration = Duration::from_millis(500);
+/// How often the record is written while nothing else changes, so that replicas see the
+/// controller alive.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Drives migration `id` as replica `me` until it is over, or another replica drives it.
+pub async fn drive(proxy: Arc<Proxy>, me: String, id: String) {
+    let lease = Duration::from_millis(proxy.config().migration.lease_ms);
+    let mut driver = Driver {
+        proxy,
+        me,
+        id,
+        lease,
+        roster: Roster::default(),
+        walk: None,
+        window: Window::new(),
+        pending: (0, 0),
+        written_at: Instant::now(),
+        phase: None,
+    };
+    loop {
+        match driver.step().await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                warn!(migration = %driver.id, %error, "a migration step failed; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+struct Driver {
+    proxy: Arc<Proxy>,
+    me: String,
+    id: String,
+    lease: Duration,
+    roster: Roster,
+    /// The copier's walk, while it moves keys; begun again after an error.
+    walk: Option<Walk>,
+    window: Window,
+    /// Keys and bytes moved and not yet written to the record.
+    pending: (u64, u64),
+    written_at: Instant,
+    /// The phase last seen, and since when: for the log.
+    phase: Option<(Phase, Instant)>,
+}
+
+impl Driver {
+    /// One step; `false` once the migration is over or driven elsewhere.
+    async fn step(&mut self) -> Result<bool, ControlError> {
+        let store = store_of(&self.proxy).ok_or(ControlError::Off)?;
+        let Some(current) = store.migration(&self.id).await? else {
+            return Ok(false);
+        };
+        self.note_phase(current.phase);
+        if current.controller != self.me || current.phase.is_final() {
+            return Ok(false);
+        }
+        let mut next = current.clone();
+        match current.phase {
+            Phase::Holding | Phase::HoldingBack => {
+                if self.acknowledged(&store, &current).await? {
+                    next.phase = if current.phase == Phase::Holding {
+                        Phase::Moving
+                    } else {
+                        Phase::MovingBack
+                    };
+                    self.walk = None;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Phase::Moving | Phase::MovingBack => self.copy(&current, &mut next).await,
+            Phase::Verifying => match self.left(&current).await {
+                Some(0) => next.phase = Phase::Done,
+                Some(left) => {
+                    info!(migration = %self.id, left, "keys left on the source: moving again");
+                    next.phase = Phase::Moving;
+                }
+                None => tokio::time::sleep(Duration::from_millis(200)).await,
+            },
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+        next.keys_moved += self.pending.0;
+        next.bytes_moved += self.pending.1;
+        if next.phase.is_final() {
+            next.ended_ms = now_ms();
+        }
+        if next != current || self.written_at.elapsed() >= BEAT_EVERY {
+            // When somebody else wrote the record meanwhile, the next step reads it again.
+            if store.update(&current, &next).await? {
+                self.pending = (0, 0);
+                self.written_at = Instant::now();
+                self.note_phase(next.phase);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Logs a new phase with how long the last one lasted.
+    fn note_phase(&mut self, phase: Phase) {
+        match self.phase {
+            Some((seen, _)) if seen == phase => {}
+            Some((seen, since)) => {
+                info!(migration = %self.id, phase = ?phase, after = ?seen, lasted_ms = since.elapsed().as_millis() as u64, "migration phase");
+                self.phase = Some((phase, Instant::now()));
+            }
+            None => self.phase = Some((phase, Instant::now())),
+        }
+    }
+
+    /// Whether every replica still serving has acknowledged `migration`'s phase.
+    async fn acknowledged(
+        &mut self,
+        store: &Store<OnBackend>,
+        migration: &Migration,
+    ) -> Result<bool, ControlError> {
+        self.roster.look(Instant::now(), store.roster().await?);
+        // A replica that stopped beating fences itself within a lease, then finishes what
+        // it had in flight: within its request budget.
+        let margin = self
+            .sides(migration)
+            .map_or(Duration::from_secs(15), |(source, ..)| {
+                source.conn_settings().request_timeout + source.config().retry_timeout()
+            })
+            + Duration::from_secs(1);
+        let acked = self
+            .roster
+            .acknowledged(Instant::now(), self.lease, margin, |entry| {
+                acknowledges(entry, &migration.id, migration.phase)
+            });
+        Ok(acked == Acknowledged::Every)
+    }
+
+    /// The side keys leave and the side they go to in `migration`'s phase, and the prefix as
+    /// both store the keys.
+    fn sides(&self, migration: &Migration) -> Option<(Arc<Backend>, Arc<Backend>, Bytes)> {
+        let snapshot = self.proxy.snapshot();
+        let from = snapshot.backend(snapshot.backend_id(&migration.from)?)?;
+        let to = snapshot.backend(snapshot.backend_id(&migration.to)?)?;
+        let stored = stored_prefix(snapshot.routes(), &migration.prefix);
+        match migration.phase {
+            Phase::MovingBack | Phase::HoldingBack => {
+                Some((Arc::clone(to), Arc::clone(from), stored))
+            }
+            _ => Some((Arc::clone(from), Arc::clone(to), stored)),
+        }
+    }
+
+    /// Whether `key`, as stored, is one of `migration`'s: routed by its mark.
+    fn is_ours(&self, migration: &Migration, stored: &Bytes, key: &Bytes) -> bool {
+        let name = if stored.len() < migration.prefix.len() {
+            Bytes::from([migration.prefix.as_bytes(), key].concat())
+        } else {
+            key.clone()
+        };
+        let snapshot = self.proxy.snapshot();
+        snapshot
+            .routes()
+            .moving(&name)
+            .is_some_and(|moving| moving.id == migration.id)
+    }
+
+    /// Moves keys for up to [`STEP_FOR`]; a finished walk ends the phase.
+    async fn copy(&mut self, current: &Migration, next: &mut Migration) {
+        let Some((source, target, stored)) = self.sides(current) else {
+            warn!(migration = %self.id, "a backend of the migration is not known here");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        };
+        let timeout =
+            u64::try_from(source.conn_settings().request_timeout.as_millis()).unwrap_or(5000);
+        let deadline = Instant::now() + STEP_FOR;
+        while Instant::now() < deadline {
+            let walk = self.walk.get_or_insert_with(|| Walk::new(&source, &stored));
+            let keys = match walk.next(&source).await {
+                Ok(Some(keys)) => keys,
+                Ok(None) => {
+                    self.walk = None;
+                    next.phase = if current.phase == Phase::Moving {
+                        Phase::Verifying
+                    } else {
+                        Phase::Aborted
+                    };
+                    return;
+                }
+                Err(error) => {
+                    warn!(migration = %self.id, %error, "the copier's walk failed; beginning it again");
+                    self.walk = None;
+                    return;
+                }
+            };
+            for key in keys {
+                if !self.is_ours(current, &stored, &key) {
+                    continue;
+                }
+                self.window.wait(current).await;
+                let size = memory_usage(&source, &key).await;
+                match move_key(&source, &target, &key, timeout).await {
+                    Ok(Moved::Moved) => {
+                        self.pending.0 += 1;
+                        self.pending.1 += size;
+                        self.window.add(size);
+                    }
+                    Ok(Moved::Absent) => {}
+                    Err(MoveError::TargetHasKey) => {
+                        let why = format!(
+                            "{} is on both backends; it stays on the source",
+                            String::from_utf8_lossy(&key)
+                        );
+                        warn!(migration = %self.id, "{why}");
+                        next.error = Some(why);
+                    }
+                    Err(error) => {
+                        warn!(migration = %self.id, %error, "a key was not moved; the walk begins again");
+                        self.walk = None;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many of `migration`'s keys the source still holds: a whole fresh walk; `None`
+    /// when the walk failed.
+    async fn left(&self, migration: &Migration) -> Option<u64> {
+        let (source, _, stored) = self.sides(migration)?;
+        let mut walk = Walk::new(&source, &stored);
+        let mut left = 0;
+        while let Some(keys) = walk.next(&source).await.ok()? {
+            left += keys
+                .iter()
+                .filter(|key| self.is_ours(migration, &stored, key))
+                .count() as u64;
+        }
+        Some(left)
+    }
+}
+
+/// The copier's rate: keys and bytes moved in the current second.
+struct Window {
+    start: Instant,
+    keys: u64,
+    bytes: u64,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window {
+            start: Instant::now(),
+            keys: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Waits, when this second's keys or bytes reached `migration`'s limits, for the next.
+    async fn wait(&mut self, migration: &Migration) {
+        if self.start.elapsed() >= Duration::from_secs(1) {
+            *self = Window::new();
+        }
+        let full = (migration.max_keys_per_s > 0 && self.keys >= migration.max_keys_per_s)
+            || (migration.max_bytes_per_s > 0 && self.bytes >= migration.max_bytes_per_s);
+        if full {
+            tokio::time::sleep_until((self.start + Duration::from_secs(1)).into()).await;
+            *self = Window::new();
+        }
+    }
+
+    fn add(&mut self, bytes: u64) {
+        self.keys += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// `MEMORY USAGE key` on the source: the bytes a move counts (0 when not known).
+async fn memory_usage(backend: &Backend, key: &Bytes) -> u64 {
+    let mut payload = BytesMut::new();
+    encode_command(&mut payload, &[&b"MEMORY"[..], b"USAGE", key]);
+    let reply = backend
+        .execute(Sending {
+            payload: payload.freeze(),
+            target: Target::Slot(Slot::for_key(key)),
+            access: Access::Read,
+            protocol: Protocol::Resp2,
+            db: 0,
+            affinity: 0,
+        })
+        .await;
+    match Value::decode(&reply, 1) {
+        Some(Value::Integer(n)) => u64::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
+}

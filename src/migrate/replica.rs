@@ -1,0 +1,268 @@
+//! A replica's side of every migration: it reads the state every third of a lease, lays each
+//! migration's mark over its routes, sets each migration's way by its phase, and writes down
+//! in the roster which phases it has seen through (see [`super::lease`] for the duties this
+//! follows).
+//!
+//! A phase is acknowledged only once no request decided as before is left: for a migration
+//! first seen, once every session has let go of the routes without its mark (requests routed
+//! the plain way are all answered); for a phase change, once the gate's way is set, which
+//! waits for the requests that passed it under the old way.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::controller::store_of;
+use super::lease::{Sight, ack_entry};
+use super::{Migration, OnBackend, Phase, Store, StoreError};
+use crate::keyspace::{BackendId, Destination, Marks, Moving, Overlay, Way};
+use crate::proxy::{Proxy, Snapshot};
+
+/// How often the state is read while some migration is under way: phases then change within
+/// about this much of the controller's step, so that requests are held briefly.
+const BUSY_INTERVAL: Duration = Duration::from_millis(100);
+/// How often to try the first read again, before the replica serves.
+const FIRST_READ_RETRY: Duration = Duration::from_millis(500);
+
+/// What one replica knows of the migrations.
+struct Replica {
+    /// Its roster id: new at every start.
+    id: String,
+    proxy: Arc<Proxy>,
+    /// Each migration under way by id, with the gate its requests pass.
+    moving: BTreeMap<String, Arc<Moving>>,
+    /// The marks last laid over the routes, as (id, phase is done) pairs, to see a change.
+    laid: Vec<(String, bool)>,
+    /// The marks themselves.
+    marks: Marks,
+    /// The routes replaced when a migration first appeared: its phase is acknowledged once no
+    /// session holds them.
+    before: Vec<(String, Weak<Snapshot>)>,
+    /// The phase acknowledged for each migration under way.
+    acks: BTreeMap<String, Phase>,
+    beat: u64,
+    sight: Sight,
+    fenced: bool,
+    /// Each migration under way by id: its version when last seen to change, and since when.
+    /// One whose controller stopped writing is taken over (see [`Replica::take_over`]).
+    stale: BTreeMap<String, (u64, Instant)>,
+}
+
+/// Takes part in migrations when `[migration]` enables it: reads the state until it can (the
+/// replica serves nothing before), then follows it in a task of its own until `stop`.
+pub async fn follow(proxy: &Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+    let (enabled, lease) = {
+        let config = proxy.config();
+        (
+            config.migration.enabled,
+            Duration::from_millis(config.migration.lease_ms),
+        )
+    };
+    if !enabled {
+        return;
+    }
+    let id = proxy.replica_id.get_or_init(replica_id).clone();
+    let mut replica = Replica {
+        id,
+        stale: BTreeMap::new(),
+        proxy: Arc::clone(proxy),
+        moving: BTreeMap::new(),
+        laid: Vec::new(),
+        marks: Marks::default(),
+        before: Vec::new(),
+        acks: BTreeMap::new(),
+        beat: 0,
+        sight: Sight::new(lease),
+        fenced: false,
+    };
+    let mut warned = false;
+    while let Err(error) = replica.look().await {
+        if !warned {
+            warn!(%error, "cannot read the migrations' state; not serving until it can");
+            warned = true;
+        }
+        tokio::time::sleep(FIRST_READ_RETRY).await;
+    }
+    info!(replica = %replica.id, "following the migrations' state");
+    tokio::spawn(async move {
+        loop {
+            let interval = if replica.moving.is_empty() {
+                lease / 3
+            } else {
+                BUSY_INTERVAL.min(lease / 3)
+            };
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if let Err(error) = replica.look().await {
+                replica.lost_sight(&error).await;
+            }
+        }
+        if let Some(store) = store_of(&replica.proxy) {
+            let _ = store.leave(&replica.id).await;
+        }
+    });
+}
+
+impl Replica {
+    /// Reads the state, follows it, and writes the roster entry: the lease is renewed only
+    /// when all of it succeeded.
+    async fn look(&mut self) -> Result<(), StoreError> {
+        let store = store_of(&self.proxy)
+            .ok_or_else(|| StoreError::Backend("the state's backend is not known".into()))?;
+        let sent = Instant::now();
+        let migrations = store.migrations().await?;
+        self.lay(&migrations);
+        for migration in &migrations {
+            self.set_way(migration).await;
+        }
+        self.take_over(&store, &migrations).await;
+        self.beat += 1;
+        store
+            .beat(&self.id, &ack_entry(self.beat, &self.acks))
+            .await?;
+        self.sight.read(sent);
+        if std::mem::take(&mut self.fenced) {
+            info!("the migrations' state is read again; serving keys again");
+            self.marks.fence = None;
+            self.proxy.reroute(self.marks.clone());
+        }
+        Ok(())
+    }
+
+    /// Lays the migrations' marks over the routes when they changed: one first seen, one
+    /// ended.
+    fn lay(&mut self, migrations: &[Migration]) {
+        let snapshot = self.proxy.snapshot();
+        let mut overlays = Vec::new();
+        let mut laid = Vec::new();
+        let mut fresh = Vec::new();
+        for m in migrations {
+            let (Some(from), Some(to)) = (snapshot.backend_id(&m.from), snapshot.backend_id(&m.to))
+            else {
+                continue;
+            };
+            let to = match m.phase {
+                Phase::Aborted => continue,
+                Phase::Done => Destination::Backend(to),
+                phase => {
+                    let moving = self.moving.entry(m.id.clone()).or_insert_with(|| {
+                        fresh.push(m.id.clone());
+                        Arc::new(Moving::new(m.id.clone(), from, to, phase.way()))
+                    });
+                    Destination::Moving(Arc::clone(moving))
+                }
+            };
+            laid.push((m.id.clone(), m.phase == Phase::Done));
+            overlays.push(Overlay {
+                prefix: bytes::Bytes::copy_from_slice(m.prefix.as_bytes()),
+                to,
+            });
+        }
+        let under_way = |id: &String| {
+            migrations
+                .iter()
+                .any(|m| &m.id == id && !m.phase.is_final())
+        };
+        self.moving.retain(|id, _| under_way(id));
+        self.acks.retain(|id, _| under_way(id));
+        if laid != self.laid {
+            self.marks.overlays = overlays;
+            let before = self.proxy.reroute(self.marks.clone());
+            self.before
+                .extend(fresh.into_iter().map(|id| (id, before.clone())));
+            self.laid = laid;
+        }
+        self.before
+            .retain(|(id, old)| old.strong_count() > 0 && under_way(id));
+    }
+
+    /// Takes over a migration under way whose record has not changed for two leases: its
+    /// controller is gone (a controller writes it every second). Compare-and-set makes one
+    /// replica the new controller, which drives it from its phase.
+    async fn take_over(&mut self, store: &Store<OnBackend>, migrations: &[Migration]) {
+        let now = Instant::now();
+        let lease = self.proxy.config().migration.lease_ms;
+        self.stale.retain(|id, _| {
+            migrations
+                .iter()
+                .any(|m| &m.id == id && !m.phase.is_final())
+        });
+        for m in migrations.iter().filter(|m| !m.phase.is_final()) {
+            let seen = self.stale.entry(m.id.clone()).or_insert((m.version, now));
+            if seen.0 != m.version {
+                *seen = (m.version, now);
+                continue;
+            }
+            if now.saturating_duration_since(seen.1) < Duration::from_millis(2 * lease) {
+                continue;
+            }
+            let mut next = m.clone();
+            next.controller = self.id.clone();
+            if let Ok(true) = store.update(m, &next).await {
+                warn!(migration = %m.id, former = %m.controller, "its controller stopped; this replica drives it now");
+                tokio::spawn(super::drive(
+                    Arc::clone(&self.proxy),
+                    self.id.clone(),
+                    m.id.clone(),
+                ));
+            }
+            self.stale.remove(&m.id);
+        }
+    }
+
+    /// Sets the way of a migration under way by its phase, and acknowledges the phase once
+    /// nothing decided as before is left.
+    async fn set_way(&mut self, migration: &Migration) {
+        let Some(moving) = self.moving.get(&migration.id) else {
+            return;
+        };
+        let way = migration.phase.way();
+        if moving.set(way).await {
+            info!(migration = %migration.id, phase = ?migration.phase, "following a new phase");
+        }
+        let routed_before = self.before.iter().any(|(id, _)| id == &migration.id);
+        if moving.way() == way && !routed_before {
+            self.acks.insert(migration.id.clone(), migration.phase);
+        }
+    }
+
+    /// The state could not be read or the entry not written: past the lease, every key is
+    /// refused. The replica may have missed a phase, or a migration that began meanwhile,
+    /// which a controller no longer waits for it to see.
+    async fn lost_sight(&mut self, error: &StoreError) {
+        if self.sight.may_serve(Instant::now()) || self.fenced {
+            return;
+        }
+        warn!(%error, "the migrations' state was not read within the lease; refusing every key until it is");
+        self.fenced = true;
+        self.marks.fence = Some(Arc::new(Moving::new(
+            "(this replica's fence)".into(),
+            BackendId(0),
+            BackendId(0),
+            Way::Fenced,
+        )));
+        self.proxy.reroute(self.marks.clone());
+        for moving in self.moving.values() {
+            moving.set(Way::Fenced).await;
+        }
+    }
+}
+
+/// A roster id new at every start: the host's name and a random part.
+fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "respgate".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(48)
+        .collect();
+    format!("{host}-{:016x}", fastrand::u64(..))
+}
