@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+// The `migrate` subcommand, part of the binary rather than the library.
+mod main_migrate;
 use respgate::config::{Config, ConfigError, LogFormat, Overrides};
 use respgate::reload::{ConfigSource, LogFilter, Trigger};
 use tracing::error;
@@ -53,6 +56,15 @@ struct Cli {
     /// collectors; wins over log.format.
     #[arg(long, value_name = "text|json")]
     log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Move a prefix between backends online, through a replica's admin address.
+    Migrate(main_migrate::MigrateArgs),
 }
 
 /// `--log-format`.
@@ -63,7 +75,10 @@ enum LogFormatArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Migrate(args)) = cli.command.take() {
+        return main_migrate::run(args);
+    }
     let overrides = Overrides {
         listen: cli.listen.clone(),
         seeds: cli.cluster.clone(),

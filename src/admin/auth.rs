@@ -72,6 +72,7 @@ mod tests {
         Request {
             method: "POST".into(),
             path: "/reload".into(),
+            query: String::new(),
             bearer: bearer.map(Secret::from),
         }
     }

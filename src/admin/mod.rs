@@ -7,6 +7,7 @@
 //! | `/ready` | 200 once every backend serves the slots routed to it, 503 before and from the moment shutdown begins ([`crate::health`]) |
 //! | `/topology` | JSON: each backend's nodes, their roles, slot ranges and connection states, and its last refresh |
 //! | `/config` | the configuration in force as TOML, every secret redacted |
+//! | `/migrations` | JSON: every migration with its phase and progress; `POST` starts one or acts on one ([`migrations`]), with the admin token |
 //! | `POST /reload` | reads the configuration again and puts it in force (see [`crate::reload`]); needs the admin token (`server.admin_token_file`, as `Authorization: Bearer TOKEN`) |
 //!
 //! The listener is bounded like the client side: at most `server.admin_max_connections` at
@@ -14,6 +15,7 @@
 //! to the end of its answer, so a slow or silent client cannot hold tasks without bound.
 
 mod auth;
+mod migrations;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,6 +99,8 @@ pub struct Request {
     pub method: String,
     /// `/metrics`, ...
     pub path: String,
+    /// What follows the path's `?`, as sent (percent-encoded).
+    pub query: String,
     /// The token of an `Authorization: Bearer` header, if one was sent.
     pub bearer: Option<Secret>,
 }
@@ -179,7 +183,8 @@ pub fn parse_request(head: &[u8]) -> Option<Request> {
     let mut words = line.split_whitespace();
     let method = words.next()?.to_ascii_uppercase();
     let target = words.next()?;
-    let path = target.split('?').next().unwrap_or(target).to_string();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = (path.to_string(), query.to_string());
     let bearer = lines
         .map(String::from_utf8_lossy)
         .take_while(|header| !header.trim().is_empty())
@@ -193,6 +198,7 @@ pub fn parse_request(head: &[u8]) -> Option<Request> {
     Some(Request {
         method,
         path,
+        query,
         bearer,
     })
 }
@@ -243,12 +249,15 @@ pub async fn route(request: &Request, peer: SocketAddr, reloader: &Reloader) -> 
             Response::text(status, readiness.describe())
         }
         ("GET", "/topology") => Response::json(&topology(proxy)),
+        (_, path) if path == "/migrations" || path.starts_with("/migrations/") => {
+            migrations::route(request, peer, reloader.proxy()).await
+        }
         (_, "/metrics" | "/live" | "/ready" | "/topology" | "/config") => {
             Response::text("405 Method Not Allowed", "use GET\n")
         }
         _ => Response::text(
             "404 Not Found",
-            "try /metrics, /ready, /live, /topology, /config or POST /reload\n",
+            "try /metrics, /ready, /live, /topology, /config, /migrations or POST /reload\n",
         ),
     }
 }
@@ -324,6 +333,7 @@ mod tests {
             Some(Request {
                 method: "GET".into(),
                 path: "/metrics".into(),
+                query: "x=1".into(),
                 bearer: None,
             })
         );

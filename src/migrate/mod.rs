@@ -21,6 +21,7 @@
 //!   between): by the copier as it walks the source, and by a replica for a key a request
 //!   touches first. A key created during the migration is created on the target.
 
+pub mod cli;
 mod controller;
 mod copier;
 mod driver;
