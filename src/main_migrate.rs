@@ -72,6 +72,13 @@ enum MigrateAction {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Delete the record of a migration that is over, once every replica's configuration
+    /// routes the prefix where it moved (until then the record keeps the new route in force).
+    Forget {
+        /// The migration.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 /// Runs `respgate migrate ...`.
@@ -128,6 +135,7 @@ fn act(admin: &Admin, action: MigrateAction) -> Result<(), CliError> {
         MigrateAction::Resume { id } => (id, "resume"),
         MigrateAction::Abort { id } => (id, "abort"),
         MigrateAction::Verify { id } => (id, "verify"),
+        MigrateAction::Forget { id } => (Some(id), "forget"),
     };
     let id = match id {
         Some(id) => id,

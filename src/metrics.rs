@@ -102,6 +102,13 @@ pub const TRACKING_KEYS: &str = "respgate_tracking_keys";
 /// Invalidations sent to tracking clients, by kind.
 pub const TRACKING_INVALIDATIONS: &str = "respgate_tracking_invalidations_total";
 
+/// Keys a migration moved so far (its copier's), as its record says.
+pub const MIGRATION_KEYS_MOVED: &str = "respgate_migration_keys_moved";
+/// Bytes a migration moved so far.
+pub const MIGRATION_BYTES_MOVED: &str = "respgate_migration_bytes_moved";
+/// 1 for the phase each migration is in, 0 for the others.
+pub const MIGRATION_PHASE: &str = "respgate_migration_phase";
+
 /// Every metric: name, Prometheus type, labels, meaning. The README's table and the Grafana
 /// dashboard are checked against it.
 pub const ALL: &[(&str, &str, &str, &str)] = &[
@@ -281,5 +288,23 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
         "counter",
         "kind",
         "invalidations sent to tracking clients: key (one per key), flush (forget everything), evicted (keys dropped at tracking.max_keys)",
+    ),
+    (
+        MIGRATION_KEYS_MOVED,
+        "gauge",
+        "migration",
+        "keys the migration's copier moved so far (respgate migrate)",
+    ),
+    (
+        MIGRATION_BYTES_MOVED,
+        "gauge",
+        "migration",
+        "bytes the migration's copier moved so far, as MEMORY USAGE sizes the keys",
+    ),
+    (
+        MIGRATION_PHASE,
+        "gauge",
+        "migration, phase",
+        "1 for the phase the migration is in, 0 for the others",
     ),
 ];

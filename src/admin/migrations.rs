@@ -1,6 +1,6 @@
 //! The migration endpoints (see [`crate::migrate`]): `GET /migrations` lists them with their
 //! progress; `POST /migrations?prefix=P&to=B[&max_keys_per_s=N][&max_bytes_per_s=N]` starts
-//! one, driven by this replica; `POST /migrations/ID/{pause,resume,abort,verify}` acts on one.
+//! one, driven by this replica; `POST /migrations/ID/{pause,resume,abort,verify,forget}` acts on one.
 //! The `POST`s need the admin token, and each is logged with who asked.
 
 use std::net::SocketAddr;
@@ -35,6 +35,7 @@ pub async fn route(request: &Request, peer: SocketAddr, proxy: &Arc<Proxy>) -> R
                 "resume" => Act::Resume,
                 "abort" => Act::Abort,
                 "verify" => Act::Verify,
+                "forget" => Act::Forget,
                 _ => return not_found(),
             };
             let action = format!("POST /migrations/{id}/{act:?}");
@@ -120,7 +121,7 @@ fn bad(why: &str) -> Response {
 fn not_found() -> Response {
     Response::text(
         "404 Not Found",
-        "try GET /migrations, POST /migrations?prefix=P&to=B or POST /migrations/ID/{pause,resume,abort,verify}\n",
+        "try GET /migrations, POST /migrations?prefix=P&to=B or POST /migrations/ID/{pause,resume,abort,verify,forget}\n",
     )
 }
 

@@ -86,7 +86,8 @@ impl fmt::Display for RouteMove {
         write!(
             f,
             " now route to {} instead of {}; the keys already on {} were not moved and can no \
-             longer be reached through the proxy",
+             longer be reached through the proxy (to move a prefix's keys while it is in use, \
+             run `respgate migrate start --prefix PREFIX --to BACKEND` before changing its route)",
             self.to, self.from, self.from.backend
         )
     }

@@ -156,7 +156,7 @@ pub fn status_line(m: &Migration, before: Option<&Migration>, seconds: f64) -> S
         m.id,
         m.prefix,
         m.to,
-        format!("{:?}", m.phase).to_lowercase(),
+        m.phase.name(),
         m.keys_moved,
         m.bytes_moved
     )

@@ -52,6 +52,9 @@ pub enum Act {
     Abort,
     /// Check the source for keys left now, rather than after the copier's walk.
     Verify,
+    /// Delete the record of a migration that is over: once every replica's configuration
+    /// routes the prefix where it moved, its mark is no longer needed.
+    Forget,
 }
 
 /// Why a migration could not be started or acted on.
@@ -214,6 +217,9 @@ async fn count(backend: &Backend, stored: &Bytes) -> Option<u64> {
 /// controller writes the record in between.
 pub async fn act(proxy: &Proxy, id: &str, act: Act) -> Result<Migration, ControlError> {
     let store = store_of(proxy).ok_or(ControlError::Off)?;
+    if act == Act::Forget {
+        return forget(&store, id).await;
+    }
     loop {
         let current = store
             .migration(id)
@@ -243,5 +249,20 @@ pub async fn act(proxy: &Proxy, id: &str, act: Act) -> Result<Migration, Control
             return Ok(next);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`Act::Forget`]: the record as it was, once deleted.
+async fn forget(store: &Store<OnBackend>, id: &str) -> Result<Migration, ControlError> {
+    let unknown = || ControlError::Unknown(id.to_string());
+    let record = store.migration(id).await?.ok_or_else(unknown)?;
+    match store.forget(id).await? {
+        Some(true) => Ok(record),
+        Some(false) => Err(ControlError::NotNow {
+            id: id.to_string(),
+            phase: record.phase,
+            act: Act::Forget,
+        }),
+        None => Err(unknown()),
     }
 }

@@ -136,7 +136,7 @@ impl Roster {
 pub fn ack_entry(beat: u64, acks: &BTreeMap<String, Phase>) -> String {
     let acks: Vec<String> = acks
         .iter()
-        .map(|(id, phase)| format!("{id}={}", phase_name(*phase)))
+        .map(|(id, phase)| format!("{id}={}", phase.name()))
         .collect();
     format!("{beat};{}", acks.join(","))
 }
@@ -146,17 +146,10 @@ pub fn acknowledges(entry: &str, id: &str, phase: Phase) -> bool {
     let Some((_, acks)) = entry.split_once(';') else {
         return false;
     };
-    let wanted = phase_name(phase);
+    let wanted = phase.name();
     acks.split(',')
         .filter_map(|ack| ack.split_once('='))
         .any(|(acked, seen)| acked == id && seen == wanted)
-}
-
-fn phase_name(phase: Phase) -> String {
-    serde_json::to_value(phase)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

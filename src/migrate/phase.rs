@@ -39,6 +39,26 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase.
+    pub const ALL: [Phase; 8] = [
+        Phase::Holding,
+        Phase::Moving,
+        Phase::Paused,
+        Phase::Verifying,
+        Phase::Done,
+        Phase::HoldingBack,
+        Phase::MovingBack,
+        Phase::Aborted,
+    ];
+
+    /// Its name as stored (`holding_back`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// How a replica in this phase routes the migration's keys.
     pub fn way(self) -> Way {
         match self {
@@ -91,16 +111,7 @@ impl Phase {
 mod tests {
     use super::*;
 
-    const ALL: [Phase; 8] = [
-        Phase::Holding,
-        Phase::Moving,
-        Phase::Paused,
-        Phase::Verifying,
-        Phase::Done,
-        Phase::HoldingBack,
-        Phase::MovingBack,
-        Phase::Aborted,
-    ];
+    const ALL: [Phase; 8] = Phase::ALL;
 
     /// Whether replicas routing `a` and `b` at once can leave a key on both sides: one writes
     /// where the other has moved the key away from.

@@ -116,6 +116,7 @@ impl Replica {
             .ok_or_else(|| StoreError::Backend("the state's backend is not known".into()))?;
         let sent = Instant::now();
         let migrations = store.migrations().await?;
+        publish(&migrations);
         self.lay(&migrations);
         for migration in &migrations {
             self.set_way(migration).await;
@@ -249,6 +250,22 @@ impl Replica {
         self.proxy.reroute(self.marks.clone());
         for moving in self.moving.values() {
             moving.set(Way::Fenced).await;
+        }
+    }
+}
+
+/// Each migration's progress and phase, as its record says, in `/metrics`.
+fn publish(migrations: &[Migration]) {
+    use crate::metrics as m;
+    for migration in migrations {
+        let id = migration.id.clone();
+        metrics::gauge!(m::MIGRATION_KEYS_MOVED, "migration" => id.clone())
+            .set(migration.keys_moved as f64);
+        metrics::gauge!(m::MIGRATION_BYTES_MOVED, "migration" => id.clone())
+            .set(migration.bytes_moved as f64);
+        for phase in Phase::ALL {
+            metrics::gauge!(m::MIGRATION_PHASE, "migration" => id.clone(), "phase" => phase.name())
+                .set(if phase == migration.phase { 1.0 } else { 0.0 });
         }
     }
 }

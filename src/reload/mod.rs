@@ -317,7 +317,11 @@ impl Reloader {
                 restart,
             };
         }
-        let moved = route_moves(&old.config, &config);
+        let mut moved = route_moves(&old.config, &config);
+        // Keys a migration moved already are where the new routes look for them.
+        moved.retain(|m| {
+            m.slots.is_some() || !self.proxy.moved_by_migration(&m.prefix, &m.to.backend)
+        });
         let level_changed = config.log.level != old.config.log.level;
         let level = config.log.level.clone();
         let (backends, changes) = self.starter.build(&config, Some(old));

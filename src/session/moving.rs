@@ -24,6 +24,10 @@ use crate::slot::Slot;
 /// The refusal of a command the gate does not carry yet.
 pub(super) const NOT_CARRIED: &str = "TRYAGAIN respgate: some keys of this command are being moved to another backend; send it again once the move is done, or with keys of one prefix and one slot";
 
+/// The refusal of `FLUSHALL` and `FLUSHDB` while keys move: they would delete the
+/// migrations' state (kept in a backend) under the replicas that follow it.
+pub(super) const NO_FLUSH: &str = "ERR respgate: a migration is under way; FLUSHALL and FLUSHDB would delete its state. Wait until it is done, or abort it";
+
 /// A request for moving keys, as [`divert`] made it.
 #[derive(Debug)]
 pub struct MovingRequest {
@@ -44,6 +48,9 @@ pub(super) fn divert(
     spec: &CommandSpec,
     request: &Request,
 ) -> Option<Action> {
+    if matches!(spec.name.as_str(), "flushall" | "flushdb") {
+        return Some(Action::Reply(reply::error(NO_FLUSH)));
+    }
     let routes = proxy.routes();
     state.positions.clear();
     spec.key_positions(&request.args, &mut state.positions);

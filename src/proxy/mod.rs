@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -27,6 +27,8 @@ use crate::pause::ClientPause;
 use crate::slowlog::SlowLog;
 use crate::subscribers::Subscribers;
 use crate::tracking::Tracking;
+
+mod marks;
 
 /// Counters shown by `INFO`.
 #[derive(Debug, Default)]
@@ -365,23 +367,6 @@ impl Proxy {
         // Routes, backends and users may all have changed: what clients read under the old
         // configuration is dropped rather than followed.
         self.tracking.flush_all();
-    }
-
-    /// Lays `marks` (every migration's mark and the fence, replacing the last ones) over the
-    /// routes in force. Returns the snapshot it replaced, which sessions keep until the
-    /// requests they routed by it are answered: once none holds it, no request routed as
-    /// before is left.
-    pub fn reroute(&self, marks: Marks) -> Weak<Snapshot> {
-        let mut current = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
-        let old = self.current.load_full();
-        let generation = old.generation + 1;
-        // From the configuration's own routes: the marks replace, rather than add to, the last.
-        let routes = RouteTable::from_config(&old.config, &old.names())
-            .with_overlays(&marks.overlays, marks.fence.as_ref());
-        let snapshot = old.rerouted(routes, generation);
-        *current = marks;
-        self.put(Arc::new(snapshot));
-        Arc::downgrade(&old)
     }
 
     /// Puts `snapshot` in force and tells every session.
