@@ -7,89 +7,16 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::free_port;
-use common::proxy::{Proxy, Raw, config_with, standalone_backend};
+use common::migrate::{TOKEN, migrate, replica, status, writer};
+use common::proxy::{Proxy, config_with, standalone_backend};
 use common::sentinel::StandaloneServer;
-use respgate::config::Config;
 
 const KEYS: usize = 3000;
-const TOKEN: &str = "migrate-test-token-0123456789";
-
-/// `respgate migrate --admin 127.0.0.1:admin ARGS`, with the token in the environment.
-fn migrate(admin: u16, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_respgate"))
-        .args(["migrate", "--admin", &format!("127.0.0.1:{admin}")])
-        .args(args)
-        .env("RESPGATE_ADMIN_TOKEN", TOKEN)
-        .output()
-        .expect("run respgate migrate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
-}
-
-/// The migration's record, as `status --json` prints it.
-fn status(admin: u16) -> serde_json::Value {
-    let (ok, text) = migrate(admin, &["status", "--json"]);
-    assert!(ok, "status --json: {text}");
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-/// A replica with its own admin address.
-fn replica(config: &Config) -> (Proxy, u16) {
-    let admin = free_port();
-    let mut config = config.clone();
-    config.server.admin_listen = format!("127.0.0.1:{admin}");
-    let proxy = Proxy::start_with(config);
-    proxy.wait_until_serving();
-    (proxy, admin)
-}
-
-/// A client writing through `port` until `stop`: `INCR` on a counter of its own and a shared
-/// one, and a key it sets, expires and deletes in turn. Returns the acknowledged increments of
-/// each, and every reply that was not one.
-fn writer(
-    port: u16,
-    name: String,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<(u64, u64, Vec<String>)> {
-    thread::spawn(move || {
-        let mut client = Raw::connect(port);
-        let (mut own, mut shared, mut errors) = (0, 0, Vec::new());
-        let churn = format!("{name}:churn");
-        let mut round = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            round += 1;
-            for (key, count) in [(name.as_str(), &mut own), ("archive:shared", &mut shared)] {
-                let reply = client.command(&["INCR", key]);
-                if reply.first() == Some(&b':') {
-                    *count += 1;
-                } else {
-                    errors.push(String::from_utf8_lossy(&reply).into_owned());
-                }
-            }
-            let reply = match round % 3 {
-                0 => client.command(&["SET", &churn, "x"]),
-                1 => client.command(&["PEXPIRE", &churn, "50"]),
-                _ => client.command(&["DEL", &churn]),
-            };
-            if reply.first() == Some(&b'-') {
-                errors.push(String::from_utf8_lossy(&reply).into_owned());
-            }
-        }
-        (own, shared, errors)
-    })
-}
-
 #[test]
 fn respgate_migrate_moves_a_prefix_while_three_replicas_serve_it() {
     let main = StandaloneServer::start();

@@ -15,6 +15,7 @@
 
 pub mod checker;
 pub mod http;
+pub mod migrate;
 pub mod netcut;
 pub mod proxy;
 pub mod reload;
