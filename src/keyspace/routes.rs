@@ -166,6 +166,25 @@ impl RouteTable {
         table
     }
 
+    /// This table with the keys of `moving` routed to `side` (where a request that passed its
+    /// gate goes).
+    pub fn resolved(&self, moving: &Arc<Moving>, side: BackendId) -> RouteTable {
+        let rules = self
+            .rules
+            .iter()
+            .map(|rule| match &rule.to {
+                Destination::Moving(m) if Arc::ptr_eq(m, moving) => PrefixRule {
+                    to: Destination::Backend(side),
+                    ..rule.clone()
+                },
+                _ => rule.clone(),
+            })
+            .collect();
+        let mut table = RouteTable::new(self.default, rules);
+        table.unslotted = self.unslotted.clone();
+        table
+    }
+
     /// Whether the keys of some rule are moving between backends, or every key is fenced.
     #[inline]
     pub fn has_moving(&self) -> bool {

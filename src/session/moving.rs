@@ -2,9 +2,11 @@
 //! passes the migration's gate, which says where it goes now, and a key still on the side it
 //! leaves is moved first, so that the request finds it where it is sent.
 //!
-//! Carried so far: a command forwarded by its keys (or a multi-key command) whose keys all
-//! belong to one migration and share a hash slot. Anything else naming a moving key gets
-//! [`NOT_CARRIED`], and is never routed as if nothing moved.
+//! Carried so far: a command forwarded by its keys, a multi-key command (split as the routes
+//! would split it with the keys where they are now) and a script with keys, whose moving keys
+//! all belong to one migration. Anything else naming a moving key (a blocking command, one
+//! queued in `MULTI`, a restricted user's script) gets [`NOT_CARRIED`], and is never routed
+//! as if nothing moved.
 
 use std::sync::Arc;
 
@@ -12,17 +14,18 @@ use bytes::Bytes;
 
 use super::ClientState;
 use super::action::{Action, Gather};
-use crate::cluster::{Sending, Target};
-use crate::command::{Access, CommandSpec, Policy};
-use crate::keyspace::{Moving, Way};
+use super::route::{RouteError, route_keys};
+use crate::cluster::{ScriptCache, Sending};
+use crate::command::{Access, CommandSpec, Policy, ScriptKind, SplitKind};
+use crate::keyspace::{Moving, RouteTable, Way};
 use crate::migrate::move_key;
+use crate::multikey;
 use crate::protocol::reply;
 use crate::protocol::{Protocol, Request};
 use crate::proxy::ProxyRef;
-use crate::slot::Slot;
 
 /// The refusal of a command the gate does not carry yet.
-pub(super) const NOT_CARRIED: &str = "TRYAGAIN respgate: some keys of this command are being moved to another backend; send it again once the move is done, or with keys of one prefix and one slot";
+pub(super) const NOT_CARRIED: &str = "TRYAGAIN respgate: some keys of this command are being moved to another backend, and the proxy cannot carry this command across the move yet; send it again once the move is done";
 
 /// The refusal of `FLUSHALL` and `FLUSHDB` while keys move: they would delete the
 /// migrations' state (kept in a backend) under the replicas that follow it.
@@ -31,14 +34,26 @@ pub(super) const NO_FLUSH: &str = "ERR respgate: a migration is under way; FLUSH
 /// A request for moving keys, as [`divert`] made it.
 #[derive(Debug)]
 pub struct MovingRequest {
-    /// The migration its keys belong to.
+    /// The migration its moving keys belong to.
     moving: Arc<Moving>,
-    /// Its keys as the backends store them (any prefix a route strips removed).
+    /// The request as the client sent it.
+    request: Request,
+    /// Where its keys are among its arguments.
+    positions: Vec<usize>,
+    /// Its keys of the migration, as the backends store them (any prefix a route strips
+    /// removed): those moved before it is sent.
     keys: Vec<Bytes>,
-    /// The command as sent to the backend.
-    payload: Bytes,
-    /// Whether it only reads.
-    access: Access,
+    /// What it is.
+    how: How,
+}
+
+/// The kinds of command the gate carries.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    /// Forwarded whole to the node of its keys (a script with keys among them).
+    Forward(Access),
+    /// Split by slot when its keys span several.
+    Split(SplitKind, Access),
 }
 
 /// The action for a request naming a key of a moving prefix; `None` when it names none.
@@ -55,65 +70,63 @@ pub(super) fn divert(
     state.positions.clear();
     spec.key_positions(&request.args, &mut state.positions);
     let mut moving: Option<&Arc<Moving>> = None;
-    let mut mixed = false;
+    let mut several = false;
+    let mut keys = Vec::new();
     for key in state.positions.iter().filter_map(|&p| request.args.get(p)) {
-        match (routes.moving(key), moving) {
-            (Some(found), None) => moving = Some(found),
-            (Some(found), Some(first)) if Arc::ptr_eq(found, first) => {}
-            _ => mixed = true,
-        }
+        let Some(found) = routes.moving(key) else {
+            continue;
+        };
+        several |= moving.is_some_and(|first| !Arc::ptr_eq(first, found));
+        moving = Some(found);
+        let strip = routes.route(key).strip.min(key.len());
+        keys.push(key.slice(strip..));
     }
     let moving = Arc::clone(moving?);
     let refused = || Some(Action::Reply(reply::error(NOT_CARRIED)));
-    let access = match spec.policy {
-        Policy::Forward { access } | Policy::Split { access, .. } => access,
+    let policy = match spec.policy {
+        // The node checks a restricted user's script against its twin, on a connection of
+        // the client's own: not carried yet.
+        Policy::Script(kind @ ScriptKind::Eval { .. }) if !state.as_node_user() => {
+            if let Some(body) = request.args.get(1) {
+                ScriptCache::remember_in(proxy.backends().iter().map(|b| &b.scripts), body);
+            }
+            kind.then()
+        }
+        policy => policy,
+    };
+    let how = match policy {
+        Policy::Forward { access } => How::Forward(access),
+        Policy::Split { kind, access } => How::Split(kind, access),
         _ => return refused(),
     };
-    if mixed || state.db != 0 {
+    if several || state.db != 0 {
         return refused();
     }
-    let mut args = request.args.clone();
-    let mut keys = Vec::with_capacity(state.positions.len());
-    let mut stripped = false;
-    for &position in &state.positions {
-        let Some(key) = args.get_mut(position) else {
-            continue;
-        };
-        let strip = routes.route(key).strip.min(key.len());
-        stripped |= strip > 0;
-        *key = key.slice(strip..);
-        keys.push(key.clone());
-    }
-    let slot = keys.first().map(|k| Slot::for_key(k));
-    if keys.iter().any(|k| Some(Slot::for_key(k)) != slot) {
-        return refused();
-    }
-    let payload = if stripped {
-        Request::from_args(args).raw
-    } else {
-        request.raw.clone()
-    };
     Some(
         Gather::Moving(MovingRequest {
             moving,
+            request: Request {
+                raw: request.raw.clone(),
+                args: request.args.clone(),
+            },
+            positions: state.positions.clone(),
             keys,
-            payload,
-            access,
+            how,
         })
         .into(),
     )
 }
 
 /// Runs `request` through its migration's gate: waits while the keys are held, moves them to
-/// the side their requests go to now, and sends it there. The gate stays passed until the
-/// reply is in, so that the way cannot change under it.
+/// the side their requests go to now, and sends it as the routes would with the keys there.
+/// The gate stays passed until the reply is in, so that the way cannot change under it.
 pub(super) async fn run(
     proxy: ProxyRef<'_>,
     request: MovingRequest,
     protocol: Protocol,
     affinity: usize,
 ) -> Bytes {
-    let moving = &request.moving;
+    let moving = Arc::clone(&request.moving);
     let (Some(from), Some(to)) = (proxy.backend(moving.from), proxy.backend(moving.to)) else {
         return reply::error("TRYAGAIN respgate: a backend of this migration is gone");
     };
@@ -126,21 +139,21 @@ pub(super) async fn run(
             budget.as_millis()
         ));
     };
-    let (side, id, away) = match pass.way {
-        Way::Source => (from, moving.from, None),
-        Way::Target => (to, moving.to, None),
-        Way::SourceToTarget => (to, moving.to, Some(from)),
-        Way::TargetToSource => (from, moving.from, Some(to)),
+    let (side, away) = match pass.way {
+        Way::Source => (moving.from, None),
+        Way::Target => (moving.to, None),
+        Way::SourceToTarget => (moving.to, Some((from, to))),
+        Way::TargetToSource => (moving.from, Some((to, from))),
         Way::Hold | Way::Fenced => {
             return reply::error(
                 "TRYAGAIN respgate: this replica cannot read the migrations' state (migration.state_backend); keys are not served until it can",
             );
         }
     };
-    if let Some(away) = away {
+    if let Some((away, here)) = away {
         let timeout = u64::try_from(settings.request_timeout.as_millis()).unwrap_or(u64::MAX);
         for key in &request.keys {
-            if let Err(error) = move_key(away, side, key, timeout).await {
+            if let Err(error) = move_key(away, here, key, timeout).await {
                 return reply::error(&format!(
                     "TRYAGAIN respgate: a key of migration {} could not be moved: {error}",
                     moving.id
@@ -148,20 +161,53 @@ pub(super) async fn run(
             }
         }
     }
-    let slot = request
-        .keys
-        .first()
-        .map_or(Slot::ZERO, |key| proxy.routes().slot_on(id, key));
-    let reply = side
-        .execute(Sending {
-            payload: request.payload,
-            target: Target::Slot(slot),
-            access: request.access,
-            protocol,
-            db: 0,
-            affinity,
-        })
-        .await;
+    let routes = proxy.routes().resolved(&moving, side);
+    let reply = send(proxy, &routes, request, protocol, affinity).await;
     drop(pass);
     reply
+}
+
+/// Sends `request` as `routes` (the keys of its migration on the side they are now) route it.
+async fn send(
+    proxy: ProxyRef<'_>,
+    routes: &RouteTable,
+    request: MovingRequest,
+    protocol: Protocol,
+    affinity: usize,
+) -> Bytes {
+    let MovingRequest {
+        request,
+        positions,
+        how,
+        ..
+    } = request;
+    let (access, split) = match how {
+        How::Forward(access) => (access, None),
+        How::Split(kind, access) => (access, Some(kind)),
+    };
+    match route_keys(routes, &request.args, &positions) {
+        Ok(mut routed) => match proxy.backend(routed.backend) {
+            Some(backend) => {
+                backend
+                    .execute(Sending {
+                        payload: routed.payload(request.raw),
+                        target: routed.target,
+                        access,
+                        protocol,
+                        db: 0,
+                        affinity,
+                    })
+                    .await
+            }
+            None => reply::error("TRYAGAIN respgate: a backend of this migration is gone"),
+        },
+        Err(error @ (RouteError::CrossSlot | RouteError::CrossBackend(_))) if split.is_some() => {
+            let message = error.message(proxy);
+            match split.and_then(|kind| multikey::plan(kind, request, routes)) {
+                Some(split) => multikey::run(proxy, split, protocol, 0, affinity).await,
+                None => reply::error(&message),
+            }
+        }
+        Err(error) => reply::error(&error.message(proxy)),
+    }
 }

@@ -101,6 +101,15 @@ pub(super) fn route_positions(
     routes: &RouteTable,
     args: &[Bytes],
 ) -> Result<Routed, RouteError> {
+    route_keys(routes, args, &state.positions)
+}
+
+/// [`route`] for the keys at `positions` of `args`.
+pub(super) fn route_keys(
+    routes: &RouteTable,
+    args: &[Bytes],
+    positions: &[usize],
+) -> Result<Routed, RouteError> {
     let mut routed = Routed {
         backend: routes.default_backend(),
         target: Target::AnyMaster,
@@ -110,7 +119,7 @@ pub(super) fn route_positions(
     let mut strips = false;
     let mut backends: Vec<BackendId> = Vec::new();
     let mut cross_slot = false;
-    for &position in &state.positions {
+    for &position in positions {
         let Some(key) = args.get(position) else {
             continue;
         };
@@ -164,7 +173,7 @@ pub(super) fn route_positions(
         routed.target = Target::Slot(place.slot);
     }
     if strips {
-        routed.rewritten = Some(rewrite_keys(routes, args, &state.positions));
+        routed.rewritten = Some(rewrite_keys(routes, args, positions));
     }
     Ok(routed)
 }

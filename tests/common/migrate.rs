@@ -48,8 +48,10 @@ pub fn replica(config: &Config) -> (Proxy, u16) {
 }
 
 /// A client writing through `port` until `stop`: `INCR` on a counter of its own and a shared
-/// one, and a key it sets, expires and deletes in turn. Returns the acknowledged increments of
-/// each, and every reply that was not one.
+/// one, a key it sets, expires and deletes in turn, an `MSET` and `MGET` over two keys of its
+/// own (in different slots) and one of another prefix, and a script that counts. Returns the
+/// acknowledged increments of both counters, and every reply that was not as it should be
+/// (the `MGET` must read the `MSET`, and at the end the script's count must be its calls).
 pub fn writer(
     port: u16,
     name: String,
@@ -58,6 +60,7 @@ pub fn writer(
     thread::spawn(move || {
         let mut client = Raw::connect(port);
         let (mut own, mut shared, mut errors) = (0, 0, Vec::new());
+        let mut scripted = 0u64;
         let churn = format!("{name}:churn");
         let mut round = 0u64;
         while !stop.load(Ordering::Relaxed) {
@@ -78,10 +81,42 @@ pub fn writer(
             if reply.first() == Some(&b'-') {
                 errors.push(String::from_utf8_lossy(&reply).into_owned());
             }
+            let (a, b, other) = (
+                format!("{name}:a"),
+                format!("{name}:b"),
+                format!("other:{name}"),
+            );
+            let value = round.to_string();
+            let reply = client.command(&["MSET", &a, &value, &b, &value, &other, &value]);
+            if reply != b"+OK\r\n" {
+                errors.push(format!("MSET: {}", String::from_utf8_lossy(&reply)));
+            }
+            let bulk = format!("${}\r\n{value}\r\n", value.len());
+            let reply = client.command(&["MGET", &a, &b, &other]);
+            if reply != format!("*3\r\n{bulk}{bulk}{bulk}").as_bytes() {
+                errors.push(format!("MGET: {}", String::from_utf8_lossy(&reply)));
+            }
+            let reply = client.command(&["EVAL", SCRIPT, "1", &format!("{name}:eval")]);
+            if reply.first() == Some(&b':') {
+                scripted += 1;
+            } else {
+                errors.push(format!("EVAL: {}", String::from_utf8_lossy(&reply)));
+            }
+        }
+        let reply = client.command(&["GET", &format!("{name}:eval")]);
+        let want = format!("${}\r\n{scripted}\r\n", scripted.to_string().len());
+        if scripted > 0 && reply != want.as_bytes() {
+            errors.push(format!(
+                "the script ran {scripted} times, its count: {}",
+                String::from_utf8_lossy(&reply)
+            ));
         }
         (own, shared, errors)
     })
 }
+
+/// The script the writers count with.
+const SCRIPT: &str = "return redis.call('INCR', KEYS[1])";
 
 /// Waits (at most `within`) until the latest migration is in `phase`; returns its record.
 pub fn wait_for_phase(admin: u16, phase: &str, within: std::time::Duration) -> serde_json::Value {
