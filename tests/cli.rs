@@ -348,7 +348,7 @@ fn check_config_against_the_configuration_in_force_names_the_keys_left_behind() 
         String::from_utf8_lossy(&output.stderr),
         "warning: data left behind: keys starting with \"archive:\" or whose hash tag does now \
          route to backend cold instead of backend main; the keys already on main were not moved \
-         and can no longer be reached through the proxy\n"
+         and can no longer be reached through the proxy (to move a prefix's keys while it is in use, run `respgate migrate start --prefix PREFIX --to BACKEND` before changing its route)\n"
     );
     // Against itself: nothing moves, nothing said.
     let output = respgate()

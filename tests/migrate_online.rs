@@ -109,6 +109,28 @@ fn respgate_migrate_moves_a_prefix_while_three_replicas_serve_it() {
         assert!(Instant::now() < deadline, "never done: {record}");
         thread::sleep(Duration::from_millis(100));
     }
+    let id = status(admin)["id"].as_str().unwrap().to_string();
+    // Each replica publishes what it last read of the state: within a third of a lease.
+    let done = format!("respgate_migration_phase{{migration=\"{id}\",phase=\"done\"}} 1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let (_, metrics) = common::http::get(admin, "/metrics");
+        if metrics.contains(&done) || Instant::now() > deadline {
+            break metrics;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    for series in [
+        format!("respgate_migration_phase{{migration=\"{id}\",phase=\"done\"}} 1"),
+        format!("respgate_migration_phase{{migration=\"{id}\",phase=\"moving\"}} 0"),
+        format!("respgate_migration_keys_moved{{migration=\"{id}\"}}"),
+        format!("respgate_migration_bytes_moved{{migration=\"{id}\"}}"),
+    ] {
+        assert!(
+            metrics.contains(&series),
+            "{series} missing from /metrics:\n{metrics}"
+        );
+    }
     let (ok, text) = migrate(admin, &["status"]);
     assert!(
         ok && text.contains("done") && text.contains("100%"),

@@ -126,7 +126,7 @@ fn a_route_added_by_reload_sends_its_keys_to_the_new_backend() {
         report.contains(
             "data left behind: keys starting with \"b:\" or whose hash tag does now route to \
              backend b instead of backend a; the keys already on a were not moved and can no \
-             longer be reached through the proxy\n"
+             longer be reached through the proxy (to move a prefix's keys while it is in use, run `respgate migrate start --prefix PREFIX --to BACKEND` before changing its route)\n"
         ),
         "{report}"
     );

@@ -329,7 +329,7 @@ mod tests {
                 "keys starting with \"archive:\" or whose hash tag does (other than those \
                  starting with \"archive:hot:\") now route to backend cold instead of backend \
                  main; the keys already on main were not moved and can no longer be reached \
-                 through the proxy"
+                 through the proxy (to move a prefix's keys while it is in use, run `respgate migrate start --prefix PREFIX --to BACKEND` before changing its route)"
             ]
         );
     }
@@ -419,7 +419,7 @@ mod tests {
             [
                 "keys no prefix route matches (other than those starting with \"a:\") now route to \
               backend other instead of backend main; the keys already on main were not moved \
-              and can no longer be reached through the proxy"
+              and can no longer be reached through the proxy (to move a prefix's keys while it is in use, run `respgate migrate start --prefix PREFIX --to BACKEND` before changing its route)"
             ]
         );
     }

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::controller::{ControlError, now_ms, store_of, stored_prefix};
 use super::copier::Walk;
 use super::lease::{Acknowledged, Roster, acknowledges};
-use super::{Migration, MoveError, Moved, OnBackend, Phase, Store, move_key};
+use super::{Migration, MoveError, Moved, OnBackend, Phase, Store, move_key, move_keys};
 use crate::cluster::{Backend, Sending, Target};
 use crate::command::Access;
 use crate::protocol::request::encode_command;
@@ -212,29 +212,31 @@ impl Driver {
                     return;
                 }
             };
-            for key in keys {
-                if !self.is_ours(current, &stored, &key) {
-                    continue;
-                }
-                self.window.wait(current).await;
-                let size = memory_usage(&source, &key).await;
-                match move_key(&source, &target, &key, timeout).await {
-                    Ok(Moved::Moved) => {
-                        self.pending.0 += 1;
-                        self.pending.1 += size;
-                        self.window.add(size);
-                    }
-                    Ok(Moved::Absent) => {}
-                    Err(MoveError::TargetHasKey) => {
-                        let why = format!(
-                            "{} is on both backends; it stays on the source",
-                            String::from_utf8_lossy(&key)
-                        );
+            let ours: Vec<Bytes> = keys
+                .into_iter()
+                .filter(|key| self.is_ours(current, &stored, key))
+                .collect();
+            // A tenth of the limit at a time, so that whole seconds fill up to it.
+            let per_step = match current.max_keys_per_s {
+                0 => BATCH_KEYS * 2,
+                limit => usize::try_from(limit / 10)
+                    .unwrap_or(1)
+                    .clamp(1, BATCH_KEYS * 2),
+            };
+            for chunk in ours.chunks(per_step) {
+                self.window.wait(current, chunk.len() as u64).await;
+                let moves = batches(&source, &target, chunk.to_vec())
+                    .into_iter()
+                    .map(|batch| move_batch(&source, &target, batch, timeout));
+                for outcome in futures_util::future::join_all(moves).await {
+                    self.pending.0 += outcome.keys;
+                    self.pending.1 += outcome.bytes;
+                    self.window.add(outcome.keys, outcome.bytes);
+                    if let Some(why) = outcome.both_sides {
                         warn!(migration = %self.id, "{why}");
                         next.error = Some(why);
                     }
-                    Err(error) => {
-                        warn!(migration = %self.id, %error, "a key was not moved; the walk begins again");
+                    if outcome.failed {
                         self.walk = None;
                         return;
                     }
@@ -275,27 +277,31 @@ impl Window {
         }
     }
 
-    /// Waits, when this second's keys or bytes reached `migration`'s limits, for the next.
-    async fn wait(&mut self, migration: &Migration) {
+    /// Waits, when `keys` more would pass this second's limit of keys or bytes already
+    /// reached, for the next second.
+    async fn wait(&mut self, migration: &Migration, keys: u64) {
         if self.start.elapsed() >= Duration::from_secs(1) {
             *self = Window::new();
         }
-        let full = (migration.max_keys_per_s > 0 && self.keys >= migration.max_keys_per_s)
-            || (migration.max_bytes_per_s > 0 && self.bytes >= migration.max_bytes_per_s);
+        let over_keys = migration.max_keys_per_s > 0
+            && self.keys > 0
+            && self.keys + keys > migration.max_keys_per_s;
+        let full =
+            over_keys || (migration.max_bytes_per_s > 0 && self.bytes >= migration.max_bytes_per_s);
         if full {
             tokio::time::sleep_until((self.start + Duration::from_secs(1)).into()).await;
             *self = Window::new();
         }
     }
 
-    fn add(&mut self, bytes: u64) {
-        self.keys += 1;
+    fn add(&mut self, keys: u64, bytes: u64) {
+        self.keys += keys;
         self.bytes += bytes;
     }
 }
 
-/// `MEMORY USAGE key` on the source: the bytes a move counts (0 when not known).
-async fn memory_usage(backend: &Backend, key: &Bytes) -> u64 {
+/// `MEMORY USAGE key` on the source: the bytes a move counts; `None` for a key not there.
+async fn memory_usage(backend: &Backend, key: &Bytes) -> Option<u64> {
     let mut payload = BytesMut::new();
     encode_command(&mut payload, &[&b"MEMORY"[..], b"USAGE", key]);
     let reply = backend
@@ -309,7 +315,96 @@ async fn memory_usage(backend: &Backend, key: &Bytes) -> u64 {
         })
         .await;
     match Value::decode(&reply, 1) {
-        Some(Value::Integer(n)) => u64::try_from(n).unwrap_or(0),
-        _ => 0,
+        Some(Value::Integer(n)) => Some(u64::try_from(n).unwrap_or(0)),
+        _ => None,
     }
+}
+
+/// Where a batch's keys are: their slot on a cluster source (else 0), and the target's
+/// master for them.
+type Place = (u16, Option<crate::backend::NodeAddr>);
+
+/// Most keys in one `MIGRATE`.
+const BATCH_KEYS: usize = 100;
+
+/// `keys` (found on one master of `source`) in batches one `MIGRATE` can move: keys of one slot
+/// on a cluster source, going to one master of `target`.
+fn batches(source: &Backend, target: &Backend, keys: Vec<Bytes>) -> Vec<Vec<Bytes>> {
+    let slotted = source.kind().has_slots();
+    let mut groups: Vec<(Place, Vec<Bytes>)> = Vec::new();
+    for key in keys {
+        let slot = Slot::for_key(&key);
+        let place = (
+            if slotted { slot.get() } else { 0 },
+            target.node_for(&Target::Slot(slot)),
+        );
+        match groups
+            .iter_mut()
+            .find(|(p, batch)| *p == place && batch.len() < BATCH_KEYS)
+        {
+            Some((_, batch)) => batch.push(key),
+            None => groups.push((place, vec![key])),
+        }
+    }
+    groups.into_iter().map(|(_, batch)| batch).collect()
+}
+
+/// What moving one batch did.
+struct Outcome {
+    keys: u64,
+    bytes: u64,
+    /// A key the target had already, left on the source.
+    both_sides: Option<String>,
+    /// The source failed the move: the walk begins again.
+    failed: bool,
+}
+
+/// Moves `batch` with one `MIGRATE`, counting the keys that were there (`MEMORY USAGE` says
+/// which, and their size); on the target's refusal, key by key, to find the one it has.
+async fn move_batch(
+    source: &Backend,
+    target: &Backend,
+    batch: Vec<Bytes>,
+    timeout: u64,
+) -> Outcome {
+    let sizes =
+        futures_util::future::join_all(batch.iter().map(|key| memory_usage(source, key))).await;
+    let present = sizes.iter().filter(|size| size.is_some()).count() as u64;
+    let bytes = sizes.iter().flatten().sum();
+    let mut outcome = Outcome {
+        keys: 0,
+        bytes: 0,
+        both_sides: None,
+        failed: false,
+    };
+    match move_keys(source, target, &batch, timeout).await {
+        Ok(Moved::Moved) => {
+            outcome.keys = present;
+            outcome.bytes = bytes;
+        }
+        Ok(Moved::Absent) => {}
+        Err(MoveError::TargetHasKey) => {
+            for (key, size) in batch.iter().zip(&sizes) {
+                match move_key(source, target, key, timeout).await {
+                    Ok(Moved::Moved) => {
+                        outcome.keys += 1;
+                        outcome.bytes += size.unwrap_or(0);
+                    }
+                    Ok(Moved::Absent) => {}
+                    Err(MoveError::TargetHasKey) => {
+                        outcome.both_sides = Some(format!(
+                            "{} is on both backends; it stays on the source",
+                            String::from_utf8_lossy(key)
+                        ));
+                    }
+                    Err(_) => outcome.failed = true,
+                }
+            }
+        }
+        Err(error) => {
+            warn!(%error, "a batch of keys was not moved; the walk begins again");
+            outcome.failed = true;
+        }
+    }
+    outcome
 }

@@ -34,7 +34,7 @@ mod store;
 pub use controller::{Act, ControlError, Plan, act, start, store_of};
 pub use driver::drive;
 pub use lease::{Acknowledged, Roster, Sight, ack_entry, acknowledges};
-pub use mover::{MoveError, Moved, move_key};
+pub use mover::{MoveError, Moved, move_key, move_keys};
 pub use phase::Phase;
 pub use replica::follow;
 pub use store::{Exec, MIGRATIONS_KEY, Migration, ROSTER_KEY, Store, StoreError};

@@ -47,7 +47,22 @@ pub async fn move_key(
     key: &Bytes,
     timeout_ms: u64,
 ) -> Result<Moved, MoveError> {
-    let slot = Slot::for_key(key);
+    move_keys(source, target, std::slice::from_ref(key), timeout_ms).await
+}
+
+/// [`move_key`] for several keys in one `MIGRATE`: they must share the source's master and
+/// slot and the target's master (keys of one slot do). [`Moved::Moved`] when any moved; on an
+/// error, those the target took are moved and the others are still on the source.
+pub async fn move_keys(
+    source: &Backend,
+    target: &Backend,
+    keys: &[Bytes],
+    timeout_ms: u64,
+) -> Result<Moved, MoveError> {
+    let Some(first) = keys.first() else {
+        return Ok(Moved::Absent);
+    };
+    let slot = Slot::for_key(first);
     let to = target
         .node_for(&Target::Slot(slot))
         .ok_or(MoveError::NoTarget(slot.get()))?;
@@ -72,7 +87,8 @@ pub async fn move_key(
         (None, Some(password)) => args.extend([&b"AUTH"[..], password.as_bytes()]),
         _ => {}
     }
-    args.extend([&b"KEYS"[..], key]);
+    args.push(b"KEYS");
+    args.extend(keys.iter().map(|key| &key[..]));
     let mut payload = BytesMut::new();
     encode_command(&mut payload, &args);
     let reply = source
