@@ -105,8 +105,9 @@ fn a_prefix_moves_between_servers_while_two_replicas_write_it() {
         .map(|(i, r)| writer(r.port, format!("archive:counter{i}"), Arc::clone(&stop)))
         .collect();
     thread::sleep(Duration::from_millis(200));
-    step(&main, "holding", 0, true);
-    step(&main, "moving", 1, true);
+    step(&main, "preparing", 0, true);
+    step(&main, "holding", 1, true);
+    step(&main, "moving", 2, true);
     // A request moves the key it touches; the copier moves the rest.
     let mut other = replicas[1].raw();
     for i in 0..KEYS / 2 {
@@ -126,8 +127,8 @@ fn a_prefix_moves_between_servers_while_two_replicas_write_it() {
         assert!(moved == "OK" || moved == "NOKEY", "{key}: {moved}");
     }
     thread::sleep(Duration::from_millis(300));
-    step(&main, "verifying", 2, true);
-    step(&main, "done", 3, false);
+    step(&main, "verifying", 3, true);
+    step(&main, "done", 4, false);
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
 

@@ -35,7 +35,7 @@ fn migration(id: &str, prefix: &str) -> Migration {
         slots: None,
         from: "main".into(),
         to: "archive".into(),
-        phase: Phase::Holding,
+        phase: Phase::Preparing,
         version: 0,
         keys_moved: 0,
         bytes_moved: 0,
@@ -78,12 +78,12 @@ async fn one_migration_per_prefix_and_every_change_a_compare_and_set() {
     );
 
     // Two controllers read version 0; the first write wins, the second sees it changed.
-    let moving = Migration {
-        phase: Phase::Moving,
+    let holding = Migration {
+        phase: Phase::Holding,
         keys_moved: 10,
         ..first.clone()
     };
-    assert!(store.update(&first, &moving).await.unwrap());
+    assert!(store.update(&first, &holding).await.unwrap());
     let aborting = Migration {
         phase: Phase::Aborted,
         ..first.clone()
@@ -96,17 +96,26 @@ async fn one_migration_per_prefix_and_every_change_a_compare_and_set() {
     let m1 = stored.iter().find(|m| m.id == "m1").unwrap();
     assert_eq!(
         (m1.phase, m1.version, m1.keys_moved),
-        (Phase::Moving, 1, 10)
+        (Phase::Holding, 1, 10)
     );
 
     // Once m1 is over, the prefix may move again.
-    let verifying = Migration {
-        phase: Phase::Verifying,
+    let moving = Migration {
+        phase: Phase::Moving,
         ..m1.clone()
     };
-    assert!(store.update(m1, &verifying).await.unwrap());
-    let verifying = Migration {
+    assert!(store.update(m1, &moving).await.unwrap());
+    let moving = Migration {
         version: 2,
+        ..moving
+    };
+    let verifying = Migration {
+        phase: Phase::Verifying,
+        ..moving.clone()
+    };
+    assert!(store.update(&moving, &verifying).await.unwrap());
+    let verifying = Migration {
+        version: 3,
         ..verifying
     };
     let done = Migration {

@@ -4,8 +4,8 @@
 //! `pause` or `abort` (through any replica) is seen at its next step.
 //!
 //! The steps, each written to the record as it is taken:
-//! - `holding` → `moving` once every replica has acknowledged `holding` (see
-//!   [`super::lease`]);
+//! - `preparing` → `holding` → `moving`, each once every replica has acknowledged the phase
+//!   (see [`super::lease`]);
 //! - `moving`: the copier walks the source and moves each key of the prefix, within the
 //!   limits, while requests move the keys they touch; a finished walk → `verifying`;
 //! - `verifying`: a fresh walk of the source; no key left → `done`, else back to `moving`;
@@ -144,7 +144,7 @@ pub async fn start(proxy: &Proxy, me: &str, plan: Plan) -> Result<Migration, Con
     };
     match store.create(&migration).await? {
         None => {
-            info!(migration = %migration.id, prefix = %migration.prefix, from = %migration.from, to = %migration.to, "migration started: holding");
+            info!(migration = %migration.id, prefix = %migration.prefix, from = %migration.from, to = %migration.to, "migration started: preparing");
             Ok(migration)
         }
         Some(other) => Err(ControlError::InTheWay(other)),
@@ -229,7 +229,7 @@ pub async fn act(proxy: &Proxy, id: &str, act: Act) -> Result<Migration, Control
             (Act::Pause, Phase::Moving) => Phase::Paused,
             (Act::Resume, Phase::Paused) => Phase::Moving,
             (Act::Verify, Phase::Moving | Phase::Paused) => Phase::Verifying,
-            (Act::Abort, Phase::Holding) => Phase::Aborted,
+            (Act::Abort, Phase::Preparing | Phase::Holding) => Phase::Aborted,
             (Act::Abort, Phase::Moving | Phase::Paused | Phase::Verifying) => Phase::HoldingBack,
             (act, phase) => {
                 return Err(ControlError::NotNow {

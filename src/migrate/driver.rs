@@ -34,6 +34,7 @@ pub async fn drive(proxy: Arc<Proxy>, me: String, id: String) {
         lease,
         roster: Roster::default(),
         walk: None,
+        backlog: Vec::new(),
         window: Window::new(),
         pending: (0, 0),
         written_at: Instant::now(),
@@ -59,6 +60,9 @@ struct Driver {
     roster: Roster,
     /// The copier's walk, while it moves keys; begun again after an error.
     walk: Option<Walk>,
+    /// Keys the walk found and the copier has not moved yet (a step ends at its time even
+    /// amid a walk's keys, so that the record shows progress).
+    backlog: Vec<Bytes>,
     window: Window,
     /// Keys and bytes moved and not yet written to the record.
     pending: (u64, u64),
@@ -74,20 +78,26 @@ impl Driver {
         let Some(current) = store.migration(&self.id).await? else {
             return Ok(false);
         };
+        if self.phase.is_some_and(|(seen, _)| seen != current.phase) {
+            // A walk and its keys belong to the phase they were found in.
+            self.walk = None;
+            self.backlog.clear();
+        }
         self.note_phase(current.phase);
         if current.controller != self.me || current.phase.is_final() {
             return Ok(false);
         }
         let mut next = current.clone();
         match current.phase {
-            Phase::Holding | Phase::HoldingBack => {
+            Phase::Preparing | Phase::Holding | Phase::HoldingBack => {
                 if self.acknowledged(&store, &current).await? {
-                    next.phase = if current.phase == Phase::Holding {
-                        Phase::Moving
-                    } else {
-                        Phase::MovingBack
+                    next.phase = match current.phase {
+                        Phase::Preparing => Phase::Holding,
+                        Phase::Holding => Phase::Moving,
+                        _ => Phase::MovingBack,
                     };
                     self.walk = None;
+                    self.backlog.clear();
                 } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -169,18 +179,21 @@ impl Driver {
         }
     }
 
-    /// Whether `key`, as stored, is one of `migration`'s: routed by its mark.
-    fn is_ours(&self, migration: &Migration, stored: &Bytes, key: &Bytes) -> bool {
-        let name = if stored.len() < migration.prefix.len() {
-            Bytes::from([migration.prefix.as_bytes(), key].concat())
-        } else {
-            key.clone()
-        };
+    /// Which of `keys`, as stored, are `migration`'s: routed by its mark.
+    fn ours(&self, migration: &Migration, stored: &Bytes, keys: Vec<Bytes>) -> Vec<Bytes> {
         let snapshot = self.proxy.snapshot();
-        snapshot
-            .routes()
-            .moving(&name)
-            .is_some_and(|moving| moving.id == migration.id)
+        let routes = snapshot.routes();
+        let stripped = stored.len() < migration.prefix.len();
+        keys.into_iter()
+            .filter(|key| {
+                let routed = if stripped {
+                    routes.moving(&[migration.prefix.as_bytes(), key].concat())
+                } else {
+                    routes.moving(key)
+                };
+                routed.is_some_and(|moving| moving.id == migration.id)
+            })
+            .collect()
     }
 
     /// Moves keys for up to [`STEP_FOR`]; a finished walk ends the phase.
@@ -192,54 +205,56 @@ impl Driver {
         };
         let timeout =
             u64::try_from(source.conn_settings().request_timeout.as_millis()).unwrap_or(5000);
+        // A tenth of the limit at a time, so that whole seconds fill up to it.
+        let per_step = match current.max_keys_per_s {
+            0 => usize::MAX,
+            limit => usize::try_from(limit / 10).unwrap_or(1).max(1),
+        };
         let deadline = Instant::now() + STEP_FOR;
         while Instant::now() < deadline {
-            let walk = self.walk.get_or_insert_with(|| Walk::new(&source, &stored));
-            let keys = match walk.next(&source).await {
-                Ok(Some(keys)) => keys,
-                Ok(None) => {
-                    self.walk = None;
-                    next.phase = if current.phase == Phase::Moving {
-                        Phase::Verifying
-                    } else {
-                        Phase::Aborted
-                    };
-                    return;
-                }
-                Err(error) => {
-                    warn!(migration = %self.id, %error, "the copier's walk failed; beginning it again");
-                    self.walk = None;
-                    return;
-                }
-            };
-            let ours: Vec<Bytes> = keys
-                .into_iter()
-                .filter(|key| self.is_ours(current, &stored, key))
-                .collect();
-            // A tenth of the limit at a time, so that whole seconds fill up to it.
-            let per_step = match current.max_keys_per_s {
-                0 => BATCH_KEYS * 2,
-                limit => usize::try_from(limit / 10)
-                    .unwrap_or(1)
-                    .clamp(1, BATCH_KEYS * 2),
-            };
-            for chunk in ours.chunks(per_step) {
-                self.window.wait(current, chunk.len() as u64).await;
-                let moves = batches(&source, &target, chunk.to_vec())
-                    .into_iter()
-                    .map(|batch| move_batch(&source, &target, batch, timeout));
-                for outcome in futures_util::future::join_all(moves).await {
-                    self.pending.0 += outcome.keys;
-                    self.pending.1 += outcome.bytes;
-                    self.window.add(outcome.keys, outcome.bytes);
-                    if let Some(why) = outcome.both_sides {
-                        warn!(migration = %self.id, "{why}");
-                        next.error = Some(why);
+            if self.backlog.is_empty() {
+                let walk = self
+                    .walk
+                    .get_or_insert_with(|| Walk::for_moving(&source, &stored));
+                match walk.next(&source).await {
+                    Ok(Some(keys)) => self.backlog = self.ours(current, &stored, keys),
+                    Ok(None) => {
+                        self.walk = None;
+                        next.phase = if current.phase == Phase::Moving {
+                            Phase::Verifying
+                        } else {
+                            Phase::Aborted
+                        };
+                        return;
                     }
-                    if outcome.failed {
+                    Err(error) => {
+                        warn!(migration = %self.id, %error, "the copier's walk failed; beginning it again");
                         self.walk = None;
                         return;
                     }
+                }
+                continue;
+            }
+            let chunk: Vec<Bytes> = self
+                .backlog
+                .drain(..per_step.min(self.backlog.len()))
+                .collect();
+            self.window.wait(current, chunk.len() as u64).await;
+            let moves = batches(&source, &target, chunk)
+                .into_iter()
+                .map(|batch| move_batch(&source, &target, batch, timeout));
+            for outcome in futures_util::future::join_all(moves).await {
+                self.pending.0 += outcome.keys;
+                self.pending.1 += outcome.bytes;
+                self.window.add(outcome.keys, outcome.bytes);
+                if let Some(why) = outcome.both_sides {
+                    warn!(migration = %self.id, "{why}");
+                    next.error = Some(why);
+                }
+                if outcome.failed {
+                    self.walk = None;
+                    self.backlog.clear();
+                    return;
                 }
             }
         }
@@ -252,10 +267,7 @@ impl Driver {
         let mut walk = Walk::new(&source, &stored);
         let mut left = 0;
         while let Some(keys) = walk.next(&source).await.ok()? {
-            left += keys
-                .iter()
-                .filter(|key| self.is_ours(migration, &stored, key))
-                .count() as u64;
+            left += self.ours(migration, &stored, keys).len() as u64;
         }
         Some(left)
     }

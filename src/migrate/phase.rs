@@ -16,9 +16,14 @@ use crate::keyspace::Way;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
-    /// Replicas hold the keys' requests, so that none still writes them on the source once
-    /// any moves them. Where every migration begins.
+    /// Where every migration begins: replicas send the keys' requests through the migration's
+    /// gate, still to the source, and read the state often. Nothing is held yet, so that the
+    /// holding that follows lasts only as long as the replicas, already watching, take to see
+    /// it, not as long as the slowest takes to notice a migration at all.
     #[default]
+    Preparing,
+    /// Replicas hold the keys' requests, so that none still writes them on the source once
+    /// any moves them.
     Holding,
     /// Keys move from source to target: the copier walks the source, and a request for a key
     /// still on the source moves that key first.
@@ -40,7 +45,8 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
+        Phase::Preparing,
         Phase::Holding,
         Phase::Moving,
         Phase::Paused,
@@ -62,6 +68,7 @@ impl Phase {
     /// How a replica in this phase routes the migration's keys.
     pub fn way(self) -> Way {
         match self {
+            Phase::Preparing => Way::Source,
             Phase::Holding | Phase::HoldingBack => Way::Hold,
             Phase::Moving | Phase::Paused | Phase::Verifying => Way::SourceToTarget,
             Phase::MovingBack => Way::TargetToSource,
@@ -76,11 +83,15 @@ impl Phase {
     }
 
     /// Whether a controller must see every replica acknowledge this phase before it leaves it
-    /// for `next`: leaving a holding phase for one that moves keys.
+    /// for `next`: leaving a holding phase for one that moves keys, for safety; leaving
+    /// `Preparing` for `Holding`, so that every replica sends the keys through the gate and
+    /// reads the state often before any holds them.
     pub fn needs_every_replica_before(self, next: Phase) -> bool {
         matches!(
             (self, next),
-            (Phase::Holding, Phase::Moving) | (Phase::HoldingBack, Phase::MovingBack)
+            (Phase::Preparing, Phase::Holding)
+                | (Phase::Holding, Phase::Moving)
+                | (Phase::HoldingBack, Phase::MovingBack)
         )
     }
 
@@ -92,14 +103,15 @@ impl Phase {
         use Phase::*;
         matches!(
             (self, next),
-            (Holding, Moving)
+            (Preparing, Holding)
+                | (Holding, Moving)
                 | (Moving, Paused)
                 | (Paused, Moving)
                 | (Moving, Verifying)
                 | (Verifying, Moving)
                 | (Verifying, Done)
                 // An abort before any key moved: nobody wrote on the target.
-                | (Holding, Aborted)
+                | (Preparing | Holding, Aborted)
                 | (Moving | Paused | Verifying, HoldingBack)
                 | (HoldingBack, MovingBack)
                 | (MovingBack, Aborted)
@@ -111,7 +123,7 @@ impl Phase {
 mod tests {
     use super::*;
 
-    const ALL: [Phase; 8] = Phase::ALL;
+    const ALL: [Phase; 9] = Phase::ALL;
 
     /// Whether replicas routing `a` and `b` at once can leave a key on both sides: one writes
     /// where the other has moved the key away from.
@@ -131,7 +143,7 @@ mod tests {
     #[test]
     fn every_step_is_safe_side_by_side_or_waits_for_every_replica() {
         // Before a migration the keys route to the source: the first phase must sit beside that.
-        assert!(!unsafe_together(Way::Source, Phase::Holding.way()));
+        assert!(!unsafe_together(Way::Source, Phase::Preparing.way()));
         for from in ALL {
             for to in ALL {
                 if !from.may_go_to(to) {

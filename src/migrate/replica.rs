@@ -24,6 +24,9 @@ use crate::proxy::{Proxy, Snapshot};
 /// How often the state is read while some migration is under way: phases then change within
 /// about this much of the controller's step, so that requests are held briefly.
 const BUSY_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the state is read while no migration is under way: a new one is seen within
+/// about this much.
+const IDLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often to try the first read again, before the replica serves.
 const FIRST_READ_RETRY: Duration = Duration::from_millis(500);
 
@@ -90,7 +93,7 @@ pub async fn follow(proxy: &Arc<Proxy>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
             let interval = if replica.moving.is_empty() {
-                lease / 3
+                IDLE_INTERVAL.min(lease / 3)
             } else {
                 BUSY_INTERVAL.min(lease / 3)
             };

@@ -155,9 +155,9 @@ impl<E: Exec> Store<E> {
     /// of the migration in the way: one with the same id, or one not over whose prefix starts
     /// with this one's or this one's with it.
     pub async fn create(&self, migration: &Migration) -> Result<Option<String>, StoreError> {
-        if migration.phase != Phase::Holding || migration.version != 0 {
+        if migration.phase != Phase::Preparing || migration.version != 0 {
             return Err(StoreError::Invalid(
-                "a migration starts holding, at version 0".into(),
+                "a migration starts preparing, at version 0".into(),
             ));
         }
         check_id(&migration.id)?;
