@@ -207,7 +207,15 @@ echo "(Ctrl-C stops the proxy and the redis processes; their logs are in $data_d
 # after respgate exits; the script still ends when respgate does, with its exit status.
 if [[ "$mode" == two-clusters ]]; then
   echo "Keys starting with archive: live on the cluster at 7100, the rest on the one at 7000"
-  target/release/respgate --config config/examples/two-clusters.toml &
+  # Migrations on, with the admin endpoint on 9090 and a fresh token: move a prefix between the
+  # two clusters online (the README's "Moving a prefix between backends").
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$data_dir/admin-token"
+  echo "Move a prefix online: export RESPGATE_ADMIN_TOKEN=\$(cat $data_dir/admin-token); then"
+  echo "  target/release/respgate migrate --admin 127.0.0.1:9090 start --prefix user: --to archive"
+  RESPGATE_SERVER__ADMIN_LISTEN=127.0.0.1:9090 \
+    RESPGATE_SERVER__ADMIN_TOKEN_FILE="$data_dir/admin-token" \
+    RESPGATE_MIGRATION__ENABLED=true \
+    target/release/respgate --config config/examples/two-clusters.toml &
 elif [[ "$mode" == sentinel ]]; then
   echo "Keys starting with session: live on the Sentinel group (mymaster), the rest on the cluster" \
     "at 7000; fail it over with: redis-cli -p 26379 sentinel failover mymaster"

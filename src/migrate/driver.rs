@@ -240,10 +240,22 @@ impl Driver {
                 .drain(..per_step.min(self.backlog.len()))
                 .collect();
             self.window.wait(current, chunk.len() as u64).await;
-            let moves = batches(&source, &target, chunk)
-                .into_iter()
-                .map(|batch| move_batch(&source, &target, batch, timeout));
-            for outcome in futures_util::future::join_all(moves).await {
+            // One MIGRATE at a time per source master (it blocks the master until the target
+            // answers, so more would only queue clients' requests behind them), every master
+            // at once.
+            let by_master = per_master(&source, batches(&source, &target, chunk));
+            let moves = by_master.into_iter().map(|batches| {
+                let (source, target) = (&source, &target);
+                async move {
+                    let mut outcomes = Vec::with_capacity(batches.len());
+                    for batch in batches {
+                        outcomes.push(move_batch(source, target, batch, timeout).await);
+                    }
+                    outcomes
+                }
+            });
+            let outcomes = futures_util::future::join_all(moves).await;
+            for outcome in outcomes.into_iter().flatten() {
                 self.pending.0 += outcome.keys;
                 self.pending.1 += outcome.bytes;
                 self.window.add(outcome.keys, outcome.bytes);
@@ -359,6 +371,22 @@ fn batches(source: &Backend, target: &Backend, keys: Vec<Bytes>) -> Vec<Vec<Byte
         }
     }
     groups.into_iter().map(|(_, batch)| batch).collect()
+}
+
+/// `batches` in one list per master of `source` they are on (by their first key's slot).
+fn per_master(source: &Backend, batches: Vec<Vec<Bytes>>) -> Vec<Vec<Vec<Bytes>>> {
+    let map = source.slot_map();
+    let mut lists: Vec<(Option<usize>, Vec<Vec<Bytes>>)> = Vec::new();
+    for batch in batches {
+        let master = batch
+            .first()
+            .and_then(|key| map.master_index(Slot::for_key(key)));
+        match lists.iter_mut().find(|(m, _)| *m == master) {
+            Some((_, list)) => list.push(batch),
+            None => lists.push((master, vec![batch])),
+        }
+    }
+    lists.into_iter().map(|(_, list)| list).collect()
 }
 
 /// What moving one batch did.
