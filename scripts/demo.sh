@@ -208,7 +208,7 @@ echo "(Ctrl-C stops the proxy and the redis processes; their logs are in $data_d
 if [[ "$mode" == two-clusters ]]; then
   echo "Keys starting with archive: live on the cluster at 7100, the rest on the one at 7000"
   # Migrations on, with the admin endpoint on 9090 and a fresh token: move a prefix between the
-  # two clusters online (the README's "Moving a prefix between backends").
+  # two clusters online (the README's "Moving data between backends").
   head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$data_dir/admin-token"
   echo "Move a prefix online: export RESPGATE_ADMIN_TOKEN=\$(cat $data_dir/admin-token); then"
   echo "  target/release/respgate migrate --admin 127.0.0.1:9090 start --prefix user: --to archive"
