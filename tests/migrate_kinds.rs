@@ -205,3 +205,63 @@ fn a_big_hash_and_keys_expiring_meanwhile_move_from_a_server_to_a_cluster() {
     assert_eq!(on_archive, 1000);
     let _ = std::fs::remove_file(token);
 }
+
+#[test]
+fn a_reload_to_the_route_a_migration_made_leaves_nothing_behind() {
+    use common::proxy::admin_request_with;
+    use common::reload::{ADMIN_TOKEN, Reloadable, routing, server, standalone};
+    let main = StandaloneServer::start();
+    let archive = StandaloneServer::start();
+    let admin = common::free_port();
+    let text = |routes: &[(&str, &str)]| {
+        format!(
+            "{}{}{}{}\n[migration]\nenabled = true\nlease_ms = 3000\n",
+            server(admin, 0, ""),
+            standalone("main", &main),
+            standalone("archive", &archive),
+            routing("main", routes)
+        )
+    };
+    let proxy = Reloadable::start(admin, &text(&[]));
+    let mut client = proxy.proxy.raw();
+    for i in 0..50 {
+        let key = format!("user:{i}");
+        assert_eq!(client.command(&["SET", &key, &format!("v{i}")]), b"+OK\r\n");
+    }
+    let bearer = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let (status, body) = admin_request_with(
+        admin,
+        "POST",
+        "/migrations?prefix=user%3A&to=archive",
+        &[&bearer],
+    );
+    assert_eq!(status, 201, "{body}");
+    let record: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = record["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = admin_request_with(admin, "GET", "/migrations", &[]);
+        if list.contains("\"phase\":\"done\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never done: {list}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The configuration now says what the migration did: nothing is left behind.
+    let report = proxy.reload_ok(&text(&[("user:", "archive")]));
+    assert!(!report.contains("left behind"), "{report}");
+    let (status, body) = admin_request_with(
+        admin,
+        "POST",
+        &format!("/migrations/{id}/forget"),
+        &[&bearer],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(client.command(&["GET", "user:7"]), bulk("v7"));
+    assert_eq!(client.command(&["SET", "user:new", "n"]), b"+OK\r\n");
+    assert_eq!(archive.cli(&["GET", "user:new"]), "n");
+    assert_eq!(main.cli(&["KEYS", "user:*"]), "");
+    // A route change no migration made is still reported.
+    let report = proxy.reload_ok(&text(&[("user:", "archive"), ("order:", "archive")]));
+    assert!(report.contains("left behind"), "{report}");
+}

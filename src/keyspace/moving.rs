@@ -31,6 +31,9 @@ pub enum Way {
     /// Nowhere: this replica has not read the migration's state within its lease, and may
     /// have missed a phase.
     Fenced,
+    /// The migration is over (done, aborted, or its record gone): where the routes in force
+    /// send the keys, which no longer name it.
+    Ended,
 }
 
 /// One prefix on its way from one backend to another, as this replica routes it.

@@ -37,6 +37,8 @@ struct Replica {
     proxy: Arc<Proxy>,
     /// Each migration under way by id, with the gate its requests pass.
     moving: BTreeMap<String, Arc<Moving>>,
+    /// The gates of migrations that ended at the last read.
+    ended: Vec<Arc<Moving>>,
     /// The marks last laid over the routes, as (id, phase is done) pairs, to see a change.
     laid: Vec<(String, bool)>,
     /// The marks themselves.
@@ -73,6 +75,7 @@ pub async fn follow(proxy: &Arc<Proxy>, mut stop: watch::Receiver<bool>) {
         stale: BTreeMap::new(),
         proxy: Arc::clone(proxy),
         moving: BTreeMap::new(),
+        ended: Vec::new(),
         laid: Vec::new(),
         marks: Marks::default(),
         before: Vec::new(),
@@ -121,6 +124,9 @@ impl Replica {
         let migrations = store.migrations().await?;
         publish(&migrations);
         self.lay(&migrations);
+        for moving in std::mem::take(&mut self.ended) {
+            moving.set(Way::Ended).await;
+        }
         for migration in &migrations {
             self.set_way(migration).await;
         }
@@ -172,7 +178,16 @@ impl Replica {
                 .iter()
                 .any(|m| &m.id == id && !m.phase.is_final())
         };
-        self.moving.retain(|id, _| under_way(id));
+        // A migration that ended (or whose record is gone) opens its gate to the routes in
+        // force, for the requests of sessions still on routes that name it; set once the
+        // routes without its mark are in force (below).
+        let mut ended = Vec::new();
+        self.moving.retain(|id, moving| {
+            if !under_way(id) {
+                ended.push(Arc::clone(moving));
+            }
+            under_way(id)
+        });
         self.acks.retain(|id, _| under_way(id));
         if laid != self.laid {
             self.marks.overlays = overlays;
@@ -181,6 +196,7 @@ impl Replica {
                 .extend(fresh.into_iter().map(|id| (id, before.clone())));
             self.laid = laid;
         }
+        self.ended = ended;
         self.before
             .retain(|(id, old)| old.strong_count() > 0 && under_way(id));
     }

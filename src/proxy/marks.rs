@@ -24,13 +24,18 @@ impl Proxy {
         Arc::downgrade(&old)
     }
 
-    /// Whether a finished migration moved the keys of `prefix` to the backend named `to`.
+    /// Whether a migration moved, or is moving, the keys of `prefix` to the backend named `to`.
     pub fn moved_by_migration(&self, prefix: &str, to: &str) -> bool {
         let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
         let snapshot = self.current.load();
+        let named = |id| snapshot.backend(id).is_some_and(|b| b.name() == to);
         marks.overlays.iter().any(|o| {
             o.prefix == prefix.as_bytes()
-                && matches!(o.to, Destination::Backend(id) if snapshot.backend(id).is_some_and(|b| b.name() == to))
+                && match &o.to {
+                    Destination::Backend(id) => named(*id),
+                    Destination::Moving(moving) => named(moving.to),
+                    Destination::BySlot(_) => false,
+                }
         })
     }
 }

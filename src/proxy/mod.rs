@@ -461,6 +461,11 @@ impl<'a> ProxyRef<'a> {
             .is_none_or(|now| !now.same_rights(user))
     }
 
+    /// The shared state, whose newest snapshot may be newer than the pinned one.
+    pub fn proxy(self) -> &'a Proxy {
+        self.proxy
+    }
+
     /// The pinned snapshot.
     pub fn snapshot(self) -> &'a Snapshot {
         self.snapshot

@@ -139,12 +139,26 @@ pub(super) async fn run(
             budget.as_millis()
         ));
     };
+    if pass.way == Way::Ended {
+        // Over: sent as the routes in force send it, which no longer name the migration.
+        drop(pass);
+        let newest = proxy.proxy().snapshot();
+        let proxy = ProxyRef::new(proxy.proxy(), &newest);
+        let routes = proxy.routes();
+        let still = request.request.args.iter().any(|key| {
+            routes.has_moving() && routes.moving(key).is_some_and(|m| Arc::ptr_eq(m, &moving))
+        });
+        if still {
+            return reply::error(NOT_CARRIED);
+        }
+        return send(proxy, routes, request, protocol, affinity).await;
+    }
     let (side, away) = match pass.way {
         Way::Source => (moving.from, None),
         Way::Target => (moving.to, None),
         Way::SourceToTarget => (moving.to, Some((from, to))),
         Way::TargetToSource => (moving.from, Some((to, from))),
-        Way::Hold | Way::Fenced => {
+        Way::Hold | Way::Fenced | Way::Ended => {
             return reply::error(
                 "TRYAGAIN respgate: this replica cannot read the migrations' state (migration.state_backend); keys are not served until it can",
             );
