@@ -7,7 +7,7 @@
 //! | `/ready` | 200 once every backend serves the slots routed to it, 503 before and from the moment shutdown begins ([`crate::health`]) |
 //! | `/topology` | JSON: each backend's nodes, their roles, slot ranges and connection states, and its last refresh |
 //! | `/config` | the configuration in force as TOML, every secret redacted |
-//! | `/migrations` | JSON: every migration with its phase and progress; `POST` starts one or acts on one ([`migrations`]), with the admin token |
+//! | `/migrations` | JSON: every migration with its phase and progress; `POST` starts one or acts on one (`admin/migrations.rs`), with the admin token |
 //! | `POST /reload` | reads the configuration again and puts it in force (see [`crate::reload`]); needs the admin token (`server.admin_token_file`, as `Authorization: Bearer TOKEN`) |
 //!
 //! The listener is bounded like the client side: at most `server.admin_max_connections` at

@@ -105,7 +105,7 @@ pub(super) fn now_ms() -> u64 {
 }
 
 /// Checks `plan` against the routes, counts the keys it moves, and stores the migration in its
-/// first phase, driven by `me`. The caller then runs [`drive`].
+/// first phase, driven by `me`. The caller then runs [`super::drive`].
 pub async fn start(proxy: &Proxy, me: &str, plan: Plan) -> Result<Migration, ControlError> {
     if !proxy.config().migration.enabled {
         return Err(ControlError::Off);

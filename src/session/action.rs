@@ -89,7 +89,7 @@ pub enum Gather {
     /// watched or has failed to be once, or the connect timeout has passed.
     Watched(Vec<u64>),
     /// A request for keys moving between backends, through the migration's gate.
-    Moving(super::moving::MovingRequest),
+    Moving(super::moving::request::MovingRequest),
 }
 
 /// How a forwarded command (`Action::Forward`'s fields) is sent for a client on `protocol` and

@@ -17,6 +17,9 @@ use crate::proxy::ProxyRef;
 /// The error for a command that names one of the proxy's own keys.
 pub(super) const RESERVED_KEY: &str = "ERR respgate: keys starting with {respgate} hold the proxy's own state; no client may use them";
 
+/// The refusal of a command the gate does not carry yet.
+pub(super) const NOT_CARRIED: &str = "TRYAGAIN respgate: some keys of this command are being moved to another backend, and the proxy cannot carry this command across the move yet; send it again once the move is done";
+
 /// Where a request goes, from its keys.
 #[derive(Debug)]
 pub(super) struct Routed {
@@ -67,7 +70,7 @@ impl RouteError {
         match self {
             RouteError::CrossSlot => CROSSSLOT.to_string(),
             RouteError::Reserved => RESERVED_KEY.to_string(),
-            RouteError::Moving => super::moving::NOT_CARRIED.to_string(),
+            RouteError::Moving => NOT_CARRIED.to_string(),
             RouteError::CrossBackend(ids) => {
                 let names: Vec<String> = ids
                     .iter()

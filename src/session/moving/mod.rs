@@ -12,11 +12,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub(super) mod request;
+
+use request::How;
+pub use request::MovingRequest;
+
 use super::ClientState;
 use super::action::{Action, Gather};
-use super::route::{RouteError, route_keys};
+use super::route::{NOT_CARRIED, RouteError, route_keys};
 use crate::cluster::{ScriptCache, Sending};
-use crate::command::{Access, CommandSpec, Policy, ScriptKind, SplitKind};
+use crate::command::{CommandSpec, Policy, ScriptKind};
 use crate::keyspace::{Moving, RouteTable, Way};
 use crate::migrate::move_key;
 use crate::multikey;
@@ -24,37 +29,9 @@ use crate::protocol::reply;
 use crate::protocol::{Protocol, Request};
 use crate::proxy::ProxyRef;
 
-/// The refusal of a command the gate does not carry yet.
-pub(super) const NOT_CARRIED: &str = "TRYAGAIN respgate: some keys of this command are being moved to another backend, and the proxy cannot carry this command across the move yet; send it again once the move is done";
-
 /// The refusal of `FLUSHALL` and `FLUSHDB` while keys move: they would delete the
 /// migrations' state (kept in a backend) under the replicas that follow it.
 pub(super) const NO_FLUSH: &str = "ERR respgate: a migration is under way; FLUSHALL and FLUSHDB would delete its state. Wait until it is done, or abort it";
-
-/// A request for moving keys, as [`divert`] made it.
-#[derive(Debug)]
-pub struct MovingRequest {
-    /// The migration its moving keys belong to.
-    moving: Arc<Moving>,
-    /// The request as the client sent it.
-    request: Request,
-    /// Where its keys are among its arguments.
-    positions: Vec<usize>,
-    /// Its keys of the migration, as the backends store them (any prefix a route strips
-    /// removed): those moved before it is sent.
-    keys: Vec<Bytes>,
-    /// What it is.
-    how: How,
-}
-
-/// The kinds of command the gate carries.
-#[derive(Debug, Clone, Copy)]
-enum How {
-    /// Forwarded whole to the node of its keys (a script with keys among them).
-    Forward(Access),
-    /// Split by slot when its keys span several.
-    Split(SplitKind, Access),
-}
 
 /// The action for a request naming a key of a moving prefix; `None` when it names none.
 pub(super) fn divert(
