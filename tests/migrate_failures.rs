@@ -1,6 +1,6 @@
 //! Migrations that do not simply run to the end: an abort that moves every key back, a
-//! controller that stops mid-copy (another replica takes the migration over), and a source
-//! cluster whose master fails over mid-copy. Writers go through every replica meanwhile; no
+//! controller that stops mid-copy (another replica takes the migration over), and clusters
+//! whose masters fail over mid-copy, on the source and on the target. Writers go through every replica meanwhile; no
 //! client sees an error, and every acknowledged write is there once at the end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -183,9 +183,9 @@ fn a_migration_goes_on_when_its_controller_stops() {
 }
 
 #[test]
-fn a_prefix_moves_between_clusters_through_a_failover_of_the_source() {
+fn a_prefix_moves_between_clusters_through_failovers_of_source_and_target() {
     let source = RedisCluster::start(3, 1);
-    let target = RedisCluster::start(3, 0);
+    let target = RedisCluster::start(3, 1);
     let mut config = config_with(vec![
         ("main", cluster_backend(&source.seeds())),
         ("archive", cluster_backend(&target.seeds())),
@@ -214,10 +214,14 @@ fn a_prefix_moves_between_clusters_through_a_failover_of_the_source() {
     );
     assert!(ok, "start: {text}");
     wait_for_keys_moved(admin, 200);
-    // A master of the source fails over mid-copy.
+    // A master of the source fails over mid-copy, then one of the target.
     let master = source.master_ports()[0];
     let replica_port = source.replica_of(master);
     source.cli(replica_port, &["CLUSTER", "FAILOVER"]);
+    wait_for_keys_moved(admin, 500);
+    let master = target.master_ports()[1];
+    let replica_port = target.replica_of(master);
+    target.cli(replica_port, &["CLUSTER", "FAILOVER"]);
     wait_for_phase(admin, "done", Duration::from_secs(90));
     thread::sleep(Duration::from_millis(300));
     let (own, shared) = stop_writers(&stop, writers);
