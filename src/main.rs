@@ -43,6 +43,10 @@ struct Cli {
     /// admin endpoint shows), to say which keys the new routes would leave behind.
     #[arg(long, value_name = "FILE", requires = "check_config")]
     against: Option<PathBuf>,
+    /// With --check-config: a replica's admin address, to say which migrations' routes hold
+    /// over FILE's (see `respgate migrate`).
+    #[arg(long, value_name = "HOST:PORT", requires = "check_config")]
+    migrations_from: Option<String>,
     /// Address to listen on (server.listen).
     #[arg(long, value_name = "IP:PORT")]
     listen: Option<String>,
@@ -85,7 +89,13 @@ fn main() -> ExitCode {
         threads: cli.threads,
     };
     if let Some(path) = &cli.check_config {
-        return check_config(path, cli.against.as_deref(), overrides);
+        let code = check_config(path, cli.against.as_deref(), overrides.clone());
+        return match &cli.migrations_from {
+            Some(admin) if code == ExitCode::SUCCESS => {
+                main_migrate::check_against(path, overrides, admin)
+            }
+            _ => code,
+        };
     }
     let source = ConfigSource {
         file: cli.config.clone(),

@@ -167,3 +167,34 @@ fn watch(admin: &Admin, id: Option<&str>) -> Result<(), CliError> {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// `--check-config FILE --migrations-from ADMIN`: what each migration's route does over FILE's.
+pub fn check_against(
+    path: &std::path::Path,
+    overrides: respgate::config::Overrides,
+    admin: &str,
+) -> ExitCode {
+    let config = match respgate::config::Config::read(Some(path), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let admin = Admin {
+        address: admin.to_string(),
+        token: None,
+    };
+    match admin.migrations() {
+        Ok(migrations) => {
+            for line in respgate::migrate::cli::differences(&config, &migrations) {
+                eprintln!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("--migrations-from: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

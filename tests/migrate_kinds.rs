@@ -247,6 +247,33 @@ fn a_reload_to_the_route_a_migration_made_leaves_nothing_behind() {
         assert!(std::time::Instant::now() < deadline, "never done: {list}");
         thread::sleep(Duration::from_millis(50));
     }
+    // --check-config names what the migration's route holds over a file, and when the file
+    // makes it its own.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("respgate.toml");
+    let check = |routes: &[(&str, &str)]| {
+        std::fs::write(&file, text(routes)).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_respgate"))
+            .arg("--check-config")
+            .arg(&file)
+            .args(["--migrations-from", &format!("127.0.0.1:{admin}")])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let said = check(&[]);
+    assert!(
+        said.contains(&format!("warning: migration {id} moved \"user:\" to archive, but this configuration routes it to main")),
+        "{said}"
+    );
+    let said = check(&[("user:", "archive")]);
+    assert!(
+        said.contains(&format!(
+            "note: migration {id} moved \"user:\" to archive, where"
+        )),
+        "{said}"
+    );
     // The configuration now says what the migration did: nothing is left behind.
     let report = proxy.reload_ok(&text(&[("user:", "archive")]));
     assert!(!report.contains("left behind"), "{report}");

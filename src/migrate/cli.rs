@@ -101,6 +101,47 @@ impl Admin {
     }
 }
 
+/// What `--check-config FILE --migrations-from ADMIN` says of each migration against the
+/// configuration in FILE: a finished migration whose route the file does not make its own
+/// (it holds until forgotten, and forgetting it first would leave its keys behind), one the
+/// file agrees with (it can be forgotten once every replica runs the file), one under way.
+pub fn differences(config: &crate::config::Config, migrations: &[Migration]) -> Vec<String> {
+    let names: Vec<String> = config
+        .backend_list()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let routes = crate::keyspace::RouteTable::from_config(config, &names);
+    let mut lines = Vec::new();
+    for m in migrations {
+        let routed = names
+            .get(routes.route(m.prefix.as_bytes()).backend.index())
+            .cloned()
+            .unwrap_or_default();
+        let (id, prefix, to) = (&m.id, &m.prefix, &m.to);
+        match m.phase {
+            Phase::Done if routed == *to => lines.push(format!(
+                "note: migration {id} moved {prefix:?} to {to}, where this configuration routes \
+                 it; once every replica runs it, `respgate migrate forget --id {id}`"
+            )),
+            Phase::Done => lines.push(format!(
+                "warning: migration {id} moved {prefix:?} to {to}, but this configuration routes \
+                 it to {routed}: the migration's route holds until it is forgotten, and \
+                 forgetting it before the configuration routes {prefix:?} to {to} leaves its keys \
+                 behind"
+            )),
+            Phase::Aborted => {}
+            phase => lines.push(format!(
+                "note: migration {id} is moving {prefix:?} from {} to {to} ({}); its route \
+                 holds over this configuration's until it is forgotten",
+                m.from,
+                phase.name()
+            )),
+        }
+    }
+    lines
+}
+
 /// `text` percent-encoded for a query string.
 pub fn encode(text: &str) -> String {
     text.bytes()
@@ -165,6 +206,34 @@ pub fn status_line(m: &Migration, before: Option<&Migration>, seconds: f64) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_config_names_what_a_finished_migration_holds_over_the_file() {
+        let mut config: crate::config::Config = toml::from_str(
+            "[backends.main]\nseeds = [\"127.0.0.1:1\"]\n[backends.archive]\nseeds = \
+             [\"127.0.0.1:2\"]\n[routing]\ndefault = \"main\"\n[[routing.routes]]\nprefix = \
+             \"user:\"\nbackend = \"archive\"\n",
+        )
+        .unwrap();
+        let done = |id: &str, prefix: &str| Migration {
+            id: id.into(),
+            prefix: prefix.into(),
+            from: "main".into(),
+            to: "archive".into(),
+            phase: Phase::Done,
+            ..Migration::default()
+        };
+        let lines = differences(&config, &[done("m1", "user:"), done("m2", "order:")]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("note: migration m1 moved \"user:\" to archive, where"));
+        assert!(lines[1].starts_with("warning: migration m2 moved \"order:\" to archive, but this configuration routes it to main"));
+        config.routing.routes.clear();
+        let aborted = Migration {
+            phase: Phase::Aborted,
+            ..done("m3", "x:")
+        };
+        assert!(differences(&config, &[aborted]).is_empty());
+    }
 
     #[test]
     fn a_status_line_shows_progress_rate_and_time_left() {
