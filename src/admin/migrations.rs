@@ -59,6 +59,7 @@ async fn list(proxy: &Proxy) -> Response {
     };
     match store.migrations().await {
         Ok(mut migrations) => {
+            migrations.retain(|m| m.forgotten_ms == 0);
             migrations.sort_by_key(|m| m.started_ms);
             Response::json(&json!(migrations))
         }

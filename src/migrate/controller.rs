@@ -154,10 +154,16 @@ pub async fn start(proxy: &Proxy, me: &str, plan: Plan) -> Result<Migration, Con
 /// The backend the keys of `plan.prefix` are on now, if the routes let them move as one.
 fn source_of(routes: &RouteTable, plan: &Plan) -> Result<crate::keyspace::BackendId, ControlError> {
     let prefix = plan.prefix.as_bytes();
-    if prefix.is_empty() || crate::keyspace::is_reserved(prefix) {
-        return Err(ControlError::Refused(
-            "a prefix is not empty, nor the proxy's own {respgate}".into(),
-        ));
+    // Nor one the proxy's own keys start with, or whose hash tag they open with: the
+    // migrations' state would move with the keys.
+    let own = crate::keyspace::RESERVED;
+    let own_tag = own.get(1..own.len() - 1).unwrap_or_default();
+    let reaches_own = own.starts_with(prefix) || own_tag.starts_with(prefix);
+    if prefix.is_empty() || crate::keyspace::is_reserved(prefix) || reaches_own {
+        return Err(ControlError::Refused(format!(
+            "{:?}: a prefix is not empty, and neither {{respgate}} nor the start of it",
+            plan.prefix
+        )));
     }
     if routes.moving(prefix).is_some() {
         return Err(ControlError::Refused(format!(
@@ -217,15 +223,19 @@ async fn count(backend: &Backend, stored: &Bytes) -> Option<u64> {
 /// controller writes the record in between.
 pub async fn act(proxy: &Proxy, id: &str, act: Act) -> Result<Migration, ControlError> {
     let store = store_of(proxy).ok_or(ControlError::Off)?;
-    if act == Act::Forget {
-        return forget(&store, id).await;
-    }
     loop {
         let current = store
             .migration(id)
             .await?
             .ok_or_else(|| ControlError::Unknown(id.to_string()))?;
+        if current.forgotten_ms > 0 {
+            return Err(ControlError::Unknown(id.to_string()));
+        }
+        if act == Act::Forget && current.phase == Phase::Done {
+            configured_where_moved(proxy, &current)?;
+        }
         let phase = match (act, current.phase) {
+            (Act::Forget, phase) if phase.is_final() => phase,
             (Act::Pause, Phase::Moving) => Phase::Paused,
             (Act::Resume, Phase::Paused) => Phase::Moving,
             (Act::Verify, Phase::Moving | Phase::Paused) => Phase::Verifying,
@@ -241,7 +251,9 @@ pub async fn act(proxy: &Proxy, id: &str, act: Act) -> Result<Migration, Control
         };
         let mut next = current.clone();
         next.phase = phase;
-        if phase.is_final() {
+        if act == Act::Forget {
+            next.forgotten_ms = now_ms();
+        } else if phase.is_final() {
             next.ended_ms = now_ms();
         }
         if store.update(&current, &next).await? {
@@ -252,17 +264,27 @@ pub async fn act(proxy: &Proxy, id: &str, act: Act) -> Result<Migration, Control
     }
 }
 
-/// [`Act::Forget`]: the record as it was, once deleted.
-async fn forget(store: &Store<OnBackend>, id: &str) -> Result<Migration, ControlError> {
-    let unknown = || ControlError::Unknown(id.to_string());
-    let record = store.migration(id).await?.ok_or_else(unknown)?;
-    match store.forget(id).await? {
-        Some(true) => Ok(record),
-        Some(false) => Err(ControlError::NotNow {
-            id: id.to_string(),
-            phase: record.phase,
-            act: Act::Forget,
-        }),
-        None => Err(unknown()),
+/// Refuses to forget `migration` unless this replica's configuration routes its prefix where it
+/// moved: forgotten, its mark no longer holds, and the configuration's route decides.
+fn configured_where_moved(proxy: &Proxy, migration: &Migration) -> Result<(), ControlError> {
+    let snapshot = proxy.snapshot();
+    let names: Vec<String> = snapshot
+        .config
+        .backend_list()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let routes = RouteTable::from_config(&snapshot.config, &names);
+    let routed = names
+        .get(routes.route(migration.prefix.as_bytes()).backend.index())
+        .cloned()
+        .unwrap_or_default();
+    if routed == migration.to {
+        return Ok(());
     }
+    Err(ControlError::Refused(format!(
+        "this replica's configuration routes {:?} to {routed}: route it to {} on every replica \
+         (and reload) before forgetting migration {}, or its keys are left behind",
+        migration.prefix, migration.to, migration.id
+    )))
 }

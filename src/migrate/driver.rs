@@ -20,6 +20,8 @@ use crate::slot::Slot;
 
 /// Longest one step of the copier runs before the record is written.
 const STEP_FOR: Duration = Duration::from_millis(500);
+/// How often the copier reads the record again within a step, to stop when it changed.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How often the record is written while nothing else changes, so that replicas see the
 /// controller alive.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
@@ -35,6 +37,7 @@ pub async fn drive(proxy: Arc<Proxy>, me: String, id: String) {
         roster: Roster::default(),
         walk: None,
         backlog: Vec::new(),
+        verify: None,
         window: Window::new(),
         pending: (0, 0),
         written_at: Instant::now(),
@@ -60,6 +63,8 @@ struct Driver {
     roster: Roster,
     /// The copier's walk, while it moves keys; begun again after an error.
     walk: Option<Walk>,
+    /// The verifying walk of the source, and the keys of the migration it found so far.
+    verify: Option<(Walk, u64)>,
     /// Keys the walk found and the copier has not moved yet (a step ends at its time even
     /// amid a walk's keys, so that the record shows progress).
     backlog: Vec<Bytes>,
@@ -82,6 +87,7 @@ impl Driver {
             // A walk and its keys belong to the phase they were found in.
             self.walk = None;
             self.backlog.clear();
+            self.verify = None;
         }
         self.note_phase(current.phase);
         if current.controller != self.me || current.phase.is_final() {
@@ -102,14 +108,14 @@ impl Driver {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            Phase::Moving | Phase::MovingBack => self.copy(&current, &mut next).await,
+            Phase::Moving | Phase::MovingBack => self.copy(&store, &current, &mut next).await,
             Phase::Verifying => match self.left(&current).await {
                 Some(0) => next.phase = Phase::Done,
                 Some(left) => {
                     info!(migration = %self.id, left, "keys left on the source: moving again");
                     next.phase = Phase::Moving;
                 }
-                None => tokio::time::sleep(Duration::from_millis(200)).await,
+                None => {}
             },
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -185,6 +191,7 @@ impl Driver {
         let routes = snapshot.routes();
         let stripped = stored.len() < migration.prefix.len();
         keys.into_iter()
+            .filter(|key| !crate::keyspace::is_reserved(key))
             .filter(|key| {
                 let routed = if stripped {
                     routes.moving(&[migration.prefix.as_bytes(), key].concat())
@@ -197,7 +204,7 @@ impl Driver {
     }
 
     /// Moves keys for up to [`STEP_FOR`]; a finished walk ends the phase.
-    async fn copy(&mut self, current: &Migration, next: &mut Migration) {
+    async fn copy(&mut self, store: &Store<OnBackend>, current: &Migration, next: &mut Migration) {
         let Some((source, target, stored)) = self.sides(current) else {
             warn!(migration = %self.id, "a backend of the migration is not known here");
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -211,6 +218,7 @@ impl Driver {
             limit => usize::try_from(limit / 10).unwrap_or(1).max(1),
         };
         let deadline = Instant::now() + STEP_FOR;
+        let mut checked = Instant::now();
         while Instant::now() < deadline {
             if self.backlog.is_empty() {
                 let walk = self
@@ -234,6 +242,15 @@ impl Driver {
                     }
                 }
                 continue;
+            }
+            if checked.elapsed() >= CHECK_EVERY {
+                // Someone else wrote the record (an operator's action, another controller):
+                // no key moves under a record this step did not read.
+                checked = Instant::now();
+                match store.migration(&self.id).await {
+                    Ok(Some(m)) if m.version == current.version && m.controller == self.me => {}
+                    _ => return,
+                }
             }
             let chunk: Vec<Bytes> = self
                 .backlog
@@ -272,16 +289,25 @@ impl Driver {
         }
     }
 
-    /// How many of `migration`'s keys the source still holds: a whole fresh walk; `None`
-    /// when the walk failed.
-    async fn left(&self, migration: &Migration) -> Option<u64> {
+    /// How many of `migration`'s keys the source still holds, once a fresh walk of it (a step
+    /// at a time, so that the record is written meanwhile) is over; `None` until then.
+    async fn left(&mut self, migration: &Migration) -> Option<u64> {
         let (source, _, stored) = self.sides(migration)?;
-        let mut walk = Walk::new(&source, &stored);
-        let mut left = 0;
-        while let Some(keys) = walk.next(&source).await.ok()? {
-            left += self.ours(migration, &stored, keys).len() as u64;
+        let deadline = Instant::now() + STEP_FOR;
+        let (mut walk, mut left) = self
+            .verify
+            .take()
+            .unwrap_or_else(|| (Walk::new(&source, &stored), 0));
+        while Instant::now() < deadline {
+            match walk.next(&source).await {
+                Ok(Some(keys)) => left += self.ours(migration, &stored, keys).len() as u64,
+                Ok(None) => return Some(left),
+                // Begun again at the next step.
+                Err(_) => return None,
+            }
         }
-        Some(left)
+        self.verify = Some((walk, left));
+        None
     }
 }
 

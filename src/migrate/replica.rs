@@ -9,17 +9,18 @@
 //! waits for the requests that passed it under the old way.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::controller::store_of;
 use super::lease::{Sight, ack_entry};
 use super::{Migration, OnBackend, Phase, Store, StoreError};
-use crate::keyspace::{BackendId, Destination, Marks, Moving, Overlay, Way};
-use crate::proxy::{Proxy, Snapshot};
+use crate::keyspace::{Destination, Moving, Overlay, Way};
+use crate::proxy::Proxy;
 
 /// How often the state is read while some migration is under way: phases then change within
 /// about this much of the controller's step, so that requests are held briefly.
@@ -27,6 +28,8 @@ const BUSY_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the state is read while no migration is under way: a new one is seen within
 /// about this much.
 const IDLE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the watchdog looks at when the state was last read.
+const WATCHDOG_EVERY: Duration = Duration::from_millis(100);
 /// How often to try the first read again, before the replica serves.
 const FIRST_READ_RETRY: Duration = Duration::from_millis(500);
 
@@ -39,18 +42,23 @@ struct Replica {
     moving: BTreeMap<String, Arc<Moving>>,
     /// The gates of migrations that ended at the last read.
     ended: Vec<Arc<Moving>>,
+    /// The prefix of each migration under way.
+    prefixes: BTreeMap<String, bytes::Bytes>,
+    /// Migrations under way whose record is gone.
+    vanished: std::collections::BTreeSet<String>,
     /// The marks last laid over the routes, as (id, phase is done) pairs, to see a change.
     laid: Vec<(String, bool)>,
-    /// The marks themselves.
-    marks: Marks,
-    /// The routes replaced when a migration first appeared: its phase is acknowledged once no
-    /// session holds them.
-    before: Vec<(String, Weak<Snapshot>)>,
+    /// Each migration first seen, with the generation of the routes that first bore its
+    /// mark: its phase is acknowledged once no session holds older routes.
+    before: Vec<(String, u64)>,
     /// The phase acknowledged for each migration under way.
     acks: BTreeMap<String, Phase>,
     beat: u64,
     sight: Sight,
-    fenced: bool,
+    /// When the state was last read in full, in milliseconds since `base`: what the watchdog
+    /// fences by (see [`watch_sight`]).
+    read_at: Arc<AtomicU64>,
+    base: Instant,
     /// Each migration under way by id: its version when last seen to change, and since when.
     /// One whose controller stopped writing is taken over (see [`Replica::take_over`]).
     stale: BTreeMap<String, (u64, Instant)>,
@@ -76,13 +84,15 @@ pub async fn follow(proxy: &Arc<Proxy>, mut stop: watch::Receiver<bool>) {
         proxy: Arc::clone(proxy),
         moving: BTreeMap::new(),
         ended: Vec::new(),
+        prefixes: BTreeMap::new(),
+        vanished: Default::default(),
         laid: Vec::new(),
-        marks: Marks::default(),
         before: Vec::new(),
         acks: BTreeMap::new(),
         beat: 0,
         sight: Sight::new(lease),
-        fenced: false,
+        read_at: Arc::new(AtomicU64::new(0)),
+        base: Instant::now(),
     };
     let mut warned = false;
     while let Err(error) = replica.look().await {
@@ -90,9 +100,19 @@ pub async fn follow(proxy: &Arc<Proxy>, mut stop: watch::Receiver<bool>) {
             warn!(%error, "cannot read the migrations' state; not serving until it can");
             warned = true;
         }
-        tokio::time::sleep(FIRST_READ_RETRY).await;
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(FIRST_READ_RETRY) => {}
+        }
     }
     info!(replica = %replica.id, "following the migrations' state");
+    tokio::spawn(watch_sight(
+        Arc::clone(proxy),
+        Arc::clone(&replica.read_at),
+        replica.base,
+        lease,
+        stop.clone(),
+    ));
     tokio::spawn(async move {
         loop {
             let interval = if replica.moving.is_empty() {
@@ -127,6 +147,11 @@ impl Replica {
         for moving in std::mem::take(&mut self.ended) {
             moving.set(Way::Ended).await;
         }
+        for id in &self.vanished {
+            if let Some(moving) = self.moving.get(id) {
+                moving.set(Way::Fenced).await;
+            }
+        }
         for migration in &migrations {
             self.set_way(migration).await;
         }
@@ -136,10 +161,10 @@ impl Replica {
             .beat(&self.id, &ack_entry(self.beat, &self.acks))
             .await?;
         self.sight.read(sent);
-        if std::mem::take(&mut self.fenced) {
+        let at = u64::try_from(sent.saturating_duration_since(self.base).as_millis()).unwrap_or(0);
+        self.read_at.store(at.max(1), Ordering::Release);
+        if self.proxy.fence(false) {
             info!("the migrations' state is read again; serving keys again");
-            self.marks.fence = None;
-            self.proxy.reroute(self.marks.clone());
         }
         Ok(())
     }
@@ -151,7 +176,7 @@ impl Replica {
         let mut overlays = Vec::new();
         let mut laid = Vec::new();
         let mut fresh = Vec::new();
-        for m in migrations {
+        for m in migrations.iter().filter(|m| m.forgotten_ms == 0) {
             let (Some(from), Some(to)) = (snapshot.backend_id(&m.from), snapshot.backend_id(&m.to))
             else {
                 continue;
@@ -167,20 +192,37 @@ impl Replica {
                     Destination::Moving(Arc::clone(moving))
                 }
             };
+            let prefix = bytes::Bytes::copy_from_slice(m.prefix.as_bytes());
+            self.prefixes.insert(m.id.clone(), prefix.clone());
             laid.push((m.id.clone(), m.phase == Phase::Done));
-            overlays.push(Overlay {
-                prefix: bytes::Bytes::copy_from_slice(m.prefix.as_bytes()),
-                to,
-            });
+            overlays.push(Overlay { prefix, to });
         }
+        // A migration under way whose record is gone (deleted by hand, a flush of the state's
+        // backend, another state backend): where its keys are is not known, so its mark stays,
+        // its gate closed, until the replica starts again.
+        for (id, moving) in &self.moving {
+            let gone = !migrations.iter().any(|m| &m.id == id);
+            if let (true, Some(prefix)) = (gone, self.prefixes.get(id)) {
+                if self.vanished.insert(id.clone()) {
+                    error!(migration = %id, "the record of a migration under way is gone; its keys are refused until this replica restarts");
+                }
+                laid.push((id.clone(), false));
+                overlays.push(Overlay {
+                    prefix: prefix.clone(),
+                    to: Destination::Moving(Arc::clone(moving)),
+                });
+            }
+        }
+        let vanished = &self.vanished;
         let under_way = |id: &String| {
-            migrations
-                .iter()
-                .any(|m| &m.id == id && !m.phase.is_final())
+            vanished.contains(id)
+                || migrations
+                    .iter()
+                    .any(|m| &m.id == id && !m.phase.is_final())
         };
-        // A migration that ended (or whose record is gone) opens its gate to the routes in
-        // force, for the requests of sessions still on routes that name it; set once the
-        // routes without its mark are in force (below).
+        // A migration that ended opens its gate to the routes in force, for the requests of
+        // sessions still on routes that name it; set once the routes without its mark are in
+        // force (below).
         let mut ended = Vec::new();
         self.moving.retain(|id, moving| {
             if !under_way(id) {
@@ -188,17 +230,19 @@ impl Replica {
             }
             under_way(id)
         });
+        self.prefixes.retain(|id, _| under_way(id));
         self.acks.retain(|id, _| under_way(id));
         if laid != self.laid {
-            self.marks.overlays = overlays;
-            let before = self.proxy.reroute(self.marks.clone());
-            self.before
-                .extend(fresh.into_iter().map(|id| (id, before.clone())));
+            self.proxy.reroute(overlays);
+            // Any snapshot put in force from now on bears the marks (a reload's too).
+            let marked = self.proxy.generation();
+            self.before.extend(fresh.into_iter().map(|id| (id, marked)));
             self.laid = laid;
         }
         self.ended = ended;
+        let proxy = &self.proxy;
         self.before
-            .retain(|(id, old)| old.strong_count() > 0 && under_way(id));
+            .retain(|(id, marked)| under_way(id) && proxy.holds_older_than(*marked));
     }
 
     /// Takes over a migration under way whose record has not changed for two leases: its
@@ -212,7 +256,11 @@ impl Replica {
                 .iter()
                 .any(|m| &m.id == id && !m.phase.is_final())
         });
-        for m in migrations.iter().filter(|m| !m.phase.is_final()) {
+        // Not one this replica drives: its own driver may be slow, never gone.
+        let others = migrations
+            .iter()
+            .filter(|m| !m.phase.is_final() && m.controller != self.id);
+        for m in others {
             let seen = self.stale.entry(m.id.clone()).or_insert((m.version, now));
             if seen.0 != m.version {
                 *seen = (m.version, now);
@@ -251,24 +299,39 @@ impl Replica {
         }
     }
 
-    /// The state could not be read or the entry not written: past the lease, every key is
-    /// refused. The replica may have missed a phase, or a migration that began meanwhile,
-    /// which a controller no longer waits for it to see.
+    /// The state could not be read or the entry not written: past the lease, the gates of
+    /// the migrations this replica knows are closed too (the watchdog has fenced every key).
     async fn lost_sight(&mut self, error: &StoreError) {
-        if self.sight.may_serve(Instant::now()) || self.fenced {
+        if self.sight.may_serve(Instant::now()) {
             return;
         }
-        warn!(%error, "the migrations' state was not read within the lease; refusing every key until it is");
-        self.fenced = true;
-        self.marks.fence = Some(Arc::new(Moving::new(
-            "(this replica's fence)".into(),
-            BackendId(0),
-            BackendId(0),
-            Way::Fenced,
-        )));
-        self.proxy.reroute(self.marks.clone());
+        warn!(%error, "the migrations' state was not read within the lease");
         for moving in self.moving.values() {
             moving.set(Way::Fenced).await;
+        }
+    }
+}
+
+/// Fences every key once the state has not been read for a lease, whatever the reading loop
+/// is waiting on (a store call, a gate to close): checked every [`WATCHDOG_EVERY`], until
+/// `stop`.
+async fn watch_sight(
+    proxy: Arc<Proxy>,
+    read_at: Arc<AtomicU64>,
+    base: Instant,
+    lease: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(WATCHDOG_EVERY) => {}
+        }
+        let at = base + Duration::from_millis(read_at.load(Ordering::Acquire));
+        if Instant::now().saturating_duration_since(at) >= lease && proxy.fence(true) {
+            warn!(
+                "the migrations' state was not read within the lease; refusing every key until it is"
+            );
         }
     }
 }

@@ -68,6 +68,11 @@ pub struct Migration {
     /// See `started_ms`; 0 while under way.
     #[serde(default)]
     pub ended_ms: u64,
+    /// When an operator forgot it (`respgate migrate forget`), in milliseconds since the Unix
+    /// epoch; 0 before. A forgotten migration's mark is no longer laid; its record stays, so
+    /// that no replica takes its disappearance for a record lost mid-move.
+    #[serde(default)]
+    pub forgotten_ms: u64,
 }
 
 /// Why the store could not answer, or refused a record.
@@ -118,17 +123,6 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 "#;
 
-/// Deletes a record if it is over. KEYS[1] migrations; ARGV[1] id. Returns 1, 0 when it is
-/// not over, -1 when there is none.
-const FORGET: &str = r#"
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current then return -1 end
-local phase = cjson.decode(current).phase
-if phase ~= 'done' and phase ~= 'aborted' then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return 1
-"#;
-
 /// The migrations' state, on a backend reached through `E`.
 pub struct Store<E> {
     exec: E,
@@ -146,7 +140,12 @@ impl<E: Exec> Store<E> {
         pairs
             .into_iter()
             .map(|(_, json)| {
-                serde_json::from_str(&json).map_err(|e| StoreError::Garbled(e.to_string()))
+                let migration: Migration =
+                    serde_json::from_str(&json).map_err(|e| StoreError::Garbled(e.to_string()))?;
+                // An id roster entries could not name would forge acknowledgements.
+                check_id(&migration.id)
+                    .map_err(|e| StoreError::Garbled(e.to_string()))
+                    .map(|()| migration)
             })
             .collect()
     }
@@ -211,17 +210,6 @@ impl<E: Exec> Store<E> {
     /// The migration `id`, if stored.
     pub async fn migration(&self, id: &str) -> Result<Option<Migration>, StoreError> {
         Ok(self.migrations().await?.into_iter().find(|m| m.id == id))
-    }
-
-    /// Deletes migration `id` once it is over: `Ok(Some(true))` deleted, `Ok(Some(false))`
-    /// not over, `Ok(None)` no such migration.
-    pub async fn forget(&self, id: &str) -> Result<Option<bool>, StoreError> {
-        match self.script(FORGET, MIGRATIONS_KEY, &[id]).await? {
-            Value::Integer(1) => Ok(Some(true)),
-            Value::Integer(0) => Ok(Some(false)),
-            Value::Integer(_) => Ok(None),
-            other => Err(StoreError::Garbled(format!("{other:?}"))),
-        }
     }
 
     /// Writes this replica's roster entry.

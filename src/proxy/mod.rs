@@ -275,6 +275,8 @@ pub struct Proxy {
     /// The migrations' marks on the routes, laid over every snapshot installed; the lock also
     /// keeps a reload and a migration's change from installing over each other.
     marks: Mutex<Marks>,
+    /// Every snapshot put in force that may still be held (see [`Proxy::holds_older_than`]).
+    history: Mutex<Vec<std::sync::Weak<Snapshot>>>,
     /// This replica's id in the migrations' roster, once it takes part (see [`crate::migrate`]).
     pub replica_id: std::sync::OnceLock<String>,
     next_client_id: AtomicU64,
@@ -313,6 +315,7 @@ impl Proxy {
             subscribers: Arc::default(),
             pause: ClientPause::default(),
             marks: Mutex::default(),
+            history: Mutex::default(),
             replica_id: std::sync::OnceLock::new(),
             next_client_id: AtomicU64::new(1),
         })
@@ -380,6 +383,7 @@ impl Proxy {
                     snapshot.routes().stripped_prefix(id).cloned(),
                 )
             }));
+        self.remember(&snapshot);
         self.current.store(snapshot);
         self.generation.store(generation, Ordering::Release);
         self.announcements

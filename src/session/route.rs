@@ -20,6 +20,10 @@ pub(super) const RESERVED_KEY: &str = "ERR respgate: keys starting with {respgat
 /// The refusal of a command the gate does not carry yet.
 pub(super) const NOT_CARRIED: &str = "TRYAGAIN respgate: some keys of this command are being moved to another backend, and the proxy cannot carry this command across the move yet; send it again once the move is done";
 
+/// The refusal of `FLUSHALL` and `FLUSHDB` while keys move: they would delete the
+/// migrations' state (kept in a backend) under the replicas that follow it.
+pub(super) const NO_FLUSH: &str = "ERR respgate: a migration is under way; FLUSHALL and FLUSHDB would delete its state. Wait until it is done, or abort it";
+
 /// Where a request goes, from its keys.
 #[derive(Debug)]
 pub(super) struct Routed {

@@ -63,17 +63,26 @@ fn keys_of(proxy: ProxyRef<'_>, spec: &CommandSpec, args: &[Bytes]) -> Vec<ReadK
     positions
         .iter()
         .filter_map(|&i| args.get(i))
-        .filter_map(|key| {
+        .flat_map(|key| {
             let route = routes.route(key);
-            let backend = proxy.backend(route.backend)?;
+            // A moving key may be read from, and written on, either side: tracked on both.
+            let other = routes
+                .has_moving()
+                .then(|| routes.moving(key).map(|moving| moving.to))
+                .flatten();
             // Copied: a slice of the request would keep the client's whole read buffer alive
             // as long as the key is tracked.
             let strip = route.strip.min(key.len());
-            Some(ReadKey {
-                backend: backend.serial(),
-                stored: Bytes::copy_from_slice(key.get(strip..).unwrap_or_default()),
-                named: (strip > 0).then(|| Bytes::copy_from_slice(key)),
-            })
+            [Some(route.backend), other]
+                .into_iter()
+                .flatten()
+                .filter_map(|id| proxy.backend(id))
+                .map(|backend| ReadKey {
+                    backend: backend.serial(),
+                    stored: Bytes::copy_from_slice(key.get(strip..).unwrap_or_default()),
+                    named: (strip > 0).then(|| Bytes::copy_from_slice(key)),
+                })
+                .collect::<Vec<_>>()
         })
         .collect()
 }

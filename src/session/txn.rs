@@ -338,6 +338,9 @@ fn check_queued(
     if spec.has_flag("no_multi") {
         return Err("ERR Command not allowed inside a transaction".to_string());
     }
+    if proxy.routes().has_moving() && matches!(spec.name.as_str(), "flushall" | "flushdb") {
+        return Err(super::route::NO_FLUSH.to_string());
+    }
     // Queued, they would pause the node itself at EXEC: the pause is the proxy's.
     if matches!(spec.name.as_str(), "client|pause" | "client|unpause") {
         return Err(PAUSE_IN_MULTI.to_string());

@@ -19,7 +19,7 @@ pub use request::MovingRequest;
 
 use super::ClientState;
 use super::action::{Action, Gather};
-use super::route::{NOT_CARRIED, RouteError, route_keys};
+use super::route::{NO_FLUSH, NOT_CARRIED, RouteError, route_keys};
 use crate::cluster::{ScriptCache, Sending};
 use crate::command::{CommandSpec, Policy, ScriptKind};
 use crate::keyspace::{Moving, RouteTable, Way};
@@ -28,10 +28,6 @@ use crate::multikey;
 use crate::protocol::reply;
 use crate::protocol::{Protocol, Request};
 use crate::proxy::ProxyRef;
-
-/// The refusal of `FLUSHALL` and `FLUSHDB` while keys move: they would delete the
-/// migrations' state (kept in a backend) under the replicas that follow it.
-pub(super) const NO_FLUSH: &str = "ERR respgate: a migration is under way; FLUSHALL and FLUSHDB would delete its state. Wait until it is done, or abort it";
 
 /// The action for a request naming a key of a moving prefix; `None` when it names none.
 pub(super) fn divert(
@@ -141,19 +137,30 @@ pub(super) async fn run(
             );
         }
     };
-    if let Some((away, here)) = away {
-        let timeout = u64::try_from(settings.request_timeout.as_millis()).unwrap_or(u64::MAX);
-        for key in &request.keys {
-            if let Err(error) = move_key(away, here, key, timeout).await {
-                return reply::error(&format!(
-                    "TRYAGAIN respgate: a key of migration {} could not be moved: {error}",
-                    moving.id
-                ));
+    // The pass is held at most the request's budget, moves and all: a controller counts a
+    // replica that went silent as done with its requests a budget after its lease.
+    let work = async {
+        if let Some((away, here)) = away {
+            let timeout = u64::try_from(settings.request_timeout.as_millis()).unwrap_or(u64::MAX);
+            for key in &request.keys {
+                if let Err(error) = move_key(away, here, key, timeout).await {
+                    return reply::error(&format!(
+                        "TRYAGAIN respgate: a key of migration {} could not be moved: {error}",
+                        moving.id
+                    ));
+                }
             }
         }
-    }
-    let routes = proxy.routes().resolved(&moving, side);
-    let reply = send(proxy, &routes, request, protocol, affinity).await;
+        let routes = proxy.routes().resolved(&moving, side);
+        send(proxy, &routes, request, protocol, affinity).await
+    };
+    let reply = tokio::time::timeout(budget, work).await.unwrap_or_else(|_| {
+        reply::error(&format!(
+            "TRYAGAIN respgate: a request for keys of migration {} did not finish within {} ms; a write may or may not have been applied",
+            moving.id,
+            budget.as_millis()
+        ))
+    });
     drop(pass);
     reply
 }
