@@ -274,6 +274,18 @@ fn a_reload_to_the_route_a_migration_made_leaves_nothing_behind() {
         )),
         "{said}"
     );
+    // Its mark names backends by their place among them: none may come or go meanwhile.
+    let (status, report) = proxy.reload(&format!(
+        "{}{}",
+        text(&[("user:", "archive")]),
+        standalone("another", &main)
+    ));
+    assert_eq!(status, 400, "{report}");
+    assert!(
+        report
+            .contains("backends may not be added or removed while a migration's mark is in force"),
+        "{report}"
+    );
     // The configuration now says what the migration did: nothing is left behind.
     let report = proxy.reload_ok(&text(&[("user:", "archive")]));
     assert!(!report.contains("left behind"), "{report}");

@@ -74,6 +74,22 @@ impl Proxy {
             .any(|snapshot| snapshot.generation < generation)
     }
 
+    /// Whether a configuration with backends `names` (in order) may be put in force under the
+    /// marks: they name backends by their place in that order, so it may not change while
+    /// there is a mark (a migration under way, or done and not forgotten).
+    pub fn marks_allow(&self, names: &[String]) -> Result<(), String> {
+        let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        if marks.overlays.is_empty() || self.current.load().names() == names {
+            return Ok(());
+        }
+        Err(
+            "backends may not be added or removed while a migration's mark is in force (one \
+             under way, or done and not forgotten): finish and forget it first (see GET \
+             /migrations)"
+                .to_string(),
+        )
+    }
+
     /// Whether a migration moved, or is moving, the keys of `prefix` to the backend named `to`.
     pub fn moved_by_migration(&self, prefix: &str, to: &str) -> bool {
         let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);

@@ -317,6 +317,17 @@ impl Reloader {
                 restart,
             };
         }
+        let names: Vec<String> = config
+            .backend_list()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        if let Err(problem) = self.proxy.marks_allow(&names) {
+            return Outcome::Refused {
+                generation: old.generation,
+                problems: vec![problem],
+            };
+        }
         let mut moved = route_moves(&old.config, &config);
         // Keys a migration moved already are where the new routes look for them.
         moved.retain(|m| {
