@@ -8,9 +8,11 @@
 mod moving;
 mod routes;
 mod trie;
+mod turns;
 
 pub use moving::{Moving, Pass, Way};
 pub use routes::{Destination, Marks, Overlay, PrefixRule, Reachable, RouteTable};
+pub use turns::{Order, Turn};
 
 use std::fmt;
 

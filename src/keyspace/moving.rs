@@ -10,9 +10,16 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use tokio::sync::{RwLock, RwLockReadGuard, watch};
 
 use super::BackendId;
+use super::turns::{Order, Turn};
+
+/// Clients with an order kept past which idle ones are forgotten.
+const ORDERS_KEPT: usize = 1024;
 
 /// How a replica routes the keys of a migration now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +57,8 @@ pub struct Moving {
     /// Held (read) by each request from the moment it reads the way until it is answered;
     /// taken (write) to change the way.
     flight: RwLock<()>,
+    /// Each client's order through this gate, by client id.
+    orders: Mutex<HashMap<u64, Arc<Order>>>,
 }
 
 /// A request's pass through the gate: the way it was decided under, which holds until the pass
@@ -69,7 +78,17 @@ impl Moving {
             to,
             way: watch::Sender::new(way),
             flight: RwLock::new(()),
+            orders: Mutex::default(),
         }
+    }
+
+    /// Client `client`'s next turn through this gate, taken when its request is decided.
+    pub fn turn(&self, client: u64) -> Turn {
+        let mut orders = self.orders.lock().unwrap_or_else(PoisonError::into_inner);
+        if orders.len() >= ORDERS_KEPT {
+            orders.retain(|_, order| Arc::strong_count(order) > 1 || !order.is_idle());
+        }
+        orders.entry(client).or_default().turn()
     }
 
     /// The way now (it may change as soon as this returns).
@@ -124,7 +143,6 @@ impl Eq for Moving {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[tokio::test(start_paused = true)]
     async fn a_way_changes_only_once_the_requests_decided_under_the_old_one_are_answered() {

@@ -75,8 +75,10 @@ pub(super) fn divert(
     if several || state.db != 0 {
         return refused();
     }
+    let turn = moving.turn(state.id);
     Some(
         Gather::Moving(MovingRequest {
+            turn,
             moving,
             request: Request {
                 raw: request.raw.clone(),
@@ -105,6 +107,17 @@ pub(super) async fn run(
     };
     let settings = from.conn_settings();
     let budget = settings.request_timeout + from.config().retry_timeout();
+    // After the client's earlier requests through a gate, in its order.
+    if tokio::time::timeout(budget, request.turn.wait())
+        .await
+        .is_err()
+    {
+        return reply::error(&format!(
+            "TRYAGAIN respgate: an earlier request for keys of migration {} took {} ms",
+            moving.id,
+            budget.as_millis()
+        ));
+    }
     let Some(pass) = moving.pass(budget).await else {
         return reply::error(&format!(
             "TRYAGAIN respgate: the keys of migration {} were held for {} ms while replicas agree on its next phase",

@@ -12,6 +12,9 @@ use crate::protocol::Request;
 /// A request for moving keys, as [`divert`] made it.
 #[derive(Debug)]
 pub struct MovingRequest {
+    /// Its turn among the client's requests through gates: over when this is dropped, after
+    /// its reply.
+    pub(super) turn: crate::keyspace::Turn,
     /// The migration its moving keys belong to.
     pub(super) moving: Arc<Moving>,
     /// The request as the client sent it.
