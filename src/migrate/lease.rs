@@ -106,6 +106,22 @@ impl Roster {
         }
     }
 
+    /// The replicas whose entry has not changed for `silence` at `now`, forgotten here too: a
+    /// replica that stopped without leaving the roster (killed), long fenced. One that comes
+    /// back writes its entry again.
+    pub fn silent(&mut self, now: Instant, silence: Duration) -> Vec<String> {
+        let silent: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| now.saturating_duration_since(entry.changed_at) >= silence)
+            .map(|(replica, _)| replica.clone())
+            .collect();
+        for replica in &silent {
+            self.entries.remove(replica);
+        }
+        silent
+    }
+
     /// Whether every replica that may still serve at `now` has acknowledged `phase` of
     /// migration `epoch`, according to `acknowledges(entry, epoch, phase)`. A replica whose
     /// entry has not changed for `lease + margin` is fenced, and not waited for.
@@ -212,6 +228,35 @@ mod tests {
         assert_eq!(
             roster.acknowledged(silent, LEASE, MARGIN, holding),
             Acknowledged::Every
+        );
+    }
+
+    #[test]
+    fn entries_silent_for_long_are_given_up() {
+        let start = Instant::now();
+        let mut roster = Roster::default();
+        roster.look(
+            start,
+            [
+                ("a".to_string(), "1;".to_string()),
+                ("b".to_string(), "1;".to_string()),
+            ],
+        );
+        let later = start + Duration::from_secs(60);
+        roster.look(
+            later,
+            [
+                ("a".to_string(), "2;".to_string()),
+                ("b".to_string(), "1;".to_string()),
+            ],
+        );
+        assert_eq!(
+            roster.silent(later, Duration::from_secs(30)),
+            vec!["b".to_string()]
+        );
+        assert!(
+            roster.silent(later, Duration::from_secs(30)).is_empty(),
+            "given up once"
         );
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::controller::store_of;
-use super::lease::{Sight, ack_entry};
+use super::lease::{Roster, Sight, ack_entry};
 use super::{Migration, OnBackend, Phase, Store, StoreError};
 use crate::keyspace::{Destination, Moving, Overlay, Way};
 use crate::proxy::Proxy;
@@ -59,6 +59,8 @@ struct Replica {
     /// fences by (see [`watch_sight`]).
     read_at: Arc<AtomicU64>,
     base: Instant,
+    /// The other replicas' roster entries as this one saw them change (see [`Replica::prune`]).
+    roster: Roster,
     /// Each migration under way by id: its version when last seen to change, and since when.
     /// One whose controller stopped writing is taken over (see [`Replica::take_over`]).
     stale: BTreeMap<String, (u64, Instant)>,
@@ -81,6 +83,7 @@ pub async fn follow(proxy: &Arc<Proxy>, mut stop: watch::Receiver<bool>) {
     let mut replica = Replica {
         id,
         stale: BTreeMap::new(),
+        roster: Roster::default(),
         proxy: Arc::clone(proxy),
         moving: BTreeMap::new(),
         ended: Vec::new(),
@@ -156,6 +159,7 @@ impl Replica {
             self.set_way(migration).await;
         }
         self.take_over(&store, &migrations).await;
+        self.prune(&store).await;
         self.beat += 1;
         store
             .beat(&self.id, &ack_entry(self.beat, &self.acks))
@@ -243,6 +247,24 @@ impl Replica {
         let proxy = &self.proxy;
         self.before
             .retain(|(id, marked)| under_way(id) && proxy.holds_older_than(*marked));
+    }
+
+    /// Gives up the roster entries of replicas silent for ten leases (killed, never to leave
+    /// it themselves), so that no controller waits a lease for each before it counts them
+    /// fenced. A replica still alive but cut off fenced itself long before, and writes its
+    /// entry again once it can.
+    async fn prune(&mut self, store: &Store<OnBackend>) {
+        let Ok(entries) = store.roster().await else {
+            return;
+        };
+        let now = Instant::now();
+        self.roster.look(now, entries);
+        let lease = Duration::from_millis(self.proxy.config().migration.lease_ms);
+        for replica in self.roster.silent(now, lease * 10) {
+            if replica != self.id && store.leave(&replica).await.is_ok() {
+                info!(%replica, "gave up the roster entry of a replica silent for ten leases");
+            }
+        }
     }
 
     /// Takes over a migration under way whose record has not changed for two leases: its
