@@ -8,45 +8,19 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
 use common::RedisCluster;
 use common::migrate::{
-    migrate, replica, status, wait_for_keys_moved, wait_for_phase, with_migrations, writer,
+    migrate, replica, seed, status, stop_writers, wait_for_keys_moved, wait_for_phase,
+    with_migrations, writer, writers,
 };
-use common::proxy::{Proxy, cluster_backend, config_with, standalone_backend};
+use common::proxy::{cluster_backend, config_with, standalone_backend};
 use common::sentinel::StandaloneServer;
 
 const KEYS: usize = 1000;
-
-/// Seeds `archive:k0..` through `proxy`.
-fn seed(proxy: &Proxy) {
-    let mut client = proxy.raw();
-    for i in 0..KEYS {
-        let (key, value) = (format!("archive:k{i}"), format!("v{i}"));
-        assert_eq!(client.command(&["SET", &key, &value]), b"+OK\r\n");
-    }
-}
-
-/// Stops the writers; checks that none saw an error, and returns the acknowledged increments
-/// of each writer's own counter and of the shared one.
-fn stop_writers(
-    stop: &AtomicBool,
-    writers: Vec<thread::JoinHandle<(u64, u64, Vec<String>)>>,
-) -> (Vec<u64>, u64) {
-    stop.store(true, Ordering::Relaxed);
-    let mut own = Vec::new();
-    let mut shared = 0;
-    for (i, writer) in writers.into_iter().enumerate() {
-        let (mine, theirs, errors) = writer.join().expect("writer");
-        assert!(errors.is_empty(), "writer {i} saw errors: {errors:?}");
-        own.push(mine);
-        shared += theirs;
-    }
-    (own, shared)
-}
 
 #[test]
 fn an_aborted_migration_moves_every_key_back() {
@@ -58,13 +32,9 @@ fn an_aborted_migration_moves_every_key_back() {
     ]);
     let token = with_migrations(&mut config, "abort", 3000);
     let replicas: Vec<_> = (0..2).map(|_| replica(&config)).collect();
-    seed(&replicas[0].0);
+    seed(&replicas[0].0, KEYS);
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = replicas
-        .iter()
-        .enumerate()
-        .map(|(i, (r, _))| writer(r.port, format!("archive:counter{i}"), Arc::clone(&stop)))
-        .collect();
+    let writers = writers(&replicas, "archive:", &stop);
     let admin = replicas[1].1;
     let (ok, text) = migrate(
         admin,
@@ -135,7 +105,7 @@ fn a_migration_goes_on_when_its_controller_stops() {
     ]);
     let token = with_migrations(&mut config, "takeover", 1000);
     let mut replicas: Vec<_> = (0..3).map(|_| replica(&config)).collect();
-    seed(&replicas[0].0);
+    seed(&replicas[0].0, KEYS);
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = replicas
         .iter()
@@ -192,13 +162,9 @@ fn a_prefix_moves_between_clusters_through_failovers_of_source_and_target() {
     ]);
     let token = with_migrations(&mut config, "clusters", 3000);
     let replicas: Vec<_> = (0..2).map(|_| replica(&config)).collect();
-    seed(&replicas[0].0);
+    seed(&replicas[0].0, KEYS);
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = replicas
-        .iter()
-        .enumerate()
-        .map(|(i, (r, _))| writer(r.port, format!("archive:counter{i}"), Arc::clone(&stop)))
-        .collect();
+    let writers = writers(&replicas, "archive:", &stop);
     let admin = replicas[0].1;
     let (ok, text) = migrate(
         admin,

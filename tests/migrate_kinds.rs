@@ -7,51 +7,17 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::thread;
 use std::time::Duration;
 
 use common::RedisCluster;
-use common::migrate::{migrate, replica, wait_for_phase, with_migrations, writer};
-use common::proxy::{Proxy, cluster_backend, config_with, standalone_backend};
+use common::migrate::{
+    bulk, migrate, replica, stop_writers, wait_for_phase, with_migrations, writers,
+};
+use common::proxy::{cluster_backend, config_with, standalone_backend};
 use common::sentinel::StandaloneServer;
 use respgate::config::RouteConfig;
-
-/// Stops the writers; checks that none saw an error; the acknowledged increments of each
-/// writer's own counter and of the shared one.
-fn stop_writers(
-    stop: &AtomicBool,
-    writers: Vec<thread::JoinHandle<(u64, u64, Vec<String>)>>,
-) -> (Vec<u64>, u64) {
-    stop.store(true, Ordering::Relaxed);
-    let mut own = Vec::new();
-    let mut shared = 0;
-    for (i, writer) in writers.into_iter().enumerate() {
-        let (mine, theirs, errors) = writer.join().expect("writer");
-        assert!(errors.is_empty(), "writer {i} saw errors: {errors:?}");
-        own.push(mine);
-        shared += theirs;
-    }
-    (own, shared)
-}
-
-/// `value` as a bulk reply.
-fn bulk(value: &str) -> Vec<u8> {
-    format!("${}\r\n{value}\r\n", value.len()).into_bytes()
-}
-
-/// Writers through every replica, on counters of the prefix `prefix`.
-fn writers(
-    replicas: &[(Proxy, u16)],
-    prefix: &str,
-    stop: &Arc<AtomicBool>,
-) -> Vec<thread::JoinHandle<(u64, u64, Vec<String>)>> {
-    replicas
-        .iter()
-        .enumerate()
-        .map(|(i, (r, _))| writer(r.port, format!("{prefix}counter{i}"), Arc::clone(stop)))
-        .collect()
-}
 
 #[test]
 fn a_stripped_prefix_moves_from_a_cluster_to_another() {

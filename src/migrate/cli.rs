@@ -106,18 +106,9 @@ impl Admin {
 /// (it holds until forgotten, and forgetting it first would leave its keys behind), one the
 /// file agrees with (it can be forgotten once every replica runs the file), one under way.
 pub fn differences(config: &crate::config::Config, migrations: &[Migration]) -> Vec<String> {
-    let names: Vec<String> = config
-        .backend_list()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    let routes = crate::keyspace::RouteTable::from_config(config, &names);
     let mut lines = Vec::new();
     for m in migrations {
-        let routed = names
-            .get(routes.route(m.prefix.as_bytes()).backend.index())
-            .cloned()
-            .unwrap_or_default();
+        let routed = super::controller::configured_backend(config, &m.prefix);
         let (id, prefix, to) = (&m.id, &m.prefix, &m.to);
         match m.phase {
             Phase::Done if routed == *to => lines.push(format!(

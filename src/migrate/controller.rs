@@ -267,18 +267,7 @@ pub async fn act(proxy: &Proxy, id: &str, act: Act) -> Result<Migration, Control
 /// Refuses to forget `migration` unless this replica's configuration routes its prefix where it
 /// moved: forgotten, its mark no longer holds, and the configuration's route decides.
 fn configured_where_moved(proxy: &Proxy, migration: &Migration) -> Result<(), ControlError> {
-    let snapshot = proxy.snapshot();
-    let names: Vec<String> = snapshot
-        .config
-        .backend_list()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    let routes = RouteTable::from_config(&snapshot.config, &names);
-    let routed = names
-        .get(routes.route(migration.prefix.as_bytes()).backend.index())
-        .cloned()
-        .unwrap_or_default();
+    let routed = configured_backend(&proxy.snapshot().config, &migration.prefix);
     if routed == migration.to {
         return Ok(());
     }
@@ -287,4 +276,19 @@ fn configured_where_moved(proxy: &Proxy, migration: &Migration) -> Result<(), Co
          (and reload) before forgetting migration {}, or its keys are left behind",
         migration.prefix, migration.to, migration.id
     )))
+}
+
+/// The name of the backend `config`'s own routes send the keys of `prefix` to (no
+/// migration's mark laid over them).
+pub fn configured_backend(config: &crate::config::Config, prefix: &str) -> String {
+    let names: Vec<String> = config
+        .backend_list()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let routes = RouteTable::from_config(config, &names);
+    names
+        .get(routes.route(prefix.as_bytes()).backend.index())
+        .cloned()
+        .unwrap_or_default()
 }

@@ -157,3 +157,48 @@ pub fn with_migrations(config: &mut Config, name: &str, lease_ms: u64) -> std::p
     config.server.admin_token_file = token_file.to_string_lossy().into_owned();
     token_file
 }
+
+/// Stops the writers; checks that none saw an error; the acknowledged increments of each
+/// writer's own counter and of the shared one.
+pub fn stop_writers(
+    stop: &AtomicBool,
+    writers: Vec<thread::JoinHandle<(u64, u64, Vec<String>)>>,
+) -> (Vec<u64>, u64) {
+    stop.store(true, Ordering::Relaxed);
+    let mut own = Vec::new();
+    let mut shared = 0;
+    for (i, writer) in writers.into_iter().enumerate() {
+        let (mine, theirs, errors) = writer.join().expect("writer");
+        assert!(errors.is_empty(), "writer {i} saw errors: {errors:?}");
+        own.push(mine);
+        shared += theirs;
+    }
+    (own, shared)
+}
+
+/// `value` as a bulk reply.
+pub fn bulk(value: &str) -> Vec<u8> {
+    format!("${}\r\n{value}\r\n", value.len()).into_bytes()
+}
+
+/// Writers through every replica, on counters of the prefix `prefix`.
+pub fn writers(
+    replicas: &[(Proxy, u16)],
+    prefix: &str,
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<(u64, u64, Vec<String>)>> {
+    replicas
+        .iter()
+        .enumerate()
+        .map(|(i, (r, _))| writer(r.port, format!("{prefix}counter{i}"), Arc::clone(stop)))
+        .collect()
+}
+
+/// Seeds `archive:k0..` (`keys` of them, values `v0..`) through `proxy`.
+pub fn seed(proxy: &Proxy, keys: usize) {
+    let mut client = proxy.raw();
+    for i in 0..keys {
+        let (key, value) = (format!("archive:k{i}"), format!("v{i}"));
+        assert_eq!(client.command(&["SET", &key, &value]), b"+OK\r\n");
+    }
+}
