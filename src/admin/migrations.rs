@@ -92,9 +92,26 @@ async fn start(request: &Request, peer: SocketAddr, proxy: &Arc<Proxy>) -> Respo
         return refused(&ControlError::Off);
     };
     info!(%peer, prefix = %plan.prefix, to = %plan.to, "admin POST /migrations, by the holder of the admin token");
-    match migrate::start(proxy, &me, plan).await {
+    // In a task of its own: the admin connection's timeout may end this answer, but never
+    // between storing the migration and starting its driver (nothing else would drive it).
+    let starting = {
+        let proxy = Arc::clone(proxy);
+        tokio::spawn(async move {
+            let started = migrate::start(&proxy, &me, plan).await;
+            if let Ok(migration) = &started {
+                tokio::spawn(migrate::drive(proxy, me, migration.id.clone()));
+            }
+            started
+        })
+    };
+    let Ok(started) = starting.await else {
+        return Response::text(
+            "500 Internal Server Error",
+            "the start failed; see the log\n",
+        );
+    };
+    match started {
         Ok(migration) => {
-            tokio::spawn(migrate::drive(Arc::clone(proxy), me, migration.id.clone()));
             let mut response = Response::json(&json!(migration));
             response.status = "201 Created";
             response

@@ -26,7 +26,8 @@ use crate::keyspace::{Destination, RouteTable};
 use crate::proxy::Proxy;
 
 /// Longest a count of the source's keys may take at start; past it the total stays unknown.
-const COUNT_FOR: Duration = Duration::from_secs(10);
+/// Well within the admin endpoint's default answer time (`server.admin_timeout_ms`, 5 s).
+const COUNT_FOR: Duration = Duration::from_secs(2);
 
 /// What an operator asks to start.
 #[derive(Debug, Clone, Default)]
